@@ -1,0 +1,17 @@
+// tandem — the only place a reactor backend is chosen. Layer: detail (loop).
+// Every backend offers watch(fd, read, write), forget(fd), wait(timeout, on_event).
+#pragma once
+
+#include "tandem/config.hpp"
+
+#if defined(TANDEM_REACTOR_POLL)
+#include "tandem/detail/reactor_poll.hpp"
+namespace tandem::detail {
+using reactor = poll_reactor;
+}
+#else
+#include "tandem/detail/reactor_epoll.hpp"
+namespace tandem::detail {
+using reactor = epoll_reactor;
+}
+#endif

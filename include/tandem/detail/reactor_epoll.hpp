@@ -1,0 +1,94 @@
+// tandem — epoll reactor. Layer: detail (loop).
+// Each fd is registered once, edge-triggered, for both directions; the loop remembers edges
+// that arrive while nobody waits. Timeouts have nanosecond resolution through epoll_pwait2
+// (Linux 5.11+); older kernels fall back to epoll_wait with the timeout rounded up.
+#pragma once
+
+#include "tandem/detail/syscall.hpp"
+#include "tandem/detail/unique_fd.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <sys/epoll.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+#include <vector>
+
+namespace tandem::detail {
+
+class epoll_reactor {
+public:
+    static constexpr const char* name = "epoll";
+
+    epoll_reactor() : m_epoll(::epoll_create1(EPOLL_CLOEXEC)) {
+        if (!m_epoll) throw_errno("epoll_create1");
+    }
+
+    /// Declares interest. epoll registers the fd on first use and ignores the directions:
+    /// edge-triggered registration for both never needs changing.
+    void watch(int fd, bool /*read*/, bool /*write*/) {
+        if (static_cast<std::size_t>(fd) < m_registered.size() && m_registered[fd]) return;
+        epoll_event ev{};
+        ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+        ev.data.fd = fd;
+        if (::epoll_ctl(m_epoll.get(), EPOLL_CTL_ADD, fd, &ev) != 0 && errno != EEXIST) throw_errno("epoll_ctl(ADD)");
+        if (static_cast<std::size_t>(fd) >= m_registered.size()) m_registered.resize(fd + 1, false);
+        m_registered[fd] = true;
+    }
+
+    void forget(int fd) noexcept {
+        if (static_cast<std::size_t>(fd) >= m_registered.size() || !m_registered[fd]) return;
+        m_registered[fd] = false;
+        // Fails harmlessly (EBADF/ENOENT) if the fd was already closed.
+        ::epoll_ctl(m_epoll.get(), EPOLL_CTL_DEL, fd, nullptr);
+    }
+
+    /// Waits up to `timeout` (nullopt: forever) and calls on_event(fd, readable, writable).
+    template <class OnEvent>
+    void wait(std::optional<std::chrono::nanoseconds> timeout, OnEvent&& on_event) {
+        const int n = wait_raw(timeout);
+        for (int i = 0; i < n; ++i) {
+            const std::uint32_t e = m_events[i].events;
+            const bool failed = (e & (EPOLLERR | EPOLLHUP)) != 0;
+            on_event(m_events[i].data.fd, failed || (e & (EPOLLIN | EPOLLRDHUP)) != 0, failed || (e & EPOLLOUT) != 0);
+        }
+    }
+
+private:
+    int wait_raw(std::optional<std::chrono::nanoseconds> timeout) {
+        int n;
+#if defined(SYS_epoll_pwait2)
+        if (m_have_pwait2) {
+            timespec ts{};
+            if (timeout) {
+                ts.tv_sec = static_cast<time_t>(timeout->count() / 1'000'000'000);
+                ts.tv_nsec = static_cast<long>(timeout->count() % 1'000'000'000);
+            }
+            n = static_cast<int>(::syscall(SYS_epoll_pwait2, m_epoll.get(), m_events, max_events,
+                                           timeout ? &ts : nullptr, nullptr, 0));
+            if (n >= 0) return n;
+            if (errno == EINTR) return 0;
+            if (errno != ENOSYS) throw_errno("epoll_pwait2");
+            m_have_pwait2 = false;
+        }
+#endif
+        int ms = -1;
+        if (timeout) ms = static_cast<int>((timeout->count() + 999'999) / 1'000'000);
+        n = ::epoll_wait(m_epoll.get(), m_events, max_events, ms);
+        if (n < 0) {
+            if (errno == EINTR) return 0;
+            throw_errno("epoll_wait");
+        }
+        return n;
+    }
+
+    static constexpr int max_events = 256;
+    unique_fd m_epoll;
+    std::vector<bool> m_registered;
+    bool m_have_pwait2 = true;
+    epoll_event m_events[max_events];
+};
+
+} // namespace tandem::detail

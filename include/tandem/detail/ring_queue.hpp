@@ -1,0 +1,52 @@
+// tandem — growable FIFO ring buffer. Layer: detail.
+// Steady state allocates nothing: capacity only grows (to a power of two) and is reused.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <utility>
+
+namespace tandem::detail {
+
+template <class T>
+class ring_queue {
+public:
+    ring_queue() = default;
+    ring_queue(const ring_queue&) = delete;
+    ring_queue& operator=(const ring_queue&) = delete;
+
+    bool empty() const noexcept { return m_size == 0; }
+    std::size_t size() const noexcept { return m_size; }
+
+    void push(T value) {
+        if (m_size == m_capacity) grow();
+        m_items[(m_head + m_size) & (m_capacity - 1)] = std::move(value);
+        ++m_size;
+    }
+    T pop() noexcept {
+        T value = std::move(m_items[m_head]);
+        m_head = (m_head + 1) & (m_capacity - 1);
+        --m_size;
+        return value;
+    }
+    void clear() noexcept {
+        while (m_size) (void)pop();
+    }
+
+private:
+    void grow() {
+        const std::size_t capacity = m_capacity ? m_capacity * 2 : 64;
+        auto items = std::make_unique<T[]>(capacity);
+        for (std::size_t i = 0; i < m_size; ++i) items[i] = std::move(m_items[(m_head + i) & (m_capacity - 1)]);
+        m_items = std::move(items);
+        m_capacity = capacity;
+        m_head = 0;
+    }
+
+    std::unique_ptr<T[]> m_items;
+    std::size_t m_capacity = 0;
+    std::size_t m_head = 0;
+    std::size_t m_size = 0;
+};
+
+} // namespace tandem::detail

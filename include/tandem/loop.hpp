@@ -1,0 +1,629 @@
+// tandem — event_loop: one thread's ready queue, timers, reactor, cross-thread post and the
+// bookkeeping of spawned tasks.
+//
+// Layer: loop. Knows tasks (core) and the reactor (detail); knows nothing of sockets.
+#pragma once
+
+#include "tandem/config.hpp"
+#include "tandem/error.hpp"
+#include "tandem/task.hpp"
+#include "tandem/detail/intrusive_list.hpp"
+#include "tandem/detail/reactor.hpp"
+#include "tandem/detail/ring_queue.hpp"
+#include "tandem/detail/scheduler.hpp"
+#include "tandem/detail/timer_heap.hpp"
+#include "tandem/detail/unique_function.hpp"
+#include "tandem/detail/wakeup.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <coroutine>
+#include <cstddef>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include "tandem/source_location.hpp"
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+namespace tandem {
+
+class event_loop;
+
+/// Identifies a task in diagnostics: the name given to spawn (may be empty) and where it
+/// was spawned.
+struct task_info {
+    std::string_view name;
+    source_location where;
+};
+
+namespace detail {
+
+/// A coroutine waiting for one direction of one fd.
+struct io_waiter : cancel_slot {
+    std::coroutine_handle<> handle;
+    task_context* context = nullptr;
+    int fd = -1;
+    bool write = false;
+    bool cancelled = false;
+    bool aborted = false; // the fd was forgotten (closed) while we waited
+};
+
+/// Per-fd readiness. With edge-triggered epoll an edge that arrives while nobody waits is
+/// remembered here, so the next wait does not sleep through data that is already there.
+struct fd_state {
+    io_waiter* reader = nullptr;
+    io_waiter* writer = nullptr;
+    bool readable = false;
+    bool writable = false;
+};
+
+/// Something that must look at the world whenever the loop's wake-up fd fires (signals).
+class wake_listener : public list_hook {
+public:
+    virtual void on_wake() noexcept = 0;
+
+protected:
+    ~wake_listener() = default;
+};
+
+struct ready_item {
+    std::coroutine_handle<> handle;
+    task_context* context = nullptr;
+};
+
+/// The loop's record of one spawned task: its context, its frame, and who waits for it.
+/// Reference-counted by the loop (while it runs) and by its join_handle (while one exists).
+class root_base : public task_context, public list_hook {
+public:
+    struct join_waiter : cancel_slot {
+        std::coroutine_handle<> handle;
+        task_context* context = nullptr;
+    };
+
+    root_base(event_loop& loop, std::string_view name, source_location where)
+        : m_loop(&loop), m_name(name), m_where(where) {}
+
+    std::string_view name() const noexcept override { return m_name; }
+    source_location where() const noexcept override { return m_where; }
+    std::coroutine_handle<> finish() noexcept override;
+
+    virtual std::coroutine_handle<> frame() const noexcept = 0;
+    virtual std::exception_ptr exception() const noexcept = 0;
+    virtual void destroy_frame() noexcept = 0;
+
+    event_loop& loop() const noexcept { return *m_loop; }
+    bool done() const noexcept { return m_done; }
+    bool abandoned() const noexcept { return m_abandoned; }
+    join_waiter* joiner() const noexcept { return m_joiner; }
+    void set_joiner(join_waiter* w) noexcept { m_joiner = w; }
+
+    void add_handle() noexcept {
+        ++m_refs;
+        m_has_handle = true;
+    }
+    /// The join_handle is gone; `observed` says whether it took the result.
+    void drop_handle(bool observed) noexcept;
+    void release() noexcept {
+        if (--m_refs == 0) delete this;
+    }
+    /// Loop teardown: destroy the suspended frame, never resume it.
+    void abandon() noexcept {
+        m_abandoned = true;
+        m_done = true;
+        destroy_frame();
+    }
+
+protected:
+    /// Decides what runs after this task finished. Task groups override it.
+    virtual std::coroutine_handle<> on_finished() noexcept;
+    /// True if this exception must reach the loop's exception handler.
+    bool worth_reporting(const std::exception_ptr& e) const noexcept;
+
+    event_loop* m_loop;
+    join_waiter* m_joiner = nullptr;
+    std::string m_name;
+    source_location m_where;
+    unsigned m_refs = 1; // the loop's, until the task finishes
+    bool m_has_handle = false;
+    bool m_done = false;
+    bool m_abandoned = false;
+
+public:
+    bool m_is_run_main = false; // event_loop::run(task) waits for this one: finishing ends the turn
+};
+
+template <class T>
+class root final : public root_base {
+public:
+    root(event_loop& loop, task<T> t, std::string_view name, source_location where)
+        : root_base(loop, name, where), m_task(std::move(t)) {
+        m_task.handle().promise().set_context(this);
+    }
+    std::coroutine_handle<> frame() const noexcept override { return m_task.handle(); }
+    std::exception_ptr exception() const noexcept override { return m_task.handle().promise().exception(); }
+    void destroy_frame() noexcept override { m_task = task<T>{}; }
+    decltype(auto) result() { return m_task.handle().promise().result(); }
+
+private:
+    task<T> m_task;
+};
+
+} // namespace detail
+
+/// A single-threaded event loop: ready queue, timers, an fd reactor (epoll, or poll with
+/// TANDEM_REACTOR_POLL), signals, and cross-thread post.
+///
+/// Thread-safety: a loop belongs to the thread that runs it. Only post() and stop() may be
+/// called from other threads. Run one loop per thread for many cores.
+///
+/// Unhandled exceptions: an exception escaping a spawned task whose join_handle was dropped
+/// (or destroyed without being awaited) goes to the exception handler. The default handler
+/// makes run() rethrow it, as Node treats an unhandled rejection as fatal.
+///
+/// Destroying the loop destroys the frames of tasks still suspended in it; none is resumed.
+class event_loop final : public detail::scheduler {
+public:
+    using clock = std::chrono::steady_clock;
+    using exception_handler = std::function<void(std::exception_ptr, const task_info&)>;
+
+    event_loop();
+    ~event_loop();
+    event_loop(const event_loop&) = delete;
+    event_loop& operator=(const event_loop&) = delete;
+
+    /// Runs `main` and whatever it spawns until `main` finishes; returns its value or
+    /// rethrows its exception. Also rethrows an unhandled exception of a detached task
+    /// (default handler). Tasks still running when main returns stay suspended in the loop.
+    template <class T>
+    T run(task<T> main, source_location where = source_location::current());
+
+    /// Runs until stop() is called (from any thread, or from a task).
+    void run();
+
+    /// One turn: expire timers, run a bounded batch of ready work, wait for I/O (no longer
+    /// than the next timer, not at all if work is ready).
+    void run_once();
+
+    /// Queues fn to run on the loop thread. Thread-safe; wakes the loop if it sleeps.
+    template <class F>
+    void post(F&& fn) {
+        post_erased(detail::unique_function(static_cast<F&&>(fn)));
+    }
+
+    /// Makes run() return after the current turn. Thread-safe.
+    void stop() noexcept;
+
+    /// Replaces the policy for exceptions escaping detached tasks.
+    void set_exception_handler(exception_handler handler) { m_exception_handler = std::move(handler); }
+
+    /// The loop running on this thread, or nullptr.
+    static event_loop* current() noexcept { return t_current_loop; }
+
+    /// "epoll" or "poll".
+    static constexpr const char* backend() noexcept { return detail::reactor::name; }
+
+    /// Spawned tasks that have not finished yet.
+    std::size_t task_count() const noexcept { return m_roots.size(); }
+    /// Timers currently armed.
+    std::size_t timer_count() const noexcept { return m_timers.size(); }
+
+    /// Call before closing an fd that was awaited with wait_readable/wait_writable: a waiter
+    /// still suspended on it resumes with std::system_error(ECANCELED), and the reactor
+    /// forgets the fd, so a new fd with the same number starts clean.
+    void forget(int fd) noexcept;
+
+    // ---- Hooks for tandem's own awaiters. Loop thread only. -------------------------------
+    void schedule(std::coroutine_handle<> h, detail::task_context* ctx) noexcept override {
+        m_ready.push(detail::ready_item{h, ctx});
+    }
+    void add_timer(detail::timer_node& node) { m_timers.push(node); }
+    void remove_timer(detail::timer_node& node) noexcept { m_timers.erase(node); }
+    bool consume_readiness(int fd, bool write) noexcept;
+    void add_io_waiter(detail::io_waiter& w);
+    void remove_io_waiter(detail::io_waiter& w) noexcept;
+    void add_wake_listener(detail::wake_listener& l) noexcept { m_wake_listeners.push_back(l); }
+    int wakeup_write_fd() const noexcept { return m_wakeup.write_fd(); }
+    void start_root(detail::root_base& r) noexcept {
+        m_roots.push_back(r);
+        schedule(r.frame(), &r);
+    }
+    void report_unhandled(std::exception_ptr e, const detail::task_context& ctx) noexcept;
+    void set_current_task(detail::task_context* ctx) noexcept { m_current_task = ctx; }
+    /// Makes the current turn skip its reactor wait (run(task)'s main task has finished).
+    void interrupt_wait() noexcept { m_interrupted = true; }
+    /// The task whose code is running right now (nullptr between tasks).
+    const detail::task_context* current_task() const noexcept { return m_current_task; }
+
+private:
+    /// Makes this the current loop of the thread for a scope (loops may nest: sync_wait).
+    class current_scope {
+    public:
+        explicit current_scope(event_loop* loop) noexcept : m_previous(t_current_loop) { enter(loop); }
+        ~current_scope() { enter(m_previous); }
+
+    private:
+        static void enter(event_loop* loop) noexcept {
+            t_current_loop = loop;
+            scheduler::set_current(loop);
+        }
+        event_loop* m_previous;
+    };
+
+    void post_erased(detail::unique_function fn);
+    void turn();
+    void expire_timers(clock::time_point now) noexcept;
+    void run_ready_batch();
+    std::optional<std::chrono::nanoseconds> poll_timeout() const noexcept;
+    void on_fd_event(int fd, bool readable, bool writable) noexcept;
+    void on_wakeup() noexcept;
+    void rethrow_unhandled();
+    void complete_io(detail::io_waiter& w) noexcept {
+        if (w.context) w.context->disarm();
+        schedule(w.handle, w.context);
+    }
+
+    inline static thread_local event_loop* t_current_loop = nullptr;
+
+    detail::ring_queue<detail::ready_item> m_ready;
+    detail::ring_queue<detail::unique_function> m_callbacks;
+    detail::timer_heap m_timers;
+    detail::reactor m_reactor;
+    detail::wakeup m_wakeup;
+    std::vector<detail::fd_state> m_fds;
+    detail::intrusive_list<detail::root_base> m_roots;
+    detail::intrusive_list<detail::wake_listener> m_wake_listeners;
+    detail::task_context* m_current_task = nullptr;
+
+    std::mutex m_remote_mutex;
+    std::vector<detail::unique_function> m_remote;   // guarded by m_remote_mutex
+    std::vector<detail::unique_function> m_remote_spare;
+    std::atomic<bool> m_wake_pending{false};
+    std::atomic<bool> m_stop_requested{false};
+
+    exception_handler m_exception_handler;
+    std::exception_ptr m_unhandled;
+    bool m_destroying = false;
+    bool m_interrupted = false;
+};
+
+/// The loop running on this thread. Throws std::logic_error outside a running loop.
+inline event_loop& this_loop() {
+    event_loop* loop = event_loop::current();
+    if (!loop) throw std::logic_error("tandem: no event loop is running on this thread");
+    return *loop;
+}
+
+/// Runs a task to completion on a fresh event loop on this thread and returns its value.
+template <class T>
+T sync_wait(task<T> t, source_location where = source_location::current()) {
+    event_loop loop;
+    return loop.run(std::move(t), where);
+}
+
+/// Awaitable returned by wait_readable / wait_writable.
+class fd_wait : detail::io_waiter {
+public:
+    fd_wait(event_loop& loop, int fd, bool write) noexcept : m_loop(&loop) {
+        this->fd = fd;
+        this->write = write;
+        on_cancel = &cancel;
+    }
+    fd_wait(const fd_wait&) = delete;
+    fd_wait& operator=(const fd_wait&) = delete;
+    ~fd_wait() { m_loop->remove_io_waiter(*this); }
+
+    bool await_ready() noexcept { return m_loop->consume_readiness(fd, write); }
+    template <class Promise>
+    bool await_suspend(std::coroutine_handle<Promise> h) {
+        context = detail::context_of(h);
+        if (context && context->cancel_requested()) {
+            cancelled = true;
+            return false;
+        }
+        handle = h;
+        m_loop->add_io_waiter(*this);
+        if (context) context->arm(this);
+        return true;
+    }
+    void await_resume() const {
+        if (cancelled) throw tandem::cancelled{};
+        if (aborted) throw std::system_error(ECANCELED, std::system_category(), "wait on a forgotten fd");
+    }
+
+private:
+    static void cancel(detail::cancel_slot* slot) noexcept {
+        auto* self = static_cast<fd_wait*>(slot);
+        self->m_loop->remove_io_waiter(*self);
+        self->cancelled = true;
+        self->m_loop->schedule(self->handle, self->context);
+    }
+    event_loop* m_loop;
+};
+
+/// Suspends until `fd` is readable (or has an error/hang-up). The fd should be non-blocking;
+/// only one task may wait per direction of an fd. Cancellable. Call this_loop().forget(fd)
+/// before closing an fd you waited on.
+[[nodiscard]] inline fd_wait wait_readable(int fd) { return fd_wait(this_loop(), fd, false); }
+/// Suspends until `fd` is writable (or has an error/hang-up). See wait_readable.
+[[nodiscard]] inline fd_wait wait_writable(int fd) { return fd_wait(this_loop(), fd, true); }
+
+/// Awaitable returned by yield().
+class yield_awaiter {
+public:
+    bool await_ready() const noexcept { return false; }
+    template <class Promise>
+    void await_suspend(std::coroutine_handle<Promise> h) {
+        this_loop().schedule(h, detail::context_of(h));
+    }
+    void await_resume() const noexcept {}
+};
+
+/// Lets the other ready tasks and I/O run before continuing (Node's setImmediate,
+/// asyncio.sleep(0)). The way to stay responsive inside a long loop that never suspends.
+[[nodiscard]] inline yield_awaiter yield() noexcept { return {}; }
+
+// ============================================================================================
+// Implementation
+// ============================================================================================
+
+namespace detail {
+
+inline bool root_base::worth_reporting(const std::exception_ptr& e) const noexcept {
+    if (!e || m_abandoned) return false;
+    // A task that was asked to stop and stopped is not a failure.
+    if (cancel_requested()) {
+        try {
+            std::rethrow_exception(e);
+        } catch (const tandem::cancelled&) {
+            return false;
+        } catch (...) {
+        }
+    }
+    return true;
+}
+
+inline std::coroutine_handle<> root_base::finish() noexcept {
+    m_done = true;
+    if (m_is_run_main) m_loop->interrupt_wait();
+    static_cast<list_hook&>(*this).unlink();
+    std::coroutine_handle<> next = on_finished();
+    release(); // may delete this, and with it the frame we are finishing: allowed at final suspend
+    return next;
+}
+
+inline std::coroutine_handle<> root_base::on_finished() noexcept {
+    if (join_waiter* w = std::exchange(m_joiner, nullptr)) {
+        if (w->context) w->context->disarm();
+        m_loop->set_current_task(w->context);
+        return w->handle;
+    }
+    if (!m_has_handle) {
+        if (std::exception_ptr e = exception(); worth_reporting(e)) m_loop->report_unhandled(e, *this);
+    }
+    return std::noop_coroutine();
+}
+
+inline void root_base::drop_handle(bool observed) noexcept {
+    m_has_handle = false;
+    if (m_done && !observed && !m_abandoned) { // an abandoned frame is gone: nothing to report
+        if (std::exception_ptr e = exception(); worth_reporting(e)) m_loop->report_unhandled(e, *this);
+    }
+    release();
+}
+
+} // namespace detail
+
+inline event_loop::event_loop() { m_reactor.watch(m_wakeup.read_fd(), true, false); }
+
+inline event_loop::~event_loop() {
+    m_destroying = true;
+    // Destroying a root's frame destroys the coroutines it awaits; their awaiters unhook
+    // themselves from timers, fds and primitives. Nothing here resumes anything.
+    while (!m_roots.empty()) {
+        detail::root_base& r = m_roots.pop_front();
+        r.abandon();
+        r.release();
+    }
+    m_ready.clear();
+    m_callbacks.clear();
+}
+
+template <class T>
+T event_loop::run(task<T> main, source_location where) {
+    current_scope scope(this);
+    auto* r = new detail::root<T>(*this, std::move(main), "main", where);
+    r->add_handle();
+    r->m_is_run_main = true;
+    struct handle_guard {
+        detail::root<T>* r;
+        bool observed = false;
+        ~handle_guard() { r->drop_handle(observed); }
+    } guard{r};
+    start_root(*r);
+    while (!r->done()) {
+        rethrow_unhandled();
+        turn();
+    }
+    m_interrupted = false;
+    rethrow_unhandled();
+    guard.observed = true;
+    return r->result();
+}
+
+inline void event_loop::run() {
+    current_scope scope(this);
+    while (!m_stop_requested.exchange(false, std::memory_order_acq_rel)) {
+        rethrow_unhandled();
+        turn();
+    }
+    rethrow_unhandled();
+}
+
+inline void event_loop::run_once() {
+    current_scope scope(this);
+    turn();
+    rethrow_unhandled();
+}
+
+inline void event_loop::turn() {
+    expire_timers(clock::now());
+    run_ready_batch();
+    m_reactor.wait(poll_timeout(), [this](int fd, bool readable, bool writable) noexcept {
+        on_fd_event(fd, readable, writable);
+    });
+}
+
+inline void event_loop::expire_timers(clock::time_point now) noexcept {
+    while (!m_timers.empty() && m_timers.top()->deadline <= now) {
+        detail::timer_node& node = m_timers.pop();
+        node.on_expire(&node);
+    }
+}
+
+inline void event_loop::run_ready_batch() {
+    // Only what is ready now: work queued by this batch waits for the next turn, so a task
+    // that keeps yielding cannot starve I/O and timers.
+    for (std::size_t n = m_ready.size(); n > 0 && !m_ready.empty(); --n) {
+        detail::ready_item item = m_ready.pop();
+        m_current_task = item.context;
+        item.handle.resume();
+    }
+    m_current_task = nullptr;
+    for (std::size_t n = m_callbacks.size(); n > 0 && !m_callbacks.empty(); --n) {
+        detail::unique_function fn = m_callbacks.pop();
+        try {
+            fn();
+        } catch (...) {
+            detail::task_context none;
+            report_unhandled(std::current_exception(), none);
+        }
+    }
+}
+
+inline std::optional<std::chrono::nanoseconds> event_loop::poll_timeout() const noexcept {
+    using std::chrono::nanoseconds;
+    if (!m_ready.empty() || !m_callbacks.empty() || m_interrupted ||
+        m_stop_requested.load(std::memory_order_relaxed) || m_unhandled)
+        return nanoseconds::zero();
+    if (m_timers.empty()) return std::nullopt;
+    const auto left = m_timers.top()->deadline - clock::now();
+    return left.count() > 0 ? std::chrono::duration_cast<nanoseconds>(left) : nanoseconds::zero();
+}
+
+inline void event_loop::on_fd_event(int fd, bool readable, bool writable) noexcept {
+    if (fd == m_wakeup.read_fd()) {
+        on_wakeup();
+        return;
+    }
+    if (static_cast<std::size_t>(fd) >= m_fds.size()) return;
+    detail::fd_state& s = m_fds[fd];
+    if (readable) {
+        if (detail::io_waiter* w = std::exchange(s.reader, nullptr)) complete_io(*w);
+        else s.readable = true;
+    }
+    if (writable) {
+        if (detail::io_waiter* w = std::exchange(s.writer, nullptr)) complete_io(*w);
+        else s.writable = true;
+    }
+    m_reactor.watch(fd, s.reader != nullptr, s.writer != nullptr); // poll: drop satisfied interest
+}
+
+inline void event_loop::on_wakeup() noexcept {
+    m_wakeup.drain();
+    // Clear before taking the queue: a post racing with us either lands in this swap or
+    // sees the flag clear and signals again.
+    m_wake_pending.store(false, std::memory_order_release);
+    {
+        std::lock_guard lock(m_remote_mutex);
+        m_remote_spare.swap(m_remote);
+    }
+    for (detail::unique_function& fn : m_remote_spare) m_callbacks.push(std::move(fn));
+    m_remote_spare.clear();
+    m_wake_listeners.for_each([](detail::wake_listener& l) { l.on_wake(); });
+}
+
+inline void event_loop::post_erased(detail::unique_function fn) {
+    if (t_current_loop == this) {
+        m_callbacks.push(std::move(fn));
+        return;
+    }
+    {
+        std::lock_guard lock(m_remote_mutex);
+        m_remote.push_back(std::move(fn));
+    }
+    if (!m_wake_pending.exchange(true, std::memory_order_acq_rel)) m_wakeup.signal();
+}
+
+inline void event_loop::stop() noexcept {
+    m_stop_requested.store(true, std::memory_order_release);
+    if (t_current_loop != this) m_wakeup.signal();
+}
+
+inline bool event_loop::consume_readiness(int fd, bool write) noexcept {
+    if (fd < 0 || static_cast<std::size_t>(fd) >= m_fds.size()) return false;
+    bool& ready = write ? m_fds[fd].writable : m_fds[fd].readable;
+    return std::exchange(ready, false);
+}
+
+inline void event_loop::add_io_waiter(detail::io_waiter& w) {
+    if (w.fd < 0) throw std::system_error(EBADF, std::system_category(), "wait on an invalid fd");
+    if (static_cast<std::size_t>(w.fd) >= m_fds.size()) m_fds.resize(static_cast<std::size_t>(w.fd) + 1);
+    detail::fd_state& s = m_fds[w.fd];
+    detail::io_waiter*& slot = w.write ? s.writer : s.reader;
+    if (slot) throw std::logic_error("tandem: two tasks wait for the same direction of one fd");
+    slot = &w;
+    try {
+        m_reactor.watch(w.fd, s.reader != nullptr, s.writer != nullptr);
+    } catch (...) {
+        slot = nullptr;
+        throw;
+    }
+}
+
+inline void event_loop::remove_io_waiter(detail::io_waiter& w) noexcept {
+    if (w.fd < 0 || static_cast<std::size_t>(w.fd) >= m_fds.size()) return;
+    detail::fd_state& s = m_fds[w.fd];
+    detail::io_waiter*& slot = w.write ? s.writer : s.reader;
+    if (slot != &w) return;
+    slot = nullptr;
+    m_reactor.watch(w.fd, s.reader != nullptr, s.writer != nullptr);
+}
+
+inline void event_loop::forget(int fd) noexcept {
+    if (fd < 0) return;
+    if (static_cast<std::size_t>(fd) < m_fds.size()) {
+        detail::fd_state& s = m_fds[fd];
+        for (detail::io_waiter* w : {std::exchange(s.reader, nullptr), std::exchange(s.writer, nullptr)}) {
+            if (!w) continue;
+            w->aborted = true;
+            complete_io(*w);
+        }
+        s = detail::fd_state{};
+    }
+    m_reactor.forget(fd);
+}
+
+inline void event_loop::report_unhandled(std::exception_ptr e, const detail::task_context& ctx) noexcept {
+    if (m_destroying) return;
+    if (m_exception_handler) {
+        try {
+            m_exception_handler(e, task_info{ctx.name(), ctx.where()});
+            return;
+        } catch (...) {
+            e = std::current_exception(); // a throwing handler escalates to run()
+        }
+    }
+    if (!m_unhandled) m_unhandled = e;
+}
+
+inline void event_loop::rethrow_unhandled() {
+    if (m_unhandled) std::rethrow_exception(std::exchange(m_unhandled, nullptr));
+}
+
+} // namespace tandem

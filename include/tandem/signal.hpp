@@ -1,0 +1,189 @@
+// tandem — awaiting POSIX signals (SIGINT, SIGTERM, ...) from coroutines.
+//
+// Layer: loop. One process-wide handler counts deliveries per signal and writes to the
+// wake-up fd of every loop that has a signal_set; each set remembers how many deliveries it
+// has consumed, so a signal arriving between two waits is not lost, and every set listening
+// to a signal sees it (like several process.on('SIGINT') listeners in Node).
+#pragma once
+
+#include "tandem/loop.hpp"
+#include "tandem/task.hpp"
+
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <csignal>
+#include <cstdint>
+#include <initializer_list>
+#include <mutex>
+#include <signal.h>
+#include <stdexcept>
+#include <system_error>
+#include <unistd.h>
+#include <vector>
+
+namespace tandem {
+
+namespace detail::signals {
+
+inline constexpr int max_signal = 65;
+inline constexpr int max_wake_fds = 64;
+
+// Lock-free state read by the handler (only atomics and write(2): async-signal-safe).
+inline std::atomic<std::uint64_t> deliveries[max_signal];
+inline std::atomic<int> wake_fds[max_wake_fds]; // fd + 1; 0 = free slot
+
+// Installation state, changed under the mutex by signal_set constructors/destructors.
+struct registry {
+    std::mutex mutex;
+    int handler_users[max_signal] = {};
+    struct sigaction previous[max_signal] = {};
+};
+inline registry& the_registry() {
+    static registry r;
+    return r;
+}
+
+inline void on_signal(int signo) noexcept {
+    const int saved_errno = errno;
+    if (signo > 0 && signo < max_signal) deliveries[signo].fetch_add(1, std::memory_order_release);
+    for (auto& slot : wake_fds) {
+        const int fd = slot.load(std::memory_order_acquire) - 1;
+        if (fd < 0) continue;
+        const std::uint64_t one = 1;
+        [[maybe_unused]] auto n = ::write(fd, &one, sizeof one);
+    }
+    errno = saved_errno;
+}
+
+inline void install(int signo) {
+    if (signo <= 0 || signo >= max_signal || signo == SIGKILL || signo == SIGSTOP)
+        throw std::invalid_argument("tandem::signal_set: signal cannot be caught");
+    registry& r = the_registry();
+    std::lock_guard lock(r.mutex);
+    if (r.handler_users[signo]++ > 0) return;
+    struct sigaction sa {};
+    sa.sa_handler = &on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    if (::sigaction(signo, &sa, &r.previous[signo]) != 0) {
+        --r.handler_users[signo];
+        throw std::system_error(errno, std::system_category(), "sigaction");
+    }
+}
+
+inline void uninstall(int signo) noexcept {
+    registry& r = the_registry();
+    std::lock_guard lock(r.mutex);
+    if (--r.handler_users[signo] == 0) ::sigaction(signo, &r.previous[signo], nullptr);
+}
+
+inline int add_wake_fd(int fd) {
+    for (int i = 0; i < max_wake_fds; ++i) {
+        int expected = 0;
+        if (wake_fds[i].compare_exchange_strong(expected, fd + 1, std::memory_order_acq_rel)) return i;
+    }
+    throw std::runtime_error("tandem::signal_set: too many loops listening for signals");
+}
+
+inline void remove_wake_fd(int slot) noexcept { wake_fds[slot].store(0, std::memory_order_release); }
+
+} // namespace detail::signals
+
+/// A set of signals a loop listens for. While a signal_set exists, its signals no longer
+/// have their default action (SIGINT no longer kills the process); the previous disposition
+/// is restored when the last set for a signal dies. Create and use it on the loop's thread;
+/// it must not outlive the loop.
+///
+///     tandem::signal_set stop_signals({SIGINT, SIGTERM});
+///     int sig = co_await stop_signals.wait();
+class signal_set {
+public:
+    explicit signal_set(std::initializer_list<int> signals) : signal_set(this_loop(), signals) {}
+    signal_set(event_loop& loop, std::initializer_list<int> signals) : m_loop(&loop) {
+        for (int signo : signals) {
+            detail::signals::install(signo);
+            m_signals.push_back(entry{signo, detail::signals::deliveries[signo].load(std::memory_order_acquire)});
+        }
+        try {
+            m_wake_slot = detail::signals::add_wake_fd(loop.wakeup_write_fd());
+        } catch (...) {
+            for (const entry& e : m_signals) detail::signals::uninstall(e.signo);
+            throw;
+        }
+    }
+    signal_set(const signal_set&) = delete;
+    signal_set& operator=(const signal_set&) = delete;
+    ~signal_set() {
+        detail::signals::remove_wake_fd(m_wake_slot);
+        for (const entry& e : m_signals) detail::signals::uninstall(e.signo);
+    }
+
+    /// Consumes a delivery that has not been waited for yet; 0 if none. Repeated deliveries
+    /// of one signal between two waits coalesce into one, as the kernel does.
+    int poll() noexcept {
+        for (entry& e : m_signals) {
+            const std::uint64_t now = detail::signals::deliveries[e.signo].load(std::memory_order_acquire);
+            if (now != e.seen) {
+                e.seen = now;
+                return e.signo;
+            }
+        }
+        return 0;
+    }
+
+    class wait_awaiter : public detail::wake_listener, detail::cancel_slot {
+    public:
+        explicit wait_awaiter(signal_set& set) noexcept : m_set(set) { on_cancel = &cancel; }
+        bool await_ready() noexcept { return (m_signo = m_set.poll()) != 0; }
+        template <class Promise>
+        bool await_suspend(std::coroutine_handle<Promise> h) {
+            m_context = detail::context_of(h);
+            if (m_context && m_context->cancel_requested()) {
+                m_cancelled = true;
+                return false;
+            }
+            m_handle = h;
+            m_set.m_loop->add_wake_listener(*this);
+            if (m_context) m_context->arm(this);
+            return true;
+        }
+        int await_resume() const {
+            if (m_cancelled) throw cancelled{};
+            return m_signo;
+        }
+
+    private:
+        void on_wake() noexcept override {
+            if ((m_signo = m_set.poll()) == 0) return;
+            unlink();
+            if (m_context) m_context->disarm();
+            m_set.m_loop->schedule(m_handle, m_context);
+        }
+        static void cancel(detail::cancel_slot* slot) noexcept {
+            auto* self = static_cast<wait_awaiter*>(slot);
+            self->unlink();
+            self->m_cancelled = true;
+            self->m_set.m_loop->schedule(self->m_handle, self->m_context);
+        }
+        signal_set& m_set;
+        std::coroutine_handle<> m_handle;
+        detail::task_context* m_context = nullptr;
+        int m_signo = 0;
+        bool m_cancelled = false;
+    };
+
+    /// Suspends until one of the set's signals arrives; returns its number. Cancellable.
+    [[nodiscard]] wait_awaiter wait() noexcept { return wait_awaiter{*this}; }
+
+private:
+    struct entry {
+        int signo;
+        std::uint64_t seen;
+    };
+    event_loop* m_loop;
+    std::vector<entry> m_signals;
+    int m_wake_slot = -1;
+};
+
+} // namespace tandem

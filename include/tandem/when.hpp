@@ -1,0 +1,319 @@
+// tandem — when_all and when_any: run tasks concurrently on the current loop and combine them.
+//
+// Layer: core. Children start inline (like calling an async function in Node) and each runs
+// in its own cancellation context under the caller's. Structured: the combined task never
+// finishes before all its children did, so no child outlives the frame that owns it.
+#pragma once
+
+#include "tandem/task.hpp"
+
+#include <cstddef>
+#include <exception>
+#include <iterator>
+#include <memory>
+#include <ranges>
+#include <stdexcept>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+namespace tandem {
+
+namespace detail {
+
+/// Stands in for void in tuples and variants of results.
+template <class T>
+using non_void_t = std::conditional_t<std::is_void_v<T>, std::monostate, T>;
+
+class child_owner {
+public:
+    virtual std::coroutine_handle<> child_finished(std::size_t index) noexcept = 0;
+
+protected:
+    ~child_owner() = default;
+};
+
+/// A task run as a separate logical task under a parent, reporting to an owner when done.
+template <class T>
+class child_task final : public task_context {
+public:
+    child_task() = default;
+    explicit child_task(task<T> t) noexcept : m_task(std::move(t)) {}
+
+    void assign(task<T> t) noexcept { m_task = std::move(t); }
+    void start(child_owner& owner, std::size_t index, task_context* parent) {
+        m_owner = &owner;
+        m_index = index;
+        set_parent(parent);
+        m_task.handle().promise().set_context(this);
+        m_task.handle().resume();
+    }
+    std::coroutine_handle<> finish() noexcept override { return m_owner->child_finished(m_index); }
+
+    std::exception_ptr exception() const noexcept { return m_task.handle().promise().exception(); }
+    non_void_t<T> take() {
+        if constexpr (std::is_void_v<T>) {
+            m_task.handle().promise().result();
+            return {};
+        } else {
+            return m_task.handle().promise().result();
+        }
+    }
+
+private:
+    task<T> m_task;
+    child_owner* m_owner = nullptr;
+    std::size_t m_index = 0;
+};
+
+/// Shared machinery of when_all/when_any: start the children, forward the parent's
+/// cancellation to them, resume the parent when the last one finished.
+class fan_out : public child_owner, cancel_slot {
+public:
+    bool await_ready() const noexcept { return m_count == 0; }
+
+    template <class Promise>
+    bool await_suspend(std::coroutine_handle<Promise> h) {
+        m_parent = h;
+        m_parent_context = context_of(h);
+        if (m_parent_context && m_parent_context->cancel_requested()) {
+            m_parent_cancelled = true;
+            return false;
+        }
+        // One extra count for the starting phase: a child finishing synchronously must not
+        // resume the parent while we are still inside its await_suspend.
+        m_pending = m_count + 1;
+        on_cancel = &forward_cancel;
+        if (m_parent_context) m_parent_context->arm(this);
+        for (std::size_t i = 0; i < m_count; ++i) start_child(i, m_parent_context);
+        if (--m_pending == 0) {
+            if (m_parent_context) m_parent_context->disarm();
+            return false;
+        }
+        return true;
+    }
+
+    std::coroutine_handle<> child_finished(std::size_t index) noexcept final {
+        child_done(index);
+        if (--m_pending > 0) return std::noop_coroutine();
+        if (m_parent_context) m_parent_context->disarm();
+        return m_parent;
+    }
+
+protected:
+    fan_out() noexcept = default;
+    ~fan_out() = default;
+
+    virtual void start_child(std::size_t index, task_context* parent) = 0;
+    virtual void cancel_child(std::size_t index) noexcept = 0;
+    virtual void child_done(std::size_t index) noexcept = 0;
+
+    void cancel_children() noexcept {
+        for (std::size_t i = 0; i < m_count; ++i) cancel_child(i);
+    }
+    void throw_if_parent_cancelled() const {
+        if (m_parent_cancelled) throw cancelled{};
+    }
+
+    std::size_t m_count = 0;
+
+private:
+    static void forward_cancel(cancel_slot* slot) noexcept {
+        auto* self = static_cast<fan_out*>(slot);
+        self->m_parent_cancelled = true;
+        self->cancel_children();
+    }
+
+    std::coroutine_handle<> m_parent;
+    task_context* m_parent_context = nullptr;
+    std::size_t m_pending = 0;
+    bool m_parent_cancelled = false;
+};
+
+/// Storage of the children: a tuple for the variadic forms, an array for ranges. Both offer
+/// child(i, fn) to reach child i as its concrete type.
+template <class... Ts>
+class tuple_children {
+public:
+    explicit tuple_children(task<Ts>... tasks) noexcept : m_children(std::move(tasks)...) {}
+    static constexpr std::size_t size() noexcept { return sizeof...(Ts); }
+    template <class F>
+    decltype(auto) visit(std::size_t index, F&& fn) {
+        return visit_impl(index, fn, std::index_sequence_for<Ts...>{});
+    }
+    template <std::size_t I>
+    auto& get() noexcept {
+        return std::get<I>(m_children);
+    }
+
+private:
+    template <class F, std::size_t... Is>
+    void visit_impl(std::size_t index, F& fn, std::index_sequence<Is...>) {
+        ((index == Is ? (void)fn(std::get<Is>(m_children)) : (void)0), ...);
+    }
+    std::tuple<child_task<Ts>...> m_children;
+};
+
+template <class T>
+class range_children {
+public:
+    template <class Range>
+    explicit range_children(Range&& tasks) {
+        std::vector<task<T>> collected;
+        for (auto&& t : tasks) collected.push_back(std::move(t));
+        m_size = collected.size();
+        m_children = std::make_unique<child_task<T>[]>(m_size);
+        for (std::size_t i = 0; i < m_size; ++i) m_children[i].assign(std::move(collected[i]));
+    }
+    std::size_t size() const noexcept { return m_size; }
+    template <class F>
+    decltype(auto) visit(std::size_t index, F&& fn) {
+        return fn(m_children[index]);
+    }
+    child_task<T>& operator[](std::size_t i) noexcept { return m_children[i]; }
+
+private:
+    std::unique_ptr<child_task<T>[]> m_children;
+    std::size_t m_size = 0;
+};
+
+template <class Children>
+class when_all_awaiter final : public fan_out {
+public:
+    template <class... Args>
+    explicit when_all_awaiter(Args&&... args) : m_children(static_cast<Args&&>(args)...) {
+        m_count = m_children.size();
+    }
+    Children& children() noexcept { return m_children; }
+    void await_resume() const {
+        throw_if_parent_cancelled();
+        if (m_failure) std::rethrow_exception(m_failure);
+    }
+
+private:
+    void start_child(std::size_t i, task_context* parent) override {
+        m_children.visit(i, [&](auto& c) { c.start(*this, i, parent); });
+    }
+    void cancel_child(std::size_t i) noexcept override {
+        m_children.visit(i, [](auto& c) { c.request_cancel(); });
+    }
+    void child_done(std::size_t i) noexcept override {
+        if (m_failure) return;
+        m_children.visit(i, [&](auto& c) { m_failure = c.exception(); });
+        if (m_failure) cancel_children(); // first failure stops the siblings
+    }
+    Children m_children;
+    std::exception_ptr m_failure;
+};
+
+template <class Children>
+class when_any_awaiter final : public fan_out {
+public:
+    template <class... Args>
+    explicit when_any_awaiter(Args&&... args) : m_children(static_cast<Args&&>(args)...) {
+        m_count = m_children.size();
+    }
+    Children& children() noexcept { return m_children; }
+    std::size_t await_resume() const {
+        throw_if_parent_cancelled();
+        return m_winner;
+    }
+
+private:
+    void start_child(std::size_t i, task_context* parent) override {
+        m_children.visit(i, [&](auto& c) { c.start(*this, i, parent); });
+    }
+    void cancel_child(std::size_t i) noexcept override {
+        m_children.visit(i, [](auto& c) { c.request_cancel(); });
+    }
+    void child_done(std::size_t i) noexcept override {
+        if (m_has_winner) return;
+        m_has_winner = true;
+        m_winner = i;
+        cancel_children();
+    }
+    Children m_children;
+    std::size_t m_winner = 0;
+    bool m_has_winner = false;
+};
+
+template <class R>
+using range_task_value_t = typename std::remove_cvref_t<std::ranges::range_value_t<R>>::value_type;
+
+} // namespace detail
+
+/// Runs all tasks concurrently; yields a tuple of their results (void → std::monostate).
+/// The first failure cancels the others; once all have finished it is rethrown.
+template <class... Ts>
+task<std::tuple<detail::non_void_t<Ts>...>> when_all(task<Ts>... tasks) {
+    detail::when_all_awaiter<detail::tuple_children<Ts...>> all(std::move(tasks)...);
+    co_await all;
+    auto& children = all.children();
+    co_return [&]<std::size_t... Is>(std::index_sequence<Is...>) {
+        return std::tuple<detail::non_void_t<Ts>...>(children.template get<Is>().take()...);
+    }(std::index_sequence_for<Ts...>{});
+}
+
+/// Runs every task of a range concurrently; yields their results in order (nothing for
+/// task<void>). The first failure cancels the others and is rethrown after all finished.
+template <std::ranges::input_range Range>
+auto when_all(Range&& tasks) -> task<std::conditional_t<std::is_void_v<detail::range_task_value_t<Range>>, void,
+                                                          std::vector<detail::range_task_value_t<Range>>>> {
+    using T = detail::range_task_value_t<Range>;
+    detail::when_all_awaiter<detail::range_children<T>> all(static_cast<Range&&>(tasks));
+    co_await all;
+    auto& children = all.children();
+    if constexpr (std::is_void_v<T>) {
+        co_return;
+    } else {
+        std::vector<T> results;
+        results.reserve(children.size());
+        for (std::size_t i = 0; i < children.size(); ++i) results.push_back(children[i].take());
+        co_return results;
+    }
+}
+
+/// Runs tasks concurrently until the first one finishes; the others are cancelled and
+/// awaited before this returns. Yields a variant whose index() is the winner (void →
+/// std::monostate); if the winner threw, rethrows that.
+template <class... Ts>
+task<std::variant<detail::non_void_t<Ts>...>> when_any(task<Ts>... tasks) {
+    static_assert(sizeof...(Ts) > 0, "when_any needs at least one task");
+    detail::when_any_awaiter<detail::tuple_children<Ts...>> any(std::move(tasks)...);
+    const std::size_t winner = co_await any;
+    auto& children = any.children();
+    using result = std::variant<detail::non_void_t<Ts>...>;
+    std::optional<result> out;
+    [&]<std::size_t... Is>(std::index_sequence<Is...>) {
+        ((winner == Is ? (void)out.emplace(std::in_place_index<Is>, children.template get<Is>().take()) : (void)0), ...);
+    }(std::index_sequence_for<Ts...>{});
+    co_return std::move(*out);
+}
+
+/// Result of when_any over a range: which task won, and its value.
+template <class T>
+struct when_any_result {
+    std::size_t index;
+    T value;
+};
+
+/// Range form of when_any. Yields when_any_result<T> (just the index for task<void>).
+/// Throws std::invalid_argument for an empty range.
+template <std::ranges::input_range Range>
+auto when_any(Range&& tasks) -> task<std::conditional_t<std::is_void_v<detail::range_task_value_t<Range>>, std::size_t,
+                                                          when_any_result<detail::range_task_value_t<Range>>>> {
+    using T = detail::range_task_value_t<Range>;
+    detail::when_any_awaiter<detail::range_children<T>> any(static_cast<Range&&>(tasks));
+    if (any.children().size() == 0) throw std::invalid_argument("tandem::when_any: no tasks");
+    const std::size_t winner = co_await any;
+    if constexpr (std::is_void_v<T>) {
+        any.children()[winner].take();
+        co_return winner;
+    } else {
+        co_return when_any_result<T>{winner, any.children()[winner].take()};
+    }
+}
+
+} // namespace tandem

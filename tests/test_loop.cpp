@@ -1,0 +1,297 @@
+#include "tandem/loop.hpp"
+
+#include "catch.hpp"
+#include "tandem/spawn.hpp"
+#include "tandem/sync.hpp"
+#include "tandem/time.hpp"
+#include "tandem/when.hpp"
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <fcntl.h>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+using namespace std::chrono_literals;
+
+namespace {
+
+struct pipe_pair {
+    int read_end = -1;
+    int write_end = -1;
+    pipe_pair() {
+        int fds[2];
+        REQUIRE(::pipe2(fds, O_NONBLOCK | O_CLOEXEC) == 0);
+        read_end = fds[0];
+        write_end = fds[1];
+    }
+    ~pipe_pair() {
+        if (auto* loop = tandem::event_loop::current()) {
+            loop->forget(read_end);
+            loop->forget(write_end);
+        }
+        ::close(read_end);
+        ::close(write_end);
+    }
+};
+
+/// Reads exactly n bytes from a non-blocking fd, waiting for readiness on EAGAIN.
+tandem::task<std::string> read_n(int fd, std::size_t n) {
+    std::string out;
+    char buf[4096];
+    while (out.size() < n) {
+        const ssize_t r = ::read(fd, buf, std::min(sizeof buf, n - out.size()));
+        if (r > 0) {
+            out.append(buf, static_cast<std::size_t>(r));
+        } else if (r < 0 && errno == EAGAIN) {
+            co_await tandem::wait_readable(fd);
+        } else {
+            throw std::system_error(errno, std::system_category(), "read");
+        }
+    }
+    co_return out;
+}
+
+struct destroy_counter {
+    int* count;
+    ~destroy_counter() { ++*count; }
+};
+
+} // namespace
+
+TEST_CASE("the loop reports its reactor backend", "[loop]") {
+    const std::string backend = tandem::event_loop::backend();
+#if defined(TANDEM_REACTOR_POLL)
+    CHECK(backend == "poll");
+#else
+    CHECK(backend == "epoll");
+#endif
+}
+
+TEST_CASE("run(task) rethrows the task's exception", "[loop]") {
+    tandem::event_loop loop;
+    auto failing = []() -> tandem::task<> {
+        co_await tandem::yield();
+        throw std::invalid_argument("bad");
+    };
+    CHECK_THROWS_AS(loop.run(failing()), std::invalid_argument);
+    // The loop is still usable afterwards.
+    auto fine = []() -> tandem::task<int> { co_return 5; };
+    CHECK(loop.run(fine()) == 5);
+}
+
+TEST_CASE("this_loop is the running loop and throws outside one", "[loop]") {
+    CHECK(tandem::event_loop::current() == nullptr);
+    CHECK_THROWS_AS(tandem::this_loop(), std::logic_error);
+    tandem::event_loop loop;
+    auto body = [&]() -> tandem::task<> {
+        CHECK(&tandem::this_loop() == &loop);
+        co_return;
+    };
+    loop.run(body());
+    CHECK(tandem::event_loop::current() == nullptr);
+}
+
+TEST_CASE("stop from another thread wakes an idle loop", "[loop]") {
+    tandem::event_loop loop;
+    std::atomic<bool> running{false};
+    loop.post([&] { running = true; });
+    std::thread stopper([&] {
+        while (!running.load()) std::this_thread::yield();
+        loop.stop(); // the loop is (about to be) blocked in the reactor with nothing to do
+    });
+    loop.run();
+    stopper.join();
+    CHECK(running.load());
+}
+
+TEST_CASE("posts from many threads all run on the loop thread, in order per thread", "[loop]") {
+    tandem::event_loop loop;
+    constexpr int threads = 4;
+    constexpr int per_thread = 10'000;
+    std::vector<int> last_seen(threads, -1);
+    int total = 0;
+    bool ordered = true;
+    const auto loop_thread = std::this_thread::get_id();
+    bool on_loop_thread = true;
+    std::vector<std::thread> posters;
+    for (int t = 0; t < threads; ++t) {
+        posters.emplace_back([&, t] {
+            for (int i = 0; i < per_thread; ++i)
+                loop.post([&, t, i] {
+                    on_loop_thread = on_loop_thread && std::this_thread::get_id() == loop_thread;
+                    ordered = ordered && last_seen[t] == i - 1;
+                    last_seen[t] = i;
+                    if (++total == threads * per_thread) loop.stop();
+                });
+        });
+    }
+    loop.run();
+    for (auto& p : posters) p.join();
+    CHECK(total == threads * per_thread);
+    CHECK(ordered);
+    CHECK(on_loop_thread);
+}
+
+TEST_CASE("an exception thrown by a posted callback reaches run()", "[loop]") {
+    tandem::event_loop loop;
+    loop.post([] { throw std::runtime_error("from callback"); });
+    CHECK_THROWS_WITH(loop.run(), "from callback");
+}
+
+TEST_CASE("wait_readable wakes when data arrives on a pipe", "[loop]") {
+    tandem::event_loop loop;
+    auto body = []() -> tandem::task<> {
+        pipe_pair p;
+        auto reader = tandem::spawn(read_n(p.read_end, 5));
+        co_await tandem::sleep_for(2ms); // the reader is now suspended in wait_readable
+        REQUIRE(::write(p.write_end, "hello", 5) == 5);
+        {
+            auto awaited = co_await reader;
+            CHECK(awaited == "hello");
+        }
+
+        // Data written while nobody waits is found by the next wait (edge remembered).
+        REQUIRE(::write(p.write_end, "again", 5) == 5);
+        co_await tandem::sleep_for(1ms); // let the reactor see the edge with no waiter
+        {
+            auto awaited = co_await read_n(p.read_end, 5);
+            CHECK(awaited == "again");
+        }
+
+        // Many rounds, alternating who is first.
+        for (int i = 0; i < 200; ++i) {
+            auto r = tandem::spawn(read_n(p.read_end, 3));
+            if (i % 2) co_await tandem::yield();
+            REQUIRE(::write(p.write_end, "abc", 3) == 3);
+            {
+                auto awaited = co_await r;
+                CHECK(awaited == "abc");
+            }
+        }
+    };
+    loop.run(body());
+}
+
+TEST_CASE("wait_writable wakes when a full pipe drains", "[loop]") {
+    tandem::event_loop loop;
+    auto body = []() -> tandem::task<> {
+        pipe_pair p;
+        std::string chunk(65536, 'x');
+        std::size_t written = 0;
+        while (true) {
+            const ssize_t n = ::write(p.write_end, chunk.data(), chunk.size());
+            if (n < 0) break;
+            written += static_cast<std::size_t>(n);
+        }
+        REQUIRE(errno == EAGAIN);
+        bool woke = false;
+        auto writer = tandem::spawn([](int fd, bool& w) -> tandem::task<> {
+            co_await tandem::wait_writable(fd);
+            w = true;
+        }(p.write_end, woke));
+        co_await tandem::sleep_for(2ms);
+        CHECK_FALSE(woke);
+        {
+            auto awaited = co_await read_n(p.read_end, written);
+            CHECK(awaited.size() == written);
+        }
+        co_await writer;
+        CHECK(woke);
+    };
+    loop.run(body());
+}
+
+TEST_CASE("forget wakes a waiter with ECANCELED", "[loop]") {
+    tandem::event_loop loop;
+    auto body = []() -> tandem::task<> {
+        pipe_pair p;
+        auto reader = tandem::spawn(read_n(p.read_end, 1));
+        co_await tandem::sleep_for(1ms);
+        tandem::this_loop().forget(p.read_end);
+        try {
+            co_await reader;
+            FAIL("expected an exception");
+        } catch (const std::system_error& e) {
+            CHECK(e.code().value() == ECANCELED);
+        }
+    };
+    loop.run(body());
+}
+
+TEST_CASE("a cancelled fd wait throws cancelled and frees the fd for another waiter", "[loop]") {
+    tandem::event_loop loop;
+    auto body = []() -> tandem::task<> {
+        pipe_pair p;
+        auto first = tandem::spawn(read_n(p.read_end, 1));
+        co_await tandem::sleep_for(1ms);
+        first.cancel();
+        CHECK_THROWS_AS(co_await first, tandem::cancelled);
+        auto second = tandem::spawn(read_n(p.read_end, 1));
+        REQUIRE(::write(p.write_end, "z", 1) == 1);
+        {
+            auto awaited = co_await second;
+            CHECK(awaited == "z");
+        }
+    };
+    loop.run(body());
+}
+
+TEST_CASE("destroying a loop destroys suspended frames without resuming them", "[loop]") {
+    int destroyed = 0;
+    bool resumed = false;
+    int pipe_fds[2];
+    REQUIRE(::pipe2(pipe_fds, O_NONBLOCK | O_CLOEXEC) == 0);
+    {
+        // Primitives outlive the loop, as they must: a frame destroyed with the loop may still
+        // unlock the mutex from a guard's destructor.
+        tandem::async_mutex mutex;
+        tandem::event never;
+        tandem::event_loop loop;
+        auto sleeper = [&]() -> tandem::task<> {
+            destroy_counter c{&destroyed};
+            co_await tandem::sleep_for(1h);
+            resumed = true;
+        };
+        auto locker = [&]() -> tandem::task<> {
+            destroy_counter c{&destroyed};
+            auto lock = co_await mutex.scoped_lock();
+            co_await never.wait();
+            resumed = true;
+        };
+        auto reader = [&]() -> tandem::task<> {
+            destroy_counter c{&destroyed};
+            co_await tandem::wait_readable(pipe_fds[0]);
+            resumed = true;
+        };
+        auto fan = [&]() -> tandem::task<> {
+            destroy_counter c{&destroyed};
+            co_await tandem::when_all(sleeper(), sleeper());
+            resumed = true;
+        };
+        auto main_task = [&]() -> tandem::task<> {
+            tandem::spawn(sleeper()).detach();
+            tandem::spawn(locker()).detach();
+            tandem::spawn(locker()).detach(); // waits for the mutex the first one holds
+            tandem::spawn(reader()).detach();
+            tandem::spawn(fan()).detach();
+            auto joined = tandem::spawn(sleeper());
+            tandem::spawn([](tandem::join_handle<void> h, int* d) -> tandem::task<> {
+                destroy_counter c{d};
+                co_await h;
+            }(std::move(joined), &destroyed)).detach();
+            co_await tandem::sleep_for(5ms);
+        };
+        loop.run(main_task());
+        CHECK(loop.task_count() == 7);
+        CHECK(destroyed == 0);
+    }
+    ::close(pipe_fds[0]);
+    ::close(pipe_fds[1]);
+    CHECK_FALSE(resumed);
+    CHECK(destroyed == 9); // 7 spawned tasks + the 2 when_all children of fan
+}

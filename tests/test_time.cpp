@@ -1,0 +1,174 @@
+#include "tandem/time.hpp"
+
+#include "catch.hpp"
+#include "tandem/spawn.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <vector>
+
+using namespace std::chrono_literals;
+using clock_type = std::chrono::steady_clock;
+
+TEST_CASE("sleep_for waits at least the duration", "[time]") {
+    auto body = []() -> tandem::task<> {
+        const auto start = clock_type::now();
+        co_await tandem::sleep_for(20ms);
+        CHECK(clock_type::now() - start >= 20ms);
+    };
+    tandem::sync_wait(body());
+}
+
+TEST_CASE("timers fire in deadline order, ties in arming order", "[time]") {
+    auto body = []() -> tandem::task<> {
+        std::vector<int> order;
+        auto at = [&](std::chrono::milliseconds d, int id) -> tandem::task<> {
+            co_await tandem::sleep_for(d);
+            order.push_back(id);
+        };
+        const auto deadline = clock_type::now() + 5ms;
+        auto same = [&](int id) -> tandem::task<> {
+            co_await tandem::sleep_until(deadline);
+            order.push_back(id);
+        };
+        co_await tandem::when_all(at(9ms, 3), at(1ms, 0), same(1), same(2));
+        CHECK(order == std::vector<int>{0, 1, 2, 3});
+    };
+    tandem::sync_wait(body());
+}
+
+TEST_CASE("timers have sub-millisecond precision", "[time]") {
+    auto body = []() -> tandem::task<> {
+        std::vector<clock_type::duration> lateness;
+        for (int i = 0; i < 21; ++i) {
+            const auto start = clock_type::now();
+            co_await tandem::sleep_for(200us);
+            lateness.push_back(clock_type::now() - start - 200us);
+        }
+        std::sort(lateness.begin(), lateness.end());
+        // Rounding to whole milliseconds (plain epoll_wait) would make the median ≥ 800 µs late.
+        CHECK(lateness[lateness.size() / 2] < 700us);
+    };
+    tandem::sync_wait(body());
+}
+
+TEST_CASE("a million pending timers all fire", "[time]") {
+    auto body = []() -> tandem::task<> {
+        constexpr int count = 1'000'000;
+        int fired = 0;
+        clock_type::time_point deadline{};
+        // Each sleeper yields once first, so the deadline can be set after all have started
+        // and the check below does not depend on how fast this build creates a million tasks.
+        auto sleeper = [](const clock_type::time_point& at, int i, int& f) -> tandem::task<> {
+            co_await tandem::yield();
+            co_await tandem::sleep_until(at + std::chrono::microseconds(i % 1000));
+            ++f;
+        };
+        std::vector<tandem::task<>> tasks;
+        tasks.reserve(count);
+        for (int i = 0; i < count; ++i) tasks.push_back(sleeper(deadline, i, fired));
+        auto all = tandem::spawn(tandem::when_all(std::move(tasks)));
+        co_await tandem::yield(); // `all` starts every sleeper; each yields
+        deadline = clock_type::now() + 1s;
+        co_await tandem::yield(); // every sleeper arms its timer
+        CHECK(tandem::this_loop().timer_count() == count);
+        co_await all;
+        CHECK(fired == count);
+        CHECK(tandem::this_loop().timer_count() == 0);
+    };
+    tandem::sync_wait(body());
+}
+
+TEST_CASE("a cancelled sleep throws cancelled promptly and disarms its timer", "[time]") {
+    auto body = []() -> tandem::task<> {
+        auto h = tandem::spawn([]() -> tandem::task<> { co_await tandem::sleep_for(1h); }());
+        co_await tandem::yield();
+        CHECK(tandem::this_loop().timer_count() == 1);
+        const auto start = clock_type::now();
+        h.cancel();
+        CHECK_THROWS_AS(co_await h, tandem::cancelled);
+        CHECK(clock_type::now() - start < 1s);
+        CHECK(tandem::this_loop().timer_count() == 0);
+    };
+    tandem::sync_wait(body());
+}
+
+TEST_CASE("with_timeout throws timed_out when the task is too slow", "[time]") {
+    auto body = []() -> tandem::task<> {
+        bool unwound = false;
+        auto slow = [](bool& u) -> tandem::task<int> {
+            try {
+                co_await tandem::sleep_for(1h);
+            } catch (const tandem::cancelled&) {
+                u = true;
+                throw;
+            }
+            co_return 1;
+        };
+        const auto start = clock_type::now();
+        CHECK_THROWS_AS(co_await tandem::with_timeout(10ms, slow(unwound)), tandem::timed_out);
+        CHECK(unwound);
+        const auto elapsed = clock_type::now() - start;
+        CHECK(elapsed >= 10ms);
+        CHECK(elapsed < 2s);
+        CHECK(tandem::this_loop().timer_count() == 0);
+    };
+    tandem::sync_wait(body());
+}
+
+TEST_CASE("with_timeout returns the value of a task that finishes in time", "[time]") {
+    auto body = []() -> tandem::task<> {
+        auto quick = []() -> tandem::task<int> {
+            co_await tandem::sleep_for(1ms);
+            co_return 11;
+        };
+        {
+            auto awaited = co_await tandem::with_timeout(1s, quick());
+            CHECK(awaited == 11);
+        }
+        auto immediate = []() -> tandem::task<int> { co_return 12; };
+        {
+            auto awaited = co_await tandem::with_timeout(1s, immediate());
+            CHECK(awaited == 12);
+        }
+        auto unit = []() -> tandem::task<> { co_await tandem::sleep_for(1ms); };
+        co_await tandem::with_timeout(1s, unit());
+        CHECK(tandem::this_loop().timer_count() == 0); // the deadline timer was disarmed
+    };
+    tandem::sync_wait(body());
+}
+
+TEST_CASE("an error inside with_timeout is not turned into timed_out", "[time]") {
+    auto body = []() -> tandem::task<> {
+        auto failing = []() -> tandem::task<> {
+            co_await tandem::sleep_for(1ms);
+            throw std::logic_error("inner");
+        };
+        CHECK_THROWS_AS(co_await tandem::with_timeout(1s, failing()), std::logic_error);
+    };
+    tandem::sync_wait(body());
+}
+
+TEST_CASE("cancelling the caller of with_timeout cancels the inner task", "[time]") {
+    auto body = []() -> tandem::task<> {
+        auto outer = []() -> tandem::task<> {
+            co_await tandem::with_timeout(1h, []() -> tandem::task<> { co_await tandem::sleep_for(1h); }());
+        };
+        auto h = tandem::spawn(outer());
+        co_await tandem::sleep_for(1ms);
+        h.cancel();
+        CHECK_THROWS_AS(co_await h, tandem::cancelled);
+        CHECK(tandem::this_loop().timer_count() == 0);
+    };
+    tandem::sync_wait(body());
+}
+
+TEST_CASE("nested timeouts: the inner deadline fires first", "[time]") {
+    auto body = []() -> tandem::task<> {
+        auto inner = []() -> tandem::task<> {
+            co_await tandem::with_timeout(5ms, []() -> tandem::task<> { co_await tandem::sleep_for(1h); }());
+        };
+        CHECK_THROWS_AS(co_await tandem::with_timeout(10s, inner()), tandem::timed_out);
+    };
+    tandem::sync_wait(body());
+}

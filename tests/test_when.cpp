@@ -1,0 +1,153 @@
+#include "tandem/when.hpp"
+
+#include "catch.hpp"
+#include "tandem/spawn.hpp"
+#include "tandem/sync.hpp"
+#include "tandem/time.hpp"
+
+#include <chrono>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+using namespace std::chrono_literals;
+
+namespace {
+
+tandem::task<int> after(std::chrono::milliseconds d, int value) {
+    co_await tandem::sleep_for(d);
+    co_return value;
+}
+
+tandem::task<> fail_after(std::chrono::milliseconds d) {
+    co_await tandem::sleep_for(d);
+    throw std::runtime_error("child failed");
+}
+
+/// Sleeps "forever" but records how it ended.
+tandem::task<int> wait_forever(int& cancelled_count) {
+    try {
+        co_await tandem::sleep_for(1h);
+    } catch (const tandem::cancelled&) {
+        ++cancelled_count;
+        throw;
+    }
+    co_return -1;
+}
+
+} // namespace
+
+TEST_CASE("when_all runs tasks concurrently and returns a tuple", "[when]") {
+    auto body = []() -> tandem::task<> {
+        const auto start = std::chrono::steady_clock::now();
+        auto [a, b, c] = co_await tandem::when_all(after(30ms, 1), after(30ms, 2), after(30ms, 3));
+        const auto elapsed = std::chrono::steady_clock::now() - start;
+        CHECK(a == 1);
+        CHECK(b == 2);
+        CHECK(c == 3);
+        CHECK(elapsed < 1s); // concurrent, not 3 × 30 ms in series (generous bound)
+    };
+    tandem::sync_wait(body());
+}
+
+TEST_CASE("when_all maps void results to monostate", "[when]") {
+    auto body = []() -> tandem::task<> {
+        auto unit = []() -> tandem::task<> { co_await tandem::sleep_for(1ms); };
+        auto [v, x] = co_await tandem::when_all(unit(), after(1ms, 5));
+        CHECK(std::is_same_v<decltype(v), std::monostate>);
+        CHECK(x == 5);
+    };
+    tandem::sync_wait(body());
+}
+
+TEST_CASE("when_all over a range returns results in order", "[when]") {
+    auto body = []() -> tandem::task<> {
+        std::vector<tandem::task<int>> tasks;
+        for (int i = 0; i < 100; ++i) tasks.push_back(after(std::chrono::milliseconds(100 - i) / 10, i));
+        std::vector<int> results = co_await tandem::when_all(std::move(tasks));
+        REQUIRE(results.size() == 100);
+        for (int i = 0; i < 100; ++i) CHECK(results[i] == i);
+
+        std::vector<tandem::task<>> voids;
+        int done = 0;
+        for (int i = 0; i < 10; ++i)
+            voids.push_back([](int& d) -> tandem::task<> {
+                co_await tandem::sleep_for(1ms);
+                ++d;
+            }(done));
+        co_await tandem::when_all(std::move(voids));
+        CHECK(done == 10);
+    };
+    tandem::sync_wait(body());
+}
+
+TEST_CASE("when_all: the first failure cancels the siblings and is rethrown", "[when]") {
+    auto body = []() -> tandem::task<> {
+        int cancelled = 0;
+        const auto start = std::chrono::steady_clock::now();
+        CHECK_THROWS_WITH(co_await tandem::when_all(wait_forever(cancelled), fail_after(5ms), wait_forever(cancelled)),
+                          "child failed");
+        CHECK(cancelled == 2);
+        CHECK(std::chrono::steady_clock::now() - start < 10s);
+    };
+    tandem::sync_wait(body());
+}
+
+TEST_CASE("when_all of children that complete synchronously", "[when]") {
+    auto now = []() -> tandem::task<int> { co_return 3; };
+    auto body = [&]() -> tandem::task<int> {
+        auto [a, b] = co_await tandem::when_all(now(), now());
+        co_return a + b;
+    };
+    CHECK(tandem::sync_wait(body()) == 6);
+}
+
+TEST_CASE("when_any returns the winner and cancels and awaits the losers", "[when]") {
+    auto body = []() -> tandem::task<> {
+        int cancelled = 0;
+        auto result = co_await tandem::when_any(wait_forever(cancelled), after(5ms, 7), wait_forever(cancelled));
+        CHECK(result.index() == 1);
+        CHECK(std::get<1>(result) == 7);
+        CHECK(cancelled == 2); // losers have unwound before when_any returned
+    };
+    tandem::sync_wait(body());
+}
+
+TEST_CASE("when_any rethrows a failing winner", "[when]") {
+    auto body = []() -> tandem::task<> {
+        int cancelled = 0;
+        CHECK_THROWS_AS(co_await tandem::when_any(wait_forever(cancelled), fail_after(1ms)), std::runtime_error);
+        CHECK(cancelled == 1);
+    };
+    tandem::sync_wait(body());
+}
+
+TEST_CASE("when_any over a range gives index and value", "[when]") {
+    auto body = []() -> tandem::task<> {
+        std::vector<tandem::task<int>> tasks;
+        tasks.push_back(after(200ms, 0));
+        tasks.push_back(after(2ms, 1));
+        tasks.push_back(after(300ms, 2));
+        auto r = co_await tandem::when_any(std::move(tasks));
+        CHECK(r.index == 1);
+        CHECK(r.value == 1);
+        std::vector<tandem::task<int>> none;
+        CHECK_THROWS_AS(co_await tandem::when_any(std::move(none)), std::invalid_argument);
+    };
+    tandem::sync_wait(body());
+}
+
+TEST_CASE("cancelling the awaiter of when_all cancels every child", "[when]") {
+    auto body = []() -> tandem::task<> {
+        int cancelled = 0;
+        auto parent = [](int& c) -> tandem::task<> {
+            co_await tandem::when_all(wait_forever(c), wait_forever(c), wait_forever(c));
+        };
+        auto h = tandem::spawn(parent(cancelled));
+        co_await tandem::sleep_for(2ms);
+        h.cancel();
+        CHECK_THROWS_AS(co_await h, tandem::cancelled);
+        CHECK(cancelled == 3);
+    };
+    tandem::sync_wait(body());
+}
