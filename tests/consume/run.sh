@@ -35,7 +35,7 @@ step "pkg-config"
 PKG_CONFIG_PATH="$work/prefix/share/pkgconfig" pkg-config --modversion tandem
 # shellcheck disable=SC2046
 c++ $(PKG_CONFIG_PATH="$work/prefix/share/pkgconfig" pkg-config --cflags --libs tandem) \
-    -foptimize-sibling-calls "$src/tests/consume/main.cpp" -o "$work/pkgconfig-consumer"
+    "$src/tests/consume/main.cpp" -o "$work/pkgconfig-consumer"
 "$work/pkgconfig-consumer"
 
 step "meson subproject"

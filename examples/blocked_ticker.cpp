@@ -1,0 +1,155 @@
+// blocked_ticker — why an event loop stalls, shown without any network.
+//
+//   build/release/examples/blocked_ticker            (about 1.5 s; Ctrl-C stops early, exit 0)
+//   build/release/examples/blocked_ticker --work-ms 500 --phase-ms 800
+//
+// A heartbeat task wants to tick every 10 ms and records how late each tick is. Three
+// phases run one after another on the same single-threaded loop:
+//   idle         nothing else runs: ticks are on time (lateness ≈ timer resolution)
+//   blocking     a task computes sum(sqrt(i)) in one go, never suspending: the heartbeat
+//                cannot run until it is done, so one tick is late by the whole computation.
+//                This is the CPU loop inside a Node handler, time.sleep in `async def`.
+//   cooperative  the same work in slices, `co_await tandem::yield()` after each ~1 ms slice:
+//                the heartbeat slips in between slices and stays within about a slice.
+// (The real fixes for CPU work — a thread pool, a process pool — come with tandem's offload
+// and process_pool headers; this example shows the stall itself.)
+#include <tandem/tandem.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+using namespace std::chrono_literals;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+struct options {
+    std::chrono::milliseconds work{200};  // CPU time of the blocking computation
+    std::chrono::milliseconds phase{400}; // length of each phase
+};
+
+options parse(int argc, char** argv) {
+    options o;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        const long value = std::strtol(argv[i + 1], nullptr, 10);
+        if (std::strcmp(argv[i], "--work-ms") == 0) o.work = std::chrono::milliseconds(value);
+        else if (std::strcmp(argv[i], "--phase-ms") == 0) o.phase = std::chrono::milliseconds(value);
+        else {
+            std::fprintf(stderr, "usage: %s [--work-ms N] [--phase-ms N]\n", argv[0]);
+            std::exit(2);
+        }
+    }
+    return o;
+}
+
+/// sum of sqrt(i) for i in [from, to): the articles' CPU-bound handler.
+double sum_sqrt(long from, long to) {
+    double sum = 0;
+    for (long i = from; i < to; ++i) sum += std::sqrt(static_cast<double>(i));
+    return sum;
+}
+
+/// How many iterations of sum_sqrt take `budget` of CPU on this machine.
+long calibrate(std::chrono::milliseconds budget) {
+    long n = 1'000'000;
+    for (;;) {
+        const auto start = clock_type::now();
+        volatile double sink = sum_sqrt(0, n);
+        (void)sink;
+        const auto took = clock_type::now() - start;
+        if (took > 20ms) return static_cast<long>(static_cast<double>(n) * budget.count() /
+                                                  std::chrono::duration<double, std::milli>(took).count());
+        n *= 2;
+    }
+}
+
+struct phase_stats {
+    std::string name;
+    std::vector<double> lateness_ms;
+};
+
+tandem::task<> heartbeat(phase_stats*& current) {
+    auto next = clock_type::now() + 10ms;
+    for (;;) {
+        co_await tandem::sleep_until(next);
+        const auto now = clock_type::now();
+        if (current) current->lateness_ms.push_back(std::chrono::duration<double, std::milli>(now - next).count());
+        next = std::max(next + 10ms, now); // no catch-up burst after a stall
+    }
+}
+
+tandem::task<> run_phases(options o, std::vector<phase_stats>& results) {
+    const long iterations = calibrate(o.work);
+    phase_stats* current = nullptr;
+    tandem::task_group group;
+    group.spawn(heartbeat(current), "heartbeat");
+
+    results.push_back({"idle", {}});
+    current = &results.back();
+    co_await tandem::sleep_for(o.phase);
+
+    results.push_back({"blocking", {}});
+    current = &results.back();
+    auto blocking = [](long n) -> tandem::task<double> { co_return sum_sqrt(0, n); }; // never suspends
+    const double r1 = co_await tandem::spawn(blocking(iterations), "blocking-compute");
+    co_await tandem::sleep_for(o.phase - o.work);
+
+    results.push_back({"cooperative", {}});
+    current = &results.back();
+    auto cooperative = [](long n, long slices) -> tandem::task<double> {
+        double sum = 0;
+        const long step = std::max(1L, n / slices);
+        for (long from = 0; from < n; from += step) {
+            sum += sum_sqrt(from, std::min(n, from + step));
+            co_await tandem::yield(); // let timers and I/O run between slices
+        }
+        co_return sum;
+    };
+    const double r2 = co_await tandem::spawn(cooperative(iterations, std::max<long>(1, o.work.count())), "cooperative-compute");
+    co_await tandem::sleep_for(o.phase - o.work);
+    current = nullptr;
+    group.cancel();
+    try {
+        co_await group.join();
+    } catch (const tandem::cancelled&) {
+    }
+    if (std::abs(r1 - r2) > 1e-6 * std::abs(r1)) std::fprintf(stderr, "results differ: %f vs %f\n", r1, r2);
+}
+
+double percentile(std::vector<double> v, double p) {
+    if (v.empty()) return 0;
+    std::sort(v.begin(), v.end());
+    return v[static_cast<std::size_t>(p * static_cast<double>(v.size() - 1))];
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    const options o = parse(argc, argv);
+    std::vector<phase_stats> results;
+    results.reserve(3);
+    tandem::event_loop loop;
+    const bool interrupted = loop.run([](options opts, std::vector<phase_stats>& res) -> tandem::task<bool> {
+        tandem::signal_set stop({SIGINT, SIGTERM});
+        auto which = co_await tandem::when_any(run_phases(opts, res), [](tandem::signal_set& s) -> tandem::task<> {
+            (void)co_await s.wait();
+        }(stop));
+        co_return which.index() == 1;
+    }(o, results));
+
+    std::printf("heartbeat every 10 ms; CPU work of %lld ms in the blocking and cooperative phases\n\n",
+                static_cast<long long>(o.work.count()));
+    std::printf("%-12s %6s %12s %12s %12s\n", "phase", "ticks", "late p50 ms", "late p99 ms", "late max ms");
+    for (const phase_stats& s : results)
+        std::printf("%-12s %6zu %12.2f %12.2f %12.2f\n", s.name.c_str(), s.lateness_ms.size(), percentile(s.lateness_ms, 0.5),
+                    percentile(s.lateness_ms, 0.99), percentile(s.lateness_ms, 1.0));
+    if (interrupted) std::printf("\ninterrupted\n");
+    return 0;
+}
