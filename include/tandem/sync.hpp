@@ -104,9 +104,11 @@ public:
 
     bool try_lock() noexcept { return !std::exchange(m_locked, true); }
 
+    /// Awaitable returned by lock() (resumes with void) and scoped_lock() (with an async_lock).
+    template <bool Scoped>
     class lock_awaiter : public detail::sync_waiter {
     public:
-        lock_awaiter(async_mutex& m, bool scoped) noexcept : m_mutex(m), m_scoped(scoped) {}
+        explicit lock_awaiter(async_mutex& m) noexcept : m_mutex(m) {}
         bool await_ready() noexcept { return m_mutex.try_lock(); }
         template <class Promise>
         bool await_suspend(std::coroutine_handle<Promise> h) {
@@ -115,22 +117,19 @@ public:
             arm();
             return true;
         }
-        /// A scoped lock returns the owning guard; a plain lock() returns an empty one.
-        async_lock await_resume() {
+        auto await_resume() {
             throw_if_cancelled();
-            return m_scoped ? async_lock(m_mutex) : async_lock();
+            if constexpr (Scoped) return async_lock(m_mutex);
         }
 
     private:
-        friend class async_mutex;
         async_mutex& m_mutex;
-        bool m_scoped;
     };
 
     /// `co_await m.lock()` then m.unlock(). Cancellable.
-    lock_awaiter lock() noexcept { return {*this, false}; }
+    lock_awaiter<false> lock() noexcept { return lock_awaiter<false>{*this}; }
     /// `auto guard = co_await m.scoped_lock();` unlocks when guard dies. Cancellable.
-    lock_awaiter scoped_lock() noexcept { return {*this, true}; }
+    lock_awaiter<true> scoped_lock() noexcept { return lock_awaiter<true>{*this}; }
 
     void unlock() noexcept {
         if (m_waiters.empty()) {
@@ -141,7 +140,7 @@ public:
     }
 
 private:
-    detail::intrusive_list<lock_awaiter> m_waiters;
+    detail::intrusive_list<detail::sync_waiter> m_waiters;
     bool m_locked = false;
 };
 
