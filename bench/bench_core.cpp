@@ -23,6 +23,7 @@
 #include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
+#include <asio/version.hpp>
 #endif
 
 #include <algorithm>
@@ -93,7 +94,9 @@ void spawn_many(long n, Make make) {
     tandem::event_loop loop;
     long done = 0;
     for (long i = 0; i < n; ++i) tandem::spawn(loop, make(done)).detach();
-    while (done < n) loop.run_once();
+    loop.run([](long& d, long count) -> tandem::task<> {
+        while (d < count) co_await tandem::yield(); // one check per loop turn
+    }(done, n));
 }
 
 void spawn_complete(long n) { spawn_many(n, trivial); }

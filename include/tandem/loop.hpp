@@ -535,7 +535,13 @@ inline void event_loop::on_fd_event(int fd, bool readable, bool writable) noexce
 }
 
 inline void event_loop::on_wakeup() noexcept {
-    m_wakeup.drain();
+#if defined(TANDEM_REACTOR_POLL) || !defined(__linux__)
+    m_wakeup.drain(); // level-triggered, or a pipe that would fill up: empty it
+#else
+    // Edge-triggered epoll reports every eventfd write, even when the counter is already
+    // non-zero, and the 64-bit counter cannot fill up: skipping the read saves a syscall
+    // per cross-thread wake-up.
+#endif
     // Clear before taking the queue: a post racing with us either lands in this swap or
     // sees the flag clear and signals again.
     m_wake_pending.store(false, std::memory_order_release);
