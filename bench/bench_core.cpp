@@ -11,6 +11,7 @@
 //                        coroutines awaiting steady_timer)
 //   100k sleeps          100,000 spawned coroutines each sleeping 1 ms, wall time per sleep
 //   post                 post a callback from the loop thread and run it
+// Every measurement runs in a fresh forked child after a warm-up run of the same size; glibc is told to keep freed memory (mallopt), for both contenders alike.
 //   cross-thread post    round trip loop A → loop B → loop A, threads on one core / two cores
 #include <tandem/tandem.hpp>
 
@@ -32,11 +33,14 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <malloc.h>
 #include <memory>
 #include <pthread.h>
 #include <sched.h>
 #include <string>
+#include <sys/wait.h>
 #include <thread>
+#include <unistd.h>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -49,12 +53,29 @@ double g_scale = 1.0; // --quick shrinks the counts
 
 long scaled(long n) { return std::max(1L, static_cast<long>(static_cast<double>(n) * g_scale)); }
 
-/// ns per operation of one run of fn(n).
+/// ns per operation of one run of fn(n), measured in a forked child: each measurement gets
+/// a heap untouched by the other contender's runs (a server uses one library, not both).
 template <class F>
 double ns_per_op(long n, F&& fn) {
-    const auto start = clock_type::now();
-    fn(n);
-    return std::chrono::duration<double, std::nano>(clock_type::now() - start).count() / static_cast<double>(n);
+    int fds[2];
+    if (::pipe(fds) != 0) std::abort();
+    const pid_t child = ::fork();
+    if (child == 0) {
+        ::close(fds[0]);
+        fn(n); // warm up: the measured run reuses memory the process already touched
+        const auto start = clock_type::now();
+        fn(n);
+        const double ns = std::chrono::duration<double, std::nano>(clock_type::now() - start).count() / static_cast<double>(n);
+        if (::write(fds[1], &ns, sizeof ns) != sizeof ns) ::_exit(1);
+        ::_exit(0);
+    }
+    ::close(fds[1]);
+    double ns = -1;
+    if (::read(fds[0], &ns, sizeof ns) != sizeof ns) std::fprintf(stderr, "measurement failed\n");
+    ::close(fds[0]);
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    return ns;
 }
 
 double median(std::vector<double> v) {
@@ -261,8 +282,6 @@ void print(const std::vector<row>& rows) {
 template <class T, class A>
 row measure(const char* name, const char* unit, long n, T&& tandem_fn, A&& asio_fn) {
     std::vector<double> t, a;
-    tandem_fn(std::max(1L, n / 10)); // warm up allocators and caches
-    asio_fn(std::max(1L, n / 10));
     for (int i = 0; i < g_repeat; ++i) {
         t.push_back(ns_per_op(n, tandem_fn));
         a.push_back(ns_per_op(n, asio_fn));
@@ -275,6 +294,11 @@ row measure(const char* name, const char* unit, long n, T&& tandem_fn, A&& asio_
 } // namespace
 
 int main(int argc, char** argv) {
+    // Keep freed memory in the process: otherwise glibc returns it after every burst of a
+    // million frames and each run measures the kernel zeroing pages, not the library.
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+    mallopt(M_TOP_PAD, 256 << 20);
+    mallopt(M_MMAP_THRESHOLD, 1 << 30);
     for (int i = 1; i < argc; ++i) {
         if (std::strcmp(argv[i], "--repeat") == 0 && i + 1 < argc) g_repeat = std::atoi(argv[++i]);
         else if (std::strcmp(argv[i], "--quick") == 0) {

@@ -480,7 +480,7 @@ inline void event_loop::turn() {
 }
 
 inline void event_loop::expire_timers(clock::time_point now) noexcept {
-    while (!m_timers.empty() && m_timers.top()->deadline <= now) {
+    while (!m_timers.empty() && m_timers.next_deadline() <= now) {
         detail::timer_node& node = m_timers.pop();
         node.on_expire(&node);
     }
@@ -512,7 +512,7 @@ inline std::optional<std::chrono::nanoseconds> event_loop::poll_timeout() const 
         m_stop_requested.load(std::memory_order_relaxed) || m_unhandled)
         return nanoseconds::zero();
     if (m_timers.empty()) return std::nullopt;
-    const auto left = m_timers.top()->deadline - clock::now();
+    const auto left = m_timers.next_deadline() - clock::now();
     return left.count() > 0 ? std::chrono::duration_cast<nanoseconds>(left) : nanoseconds::zero();
 }
 

@@ -60,7 +60,9 @@ private:
     int wait_raw(std::optional<std::chrono::nanoseconds> timeout) {
         int n;
 #if defined(SYS_epoll_pwait2)
-        if (m_have_pwait2) {
+        // Only a finite, non-zero timeout needs nanoseconds; zero and "forever" (the hot
+        // cases: busy loop, idle loop) take the plain call.
+        if (m_have_pwait2 && timeout && timeout->count() > 0) {
             timespec ts{};
             if (timeout) {
                 ts.tv_sec = static_cast<time_t>(timeout->count() / 1'000'000'000);

@@ -1,6 +1,9 @@
 // tandem — min-heap of intrusive timer nodes with O(log n) removal. Layer: detail.
+//
 // A node lives inside the awaiter that sleeps, so arming a timer allocates nothing beyond
-// the heap's (reused) pointer array.
+// the heap's (reused) array. The array holds the sort keys inline and is 4-ary: a sift
+// compares contiguous entries instead of chasing node pointers (with a million timers every
+// pointer chase is a cache miss), and the tree is half as deep as a binary heap.
 #pragma once
 
 #include <chrono>
@@ -16,7 +19,6 @@ struct timer_node {
     static constexpr std::size_t not_queued = std::numeric_limits<std::size_t>::max();
 
     clock::time_point deadline{};
-    std::uint64_t sequence = 0;            // equal deadlines fire in arming order
     std::size_t heap_index = not_queued;
     void (*on_expire)(timer_node*) noexcept = nullptr;
 
@@ -27,67 +29,78 @@ class timer_heap {
 public:
     bool empty() const noexcept { return m_heap.empty(); }
     std::size_t size() const noexcept { return m_heap.size(); }
-    timer_node* top() const noexcept { return m_heap.front(); }
+    timer_node::clock::time_point next_deadline() const noexcept { return m_heap.front().deadline; }
 
     void push(timer_node& node) {
-        node.sequence = m_next_sequence++;
-        node.heap_index = m_heap.size();
-        m_heap.push_back(&node);
-        sift_up(node.heap_index);
+        const std::size_t i = m_heap.size();
+        m_heap.push_back(entry{node.deadline, m_next_sequence++, &node});
+        node.heap_index = i;
+        sift_up(i);
     }
 
     void erase(timer_node& node) noexcept {
         if (!node.queued()) return;
         const std::size_t i = node.heap_index;
         node.heap_index = timer_node::not_queued;
-        timer_node* last = m_heap.back();
+        const entry last = m_heap.back();
         m_heap.pop_back();
-        if (last == &node) return;
+        if (i == m_heap.size()) return; // it was the last entry
         m_heap[i] = last;
-        last->heap_index = i;
-        sift_down(i);
-        sift_up(last->heap_index);
+        last.node->heap_index = i;
+        if (i > 0 && before(last, m_heap[(i - 1) / arity])) sift_up(i);
+        else sift_down(i);
     }
 
     timer_node& pop() noexcept {
-        timer_node& node = *m_heap.front();
+        timer_node& node = *m_heap.front().node;
         erase(node);
         return node;
     }
 
 private:
-    static bool before(const timer_node* a, const timer_node* b) noexcept {
-        return a->deadline < b->deadline || (a->deadline == b->deadline && a->sequence < b->sequence);
+    static constexpr std::size_t arity = 4;
+
+    struct entry {
+        timer_node::clock::time_point deadline;
+        std::uint64_t sequence; // equal deadlines fire in arming order
+        timer_node* node;
+    };
+
+    static bool before(const entry& a, const entry& b) noexcept {
+        return a.deadline < b.deadline || (a.deadline == b.deadline && a.sequence < b.sequence);
     }
-    void place(std::size_t i, timer_node* n) noexcept {
-        m_heap[i] = n;
-        n->heap_index = i;
+    void place(std::size_t i, const entry& e) noexcept {
+        m_heap[i] = e;
+        e.node->heap_index = i;
     }
     void sift_up(std::size_t i) noexcept {
-        timer_node* n = m_heap[i];
+        const entry e = m_heap[i];
         while (i > 0) {
-            const std::size_t parent = (i - 1) / 2;
-            if (!before(n, m_heap[parent])) break;
+            const std::size_t parent = (i - 1) / arity;
+            if (!before(e, m_heap[parent])) break;
             place(i, m_heap[parent]);
             i = parent;
         }
-        place(i, n);
+        place(i, e);
     }
     void sift_down(std::size_t i) noexcept {
-        timer_node* n = m_heap[i];
+        const entry e = m_heap[i];
         const std::size_t count = m_heap.size();
         for (;;) {
-            std::size_t child = 2 * i + 1;
-            if (child >= count) break;
-            if (child + 1 < count && before(m_heap[child + 1], m_heap[child])) ++child;
-            if (!before(m_heap[child], n)) break;
-            place(i, m_heap[child]);
-            i = child;
+            const std::size_t first = arity * i + 1;
+            if (first >= count) break;
+            std::size_t best = first;
+            const std::size_t end = first + arity < count ? first + arity : count;
+            for (std::size_t c = first + 1; c < end; ++c)
+                if (before(m_heap[c], m_heap[best])) best = c;
+            if (!before(m_heap[best], e)) break;
+            place(i, m_heap[best]);
+            i = best;
         }
-        place(i, n);
+        place(i, e);
     }
 
-    std::vector<timer_node*> m_heap;
+    std::vector<entry> m_heap;
     std::uint64_t m_next_sequence = 0;
 };
 
