@@ -295,3 +295,37 @@ TEST_CASE("destroying a loop destroys suspended frames without resuming them", "
     CHECK_FALSE(resumed);
     CHECK(destroyed == 9); // 7 spawned tasks + the 2 when_all children of fan
 }
+
+TEST_CASE("many loops run in many threads at once", "[loop]") {
+    constexpr int threads = 4;
+    constexpr int tasks_per_loop = 500;
+    std::vector<long> sums(threads, 0);
+    std::vector<std::thread> runners;
+    for (int t = 0; t < threads; ++t) {
+        runners.emplace_back([t, &sums] {
+            tandem::event_loop loop;
+            sums[t] = loop.run([](int base) -> tandem::task<long> {
+                tandem::channel<int> results(16);
+                std::vector<tandem::task<>> producers;
+                for (int i = 0; i < tasks_per_loop; ++i)
+                    producers.push_back([](tandem::channel<int>& ch, int v) -> tandem::task<> {
+                        co_await tandem::sleep_for(std::chrono::microseconds(v % 200));
+                        co_await ch.send(v);
+                    }(results, base + i));
+                auto all = tandem::spawn(tandem::when_all(std::move(producers)));
+                long sum = 0;
+                for (int i = 0; i < tasks_per_loop; ++i) {
+                    auto v = co_await results.receive();
+                    sum += *v;
+                }
+                co_await all;
+                co_return sum;
+            }(t * 1000));
+        });
+    }
+    for (auto& r : runners) r.join();
+    for (int t = 0; t < threads; ++t) {
+        const long base = t * 1000L;
+        CHECK(sums[t] == tasks_per_loop * base + tasks_per_loop * (tasks_per_loop - 1) / 2);
+    }
+}

@@ -1,6 +1,7 @@
 // tandem — umbrella header: includes every public header and nothing else.
 #pragma once
 
+#include "tandem/cancel.hpp"
 #include "tandem/config.hpp"
 #include "tandem/error.hpp"
 #include "tandem/fwd.hpp"
