@@ -41,6 +41,7 @@ c++ $(PKG_CONFIG_PATH="$work/prefix/share/pkgconfig" pkg-config --cflags --libs 
 step "meson subproject"
 cp -r "$src/tests/consume/meson_project" "$work/meson_project"
 cp "$src/tests/consume/main.cpp" "$work/main.cpp"
+mkdir -p "$work/meson_project/subprojects"
 ln -s "$work/repo" "$work/meson_project/subprojects/tandem"
 meson setup "$work/meson_project/build" "$work/meson_project" >/dev/null
 meson compile -C "$work/meson_project/build" >/dev/null
