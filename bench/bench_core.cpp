@@ -1,6 +1,6 @@
 // bench_core — the loop's basic costs, tandem and standalone asio side by side in one run.
 //
-//   build/release/bench/bench_core [--repeat 5] [--quick]
+//   build/release/bench/bench_core [--repeat 5] [--quick] [--in-process]
 //
 // Each measurement alternates tandem and asio (A B A B ...) and reports medians, so a noisy
 // neighbour hits both. Measured (see bench/README.md for the figures):
@@ -49,6 +49,7 @@ using clock_type = std::chrono::steady_clock;
 namespace {
 
 int g_repeat = 5;
+bool g_in_process = false; // --in-process: no fork, both contenders share one heap
 double g_scale = 1.0; // --quick shrinks the counts
 
 long scaled(long n) { return std::max(1L, static_cast<long>(static_cast<double>(n) * g_scale)); }
@@ -57,6 +58,12 @@ long scaled(long n) { return std::max(1L, static_cast<long>(static_cast<double>(
 /// a heap untouched by the other contender's runs (a server uses one library, not both).
 template <class F>
 double ns_per_op(long n, F&& fn) {
+    if (g_in_process) {
+        fn(n);
+        const auto start = clock_type::now();
+        fn(n);
+        return std::chrono::duration<double, std::nano>(clock_type::now() - start).count() / static_cast<double>(n);
+    }
     int fds[2];
     if (::pipe(fds) != 0) std::abort();
     const pid_t child = ::fork();
@@ -301,6 +308,7 @@ int main(int argc, char** argv) {
     mallopt(M_MMAP_THRESHOLD, 1 << 30);
     for (int i = 1; i < argc; ++i) {
         if (std::strcmp(argv[i], "--repeat") == 0 && i + 1 < argc) g_repeat = std::atoi(argv[++i]);
+        else if (std::strcmp(argv[i], "--in-process") == 0) g_in_process = true;
         else if (std::strcmp(argv[i], "--quick") == 0) {
             g_scale = 0.05;
             g_repeat = 1;
