@@ -96,6 +96,19 @@ TEST_CASE("this_loop is the running loop and throws outside one", "[loop]") {
     CHECK(tandem::event_loop::current() == nullptr);
 }
 
+TEST_CASE("running a loop from inside its own task is refused", "[loop]") {
+    tandem::event_loop loop;
+    auto body = [](tandem::event_loop& l) -> tandem::task<> {
+        CHECK_THROWS_AS(l.run(), std::logic_error);
+        CHECK_THROWS_AS(l.run_once(), std::logic_error);
+        // A different loop may run nested on the same thread (that is what sync_wait does).
+        auto inner = []() -> tandem::task<int> { co_return 4; };
+        CHECK(tandem::sync_wait(inner()) == 4);
+        co_return;
+    };
+    loop.run(body(loop));
+}
+
 TEST_CASE("stop from another thread wakes an idle loop", "[loop]") {
     tandem::event_loop loop;
     std::atomic<bool> running{false};

@@ -241,13 +241,22 @@ public:
     const detail::task_context* current_task() const noexcept { return m_current_task; }
 
 private:
-    /// Makes this the current loop of the thread for a scope (loops may nest: sync_wait).
+    /// Makes this the current loop of the thread for a scope (different loops may nest:
+    /// sync_wait inside a task), and refuses to run a loop that is already running.
     class current_scope {
     public:
-        explicit current_scope(event_loop* loop) noexcept : m_previous(t_current_loop) { enter(loop); }
-        ~current_scope() { enter(m_previous); }
+        explicit current_scope(event_loop* loop) : m_loop(loop), m_previous(t_current_loop) {
+            if (loop->m_running) throw std::logic_error("tandem: event_loop::run called while the loop is running");
+            loop->m_running = true;
+            enter(loop);
+        }
+        ~current_scope() {
+            m_loop->m_running = false;
+            enter(m_previous);
+        }
 
     private:
+        event_loop* m_loop;
         static void enter(event_loop* loop) noexcept {
             t_current_loop = loop;
             scheduler::set_current(loop);
@@ -290,6 +299,7 @@ private:
     std::exception_ptr m_unhandled;
     bool m_destroying = false;
     bool m_interrupted = false;
+    bool m_running = false;
 };
 
 /// The loop running on this thread. Throws std::logic_error outside a running loop.
