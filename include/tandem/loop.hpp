@@ -268,7 +268,7 @@ private:
     void turn();
     void expire_timers(clock::time_point now) noexcept;
     void run_ready_batch();
-    std::optional<std::chrono::nanoseconds> poll_timeout() const noexcept;
+    std::optional<std::chrono::nanoseconds> poll_timeout() noexcept;
     void on_fd_event(int fd, bool readable, bool writable) noexcept;
     void on_wakeup() noexcept;
     void rethrow_unhandled();
@@ -516,7 +516,7 @@ inline void event_loop::run_ready_batch() {
     }
 }
 
-inline std::optional<std::chrono::nanoseconds> event_loop::poll_timeout() const noexcept {
+inline std::optional<std::chrono::nanoseconds> event_loop::poll_timeout() noexcept {
     using std::chrono::nanoseconds;
     if (!m_ready.empty() || !m_callbacks.empty() || m_interrupted ||
         m_stop_requested.load(std::memory_order_relaxed) || m_unhandled)
