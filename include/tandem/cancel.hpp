@@ -21,16 +21,13 @@ namespace detail {
 
 /// Runs one child; a stop request on `token` (from any thread) cancels it on the loop thread.
 template <class T>
-class stop_token_awaiter final : child_owner, cancel_slot {
+class stop_token_awaiter final : public single_child<T> {
 public:
-    stop_token_awaiter(std::stop_token token, task<T> t) noexcept : m_token(std::move(token)), m_child(std::move(t)) {
-        on_cancel = &forward_cancel;
-    }
-    stop_token_awaiter(const stop_token_awaiter&) = delete;
-    stop_token_awaiter& operator=(const stop_token_awaiter&) = delete;
+    stop_token_awaiter(std::stop_token token, task<T> t) noexcept
+        : single_child<T>(std::move(t)), m_token(std::move(token)) {}
     ~stop_token_awaiter() {
-        // The callback may be posting to the loop right now: it only touches m_alive, which
-        // outlives this awaiter, so the post finds it false and does nothing.
+        // A callback racing on another thread only posts a job that checks m_alive, which
+        // outlives this awaiter: the job finds it false and does nothing.
         m_callback.reset();
         if (m_alive) m_alive->store(false, std::memory_order_release);
     }
@@ -38,30 +35,20 @@ public:
     bool await_ready() const noexcept { return false; }
     template <class Promise>
     bool await_suspend(std::coroutine_handle<Promise> h) {
-        m_parent = h;
-        m_parent_context = context_of(h);
-        if ((m_parent_context && m_parent_context->cancel_requested()) || m_token.stop_requested()) {
-            m_parent_cancelled = true;
+        if (!this->begin(h)) return false;
+        if (m_token.stop_requested()) {
+            m_stopped_before_start = true;
             return false;
         }
         m_loop = &this_loop();
         m_alive = std::make_shared<std::atomic<bool>>(true);
         m_callback.emplace(m_token, on_stop{this, m_loop, m_alive});
-        if (m_parent_context) m_parent_context->arm(this);
-        m_starting = true;
-        m_child.start(*this, 0, m_parent_context);
-        m_starting = false;
-        if (!m_child_done) return true;
-        if (m_parent_context) m_parent_context->disarm();
-        return false;
+        return this->start_child();
     }
     decltype(auto) await_resume() {
-        if (m_parent_cancelled && !m_child_done) throw cancelled{};
-        if constexpr (std::is_void_v<T>) {
-            m_child.take();
-        } else {
-            return static_cast<T>(m_child.take());
-        }
+        this->throw_if_parent_cancelled();
+        if (m_stopped_before_start) throw cancelled{};
+        return this->take_result();
     }
 
 private:
@@ -71,37 +58,20 @@ private:
         std::shared_ptr<std::atomic<bool>> alive;
         void operator()() const {
             if (event_loop::current() == loop) {
-                self->m_child.request_cancel();
+                self->cancel_child();
                 return;
             }
             loop->post([self = self, alive = alive] {
-                if (alive->load(std::memory_order_acquire)) self->m_child.request_cancel();
+                if (alive->load(std::memory_order_acquire)) self->cancel_child();
             });
         }
     };
 
-    std::coroutine_handle<> child_finished(std::size_t) noexcept override {
-        m_child_done = true;
-        if (m_starting) return std::noop_coroutine();
-        if (m_parent_context) m_parent_context->disarm();
-        return m_parent;
-    }
-    static void forward_cancel(cancel_slot* slot) noexcept {
-        auto* self = static_cast<stop_token_awaiter*>(slot);
-        self->m_parent_cancelled = true;
-        self->m_child.request_cancel();
-    }
-
     std::stop_token m_token;
-    child_task<T> m_child;
     event_loop* m_loop = nullptr;
     std::shared_ptr<std::atomic<bool>> m_alive;
     std::optional<std::stop_callback<on_stop>> m_callback;
-    std::coroutine_handle<> m_parent;
-    task_context* m_parent_context = nullptr;
-    bool m_starting = false;
-    bool m_child_done = false;
-    bool m_parent_cancelled = false;
+    bool m_stopped_before_start = false;
 };
 
 } // namespace detail

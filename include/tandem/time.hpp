@@ -85,15 +85,12 @@ namespace detail {
 /// Runs one child under a deadline: when the timer fires first the child is cancelled and,
 /// once it has unwound, the awaiter reports timed_out.
 template <class T>
-class timeout_awaiter final : child_owner, cancel_slot, timer_node {
+class timeout_awaiter final : public single_child<T>, timer_node {
 public:
-    timeout_awaiter(task<T> t, event_loop::clock::time_point deadline) noexcept : m_child(std::move(t)) {
+    timeout_awaiter(task<T> t, event_loop::clock::time_point deadline) noexcept : single_child<T>(std::move(t)) {
         this->deadline = deadline;
         on_expire = &expire;
-        on_cancel = &forward_cancel;
     }
-    timeout_awaiter(const timeout_awaiter&) = delete;
-    timeout_awaiter& operator=(const timeout_awaiter&) = delete;
     ~timeout_awaiter() {
         if (queued()) m_loop->remove_timer(*this);
     }
@@ -101,69 +98,36 @@ public:
     bool await_ready() const noexcept { return false; }
     template <class Promise>
     bool await_suspend(std::coroutine_handle<Promise> h) {
-        m_parent = h;
-        m_parent_context = context_of(h);
-        if (m_parent_context && m_parent_context->cancel_requested()) {
-            m_parent_cancelled = true;
-            return false;
-        }
+        if (!this->begin(h)) return false;
         m_loop = &this_loop();
         m_loop->add_timer(*this);
-        if (m_parent_context) m_parent_context->arm(this);
-        m_starting = true;
-        m_child.start(*this, 0, m_parent_context);
-        m_starting = false;
-        if (!m_child_done) return true;
-        settle();
-        return false;
+        return this->start_child();
     }
 
     decltype(auto) await_resume() {
-        if (m_parent_cancelled) throw cancelled{};
-        if (m_timed_out && m_child.exception()) {
+        this->throw_if_parent_cancelled();
+        if (m_timed_out && this->child_exception()) {
             try {
-                std::rethrow_exception(m_child.exception());
+                std::rethrow_exception(this->child_exception());
             } catch (const cancelled&) {
                 throw timed_out{};
             }
         }
-        if constexpr (std::is_void_v<T>) {
-            m_child.take();
-        } else {
-            return static_cast<T>(m_child.take());
-        }
+        return this->take_result();
     }
 
 private:
-    std::coroutine_handle<> child_finished(std::size_t) noexcept override {
-        m_child_done = true;
-        if (m_starting) return std::noop_coroutine();
-        settle();
-        return m_parent;
-    }
-    void settle() noexcept {
+    void on_child_done() noexcept override {
         if (queued()) m_loop->remove_timer(*this);
-        if (m_parent_context) m_parent_context->disarm();
     }
     static void expire(timer_node* node) noexcept {
         auto* self = static_cast<timeout_awaiter*>(node);
         self->m_timed_out = true;
-        self->m_child.request_cancel();
-    }
-    static void forward_cancel(cancel_slot* slot) noexcept {
-        auto* self = static_cast<timeout_awaiter*>(slot);
-        self->m_parent_cancelled = true;
-        self->m_child.request_cancel();
+        self->cancel_child();
     }
 
-    child_task<T> m_child;
     event_loop* m_loop = nullptr;
-    std::coroutine_handle<> m_parent;
-    task_context* m_parent_context = nullptr;
-    bool m_starting = false;
-    bool m_child_done = false;
     bool m_timed_out = false;
-    bool m_parent_cancelled = false;
 };
 
 } // namespace detail

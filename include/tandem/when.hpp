@@ -68,6 +68,84 @@ private:
     std::size_t m_index = 0;
 };
 
+/// Runs one child task under the awaiting one (with_timeout, cancel_on): the parent's
+/// cancellation is forwarded to the child, and the parent resumes when the child finished.
+/// Derived awaiters arm their extra trigger (a timer, a stop callback) around start_child()
+/// and disarm it in on_child_done().
+template <class T>
+class single_child : public child_owner, public cancel_slot {
+public:
+    single_child(const single_child&) = delete;
+    single_child& operator=(const single_child&) = delete;
+
+protected:
+    explicit single_child(task<T> t) noexcept : m_child(std::move(t)) { on_cancel = &forward_cancel; }
+    ~single_child() = default;
+
+    /// Records the awaiting coroutine; false if it is already cancelled (nothing starts).
+    template <class Promise>
+    bool begin(std::coroutine_handle<Promise> h) noexcept {
+        m_parent = h;
+        m_parent_context = context_of(h);
+        if (m_parent_context && m_parent_context->cancel_requested()) {
+            m_parent_cancelled = true;
+            return false;
+        }
+        return true;
+    }
+
+    /// Starts the child. True: the caller suspends. False: the child already finished.
+    bool start_child() {
+        if (m_parent_context) m_parent_context->arm(this);
+        m_starting = true;
+        m_child.start(*this, 0, m_parent_context);
+        m_starting = false;
+        if (!m_child_done) return true;
+        settle();
+        return false;
+    }
+
+    void cancel_child() noexcept { m_child.request_cancel(); }
+    void throw_if_parent_cancelled() const {
+        if (m_parent_cancelled) throw cancelled{};
+    }
+    std::exception_ptr child_exception() const noexcept { return m_child.exception(); }
+    T take_result() {
+        if constexpr (std::is_void_v<T>) {
+            m_child.take();
+        } else {
+            return static_cast<T>(m_child.take());
+        }
+    }
+
+    /// The child finished: undo what the derived awaiter armed.
+    virtual void on_child_done() noexcept {}
+
+private:
+    std::coroutine_handle<> child_finished(std::size_t) noexcept final {
+        m_child_done = true;
+        if (m_starting) return std::noop_coroutine(); // start_child() settles and resumes
+        settle();
+        return m_parent;
+    }
+    void settle() noexcept {
+        on_child_done();
+        if (m_parent_context) m_parent_context->disarm();
+    }
+    static void forward_cancel(cancel_slot* slot) noexcept {
+        auto* self = static_cast<single_child*>(slot);
+        self->m_parent_cancelled = true;
+        self->m_child.request_cancel();
+    }
+
+    child_task<T> m_child;
+    std::coroutine_handle<> m_parent;
+    task_context* m_parent_context = nullptr;
+    bool m_starting = false;
+    bool m_child_done = false;
+    bool m_parent_cancelled = false;
+};
+
 /// Shared machinery of when_all/when_any: start the children, forward the parent's
 /// cancellation to them, resume the parent when the last one finished.
 class fan_out : public child_owner, cancel_slot {
