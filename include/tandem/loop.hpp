@@ -19,6 +19,7 @@
 #include <chrono>
 #include <coroutine>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <functional>
 #include <mutex>
@@ -48,6 +49,13 @@ namespace detail {
 struct io_waiter : cancel_slot {
     std::coroutine_handle<> handle;
     task_context* context = nullptr;
+    /// Optional: retries the operation when the fd is reported ready, before the coroutine
+    /// is resumed. Returns false (EAGAIN again) to keep waiting. Lets an I/O awaiter finish
+    /// its syscall without a coroutine frame of its own.
+    bool (*perform)(io_waiter*) noexcept = nullptr;
+    /// Non-zero for fds owned by a tandem socket: a new owner of an fd number (the old fd was
+    /// closed and the number reused) gets a fresh registration.
+    std::uint64_t owner = 0;
     int fd = -1;
     bool write = false;
     bool cancelled = false;
@@ -59,6 +67,7 @@ struct io_waiter : cancel_slot {
 struct fd_state {
     io_waiter* reader = nullptr;
     io_waiter* writer = nullptr;
+    std::uint64_t owner = 0;
     bool readable = false;
     bool writable = false;
 };
@@ -534,12 +543,24 @@ inline void event_loop::on_fd_event(int fd, bool readable, bool writable) noexce
     if (static_cast<std::size_t>(fd) >= m_fds.size()) return;
     detail::fd_state& s = m_fds[fd];
     if (readable) {
-        if (detail::io_waiter* w = std::exchange(s.reader, nullptr)) complete_io(*w);
-        else s.readable = true;
+        if (detail::io_waiter* w = s.reader) {
+            if (!w->perform || w->perform(w)) {
+                s.reader = nullptr;
+                complete_io(*w);
+            }
+        } else {
+            s.readable = true;
+        }
     }
     if (writable) {
-        if (detail::io_waiter* w = std::exchange(s.writer, nullptr)) complete_io(*w);
-        else s.writable = true;
+        if (detail::io_waiter* w = s.writer) {
+            if (!w->perform || w->perform(w)) {
+                s.writer = nullptr;
+                complete_io(*w);
+            }
+        } else {
+            s.writable = true;
+        }
     }
     m_reactor.watch(fd, s.reader != nullptr, s.writer != nullptr); // poll: drop satisfied interest
 }
@@ -591,6 +612,11 @@ inline void event_loop::add_io_waiter(detail::io_waiter& w) {
     if (w.fd < 0) throw std::system_error(EBADF, std::system_category(), "wait on an invalid fd");
     if (static_cast<std::size_t>(w.fd) >= m_fds.size()) m_fds.resize(static_cast<std::size_t>(w.fd) + 1);
     detail::fd_state& s = m_fds[w.fd];
+    if (w.owner != 0 && s.owner != w.owner) {
+        // This fd number belonged to another (closed) socket: start from a clean registration.
+        forget(w.fd);
+        s.owner = w.owner;
+    }
     detail::io_waiter*& slot = w.write ? s.writer : s.reader;
     if (slot) throw std::logic_error("tandem: two tasks wait for the same direction of one fd");
     slot = &w;

@@ -6,6 +6,7 @@
 #include "tandem/error.hpp"
 #include "tandem/fwd.hpp"
 #include "tandem/loop.hpp"
+#include "tandem/net.hpp"
 #include "tandem/signal.hpp"
 #include "tandem/source_location.hpp"
 #include "tandem/spawn.hpp"

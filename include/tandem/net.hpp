@@ -1,0 +1,535 @@
+// tandem — non-blocking sockets on the event loop: addresses, TCP, Unix stream sockets, UDP.
+//
+// Layer: I/O. Knows the loop (readiness, timers); knows nothing of HTTP.
+// Every fd is O_NONBLOCK | O_CLOEXEC, writes never raise SIGPIPE (MSG_NOSIGNAL), a peer reset
+// is a std::system_error, end of stream is read_some() returning 0. I/O is optimistic: the
+// syscall is tried first and the task waits for readiness only on EAGAIN; the operation
+// awaiters live in the caller's frame, so a read or write allocates nothing.
+// Sockets are used and closed on the thread of the loop that runs them.
+#pragma once
+
+#include "tandem/error.hpp"
+#include "tandem/loop.hpp"
+#include "tandem/task.hpp"
+#include "tandem/time.hpp"
+#include "tandem/detail/syscall.hpp"
+#include "tandem/detail/unique_fd.hpp"
+
+#include <arpa/inet.h>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <system_error>
+#include <utility>
+
+namespace tandem {
+
+/// An IPv4 or IPv6 socket address (numeric; names go through resolve()).
+class address {
+public:
+    address() noexcept = default;
+
+    /// A numeric IPv4 ("127.0.0.1") or IPv6 ("::1", brackets allowed) host and a port.
+    /// Throws std::invalid_argument for anything else.
+    address(std::string_view ip, std::uint16_t port) {
+        std::string host(ip);
+        if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+        sockaddr_in v4{};
+        if (::inet_pton(AF_INET, host.c_str(), &v4.sin_addr) == 1) {
+            v4.sin_family = AF_INET;
+            v4.sin_port = htons(port);
+            std::memcpy(&m_storage, &v4, sizeof v4);
+            m_size = sizeof v4;
+            return;
+        }
+        sockaddr_in6 v6{};
+        if (::inet_pton(AF_INET6, host.c_str(), &v6.sin6_addr) == 1) {
+            v6.sin6_family = AF_INET6;
+            v6.sin6_port = htons(port);
+            std::memcpy(&m_storage, &v6, sizeof v6);
+            m_size = sizeof v6;
+            return;
+        }
+        throw std::invalid_argument("tandem::address: not a numeric IP address: " + std::string(ip));
+    }
+
+    /// Parses "1.2.3.4:80" or "[::1]:443". Throws std::invalid_argument.
+    static address parse(std::string_view text) {
+        const std::size_t colon = text.rfind(':');
+        if (colon == std::string_view::npos || colon + 1 == text.size())
+            throw std::invalid_argument("tandem::address: missing port in " + std::string(text));
+        std::string_view host = text.substr(0, colon);
+        if (host.find(':') != std::string_view::npos && !(host.starts_with('[') && host.ends_with(']')))
+            throw std::invalid_argument("tandem::address: IPv6 addresses need brackets: " + std::string(text));
+        unsigned long port = 0;
+        for (char c : text.substr(colon + 1)) {
+            if (c < '0' || c > '9') throw std::invalid_argument("tandem::address: bad port in " + std::string(text));
+            port = port * 10 + static_cast<unsigned long>(c - '0');
+            if (port > 65535) throw std::invalid_argument("tandem::address: port out of range in " + std::string(text));
+        }
+        return address(host, static_cast<std::uint16_t>(port));
+    }
+
+    static address from_native(const sockaddr* sa, socklen_t size) noexcept {
+        address a;
+        if (size <= static_cast<socklen_t>(sizeof a.m_storage)) {
+            std::memcpy(&a.m_storage, sa, size);
+            a.m_size = size;
+        }
+        return a;
+    }
+
+    int family() const noexcept { return m_size ? m_storage.ss_family : AF_UNSPEC; }
+    bool is_v4() const noexcept { return family() == AF_INET; }
+    bool is_v6() const noexcept { return family() == AF_INET6; }
+
+    std::uint16_t port() const noexcept {
+        if (is_v4()) return ntohs(reinterpret_cast<const sockaddr_in*>(&m_storage)->sin_port);
+        if (is_v6()) return ntohs(reinterpret_cast<const sockaddr_in6*>(&m_storage)->sin6_port);
+        return 0;
+    }
+
+    /// "127.0.0.1" or "::1".
+    std::string ip() const {
+        char buf[INET6_ADDRSTRLEN] = {};
+        if (is_v4()) ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&m_storage)->sin_addr, buf, sizeof buf);
+        else if (is_v6()) ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&m_storage)->sin6_addr, buf, sizeof buf);
+        return buf;
+    }
+
+    /// "127.0.0.1:8080" or "[::1]:443" — the forms parse() reads.
+    std::string to_string() const {
+        if (is_v6()) return "[" + ip() + "]:" + std::to_string(port());
+        if (is_v4()) return ip() + ":" + std::to_string(port());
+        return "(unspecified)";
+    }
+
+    const sockaddr* native() const noexcept { return reinterpret_cast<const sockaddr*>(&m_storage); }
+    socklen_t native_size() const noexcept { return m_size; }
+
+    friend bool operator==(const address& a, const address& b) noexcept {
+        return a.m_size == b.m_size && std::memcmp(&a.m_storage, &b.m_storage, a.m_size) == 0;
+    }
+
+private:
+    sockaddr_storage m_storage{};
+    socklen_t m_size = 0;
+};
+
+/// Thrown by read_exact / read_until when the stream ends before the requested data.
+class end_of_stream : public std::runtime_error {
+public:
+    end_of_stream() : std::runtime_error("tandem: end of stream before the expected data") {}
+};
+
+namespace detail {
+
+inline std::uint64_t next_socket_id() noexcept {
+    static std::atomic<std::uint64_t> next{0};
+    return next.fetch_add(1, std::memory_order_relaxed) + 1;
+}
+
+[[noreturn]] inline void throw_code(int error, const char* what) {
+    throw std::system_error(error, std::system_category(), what);
+}
+
+/// An owned, non-blocking socket fd and the loop that waits on it.
+class socket_base {
+public:
+    socket_base() noexcept = default;
+    explicit socket_base(int fd) noexcept : m_fd(fd), m_id(next_socket_id()) {}
+    socket_base(socket_base&& other) noexcept
+        : m_fd(std::move(other.m_fd)), m_id(std::exchange(other.m_id, 0)), m_loop(std::exchange(other.m_loop, nullptr)) {}
+    socket_base& operator=(socket_base&& other) noexcept {
+        if (this != &other) {
+            close();
+            m_fd = std::move(other.m_fd);
+            m_id = std::exchange(other.m_id, 0);
+            m_loop = std::exchange(other.m_loop, nullptr);
+        }
+        return *this;
+    }
+    ~socket_base() { close(); }
+
+    bool is_open() const noexcept { return static_cast<bool>(m_fd); }
+    int native_handle() const noexcept { return m_fd.get(); }
+
+    /// Closes the socket; a task still waiting on it resumes with std::system_error(ECANCELED).
+    void close() noexcept {
+        if (!m_fd) return;
+        if (m_loop && event_loop::current() == m_loop) m_loop->forget(m_fd.get());
+        m_fd.reset();
+        m_loop = nullptr;
+    }
+
+    /// The address this socket is bound to (port 0 binds pick one: read it here).
+    address local_address() const {
+        sockaddr_storage ss{};
+        socklen_t len = sizeof ss;
+        if (::getsockname(m_fd.get(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) throw_errno("getsockname");
+        return address::from_native(reinterpret_cast<sockaddr*>(&ss), len);
+    }
+
+    void set_option(int level, int name, int value) {
+        if (::setsockopt(m_fd.get(), level, name, &value, sizeof value) != 0) throw_errno("setsockopt");
+    }
+    int get_option(int level, int name) const {
+        int value = 0;
+        socklen_t len = sizeof value;
+        if (::getsockopt(m_fd.get(), level, name, &value, &len) != 0) throw_errno("getsockopt");
+        return value;
+    }
+
+    std::uint64_t id() const noexcept { return m_id; }
+    void bind_loop(event_loop& loop) noexcept { m_loop = &loop; }
+
+private:
+    unique_fd m_fd;
+    std::uint64_t m_id = 0;
+    event_loop* m_loop = nullptr;
+};
+
+inline int make_socket(int family, int type) {
+    const int fd = ::socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw_errno("socket");
+    return fd;
+}
+
+/// One non-blocking operation on a socket: tried at once, retried by the loop each time the
+/// fd is reported ready, until it completes or fails. Op is a callable returning a ssize_t
+/// (-1 with errno on failure); it may keep state across attempts (write_all's progress).
+template <class Op>
+class io_operation : io_waiter {
+public:
+    io_operation(socket_base& socket, bool write, Op op, const char* what) noexcept
+        : m_socket(socket), m_op(std::move(op)), m_what(what) {
+        this->fd = socket.native_handle();
+        this->write = write;
+        this->owner = socket.id();
+        this->perform = &perform_again;
+        this->on_cancel = &cancel;
+    }
+    io_operation(const io_operation&) = delete;
+    io_operation& operator=(const io_operation&) = delete;
+    ~io_operation() {
+        if (m_loop) m_loop->remove_io_waiter(*this);
+    }
+
+    bool await_ready() noexcept {
+        if (this->fd < 0) {
+            m_error = EBADF;
+            return true;
+        }
+        return attempt();
+    }
+    template <class Promise>
+    bool await_suspend(std::coroutine_handle<Promise> h) {
+        this->context = context_of(h);
+        if (this->context && this->context->cancel_requested()) {
+            this->cancelled = true;
+            return false;
+        }
+        m_loop = &this_loop();
+        m_socket.bind_loop(*m_loop);
+        // EAGAIN just now proves any remembered edge is stale.
+        m_loop->consume_readiness(this->fd, this->write);
+        this->handle = h;
+        m_loop->add_io_waiter(*this);
+        if (this->context) this->context->arm(this);
+        return true;
+    }
+    std::size_t await_resume() const {
+        if (this->cancelled) throw tandem::cancelled{};
+        if (this->aborted) throw_code(ECANCELED, m_what);
+        if (m_error) throw_code(m_error, m_what);
+        return m_result;
+    }
+
+private:
+    bool attempt() noexcept {
+        for (;;) {
+            const ssize_t r = m_op();
+            if (r >= 0) {
+                m_result = static_cast<std::size_t>(r);
+                return true;
+            }
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
+            m_error = errno;
+            return true;
+        }
+    }
+    static bool perform_again(io_waiter* w) noexcept { return static_cast<io_operation*>(w)->attempt(); }
+    static void cancel(cancel_slot* slot) noexcept {
+        auto* self = static_cast<io_operation*>(slot);
+        self->m_loop->remove_io_waiter(*self);
+        self->cancelled = true;
+        self->m_loop->schedule(self->handle, self->context);
+    }
+
+    socket_base& m_socket;
+    Op m_op;
+    const char* m_what;
+    event_loop* m_loop = nullptr;
+    std::size_t m_result = 0;
+    int m_error = 0;
+};
+
+template <class Op>
+io_operation<Op> make_io(socket_base& s, bool write, Op op, const char* what) {
+    return io_operation<Op>(s, write, std::move(op), what);
+}
+
+/// Sends everything, resuming after partial writes; returns the total.
+struct send_all_op {
+    int fd;
+    const char* data;
+    std::size_t left;
+    std::size_t done = 0;
+    ssize_t operator()() noexcept {
+        while (left > 0) {
+            const ssize_t n = ::send(fd, data + done, left, MSG_NOSIGNAL);
+            if (n < 0) return -1;
+            done += static_cast<std::size_t>(n);
+            left -= static_cast<std::size_t>(n);
+        }
+        return static_cast<ssize_t>(done);
+    }
+};
+
+/// Gathered write of up to max_parts buffers with sendmsg, resuming after partial writes.
+struct send_gather_op {
+    static constexpr std::size_t max_parts = 16;
+    int fd;
+    iovec parts[max_parts];
+    std::size_t count;
+    std::size_t first = 0;
+    std::size_t done = 0;
+    ssize_t operator()() noexcept {
+        while (first < count) {
+            msghdr msg{};
+            msg.msg_iov = parts + first;
+            msg.msg_iovlen = count - first;
+            ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
+            if (n < 0) return -1;
+            done += static_cast<std::size_t>(n);
+            while (n > 0 && first < count) { // consume the written prefix
+                const std::size_t take = std::min(static_cast<std::size_t>(n), parts[first].iov_len);
+                parts[first].iov_base = static_cast<char*>(parts[first].iov_base) + take;
+                parts[first].iov_len -= take;
+                n -= static_cast<ssize_t>(take);
+                if (parts[first].iov_len == 0) ++first;
+            }
+            while (first < count && parts[first].iov_len == 0) ++first;
+        }
+        return static_cast<ssize_t>(done);
+    }
+};
+
+/// Reads until the buffer is full; -1/ECONNRESET-free EOF is reported as a short count.
+struct recv_exact_op {
+    int fd;
+    char* data;
+    std::size_t left;
+    std::size_t done = 0;
+    ssize_t operator()() noexcept {
+        while (left > 0) {
+            const ssize_t n = ::recv(fd, data + done, left, 0);
+            if (n < 0) return -1;
+            if (n == 0) break; // end of stream: the caller sees a short count
+            done += static_cast<std::size_t>(n);
+            left -= static_cast<std::size_t>(n);
+        }
+        return static_cast<ssize_t>(done);
+    }
+};
+
+} // namespace detail
+
+/// A connected byte stream (TCP or Unix). Reads and writes are awaitables that complete
+/// without allocating; only one read and one write may be in flight at a time.
+class stream_socket : public detail::socket_base {
+public:
+    using socket_base::socket_base;
+
+    /// Reads what is available (at least one byte), waiting if nothing is. 0 = end of stream.
+    auto read_some(std::span<char> buffer) {
+        return detail::make_io(*this, false,
+                               [fd = native_handle(), buffer] { return ::recv(fd, buffer.data(), buffer.size(), 0); },
+                               "recv");
+    }
+    auto read_some(std::span<std::byte> buffer) {
+        return read_some(std::span<char>(reinterpret_cast<char*>(buffer.data()), buffer.size()));
+    }
+
+    /// Reads exactly buffer.size() bytes. Throws end_of_stream if the peer closes first.
+    task<> read_exact(std::span<char> buffer) {
+        const std::size_t n =
+            co_await detail::make_io(*this, false, detail::recv_exact_op{native_handle(), buffer.data(), buffer.size()}, "recv");
+        if (n < buffer.size()) throw end_of_stream{};
+    }
+
+    /// Appends to `buffer` until it contains `delimiter`; returns the length up to and
+    /// including the delimiter. Throws std::length_error past `max_bytes` (a peer that never
+    /// sends the delimiter cannot grow the buffer without bound) and end_of_stream on EOF.
+    task<std::size_t> read_until(std::string& buffer, std::string_view delimiter, std::size_t max_bytes) {
+        std::size_t searched = 0;
+        for (;;) {
+            const std::size_t at = buffer.find(delimiter, searched);
+            if (at != std::string::npos) co_return at + delimiter.size();
+            searched = buffer.size() >= delimiter.size() ? buffer.size() - delimiter.size() + 1 : 0;
+            if (buffer.size() >= max_bytes) throw std::length_error("tandem::read_until: no delimiter within max_bytes");
+            const std::size_t old = buffer.size();
+            buffer.resize(std::min(max_bytes, old + 4096));
+            const std::size_t n = co_await read_some(std::span<char>(buffer.data() + old, buffer.size() - old));
+            buffer.resize(old + n);
+            if (n == 0) throw end_of_stream{};
+        }
+    }
+
+    /// Writes all of `data`, suspending while the socket buffer is full (backpressure: nothing
+    /// is queued in user space).
+    auto write_all(std::string_view data) {
+        return detail::make_io(*this, true, detail::send_all_op{native_handle(), data.data(), data.size()}, "send");
+    }
+    auto write_all(std::span<const std::byte> data) {
+        return write_all(std::string_view(reinterpret_cast<const char*>(data.data()), data.size()));
+    }
+
+    /// Writes several buffers in order with one sendmsg (writev) per attempt; at most 16.
+    /// Build the parts in a local array first (g++ 12 rejects braced lists inside co_await).
+    auto write_all_gathered(std::span<const std::string_view> parts) {
+        if (parts.size() > detail::send_gather_op::max_parts) throw std::invalid_argument("tandem: at most 16 buffers");
+        detail::send_gather_op op{native_handle(), {}, 0};
+        for (std::string_view p : parts) op.parts[op.count++] = iovec{const_cast<char*>(p.data()), p.size()};
+        return detail::make_io(*this, true, op, "sendmsg");
+    }
+
+    /// Half-close: the peer reads end of stream; this side can still read.
+    void shutdown_write() {
+        if (::shutdown(native_handle(), SHUT_WR) != 0) detail::throw_errno("shutdown");
+    }
+
+    void set_receive_buffer_size(int bytes) { set_option(SOL_SOCKET, SO_RCVBUF, bytes); }
+    void set_send_buffer_size(int bytes) { set_option(SOL_SOCKET, SO_SNDBUF, bytes); }
+};
+
+/// A TCP connection.
+class tcp_stream : public stream_socket {
+public:
+    using stream_socket::stream_socket;
+
+    /// Connects to `to`; a zero timeout waits as long as the kernel does. Throws
+    /// std::system_error (ECONNREFUSED, ...) or tandem::timed_out. Cancellable.
+    static task<tcp_stream> connect(address to, std::chrono::nanoseconds timeout = std::chrono::nanoseconds::zero()) {
+        if (timeout.count() > 0) co_return co_await with_timeout(timeout, connect(to));
+        tcp_stream s(detail::make_socket(to.family(), SOCK_STREAM));
+        if (::connect(s.native_handle(), to.native(), to.native_size()) != 0) {
+            if (errno != EINPROGRESS) detail::throw_errno("connect");
+            // Writable means the handshake ended, one way or the other: SO_ERROR says which.
+            co_await detail::make_io(s, true,
+                                     [fd = s.native_handle()] {
+                                         pollfd p{fd, POLLOUT, 0};
+                                         if (::poll(&p, 1, 0) == 0) {
+                                             errno = EAGAIN;
+                                             return ssize_t{-1};
+                                         }
+                                         return ssize_t{0};
+                                     },
+                                     "connect");
+            if (const int error = s.get_option(SOL_SOCKET, SO_ERROR)) detail::throw_code(error, "connect");
+        }
+        co_return s;
+    }
+
+    address peer_address() const {
+        sockaddr_storage ss{};
+        socklen_t len = sizeof ss;
+        if (::getpeername(native_handle(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) detail::throw_errno("getpeername");
+        return address::from_native(reinterpret_cast<sockaddr*>(&ss), len);
+    }
+
+    void set_nodelay(bool on) { set_option(IPPROTO_TCP, TCP_NODELAY, on ? 1 : 0); }
+    void set_keepalive(bool on) { set_option(SOL_SOCKET, SO_KEEPALIVE, on ? 1 : 0); }
+};
+
+struct listen_options {
+    int backlog = 1024;
+    bool reuse_address = true; // SO_REUSEADDR: restart without waiting out TIME_WAIT
+    bool reuse_port = false;   // SO_REUSEPORT: several listeners (processes) share the port
+    bool v6_only = false;      // IPV6_V6ONLY for an IPv6 listener
+};
+
+namespace detail {
+/// accept() failures that mean "out of fds or memory": wait and retry, never spin.
+inline bool out_of_resources(int error) noexcept {
+    return error == EMFILE || error == ENFILE || error == ENOBUFS || error == ENOMEM;
+}
+/// accept() failures about one connection that died in the queue: take the next one.
+inline bool connection_gone(int error) noexcept {
+    return error == ECONNABORTED || error == EPROTO || error == EPERM || error == ENETDOWN || error == ENOPROTOOPT ||
+           error == EHOSTDOWN || error == ENONET || error == EHOSTUNREACH || error == EOPNOTSUPP || error == ENETUNREACH;
+}
+} // namespace detail
+
+/// A listening TCP socket.
+class tcp_listener : public detail::socket_base {
+public:
+    using socket_base::socket_base;
+
+    /// Binds and listens. Port 0 picks a free port (see local_address()).
+    static tcp_listener bind(const address& at, listen_options options = {}) {
+        tcp_listener l(detail::make_socket(at.family(), SOCK_STREAM));
+        if (options.reuse_address) l.set_option(SOL_SOCKET, SO_REUSEADDR, 1);
+        if (options.reuse_port) l.set_option(SOL_SOCKET, SO_REUSEPORT, 1);
+        if (at.is_v6()) l.set_option(IPPROTO_IPV6, IPV6_V6ONLY, options.v6_only ? 1 : 0);
+        if (::bind(l.native_handle(), at.native(), at.native_size()) != 0) detail::throw_errno("bind");
+        if (::listen(l.native_handle(), options.backlog) != 0) detail::throw_errno("listen");
+        return l;
+    }
+
+    /// Waits for the next connection. Connections that died in the queue are skipped. When
+    /// the process is out of fds (EMFILE/ENFILE) it waits and retries with a growing pause
+    /// (at most 100 ms) instead of spinning, and recovers once fds are free again.
+    task<tcp_stream> accept() {
+        using namespace std::chrono_literals;
+        auto pause = 1ms;
+        for (;;) {
+            int error = 0;
+            std::size_t fd = 0;
+            try {
+                fd = co_await detail::make_io(*this, false,
+                                              [lfd = native_handle()] {
+                                                  return static_cast<ssize_t>(
+                                                      ::accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+                                              },
+                                              "accept");
+            } catch (const std::system_error& e) {
+                error = e.code().value();
+                if (e.code().category() != std::system_category() ||
+                    !(detail::out_of_resources(error) || detail::connection_gone(error)))
+                    throw;
+            }
+            if (error == 0) co_return tcp_stream(static_cast<int>(fd));
+            if (detail::out_of_resources(error)) {
+                co_await sleep_for(pause);
+                pause = std::min(pause * 2, std::chrono::milliseconds(100));
+            }
+        }
+    }
+};
+
+} // namespace tandem
