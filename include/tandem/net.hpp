@@ -485,6 +485,49 @@ inline bool connection_gone(int error) noexcept {
 }
 } // namespace detail
 
+namespace detail {
+
+/// The accept loop shared by TCP and Unix listeners; returns the new connection's fd.
+inline task<int> accept_fd(socket_base& listener) {
+    using namespace std::chrono_literals;
+    auto pause = 1ms;
+    for (;;) {
+        int error = 0;
+        std::size_t fd = 0;
+        try {
+            fd = co_await make_io(listener, false,
+                                  [lfd = listener.native_handle()] {
+                                      return static_cast<ssize_t>(::accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+                                  },
+                                  "accept");
+        } catch (const std::system_error& e) {
+            error = e.code().value();
+            if (e.code().category() != std::system_category() || !(out_of_resources(error) || connection_gone(error)))
+                throw;
+        }
+        if (error == 0) co_return static_cast<int>(fd);
+        if (out_of_resources(error)) { // no fd to accept into: wait instead of spinning
+            co_await sleep_for(pause);
+            pause = std::min(pause * 2, std::chrono::milliseconds(100));
+        }
+    }
+}
+
+/// sockaddr_un for a path, or for a Linux abstract name written "@name".
+inline std::pair<sockaddr_un, socklen_t> unix_address(std::string_view path) {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    const bool abstract = path.starts_with('@');
+    const std::string_view name = abstract ? path.substr(1) : path;
+    if (name.empty() || name.size() + 1 > sizeof addr.sun_path)
+        throw std::invalid_argument("tandem: Unix socket path empty or too long: " + std::string(path));
+    std::memcpy(addr.sun_path + (abstract ? 1 : 0), name.data(), name.size());
+    const socklen_t size = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + name.size() + 1);
+    return {addr, size};
+}
+
+} // namespace detail
+
 /// A listening TCP socket.
 class tcp_listener : public detail::socket_base {
 public:
@@ -504,31 +547,109 @@ public:
     /// Waits for the next connection. Connections that died in the queue are skipped. When
     /// the process is out of fds (EMFILE/ENFILE) it waits and retries with a growing pause
     /// (at most 100 ms) instead of spinning, and recovers once fds are free again.
-    task<tcp_stream> accept() {
-        using namespace std::chrono_literals;
-        auto pause = 1ms;
+    task<tcp_stream> accept() { co_return tcp_stream(co_await detail::accept_fd(*this)); }
+};
+
+/// A Unix domain stream socket.
+class unix_stream : public stream_socket {
+public:
+    using stream_socket::stream_socket;
+
+    /// Connects to a socket path; "@name" is a Linux abstract name. Throws std::system_error
+    /// (ENOENT, ECONNREFUSED, ...). Cancellable.
+    static task<unix_stream> connect(std::string_view path) {
+        const auto [addr, size] = detail::unix_address(path);
+        unix_stream s(detail::make_socket(AF_UNIX, SOCK_STREAM));
         for (;;) {
-            int error = 0;
-            std::size_t fd = 0;
-            try {
-                fd = co_await detail::make_io(*this, false,
-                                              [lfd = native_handle()] {
-                                                  return static_cast<ssize_t>(
-                                                      ::accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-                                              },
-                                              "accept");
-            } catch (const std::system_error& e) {
-                error = e.code().value();
-                if (e.code().category() != std::system_category() ||
-                    !(detail::out_of_resources(error) || detail::connection_gone(error)))
-                    throw;
-            }
-            if (error == 0) co_return tcp_stream(static_cast<int>(fd));
-            if (detail::out_of_resources(error)) {
-                co_await sleep_for(pause);
-                pause = std::min(pause * 2, std::chrono::milliseconds(100));
-            }
+            if (::connect(s.native_handle(), reinterpret_cast<const sockaddr*>(&addr), size) == 0) co_return s;
+            if (errno == EINTR) continue;
+            if (errno != EAGAIN) detail::throw_errno("connect");
+            // The listener's backlog is full: Unix sockets report EAGAIN, not EINPROGRESS.
+            co_await sleep_for(std::chrono::milliseconds(1));
         }
+    }
+};
+
+/// A listening Unix domain stream socket. A path-bound listener does not remove its file
+/// (another process may have replaced it); unlink it yourself, or use an "@abstract" name.
+class unix_listener : public detail::socket_base {
+public:
+    using socket_base::socket_base;
+
+    static unix_listener bind(std::string_view path, int backlog = 1024) {
+        const auto [addr, size] = detail::unix_address(path);
+        unix_listener l(detail::make_socket(AF_UNIX, SOCK_STREAM));
+        if (::bind(l.native_handle(), reinterpret_cast<const sockaddr*>(&addr), size) != 0) detail::throw_errno("bind");
+        if (::listen(l.native_handle(), backlog) != 0) detail::throw_errno("listen");
+        return l;
+    }
+
+    /// As tcp_listener::accept.
+    task<unix_stream> accept() { co_return unix_stream(co_await detail::accept_fd(*this)); }
+};
+
+/// A connected pair of Unix stream sockets (socketpair): a pipe that works both ways.
+inline std::pair<unix_stream, unix_stream> socket_pair() {
+    int fds[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) != 0) detail::throw_errno("socketpair");
+    return {unix_stream(fds[0]), unix_stream(fds[1])};
+}
+
+/// What receive_from reports: the datagram's size and sender.
+struct datagram {
+    std::size_t size;
+    address from;
+};
+
+/// A UDP socket: unconnected (send_to / receive_from) or connected (send / receive).
+class udp_socket : public detail::socket_base {
+public:
+    using socket_base::socket_base;
+
+    /// Binds to `at` (port 0 picks one).
+    static udp_socket bind(const address& at) {
+        udp_socket u(detail::make_socket(at.family(), SOCK_DGRAM));
+        if (::bind(u.native_handle(), at.native(), at.native_size()) != 0) detail::throw_errno("bind");
+        return u;
+    }
+
+    /// Sends one datagram to `to`; returns its size. Suspends only if the send buffer is full.
+    auto send_to(std::string_view data, const address& to) {
+        return detail::make_io(*this, true,
+                               [fd = native_handle(), data, to] {
+                                   return ::sendto(fd, data.data(), data.size(), MSG_NOSIGNAL, to.native(), to.native_size());
+                               },
+                               "sendto");
+    }
+
+    /// Receives one datagram (truncated to the buffer) and who sent it.
+    task<datagram> receive_from(std::span<char> buffer) {
+        sockaddr_storage from{};
+        socklen_t from_size = sizeof from;
+        const std::size_t n = co_await detail::make_io(*this, false,
+                                                       [fd = native_handle(), buffer, &from, &from_size] {
+                                                           from_size = sizeof from;
+                                                           return ::recvfrom(fd, buffer.data(), buffer.size(), 0,
+                                                                             reinterpret_cast<sockaddr*>(&from), &from_size);
+                                                       },
+                                                       "recvfrom");
+        co_return datagram{n, address::from_native(reinterpret_cast<sockaddr*>(&from), from_size)};
+    }
+
+    /// Fixes the peer: send/receive then talk to it only (and errors like ECONNREFUSED from
+    /// ICMP are reported).
+    void connect(const address& to) {
+        if (::connect(native_handle(), to.native(), to.native_size()) != 0) detail::throw_errno("connect");
+    }
+    auto send(std::string_view data) {
+        return detail::make_io(*this, true,
+                               [fd = native_handle(), data] { return ::send(fd, data.data(), data.size(), MSG_NOSIGNAL); },
+                               "send");
+    }
+    auto receive(std::span<char> buffer) {
+        return detail::make_io(*this, false,
+                               [fd = native_handle(), buffer] { return ::recv(fd, buffer.data(), buffer.size(), 0); },
+                               "recv");
     }
 };
 
