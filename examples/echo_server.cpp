@@ -1,0 +1,75 @@
+// echo_server — a TCP echo server: one thread, one loop, thousands of connections.
+//
+//   build/demo/examples/echo_server --port 9000
+//   printf 'hello\n' | nc -q1 127.0.0.1 9000          # → hello
+//   Ctrl-C (or SIGTERM): stops accepting, closes the connections, exits 0.
+//
+// Each connection is a coroutine that reads what arrives and writes it back. While the kernel
+// buffer is full, write_all suspends the coroutine (backpressure), so a slow reader can never
+// make the server buffer without bound. A connection's error ends that connection only.
+#include <tandem/tandem.hpp>
+
+#include <array>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string_view>
+
+namespace {
+
+tandem::task<> echo(tandem::tcp_stream s) {
+    std::array<char, 16384> buf;
+    try {
+        for (;;) {
+            const std::size_t n = co_await s.read_some(buf);
+            if (n == 0) break; // the client closed its side
+            co_await s.write_all(std::string_view(buf.data(), n));
+        }
+    } catch (const std::system_error&) {
+        // reset by the peer, or closed under us at shutdown: this connection is done
+    }
+}
+
+tandem::task<> accept_loop(tandem::tcp_listener& listener, tandem::task_group& connections) {
+    for (;;) {
+        tandem::tcp_stream s = co_await listener.accept();
+        s.set_nodelay(true);
+        connections.spawn(echo(std::move(s)), "echo");
+    }
+}
+
+tandem::task<> wait_for(tandem::signal_set& signals) { (void)co_await signals.wait(); }
+
+tandem::task<> serve(std::uint16_t port) {
+    tandem::signal_set stop({SIGINT, SIGTERM});
+    auto listener = tandem::tcp_listener::bind(tandem::address("127.0.0.1", port));
+    std::printf("listening on %s\n", listener.local_address().to_string().c_str());
+    std::fflush(stdout);
+    tandem::task_group connections;
+    co_await tandem::when_any(accept_loop(listener, connections), wait_for(stop)); // a signal ends accepting
+    listener.close();
+    connections.cancel();
+    co_await connections.join();
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    unsigned long port = 0;
+    for (int i = 1; i < argc; ++i) {
+        if (std::strcmp(argv[i], "--port") == 0 && i + 1 < argc) {
+            port = std::strtoul(argv[++i], nullptr, 10);
+        } else {
+            std::fprintf(stderr, "usage: %s [--port N]   (0 = any free port)\n", argv[0]);
+            return 2;
+        }
+    }
+    if (port > 65535) {
+        std::fprintf(stderr, "port out of range\n");
+        return 2;
+    }
+    tandem::event_loop loop;
+    loop.run(serve(static_cast<std::uint16_t>(port)));
+    return 0;
+}
