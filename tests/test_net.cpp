@@ -429,3 +429,47 @@ TEST_CASE("accept survives fd exhaustion without spinning and recovers", "[net]"
     REQUIRE(WIFEXITED(status));
     CHECK(WEXITSTATUS(status) == 0); // 11: accepted while exhausted, 12: spun, 13: no recovery
 }
+
+TEST_CASE("resolve finds localhost off the loop and connects to it", "[net]") {
+    auto body = []() -> tandem::task<> {
+        auto listener = tandem::tcp_listener::bind(loopback());
+        const std::uint16_t port = listener.local_address().port();
+        const auto found = co_await tandem::resolve("localhost", port);
+        REQUIRE_FALSE(found.empty());
+        bool has_v4 = false;
+        for (const auto& a : found) {
+            CHECK(a.port() == port);
+            has_v4 = has_v4 || a.to_string() == "127.0.0.1:" + std::to_string(port);
+        }
+        CHECK(has_v4);
+        const auto numeric = co_await tandem::resolve("127.0.0.1", 80);
+        REQUIRE(numeric.size() == 1);
+        CHECK(numeric.front() == tandem::address("127.0.0.1", 80));
+        auto accepted = tandem::spawn(listener.accept());
+        for (const auto& a : found) {
+            if (!a.is_v4()) continue;
+            auto c = co_await tandem::tcp_stream::connect(a);
+            (void)co_await accepted;
+            break;
+        }
+    };
+    tandem::sync_wait(body());
+}
+
+TEST_CASE("a cancelled resolve returns at once", "[net]") {
+    auto body = []() -> tandem::task<> {
+        for (int i = 0; i < 20; ++i) {
+            auto h = tandem::spawn(tandem::resolve("localhost", 1));
+            if (i % 2) co_await tandem::yield();
+            h.cancel();
+            try {
+                (void)co_await h;
+            } catch (const tandem::cancelled&) {
+            }
+        }
+        // The loop is not left waiting for abandoned lookups, and later ones still work.
+        const auto found = co_await tandem::resolve("localhost", 2);
+        CHECK_FALSE(found.empty());
+    };
+    tandem::sync_wait(body());
+}
