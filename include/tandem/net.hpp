@@ -119,9 +119,15 @@ public:
 
     /// "127.0.0.1:8080" or "[::1]:443" — the forms parse() reads.
     std::string to_string() const {
-        if (is_v6()) return "[" + ip() + "]:" + std::to_string(port());
-        if (is_v4()) return ip() + ":" + std::to_string(port());
-        return "(unspecified)";
+        if (!is_v4() && !is_v6()) return "(unspecified)";
+        // Built with append: g++ 12 -O3 warns falsely (-Wrestrict) on "literal" + string.
+        std::string out;
+        if (is_v6()) out.append(1, '[');
+        out.append(ip());
+        if (is_v6()) out.append(1, ']');
+        out.append(1, ':');
+        out.append(std::to_string(port()));
+        return out;
     }
 
     const sockaddr* native() const noexcept { return reinterpret_cast<const sockaddr*>(&m_storage); }
@@ -380,6 +386,18 @@ public:
     }
     auto read_some(std::span<std::byte> buffer) {
         return read_some(std::span<char>(reinterpret_cast<char*>(buffer.data()), buffer.size()));
+    }
+
+    /// Waits until a read would not block (data, end of stream or an error is pending),
+    /// without consuming anything. Lets a server hold no buffer for an idle connection.
+    auto wait_readable() {
+        return detail::make_io(*this, false,
+                               [fd = native_handle()] {
+                                   char probe;
+                                   const ssize_t n = ::recv(fd, &probe, 1, MSG_PEEK);
+                                   return n < 0 ? n : ssize_t{0};
+                               },
+                               "recv(MSG_PEEK)");
     }
 
     /// Reads exactly buffer.size() bytes. Throws end_of_stream if the peer closes first.
