@@ -112,11 +112,15 @@ def main():
     print(f"{'server':8} {'msgs/s':>10} {'CPU us/msg':>11} {'user us/msg':>12} {'idle KiB/conn':>14}")
     for k in names:
         print(f"{k:8} {med[k]['msgs_per_s']:10.0f} {med[k]['cpu_us']:11.2f} {med[k]['user_us']:12.2f} {memory[k]:14.2f}")
+    # Ratios are paired within each round (the machine's speed can shift between rounds),
+    # then the median over rounds is reported.
     for peer in ("asio", "epoll"):
         if peer in med and "tandem" in med:
-            print(f"tandem/{peer}: CPU per message {med['tandem']['cpu_us'] / med[peer]['cpu_us']:.2f}x, "
-                  f"user CPU {med['tandem']['user_us'] / med[peer]['user_us']:.2f}x, "
-                  f"throughput {med['tandem']['msgs_per_s'] / med[peer]['msgs_per_s']:.2f}x")
+            def paired(metric):
+                return statistics.median(t[metric] / p[metric] for t, p in zip(runs["tandem"], runs[peer]))
+            print(f"tandem/{peer} (median of per-round ratios): CPU per message {paired('cpu_us'):.2f}x, "
+                  f"user CPU {paired('user_us'):.2f}x, throughput {paired('msgs_per_s'):.2f}x, "
+                  f"idle memory {memory['tandem'] / memory[peer]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@
 #include <tandem/tandem.hpp>
 
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 #include <csignal>
@@ -56,11 +57,14 @@ private:
 tandem::task<> echo(tandem::tcp_stream s, buffer_pool& pool) {
     try {
         for (;;) {
-            co_await s.wait_readable(); // idle: no buffer held
-            buffer_pool::lease buf(pool);
-            const std::size_t n = co_await s.read_some(buf.span());
-            if (n == 0) break; // the client closed its side
-            co_await s.write_all(std::string_view(buf.span().data(), n));
+            std::optional<std::size_t> n;
+            {
+                buffer_pool::lease buf(pool);
+                n = s.try_read_some(buf.span());
+                if (n && *n > 0) co_await s.write_all(std::string_view(buf.span().data(), *n));
+            }
+            if (n == std::size_t{0}) break;      // the client closed its side
+            if (!n) co_await s.wait_readable(); // idle: no buffer held while waiting
         }
     } catch (const std::system_error&) {
         // reset by the peer, or closed under us at shutdown: this connection is done

@@ -473,3 +473,25 @@ TEST_CASE("a cancelled resolve returns at once", "[net]") {
     };
     tandem::sync_wait(body());
 }
+
+TEST_CASE("try_read_some never waits and wait_readable holds no data", "[net]") {
+    auto body = []() -> tandem::task<> {
+        auto [a, b] = tandem::socket_pair();
+        char buf[16];
+        CHECK_FALSE(b.try_read_some(buf).has_value()); // nothing there: no waiting
+        auto waiter = tandem::spawn([](tandem::unix_stream& s) -> tandem::task<> { (void)co_await s.wait_readable(); }(b));
+        co_await tandem::yield();
+        CHECK_FALSE(waiter.done());
+        co_await a.write_all("abc");
+        co_await waiter;
+        const auto n = b.try_read_some(buf);
+        REQUIRE(n.has_value());
+        CHECK(std::string_view(buf, *n) == "abc"); // wait_readable consumed nothing
+        a.close();
+        (void)co_await b.wait_readable(); // end of stream counts as readable
+        const auto eof = b.try_read_some(buf);
+        REQUIRE(eof.has_value());
+        CHECK(*eof == 0);
+    };
+    tandem::sync_wait(body());
+}

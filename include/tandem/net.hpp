@@ -28,6 +28,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <optional>
 #include <poll.h>
 #include <span>
 #include <stdexcept>
@@ -227,8 +228,10 @@ inline int make_socket(int family, int type) {
 template <class Op>
 class io_operation : io_waiter {
 public:
-    io_operation(socket_base& socket, bool write, Op op, const char* what) noexcept
-        : m_socket(socket), m_op(std::move(op)), m_what(what) {
+    /// try_first = false: do not attempt before waiting (the caller just saw EAGAIN); only a
+    /// remembered readiness edge completes it at once.
+    io_operation(socket_base& socket, bool write, Op op, const char* what, bool try_first = true) noexcept
+        : m_socket(socket), m_op(std::move(op)), m_what(what), m_try_first(try_first) {
         this->fd = socket.native_handle();
         this->write = write;
         this->owner = socket.id();
@@ -246,6 +249,10 @@ public:
             m_error = EBADF;
             return true;
         }
+        if (!m_try_first) {
+            event_loop* loop = event_loop::current();
+            return loop && loop->consume_readiness(this->fd, this->write) && attempt();
+        }
         return attempt();
     }
     template <class Promise>
@@ -257,7 +264,7 @@ public:
         }
         m_loop = &this_loop();
         m_socket.bind_loop(*m_loop);
-        // EAGAIN just now proves any remembered edge is stale.
+        // EAGAIN just now (ours or the caller's) proves any remembered edge is stale.
         m_loop->consume_readiness(this->fd, this->write);
         this->handle = h;
         m_loop->add_io_waiter(*this);
@@ -296,14 +303,15 @@ private:
     socket_base& m_socket;
     Op m_op;
     const char* m_what;
+    bool m_try_first;
     event_loop* m_loop = nullptr;
     std::size_t m_result = 0;
     int m_error = 0;
 };
 
 template <class Op>
-io_operation<Op> make_io(socket_base& s, bool write, Op op, const char* what) {
-    return io_operation<Op>(s, write, std::move(op), what);
+io_operation<Op> make_io(socket_base& s, bool write, Op op, const char* what, bool try_first = true) {
+    return io_operation<Op>(s, write, std::move(op), what, try_first);
 }
 
 /// Sends everything, resuming after partial writes; returns the total.
@@ -388,16 +396,24 @@ public:
         return read_some(std::span<char>(reinterpret_cast<char*>(buffer.data()), buffer.size()));
     }
 
-    /// Waits until a read would not block (data, end of stream or an error is pending),
-    /// without consuming anything. Lets a server hold no buffer for an idle connection.
+    /// Reads what is available without waiting: std::nullopt if nothing is (EAGAIN), 0 at
+    /// end of stream. Throws std::system_error on errors. With wait_readable() it lets a
+    /// server hold a buffer only while data is actually there (tokio's try_read).
+    std::optional<std::size_t> try_read_some(std::span<char> buffer) {
+        for (;;) {
+            const ssize_t n = ::recv(native_handle(), buffer.data(), buffer.size(), 0);
+            if (n >= 0) return static_cast<std::size_t>(n);
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return std::nullopt;
+            detail::throw_errno("recv");
+        }
+    }
+
+    /// Waits for the socket to become readable (data, end of stream or an error), consuming
+    /// nothing and holding no buffer. Meant after try_read_some returned std::nullopt: it
+    /// waits for the next readiness edge without a syscall of its own.
     auto wait_readable() {
-        return detail::make_io(*this, false,
-                               [fd = native_handle()] {
-                                   char probe;
-                                   const ssize_t n = ::recv(fd, &probe, 1, MSG_PEEK);
-                                   return n < 0 ? n : ssize_t{0};
-                               },
-                               "recv(MSG_PEEK)");
+        return detail::make_io(*this, false, [] { return ssize_t{0}; }, "wait readable", false);
     }
 
     /// Reads exactly buffer.size() bytes. Throws end_of_stream if the peer closes first.
