@@ -495,3 +495,21 @@ TEST_CASE("try_read_some never waits and wait_readable holds no data", "[net]") 
     };
     tandem::sync_wait(body());
 }
+
+TEST_CASE("connect times out when the listener's queue is full", "[net]") {
+    auto body = []() -> tandem::task<> {
+        auto listener = tandem::tcp_listener::bind(loopback(), {.backlog = 1}); // never accepts
+        const auto at = listener.local_address();
+        std::vector<tandem::tcp_stream> queued; // fill the accept queue; later SYNs are dropped
+        bool timed_out = false;
+        for (int i = 0; i < 16 && !timed_out; ++i) {
+            try {
+                queued.push_back(co_await tandem::tcp_stream::connect(at, std::chrono::milliseconds(200)));
+            } catch (const tandem::timed_out&) {
+                timed_out = true;
+            }
+        }
+        CHECK(timed_out);
+    };
+    tandem::sync_wait(body());
+}
