@@ -160,6 +160,15 @@ inline std::uint64_t next_socket_id() noexcept {
     throw std::system_error(error, std::system_category(), what);
 }
 
+/// getsockname / getpeername into an address.
+template <class Getter>
+address query_address(int fd, Getter getter, const char* what) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (getter(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) throw_errno(what);
+    return address::from_native(reinterpret_cast<sockaddr*>(&ss), len);
+}
+
 /// An owned, non-blocking socket fd and the loop that waits on it.
 class socket_base {
 public:
@@ -190,12 +199,7 @@ public:
     }
 
     /// The address this socket is bound to (port 0 binds pick one: read it here).
-    address local_address() const {
-        sockaddr_storage ss{};
-        socklen_t len = sizeof ss;
-        if (::getsockname(m_fd.get(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) throw_errno("getsockname");
-        return address::from_native(reinterpret_cast<sockaddr*>(&ss), len);
-    }
+    address local_address() const { return query_address(m_fd.get(), ::getsockname, "getsockname"); }
 
     void set_option(int level, int name, int value) {
         if (::setsockopt(m_fd.get(), level, name, &value, sizeof value) != 0) throw_errno("setsockopt");
@@ -360,7 +364,8 @@ struct send_gather_op {
     }
 };
 
-/// Reads until the buffer is full; -1/ECONNRESET-free EOF is reported as a short count.
+/// Reads until the buffer is full; end of stream shows as a short count (the caller throws
+/// end_of_stream), errors as -1 with errno.
 struct recv_exact_op {
     int fd;
     char* data;
@@ -496,12 +501,7 @@ public:
         co_return s;
     }
 
-    address peer_address() const {
-        sockaddr_storage ss{};
-        socklen_t len = sizeof ss;
-        if (::getpeername(native_handle(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) detail::throw_errno("getpeername");
-        return address::from_native(reinterpret_cast<sockaddr*>(&ss), len);
-    }
+    address peer_address() const { return detail::query_address(native_handle(), ::getpeername, "getpeername"); }
 
     void set_nodelay(bool on) { set_option(IPPROTO_TCP, TCP_NODELAY, on ? 1 : 0); }
     void set_keepalive(bool on) { set_option(SOL_SOCKET, SO_KEEPALIVE, on ? 1 : 0); }
