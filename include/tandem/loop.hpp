@@ -281,6 +281,18 @@ private:
     void on_fd_event(int fd, bool readable, bool writable) noexcept;
     void on_wakeup() noexcept;
     void rethrow_unhandled();
+    /// One direction of an fd became ready: finish its waiter's operation (it may ask to keep
+    /// waiting), or remember the edge for the next wait.
+    void on_ready(detail::io_waiter*& waiter, bool& remembered) noexcept {
+        detail::io_waiter* w = waiter;
+        if (!w) {
+            remembered = true;
+            return;
+        }
+        if (w->perform && !w->perform(w)) return; // EAGAIN again: stay registered
+        waiter = nullptr;
+        complete_io(*w);
+    }
     void complete_io(detail::io_waiter& w) noexcept {
         if (w.context) w.context->disarm();
         schedule(w.handle, w.context);
@@ -542,26 +554,8 @@ inline void event_loop::on_fd_event(int fd, bool readable, bool writable) noexce
     }
     if (static_cast<std::size_t>(fd) >= m_fds.size()) return;
     detail::fd_state& s = m_fds[fd];
-    if (readable) {
-        if (detail::io_waiter* w = s.reader) {
-            if (!w->perform || w->perform(w)) {
-                s.reader = nullptr;
-                complete_io(*w);
-            }
-        } else {
-            s.readable = true;
-        }
-    }
-    if (writable) {
-        if (detail::io_waiter* w = s.writer) {
-            if (!w->perform || w->perform(w)) {
-                s.writer = nullptr;
-                complete_io(*w);
-            }
-        } else {
-            s.writable = true;
-        }
-    }
+    if (readable) on_ready(s.reader, s.readable);
+    if (writable) on_ready(s.writer, s.writable);
     m_reactor.watch(fd, s.reader != nullptr, s.writer != nullptr); // poll: drop satisfied interest
 }
 
