@@ -6,6 +6,7 @@
 
 #include "tandem/config.hpp"
 #include "tandem/error.hpp"
+#include "tandem/lag.hpp"
 #include "tandem/task.hpp"
 #include "tandem/detail/intrusive_list.hpp"
 #include "tandem/detail/reactor.hpp"
@@ -23,12 +24,14 @@
 #include <exception>
 #include <functional>
 #include <mutex>
+#include <memory>
 #include <optional>
 #include "tandem/source_location.hpp"
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -84,7 +87,17 @@ protected:
 struct ready_item {
     std::coroutine_handle<> handle;
     task_context* context = nullptr;
+    std::int64_t ready_at = 0; // steady_clock ns: when it became runnable (for loop_stats::delay)
 };
+
+struct posted_callback {
+    unique_function fn;
+    std::int64_t ready_at = 0;
+};
+
+inline std::int64_t steady_now_ns() noexcept {
+    return std::chrono::steady_clock::now().time_since_epoch().count();
+}
 
 /// The loop's record of one spawned task: its context, its frame, and who waits for it.
 /// Reference-counted by the loop (while it runs) and by its join_handle (while one exists).
@@ -96,7 +109,9 @@ public:
     };
 
     root_base(event_loop& loop, std::string_view name, source_location where)
-        : m_loop(&loop), m_name(name), m_where(where) {}
+        : m_loop(&loop), m_name(name), m_where(where) {
+        mark_root();
+    }
 
     std::string_view name() const noexcept override { return m_name; }
     source_location where() const noexcept override { return m_where; }
@@ -118,9 +133,7 @@ public:
     }
     /// The join_handle is gone; `observed` says whether it took the result.
     void drop_handle(bool observed) noexcept;
-    void release() noexcept {
-        if (--m_refs == 0) delete this;
-    }
+    void release() noexcept;
     /// Loop teardown: destroy the suspended frame, never resume it.
     void abandon() noexcept {
         m_abandoned = true;
@@ -227,9 +240,44 @@ public:
     /// forgets the fd, so a new fd with the same number starts clean.
     void forget(int fd) noexcept;
 
+    // ---- Lag, utilization and blocking ------------------------------------------------------
+
+    /// What this loop has measured about itself: loop delay and step durations per step,
+    /// busy and idle time (see loop_stats). Loop thread only; copy it to keep a snapshot.
+    const loop_stats& stats() const noexcept { return m_stats; }
+    /// Starts the measurements afresh.
+    void reset_stats() noexcept { m_stats = loop_stats{}; }
+
+    /// Starts a watchdog thread that reports, once and while it is still running, any single
+    /// step of this loop (a task running between two suspensions, or a callback) that runs
+    /// longer than `threshold`, naming the task. The default report is one line on stderr:
+    ///   tandem: event loop blocked for 212 ms by task 'compute' (server.cpp:41)
+    /// `on_block` replaces it; it runs on the watchdog thread. Calling again replaces the
+    /// watchdog. Call from the loop's thread (or before the loop runs).
+    void watch_blocking(std::chrono::nanoseconds threshold, blocking_handler on_block = {});
+    /// Stops the watchdog (no-op without one).
+    void unwatch_blocking() noexcept;
+    bool watching_blocking() const noexcept { return m_watchdog != nullptr; }
+
+    /// A hint from code that expects a post() from another thread soon (offload does): if
+    /// the loop runs out of work before `deadline`, it polls for the post until then instead
+    /// of sleeping in the kernel, which saves the wake-up (tens of µs on a VM whose CPU went
+    /// idle). Loop thread only.
+    void expect_post_by(clock::time_point deadline) noexcept {
+        m_spin_until = std::max(m_spin_until, std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                  deadline.time_since_epoch()).count());
+    }
+
     // ---- Hooks for tandem's own awaiters. Loop thread only. -------------------------------
     void schedule(std::coroutine_handle<> h, detail::task_context* ctx) noexcept override {
-        m_ready.push(detail::ready_item{h, ctx});
+        m_ready.push(detail::ready_item{h, ctx, m_stamp});
+    }
+    /// Resumes `h` right now, inside the current step (a callback completing a wait): saves a
+    /// trip through the ready queue.
+    void resume_now(std::coroutine_handle<> h, detail::task_context* ctx) noexcept {
+        set_current_task(ctx);
+        h.resume();
+        set_current_task(nullptr);
     }
     void add_timer(detail::timer_node& node) { m_timers.push(node); }
     void remove_timer(detail::timer_node& node) noexcept { m_timers.erase(node); }
@@ -243,7 +291,14 @@ public:
         schedule(r.frame(), &r);
     }
     void report_unhandled(std::exception_ptr e, const detail::task_context& ctx) noexcept;
-    void set_current_task(detail::task_context* ctx) noexcept { m_current_task = ctx; }
+    void set_current_task(detail::task_context* ctx) noexcept {
+        m_current_task = ctx;
+        if (m_watchdog) m_probe.switch_to(identity_of(ctx));
+    }
+    /// A root is about to be deleted (the watchdog may be reading its name).
+    void retire_root(const detail::task_context& root) noexcept {
+        if (m_watchdog) m_probe.retire(&root);
+    }
     /// Makes the current turn skip its reactor wait (run(task)'s main task has finished).
     void interrupt_wait() noexcept { m_interrupted = true; }
     /// The task whose code is running right now (nullptr between tasks).
@@ -275,6 +330,41 @@ private:
 
     void post_erased(detail::unique_function fn);
     void turn();
+    /// Polls for an expected post() until `until` (ns); true if one arrived.
+    bool spin_for_post(std::int64_t until);
+    void take_remote() noexcept;
+    void begin_step(std::int64_t now, detail::task_context* ctx, bool callback) noexcept {
+        if constexpr (detail::loop_stats_enabled) {
+            if (m_step_started != 0) m_stats.steps.record(std::chrono::nanoseconds(now - m_step_started));
+        }
+        m_step_started = now;
+        m_stamp = now;
+        m_current_task = ctx;
+        if (m_watchdog) m_probe.begin(now, identity_of(ctx), callback);
+    }
+    void end_steps(std::int64_t now) noexcept {
+        if constexpr (detail::loop_stats_enabled) {
+            if (m_step_started != 0) m_stats.steps.record(std::chrono::nanoseconds(now - m_step_started));
+        }
+        m_step_started = 0;
+        m_stamp = now;
+        m_current_task = nullptr;
+        if (m_watchdog) m_probe.end();
+    }
+    void record_delay(std::int64_t now, std::int64_t ready_at) noexcept {
+        // Work queued before run() started waited for the loop, not in it.
+        m_stats.delay.record(std::chrono::nanoseconds(now - std::max(ready_at, m_run_started)));
+    }
+    void mark_run_start() noexcept {
+        m_last_mark = 0; // time outside run() is not the loop's busy time
+        m_run_started = detail::steady_now_ns();
+    }
+    bool timing_steps() const noexcept { return detail::loop_stats_enabled || m_watchdog != nullptr; }
+    /// The root whose name and spawn site describe ctx (nullptr if it has none).
+    static const detail::task_context* identity_of(const detail::task_context* ctx) noexcept {
+        while (ctx && !ctx->is_root()) ctx = ctx->parent();
+        return ctx;
+    }
     void expire_timers(clock::time_point now) noexcept;
     void run_ready_batch();
     std::optional<std::chrono::nanoseconds> poll_timeout() noexcept;
@@ -301,7 +391,7 @@ private:
     inline static thread_local event_loop* t_current_loop = nullptr;
 
     detail::ring_queue<detail::ready_item> m_ready;
-    detail::ring_queue<detail::unique_function> m_callbacks;
+    detail::ring_queue<detail::posted_callback> m_callbacks;
     detail::timer_heap m_timers;
     detail::reactor m_reactor;
     detail::wakeup m_wakeup;
@@ -310,10 +400,22 @@ private:
     detail::intrusive_list<detail::wake_listener> m_wake_listeners;
     detail::task_context* m_current_task = nullptr;
 
+    loop_stats m_stats;
+    std::int64_t m_stamp = 0;        // ready_at for work queued now (ns)
+    std::int64_t m_step_started = 0; // 0 outside a batch of steps
+    std::int64_t m_last_mark = 0;    // end of the last reactor wait: busy time starts here
+    std::int64_t m_spin_until = 0;
+    std::int64_t m_run_started = 0;
+    unsigned m_polls_skipped = 0;
+    static constexpr unsigned max_polls_skipped = 8;
+    detail::step_probe m_probe;
+    std::unique_ptr<detail::blocking_watchdog> m_watchdog;
+
     std::mutex m_remote_mutex;
     std::vector<detail::unique_function> m_remote;   // guarded by m_remote_mutex
     std::vector<detail::unique_function> m_remote_spare;
     std::atomic<bool> m_wake_pending{false};
+    std::atomic<bool> m_spinning{false}; // polling for a post: posters need not signal
     std::atomic<bool> m_stop_requested{false};
 
     exception_handler m_exception_handler;
@@ -440,6 +542,12 @@ inline std::coroutine_handle<> root_base::on_finished() noexcept {
     return std::noop_coroutine();
 }
 
+inline void root_base::release() noexcept {
+    if (--m_refs != 0) return;
+    m_loop->retire_root(*this);
+    delete this;
+}
+
 inline void root_base::drop_handle(bool observed) noexcept {
     m_has_handle = false;
     if (m_done && !observed && !m_abandoned) { // an abandoned frame is gone: nothing to report
@@ -453,6 +561,7 @@ inline void root_base::drop_handle(bool observed) noexcept {
 inline event_loop::event_loop() { m_reactor.watch(m_wakeup.read_fd(), true, false); }
 
 inline event_loop::~event_loop() {
+    m_watchdog.reset();
     m_destroying = true;
     // Destroying a root's frame destroys the coroutines it awaits; their awaiters unhook
     // themselves from timers, fds and primitives. Nothing here resumes anything.
@@ -468,6 +577,7 @@ inline event_loop::~event_loop() {
 template <class T>
 T event_loop::run(task<T> main, source_location where) {
     current_scope scope(this);
+    mark_run_start();
     auto* r = new detail::root<T>(*this, std::move(main), "main", where);
     r->add_handle();
     r->m_is_run_main = true;
@@ -489,6 +599,7 @@ T event_loop::run(task<T> main, source_location where) {
 
 inline void event_loop::run() {
     current_scope scope(this);
+    mark_run_start();
     while (!m_stop_requested.exchange(false, std::memory_order_acq_rel)) {
         rethrow_unhandled();
         turn();
@@ -503,38 +614,125 @@ inline void event_loop::run_once() {
 }
 
 inline void event_loop::turn() {
-    expire_timers(clock::now());
+    const clock::time_point started = clock::now();
+    if (m_last_mark == 0) m_last_mark = started.time_since_epoch().count();
+    expire_timers(started);
     run_ready_batch();
-    m_reactor.wait(poll_timeout(), [this](int fd, bool readable, bool writable) noexcept {
+
+    auto timeout = poll_timeout();
+    const bool spin = m_spin_until != 0 && timeout != std::chrono::nanoseconds::zero();
+    const std::int64_t waiting = detail::loop_stats_enabled || spin ? detail::steady_now_ns() : 0;
+    if (spin && m_spin_until > waiting) {
+        std::int64_t limit = m_spin_until;
+        if (timeout) limit = std::min(limit, waiting + timeout->count()); // a timer is due first
+        if (spin_for_post(limit)) {
+            // The post we waited for is here and nothing else was ready a moment ago: run it
+            // without a reactor syscall, but poll I/O at least every few turns.
+            if (m_polls_skipped < max_polls_skipped) {
+                ++m_polls_skipped;
+                const std::int64_t now = detail::steady_now_ns();
+                m_stats.busy += std::chrono::nanoseconds(waiting - m_last_mark);
+                m_stats.idle += std::chrono::nanoseconds(now - waiting);
+                m_last_mark = now;
+                ++m_stats.turns;
+                return;
+            }
+            timeout = poll_timeout();
+        }
+    }
+    m_polls_skipped = 0;
+    if constexpr (!detail::loop_stats_enabled) {
+        m_reactor.wait(timeout, [this](int fd, bool readable, bool writable) noexcept {
+            on_fd_event(fd, readable, writable);
+        });
+        return;
+    }
+    bool noticed = false;
+    std::int64_t woke = 0;
+    m_reactor.wait(timeout, [&](int fd, bool readable, bool writable) noexcept {
+        if (!noticed) {
+            noticed = true;
+            woke = detail::steady_now_ns();
+            m_stamp = woke; // I/O reported now is runnable from now
+        }
         on_fd_event(fd, readable, writable);
     });
+    if (!noticed) woke = detail::steady_now_ns();
+    m_stamp = woke;
+    m_stats.busy += std::chrono::nanoseconds(waiting - m_last_mark);
+    m_stats.idle += std::chrono::nanoseconds(woke - waiting);
+    m_last_mark = detail::steady_now_ns();
+    m_stats.busy += std::chrono::nanoseconds(m_last_mark - woke); // dispatching I/O is work
+    ++m_stats.turns;
+}
+
+inline bool event_loop::spin_for_post(std::int64_t until) {
+    // Seen by post(): while set, a poster need not write the eventfd because we look at
+    // m_wake_pending ourselves. Clearing it and then re-reading m_wake_pending (both seq_cst,
+    // against the poster's exchange-then-load) closes the race with a post that just missed.
+    m_spinning.store(true, std::memory_order_seq_cst);
+    bool arrived = false;
+    for (unsigned i = 1;; ++i) {
+        if (m_wake_pending.load(std::memory_order_acquire)) {
+            arrived = true;
+            break;
+        }
+        if (detail::steady_now_ns() >= until) break;
+        // Every few rounds look at I/O too: a socket must not wait for the whole spin.
+        if (i % 16 == 0 && m_reactor.has_events_now()) break;
+        // Yield rather than pause: when the worker shares this CPU it needs it to finish.
+        std::this_thread::yield();
+    }
+    m_spinning.store(false, std::memory_order_seq_cst);
+    if (!arrived) arrived = m_wake_pending.load(std::memory_order_seq_cst);
+    if (!arrived) return false;
+    m_stamp = detail::steady_now_ns();
+    take_remote();
+    return true;
 }
 
 inline void event_loop::expire_timers(clock::time_point now) noexcept {
     while (!m_timers.empty() && m_timers.next_deadline() <= now) {
         detail::timer_node& node = m_timers.pop();
+        m_stamp = node.deadline.time_since_epoch().count(); // a timer's work is due at its deadline
         node.on_expire(&node);
     }
+    m_stamp = now.time_since_epoch().count();
 }
 
 inline void event_loop::run_ready_batch() {
     // Only what is ready now: work queued by this batch waits for the next turn, so a task
     // that keeps yielding cannot starve I/O and timers.
-    for (std::size_t n = m_ready.size(); n > 0 && !m_ready.empty(); --n) {
+    std::size_t n = m_ready.size();
+    if (n == 0 && m_callbacks.empty()) return;
+    const bool timed = timing_steps();
+    for (; n > 0 && !m_ready.empty(); --n) {
         detail::ready_item item = m_ready.pop();
-        m_current_task = item.context;
+        if (timed) {
+            const std::int64_t now = detail::steady_now_ns();
+            if constexpr (detail::loop_stats_enabled) record_delay(now, item.ready_at);
+            begin_step(now, item.context, false);
+        } else {
+            m_current_task = item.context;
+        }
         item.handle.resume();
     }
     m_current_task = nullptr;
-    for (std::size_t n = m_callbacks.size(); n > 0 && !m_callbacks.empty(); --n) {
-        detail::unique_function fn = m_callbacks.pop();
+    for (n = m_callbacks.size(); n > 0 && !m_callbacks.empty(); --n) {
+        detail::posted_callback cb = m_callbacks.pop();
+        if (timed) {
+            const std::int64_t now = detail::steady_now_ns();
+            if constexpr (detail::loop_stats_enabled) record_delay(now, cb.ready_at);
+            begin_step(now, nullptr, true);
+        }
         try {
-            fn();
+            cb.fn();
         } catch (...) {
             detail::task_context none;
             report_unhandled(std::current_exception(), none);
         }
     }
+    if (timed) end_steps(detail::steady_now_ns());
 }
 
 inline std::optional<std::chrono::nanoseconds> event_loop::poll_timeout() noexcept {
@@ -567,29 +765,44 @@ inline void event_loop::on_wakeup() noexcept {
     // non-zero, and the 64-bit counter cannot fill up: skipping the read saves a syscall
     // per cross-thread wake-up.
 #endif
+    take_remote();
+    m_wake_listeners.for_each([](detail::wake_listener& l) { l.on_wake(); });
+}
+
+inline void event_loop::take_remote() noexcept {
     // Clear before taking the queue: a post racing with us either lands in this swap or
     // sees the flag clear and signals again.
-    m_wake_pending.store(false, std::memory_order_release);
+    m_wake_pending.store(false, std::memory_order_seq_cst);
     {
         std::lock_guard lock(m_remote_mutex);
         m_remote_spare.swap(m_remote);
     }
-    for (detail::unique_function& fn : m_remote_spare) m_callbacks.push(std::move(fn));
+    for (detail::unique_function& fn : m_remote_spare) m_callbacks.push(detail::posted_callback{std::move(fn), m_stamp});
     m_remote_spare.clear();
-    m_wake_listeners.for_each([](detail::wake_listener& l) { l.on_wake(); });
 }
 
 inline void event_loop::post_erased(detail::unique_function fn) {
     if (t_current_loop == this) {
-        m_callbacks.push(std::move(fn));
+        m_callbacks.push(detail::posted_callback{std::move(fn), m_stamp});
         return;
     }
     {
         std::lock_guard lock(m_remote_mutex);
         m_remote.push_back(std::move(fn));
     }
-    if (!m_wake_pending.exchange(true, std::memory_order_acq_rel)) m_wakeup.signal();
+    if (!m_wake_pending.exchange(true, std::memory_order_seq_cst)) {
+        if (!m_spinning.load(std::memory_order_seq_cst)) m_wakeup.signal();
+    }
 }
+
+inline void event_loop::watch_blocking(std::chrono::nanoseconds threshold, blocking_handler on_block) {
+    if (threshold <= std::chrono::nanoseconds::zero())
+        throw std::invalid_argument("tandem: watch_blocking needs a positive threshold");
+    m_watchdog.reset();
+    m_watchdog = std::make_unique<detail::blocking_watchdog>(m_probe, threshold, std::move(on_block));
+}
+
+inline void event_loop::unwatch_blocking() noexcept { m_watchdog.reset(); }
 
 inline void event_loop::stop() noexcept {
     m_stop_requested.store(true, std::memory_order_release);

@@ -70,6 +70,10 @@ public:
     void set_parent(task_context* parent) noexcept { m_parent = parent; }
     task_context* parent() const noexcept { return m_parent; }
 
+    /// True for the outermost context of a task a loop owns (spawned, or run()'s main): the
+    /// one that carries the task's name and spawn site and outlives all its children.
+    bool is_root() const noexcept { return m_is_root; }
+
     /// The name a task was given at spawn (empty if none), looked up through parents.
     virtual std::string_view name() const noexcept { return m_parent ? m_parent->name() : std::string_view{}; }
     /// Where the task was spawned, looked up through parents.
@@ -81,11 +85,15 @@ public:
     /// one nobody co_awaits). Returns the coroutine to transfer to, or noop_coroutine().
     virtual std::coroutine_handle<> finish() noexcept { return std::noop_coroutine(); }
 
+protected:
+    void mark_root() noexcept { m_is_root = true; }
+
 private:
     cancel_slot* m_slot = nullptr;
     task_context* m_parent = nullptr;
     std::optional<std::stop_source> m_stop_source;
     bool m_cancel_requested = false;
+    bool m_is_root = false;
 };
 
 class promise_base;

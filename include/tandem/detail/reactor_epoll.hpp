@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -43,6 +44,13 @@ public:
         m_registered[fd] = false;
         // Fails harmlessly (EBADF/ENOENT) if the fd was already closed.
         ::epoll_ctl(m_epoll.get(), EPOLL_CTL_DEL, fd, nullptr);
+    }
+
+    /// True if a wait would report something now. Consumes no edge: it polls the epoll fd,
+    /// which is readable while events are pending.
+    bool has_events_now() noexcept {
+        pollfd p{m_epoll.get(), POLLIN, 0};
+        return ::poll(&p, 1, 0) > 0;
     }
 
     /// Waits up to `timeout` (nullopt: forever) and calls on_event(fd, readable, writable).

@@ -34,6 +34,12 @@ public:
         }
     }
 
+    /// True if a wait would report something now (level-triggered: nothing is consumed).
+    bool has_events_now() {
+        if (m_dirty) rebuild();
+        return ::poll(m_fds.data(), m_fds.size(), 0) > 0;
+    }
+
     template <class OnEvent>
     void wait(std::optional<std::chrono::nanoseconds> timeout, OnEvent&& on_event) {
         if (m_dirty) rebuild();

@@ -1,0 +1,296 @@
+// tandem — loop lag and utilization statistics, and the blocking watchdog.
+//
+// Layer: loop. The event loop records into these; nothing here knows the loop itself.
+//
+// Node samples loop delay with a timer (monitorEventLoopDelay) and so misses what happens
+// between samples. A tandem loop instead times every step: each resumed task or callback
+// records how long it waited in the ready queue (for a timer: how long after its deadline
+// it ran) and how long it ran. One clock read per step pays for both.
+#pragma once
+
+#include "tandem/source_location.hpp"
+#include "tandem/task.hpp"
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <bit>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+
+namespace tandem {
+
+/// A histogram of durations with bounded relative error (6.25%), constant size (5 KiB) and
+/// constant-time recording: 16 linear sub-buckets per power of two, HdrHistogram style.
+/// Exact for durations under 32 ns; durations past 2^42 ns (73 minutes) share the last bucket.
+/// count, min, max and mean are exact.
+class latency_histogram {
+public:
+    using duration = std::chrono::nanoseconds;
+
+    void record(duration d) noexcept {
+        const std::uint64_t v = d.count() > 0 ? static_cast<std::uint64_t>(d.count()) : 0;
+        ++m_buckets[bucket_of(v)];
+        ++m_count;
+        m_sum += v;
+        m_max = std::max(m_max, v);
+        m_min = std::min(m_min, v);
+    }
+
+    std::uint64_t count() const noexcept { return m_count; }
+    duration min() const noexcept { return duration(m_count ? static_cast<std::int64_t>(m_min) : 0); }
+    duration max() const noexcept { return duration(static_cast<std::int64_t>(m_max)); }
+    duration mean() const noexcept {
+        return duration(m_count ? static_cast<std::int64_t>(m_sum / m_count) : 0);
+    }
+    duration total() const noexcept { return duration(static_cast<std::int64_t>(m_sum)); }
+
+    /// The smallest recorded-bucket bound that at least `p` percent of the samples do not
+    /// exceed (p in [0, 100]); zero when empty. Never above max().
+    duration percentile(double p) const noexcept {
+        if (m_count == 0) return duration::zero();
+        p = std::clamp(p, 0.0, 100.0);
+        auto rank = static_cast<std::uint64_t>(p / 100.0 * static_cast<double>(m_count) + 0.5);
+        rank = std::clamp<std::uint64_t>(rank, 1, m_count);
+        std::uint64_t seen = 0;
+        for (std::size_t i = 0; i < bucket_count; ++i) {
+            seen += m_buckets[i];
+            if (seen >= rank) return duration(static_cast<std::int64_t>(std::min(upper_bound_of(i), m_max)));
+        }
+        return max();
+    }
+
+    /// Adds another histogram's samples (several loops' figures into one).
+    void merge(const latency_histogram& other) noexcept {
+        for (std::size_t i = 0; i < bucket_count; ++i) m_buckets[i] += other.m_buckets[i];
+        m_count += other.m_count;
+        m_sum += other.m_sum;
+        m_max = std::max(m_max, other.m_max);
+        m_min = std::min(m_min, other.m_min);
+    }
+
+    void reset() noexcept { *this = latency_histogram{}; }
+
+private:
+    static constexpr unsigned sub_bits = 4;
+    static constexpr unsigned max_bits = 42;
+    static constexpr std::size_t bucket_count = (max_bits - sub_bits + 1) << sub_bits;
+
+    static constexpr std::size_t bucket_of(std::uint64_t v) noexcept {
+        if (v < (2u << sub_bits)) return static_cast<std::size_t>(v);
+        const unsigned msb = 63u - static_cast<unsigned>(std::countl_zero(v));
+        if (msb >= max_bits) return bucket_count - 1;
+        const unsigned exponent = msb - sub_bits + 1;
+        const auto mantissa = static_cast<std::size_t>(v >> (msb - sub_bits)) - (std::size_t{1} << sub_bits);
+        return (static_cast<std::size_t>(exponent) << sub_bits) + mantissa;
+    }
+    static constexpr std::uint64_t upper_bound_of(std::size_t i) noexcept {
+        const std::size_t exponent = i >> sub_bits;
+        const std::uint64_t mantissa = i & ((std::size_t{1} << sub_bits) - 1);
+        if (exponent == 0) return mantissa;
+        const std::uint64_t width = std::uint64_t{1} << (exponent - 1);
+        return (((std::uint64_t{1} << sub_bits) + mantissa) << (exponent - 1)) + width - 1;
+    }
+
+    std::array<std::uint64_t, bucket_count> m_buckets{};
+    std::uint64_t m_count = 0;
+    std::uint64_t m_sum = 0;
+    std::uint64_t m_max = 0;
+    std::uint64_t m_min = UINT64_MAX;
+};
+
+/// What a loop has measured about itself since it was created (or since reset_stats()).
+///
+/// delay: for every step (a resumed task or a callback), how long it waited after becoming
+///   runnable: after its timer's deadline, after the reactor reported its fd, after the task
+///   that woke it ran. A long step shows up as the delay of everything queued behind it.
+/// steps: how long each step ran before giving the loop back.
+/// busy / idle: time running work versus waiting in the reactor; utilization() is Node's
+///   eventLoopUtilization().
+struct loop_stats {
+    latency_histogram delay;
+    latency_histogram steps;
+    std::chrono::nanoseconds busy{};
+    std::chrono::nanoseconds idle{};
+    std::uint64_t turns = 0;
+
+    /// busy / (busy + idle), 0 when nothing was measured.
+    double utilization() const noexcept { return ratio(busy, busy + idle); }
+    /// Utilization over the interval since `earlier` (a copy taken before).
+    double utilization_since(const loop_stats& earlier) const noexcept {
+        const auto b = busy - earlier.busy;
+        return ratio(b, b + (idle - earlier.idle));
+    }
+
+private:
+    static double ratio(std::chrono::nanoseconds part, std::chrono::nanoseconds whole) noexcept {
+        return whole.count() > 0 ? static_cast<double>(part.count()) / static_cast<double>(whole.count()) : 0.0;
+    }
+};
+
+/// What the blocking watchdog saw: one step of the loop has been running for `blocked_for`
+/// and has not returned yet.
+struct blocking_report {
+    std::chrono::nanoseconds blocked_for{};
+    /// The name given to spawn(), "main" for event_loop::run's task, empty if none.
+    std::string task_name;
+    /// Where that task was spawned (file empty when unknown).
+    source_location where;
+    /// True when the step is a plain callback (event_loop::post) rather than a task.
+    bool in_callback = false;
+
+    /// One line: "tandem: event loop blocked for 212 ms by task 'compute' (examples/x.cpp:41)".
+    std::string describe() const {
+        std::string line = "tandem: event loop blocked for " +
+                           std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(blocked_for).count()) +
+                           " ms by ";
+        const bool located = where.file_name() != nullptr && where.file_name()[0] != '\0';
+        if (in_callback) {
+            line += "a posted callback";
+        } else if (!task_name.empty()) {
+            line += "task '" + task_name + "'";
+        } else if (located) {
+            line += "a task";
+        } else {
+            line += "an unnamed coroutine";
+        }
+        if (located && !in_callback) {
+            line += " (";
+            line += where.file_name();
+            line += ':' + std::to_string(where.line()) + ')';
+        }
+        return line;
+    }
+};
+
+using blocking_handler = std::function<void(const blocking_report&)>;
+
+namespace detail {
+
+/// Tiny spin lock: held for a string copy at most, so sleeping would cost more than spinning.
+class spin_lock {
+public:
+    void lock() noexcept {
+        while (m_flag.exchange(true, std::memory_order_acquire)) {
+            while (m_flag.load(std::memory_order_relaxed)) std::this_thread::yield();
+        }
+    }
+    void unlock() noexcept { m_flag.store(false, std::memory_order_release); }
+
+private:
+    std::atomic<bool> m_flag{false};
+};
+
+/// What the loop publishes for the watchdog: which step is running, since when, for which
+/// task. Written by the loop thread only; read by the watchdog thread.
+///
+/// The task's identity (a root context) can die while the watchdog reads its name: a root
+/// takes `identity_lock` before it is deleted and the watchdog holds it while it copies.
+struct step_probe {
+    std::atomic<std::uint64_t> seq{0};
+    std::atomic<std::int64_t> started_ns{0}; // 0: between steps (waiting, or in the reactor)
+    std::atomic<const task_context*> identity{nullptr};
+    std::atomic<bool> in_callback{false};
+    spin_lock identity_lock;
+
+    void begin(std::int64_t now_ns, const task_context* who, bool callback) noexcept {
+        identity.store(who, std::memory_order_relaxed);
+        in_callback.store(callback, std::memory_order_relaxed);
+        started_ns.store(now_ns, std::memory_order_relaxed);
+        seq.store(seq.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+    }
+    void switch_to(const task_context* who) noexcept { identity.store(who, std::memory_order_release); }
+    void end() noexcept { started_ns.store(0, std::memory_order_release); }
+
+    /// A root context is about to be deleted: make sure the watchdog is not reading it and
+    /// never will.
+    void retire(const task_context* who) noexcept {
+        std::lock_guard lock(identity_lock);
+        const task_context* expected = who;
+        identity.compare_exchange_strong(expected, nullptr, std::memory_order_relaxed);
+    }
+};
+
+/// The watchdog thread: samples the probe a few times per threshold and reports a step that
+/// has run past the threshold, once per step, while it is still running.
+class blocking_watchdog {
+public:
+    using clock = std::chrono::steady_clock;
+
+    blocking_watchdog(step_probe& probe, std::chrono::nanoseconds threshold, blocking_handler handler)
+        : m_probe(&probe), m_threshold(threshold), m_handler(std::move(handler)) {
+        if (!m_handler) m_handler = &print_to_stderr;
+        m_thread = std::thread([this] { watch(); });
+    }
+    blocking_watchdog(const blocking_watchdog&) = delete;
+    blocking_watchdog& operator=(const blocking_watchdog&) = delete;
+    ~blocking_watchdog() {
+        {
+            std::lock_guard lock(m_mutex);
+            m_stopping = true;
+        }
+        m_wake.notify_one();
+        m_thread.join();
+    }
+
+    static void print_to_stderr(const blocking_report& report) {
+        const std::string line = report.describe() + '\n';
+        std::fwrite(line.data(), 1, line.size(), stderr); // one write: lines from threads stay whole
+        std::fflush(stderr);
+    }
+
+private:
+    void watch() {
+        // Four looks per threshold: a report comes at most a quarter of a threshold late.
+        const auto interval = std::clamp<std::chrono::nanoseconds>(m_threshold / 4, std::chrono::microseconds(500),
+                                                                    std::chrono::milliseconds(250));
+        std::uint64_t reported = 0;
+        std::unique_lock lock(m_mutex);
+        while (!m_wake.wait_for(lock, interval, [this] { return m_stopping; })) {
+            const std::uint64_t seq = m_probe->seq.load(std::memory_order_acquire);
+            const std::int64_t started = m_probe->started_ns.load(std::memory_order_acquire);
+            if (started == 0 || seq == reported) continue;
+            const auto blocked = clock::now().time_since_epoch() - std::chrono::nanoseconds(started);
+            if (blocked < m_threshold) continue;
+
+            blocking_report report;
+            report.blocked_for = std::chrono::duration_cast<std::chrono::nanoseconds>(blocked);
+            {
+                std::lock_guard identity(m_probe->identity_lock);
+                if (m_probe->seq.load(std::memory_order_acquire) != seq) continue; // it just ended
+                report.in_callback = m_probe->in_callback.load(std::memory_order_relaxed);
+                if (const task_context* who = m_probe->identity.load(std::memory_order_acquire)) {
+                    report.task_name = std::string(who->name());
+                    report.where = who->where();
+                }
+            }
+            reported = seq;
+            lock.unlock(); // a slow handler must not hold up the destructor's stop request
+            try {
+                m_handler(report);
+            } catch (...) {
+                // A reporting failure must not take the process down.
+            }
+            lock.lock();
+        }
+    }
+
+    step_probe* m_probe;
+    std::chrono::nanoseconds m_threshold;
+    blocking_handler m_handler;
+    std::mutex m_mutex;
+    std::condition_variable m_wake;
+    bool m_stopping = false;
+    std::thread m_thread;
+};
+
+} // namespace detail
+
+} // namespace tandem

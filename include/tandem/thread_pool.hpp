@@ -1,0 +1,740 @@
+// tandem — thread_pool and offload(): run blocking or CPU-heavy work on worker threads and
+// await it from a coroutine while the loop keeps serving (libuv's thread pool, Node's
+// worker_threads, asyncio's run_in_executor).
+//
+// Layer: offload. Knows the loop: a finished job reaches its loop only through
+// event_loop::post, the one cross-thread wake-up path.
+//
+// Cancellation is what the peers lack: cancelling the awaiting task removes a job that has
+// not started (it never runs), asks a running job to stop through its std::stop_token, and
+// in both cases resumes the awaiter at once with tandem::cancelled.
+#pragma once
+
+#include "tandem/error.hpp"
+#include "tandem/loop.hpp"
+#include "tandem/task.hpp"
+#include "tandem/detail/intrusive_list.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <coroutine>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <exception>
+#include <functional>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <pthread.h>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+namespace tandem {
+
+struct thread_pool_options {
+    /// Worker threads; 0 means std::thread::hardware_concurrency() (at least 1).
+    std::size_t threads = 0;
+    /// Jobs allowed to wait for a worker; 0 means no bound. Past it, run() suspends its
+    /// caller until a worker frees a slot, and submit()/post() block their thread.
+    std::size_t max_queued = 0;
+    /// How long an idle worker, and a loop awaiting a job, keep polling before they sleep in
+    /// the kernel. Waking a sleeping thread costs 5 µs on a shared core and 50–70 µs on an
+    /// idle vCPU; polling briefly avoids it for back-to-back jobs. Zero turns polling off.
+    std::chrono::microseconds spin{50};
+    /// Thread name prefix shown by top/gdb/perf (Linux keeps 15 characters).
+    std::string name = "tandem-pool";
+};
+
+class thread_pool;
+
+namespace detail {
+
+/// A unit of work in a pool's queue. Reference-counted: the pool (queue, then the worker
+/// running it) holds one reference, the awaiter (if any) another, a completion on its way to
+/// a loop a third.
+class pool_job : public list_hook {
+public:
+    enum class state : std::uint8_t {
+        queued,    // in the queue (or waiting for queue space): withdraw() may remove it
+        running,   // a worker has it (or the pool is cancelling it)
+        finished,  // the worker is posting the completion to the loop
+        delivered, // the completion is in the loop's queue
+        detached,  // the awaiter left (cancelled, destroyed): the worker drops the result
+    };
+
+    pool_job() = default;
+    pool_job(const pool_job&) = delete;
+    pool_job& operator=(const pool_job&) = delete;
+
+    /// Runs the job on a worker, delivers the outcome, and drops the pool's reference.
+    virtual void execute(std::stop_token pool_stopping) noexcept = 0;
+    /// The job will never run (the pool is being destroyed): deliver tandem::cancelled and
+    /// drop the pool's reference.
+    virtual void discard() noexcept = 0;
+
+    void add_ref() noexcept { m_refs.fetch_add(1, std::memory_order_relaxed); }
+    void release() noexcept {
+        if (m_refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+    }
+
+    std::atomic<state> m_state{state::queued};
+    bool m_overflow = false; // waiting for queue space (guarded by the pool's mutex)
+
+protected:
+    virtual ~pool_job() = default;
+
+private:
+    std::atomic<unsigned> m_refs{1};
+};
+
+/// Owning reference to a pool_job (what a completion posted to a loop carries).
+class job_ref {
+public:
+    explicit job_ref(pool_job* job) noexcept : m_job(job) {}
+    job_ref(job_ref&& other) noexcept : m_job(std::exchange(other.m_job, nullptr)) {}
+    job_ref& operator=(job_ref&&) = delete;
+    ~job_ref() {
+        if (m_job) m_job->release();
+    }
+    pool_job* get() const noexcept { return m_job; }
+
+private:
+    pool_job* m_job;
+};
+
+/// Callables may take a std::stop_token first; they then see cancellation.
+template <class Fn, class... Args>
+inline constexpr bool takes_stop_token = std::is_invocable_v<Fn&, std::stop_token, Args...>;
+
+template <class Fn, class... Args>
+struct job_result {
+    using type = typename std::conditional_t<takes_stop_token<Fn, Args...>, std::invoke_result<Fn&, std::stop_token, Args...>,
+                                             std::invoke_result<Fn&, Args...>>::type;
+};
+
+/// What a job returns: values by value, lvalue references as references, rvalue
+/// references decayed (the referent may not outlive the worker's call).
+template <class Fn, class... Args>
+using job_result_t = std::conditional_t<std::is_rvalue_reference_v<typename job_result<Fn, Args...>::type>,
+                                        std::remove_cvref_t<typename job_result<Fn, Args...>::type>,
+                                        typename job_result<Fn, Args...>::type>;
+
+template <class Fn, class Tuple>
+decltype(auto) invoke_job(Fn& fn, Tuple& args, std::stop_token token) {
+    return std::apply(
+        [&](auto&... a) -> decltype(auto) {
+            if constexpr (std::is_invocable_v<Fn&, std::stop_token, decltype(std::move(a))...>) {
+                return std::invoke(fn, std::move(token), std::move(a)...);
+            } else {
+                (void)token;
+                return std::invoke(fn, std::move(a)...);
+            }
+        },
+        args);
+}
+
+/// A job's outcome: a value (or nothing, or a reference) or an exception.
+template <class R>
+class job_outcome {
+public:
+    template <class Call>
+    void produce(Call&& call) noexcept {
+        try {
+            m_value.emplace(call());
+        } catch (...) {
+            m_error = std::current_exception();
+        }
+    }
+    void fail(std::exception_ptr e) noexcept { m_error = std::move(e); }
+    R take() {
+        if (m_error) std::rethrow_exception(m_error);
+        return std::move(*m_value);
+    }
+    void deliver_to(std::promise<R>& p) noexcept {
+        try {
+            if (m_error) {
+                p.set_exception(m_error);
+            } else {
+                p.set_value(std::move(*m_value));
+            }
+        } catch (...) {
+        }
+    }
+
+private:
+    std::optional<R> m_value;
+    std::exception_ptr m_error;
+};
+
+template <class R>
+class job_outcome<R&> {
+public:
+    template <class Call>
+    void produce(Call&& call) noexcept {
+        try {
+            m_value = std::addressof(call());
+        } catch (...) {
+            m_error = std::current_exception();
+        }
+    }
+    void fail(std::exception_ptr e) noexcept { m_error = std::move(e); }
+    R& take() {
+        if (m_error) std::rethrow_exception(m_error);
+        return *m_value;
+    }
+    void deliver_to(std::promise<R&>& p) noexcept {
+        try {
+            if (m_error) {
+                p.set_exception(m_error);
+            } else {
+                p.set_value(*m_value);
+            }
+        } catch (...) {
+        }
+    }
+
+private:
+    R* m_value = nullptr;
+    std::exception_ptr m_error;
+};
+
+template <>
+class job_outcome<void> {
+public:
+    template <class Call>
+    void produce(Call&& call) noexcept {
+        try {
+            call();
+        } catch (...) {
+            m_error = std::current_exception();
+        }
+    }
+    void fail(std::exception_ptr e) noexcept { m_error = std::move(e); }
+    void take() {
+        if (m_error) std::rethrow_exception(m_error);
+    }
+    void deliver_to(std::promise<void>& p) noexcept {
+        try {
+            if (m_error) {
+                p.set_exception(m_error);
+            } else {
+                p.set_value();
+            }
+        } catch (...) {
+        }
+    }
+
+private:
+    std::exception_ptr m_error;
+};
+
+/// The callable and its arguments, kept until the job dies.
+template <class Fn, class... Args>
+struct job_callable {
+    template <class F, class... A>
+    explicit job_callable(F&& f, A&&... a) : fn(static_cast<F&&>(f)), args(static_cast<A&&>(a)...) {}
+    decltype(auto) operator()(std::stop_token token) { return invoke_job(fn, args, std::move(token)); }
+    Fn fn;
+    std::tuple<Args...> args;
+};
+
+/// Where an awaited job reports back (lives in the awaiting coroutine's frame).
+class job_listener {
+public:
+    virtual void on_job_done() noexcept = 0;
+
+protected:
+    ~job_listener() = default;
+};
+
+/// A job awaited by a coroutine: the outcome goes back to the awaiter's loop through post().
+template <class R>
+class awaited_job : public pool_job {
+public:
+    event_loop* m_loop = nullptr;
+    job_listener* m_listener = nullptr; // loop thread only
+    job_outcome<R> m_outcome;
+
+    /// Asks a running job to stop (only callables taking a std::stop_token notice).
+    virtual void request_stop() noexcept = 0;
+
+    void discard() noexcept override {
+        m_outcome.fail(std::make_exception_ptr(cancelled{}));
+        finish();
+    }
+
+protected:
+    /// The worker is done with the job: post the outcome to the loop, unless the awaiter
+    /// has left, then drop the pool's reference.
+    void finish() noexcept {
+        state expected = state::running;
+        if (m_state.compare_exchange_strong(expected, state::finished, std::memory_order_acq_rel)) {
+            add_ref(); // the completion's
+            m_loop->post([ref = job_ref(this)]() noexcept {
+                auto* self = static_cast<awaited_job*>(ref.get());
+                if (job_listener* l = std::exchange(self->m_listener, nullptr)) l->on_job_done();
+            });
+            // From here the loop may run the completion and the awaiter may be gone: only
+            // our own reference keeps the job alive.
+            m_state.store(state::delivered, std::memory_order_release);
+        }
+        release();
+    }
+};
+
+template <class R, class Fn, class... Args>
+class awaited_job_impl final : public awaited_job<R> {
+public:
+    template <class F, class... A>
+    explicit awaited_job_impl(F&& f, A&&... a) : m_call(static_cast<F&&>(f), static_cast<A&&>(a)...) {}
+
+    void execute(std::stop_token pool_stopping) noexcept override {
+        if constexpr (takes_stop_token<Fn, Args...>) {
+            std::stop_callback forward(pool_stopping, [this]() noexcept { m_stop.request_stop(); });
+            this->m_outcome.produce([&]() -> decltype(auto) { return m_call(m_stop.get_token()); });
+        } else {
+            this->m_outcome.produce([&]() -> decltype(auto) { return m_call(std::stop_token{}); });
+        }
+        this->finish();
+    }
+    void request_stop() noexcept override {
+        if constexpr (takes_stop_token<Fn, Args...>) m_stop.request_stop();
+    }
+
+private:
+    job_callable<Fn, Args...> m_call;
+    [[no_unique_address]] std::conditional_t<takes_stop_token<Fn, Args...>, std::stop_source, std::monostate> m_stop;
+};
+
+/// A job whose outcome goes to a std::future (submit()).
+template <class R, class Fn, class... Args>
+class future_job final : public pool_job {
+public:
+    template <class F, class... A>
+    explicit future_job(F&& f, A&&... a) : m_call(static_cast<F&&>(f), static_cast<A&&>(a)...) {}
+    std::future<R> get_future() { return m_promise.get_future(); }
+
+    void execute(std::stop_token pool_stopping) noexcept override {
+        job_outcome<R> outcome;
+        outcome.produce([&]() -> decltype(auto) { return m_call(pool_stopping); });
+        outcome.deliver_to(m_promise);
+        release();
+    }
+    void discard() noexcept override {
+        try {
+            m_promise.set_exception(std::make_exception_ptr(cancelled{}));
+        } catch (...) {
+        }
+        release();
+    }
+
+private:
+    job_callable<Fn, Args...> m_call;
+    std::promise<R> m_promise;
+};
+
+/// A fire-and-forget job (post()). Like std::thread, an exception escaping it terminates.
+template <class Fn>
+class posted_job final : public pool_job {
+public:
+    template <class F>
+    explicit posted_job(F&& f) : m_fn(static_cast<F&&>(f)) {}
+    void execute(std::stop_token pool_stopping) noexcept override {
+        if constexpr (std::is_invocable_v<Fn&, std::stop_token>) {
+            m_fn(std::move(pool_stopping));
+        } else {
+            m_fn();
+        }
+        release();
+    }
+    void discard() noexcept override { release(); }
+
+private:
+    Fn m_fn;
+};
+
+inline std::size_t hardware_threads() noexcept {
+    const unsigned n = std::thread::hardware_concurrency();
+    return n == 0 ? 1 : n;
+}
+
+/// TANDEM_THREADPOOL_SIZE (1..1024), else the hardware thread count.
+inline std::size_t default_pool_size() noexcept {
+    if (const char* env = std::getenv("TANDEM_THREADPOOL_SIZE")) {
+        char* end = nullptr;
+        const unsigned long n = std::strtoul(env, &end, 10);
+        if (end != env && *end == '\0' && n >= 1 && n <= 1024) return n;
+    }
+    return hardware_threads();
+}
+
+} // namespace detail
+
+/// A fixed set of worker threads with one FIFO queue, shared by any number of loops.
+///
+///   double r = co_await pool.run(expensive, n);      // from a coroutine: the loop keeps going
+///   std::future<int> f = pool.submit(parse, text);   // from plain code
+///   pool.post([] { flush_logs(); });                  // fire and forget
+///
+/// Callables and arguments are moved into the job (capture by value: a cancelled awaiter
+/// resumes while a running job may still be finishing). A callable whose first parameter is
+/// std::stop_token receives one that is stopped when the awaiting task is cancelled or the
+/// pool is destroyed.
+///
+/// Destruction stops accepting jobs, cancels queued ones (their awaiters get
+/// tandem::cancelled, their futures hold it), asks running ones to stop, waits for them and
+/// joins the threads.
+class thread_pool {
+public:
+    using clock = std::chrono::steady_clock;
+
+    explicit thread_pool(thread_pool_options options = {}) : m_options(std::move(options)) {
+        const std::size_t n = m_options.threads ? m_options.threads : detail::hardware_threads();
+        m_threads.reserve(n);
+        try {
+            for (std::size_t i = 0; i < n; ++i) m_threads.emplace_back([this, i] { work(i); });
+        } catch (...) {
+            shut_down();
+            throw;
+        }
+    }
+    explicit thread_pool(std::size_t threads) : thread_pool(thread_pool_options{.threads = threads}) {}
+    thread_pool(const thread_pool&) = delete;
+    thread_pool& operator=(const thread_pool&) = delete;
+    ~thread_pool() { shut_down(); }
+
+    template <class R>
+    class run_awaiter;
+
+    /// Runs fn(args...) on a worker; co_await the result to get its value or exception back
+    /// on the awaiting task's loop. Cancellable (see the class comment). Must be awaited on
+    /// an event loop.
+    template <class F, class... Args>
+    [[nodiscard]] auto run(F&& fn, Args&&... args) {
+        using R = detail::job_result_t<std::decay_t<F>, std::decay_t<Args>...>;
+        using job = detail::awaited_job_impl<R, std::decay_t<F>, std::decay_t<Args>...>;
+        return run_awaiter<R>(*this, new job(static_cast<F&&>(fn), static_cast<Args&&>(args)...));
+    }
+
+    /// Runs fn(args...) on a worker and returns a future for the outcome; for code without a
+    /// loop. Blocks while the queue is full. A job the pool cancels holds tandem::cancelled.
+    template <class F, class... Args>
+    [[nodiscard]] auto submit(F&& fn, Args&&... args) {
+        using R = detail::job_result_t<std::decay_t<F>, std::decay_t<Args>...>;
+        auto* job = new detail::future_job<R, std::decay_t<F>, std::decay_t<Args>...>(static_cast<F&&>(fn),
+                                                                                      static_cast<Args&&>(args)...);
+        std::future<R> result = job->get_future();
+        enqueue_blocking(*job);
+        return result;
+    }
+
+    /// Runs fn() on a worker; nobody waits. An exception escaping fn terminates, as with
+    /// std::thread. Blocks while the queue is full.
+    template <class F>
+    void post(F&& fn) {
+        enqueue_blocking(*new detail::posted_job<std::decay_t<F>>(static_cast<F&&>(fn)));
+    }
+
+    std::size_t size() const noexcept { return m_threads.size(); }
+    /// Jobs waiting for a worker.
+    std::size_t queued() const {
+        std::lock_guard lock(m_mutex);
+        return m_queued;
+    }
+    /// Awaiters suspended because the queue was full.
+    std::size_t waiting_for_space() const {
+        std::lock_guard lock(m_mutex);
+        return m_waiting;
+    }
+    /// Jobs a worker is running now.
+    std::size_t running() const noexcept { return m_running.load(std::memory_order_relaxed); }
+    const thread_pool_options& options() const noexcept { return m_options; }
+
+private:
+    template <class R>
+    friend class run_awaiter;
+
+    void check_open() const {
+        if (m_closing) throw std::logic_error("tandem: thread_pool is shutting down");
+    }
+
+    /// Loop thread: queues an awaited job, or parks it until there is room.
+    void enqueue_awaited(detail::pool_job& job) {
+        std::unique_lock lock(m_mutex);
+        check_open();
+        job.add_ref(); // the pool's
+        if (m_options.max_queued != 0 && m_queued >= m_options.max_queued) {
+            job.m_overflow = true;
+            m_overflow.push_back(job);
+            ++m_waiting;
+            return;
+        }
+        push_locked(lock, job);
+    }
+
+    /// Any thread: queues a job, waiting for room if the queue is bounded and full.
+    void enqueue_blocking(detail::pool_job& job) {
+        std::unique_lock lock(m_mutex);
+        if (m_options.max_queued != 0 && m_queued >= m_options.max_queued) {
+            ++m_blocked;
+            m_space.wait(lock, [&] { return m_closing || m_queued < m_options.max_queued; });
+            --m_blocked;
+            if (m_closing && m_blocked == 0) m_space.notify_all(); // the destructor waits for us
+        }
+        if (m_closing) {
+            lock.unlock();
+            job.discard();
+            throw std::logic_error("tandem: thread_pool is shutting down");
+        }
+        push_locked(lock, job);
+    }
+
+    void push_locked(std::unique_lock<std::mutex>& lock, detail::pool_job& job) {
+        m_queue.push_back(job);
+        ++m_queued;
+        m_has_work.store(true, std::memory_order_relaxed);
+        // A polling worker will find the job; wake a sleeper only if nobody polls.
+        const bool wake = m_sleepers > 0 && m_spinners.load(std::memory_order_seq_cst) == 0;
+        lock.unlock();
+        if (wake) m_work.notify_one();
+    }
+
+    /// Loop thread: takes a job back if no worker has started it. True if it was removed
+    /// (and the pool's reference dropped).
+    bool withdraw(detail::pool_job& job) noexcept {
+        {
+            std::lock_guard lock(m_mutex);
+            if (job.m_state.load(std::memory_order_relaxed) != detail::pool_job::state::queued) return false;
+            job.unlink();
+            if (job.m_overflow) {
+                --m_waiting;
+            } else {
+                --m_queued;
+                refill_locked();
+            }
+            m_has_work.store(m_queued != 0, std::memory_order_relaxed);
+            job.m_state.store(detail::pool_job::state::detached, std::memory_order_relaxed);
+        }
+        job.release();
+        return true;
+    }
+
+    /// A queue slot was freed: hand it to a parked awaiter or a blocked thread.
+    void refill_locked() noexcept {
+        if (!m_overflow.empty()) {
+            detail::pool_job& next = m_overflow.pop_front();
+            next.m_overflow = false;
+            --m_waiting;
+            m_queue.push_back(next);
+            ++m_queued;
+        } else if (m_blocked != 0) {
+            m_space.notify_one();
+        }
+    }
+
+    detail::pool_job* take() {
+        std::unique_lock lock(m_mutex);
+        bool spun = false; // poll once per wait: a worker woken for a job another took sleeps again
+        for (;;) {
+            if (!m_queue.empty()) {
+                detail::pool_job& job = m_queue.pop_front();
+                --m_queued;
+                job.m_state.store(detail::pool_job::state::running, std::memory_order_relaxed);
+                refill_locked();
+                m_has_work.store(m_queued != 0, std::memory_order_relaxed);
+                const bool cascade = m_queued != 0 && m_sleepers > 0 && m_spinners.load(std::memory_order_seq_cst) == 0;
+                m_running.fetch_add(1, std::memory_order_relaxed);
+                lock.unlock();
+                if (cascade) m_work.notify_one(); // more work than awake workers
+                return &job;
+            }
+            if (m_closing) return nullptr;
+            if (m_options.spin.count() > 0 && !spun) {
+                // Poll outside the lock for a while: the next job of a burst is usually
+                // close behind, and waking from the futex would cost more than the wait.
+                m_spinners.fetch_add(1, std::memory_order_seq_cst);
+                lock.unlock();
+                const auto until = clock::now() + m_options.spin;
+                while (!m_has_work.load(std::memory_order_relaxed) && !m_closing_flag.load(std::memory_order_relaxed) &&
+                       clock::now() < until)
+                    std::this_thread::yield();
+                m_spinners.fetch_sub(1, std::memory_order_seq_cst);
+                lock.lock();
+                spun = true;
+                continue;
+            }
+            ++m_sleepers;
+            m_work.wait(lock);
+            --m_sleepers;
+        }
+    }
+
+    void work(std::size_t index) {
+        const std::string name = m_options.name.substr(0, 11) + '-' + std::to_string(index);
+        ::pthread_setname_np(::pthread_self(), name.substr(0, 15).c_str());
+        const std::stop_token stopping = m_stop.get_token();
+        while (detail::pool_job* job = take()) {
+            job->execute(stopping); // drops the pool's reference
+            m_running.fetch_sub(1, std::memory_order_relaxed);
+        }
+    }
+
+    void shut_down() noexcept {
+        detail::intrusive_list<detail::pool_job> abandoned;
+        {
+            std::unique_lock lock(m_mutex);
+            if (m_closing && m_threads.empty()) return;
+            m_closing = true;
+            m_closing_flag.store(true, std::memory_order_relaxed);
+            for (auto* list : {&m_queue, &m_overflow}) {
+                while (!list->empty()) {
+                    detail::pool_job& job = list->pop_front();
+                    job.m_state.store(detail::pool_job::state::running, std::memory_order_relaxed);
+                    abandoned.push_back(job);
+                }
+            }
+            m_queued = m_waiting = 0;
+            m_space.notify_all();
+            m_space.wait(lock, [&] { return m_blocked == 0; }); // threads inside submit() leave first
+        }
+        m_stop.request_stop();
+        m_work.notify_all();
+        while (!abandoned.empty()) abandoned.pop_front().discard();
+        for (std::thread& t : m_threads)
+            if (t.joinable()) t.join();
+        m_threads.clear();
+    }
+
+    thread_pool_options m_options;
+    mutable std::mutex m_mutex;
+    std::condition_variable m_work;  // workers wait here for jobs
+    std::condition_variable m_space; // submit()/post() wait here for queue room
+    detail::intrusive_list<detail::pool_job> m_queue;
+    detail::intrusive_list<detail::pool_job> m_overflow; // awaited jobs parked for queue room
+    std::size_t m_queued = 0;
+    std::size_t m_waiting = 0;
+    std::size_t m_blocked = 0;
+    std::size_t m_sleepers = 0;
+    bool m_closing = false;
+    std::atomic<bool> m_has_work{false};
+    std::atomic<bool> m_closing_flag{false};
+    std::atomic<unsigned> m_spinners{0};
+    std::atomic<std::size_t> m_running{0};
+    std::stop_source m_stop;
+    std::vector<std::thread> m_threads;
+};
+
+/// Awaitable returned by thread_pool::run and offload.
+template <class R>
+class thread_pool::run_awaiter final : detail::cancel_slot, detail::job_listener {
+public:
+    run_awaiter(thread_pool& pool, detail::awaited_job<R>* job) noexcept : m_pool(&pool), m_job(job) {
+        on_cancel = &cancel;
+    }
+    run_awaiter(const run_awaiter&) = delete;
+    run_awaiter& operator=(const run_awaiter&) = delete;
+    ~run_awaiter() {
+        if (m_suspended) abandon(); // the loop is destroying our frame while the job is out
+        m_job->release();
+    }
+
+    bool await_ready() const noexcept { return false; }
+
+    template <class Promise>
+    bool await_suspend(std::coroutine_handle<Promise> h) {
+        m_context = detail::context_of(h);
+        if (m_context && m_context->cancel_requested()) {
+            m_cancelled = true;
+            return false;
+        }
+        m_loop = event_loop::current();
+        if (!m_loop) throw std::logic_error("tandem: thread_pool::run must be awaited on an event loop");
+        m_handle = h;
+        m_job->m_loop = m_loop;
+        m_job->m_listener = this;
+        m_pool->enqueue_awaited(*m_job);
+        m_suspended = true;
+        if (m_context) m_context->arm(this);
+        if (m_pool->m_options.spin.count() > 0) m_loop->expect_post_by(clock::now() + m_pool->m_options.spin);
+        return true;
+    }
+
+    R await_resume() {
+        if (m_cancelled) throw cancelled{};
+        return m_job->m_outcome.take();
+    }
+
+private:
+    using state = detail::pool_job::state;
+
+    void on_job_done() noexcept override {
+        m_suspended = false;
+        if (m_context) m_context->disarm();
+        m_loop->resume_now(m_handle, m_context);
+    }
+
+    static void cancel(detail::cancel_slot* slot) noexcept {
+        auto* self = static_cast<run_awaiter*>(slot);
+        detail::awaited_job<R>& job = *self->m_job;
+        if (!self->m_pool->withdraw(job)) {
+            state expected = state::running;
+            if (!job.m_state.compare_exchange_strong(expected, state::detached, std::memory_order_acq_rel)) {
+                return; // finished already: its completion is on the way and resumes us
+            }
+            job.request_stop();
+        }
+        job.m_listener = nullptr;
+        self->m_suspended = false;
+        self->m_cancelled = true;
+        self->m_loop->schedule(self->m_handle, self->m_context);
+    }
+
+    /// Our frame dies while the job is out: make sure nobody will touch us or our loop.
+    void abandon() noexcept {
+        m_job->m_listener = nullptr;
+        if (m_pool->withdraw(*m_job)) return;
+        state expected = state::running;
+        if (m_job->m_state.compare_exchange_strong(expected, state::detached, std::memory_order_acq_rel)) {
+            m_job->request_stop();
+            return;
+        }
+        // The worker is posting the completion to our loop, which may be on its way out:
+        // wait until the post is done (a few instructions).
+        while (m_job->m_state.load(std::memory_order_acquire) == state::finished) std::this_thread::yield();
+    }
+
+    thread_pool* m_pool;
+    detail::awaited_job<R>* m_job;
+    event_loop* m_loop = nullptr;
+    std::coroutine_handle<> m_handle;
+    detail::task_context* m_context = nullptr;
+    bool m_suspended = false;
+    bool m_cancelled = false;
+};
+
+/// The process-wide pool behind offload(): created on first use with TANDEM_THREADPOOL_SIZE
+/// threads (default: the hardware thread count), like libuv's UV_THREADPOOL_SIZE. Destroyed
+/// at exit, which waits for running jobs.
+inline thread_pool& default_thread_pool() {
+    static thread_pool pool(thread_pool_options{.threads = detail::default_pool_size()});
+    return pool;
+}
+
+/// co_await offload(fn, args...): runs fn on the default pool (see thread_pool::run).
+template <class F, class... Args>
+[[nodiscard]] auto offload(F&& fn, Args&&... args) {
+    return default_thread_pool().run(static_cast<F&&>(fn), static_cast<Args&&>(args)...);
+}
+
+} // namespace tandem
