@@ -62,7 +62,10 @@ public:
         std::uint64_t seen = 0;
         for (std::size_t i = 0; i < bucket_count; ++i) {
             seen += m_buckets[i];
-            if (seen >= rank) return duration(static_cast<std::int64_t>(std::min(upper_bound_of(i), m_max)));
+            if (seen >= rank) {
+                if (i == bucket_count - 1) return max(); // the open-ended last bucket
+                return duration(static_cast<std::int64_t>(std::min(upper_bound_of(i), m_max)));
+            }
         }
         return max();
     }

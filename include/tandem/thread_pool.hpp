@@ -108,6 +108,7 @@ public:
         if (m_job) m_job->release();
     }
     pool_job* get() const noexcept { return m_job; }
+    pool_job* release() noexcept { return std::exchange(m_job, nullptr); }
 
 private:
     pool_job* m_job;
@@ -414,17 +415,15 @@ public:
     thread_pool& operator=(const thread_pool&) = delete;
     ~thread_pool() { shut_down(); }
 
-    template <class R>
-    class run_awaiter;
-
-    /// Runs fn(args...) on a worker; co_await the result to get its value or exception back
-    /// on the awaiting task's loop. Cancellable (see the class comment). Must be awaited on
-    /// an event loop.
+    /// Runs fn(args...) on a worker. The returned task, awaited on an event loop, yields the
+    /// value or rethrows the exception on the awaiting task's loop; like any task it can be
+    /// spawned, raced with when_any or given a timeout. Cancellable (see the class comment).
     template <class F, class... Args>
-    [[nodiscard]] auto run(F&& fn, Args&&... args) {
+    [[nodiscard]] auto run(F&& fn, Args&&... args)
+        -> task<detail::job_result_t<std::decay_t<F>, std::decay_t<Args>...>> {
         using R = detail::job_result_t<std::decay_t<F>, std::decay_t<Args>...>;
         using job = detail::awaited_job_impl<R, std::decay_t<F>, std::decay_t<Args>...>;
-        return run_awaiter<R>(*this, new job(static_cast<F&&>(fn), static_cast<Args&&>(args)...));
+        return await_job<R>(*this, detail::job_ref(new job(static_cast<F&&>(fn), static_cast<Args&&>(args)...)));
     }
 
     /// Runs fn(args...) on a worker and returns a future for the outcome; for code without a
@@ -463,7 +462,17 @@ public:
 
 private:
     template <class R>
-    friend class run_awaiter;
+    class run_awaiter;
+
+    template <class R>
+    static task<R> await_job(thread_pool& pool, detail::job_ref job) {
+        auto* raw = static_cast<detail::awaited_job<R>*>(job.release());
+        if constexpr (std::is_void_v<R>) {
+            co_await run_awaiter<R>(pool, raw);
+        } else {
+            co_return co_await run_awaiter<R>(pool, raw);
+        }
+    }
 
     void check_open() const {
         if (m_closing) throw std::logic_error("tandem: thread_pool is shutting down");
@@ -635,7 +644,7 @@ private:
     std::vector<std::thread> m_threads;
 };
 
-/// Awaitable returned by thread_pool::run and offload.
+/// What thread_pool::run's task awaits: the job's trip to a worker and back.
 template <class R>
 class thread_pool::run_awaiter final : detail::cancel_slot, detail::job_listener {
 public:
