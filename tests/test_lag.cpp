@@ -131,8 +131,8 @@ TEST_CASE("utilization: an idle loop is mostly idle, a busy one mostly busy", "[
 }
 
 TEST_CASE("the watchdog reports a 200 ms block once, naming the task", "[lag][watchdog]") {
+    report_sink sink; // outlives the loop, whose watchdog thread calls it
     tandem::event_loop loop;
-    report_sink sink;
     loop.watch_blocking(100ms, sink.handler());
     CHECK(loop.watching_blocking());
     loop.run([]() -> tandem::task<> {
@@ -160,8 +160,8 @@ TEST_CASE("the watchdog reports a 200 ms block once, naming the task", "[lag][wa
 }
 
 TEST_CASE("the watchdog stays quiet for 5 ms steps", "[lag][watchdog]") {
+    report_sink sink; // outlives the loop, whose watchdog thread calls it
     tandem::event_loop loop;
-    report_sink sink;
     loop.watch_blocking(100ms, sink.handler());
     loop.run([]() -> tandem::task<> {
         for (int i = 0; i < 40; ++i) { // 200 ms of work in 5 ms steps
@@ -175,8 +175,8 @@ TEST_CASE("the watchdog stays quiet for 5 ms steps", "[lag][watchdog]") {
 }
 
 TEST_CASE("the watchdog names unnamed tasks by spawn site, and blocking callbacks", "[lag][watchdog]") {
+    report_sink sink; // outlives the loop, whose watchdog thread calls it
     tandem::event_loop loop;
-    report_sink sink;
     loop.watch_blocking(30ms, sink.handler());
     loop.run([&]() -> tandem::task<> {
         auto h = tandem::spawn([]() -> tandem::task<> {
@@ -201,8 +201,8 @@ TEST_CASE("the watchdog copes with tasks that end while it reads their names", "
     // Many short tasks, each just over a tiny threshold: the watchdog keeps reading names
     // of tasks that are finishing (and being freed). ASan and TSan check it never reads a
     // dead one.
-    tandem::event_loop loop;
     std::atomic<int> reports{0};
+    tandem::event_loop loop;
     loop.watch_blocking(1ms, [&](const tandem::blocking_report& r) {
         if (r.task_name.rfind("short-", 0) == 0 || r.task_name.empty()) ++reports;
     });

@@ -562,6 +562,9 @@ inline event_loop::event_loop() { m_reactor.watch(m_wakeup.read_fd(), true, fals
 
 inline event_loop::~event_loop() {
     m_watchdog.reset();
+    // A thread still inside post() or stop() finishes its critical section (and its eventfd
+    // write) before anything here goes away.
+    { std::lock_guard drain(m_remote_mutex); }
     m_destroying = true;
     // Destroying a root's frame destroys the coroutines it awaits; their awaiters unhook
     // themselves from timers, fds and primitives. Nothing here resumes anything.
@@ -786,10 +789,11 @@ inline void event_loop::post_erased(detail::unique_function fn) {
         m_callbacks.push(detail::posted_callback{std::move(fn), m_stamp});
         return;
     }
-    {
-        std::lock_guard lock(m_remote_mutex);
-        m_remote.push_back(std::move(fn));
-    }
+    // Signal inside the critical section: the loop can only take fn through this mutex, so
+    // once it has, this thread is done touching the loop, and the loop may be destroyed (a
+    // thread_pool job's completion is often the last thing a loop waits for).
+    std::lock_guard lock(m_remote_mutex);
+    m_remote.push_back(std::move(fn));
     if (!m_wake_pending.exchange(true, std::memory_order_seq_cst)) {
         if (!m_spinning.load(std::memory_order_seq_cst)) m_wakeup.signal();
     }
@@ -805,8 +809,13 @@ inline void event_loop::watch_blocking(std::chrono::nanoseconds threshold, block
 inline void event_loop::unwatch_blocking() noexcept { m_watchdog.reset(); }
 
 inline void event_loop::stop() noexcept {
+    if (t_current_loop == this) {
+        m_stop_requested.store(true, std::memory_order_release);
+        return;
+    }
+    std::lock_guard lock(m_remote_mutex); // see post_erased: the loop may die right after
     m_stop_requested.store(true, std::memory_order_release);
-    if (t_current_loop != this) m_wakeup.signal();
+    m_wakeup.signal();
 }
 
 inline bool event_loop::consume_readiness(int fd, bool write) noexcept {
