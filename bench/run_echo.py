@@ -15,7 +15,8 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 def start(binary):
-    proc = subprocess.Popen(["taskset", "-c", "1", binary, "--port", "0"], stdout=subprocess.PIPE,
+    binary = binary.split()  # a server may come with arguments
+    proc = subprocess.Popen(["taskset", "-c", "1", *binary, "--port", "0"], stdout=subprocess.PIPE,
                             text=True, start_new_session=True)
     line = proc.stdout.readline()
     m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
@@ -88,11 +89,17 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--idle", type=int, default=8000)
+    ap.add_argument("--lag-overhead", action="store_true",
+                    help="tandem with loop stats and a blocking watchdog against tandem built without either")
     args = ap.parse_args()
-    servers = {"tandem": f"{args.build}/examples/echo_server",
-               "asio": f"{args.build}/bench/asio_echo_server",
-               "epoll": f"{args.build}/bench/epoll_echo_server"}
-    servers = {k: v for k, v in servers.items() if os.path.exists(v)}
+    if args.lag_overhead:
+        servers = {"tandem": f"{args.build}/examples/echo_server --watch-blocking 100",
+                   "bare": f"{args.build}/bench/echo_server_bare"}
+    else:
+        servers = {"tandem": f"{args.build}/examples/echo_server",
+                   "asio": f"{args.build}/bench/asio_echo_server",
+                   "epoll": f"{args.build}/bench/epoll_echo_server"}
+    servers = {k: v for k, v in servers.items() if os.path.exists(v.split()[0])}
     names = list(servers)
     print(f"load average before: {open('/proc/loadavg').read().split()[:3]}", file=sys.stderr)
     runs = {k: [] for k in names}
@@ -114,7 +121,7 @@ def main():
         print(f"{k:8} {med[k]['msgs_per_s']:10.0f} {med[k]['cpu_us']:11.2f} {med[k]['user_us']:12.2f} {memory[k]:14.2f}")
     # Ratios are paired within each round (the machine's speed can shift between rounds),
     # then the median over rounds is reported.
-    for peer in ("asio", "epoll"):
+    for peer in ("asio", "epoll", "bare"):
         if peer in med and "tandem" in med:
             def paired(metric):
                 return statistics.median(t[metric] / p[metric] for t, p in zip(runs["tandem"], runs[peer]))

@@ -98,11 +98,14 @@ tandem::task<> serve(std::uint16_t port) {
 
 int main(int argc, char** argv) {
     unsigned long port = 0;
+    unsigned long watch_ms = 0;
     for (int i = 1; i < argc; ++i) {
         if (std::strcmp(argv[i], "--port") == 0 && i + 1 < argc) {
             port = std::strtoul(argv[++i], nullptr, 10);
+        } else if (std::strcmp(argv[i], "--watch-blocking") == 0 && i + 1 < argc) {
+            watch_ms = std::strtoul(argv[++i], nullptr, 10);
         } else {
-            std::fprintf(stderr, "usage: %s [--port N]   (0 = any free port)\n", argv[0]);
+            std::fprintf(stderr, "usage: %s [--port N] [--watch-blocking MS]   (port 0 = any free port)\n", argv[0]);
             return 2;
         }
     }
@@ -111,6 +114,7 @@ int main(int argc, char** argv) {
         return 2;
     }
     tandem::event_loop loop;
+    if (watch_ms != 0) loop.watch_blocking(std::chrono::milliseconds(watch_ms)); // reports to stderr
     loop.run(serve(static_cast<std::uint16_t>(port)));
     return 0;
 }

@@ -624,7 +624,8 @@ inline void event_loop::turn() {
 
     auto timeout = poll_timeout();
     const bool spin = m_spin_until != 0 && timeout != std::chrono::nanoseconds::zero();
-    const std::int64_t waiting = detail::loop_stats_enabled || spin ? detail::steady_now_ns() : 0;
+    // m_stamp is the turn's start or the end of its batch of steps: fresh enough, no clock read.
+    const std::int64_t waiting = m_stamp;
     if (spin && m_spin_until > waiting) {
         std::int64_t limit = m_spin_until;
         if (timeout) limit = std::min(limit, waiting + timeout->count()); // a timer is due first
@@ -664,8 +665,7 @@ inline void event_loop::turn() {
     m_stamp = woke;
     m_stats.busy += std::chrono::nanoseconds(waiting - m_last_mark);
     m_stats.idle += std::chrono::nanoseconds(woke - waiting);
-    m_last_mark = detail::steady_now_ns();
-    m_stats.busy += std::chrono::nanoseconds(m_last_mark - woke); // dispatching I/O is work
+    m_last_mark = woke; // dispatching I/O counts as busy, in the next turn's share
     ++m_stats.turns;
 }
 
