@@ -367,6 +367,7 @@ private:
     }
     void expire_timers(clock::time_point now) noexcept;
     void run_ready_batch();
+    void run_callback(detail::posted_callback cb) noexcept;
     std::optional<std::chrono::nanoseconds> poll_timeout() noexcept;
     void on_fd_event(int fd, bool readable, bool writable) noexcept;
     void on_wakeup() noexcept;
@@ -708,34 +709,58 @@ inline void event_loop::run_ready_batch() {
     // that keeps yielding cannot starve I/O and timers.
     std::size_t n = m_ready.size();
     if (n == 0 && m_callbacks.empty()) return;
-    const bool timed = timing_steps();
+    if (!timing_steps()) {
+        for (; n > 0 && !m_ready.empty(); --n) {
+            detail::ready_item item = m_ready.pop();
+            m_current_task = item.context;
+            item.handle.resume();
+        }
+        m_current_task = nullptr;
+        for (n = m_callbacks.size(); n > 0 && !m_callbacks.empty(); --n) run_callback(m_callbacks.pop());
+        return;
+    }
+    // Work a step queues cannot run before the step ends: its delay counts from then. The
+    // next clock read (the next step's start) is that moment; stamp what the step queued.
+    std::size_t fresh_ready = 0, fresh_callbacks = 0;
+    auto next_step = [&]() noexcept {
+        const std::int64_t now = detail::steady_now_ns();
+        for (; fresh_ready > 0; --fresh_ready) m_ready.from_back(fresh_ready).ready_at = now;
+        for (; fresh_callbacks > 0; --fresh_callbacks) m_callbacks.from_back(fresh_callbacks).ready_at = now;
+        return now;
+    };
+    auto count_fresh = [&](std::size_t ready_before, std::size_t callbacks_before) noexcept {
+        fresh_ready = m_ready.size() - ready_before;
+        fresh_callbacks = m_callbacks.size() - callbacks_before;
+    };
     for (; n > 0 && !m_ready.empty(); --n) {
         detail::ready_item item = m_ready.pop();
-        if (timed) {
-            const std::int64_t now = detail::steady_now_ns();
-            if constexpr (detail::loop_stats_enabled) record_delay(now, item.ready_at);
-            begin_step(now, item.context, false);
-        } else {
-            m_current_task = item.context;
-        }
+        const std::int64_t now = next_step();
+        if constexpr (detail::loop_stats_enabled) record_delay(now, item.ready_at);
+        begin_step(now, item.context, false);
+        const std::size_t ready_before = m_ready.size(), callbacks_before = m_callbacks.size();
         item.handle.resume();
+        count_fresh(ready_before, callbacks_before);
     }
     m_current_task = nullptr;
     for (n = m_callbacks.size(); n > 0 && !m_callbacks.empty(); --n) {
         detail::posted_callback cb = m_callbacks.pop();
-        if (timed) {
-            const std::int64_t now = detail::steady_now_ns();
-            if constexpr (detail::loop_stats_enabled) record_delay(now, cb.ready_at);
-            begin_step(now, nullptr, true);
-        }
-        try {
-            cb.fn();
-        } catch (...) {
-            detail::task_context none;
-            report_unhandled(std::current_exception(), none);
-        }
+        const std::int64_t now = next_step();
+        if constexpr (detail::loop_stats_enabled) record_delay(now, cb.ready_at);
+        begin_step(now, nullptr, true);
+        const std::size_t ready_before = m_ready.size(), callbacks_before = m_callbacks.size();
+        run_callback(std::move(cb));
+        count_fresh(ready_before, callbacks_before);
     }
-    if (timed) end_steps(detail::steady_now_ns());
+    end_steps(next_step());
+}
+
+inline void event_loop::run_callback(detail::posted_callback cb) noexcept {
+    try {
+        cb.fn();
+    } catch (...) {
+        detail::task_context none;
+        report_unhandled(std::current_exception(), none);
+    }
 }
 
 inline std::optional<std::chrono::nanoseconds> event_loop::poll_timeout() noexcept {
