@@ -267,6 +267,12 @@ public:
         m_spin_until = std::max(m_spin_until, std::chrono::duration_cast<std::chrono::nanoseconds>(
                                                   deadline.time_since_epoch()).count());
     }
+    /// expect_post_by(now + d), where "now" is the start of the running step when the loop
+    /// times its steps anyway: no clock read.
+    void expect_post_within(std::chrono::nanoseconds d) noexcept {
+        const std::int64_t now = timing_steps() && m_step_started != 0 ? m_step_started : detail::steady_now_ns();
+        m_spin_until = std::max(m_spin_until, now + d.count());
+    }
 
     // ---- Hooks for tandem's own awaiters. Loop thread only. -------------------------------
     void schedule(std::coroutine_handle<> h, detail::task_context* ctx) noexcept override {

@@ -457,7 +457,10 @@ public:
         return m_waiting;
     }
     /// Jobs a worker is running now.
-    std::size_t running() const noexcept { return m_running.load(std::memory_order_relaxed); }
+    std::size_t running() const {
+        std::lock_guard lock(m_mutex);
+        return m_running;
+    }
     const thread_pool_options& options() const noexcept { return m_options; }
 
 private:
@@ -552,8 +555,11 @@ private:
         }
     }
 
-    detail::pool_job* take() {
+    /// Hands the calling worker its next job (nullptr: the pool is closing). `finished_one`:
+    /// the worker just finished a job (counted here, under the lock we need anyway).
+    detail::pool_job* take(bool finished_one) {
         std::unique_lock lock(m_mutex);
+        if (finished_one) --m_running;
         bool spun = false; // poll once per wait: a worker woken for a job another took sleeps again
         for (;;) {
             if (!m_queue.empty()) {
@@ -563,7 +569,7 @@ private:
                 refill_locked();
                 m_has_work.store(m_queued != 0, std::memory_order_relaxed);
                 const bool cascade = m_queued != 0 && m_sleepers > 0 && m_spinners.load(std::memory_order_seq_cst) == 0;
-                m_running.fetch_add(1, std::memory_order_relaxed);
+                ++m_running;
                 lock.unlock();
                 if (cascade) m_work.notify_one(); // more work than awake workers
                 return &job;
@@ -593,10 +599,13 @@ private:
         const std::string name = m_options.name.substr(0, 11) + '-' + std::to_string(index);
         ::pthread_setname_np(::pthread_self(), name.substr(0, 15).c_str());
         const std::stop_token stopping = m_stop.get_token();
-        while (detail::pool_job* job = take()) {
+        bool finished_one = false;
+        while (detail::pool_job* job = take(finished_one)) {
             job->execute(stopping); // drops the pool's reference
-            m_running.fetch_sub(1, std::memory_order_relaxed);
+            finished_one = true;
         }
+        std::lock_guard lock(m_mutex);
+        if (finished_one) --m_running;
     }
 
     void shut_down() noexcept {
@@ -639,7 +648,7 @@ private:
     std::atomic<bool> m_has_work{false};
     std::atomic<bool> m_closing_flag{false};
     std::atomic<unsigned> m_spinners{0};
-    std::atomic<std::size_t> m_running{0};
+    std::size_t m_running = 0;
     std::stop_source m_stop;
     std::vector<std::thread> m_threads;
 };
@@ -675,7 +684,7 @@ public:
         m_pool->enqueue_awaited(*m_job);
         m_suspended = true;
         if (m_context) m_context->arm(this);
-        if (m_pool->m_options.spin.count() > 0) m_loop->expect_post_by(clock::now() + m_pool->m_options.spin);
+        if (m_pool->m_options.spin.count() > 0) m_loop->expect_post_within(m_pool->m_options.spin);
         return true;
     }
 
