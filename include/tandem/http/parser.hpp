@@ -1,0 +1,567 @@
+// tandem — HTTP/1.1 message parsing (RFC 9110/9112): pure and incremental.
+//
+// Layer: protocols, but with no I/O and no OS headers: bytes in, a request (views into the
+// caller's buffer), "need more", or an error status out. No allocation, no exceptions.
+//
+// Strict where laxity lets two parsers disagree about where a message ends (request
+// smuggling): Content-Length together with Transfer-Encoding, conflicting Content-Lengths,
+// obsolete line folding, whitespace before a colon, bare CR or LF, invalid token characters,
+// transfer codings other than chunked (501), versions other than 1.0/1.1 (505).
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+namespace tandem::http {
+
+struct header {
+    std::string_view name;
+    std::string_view value;
+};
+
+/// Parser limits. Exceeding one yields its status: 414 for the request line, 431 for the
+/// head (request line + headers) or the header count, 413 for the body.
+struct limits {
+    std::size_t max_request_line = 8192;
+    std::size_t max_head = 8192;
+    std::size_t max_headers = 100;
+    std::uint64_t max_body = 8u << 20;
+};
+
+enum class parse_state { complete, incomplete, error };
+
+enum class body_framing : std::uint8_t {
+    none,           // no body
+    content_length, // exactly content_length bytes
+    chunked,        // chunked transfer coding (then trailers)
+    until_close,    // responses only: the body ends when the connection does
+};
+
+/// Case-insensitive ASCII comparison (header names, tokens).
+constexpr bool iequals(std::string_view a, std::string_view b) noexcept {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        char x = a[i], y = b[i];
+        if (x >= 'A' && x <= 'Z') x = static_cast<char>(x + 32);
+        if (y >= 'A' && y <= 'Z') y = static_cast<char>(y + 32);
+        if (x != y) return false;
+    }
+    return true;
+}
+
+namespace detail {
+
+/// tchar (RFC 9110 5.6.2): the characters of a token.
+constexpr std::array<bool, 256> make_tchar_table() {
+    std::array<bool, 256> t{};
+    for (int c = '0'; c <= '9'; ++c) t[c] = true;
+    for (int c = 'a'; c <= 'z'; ++c) t[c] = true;
+    for (int c = 'A'; c <= 'Z'; ++c) t[c] = true;
+    for (char c : std::string_view("!#$%&'*+-.^_`|~")) t[static_cast<unsigned char>(c)] = true;
+    return t;
+}
+inline constexpr std::array<bool, 256> tchar = make_tchar_table();
+
+constexpr bool is_tchar(char c) noexcept { return tchar[static_cast<unsigned char>(c)]; }
+/// field-vchar / SP / HTAB / obs-text: what a field value may contain.
+constexpr bool is_field_char(char c) noexcept {
+    const auto u = static_cast<unsigned char>(c);
+    return u == '\t' || (u >= 0x20 && u != 0x7f);
+}
+/// What a request-target may contain (visible ASCII; no SP, no CTL, no obs-text).
+constexpr bool is_target_char(char c) noexcept {
+    const auto u = static_cast<unsigned char>(c);
+    return u > 0x20 && u < 0x7f;
+}
+constexpr bool is_token(std::string_view s) noexcept {
+    if (s.empty()) return false;
+    for (char c : s)
+        if (!is_tchar(c)) return false;
+    return true;
+}
+constexpr std::string_view trim_ows(std::string_view s) noexcept {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+    return s;
+}
+
+/// Calls fn(element) for each element of a comma-separated list (empty elements skipped).
+template <class F>
+constexpr void for_each_list_element(std::string_view list, F&& fn) {
+    while (!list.empty()) {
+        const std::size_t comma = list.find(',');
+        const std::string_view element = trim_ows(list.substr(0, comma));
+        if (!element.empty()) fn(element);
+        if (comma == std::string_view::npos) break;
+        list.remove_prefix(comma + 1);
+    }
+}
+
+/// 1*DIGIT without overflow; false otherwise.
+constexpr bool parse_decimal(std::string_view s, std::uint64_t& out) noexcept {
+    if (s.empty() || s.size() > 19) return false;
+    std::uint64_t v = 0;
+    for (char c : s) {
+        if (c < '0' || c > '9') return false;
+        v = v * 10 + static_cast<std::uint64_t>(c - '0');
+    }
+    out = v;
+    return true;
+}
+
+/// Finds the end of one line starting at `from`: the index of its CR (followed by LF).
+/// Returns npos if incomplete; sets `bad` for a bare CR or LF.
+constexpr std::size_t find_line_end(std::string_view in, std::size_t from, bool& bad) noexcept {
+    for (std::size_t i = from; i < in.size(); ++i) {
+        if (in[i] == '\r') {
+            if (i + 1 == in.size()) return std::string_view::npos;
+            if (in[i + 1] != '\n') {
+                bad = true;
+                return std::string_view::npos;
+            }
+            return i;
+        }
+        if (in[i] == '\n') {
+            bad = true;
+            return std::string_view::npos;
+        }
+    }
+    return std::string_view::npos;
+}
+
+} // namespace detail
+
+/// The outcome of parsing a head: complete (head_size bytes consumed), incomplete (read
+/// more and call again with the whole buffer), or error (answer `status`, then close).
+struct parse_result {
+    parse_state state = parse_state::incomplete;
+    std::size_t head_size = 0;
+    int status = 0;
+    std::string_view reason;
+
+    static constexpr parse_result fail(int status, std::string_view reason) noexcept {
+        return {parse_state::error, 0, status, reason};
+    }
+};
+
+/// Fields common to requests and responses.
+struct message_head {
+    int version = 11; // 10 or 11
+    std::span<const header> headers;
+    body_framing framing = body_framing::none;
+    std::uint64_t content_length = 0;
+    bool keep_alive = true;
+
+    /// The first header with this name (case-insensitive), or an empty view.
+    std::string_view find(std::string_view name) const noexcept {
+        for (const header& h : headers)
+            if (iequals(h.name, name)) return h.value;
+        return {};
+    }
+    bool has(std::string_view name) const noexcept {
+        for (const header& h : headers)
+            if (iequals(h.name, name)) return true;
+        return false;
+    }
+};
+
+struct request_head : message_head {
+    std::string_view method;
+    std::string_view target;
+    std::string_view path;  // target without the query (origin-form), or the path of an absolute-form
+    std::string_view query; // after '?', without it
+    bool expect_continue = false;
+};
+
+struct response_head : message_head {
+    int status = 0;
+    std::string_view reason;
+};
+
+namespace detail {
+
+/// Parses header lines from `pos` up to and including the empty line. Returns the result;
+/// fills `count` headers into storage.
+constexpr parse_result parse_header_lines(std::string_view in, std::size_t pos, std::span<header> storage,
+                                          std::size_t& count, const limits& lim) noexcept {
+    count = 0;
+    for (;;) {
+        bool bad = false;
+        const std::size_t end = find_line_end(in, pos, bad);
+        if (bad) return parse_result::fail(400, "bare CR or LF in the head");
+        if (end == std::string_view::npos) {
+            if (in.size() > lim.max_head) return parse_result::fail(431, "request head too large");
+            return {};
+        }
+        if (end + 2 > lim.max_head) return parse_result::fail(431, "request head too large");
+        if (end == pos) return {parse_state::complete, end + 2, 0, {}}; // the empty line
+        const std::string_view line = in.substr(pos, end - pos);
+        if (line.front() == ' ' || line.front() == '\t') return parse_result::fail(400, "obsolete line folding");
+        const std::size_t colon = line.find(':');
+        if (colon == std::string_view::npos) return parse_result::fail(400, "header line without a colon");
+        const std::string_view name = line.substr(0, colon);
+        if (!is_token(name)) {
+            if (!name.empty() && (name.back() == ' ' || name.back() == '\t'))
+                return parse_result::fail(400, "whitespace before a header colon");
+            return parse_result::fail(400, "invalid header name");
+        }
+        const std::string_view value = trim_ows(line.substr(colon + 1));
+        for (char c : value)
+            if (!is_field_char(c)) return parse_result::fail(400, "invalid character in a header value");
+        if (count == lim.max_headers || count == storage.size()) return parse_result::fail(431, "too many headers");
+        storage[count++] = header{name, value};
+        pos = end + 2;
+    }
+}
+
+/// Content-Length / Transfer-Encoding / Connection, shared by requests and responses.
+/// `is_request` decides what a message with neither means.
+constexpr parse_result decide_framing(message_head& m, bool is_request, const limits& lim) noexcept {
+    bool have_length = false, have_te = false, chunked_last = false, chunked_seen = false;
+    bool close = false, keep_alive = false;
+    std::uint64_t length = 0;
+    bool bad_length = false, unknown_coding = false, chunked_twice = false;
+    for (const header& h : m.headers) {
+        if (iequals(h.name, "content-length")) {
+            for_each_list_element(h.value, [&](std::string_view v) {
+                std::uint64_t n = 0;
+                if (!parse_decimal(v, n)) {
+                    bad_length = true;
+                } else if (have_length && n != length) {
+                    bad_length = true; // conflicting duplicates
+                } else {
+                    length = n;
+                    have_length = true;
+                }
+            });
+            if (trim_ows(h.value).empty()) bad_length = true;
+        } else if (iequals(h.name, "transfer-encoding")) {
+            have_te = true;
+            for_each_list_element(h.value, [&](std::string_view coding) {
+                if (chunked_last) chunked_twice = true; // chunked must be last, and once
+                if (iequals(coding, "chunked")) {
+                    if (chunked_seen) chunked_twice = true;
+                    chunked_seen = chunked_last = true;
+                } else {
+                    unknown_coding = true;
+                    chunked_last = false;
+                }
+            });
+        } else if (iequals(h.name, "connection")) {
+            for_each_list_element(h.value, [&](std::string_view option) {
+                if (iequals(option, "close")) close = true;
+                if (iequals(option, "keep-alive")) keep_alive = true;
+            });
+        }
+    }
+    if (bad_length) return parse_result::fail(400, "invalid or conflicting Content-Length");
+    if (have_te) {
+        if (have_length) return parse_result::fail(400, "both Content-Length and Transfer-Encoding");
+        if (m.version == 10) return parse_result::fail(400, "Transfer-Encoding in an HTTP/1.0 message");
+        if (chunked_twice) return parse_result::fail(400, "chunked is not the final transfer coding");
+        if (unknown_coding) {
+            if (is_request && chunked_last) return parse_result::fail(501, "unsupported transfer coding");
+            if (is_request) return parse_result::fail(400, "chunked is not the final transfer coding");
+            if (!chunked_last) {
+                m.framing = body_framing::until_close; // a response may end at close
+            } else {
+                return parse_result::fail(501, "unsupported transfer coding");
+            }
+        } else {
+            m.framing = body_framing::chunked;
+        }
+    } else if (have_length) {
+        if (length > lim.max_body) return parse_result::fail(413, "body too large");
+        m.content_length = length;
+        m.framing = length ? body_framing::content_length : body_framing::none;
+    } else {
+        m.framing = is_request ? body_framing::none : body_framing::until_close;
+    }
+    m.keep_alive = m.version == 11 ? !close : (keep_alive && !close);
+    if (m.framing == body_framing::until_close) m.keep_alive = false;
+    return {parse_state::complete, 0, 0, {}};
+}
+
+} // namespace detail
+
+/// Parses a request head at the start of `in`. `storage` receives the headers (give it at
+/// least `lim.max_headers` entries); `out` holds views into `in` and `storage`.
+constexpr parse_result parse_request(std::string_view in, request_head& out, std::span<header> storage,
+                                     const limits& lim = {}) noexcept {
+    out = request_head{};
+    // RFC 9112 2.2: ignore at least one empty line before the request line.
+    std::size_t pos = 0;
+    while (pos + 1 < in.size() && in[pos] == '\r' && in[pos + 1] == '\n' && pos < 8) pos += 2;
+    const std::size_t start = pos;
+    bool bad = false;
+    const std::size_t end = detail::find_line_end(in, pos, bad);
+    if (bad) return parse_result::fail(400, "bare CR or LF in the request line");
+    if (end == std::string_view::npos) {
+        if (in.size() - start > lim.max_request_line) return parse_result::fail(414, "request line too long");
+        return {};
+    }
+    if (end - start > lim.max_request_line) return parse_result::fail(414, "request line too long");
+    const std::string_view line = in.substr(start, end - start);
+
+    const std::size_t sp1 = line.find(' ');
+    if (sp1 == std::string_view::npos || sp1 == 0) return parse_result::fail(400, "malformed request line");
+    out.method = line.substr(0, sp1);
+    if (!detail::is_token(out.method)) return parse_result::fail(400, "invalid method");
+    const std::size_t sp2 = line.find(' ', sp1 + 1);
+    if (sp2 == std::string_view::npos || sp2 == sp1 + 1) return parse_result::fail(400, "malformed request line");
+    out.target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+    for (char c : out.target)
+        if (!detail::is_target_char(c)) return parse_result::fail(400, "invalid character in the request target");
+    const std::string_view version = line.substr(sp2 + 1);
+    if (version.size() != 8 || version.substr(0, 5) != "HTTP/" || version[6] != '.' || version[5] < '0' ||
+        version[5] > '9' || version[7] < '0' || version[7] > '9')
+        return parse_result::fail(400, "malformed HTTP version");
+    if (version[5] != '1' || (version[7] != '0' && version[7] != '1'))
+        return parse_result::fail(505, "HTTP version not supported");
+    out.version = version[7] == '1' ? 11 : 10;
+
+    // Target forms: origin ("/p?q"), absolute ("http://h/p?q"), asterisk ("*", OPTIONS only).
+    std::string_view path = out.target;
+    if (path.front() != '/') {
+        if (path == "*") {
+            if (out.method != "OPTIONS") return parse_result::fail(400, "asterisk-form outside OPTIONS");
+        } else if (const std::size_t scheme = path.find("://"); scheme != std::string_view::npos && scheme > 0) {
+            const std::size_t slash = path.find('/', scheme + 3);
+            path = slash == std::string_view::npos ? std::string_view("/") : path.substr(slash);
+        } else if (out.method == "CONNECT") {
+            return parse_result::fail(501, "CONNECT is not supported");
+        } else {
+            return parse_result::fail(400, "invalid request target");
+        }
+    }
+    if (const std::size_t q = path.find('?'); q != std::string_view::npos) {
+        out.query = path.substr(q + 1);
+        path = path.substr(0, q);
+    }
+    out.path = path;
+
+    std::size_t count = 0;
+    parse_result r = detail::parse_header_lines(in, end + 2, storage, count, lim);
+    if (r.state != parse_state::complete) return r;
+    out.headers = storage.first(count);
+
+    // HTTP/1.1 requests carry exactly one Host (RFC 9112 3.2).
+    std::size_t hosts = 0;
+    for (const header& h : out.headers)
+        if (iequals(h.name, "host")) ++hosts;
+    if (hosts > 1 || (out.version == 11 && hosts == 0)) return parse_result::fail(400, "missing or repeated Host");
+
+    const parse_result framing = detail::decide_framing(out, true, lim);
+    if (framing.state == parse_state::error) return framing;
+    if (out.version == 11) {
+        for (const header& h : out.headers)
+            if (iequals(h.name, "expect") && iequals(h.value, "100-continue")) out.expect_continue = true;
+    }
+    return r;
+}
+
+/// Parses a response head. A response to HEAD, and 1xx/204/304 responses, have no body
+/// whatever their headers say: pass `request_was_head` so the framing reflects it.
+constexpr parse_result parse_response(std::string_view in, response_head& out, std::span<header> storage,
+                                      bool request_was_head = false, const limits& lim = {}) noexcept {
+    out = response_head{};
+    bool bad = false;
+    const std::size_t end = detail::find_line_end(in, 0, bad);
+    if (bad) return parse_result::fail(400, "bare CR or LF in the status line");
+    if (end == std::string_view::npos) {
+        if (in.size() > lim.max_head) return parse_result::fail(431, "status line too long");
+        return {};
+    }
+    const std::string_view line = in.substr(0, end);
+    // HTTP/1.x SP 3DIGIT SP reason
+    if (line.size() < 12 || line.substr(0, 7) != "HTTP/1." || (line[7] != '0' && line[7] != '1') || line[8] != ' ' ||
+        (line.size() > 12 && line[12] != ' '))
+        return parse_result::fail(400, "malformed status line");
+    int status = 0;
+    for (std::size_t i = 9; i < 12; ++i) {
+        if (line[i] < '0' || line[i] > '9') return parse_result::fail(400, "malformed status code");
+        status = status * 10 + (line[i] - '0');
+    }
+    if (status < 100) return parse_result::fail(400, "malformed status code");
+    out.version = line[7] == '1' ? 11 : 10;
+    out.status = status;
+    out.reason = line.size() > 13 ? line.substr(13) : std::string_view{};
+
+    std::size_t count = 0;
+    parse_result r = detail::parse_header_lines(in, end + 2, storage, count, lim);
+    if (r.state != parse_state::complete) return r;
+    out.headers = storage.first(count);
+    limits body_limits = lim;
+    body_limits.max_body = UINT64_MAX; // the client decides what it accepts
+    const parse_result framing = detail::decide_framing(out, false, body_limits);
+    if (framing.state == parse_state::error) return framing;
+    if (request_was_head || status < 200 || status == 204 || status == 304) {
+        out.framing = body_framing::none;
+        out.content_length = 0;
+    }
+    return r;
+}
+
+/// Decodes a chunked body incrementally (RFC 9112 7.1), trailers included (validated,
+/// then ignored). Feed it the bytes after the head; it reports data through a callback
+/// and how many input bytes it consumed.
+class chunked_decoder {
+public:
+    struct result {
+        parse_state state = parse_state::incomplete; // complete: the last chunk and trailers are in
+        std::size_t consumed = 0;
+        int status = 0;
+        std::string_view reason;
+    };
+
+    explicit constexpr chunked_decoder(std::uint64_t max_body = UINT64_MAX) noexcept : m_max_body(max_body) {}
+
+    /// Consumes as much of `in` as it can; calls on_data(std::string_view) for body bytes.
+    template <class OnData>
+    constexpr result decode(std::string_view in, OnData&& on_data) noexcept {
+        std::size_t pos = 0;
+        while (pos < in.size()) {
+            switch (m_state) {
+            case state::size: {
+                const char c = in[pos];
+                const int digit = hex_value(c);
+                if (digit >= 0) {
+                    if (m_digits == 16) return fail(pos, 400, "chunk size too large");
+                    m_size = m_size * 16 + static_cast<std::uint64_t>(digit);
+                    ++m_digits;
+                    ++pos;
+                } else if (m_digits == 0) {
+                    return fail(pos, 400, "malformed chunk size");
+                } else if (c == ';' || c == ' ' || c == '\t') {
+                    m_state = state::extension;
+                } else if (c == '\r') {
+                    m_state = state::size_lf;
+                    ++pos;
+                } else {
+                    return fail(pos, 400, "malformed chunk size");
+                }
+                break;
+            }
+            case state::extension: {
+                const char c = in[pos];
+                if (c == '\r') {
+                    m_state = state::size_lf;
+                } else if (c == '\n' || (!detail::is_field_char(c))) {
+                    return fail(pos, 400, "invalid chunk extension");
+                } else if (++m_extension > 1024) {
+                    return fail(pos, 400, "chunk extension too long");
+                }
+                ++pos;
+                break;
+            }
+            case state::size_lf:
+                if (in[pos] != '\n') return fail(pos, 400, "bare CR after a chunk size");
+                ++pos;
+                if (m_size == 0) {
+                    m_state = state::trailer_start;
+                } else {
+                    if (m_size > m_max_body - m_total) return fail(pos, 413, "body too large");
+                    m_total += m_size;
+                    m_state = state::data;
+                }
+                break;
+            case state::data: {
+                const std::size_t n = static_cast<std::size_t>(
+                    m_size < static_cast<std::uint64_t>(in.size() - pos) ? m_size : in.size() - pos);
+                on_data(in.substr(pos, n));
+                pos += n;
+                m_size -= n;
+                if (m_size == 0) m_state = state::data_cr;
+                break;
+            }
+            case state::data_cr:
+                if (in[pos] != '\r') return fail(pos, 400, "chunk data longer than its size");
+                m_state = state::data_lf;
+                ++pos;
+                break;
+            case state::data_lf:
+                if (in[pos] != '\n') return fail(pos, 400, "bare CR after chunk data");
+                ++pos;
+                m_state = state::size;
+                m_size = 0;
+                m_digits = 0;
+                m_extension = 0;
+                break;
+            case state::trailer_start:
+                if (in[pos] == '\r') {
+                    m_state = state::final_lf;
+                    ++pos;
+                } else {
+                    if (in[pos] == ' ' || in[pos] == '\t') return fail(pos, 400, "obsolete line folding in trailers");
+                    m_state = state::trailer_line;
+                    m_line = 0;
+                    m_colon = false;
+                }
+                break;
+            case state::trailer_line: {
+                const char c = in[pos];
+                if (c == '\r') {
+                    if (!m_colon) return fail(pos, 400, "trailer line without a colon");
+                    m_state = state::trailer_lf;
+                } else if (!detail::is_field_char(c) || (!m_colon && c != ':' && !detail::is_tchar(c))) {
+                    return fail(pos, 400, "invalid trailer");
+                } else if (c == ':' && !m_colon) {
+                    if (m_line == 0) return fail(pos, 400, "invalid trailer");
+                    m_colon = true;
+                } else if (m_trailer_bytes + m_line > 8192) {
+                    return fail(pos, 431, "trailers too large");
+                }
+                ++m_line;
+                ++pos;
+                break;
+            }
+            case state::trailer_lf:
+                if (in[pos] != '\n') return fail(pos, 400, "bare CR in trailers");
+                m_trailer_bytes += m_line + 2;
+                ++pos;
+                m_state = state::trailer_start;
+                break;
+            case state::final_lf:
+                if (in[pos] != '\n') return fail(pos, 400, "bare CR after the last chunk");
+                ++pos;
+                m_state = state::done;
+                return {parse_state::complete, pos, 0, {}};
+            case state::done:
+                return {parse_state::complete, pos, 0, {}};
+            }
+        }
+        if (m_state == state::done) return {parse_state::complete, pos, 0, {}};
+        return {parse_state::incomplete, pos, 0, {}};
+    }
+
+    std::uint64_t body_size() const noexcept { return m_total; }
+
+private:
+    enum class state : std::uint8_t {
+        size, extension, size_lf, data, data_cr, data_lf, trailer_start, trailer_line, trailer_lf, final_lf, done
+    };
+    static constexpr int hex_value(char c) noexcept {
+        if (c >= '0' && c <= '9') return c - '0';
+        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+        return -1;
+    }
+    static constexpr result fail(std::size_t pos, int status, std::string_view reason) noexcept {
+        return {parse_state::error, pos, status, reason};
+    }
+
+    std::uint64_t m_max_body;
+    std::uint64_t m_size = 0;
+    std::uint64_t m_total = 0;
+    std::size_t m_extension = 0;
+    std::size_t m_line = 0;
+    std::size_t m_trailer_bytes = 0;
+    unsigned m_digits = 0;
+    bool m_colon = false;
+    state m_state = state::size;
+};
+
+} // namespace tandem::http
