@@ -5,6 +5,7 @@
 #include "tandem/config.hpp"
 #include "tandem/error.hpp"
 #include "tandem/fwd.hpp"
+#include "tandem/http.hpp"
 #include "tandem/lag.hpp"
 #include "tandem/loop.hpp"
 #include "tandem/net.hpp"

@@ -1,0 +1,185 @@
+// tandem — HTTP messages shared by the server and the client: the response a handler
+// returns, status reason phrases, the Date header, query-string decoding.
+//
+// Layer: protocols.
+#pragma once
+
+#include "tandem/http/parser.hpp"
+#include "tandem/task.hpp"
+
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace tandem::http {
+
+constexpr std::string_view reason_phrase(int status) noexcept {
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+    }
+}
+
+/// Writes body chunks of a streamed response (chunked transfer coding). write() suspends
+/// while the client is slow to read: a stream never outruns its reader.
+class body_writer {
+public:
+    virtual ~body_writer() = default;
+    virtual task<void> write(std::string_view data) = 0;
+};
+
+/// What a handler returns. Content-Length, Date and Connection are added by the server.
+class response {
+public:
+    using stream_function = std::function<task<void>(body_writer&)>;
+
+    response() = default;
+    explicit response(int status, std::string body = {}, std::string content_type = "text/plain; charset=utf-8")
+        : status(status), body(std::move(body)) {
+        if (!this->body.empty() || status >= 400) set_header("Content-Type", std::move(content_type));
+    }
+
+    static response text(std::string body, int status = 200) { return response(status, std::move(body)); }
+    /// `json` is sent as given: a string the caller built.
+    static response json(std::string json, int status = 200) {
+        return response(status, std::move(json), "application/json");
+    }
+    /// A body produced over time (long responses, server-sent events), sent chunked.
+    static response stream(std::string content_type, stream_function fn, int status = 200) {
+        response r(status);
+        r.set_header("Content-Type", std::move(content_type));
+        r.streamer = std::move(fn);
+        return r;
+    }
+
+    response& set_header(std::string name, std::string value) {
+        for (auto& [n, v] : headers)
+            if (iequals(n, name)) {
+                v = std::move(value);
+                return *this;
+            }
+        headers.emplace_back(std::move(name), std::move(value));
+        return *this;
+    }
+    std::string_view header(std::string_view name) const noexcept {
+        for (const auto& [n, v] : headers)
+            if (iequals(n, name)) return v;
+        return {};
+    }
+
+    int status = 200;
+    std::vector<std::pair<std::string, std::string>> headers;
+    std::string body;
+    stream_function streamer;
+};
+
+/// Decodes %XX and '+' (application/x-www-form-urlencoded); nullopt on a bad escape.
+inline std::optional<std::string> percent_decode(std::string_view in, bool plus_is_space = true) {
+    std::string out;
+    out.reserve(in.size());
+    for (std::size_t i = 0; i < in.size(); ++i) {
+        const char c = in[i];
+        if (c == '%') {
+            if (i + 2 >= in.size()) return std::nullopt;
+            auto hex = [](char h) -> int {
+                if (h >= '0' && h <= '9') return h - '0';
+                if (h >= 'a' && h <= 'f') return h - 'a' + 10;
+                if (h >= 'A' && h <= 'F') return h - 'A' + 10;
+                return -1;
+            };
+            const int hi = hex(in[i + 1]), lo = hex(in[i + 2]);
+            if (hi < 0 || lo < 0) return std::nullopt;
+            out.push_back(static_cast<char>(hi * 16 + lo));
+            i += 2;
+        } else if (c == '+' && plus_is_space) {
+            out.push_back(' ');
+        } else {
+            out.push_back(c);
+        }
+    }
+    return out;
+}
+
+/// The value of `name` in a query string (decoded), nullopt if absent or malformed.
+inline std::optional<std::string> query_value(std::string_view query, std::string_view name) {
+    while (!query.empty()) {
+        const std::size_t amp = query.find('&');
+        const std::string_view pair = query.substr(0, amp);
+        const std::size_t eq = pair.find('=');
+        const std::string_view key = pair.substr(0, eq);
+        if (percent_decode(key) == std::string(name))
+            return percent_decode(eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1));
+        if (amp == std::string_view::npos) break;
+        query.remove_prefix(amp + 1);
+    }
+    return std::nullopt;
+}
+
+namespace detail {
+
+/// The IMF-fixdate for the Date header, formatted once per second per thread.
+inline std::string_view http_date() {
+    thread_local std::time_t cached_second = 0;
+    thread_local char text[64] = {};
+    const std::time_t now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+    if (now != cached_second) {
+        std::tm tm{};
+        ::gmtime_r(&now, &tm);
+        std::strftime(text, sizeof text, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        cached_second = now;
+    }
+    return text;
+}
+
+inline void append_decimal(std::string& out, std::uint64_t v) {
+    char buf[24];
+    int n = 0;
+    do {
+        buf[n++] = static_cast<char>('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n) out.push_back(buf[--n]);
+}
+
+} // namespace detail
+
+} // namespace tandem::http
