@@ -1,0 +1,320 @@
+#include "tandem/http.hpp"
+
+#include "catch.hpp"
+#include "tandem/spawn.hpp"
+#include "tandem/time.hpp"
+#include "tandem/when.hpp"
+
+#include <chrono>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+using namespace std::chrono_literals;
+namespace http = tandem::http;
+
+namespace {
+
+http::router test_routes(tandem::event* slow_entered = nullptr) {
+    http::router r;
+    r.get("/", [](http::request&) -> tandem::task<http::response> { co_return http::response::json(R"({"ok":true})"); });
+    r.get("/users/:id", [](http::request& req) -> tandem::task<http::response> {
+        co_return http::response::text("user " + std::string(req.param("id")));
+    });
+    r.get("/files/*", [](http::request& req) -> tandem::task<http::response> {
+        co_return http::response::text("file " + std::string(req.path()));
+    });
+    r.get("/query", [](http::request& req) -> tandem::task<http::response> {
+        co_return http::response::text(req.query_param("name").value_or("none"));
+    });
+    r.post("/echo", [](http::request& req) -> tandem::task<http::response> {
+        co_return http::response::text(std::string(req.body()));
+    });
+    r.get("/slow", [slow_entered](http::request&) -> tandem::task<http::response> {
+        if (slow_entered) slow_entered->set();
+        co_await tandem::sleep_for(200ms);
+        co_return http::response::text("slow");
+    });
+    r.get("/throw", [](http::request&) -> tandem::task<http::response> {
+        throw std::runtime_error("handler bug");
+        co_return http::response::text("unreachable");
+    });
+    r.get("/stream", [](http::request&) -> tandem::task<http::response> {
+        co_return http::response::stream("text/plain", [](http::body_writer& w) -> tandem::task<void> {
+            for (int i = 0; i < 100; ++i) co_await w.write("line " + std::to_string(i) + "\n");
+        });
+    });
+    return r;
+}
+
+/// Runs `body(port, server)` against a server on an ephemeral port, then shuts it down.
+template <class Body>
+void with_server(http::router routes, http::server_options options, Body body) {
+    auto main = [](http::router r, http::server_options o, Body b) -> tandem::task<> {
+        auto listener = tandem::tcp_listener::bind(tandem::address("127.0.0.1", 0));
+        const std::uint16_t port = listener.local_address().port();
+        http::server server(std::move(r), o);
+        auto serving = tandem::spawn(server.serve(listener), "server");
+        co_await b(port, server);
+        server.shutdown();
+        co_await serving;
+    };
+    tandem::sync_wait(main(std::move(routes), options, std::move(body)));
+}
+
+tandem::address local(std::uint16_t port) { return tandem::address("127.0.0.1", port); }
+
+/// Sends raw bytes and reads until the server closes (or `limit` bytes).
+tandem::task<std::string> raw_exchange(std::uint16_t port, std::string request, bool close_write = false) {
+    auto s = co_await tandem::tcp_stream::connect(local(port));
+    co_await s.write_all(request);
+    if (close_write) s.shutdown_write();
+    std::string reply;
+    char buf[4096];
+    for (;;) {
+        const std::size_t n = co_await s.read_some(std::span<char>(buf));
+        if (n == 0) break;
+        reply.append(buf, n);
+    }
+    co_return reply;
+}
+
+std::size_t count(const std::string& haystack, std::string_view needle) {
+    std::size_t n = 0;
+    for (std::size_t pos = haystack.find(needle); pos != std::string::npos; pos = haystack.find(needle, pos + 1)) ++n;
+    return n;
+}
+
+} // namespace
+
+TEST_CASE("routes, params, queries, HEAD, 404 and 405 with the real client", "[http][server]") {
+    with_server(test_routes(), {}, [](std::uint16_t port, http::server&) -> tandem::task<> {
+        http::client c(local(port));
+        auto r = co_await c.get("/");
+        CHECK(r.status == 200);
+        CHECK(r.body == R"({"ok":true})");
+        CHECK(r.header("content-type") == "application/json");
+        CHECK_FALSE(r.header("date").empty());
+        r = co_await c.get("/users/42");
+        CHECK(r.body == "user 42");
+        r = co_await c.get("/files/a/b/c.txt");
+        CHECK(r.body == "file /files/a/b/c.txt");
+        r = co_await c.get("/query?x=1&name=J%C3%BCrgen+K");
+        CHECK(r.body == "J\xc3\xbcrgen K");
+        r = co_await c.request("HEAD", "/users/7");
+        CHECK(r.status == 200);
+        CHECK(r.body.empty());
+        CHECK(r.header("content-length") == "6"); // "user 7": what GET would send
+        r = co_await c.get("/nowhere");
+        CHECK(r.status == 404);
+        r = co_await c.request("DELETE", "/users/1");
+        CHECK(r.status == 405);
+        CHECK(r.header("allow") == "GET, HEAD");
+        r = co_await c.post("/echo", std::string(100'000, 'z'));
+        CHECK(r.body.size() == 100'000);
+        r = co_await c.get("/throw");
+        CHECK(r.status == 500);
+        r = co_await c.get("/");
+        CHECK(r.status == 200); // the connection survived all of it
+        CHECK(c.connections_opened() == 1);
+    });
+}
+
+TEST_CASE("pipelined requests are answered in order on one connection", "[http][server]") {
+    with_server(test_routes(), {}, [](std::uint16_t port, http::server&) -> tandem::task<> {
+        const std::string reply = co_await raw_exchange(
+            port,
+            "GET /users/1 HTTP/1.1\r\nHost: a\r\n\r\n"
+            "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"
+            "GET /users/3 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        CHECK(count(reply, "HTTP/1.1 200 OK") == 3);
+        const auto a = reply.find("user 1"), b = reply.find("hello"), c = reply.find("user 3");
+        CHECK(a < b);
+        CHECK(b < c);
+        CHECK(c != std::string::npos);
+    });
+}
+
+TEST_CASE("a chunked upload is decoded, and a streamed response arrives chunked", "[http][server][chunked]") {
+    with_server(test_routes(), {}, [](std::uint16_t port, http::server&) -> tandem::task<> {
+        auto s = co_await tandem::tcp_stream::connect(local(port));
+        co_await s.write_all(std::string_view("POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel"));
+        co_await tandem::yield();
+        co_await s.write_all(std::string_view("lo\r\n6;ext=1\r\n world\r\n0\r\nX-T: 1\r\n\r\n"));
+        std::string reply;
+        char buf[1024];
+        while (reply.find("hello world") == std::string::npos) {
+            const std::size_t n = co_await s.read_some(std::span<char>(buf));
+            REQUIRE(n > 0);
+            reply.append(buf, n);
+        }
+        CHECK(reply.find("Content-Length: 11") != std::string::npos);
+
+        http::client c(local(port));
+        auto r = co_await c.get("/stream");
+        CHECK(r.status == 200);
+        CHECK(r.header("transfer-encoding") == "chunked");
+        CHECK(count(r.body, "\n") == 100);
+        CHECK(r.body.rfind("line 99\n") == r.body.size() - 8);
+
+        // HTTP/1.0 has no chunked coding: the body ends with the connection.
+        const std::string old = co_await raw_exchange(port, "GET /stream HTTP/1.0\r\n\r\n");
+        CHECK(old.find("Transfer-Encoding") == std::string::npos);
+        CHECK(old.find("Connection: close") != std::string::npos);
+        CHECK(count(old, "line ") == 100);
+    });
+}
+
+TEST_CASE("Expect: 100-continue gets its interim response", "[http][server]") {
+    with_server(test_routes(), {}, [](std::uint16_t port, http::server&) -> tandem::task<> {
+        auto s = co_await tandem::tcp_stream::connect(local(port));
+        co_await s.write_all(std::string_view("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n"));
+        std::string reply;
+        char buf[1024];
+        while (reply.find("\r\n\r\n") == std::string::npos) {
+            const std::size_t n = co_await s.read_some(std::span<char>(buf));
+            REQUIRE(n > 0);
+            reply.append(buf, n);
+        }
+        CHECK(reply.rfind("HTTP/1.1 100 Continue\r\n\r\n", 0) == 0);
+        co_await s.write_all(std::string_view("abc"));
+        while (reply.find("abc") == std::string::npos) {
+            const std::size_t n = co_await s.read_some(std::span<char>(buf));
+            REQUIRE(n > 0);
+            reply.append(buf, n);
+        }
+        CHECK(reply.find("HTTP/1.1 200 OK") != std::string::npos);
+    });
+}
+
+TEST_CASE("malformed requests get their 4xx and a clean close; others do not notice", "[http][server]") {
+    with_server(test_routes(), {}, [](std::uint16_t port, http::server&) -> tandem::task<> {
+        http::client bystander(local(port));
+        auto ok = co_await bystander.get("/");
+        CHECK(ok.status == 200);
+
+        const std::string smuggle = co_await raw_exchange(
+            port, "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+        CHECK(smuggle.rfind("HTTP/1.1 400 ", 0) == 0);
+        CHECK(smuggle.find("Connection: close") != std::string::npos);
+        const std::string big_headers =
+            co_await raw_exchange(port, "GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + std::string(10'000, 'b') + "\r\n\r\n");
+        CHECK(big_headers.rfind("HTTP/1.1 431 ", 0) == 0);
+        const std::string long_url = co_await raw_exchange(port, "GET /" + std::string(10'000, 'u') + " HTTP/1.1\r\n");
+        CHECK(long_url.rfind("HTTP/1.1 414 ", 0) == 0);
+        const std::string version = co_await raw_exchange(port, "GET / HTTP/2.0\r\nHost: a\r\n\r\n");
+        CHECK(version.rfind("HTTP/1.1 505 ", 0) == 0);
+        const std::string garbage = co_await raw_exchange(port, std::string("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 15));
+        CHECK(garbage.rfind("HTTP/1.1 400 ", 0) == 0);
+
+        ok = co_await bystander.get("/users/9");
+        CHECK(ok.body == "user 9");
+        CHECK(bystander.connections_opened() == 1);
+    });
+}
+
+TEST_CASE("a slowloris client gets 408 after the header timeout; idle keep-alive closes", "[http][server][timeout]") {
+    http::server_options o;
+    o.header_timeout = 200ms;
+    o.idle_timeout = 200ms;
+    with_server(test_routes(), o, [](std::uint16_t port, http::server&) -> tandem::task<> {
+        const auto start = std::chrono::steady_clock::now();
+        auto s = co_await tandem::tcp_stream::connect(local(port));
+        co_await s.write_all(std::string_view("GET / HTTP/1.1\r\nHost: a\r\nX-Slow: "));
+        std::string reply;
+        char buf[1024];
+        for (;;) { // the head never finishes: wait for the server to give up
+            const std::size_t n = co_await s.read_some(std::span<char>(buf));
+            if (n == 0) break;
+            reply.append(buf, n);
+        }
+        const auto took = std::chrono::steady_clock::now() - start;
+        CHECK(reply.rfind("HTTP/1.1 408 ", 0) == 0);
+        CHECK(took >= 150ms);
+        CHECK(took < 5s);
+
+        http::client c(local(port));
+        auto r = co_await c.get("/");
+        CHECK(r.status == 200);
+        co_await tandem::sleep_for(600ms); // past the idle timeout: the server closes
+        r = co_await c.get("/");           // the client notices and reconnects
+        CHECK(r.status == 200);
+        CHECK(c.connections_opened() == 2);
+    });
+}
+
+TEST_CASE("1,000 concurrent keep-alive clients", "[http][server][load]") {
+    with_server(test_routes(), {}, [](std::uint16_t port, http::server& server) -> tandem::task<> {
+        auto one = [](std::uint16_t p, int i) -> tandem::task<int> {
+            http::client c(local(p));
+            int ok = 0;
+            for (int k = 0; k < 3; ++k) {
+                auto r = co_await c.get("/users/" + std::to_string(i));
+                if (r.status == 200 && r.body == "user " + std::to_string(i)) ++ok;
+            }
+            co_return ok;
+        };
+        std::vector<tandem::task<int>> clients;
+        for (int i = 0; i < 1000; ++i) clients.push_back(one(port, i));
+        int total = 0;
+        for (int ok : co_await tandem::when_all(std::move(clients))) total += ok;
+        CHECK(total == 3000);
+        CHECK(server.requests_served() >= 3000);
+    });
+}
+
+TEST_CASE("graceful shutdown finishes requests in flight, then serve() returns", "[http][server][shutdown]") {
+    tandem::event entered;
+    auto main = [](tandem::event& slow_entered) -> tandem::task<> {
+        auto listener = tandem::tcp_listener::bind(tandem::address("127.0.0.1", 0));
+        const std::uint16_t port = listener.local_address().port();
+        http::server server(test_routes(&slow_entered));
+        auto serving = tandem::spawn(server.serve(listener), "server");
+        auto request = [](std::uint16_t p) -> tandem::task<http::client_response> {
+            http::client c(local(p));
+            co_return co_await c.get("/slow");
+        };
+        std::vector<tandem::join_handle<http::client_response>> in_flight;
+        for (int i = 0; i < 5; ++i) in_flight.push_back(tandem::spawn(request(port)));
+        http::client idle(local(port));
+        auto first = co_await idle.get("/");
+        CHECK(first.status == 200); // an idle keep-alive connection is open
+        co_await slow_entered.wait();
+        server.shutdown();
+        for (auto& h : in_flight) {
+            auto r = co_await h;
+            CHECK(r.status == 200);
+            CHECK(r.body == "slow");
+            CHECK(r.header("connection") == "close");
+        }
+        co_await serving; // returns once the in-flight requests are answered and the idle one closed
+        CHECK(server.connection_count() == 0);
+        CHECK(server.requests_served() == 6);
+    };
+    tandem::sync_wait(main(entered));
+}
+
+TEST_CASE("max_connections holds further connections in the accept queue", "[http][server]") {
+    http::server_options o;
+    o.max_connections = 1;
+    with_server(test_routes(), o, [](std::uint16_t port, http::server& server) -> tandem::task<> {
+        auto first = std::make_unique<http::client>(local(port));
+        auto r = co_await first->get("/");
+        CHECK(r.status == 200);
+        auto second = tandem::spawn([](std::uint16_t p) -> tandem::task<int> {
+            http::client c(local(p));
+            co_return (co_await c.get("/")).status;
+        }(port));
+        // Not served while the first connection holds the only slot.
+        auto nap = []() -> tandem::task<> { co_await tandem::sleep_for(100ms); };
+        auto early = co_await tandem::when_any(nap(), [](tandem::join_handle<int>& h) -> tandem::task<int> {
+            co_return co_await h;
+        }(second));
+        CHECK(early.index() == 0);
+        CHECK(server.connection_count() == 1);
+        first->close();
+        const int status = co_await second;
+        CHECK(status == 200);
+    });
+}
