@@ -94,7 +94,7 @@ TEST_CASE("a simple GET parses into views of the buffer", "[http][parser]") {
     CHECK(head.find("missing").empty());
 }
 
-TEST_CASE("every prefix of valid requests is incomplete; the whole is complete", "[http][parser]") {
+TEST_CASE("every prefix of valid requests is incomplete, the whole is complete", "[http][parser]") {
     const std::vector<std::string> valid = {
         "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
         "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n",

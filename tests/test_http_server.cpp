@@ -188,7 +188,7 @@ TEST_CASE("Expect: 100-continue gets its interim response", "[http][server]") {
     });
 }
 
-TEST_CASE("malformed requests get their 4xx and a clean close; others do not notice", "[http][server]") {
+TEST_CASE("malformed requests get their 4xx and a clean close, others do not notice", "[http][server]") {
     with_server(test_routes(), {}, [](std::uint16_t port, http::server&) -> tandem::task<> {
         http::client bystander(local(port));
         auto ok = co_await bystander.get("/");
@@ -214,7 +214,7 @@ TEST_CASE("malformed requests get their 4xx and a clean close; others do not not
     });
 }
 
-TEST_CASE("a slowloris client gets 408 after the header timeout; idle keep-alive closes", "[http][server][timeout]") {
+TEST_CASE("a slowloris client gets 408 after the header timeout, idle keep-alive closes", "[http][server][timeout]") {
     http::server_options o;
     o.header_timeout = 200ms;
     o.idle_timeout = 200ms;
