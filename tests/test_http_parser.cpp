@@ -168,6 +168,8 @@ TEST_CASE("malformed and smuggling-prone requests get the right 4xx/5xx", "[http
         {"two spaces", "GET  / HTTP/1.1\r\nHost: a\r\n\r\n", 400},
         {"space in target", "GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", 400},
         {"relative target", "GET a HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+        {"absolute-form with a bogus scheme", "GET #x://h/p HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+        {"absolute-form without authority", "GET http:///p HTTP/1.1\r\nHost: a\r\n\r\n", 400},
         {"lowercase version", "GET / http/1.1\r\nHost: a\r\n\r\n", 400},
         {"HTTP/2.0", "GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505},
         {"HTTP/1.2", "GET / HTTP/1.2\r\nHost: a\r\n\r\n", 505},

@@ -328,8 +328,11 @@ constexpr parse_result parse_request(std::string_view in, request_head& out, std
     if (path.front() != '/') {
         if (path == "*") {
             if (out.method != "OPTIONS") return parse_result::fail(400, "asterisk-form outside OPTIONS");
-        } else if (const std::size_t scheme = path.find("://"); scheme != std::string_view::npos && scheme > 0) {
+        } else if (const std::size_t scheme = path.find("://");
+                   scheme != std::string_view::npos &&
+                   (iequals(path.substr(0, scheme), "http") || iequals(path.substr(0, scheme), "https"))) {
             const std::size_t slash = path.find('/', scheme + 3);
+            if (slash == scheme + 3) return parse_result::fail(400, "absolute-form without an authority");
             path = slash == std::string_view::npos ? std::string_view("/") : path.substr(slash);
         } else if (out.method == "CONNECT") {
             return parse_result::fail(501, "CONNECT is not supported");
