@@ -182,6 +182,7 @@ public:
     /// Accepts and serves connections until shutdown(); then finishes the requests in flight
     /// (up to drain_timeout), closes idle connections and returns.
     task<void> serve(tcp_listener& listener) {
+        m_now = now_ns();
         auto sweeper = spawn(sweep(), "http sweeper");
         auto acceptor = spawn(accept_loop(listener), "http acceptor");
         m_acceptor = &acceptor;
@@ -248,8 +249,10 @@ private:
     };
 
     static std::int64_t now_ns() noexcept { return clock::now().time_since_epoch().count(); }
-    static std::int64_t after(std::chrono::milliseconds d) noexcept {
-        return now_ns() + std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+    /// A deadline `d` from now on the sweeper's clock: it reads the clock once per sweep, so
+    /// requests read none; a timeout fires up to one sweep period late, never early.
+    std::int64_t after(std::chrono::milliseconds d) const noexcept {
+        return m_now + m_period + std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
     }
 
     std::unique_ptr<workspace> take_workspace() {
@@ -289,9 +292,10 @@ private:
         const auto shortest = std::min({m_options.idle_timeout, m_options.header_timeout, m_options.io_timeout});
         const auto period = std::clamp<std::chrono::milliseconds>(shortest / 4, std::chrono::milliseconds(10),
                                                                    std::chrono::milliseconds(1000));
+        m_period = std::chrono::duration_cast<std::chrono::nanoseconds>(period).count();
         for (;;) {
             co_await sleep_for(period);
-            const std::int64_t now = now_ns();
+            const std::int64_t now = m_now = now_ns();
             m_connections.for_each([&](connection& c) {
                 if (c.deadline == 0 || now < c.deadline) return;
                 c.deadline = 0;
@@ -531,7 +535,7 @@ private:
                 co_await s.write_all_gathered(parts);
             }
             if (streaming) {
-                stream_writer writer(s, c, m_options.io_timeout, chunked_out);
+                stream_writer writer(*this, s, c, m_options.io_timeout, chunked_out);
                 co_await resp.streamer(writer);
                 if (chunked_out) co_await s.write_all(std::string_view("0\r\n\r\n"));
             }
@@ -548,11 +552,11 @@ private:
     /// body_writer for streamed responses: one chunk per write, on the connection's socket.
     class stream_writer final : public body_writer {
     public:
-        stream_writer(tcp_stream& s, connection& c, std::chrono::milliseconds timeout, bool chunked) noexcept
-            : m_stream(&s), m_conn(&c), m_timeout(timeout), m_chunked(chunked) {}
+        stream_writer(server& owner, tcp_stream& s, connection& c, std::chrono::milliseconds timeout, bool chunked) noexcept
+            : m_server(&owner), m_stream(&s), m_conn(&c), m_timeout(timeout), m_chunked(chunked) {}
         task<void> write(std::string_view data) override {
             if (data.empty()) co_return; // an empty chunk would end the body
-            m_conn->deadline = after(m_timeout);
+            m_conn->deadline = m_server->after(m_timeout);
             if (m_chunked) {
                 char size[20];
                 const int n = std::snprintf(size, sizeof size, "%zx\r\n", data.size());
@@ -565,6 +569,7 @@ private:
         }
 
     private:
+        server* m_server;
         tcp_stream* m_stream;
         connection* m_conn;
         std::chrono::milliseconds m_timeout;
@@ -580,6 +585,8 @@ private:
     join_handle<void>* m_acceptor = nullptr;
     std::size_t m_count = 0;
     std::uint64_t m_requests = 0;
+    std::int64_t m_now = 0;    // the sweeper's clock (steady ns)
+    std::int64_t m_period = 0; // its period (ns)
     bool m_draining = false;
 };
 
