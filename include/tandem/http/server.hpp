@@ -243,6 +243,7 @@ private:
     struct workspace {
         std::vector<char> data;
         std::vector<header> headers;
+        std::string out; // the response head being written
         std::size_t begin = 0;
         std::size_t end = 0;
         std::string_view view() const noexcept { return {data.data() + begin, end - begin}; }
@@ -341,10 +342,7 @@ private:
     /// Reads more bytes into w (taking a workspace when the connection has none). Returns
     /// 0 at end of stream.
     task<std::size_t> read_more(tcp_stream& s, std::unique_ptr<workspace>& w, std::size_t need_room) {
-        if (!w) {
-            co_await s.wait_readable(); // an idle connection holds no buffer
-            w = take_workspace();
-        }
+        if (!w) w = take_workspace(); // serve_connection waited for the first bytes holding none
         if (w->data.size() - w->end < need_room) {
             if (w->begin > 0 && w->end - w->begin + need_room <= w->data.size()) {
                 std::memmove(w->data.data(), w->data.data() + w->begin, w->end - w->begin);
@@ -393,14 +391,33 @@ private:
         }
     }
 
+    /// The connection's life: wait for a request holding nothing but this small frame (an
+    /// idle keep-alive connection costs a few hundred bytes), then serve it in a frame that
+    /// exists only while the request does.
     task<void> serve_connection(tcp_stream& s, connection& c) {
-        const limits& lim = m_options.limits;
         std::unique_ptr<workspace> w;
+        for (;;) {
+            if (!w || w->end == w->begin) {
+                give_back(w);
+                if (m_draining) co_return;
+                c.idle = true;
+                c.reading_head = false;
+                c.deadline = after(m_options.idle_timeout);
+                co_await s.wait_readable();
+            }
+            const bool keep = co_await serve_request(s, c, w);
+            if (!keep) co_return;
+        }
+    }
+
+    /// Reads, handles and answers one request (bytes may already be buffered in w).
+    /// Returns false when the connection must close.
+    task<bool> serve_request(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w) {
+        const limits& lim = m_options.limits;
         request_head head;
         router::params params;
         std::string chunked_body;
-        std::string out;
-        for (;;) {
+        {
             // ---- the head ---------------------------------------------------------------
             parse_result parsed;
             for (;;) {
@@ -410,24 +427,18 @@ private:
                     if (parsed.state == parse_state::error) {
                         give_back(w);
                         co_await write_error(s, parsed.status, parsed.reason);
-                        co_return;
+                        co_return false;
                     }
                     if (!c.reading_head) {
                         c.reading_head = true;
                         c.idle = false;
                         c.deadline = after(m_options.header_timeout);
                     }
-                } else {
-                    give_back(w);
-                    if (m_draining) co_return;
-                    c.idle = true;
-                    c.reading_head = false;
-                    c.deadline = after(m_options.idle_timeout);
                 }
                 const std::size_t n = co_await read_more(s, w, 4096);
                 if (n == 0) {
                     if (c.timed_out && c.reading_head) co_await write_error(s, 408, "request head timed out");
-                    co_return;
+                    co_return false;
                 }
             }
             c.idle = false;
@@ -444,7 +455,7 @@ private:
                 while (w->end - w->begin < need) {
                     c.deadline = after(m_options.io_timeout);
                     buffer_changed = true;
-                    if (co_await read_more(s, w, need - (w->end - w->begin)) == 0) co_return;
+                    if (co_await read_more(s, w, need - (w->end - w->begin)) == 0) co_return false;
                 }
                 consumed = need;
             } else if (head.framing == body_framing::chunked) {
@@ -457,12 +468,12 @@ private:
                     if (r.state == parse_state::error) {
                         give_back(w);
                         co_await write_error(s, r.status, r.reason);
-                        co_return;
+                        co_return false;
                     }
                     if (r.state == parse_state::complete) break;
                     c.deadline = after(m_options.io_timeout);
                     buffer_changed = true;
-                    if (co_await read_more(s, w, 4096) == 0) co_return;
+                    if (co_await read_more(s, w, 4096) == 0) co_return false;
                 }
                 consumed = pos;
                 body = chunked_body;
@@ -500,6 +511,7 @@ private:
             const bool streaming = static_cast<bool>(resp.streamer) && !head_only;
             const bool chunked_out = streaming && head.version == 11;
             const bool close_after = !keep || (streaming && !chunked_out);
+            std::string& out = w->out;
             out.clear();
             out += head.version == 11 ? "HTTP/1.1 " : "HTTP/1.0 ";
             detail::append_decimal(out, static_cast<std::uint64_t>(resp.status));
@@ -544,8 +556,9 @@ private:
             w->begin += consumed;
             if (close_after) {
                 s.shutdown_write();
-                co_return;
+                co_return false;
             }
+            co_return true;
         }
     }
 
