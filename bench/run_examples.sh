@@ -22,9 +22,10 @@ start taskset -c 1 "$build/examples/hello_server"
 taskset -c 0 wrk -t1 -c64 -d"${secs}s" --latency "http://127.0.0.1:$PORT/" | summary
 stop
 
-for ex in blocked_loop worker_threads; do
+for ex in examples/blocked_loop examples/worker_threads bench/asio_pool_http_server; do
+    [ -x "$build/$ex" ] || continue
     echo "== $ex: /ping (1 connection) while 2 clients hammer /compute?n=20000000"
-    start "$build/examples/$ex"
+    start "$build/$ex"
     wrk -t1 -c2 -d"$((secs + 1))s" "http://127.0.0.1:$PORT/compute?n=20000000" >/tmp/compute.$$ &
     hammer=$!
     sleep 0.5
