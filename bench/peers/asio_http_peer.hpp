@@ -27,8 +27,10 @@ asio::awaitable<void> accept_loop(tcp::acceptor& a, Session session) {
 }
 
 /// --port N; prints "listening on http://127.0.0.1:PORT"; SIGINT/SIGTERM stop the loop.
-template <class Session>
-int run(int argc, char** argv, Session session) {
+/// `before_teardown` runs after the loop stops and before it is destroyed (join helper
+/// threads that may still post to it there).
+template <class Session, class Teardown = void (*)()>
+int run(int argc, char** argv, Session session, Teardown before_teardown = [] {}) {
     unsigned short port = 0;
     for (int i = 1; i + 1 < argc; ++i)
         if (!std::strcmp(argv[i], "--port")) port = static_cast<unsigned short>(std::atoi(argv[i + 1]));
@@ -40,6 +42,7 @@ int run(int argc, char** argv, Session session) {
     signals.async_wait([&](auto, auto) { io.stop(); });
     asio::co_spawn(io, accept_loop(a, session), asio::detached);
     io.run();
+    before_teardown();
     return 0;
 }
 

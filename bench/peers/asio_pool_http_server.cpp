@@ -72,7 +72,5 @@ asio::awaitable<void> session(tcp::socket s) {
 int main(int argc, char** argv) {
     asio::thread_pool pool(2);
     g_pool = &pool;
-    const int rc = peer::run(argc, argv, session);
-    pool.join();
-    return rc;
+    return peer::run(argc, argv, session, [&pool] { pool.join(); });
 }
