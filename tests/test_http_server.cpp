@@ -166,6 +166,26 @@ TEST_CASE("a chunked upload is decoded, and a streamed response arrives chunked"
     });
 }
 
+TEST_CASE("a chunked body of tiny chunks with long extensions does not grow the buffer", "[http][server][chunked]") {
+    with_server(test_routes(), {}, [](std::uint16_t port, http::server&) -> tandem::task<> {
+        auto s = co_await tandem::tcp_stream::connect(local(port));
+        co_await s.write_all(std::string_view("POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"));
+        const std::string chunk = "1;" + std::string(1000, 'e') + "\r\nx\r\n"; // 1 byte of body, 1 KiB of framing
+        std::string batch;
+        for (int i = 0; i < 100; ++i) batch += chunk;
+        for (int i = 0; i < 40; ++i) co_await s.write_all(batch); // 4 MiB of framing, 4,000 bytes of body
+        co_await s.write_all(std::string_view("0\r\n\r\n"));
+        std::string reply;
+        char buf[8192];
+        while (reply.find(std::string(4000, 'x')) == std::string::npos) {
+            const std::size_t n = co_await s.read_some(std::span<char>(buf));
+            REQUIRE(n > 0);
+            reply.append(buf, n);
+        }
+        CHECK(reply.find("Content-Length: 4000") != std::string::npos);
+    });
+}
+
 TEST_CASE("Expect: 100-continue gets its interim response", "[http][server]") {
     with_server(test_routes(), {}, [](std::uint16_t port, http::server&) -> tandem::task<> {
         auto s = co_await tandem::tcp_stream::connect(local(port));

@@ -471,6 +471,15 @@ private:
                         co_return false;
                     }
                     if (r.state == parse_state::complete) break;
+                    // The decoded bytes live in chunked_body now: drop the raw ones behind the
+                    // head, or tiny chunks with long extensions would grow the buffer ~1000×
+                    // the body limit.
+                    if (const std::size_t raw = pos - parsed.head_size; raw > 0) {
+                        char* at = w->data.data() + w->begin + parsed.head_size;
+                        std::memmove(at, at + raw, w->end - (w->begin + pos));
+                        w->end -= raw;
+                        pos = parsed.head_size;
+                    }
                     c.deadline = after(m_options.io_timeout);
                     buffer_changed = true;
                     if (co_await read_more(s, w, 4096) == 0) co_return false;
