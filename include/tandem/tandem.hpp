@@ -2,6 +2,7 @@
 #pragma once
 
 #include "tandem/cancel.hpp"
+#include "tandem/codec.hpp"
 #include "tandem/config.hpp"
 #include "tandem/error.hpp"
 #include "tandem/fwd.hpp"
@@ -9,6 +10,7 @@
 #include "tandem/lag.hpp"
 #include "tandem/loop.hpp"
 #include "tandem/net.hpp"
+#include "tandem/process_pool.hpp"
 #include "tandem/signal.hpp"
 #include "tandem/source_location.hpp"
 #include "tandem/spawn.hpp"

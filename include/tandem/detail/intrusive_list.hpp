@@ -57,6 +57,13 @@ public:
         m_head.m_prev->m_next = &n;
         m_head.m_prev = &n;
     }
+    void push_front(T& node) noexcept {
+        list_hook& n = node;
+        n.m_next = m_head.m_next;
+        n.m_prev = &m_head;
+        m_head.m_next->m_prev = &n;
+        m_head.m_next = &n;
+    }
     T& pop_front() noexcept {
         T& n = front();
         static_cast<list_hook&>(n).unlink();

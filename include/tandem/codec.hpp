@@ -1,0 +1,308 @@
+// tandem — codec<T>: typed byte encoding of process-pool arguments and results (no pickle,
+// no schema). Both ends are forks of one binary, so the encoding is the machine's own:
+// native byte order and sizes, no versioning.
+//
+// Layer: offload. Knows nothing of pools, pipes or the loop: bytes in, values out.
+//
+// Built in: arithmetic types, enums, std::string, std::vector, std::array, std::pair,
+// std::tuple, std::optional, std::map, std::unordered_map, nested. A vector or array of
+// bytewise elements (arithmetic, enums, and types opted in with bytewise_codec) is one memcpy.
+// User types either opt in as bytewise or specialize codec:
+//
+//   template <> struct tandem::codec<point> {
+//       static void encode(tandem::encoder& out, const point& p) { out(p.x); out(p.y); }
+//       static point decode(tandem::decoder& in) { return {in.get<int>(), in.get<int>()}; }
+//   };
+//
+// A decoder never trusts a length it reads: every read is bounds-checked, and a container's
+// element count is checked against the bytes left before anything is allocated, so a
+// malformed message is a codec_error, never a huge allocation or an over-read.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace tandem {
+
+/// A message that does not decode: truncated, an impossible length, trailing bytes.
+class codec_error : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+/// Opt a trivially copyable user type into byte-for-byte copying. Only for types whose bytes
+/// mean the same in another process: no pointers, no handles.
+template <class T>
+inline constexpr bool bytewise_codec = std::is_arithmetic_v<T> || std::is_enum_v<T>;
+
+template <class T, class = void>
+struct codec; // specialize for your own types (see the header comment)
+
+/// Writes encoded bytes. A counting encoder (no buffer) only measures, so a payload is sized
+/// first and then encoded once, straight into its destination.
+class encoder {
+public:
+    encoder() noexcept = default; // counting
+    encoder(std::byte* data, std::size_t capacity) noexcept : m_data(data), m_capacity(capacity) {}
+
+    void write(const void* bytes, std::size_t n) {
+        if (m_data) {
+            if (n > m_capacity - m_size) throw codec_error("tandem: encoder overflow (size changed between passes)");
+            if (n != 0) std::memcpy(m_data + m_size, bytes, n);
+        }
+        m_size += n;
+    }
+    template <class T>
+    encoder& operator()(const T& value) {
+        codec<T>::encode(*this, value);
+        return *this;
+    }
+    std::size_t size() const noexcept { return m_size; }
+
+private:
+    std::byte* m_data = nullptr;
+    std::size_t m_capacity = 0;
+    std::size_t m_size = 0;
+};
+
+class decoder {
+public:
+    decoder(const std::byte* data, std::size_t size) noexcept : m_pos(data), m_end(data + size) {}
+
+    void read(void* out, std::size_t n) {
+        if (n > remaining()) throw codec_error("tandem: truncated message");
+        if (n != 0) std::memcpy(out, m_pos, n);
+        m_pos += n;
+    }
+    template <class T>
+    T get() {
+        return codec<T>::decode(*this);
+    }
+    std::size_t remaining() const noexcept { return static_cast<std::size_t>(m_end - m_pos); }
+    /// Reads a container's element count and checks that that many elements, each taking at
+    /// least `min_element_size` bytes, fit in what is left.
+    std::size_t get_count(std::size_t min_element_size) {
+        std::uint64_t n = 0;
+        read(&n, sizeof n);
+        const std::size_t floor = min_element_size == 0 ? 1 : min_element_size;
+        if (n > remaining() / floor && !(min_element_size == 0 && n <= max_empty_elements))
+            throw codec_error("tandem: element count exceeds the message");
+        return static_cast<std::size_t>(n);
+    }
+    /// Elements that encode to nothing (empty tuples) cannot be checked against the bytes.
+    static constexpr std::uint64_t max_empty_elements = 1u << 16;
+
+private:
+    const std::byte* m_pos;
+    const std::byte* m_end;
+};
+
+namespace detail {
+
+template <class T>
+concept has_codec = requires(encoder& e, decoder& d, const T& v) {
+    codec<T>::encode(e, v);
+    { codec<T>::decode(d) } -> std::same_as<T>;
+};
+
+/// The fewest bytes any value of T encodes to (bounds container counts while decoding).
+template <class T>
+struct min_encoded_size : std::integral_constant<std::size_t, 1> {};
+
+} // namespace detail
+
+/// Bytewise types: their object representation.
+template <class T>
+struct codec<T, std::enable_if_t<bytewise_codec<T>>> {
+    static_assert(std::is_trivially_copyable_v<T>, "tandem: bytewise_codec needs a trivially copyable type");
+    static void encode(encoder& out, const T& v) { out.write(&v, sizeof v); }
+    static T decode(decoder& in) {
+        T v;
+        in.read(&v, sizeof v);
+        return v;
+    }
+};
+
+template <>
+struct codec<std::string> {
+    static void encode(encoder& out, const std::string& s) {
+        const std::uint64_t n = s.size();
+        out.write(&n, sizeof n);
+        out.write(s.data(), s.size());
+    }
+    static std::string decode(decoder& in) {
+        std::string s(in.get_count(1), '\0');
+        in.read(s.data(), s.size());
+        return s;
+    }
+};
+
+template <class T, class A>
+struct codec<std::vector<T, A>> {
+    static void encode(encoder& out, const std::vector<T, A>& v) {
+        const std::uint64_t n = v.size();
+        out.write(&n, sizeof n);
+        if constexpr (bytewise_codec<T>) {
+            out.write(v.data(), v.size() * sizeof(T));
+        } else {
+            for (const T& x : v) codec<T>::encode(out, x);
+        }
+    }
+    static std::vector<T, A> decode(decoder& in) {
+        const std::size_t n = in.get_count(detail::min_encoded_size<T>::value);
+        std::vector<T, A> v;
+        if constexpr (bytewise_codec<T>) {
+            v.resize(n);
+            in.read(v.data(), n * sizeof(T));
+        } else {
+            v.reserve(n);
+            for (std::size_t i = 0; i < n; ++i) v.push_back(codec<T>::decode(in));
+        }
+        return v;
+    }
+};
+
+template <class T, std::size_t N>
+struct codec<std::array<T, N>> {
+    static void encode(encoder& out, const std::array<T, N>& a) {
+        if constexpr (bytewise_codec<T>) {
+            out.write(a.data(), sizeof a);
+        } else {
+            for (const T& x : a) codec<T>::encode(out, x);
+        }
+    }
+    static std::array<T, N> decode(decoder& in) {
+        if constexpr (bytewise_codec<T>) {
+            std::array<T, N> a;
+            in.read(a.data(), sizeof a);
+            return a;
+        } else {
+            return [&]<std::size_t... I>(std::index_sequence<I...>) {
+                // Braced initialization evaluates left to right.
+                return std::array<T, N>{((void)I, codec<T>::decode(in))...};
+            }(std::make_index_sequence<N>{});
+        }
+    }
+};
+
+template <class... T>
+struct codec<std::tuple<T...>> {
+    static void encode(encoder& out, const std::tuple<T...>& t) {
+        std::apply([&](const T&... x) { (codec<T>::encode(out, x), ...); }, t);
+    }
+    static std::tuple<T...> decode(decoder& in) {
+        return std::tuple<T...>{codec<T>::decode(in)...}; // braced: left to right
+    }
+};
+
+template <class A, class B>
+struct codec<std::pair<A, B>> {
+    static void encode(encoder& out, const std::pair<A, B>& p) {
+        codec<A>::encode(out, p.first);
+        codec<B>::encode(out, p.second);
+    }
+    static std::pair<A, B> decode(decoder& in) { return std::pair<A, B>{codec<A>::decode(in), codec<B>::decode(in)}; }
+};
+
+template <class T>
+struct codec<std::optional<T>> {
+    static void encode(encoder& out, const std::optional<T>& o) {
+        const std::uint8_t engaged = o.has_value();
+        out.write(&engaged, 1);
+        if (o) codec<T>::encode(out, *o);
+    }
+    static std::optional<T> decode(decoder& in) {
+        std::uint8_t engaged = 0;
+        in.read(&engaged, 1);
+        if (engaged > 1) throw codec_error("tandem: malformed optional");
+        if (!engaged) return std::nullopt;
+        return codec<T>::decode(in);
+    }
+};
+
+namespace detail {
+
+template <class Map>
+struct map_codec {
+    using key = typename Map::key_type;
+    using mapped = typename Map::mapped_type;
+    static void encode(encoder& out, const Map& m) {
+        const std::uint64_t n = m.size();
+        out.write(&n, sizeof n);
+        for (const auto& [k, v] : m) {
+            codec<key>::encode(out, k);
+            codec<mapped>::encode(out, v);
+        }
+    }
+    static Map decode(decoder& in) {
+        const std::size_t n = in.get_count(min_encoded_size<key>::value + min_encoded_size<mapped>::value);
+        Map m;
+        for (std::size_t i = 0; i < n; ++i) {
+            key k = codec<key>::decode(in);
+            mapped v = codec<mapped>::decode(in);
+            if (!m.emplace(std::move(k), std::move(v)).second) throw codec_error("tandem: duplicate key in a map");
+        }
+        return m;
+    }
+};
+
+template <class T>
+    requires bytewise_codec<T>
+struct min_encoded_size<T> : std::integral_constant<std::size_t, sizeof(T)> {};
+template <>
+struct min_encoded_size<std::string> : std::integral_constant<std::size_t, 8> {};
+template <class T, class A>
+struct min_encoded_size<std::vector<T, A>> : std::integral_constant<std::size_t, 8> {};
+template <class T, std::size_t N>
+struct min_encoded_size<std::array<T, N>> : std::integral_constant<std::size_t, N * min_encoded_size<T>::value> {};
+template <class... T>
+struct min_encoded_size<std::tuple<T...>> : std::integral_constant<std::size_t, (std::size_t{0} + ... + min_encoded_size<T>::value)> {};
+template <class A, class B>
+struct min_encoded_size<std::pair<A, B>>
+    : std::integral_constant<std::size_t, min_encoded_size<A>::value + min_encoded_size<B>::value> {};
+
+} // namespace detail
+
+template <class K, class V, class C, class A>
+struct codec<std::map<K, V, C, A>> : detail::map_codec<std::map<K, V, C, A>> {};
+template <class K, class V, class H, class E, class A>
+struct codec<std::unordered_map<K, V, H, E, A>> : detail::map_codec<std::unordered_map<K, V, H, E, A>> {};
+
+/// The encoded size of values, without encoding them.
+template <class... T>
+std::size_t encoded_size(const T&... values) {
+    encoder counter;
+    (counter(values), ...);
+    return counter.size();
+}
+
+/// Encodes values into a new byte vector (tests, custom transports).
+template <class... T>
+std::vector<std::byte> encode(const T&... values) {
+    std::vector<std::byte> bytes(encoded_size(values...));
+    encoder out(bytes.data(), bytes.size());
+    (out(values), ...);
+    return bytes;
+}
+
+/// Decodes one T that must fill the bytes exactly.
+template <class T>
+T decode(const std::byte* data, std::size_t size) {
+    decoder in(data, size);
+    T value = codec<T>::decode(in);
+    if (in.remaining() != 0) throw codec_error("tandem: trailing bytes after a message");
+    return value;
+}
+
+} // namespace tandem

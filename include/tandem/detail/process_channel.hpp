@@ -1,0 +1,231 @@
+// tandem — the framing between a process_pool and its worker processes. Layer: detail.
+//
+// A channel is an AF_UNIX SOCK_SEQPACKET pair: message boundaries are kept by the kernel and a
+// passed descriptor belongs to exactly one message. A message is a fixed header plus either
+// the payload inline (up to max_inline bytes) or one memfd holding it, so a 64 MiB argument
+// is written once into shared pages and never streamed through a socket buffer.
+//
+// Nothing read from a channel is trusted: the receive buffer is fixed, truncated messages and
+// unexpected descriptors are errors, and a memfd payload's size is checked against the file.
+#pragma once
+
+#include "tandem/codec.hpp"
+#include "tandem/detail/syscall.hpp"
+#include "tandem/detail/unique_fd.hpp"
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <utility>
+#include <vector>
+
+namespace tandem::detail {
+
+enum class frame_kind : std::uint8_t {
+    job = 1,      // parent → worker: run entry(fn, payload)
+    quit,         // parent → worker: exit now (recycling, shutdown)
+    ready,        // worker → parent: the initializer ran, send jobs
+    result,       // worker → parent: payload = encoded result
+    error,        // worker → parent: payload = (type name, what())
+    init_failed,  // worker → parent: the initializer threw, payload as for error
+    spawn,        // pool → zygote: fork a worker on the passed channel; report on the passed fd
+    kill,         // pool → zygote: SIGKILL worker `id` (a pid)
+    spawned,      // zygote → pool: worker `id` (a pid) started for token `fn`
+    exited,       // zygote → pool: worker `id` (a pid) was reaped, wait status in `fn`
+    spawn_failed, // zygote → pool: fork failed for token `fn`, errno in `id`
+};
+
+struct frame_header {
+    static constexpr std::uint32_t expected_magic = 0x4d444e54; // "TNDM"
+    std::uint32_t magic = expected_magic;
+    frame_kind kind{};
+    std::uint8_t in_memfd = 0;
+    std::uint16_t reserved = 0;
+    std::uint64_t id = 0;
+    std::uint64_t entry = 0;
+    std::uint64_t fn = 0;
+    std::uint64_t size = 0; // payload bytes
+};
+
+/// Payloads up to this size travel inside the message; larger ones in a memfd.
+inline constexpr std::size_t max_inline = 60 * 1024;
+inline constexpr std::size_t max_message = sizeof(frame_header) + max_inline;
+
+/// A malformed message: the sender is broken or not ours.
+class protocol_error : public codec_error {
+public:
+    using codec_error::codec_error;
+};
+
+/// Bytes to send: a small vector, or a sealed-size memfd for large payloads.
+class outgoing_payload {
+public:
+    outgoing_payload() = default;
+
+    /// Encodes values: measured first, then written once into their final home.
+    template <class... T>
+    static outgoing_payload of(const T&... values) {
+        outgoing_payload p;
+        p.m_size = encoded_size(values...);
+        if (p.m_size <= max_inline) {
+            p.m_inline.resize(p.m_size);
+            encoder out(p.m_inline.data(), p.m_size);
+            (out(values), ...);
+        } else {
+            p.m_memfd = make_memfd(p.m_size);
+            void* map = ::mmap(nullptr, p.m_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, p.m_memfd.get(), 0);
+            if (map == MAP_FAILED) throw_errno("tandem: mmap of a process_pool payload");
+            struct unmap {
+                void* p;
+                std::size_t n;
+                ~unmap() { ::munmap(p, n); }
+            } guard{map, p.m_size};
+            encoder out(static_cast<std::byte*>(map), p.m_size);
+            (out(values), ...);
+        }
+        return p;
+    }
+
+    std::size_t size() const noexcept { return m_size; }
+    bool in_memfd() const noexcept { return static_cast<bool>(m_memfd); }
+
+    /// Sends header + payload as one message. Returns 0 or an errno (EPIPE: peer gone).
+    int send(int fd, frame_header header) const noexcept {
+        header.size = m_size;
+        header.in_memfd = in_memfd();
+        return send_frame(fd, header, in_memfd() ? nullptr : m_inline.data(), in_memfd() ? 0 : m_size,
+                          in_memfd() ? m_memfd.get() : -1, -1);
+    }
+
+    static unique_fd make_memfd(std::size_t size) {
+        unique_fd fd(::memfd_create("tandem-payload", MFD_CLOEXEC));
+        if (!fd) throw_errno("tandem: memfd_create");
+        if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) throw_errno("tandem: ftruncate of a payload memfd");
+        return fd;
+    }
+
+    /// Sends one message with up to two descriptors. Returns 0 or an errno.
+    static int send_frame(int fd, const frame_header& header, const void* data, std::size_t size, int fd1,
+                          int fd2) noexcept {
+        iovec iov[2] = {{const_cast<frame_header*>(&header), sizeof header}, {const_cast<void*>(data), size}};
+        msghdr msg{};
+        msg.msg_iov = iov;
+        msg.msg_iovlen = size ? 2 : 1;
+        alignas(cmsghdr) char control[CMSG_SPACE(2 * sizeof(int))];
+        const int nfds = (fd1 >= 0) + (fd2 >= 0);
+        if (nfds) {
+            std::memset(control, 0, sizeof control);
+            msg.msg_control = control;
+            msg.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+            cmsghdr* c = CMSG_FIRSTHDR(&msg);
+            c->cmsg_level = SOL_SOCKET;
+            c->cmsg_type = SCM_RIGHTS;
+            c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+            const int fds[2] = {fd1 >= 0 ? fd1 : fd2, fd2};
+            std::memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
+        }
+        const ssize_t n = retry_on_eintr([&] { return ::sendmsg(fd, &msg, MSG_NOSIGNAL); });
+        if (n < 0) return errno;
+        return static_cast<std::size_t>(n) == sizeof header + size ? 0 : EMSGSIZE;
+    }
+
+private:
+    std::size_t m_size = 0;
+    std::vector<std::byte> m_inline;
+    unique_fd m_memfd;
+};
+
+/// One received message. Its payload view lives in the receiver's buffer (inline) or in a
+/// private read-only mapping of the sender's memfd, until the message is destroyed.
+class incoming_frame {
+public:
+    incoming_frame() = default;
+    incoming_frame(const incoming_frame&) = delete;
+    incoming_frame& operator=(const incoming_frame&) = delete;
+    ~incoming_frame() { unmap(); }
+
+    frame_header header;
+    unique_fd passed[2]; // descriptors that came with the message (spawn)
+
+    const std::byte* data() const noexcept { return m_data; }
+    std::size_t size() const noexcept { return header.size; }
+
+    /// Receives one message into `buffer` (max_message bytes). Returns 1 (a message),
+    /// 0 (end of stream), or -errno (EAGAIN with MSG_DONTWAIT). Throws protocol_error for a
+    /// malformed one.
+    int receive(int fd, std::byte* buffer, int flags = 0, std::size_t fds_allowed = 0) {
+        unmap();
+        iovec iov{buffer, max_message};
+        msghdr msg{};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        alignas(cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))];
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof control;
+        const ssize_t n = retry_on_eintr([&] { return ::recvmsg(fd, &msg, flags | MSG_CMSG_CLOEXEC); });
+        if (n < 0) return -errno;
+        // Take ownership of every passed descriptor first, so an error path leaks none.
+        unique_fd received[4];
+        std::size_t nfds = 0;
+        for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+            const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (std::size_t i = 0; i < count && nfds < 4; ++i) {
+                int passed_fd;
+                std::memcpy(&passed_fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+                received[nfds++].reset(passed_fd);
+            }
+        }
+        if (n == 0 && nfds == 0) return 0;
+        if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) throw protocol_error("tandem: oversized message on a process channel");
+        if (static_cast<std::size_t>(n) < sizeof header) throw protocol_error("tandem: short message on a process channel");
+        std::memcpy(&header, buffer, sizeof header);
+        if (header.magic != frame_header::expected_magic) throw protocol_error("tandem: bad magic on a process channel");
+        const std::size_t body = static_cast<std::size_t>(n) - sizeof header;
+        if (header.in_memfd) {
+            if (body != 0 || nfds != 1) throw protocol_error("tandem: malformed memfd message");
+            struct stat st {};
+            if (::fstat(received[0].get(), &st) != 0 || st.st_size < 0 ||
+                static_cast<std::uint64_t>(st.st_size) < header.size || header.size <= max_inline)
+                throw protocol_error("tandem: memfd payload size does not match its message");
+            void* map = ::mmap(nullptr, header.size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, received[0].get(), 0);
+            if (map == MAP_FAILED) throw_errno("tandem: mmap of a received payload");
+            m_map = map;
+            m_data = static_cast<const std::byte*>(map);
+        } else {
+            if (header.size != body) throw protocol_error("tandem: message size does not match its header");
+            if (nfds > fds_allowed) throw protocol_error("tandem: unexpected descriptor on a process channel");
+            for (std::size_t i = 0; i < nfds && i < 2; ++i) passed[i] = std::move(received[i]);
+            m_data = buffer + sizeof header;
+        }
+        return 1;
+    }
+
+private:
+    void unmap() noexcept {
+        if (m_map) ::munmap(m_map, header.size);
+        m_map = nullptr;
+        m_data = nullptr;
+    }
+    void* m_map = nullptr;
+    const std::byte* m_data = nullptr;
+};
+
+/// A connected SOCK_SEQPACKET pair, both ends close-on-exec, with room for a whole message.
+inline std::pair<unique_fd, unique_fd> make_channel() {
+    int fds[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) != 0) throw_errno("tandem: socketpair");
+    std::pair<unique_fd, unique_fd> ends{unique_fd(fds[0]), unique_fd(fds[1])};
+    const int buffer = 4 * static_cast<int>(max_message);
+    for (int fd : fds) ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer, sizeof buffer);
+    return ends;
+}
+
+} // namespace tandem::detail
