@@ -87,7 +87,8 @@ public:
     process_job& operator=(const process_job&) = delete;
 
     /// Delivers the outcome: a frame from the worker, or an error. Drops the pool's reference.
-    virtual void complete(const incoming_frame* frame, std::exception_ptr error) noexcept = 0;
+    /// False if the frame did not decode (the worker that sent it cannot be trusted).
+    virtual bool complete(const incoming_frame* frame, std::exception_ptr error) noexcept = 0;
 
     void add_ref() noexcept { m_refs.fetch_add(1, std::memory_order_relaxed); }
     void release() noexcept {
@@ -127,15 +128,20 @@ private:
 
 /// The worker's reply as an R, or its exception as a remote_error.
 template <class R>
-R decode_reply(const incoming_frame& f) {
-    if (f.header.kind == frame_kind::error) {
-        auto [type, what] = decode<std::pair<std::string, std::string>>(f.data(), f.size());
-        throw remote_error(std::move(type), std::move(what));
-    }
-    if constexpr (std::is_void_v<R>) {
-        if (f.size() != 0) throw codec_error("tandem: trailing bytes after a void result");
-    } else {
-        return decode<R>(f.data(), f.size());
+R decode_reply(const incoming_frame& f, bool& decoded) {
+    try {
+        if (f.header.kind == frame_kind::error) {
+            auto [type, what] = decode<std::pair<std::string, std::string>>(f.data(), f.size());
+            throw remote_error(std::move(type), std::move(what));
+        }
+        if constexpr (std::is_void_v<R>) {
+            if (f.size() != 0) throw codec_error("tandem: trailing bytes after a void result");
+        } else {
+            return decode<R>(f.data(), f.size());
+        }
+    } catch (const codec_error&) {
+        decoded = false;
+        throw;
     }
 }
 
@@ -147,9 +153,10 @@ public:
     job_listener* m_listener = nullptr; // loop thread only
     job_outcome<R> m_outcome;
 
-    void complete(const incoming_frame* frame, std::exception_ptr error) noexcept override {
+    bool complete(const incoming_frame* frame, std::exception_ptr error) noexcept override {
+        bool decoded = true;
         if (frame) {
-            m_outcome.produce([&]() -> R { return decode_reply<R>(*frame); });
+            m_outcome.produce([&]() -> R { return decode_reply<R>(*frame, decoded); });
         } else {
             m_outcome.fail(std::move(error));
         }
@@ -163,6 +170,7 @@ public:
             m_state.store(state::delivered, std::memory_order_release);
         }
         release();
+        return decoded;
     }
 };
 
@@ -172,15 +180,17 @@ public:
     using process_job::process_job;
     std::promise<R> m_promise;
 
-    void complete(const incoming_frame* frame, std::exception_ptr error) noexcept override {
+    bool complete(const incoming_frame* frame, std::exception_ptr error) noexcept override {
+        bool decoded = true;
         job_outcome<R> outcome;
         if (frame) {
-            outcome.produce([&]() -> R { return decode_reply<R>(*frame); });
+            outcome.produce([&]() -> R { return decode_reply<R>(*frame, decoded); });
         } else {
             outcome.fail(std::move(error));
         }
         outcome.deliver_to(m_promise);
         release();
+        return decoded;
     }
 };
 
@@ -451,6 +461,7 @@ private:
         bool spawned = false; // pid known
         bool ready = false;   // initializer done
         bool leaving = false; // told to quit or killed: its exit is expected
+        bool settling = false; // its last reply is being decoded: not idle yet
         detail::process_job* job = nullptr;
         clock::time_point deadline = clock::time_point::max();
         std::size_t jobs_done = 0;
@@ -576,7 +587,7 @@ private:
     }
 
     static bool idle(const worker_slot& s) noexcept {
-        return s.alive && s.spawned && s.ready && !s.leaving && s.job == nullptr;
+        return s.alive && s.spawned && s.ready && !s.leaving && !s.settling && s.job == nullptr;
     }
 
     /// Sends the job to worker i. False if the worker is gone (the job did not start).
@@ -867,13 +878,26 @@ private:
             detail::process_job* job = std::exchange(s->job, nullptr);
             s->deadline = clock::time_point::max();
             ++s->jobs_done;
+            // Decode before the worker gets another job: a reply that does not decode means
+            // the worker cannot be trusted, and no innocent job should be on it then.
+            s->settling = true;
+            lock.unlock();
+            const bool decoded = job ? job->complete(&f, nullptr) : true; // off the loop thread
+            lock.lock();
+            s = slot_for(token);
+            if (!s) return;
+            s->settling = false;
+            if (!decoded) {
+                s->leaving = true;
+                m_zygote->kill(s->pid);
+                ::epoll_ctl(m_epoll.get(), EPOLL_CTL_DEL, fd, nullptr);
+                return;
+            }
             if (m_closing || (m_options.max_jobs_per_worker != 0 && s->jobs_done >= m_options.max_jobs_per_worker)) {
                 quit_locked(*s);
             } else {
                 feed_locked(i);
             }
-            lock.unlock();
-            if (job) job->complete(&f, nullptr); // decodes here, off the loop
         }
     }
 

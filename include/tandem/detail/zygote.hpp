@@ -145,17 +145,22 @@ public:
         static std::shared_ptr<zygote> shared;
         std::lock_guard lock(mutex);
         if (!shared || !shared->alive()) {
-            const std::size_t threads = count_threads();
-            if (threads > sanitizer_threads + 1 && !allow_threads)
-                throw std::logic_error(
-                    "tandem: process_pool must be created before this process starts threads (it has " +
-                    std::to_string(threads) +
-                    "): a forked copy would inherit locks held by the other threads and deadlock. "
-                    "Create the first process_pool at the top of main, or call tandem::start_zygote() there; "
-                    "process_pool_options::allow_threads forces it");
+            check_single_threaded(allow_threads);
             shared = std::shared_ptr<zygote>(new zygote());
         }
         return shared;
+    }
+
+    /// Throws std::logic_error if other threads run (forking now would be unsafe).
+    static void check_single_threaded(bool allow_threads) {
+        const std::size_t threads = count_threads();
+        if (threads > sanitizer_threads + 1 && !allow_threads)
+            throw std::logic_error(
+                "tandem: process_pool must be created before this process starts threads (it has " +
+                std::to_string(threads) +
+                "): a forked copy would inherit locks held by the other threads and deadlock. "
+                "Create the first process_pool at the top of main, or call tandem::start_zygote() there; "
+                "process_pool_options::allow_threads forces it");
     }
 
     zygote(const zygote&) = delete;
@@ -308,11 +313,13 @@ private:
         // Die with the zygote (which dies with the parent).
         ::prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (::getppid() != zygote_pid) _exit(0);
+        // A clean process: default dispositions (a parent's crash handler or test framework
+        // would otherwise catch a job's abort()), nothing blocked.
+        for (int sig = 1; sig < NSIG; ++sig)
+            if (sig != SIGKILL && sig != SIGSTOP) ::signal(sig, SIG_DFL);
         sigset_t none;
         sigemptyset(&none);
         ::sigprocmask(SIG_SETMASK, &none, nullptr);
-        ::signal(SIGINT, SIG_DFL);
-        ::signal(SIGPIPE, SIG_DFL);
         ::prctl(PR_SET_NAME, "tandem-worker");
         worker_main(init);
     }

@@ -1,0 +1,128 @@
+#include "tandem/codec.hpp"
+
+#include "catch.hpp"
+
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <unordered_map>
+#include <vector>
+
+namespace {
+
+enum class colour : std::uint8_t { red = 1, green = 2 };
+
+struct point {
+    int x;
+    int y;
+    bool operator==(const point&) const = default;
+};
+
+/// A user type with its own codec (not bytewise: it owns a string).
+struct person {
+    std::string name;
+    std::vector<point> path;
+    bool operator==(const person&) const = default;
+};
+
+template <class T>
+T round_trip(const T& value) {
+    const std::vector<std::byte> bytes = tandem::encode(value);
+    REQUIRE(bytes.size() == tandem::encoded_size(value));
+    return tandem::decode<T>(bytes.data(), bytes.size());
+}
+
+std::vector<std::byte> bytes_of(std::uint64_t count) {
+    std::vector<std::byte> b(sizeof count);
+    std::memcpy(b.data(), &count, sizeof count);
+    return b;
+}
+
+} // namespace
+
+template <>
+inline constexpr bool tandem::bytewise_codec<point> = true;
+
+template <>
+struct tandem::codec<person> {
+    static void encode(tandem::encoder& out, const person& p) { out(p.name)(p.path); }
+    static person decode(tandem::decoder& in) {
+        person p;
+        p.name = in.get<std::string>();
+        p.path = in.get<std::vector<point>>();
+        return p;
+    }
+};
+
+TEST_CASE("every built-in codec type round-trips", "[codec]") {
+    CHECK(round_trip(42) == 42);
+    CHECK(round_trip(-1.5) == -1.5);
+    CHECK(round_trip(std::numeric_limits<std::uint64_t>::max()) == std::numeric_limits<std::uint64_t>::max());
+    CHECK(round_trip(true));
+    CHECK(round_trip('x') == 'x');
+    CHECK(round_trip(colour::green) == colour::green);
+    CHECK(round_trip(std::string()) == "");
+    CHECK(round_trip(std::string("hello\0world", 11)) == std::string("hello\0world", 11));
+    CHECK(round_trip(std::vector<int>{1, 2, 3}) == std::vector<int>{1, 2, 3});
+    CHECK(round_trip(std::vector<std::string>{"a", "", "ccc"}) == std::vector<std::string>{"a", "", "ccc"});
+    CHECK(round_trip(std::array<double, 3>{1, 2, 3}) == std::array<double, 3>{1, 2, 3});
+    CHECK(round_trip(std::array<std::string, 2>{"x", "yz"}) == std::array<std::string, 2>{"x", "yz"});
+    CHECK(round_trip(std::pair<int, std::string>{7, "seven"}) == std::pair<int, std::string>{7, "seven"});
+    CHECK(round_trip(std::tuple<int, std::string, double>{1, "two", 3.0}) == std::tuple<int, std::string, double>{1, "two", 3.0});
+    CHECK(round_trip(std::tuple<>{}) == std::tuple<>{});
+    CHECK(round_trip(std::optional<std::string>{}) == std::nullopt);
+    CHECK(round_trip(std::optional<std::string>{"here"}) == std::optional<std::string>{"here"});
+    const std::map<std::string, std::vector<int>> m{{"a", {1}}, {"b", {}}, {"c", {2, 3}}};
+    CHECK(round_trip(m) == m);
+    const std::unordered_map<int, std::optional<std::pair<int, std::string>>> u{{1, std::nullopt}, {2, std::pair{3, "x"}}};
+    CHECK(round_trip(u) == u);
+    const std::vector<std::map<int, std::vector<std::optional<std::string>>>> nested{{{1, {"a", std::nullopt}}}, {}};
+    CHECK(round_trip(nested) == nested);
+}
+
+TEST_CASE("user types: bytewise opt-in and a codec specialization", "[codec]") {
+    CHECK(round_trip(point{3, -4}) == point{3, -4});
+    const std::vector<point> path{{1, 2}, {3, 4}};
+    CHECK(tandem::encoded_size(path) == 8 + 2 * sizeof(point)); // one memcpy, no per-element framing
+    CHECK(round_trip(path) == path);
+    const person p{"ada", path};
+    CHECK(round_trip(p) == p);
+    CHECK(round_trip(std::vector<person>{p, {"bob", {}}}) == std::vector<person>{p, {"bob", {}}});
+}
+
+TEST_CASE("malformed input is a codec_error and never a huge allocation or an over-read", "[codec]") {
+    // Counts far beyond the bytes that follow: rejected before anything is allocated.
+    for (std::uint64_t count : {std::uint64_t{1} << 60, std::numeric_limits<std::uint64_t>::max(), std::uint64_t{3}}) {
+        const auto b = bytes_of(count);
+        CHECK_THROWS_AS(tandem::decode<std::string>(b.data(), b.size()), tandem::codec_error);
+        CHECK_THROWS_AS(tandem::decode<std::vector<double>>(b.data(), b.size()), tandem::codec_error);
+        CHECK_THROWS_AS(tandem::decode<std::vector<std::string>>(b.data(), b.size()), tandem::codec_error);
+        using big_map = std::map<int, std::string>;
+        CHECK_THROWS_AS(tandem::decode<big_map>(b.data(), b.size()), tandem::codec_error);
+        if (count > 3) CHECK_THROWS_AS(tandem::decode<std::vector<std::tuple<>>>(b.data(), b.size()), tandem::codec_error);
+    }
+    // Elements that encode to nothing cannot be checked against the bytes: a small count is fine.
+    const auto three = bytes_of(3);
+    CHECK(tandem::decode<std::vector<std::tuple<>>>(three.data(), three.size()).size() == 3);
+    // Truncation at every length of a valid message.
+    const auto good = tandem::encode(std::map<std::string, std::vector<int>>{{"key", {1, 2, 3}}});
+    for (std::size_t n = 0; n < good.size(); ++n) {
+        std::vector<std::byte> cut(good.begin(), good.begin() + static_cast<std::ptrdiff_t>(n));
+        using map_type = std::map<std::string, std::vector<int>>;
+        CHECK_THROWS_AS(tandem::decode<map_type>(cut.data(), cut.size()), tandem::codec_error);
+    }
+    // Trailing bytes, a bad optional flag, a duplicate map key.
+    auto extra = tandem::encode(7);
+    extra.push_back(std::byte{0});
+    CHECK_THROWS_AS(tandem::decode<int>(extra.data(), extra.size()), tandem::codec_error);
+    const std::byte flag[] = {std::byte{2}};
+    CHECK_THROWS_AS(tandem::decode<std::optional<int>>(flag, 1), tandem::codec_error);
+    auto dup = tandem::encode(std::uint64_t{2}, 1, 10, 1, 20);
+    using int_map = std::map<int, int>;
+    CHECK_THROWS_AS(tandem::decode<int_map>(dup.data(), dup.size()), tandem::codec_error);
+}

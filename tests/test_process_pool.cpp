@@ -1,0 +1,474 @@
+#include "tandem/process_pool.hpp"
+
+#include "catch.hpp"
+#include "tandem/spawn.hpp"
+#include "tandem/time.hpp"
+#include "tandem/when.hpp"
+
+#include <arpa/inet.h>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdlib>
+#include <dirent.h>
+#include <fstream>
+#include <map>
+#include <netinet/in.h>
+#include <numeric>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <thread>
+#include <tuple>
+#include <unistd.h>
+#include <vector>
+
+using namespace std::chrono_literals;
+
+namespace {
+
+int add(int a, int b) { return a + b; }
+long square(long x) { return x * x; }
+int worker_pid() { return static_cast<int>(::getpid()); }
+
+/// A UDP port on 127.0.0.1 that jobs report to: "I started, my pid is N". Lets a test act on a
+/// job that is really running in its worker, without sleeping.
+class beacon {
+public:
+    beacon() : m_fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)) {
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        REQUIRE(::bind(m_fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+        socklen_t len = sizeof a;
+        ::getsockname(m_fd, reinterpret_cast<sockaddr*>(&a), &len);
+        m_port = ntohs(a.sin_port);
+        const timeval limit{30, 0};
+        ::setsockopt(m_fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+    }
+    ~beacon() { ::close(m_fd); }
+    int port() const { return m_port; }
+    /// The pid the next job reported (30 s at most).
+    pid_t wait() const {
+        int pid = 0;
+        REQUIRE(::recv(m_fd, &pid, sizeof pid, 0) == sizeof pid);
+        return pid;
+    }
+
+private:
+    int m_fd;
+    int m_port = 0;
+};
+
+/// In the worker: report our pid to the beacon.
+void announce(int port) {
+    const int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<std::uint16_t>(port));
+    const int pid = static_cast<int>(::getpid());
+    ::sendto(fd, &pid, sizeof pid, 0, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    ::close(fd);
+}
+
+/// Announces itself, then never returns on its own.
+int hang(int port) {
+    if (port) announce(port);
+    for (;;) ::pause();
+}
+
+std::vector<std::byte> pattern(std::size_t n, unsigned seed) {
+    std::vector<std::byte> v(n);
+    for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<std::byte>((i * 131 + seed) & 0xff);
+    return v;
+}
+
+int g_initialized = 0;
+void initialize_worker() { g_initialized = 42; }
+void failing_initializer() { throw std::runtime_error("no config file"); }
+
+bool process_gone(pid_t pid) { return ::kill(pid, 0) != 0 && errno == ESRCH; }
+
+/// The children of a process, from /proc (empty when it has none).
+std::string children_of(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
+    std::string text;
+    std::getline(in, text);
+    return text;
+}
+
+struct custom_failure : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+} // namespace
+
+TEST_CASE("results and exceptions round-trip through a worker process", "[process_pool]") {
+    tandem::process_pool pool({.workers = 2});
+    CHECK(pool.size() == 2);
+    CHECK(pool.submit(add, 2, 3).get() == 5);
+    CHECK(pool.submit(square, 12).get() == 144); // int converted to the parameter's long
+    CHECK(pool.submit(worker_pid).get() != ::getpid());
+    using nested = std::map<std::string, std::vector<std::optional<std::pair<int, std::string>>>>;
+    const nested value{{"a", {std::nullopt, std::pair{1, "one"}}}, {"b", {}}};
+    CHECK(pool.submit([](nested v) { v["c"].push_back(std::pair{3, "three"}); return v; }, value).get().at("c").size() == 1);
+    CHECK(pool.submit([](std::tuple<int, double, std::string> t) { return std::get<2>(t) + "!"; },
+                      std::tuple<int, double, std::string>{1, 2.0, "three"})
+              .get() == "three!");
+    CHECK(pool.submit([](std::array<int, 4> a) { return std::accumulate(a.begin(), a.end(), 0); }, std::array<int, 4>{1, 2, 3, 4})
+              .get() == 10);
+    pool.submit([](int) {}, 1).get(); // void results
+
+    try {
+        pool.submit([](std::string s) -> int { throw std::invalid_argument("bad input: " + s); }, std::string("x")).get();
+        FAIL("no exception");
+    } catch (const tandem::remote_error& e) {
+        CHECK(e.type_name() == "std::invalid_argument");
+        CHECK(e.message() == "bad input: x");
+        CHECK(std::string(e.what()) == "std::invalid_argument: bad input: x");
+    }
+    try {
+        pool.submit([] { throw custom_failure("custom"); }).get();
+        FAIL("no exception");
+    } catch (const tandem::remote_error& e) {
+        CHECK(e.type_name().find("custom_failure") != std::string::npos);
+        CHECK(e.message() == "custom");
+    }
+    try {
+        pool.submit([] { throw 7; }).get();
+        FAIL("no exception");
+    } catch (const tandem::remote_error& e) {
+        CHECK(e.type_name() == "int");
+    }
+    CHECK(pool.submit(add, 1, 1).get() == 2); // the pool is unharmed
+}
+
+TEST_CASE("co_await run keeps the loop going and 10000 small jobs all come back", "[process_pool]") {
+    tandem::process_pool pool({.workers = 2});
+    tandem::event_loop loop;
+    loop.run([&]() -> tandem::task<> {
+        // A tick keeps running while a job computes in another process.
+        int ticks = 0;
+        auto ticker = tandem::spawn([&]() -> tandem::task<> {
+            for (;;) {
+                co_await tandem::sleep_for(1ms);
+                ++ticks;
+            }
+        }());
+        const double r = co_await pool.run([](long n) {
+            double s = 0;
+            const auto until = std::chrono::steady_clock::now() + 50ms;
+            for (long i = 0; i < n || std::chrono::steady_clock::now() < until; ++i) s += std::sqrt(static_cast<double>(i % n));
+            return s > 0 ? 1.0 : 0.0;
+        }, 1000L);
+        CHECK(r == 1.0);
+        CHECK(ticks >= 10); // the loop was free for the ~50 ms the job took
+        ticker.cancel();
+
+        std::vector<tandem::task<int>> jobs;
+        for (int i = 0; i < 10'000; ++i) jobs.push_back(pool.run(add, i, 1));
+        const std::vector<int> results = co_await tandem::when_all(std::move(jobs));
+        long long sum = 0;
+        for (int x : results) sum += x;
+        CHECK(sum == 10'000LL * 10'001 / 2);
+
+        std::vector<long> inputs(1000);
+        std::iota(inputs.begin(), inputs.end(), 0L);
+        for (std::size_t chunk : {std::size_t{1}, std::size_t{7}, std::size_t{1000}, std::size_t{5000}}) {
+            const std::vector<long> squares = co_await pool.map(square, inputs, chunk);
+            REQUIRE(squares.size() == 1000);
+            CHECK(squares[999] == 999L * 999);
+            CHECK(squares[10] == 100);
+        }
+        const std::vector<long> none = co_await pool.map(square, std::vector<long>{}, 10);
+        CHECK(none.empty());
+    }());
+}
+
+TEST_CASE("a worker killed with SIGKILL mid-job fails that job only and the next job succeeds", "[process_pool][crash]") {
+    tandem::process_pool pool({.workers = 2});
+    beacon started;
+    auto victim = pool.submit(hang, started.port());
+    const pid_t pid = started.wait();
+    auto bystander = pool.submit([](int port) { // runs on the other worker meanwhile
+        announce(port);
+        return 7;
+    }, started.port());
+    (void)started.wait();
+    REQUIRE(::kill(pid, SIGKILL) == 0);
+    try {
+        victim.get();
+        FAIL("the job survived its worker");
+    } catch (const tandem::worker_crashed& e) {
+        CHECK(e.signal() == SIGKILL);
+        CHECK(e.exit_status() == -1);
+        CHECK(e.pid() == pid);
+        CHECK(std::string(e.what()).find("signal 9") != std::string::npos);
+    }
+    CHECK(bystander.get() == 7);
+    for (int i = 0; i < 20; ++i) CHECK(pool.submit(add, i, i).get() == 2 * i);
+    CHECK(pool.workers_started() == 3);
+    const auto pids = pool.worker_pids();
+    CHECK(std::find(pids.begin(), pids.end(), pid) == pids.end());
+}
+
+TEST_CASE("abort() and exit() in a job fail that job with worker_crashed", "[process_pool][crash]") {
+    tandem::process_pool pool({.workers = 1});
+    try {
+        pool.submit([] { std::abort(); }).get();
+        FAIL("no exception");
+    } catch (const tandem::worker_crashed& e) {
+        CHECK(e.signal() == SIGABRT);
+    }
+    try {
+        pool.submit([] { std::_Exit(3); }).get();
+        FAIL("no exception");
+    } catch (const tandem::worker_crashed& e) {
+        CHECK(e.signal() == 0);
+        CHECK(e.exit_status() == 3);
+    }
+    CHECK(pool.submit(add, 20, 22).get() == 42);
+}
+
+TEST_CASE("a job past its timeout is killed with its worker and fails with timed_out", "[process_pool][timeout]") {
+    tandem::process_pool pool({.workers = 1, .job_timeout = 200ms});
+    const auto start = std::chrono::steady_clock::now();
+    CHECK_THROWS_AS(pool.submit(hang, 0).get(), tandem::timed_out);
+    const auto took = std::chrono::steady_clock::now() - start;
+    CHECK(took >= 190ms);
+    CHECK(took < 10s);
+    // One worker: the next job can only run if the hung one was really killed.
+    CHECK(pool.submit(add, 1, 2).get() == 3);
+    // Per call: a longer limit for one job, a shorter one for another.
+    CHECK(pool.submit(tandem::job_options{.timeout = 5s}, [] { return 1; }).get() == 1);
+    CHECK_THROWS_AS(pool.submit(tandem::job_options{.timeout = 50ms}, hang, 0).get(), tandem::timed_out);
+    CHECK(pool.submit(add, 2, 2).get() == 4);
+    CHECK(pool.workers_started() == 3);
+}
+
+TEST_CASE("cancelling the awaiting task kills the worker of a running job", "[process_pool][cancel]") {
+    tandem::process_pool pool({.workers = 1});
+    tandem::event_loop loop;
+    loop.run([&]() -> tandem::task<> {
+        // with_timeout cancels the awaiting task: the running job's worker is killed.
+        bool timed_out = false;
+        try {
+            co_await tandem::with_timeout(100ms, pool.run(hang, 0));
+        } catch (const tandem::timed_out&) {
+            timed_out = true;
+        }
+        CHECK(timed_out);
+        CHECK(co_await pool.run(add, 2, 2) == 4); // only possible if the hung worker is gone
+
+        // A queued job that is cancelled never runs (its worker is busy with another).
+        auto busy = tandem::spawn(pool.run(hang, 0));
+        auto queued = tandem::spawn(pool.run(worker_pid));
+        co_await tandem::sleep_for(1ms);
+        CHECK(pool.queued() == 1);
+        queued.cancel();
+        CHECK_THROWS_AS(co_await queued, tandem::cancelled);
+        CHECK(pool.queued() == 0);
+        busy.cancel();
+        CHECK_THROWS_AS(co_await busy, tandem::cancelled);
+        CHECK(co_await pool.run(add, 3, 3) == 6);
+    }());
+    CHECK(pool.workers_started() == 3);
+}
+
+TEST_CASE("max_jobs_per_worker recycles workers and the initializer runs in each one", "[process_pool]") {
+    tandem::process_pool pool({.workers = 1, .max_jobs_per_worker = 3, .initializer = &initialize_worker});
+    std::vector<int> pids;
+    for (int i = 0; i < 7; ++i) {
+        CHECK(pool.submit([] { return g_initialized; }).get() == 42);
+        pids.push_back(pool.submit(worker_pid).get());
+    }
+    // 14 jobs, 3 per worker: 5 workers, each pid seen for 3 consecutive jobs (the last for 2).
+    const std::set<int> distinct(pids.begin(), pids.end());
+    CHECK(distinct.size() == 5);
+    CHECK(pool.workers_started() >= 5);
+    CHECK(g_initialized == 0); // it ran in the workers, not here
+}
+
+TEST_CASE("an initializer that throws fails every job with a clear remote_error", "[process_pool]") {
+    tandem::process_pool pool({.workers = 2, .initializer = &failing_initializer});
+    for (int i = 0; i < 3; ++i) {
+        try {
+            pool.submit(add, 1, 1).get();
+            FAIL("no exception");
+        } catch (const tandem::remote_error& e) {
+            CHECK(std::string(e.what()).find("initializer") != std::string::npos);
+            CHECK(std::string(e.what()).find("no config file") != std::string::npos);
+        }
+    }
+}
+
+TEST_CASE("64 MiB argument and result cross through shared memory", "[process_pool][large]") {
+    tandem::process_pool pool({.workers = 1});
+    const std::size_t n = 64u << 20;
+    const std::vector<std::byte> input = pattern(n, 1);
+    // The job checks every byte it got and answers with a different 64 MiB pattern.
+    const std::vector<std::byte> output = pool.submit([](const std::vector<std::byte>& in) {
+        if (in != pattern(in.size(), 1)) throw std::runtime_error("argument corrupted");
+        return pattern(in.size(), 2);
+    }, input).get();
+    REQUIRE(output.size() == n);
+    CHECK(output == pattern(n, 2));
+    // Sizes around the inline limit take both paths.
+    for (std::size_t size : {tandem::detail::max_inline - 16, tandem::detail::max_inline - 8, tandem::detail::max_inline,
+                             tandem::detail::max_inline + 1}) {
+        const auto v = pattern(size, 3);
+        CHECK(pool.submit([](std::vector<std::byte> x) { return x; }, v).get() == v);
+    }
+}
+
+TEST_CASE("a malformed frame from a worker fails its job and costs only that worker", "[process_pool][crash]") {
+    tandem::process_pool pool({.workers = 1});
+    using tandem::detail::frame_header;
+    using tandem::detail::frame_kind;
+    // Claims a 1 TiB inline payload in a 40-byte message: an error, not an allocation.
+    CHECK_THROWS_AS(pool.submit([] {
+        const frame_header h{.kind = frame_kind::result, .size = std::uint64_t{1} << 40};
+        ::send(tandem::detail::worker_channel_fd, &h, sizeof h, 0);
+        for (;;) ::pause();
+    }).get(), tandem::codec_error);
+    // A memfd payload without the memfd.
+    CHECK_THROWS_AS(pool.submit([] {
+        const frame_header h{.kind = frame_kind::result, .in_memfd = 1, .size = std::uint64_t{1} << 40};
+        ::send(tandem::detail::worker_channel_fd, &h, sizeof h, 0);
+        for (;;) ::pause();
+    }).get(), tandem::codec_error);
+    // A well-framed result whose bytes do not decode as the result type.
+    CHECK_THROWS_AS(pool.submit([]() -> std::vector<int> {
+        const std::uint64_t count = std::uint64_t{1} << 61;
+        std::byte message[sizeof(frame_header) + sizeof count];
+        const frame_header h{.kind = frame_kind::result, .size = sizeof count};
+        std::memcpy(message, &h, sizeof h);
+        std::memcpy(message + sizeof h, &count, sizeof count);
+        ::send(tandem::detail::worker_channel_fd, message, sizeof message, 0);
+        for (;;) ::pause();
+    }).get(), tandem::codec_error);
+    // Garbage.
+    CHECK_THROWS_AS(pool.submit([] {
+        ::send(tandem::detail::worker_channel_fd, "GET / HTTP/1.1\r\n", 16, 0);
+        for (;;) ::pause();
+    }).get(), tandem::codec_error);
+    CHECK(pool.submit(add, 5, 5).get() == 10);
+}
+
+TEST_CASE("no zombie or orphan is left after the pool is destroyed", "[process_pool]") {
+    std::vector<pid_t> pids;
+    pid_t zygote = 0;
+    {
+        tandem::process_pool pool({.workers = 3});
+        for (int i = 0; i < 6; ++i) CHECK(pool.submit(add, i, 0).get() == i);
+        pids = pool.worker_pids();
+        zygote = pool.zygote_pid();
+        CHECK(pids.size() == 3);
+        CHECK(!children_of(zygote).empty());
+    }
+    for (pid_t pid : pids) CHECK(process_gone(pid)); // reaped, not zombies
+    CHECK(children_of(zygote).empty());
+}
+
+TEST_CASE("workers inherit no descriptor but their channel", "[process_pool]") {
+    // A listening socket opened before the pool (so before the zygote's fork, when this test
+    // runs in its own process) must not leak into the workers.
+    const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(listener >= 0);
+    ::listen(listener, 1);
+    tandem::process_pool pool({.workers = 1});
+    const std::vector<int> fds = pool.submit([] {
+        std::vector<int> open;
+        DIR* dir = ::opendir("/proc/self/fd");
+        while (dirent* e = ::readdir(dir))
+            if (e->d_name[0] != '.' && std::atoi(e->d_name) != ::dirfd(dir)) open.push_back(std::atoi(e->d_name));
+        ::closedir(dir);
+        std::sort(open.begin(), open.end());
+        return open;
+    }).get();
+    CHECK(fds == std::vector<int>{0, 1, 2, tandem::detail::worker_channel_fd});
+    ::close(listener);
+}
+
+TEST_CASE("graceful shutdown finishes running jobs and cancels queued ones while shutdown_now kills them", "[process_pool]") {
+    beacon started;
+    {
+        tandem::process_pool pool({.workers = 1});
+        auto running = pool.submit([](int port) {
+            announce(port);
+            ::usleep(200'000);
+            return 1;
+        }, started.port());
+        auto queued = pool.submit(add, 1, 1);
+        (void)started.wait();
+        pool.shutdown();
+        CHECK(running.get() == 1);
+        CHECK_THROWS_AS(queued.get(), tandem::cancelled);
+        CHECK_THROWS_AS(pool.submit(add, 1, 1), std::logic_error);
+    }
+    {
+        tandem::process_pool pool({.workers = 1});
+        auto running = pool.submit(hang, started.port());
+        const pid_t pid = started.wait();
+        const auto start = std::chrono::steady_clock::now();
+        pool.shutdown_now();
+        CHECK_THROWS_AS(running.get(), tandem::cancelled);
+        CHECK(std::chrono::steady_clock::now() - start < 10s);
+        CHECK(process_gone(pid));
+    }
+}
+
+TEST_CASE("a bounded queue parks awaiters and blocks submitters and loses nothing", "[process_pool]") {
+    tandem::process_pool pool({.workers = 1, .max_queued = 2});
+    tandem::event_loop loop;
+    loop.run([&]() -> tandem::task<> {
+        std::vector<tandem::task<int>> jobs;
+        for (int i = 0; i < 50; ++i) jobs.push_back(pool.run(add, i, 0));
+        std::vector<tandem::join_handle<int>> started;
+        for (auto& j : jobs) started.push_back(tandem::spawn(std::move(j)));
+        co_await tandem::sleep_for(0ms);
+        CHECK(pool.queued() <= 2);
+        int sum = 0;
+        for (auto& h : started) sum += co_await h;
+        CHECK(sum == 49 * 50 / 2);
+    }());
+    std::vector<std::thread> threads;
+    std::atomic<int> total{0};
+    for (int t = 0; t < 4; ++t)
+        threads.emplace_back([&] {
+            for (int i = 0; i < 25; ++i) total += pool.submit(add, i, 0).get();
+        });
+    for (auto& t : threads) t.join();
+    CHECK(total == 4 * (24 * 25 / 2));
+}
+
+TEST_CASE("creating the first pool in a process that already runs threads is a clear error", "[process_pool]") {
+    // In a child process, so this process's threads and zygote are not involved.
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        std::thread other([] { ::usleep(300'000); });
+        int code = 0;
+        try {
+            tandem::detail::zygote::check_single_threaded(false);
+            code = 1;
+        } catch (const std::logic_error& e) {
+            if (std::string(e.what()).find("before this process starts threads") == std::string::npos) code = 2;
+        }
+        try {
+            tandem::detail::zygote::check_single_threaded(true); // the explicit opt-in
+        } catch (...) {
+            code = 3;
+        }
+        other.join();
+        std::_Exit(code);
+    }
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+}
