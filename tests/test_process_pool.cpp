@@ -153,12 +153,12 @@ TEST_CASE("co_await run keeps the loop going and 10000 small jobs all come back"
     loop.run([&]() -> tandem::task<> {
         // A tick keeps running while a job computes in another process.
         int ticks = 0;
-        auto ticker = tandem::spawn([&]() -> tandem::task<> {
+        auto ticker = tandem::spawn([](int& count) -> tandem::task<> { // state as a parameter: the lambda dies
             for (;;) {
                 co_await tandem::sleep_for(1ms);
-                ++ticks;
+                ++count;
             }
-        }());
+        }(ticks));
         const double r = co_await pool.run([](long n) {
             double s = 0;
             const auto until = std::chrono::steady_clock::now() + 50ms;
@@ -365,6 +365,7 @@ TEST_CASE("no zombie or orphan is left after the pool is destroyed", "[process_p
     {
         tandem::process_pool pool({.workers = 3});
         for (int i = 0; i < 6; ++i) CHECK(pool.submit(add, i, 0).get() == i);
+        pool.wait_ready();
         pids = pool.worker_pids();
         zygote = pool.zygote_pid();
         CHECK(pids.size() == 3);

@@ -443,6 +443,17 @@ public:
             if (s.alive && s.pid > 0) pids.push_back(s.pid);
         return pids;
     }
+    /// Blocks until every worker has started and run its initializer (or the pool broke).
+    /// Never needed for correctness (jobs wait for workers); for start-up timing and tests.
+    void wait_ready() const {
+        std::unique_lock lock(m_mutex);
+        m_ready.wait(lock, [&] {
+            if (m_broken || m_closing) return true;
+            for (const worker_slot& s : m_slots)
+                if (!(s.alive && s.spawned && s.ready)) return false;
+            return true;
+        });
+    }
     /// Workers started so far, replacements included.
     std::size_t workers_started() const {
         std::lock_guard lock(m_mutex);
@@ -758,6 +769,7 @@ private:
                 if (worker_slot* s = slot_for(f.header.fn)) {
                     s->pid = static_cast<pid_t>(f.header.id);
                     s->spawned = true;
+                    m_ready.notify_all();
                     if (s->leaving || m_closing) m_zygote->kill(s->pid);
                     feed_locked(static_cast<std::size_t>(s - m_slots.data()));
                 }
@@ -834,6 +846,7 @@ private:
             const detail::frame_kind kind = f.header.kind;
             if (!malformed && kind == detail::frame_kind::ready) {
                 s->ready = true;
+                m_ready.notify_all();
                 if (m_closing) quit_locked(*s);
                 feed_locked(i);
                 continue;
@@ -845,6 +858,7 @@ private:
                     why = type + ": " + what;
                 } catch (...) {
                 }
+                m_ready.notify_all();
                 if (!m_broken)
                     m_broken = std::make_exception_ptr(remote_error("tandem::initializer_failed", "the process_pool initializer threw " + why));
                 s->leaving = true;
@@ -923,6 +937,7 @@ private:
         }
         m_queued = 0;
         m_space.notify_all();
+        m_ready.notify_all();
     }
 
     /// Jobs that can never run (the pool is broken) fail here, off the submitting thread.
@@ -998,6 +1013,7 @@ private:
     std::shared_ptr<detail::zygote> m_zygote;
     mutable std::mutex m_mutex;
     std::condition_variable m_space;
+    mutable std::condition_variable m_ready; // wait_ready()
     std::vector<worker_slot> m_slots;
     detail::intrusive_list<detail::process_job> m_queue;
     detail::intrusive_list<detail::process_job> m_overflow; // awaited jobs parked for queue room

@@ -159,13 +159,13 @@ public:
     }
     void fail(std::exception_ptr e) noexcept { m_error = std::move(e); }
     R take() {
-        if (m_error) std::rethrow_exception(m_error);
+        if (m_error) std::rethrow_exception(std::exchange(m_error, nullptr));
         return std::move(*m_value);
     }
     void deliver_to(std::promise<R>& p) noexcept {
         try {
             if (m_error) {
-                p.set_exception(m_error);
+                p.set_exception(std::exchange(m_error, nullptr));
             } else {
                 p.set_value(std::move(*m_value));
             }
@@ -191,13 +191,13 @@ public:
     }
     void fail(std::exception_ptr e) noexcept { m_error = std::move(e); }
     R& take() {
-        if (m_error) std::rethrow_exception(m_error);
+        if (m_error) std::rethrow_exception(std::exchange(m_error, nullptr));
         return *m_value;
     }
     void deliver_to(std::promise<R&>& p) noexcept {
         try {
             if (m_error) {
-                p.set_exception(m_error);
+                p.set_exception(std::exchange(m_error, nullptr));
             } else {
                 p.set_value(*m_value);
             }
@@ -223,12 +223,12 @@ public:
     }
     void fail(std::exception_ptr e) noexcept { m_error = std::move(e); }
     void take() {
-        if (m_error) std::rethrow_exception(m_error);
+        if (m_error) std::rethrow_exception(std::exchange(m_error, nullptr));
     }
     void deliver_to(std::promise<void>& p) noexcept {
         try {
             if (m_error) {
-                p.set_exception(m_error);
+                p.set_exception(std::exchange(m_error, nullptr));
             } else {
                 p.set_value();
             }
