@@ -298,6 +298,18 @@ private:
     }
 };
 
+/// An exception_ptr to a new E. Thrown in place, so no temporary E outlives the call: a
+/// temporary's copy-on-write message, released here after the receiving thread already
+/// dropped its copy, is the one race ThreadSanitizer cannot see through libstdc++.
+template <class E, class... A>
+std::exception_ptr make_failure(A&&... args) {
+    try {
+        throw E(static_cast<A&&>(args)...);
+    } catch (...) {
+        return std::current_exception();
+    }
+}
+
 inline std::string describe_exit(pid_t pid, int status) {
     std::string what = "tandem: worker process " + std::to_string(pid);
     if (WIFSIGNALED(status)) {
@@ -569,7 +581,7 @@ private:
         if (m_closing) {
             lock.unlock();
             job.m_state.store(detail::process_job::state::running);
-            job.complete(nullptr, std::make_exception_ptr(cancelled{}));
+            job.complete(nullptr, detail::make_failure<cancelled>());
             throw std::logic_error("tandem: process_pool is shutting down");
         }
         if (m_broken) {
@@ -693,8 +705,8 @@ private:
         auto [parent_end, worker_end] = detail::make_channel();
         const std::uint64_t token = (std::uint64_t{s.generation} << 32) | i;
         if (const int err = m_zygote->spawn(worker_end.get(), m_reports_for_zygote.get(), token, m_options.initializer)) {
-            m_broken = std::make_exception_ptr(std::system_error(err, std::system_category(),
-                                                                 "tandem: the process-pool zygote is gone; cannot start workers"));
+            m_broken = detail::make_failure<std::system_error>(err, std::system_category(),
+                                                                 "tandem: the process-pool zygote is gone; cannot start workers");
             return;
         }
         watch(parent_end.get(), token);
@@ -806,9 +818,9 @@ private:
         lock.unlock();
         if (job) {
             job->complete(nullptr,
-                          std::make_exception_ptr(worker_crashed(pid, WIFSIGNALED(status) ? WTERMSIG(status) : 0,
-                                                                 WIFEXITED(status) ? WEXITSTATUS(status) : -1,
-                                                                 detail::describe_exit(pid, status))));
+                          detail::make_failure<worker_crashed>(pid, WIFSIGNALED(status) ? WTERMSIG(status) : 0,
+                                                               WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+                                                               detail::describe_exit(pid, status)));
         }
         lock.lock();
     }
@@ -860,7 +872,7 @@ private:
                 }
                 m_ready.notify_all();
                 if (!m_broken)
-                    m_broken = std::make_exception_ptr(remote_error("tandem::initializer_failed", "the process_pool initializer threw " + why));
+                    m_broken = detail::make_failure<remote_error>("tandem::initializer_failed", "the process_pool initializer threw " + why);
                 s->leaving = true;
                 while (!m_queue.empty()) {
                     detail::process_job& job = m_queue.pop_front();
@@ -879,7 +891,7 @@ private:
             if (malformed || (kind != detail::frame_kind::result && kind != detail::frame_kind::error)) {
                 // Not ours, or broken: the worker cannot be trusted with another job.
                 if (!malformed)
-                    malformed = std::make_exception_ptr(detail::protocol_error("tandem: unexpected message from a worker"));
+                    malformed = detail::make_failure<detail::protocol_error>("tandem: unexpected message from a worker");
                 detail::process_job* job = std::exchange(s->job, nullptr);
                 s->leaving = true;
                 s->deadline = clock::time_point::max();
@@ -926,7 +938,7 @@ private:
         std::unique_lock lock(m_mutex);
         ::epoll_ctl(m_epoll.get(), EPOLL_CTL_DEL, m_zygote_pidfd.get(), nullptr);
         if (!m_broken)
-            m_broken = std::make_exception_ptr(std::runtime_error("tandem: the process-pool zygote died; the pool cannot start workers"));
+            m_broken = detail::make_failure<std::runtime_error>("tandem: the process-pool zygote died; the pool cannot start workers");
         for (std::size_t i = 0; i < m_slots.size(); ++i) {
             if (m_slots[i].alive) worker_exited(lock, i, SIGKILL); // its workers die with it (PDEATHSIG)
         }
@@ -948,7 +960,7 @@ private:
             std::lock_guard lock(m_mutex);
             if (m_failing.empty()) return;
             while (!m_failing.empty()) failing.push_back(m_failing.pop_front());
-            why = m_broken ? m_broken : std::make_exception_ptr(cancelled{});
+            why = m_broken ? m_broken : detail::make_failure<cancelled>();
         }
         while (!failing.empty()) failing.pop_front().complete(nullptr, why);
     }
@@ -969,7 +981,7 @@ private:
                 if (!s.alive && s.respawn_at <= now && !m_closing && !m_broken) spawn_locked(i);
             }
         }
-        for (detail::process_job* job : expired) job->complete(nullptr, std::make_exception_ptr(timed_out{}));
+        for (detail::process_job* job : expired) job->complete(nullptr, detail::make_failure<timed_out>());
     }
 
     void stop(bool finish_running) noexcept {
@@ -1004,8 +1016,8 @@ private:
             m_space.wait(lock, [&] { return m_blocked == 0; });
         }
         wake_dispatcher();
-        while (!abandoned.empty()) abandoned.pop_front().complete(nullptr, std::make_exception_ptr(cancelled{}));
-        for (detail::process_job* job : killed) job->complete(nullptr, std::make_exception_ptr(cancelled{}));
+        while (!abandoned.empty()) abandoned.pop_front().complete(nullptr, detail::make_failure<cancelled>());
+        for (detail::process_job* job : killed) job->complete(nullptr, detail::make_failure<cancelled>());
         m_dispatcher.join();
     }
 
