@@ -5,7 +5,23 @@ and expect exit status 0.
 
     check_http_example.py BINARY [--blocking]   (--blocking: /compute runs on the loop)
 """
-import http.client, json, re, signal, socket, subprocess, sys, time
+import http.client, json, os, re, signal, socket, subprocess, sys, time
+
+
+def session_members(sid):
+    """Live (non-zombie) processes in session `sid`."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            members.append(int(entry))
+    return members
 
 
 def main():
@@ -33,6 +49,11 @@ def main():
         status, body, _ = get("/compute?n=1000")
         assert status == 200 and abs(json.loads(body)["result"] - sum(i ** 0.5 for i in range(1000))) < 1e-6, body
         assert get("/compute?n=abc")[0] == 400
+        status, body, _ = get("/crash")  # process_pool only: a job that abort()s
+        if status != 404:
+            assert status == 500 and "signal 6" in body and "carries on" in body, (status, body)
+            status, body, _ = get("/compute?n=1000")
+            assert status == 200, (status, body)
         status, _, r = get("/missing")
         assert status == 404
         conn.request("POST", "/ping", body=b"x")
@@ -54,6 +75,12 @@ def main():
         rc = proc.wait(timeout=15)
         print(f"exit status {rc} after {time.monotonic() - start:.3f} s")
         assert rc == 0, f"exit status {rc}; stderr: {proc.stderr.read()}"
+        # No child process left: anything the example started (a process pool's zygote and
+        # workers move to their own process group, not their own session) is gone.
+        deadline = time.monotonic() + 10
+        while (left := session_members(proc.pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not left, f"processes left behind: {left}"
         print("ok")
     finally:
         if proc.poll() is None:
