@@ -78,7 +78,10 @@ private:
 
 class decoder {
 public:
-    decoder(const std::byte* data, std::size_t size) noexcept : m_pos(data), m_end(data + size) {}
+    /// `prepare_bulk`, if given, is called on the storage of a large bytewise array before it
+    /// is filled (a transport can fault its pages in one go: much faster than one by one).
+    decoder(const std::byte* data, std::size_t size, void (*prepare_bulk)(void*, std::size_t) = nullptr) noexcept
+        : m_pos(data), m_end(data + size), m_prepare(prepare_bulk) {}
 
     void read(void* out, std::size_t n) {
         if (n > remaining()) throw codec_error("tandem: truncated message");
@@ -103,9 +106,16 @@ public:
     /// Elements that encode to nothing (empty tuples) cannot be checked against the bytes.
     static constexpr std::uint64_t max_empty_elements = 1u << 16;
 
+    /// Called with storage about to receive `n` bytes of bulk data.
+    void prepare_bulk(void* storage, std::size_t n) const noexcept {
+        if (m_prepare && n >= bulk_threshold) m_prepare(storage, n);
+    }
+    static constexpr std::size_t bulk_threshold = std::size_t{1} << 20;
+
 private:
     const std::byte* m_pos;
     const std::byte* m_end;
+    void (*m_prepare)(void*, std::size_t) = nullptr;
 };
 
 namespace detail {
@@ -142,8 +152,12 @@ struct codec<std::string> {
         out.write(s.data(), s.size());
     }
     static std::string decode(decoder& in) {
-        std::string s(in.get_count(1), '\0');
-        in.read(s.data(), s.size());
+        const std::size_t n = in.get_count(1);
+        std::string s;
+        s.reserve(n);
+        in.prepare_bulk(s.data(), n);
+        s.resize(n);
+        in.read(s.data(), n);
         return s;
     }
 };
@@ -163,6 +177,8 @@ struct codec<std::vector<T, A>> {
         const std::size_t n = in.get_count(detail::min_encoded_size<T>::value);
         std::vector<T, A> v;
         if constexpr (bytewise_codec<T>) {
+            v.reserve(n);
+            in.prepare_bulk(v.data(), n * sizeof(T));
             v.resize(n);
             in.read(v.data(), n * sizeof(T));
         } else {
@@ -298,8 +314,8 @@ std::vector<std::byte> encode(const T&... values) {
 
 /// Decodes one T that must fill the bytes exactly.
 template <class T>
-T decode(const std::byte* data, std::size_t size) {
-    decoder in(data, size);
+T decode(const std::byte* data, std::size_t size, void (*prepare_bulk)(void*, std::size_t) = nullptr) {
+    decoder in(data, size, prepare_bulk);
     T value = codec<T>::decode(in);
     if (in.remaining() != 0) throw codec_error("tandem: trailing bytes after a message");
     return value;

@@ -64,6 +64,10 @@ struct process_pool_options {
     /// at that instant (malloc's, a logger's) stays locked forever in every worker. Only for
     /// processes that know their threads hold no such lock.
     bool allow_threads = false;
+    /// How long the awaiting loop, the pool's dispatcher thread and an idle worker poll for
+    /// the next message before they sleep in the kernel (as thread_pool_options::spin): a
+    /// wake-up from sleep costs more than a short round trip. Zero turns polling off.
+    std::chrono::microseconds spin{50};
 };
 
 /// Per-call settings: pool.run(tandem::job_options{.timeout = 2s}, fn, args...).
@@ -131,13 +135,13 @@ template <class R>
 R decode_reply(const incoming_frame& f, bool& decoded) {
     try {
         if (f.header.kind == frame_kind::error) {
-            auto [type, what] = decode<std::pair<std::string, std::string>>(f.data(), f.size());
+            auto [type, what] = tandem::decode<std::pair<std::string, std::string>>(f.data(), f.size());
             throw remote_error(std::move(type), std::move(what));
         }
         if constexpr (std::is_void_v<R>) {
             if (f.size() != 0) throw codec_error("tandem: trailing bytes after a void result");
         } else {
-            return decode<R>(f.data(), f.size());
+            return tandem::decode<R>(f.data(), f.size(), &populate_pages);
         }
     } catch (const codec_error&) {
         decoded = false;
@@ -248,7 +252,7 @@ using remote_result_t = typename remote_result<Fn, typename remote_params<Fn, Ar
 
 template <class R, class Fn, class... A>
 outgoing_payload call_entry(std::uintptr_t fn_bits, const std::byte* data, std::size_t size) {
-    decoder in(data, size);
+    decoder in(data, size, &populate_pages);
     std::tuple<A...> args{codec<A>::decode(in)...}; // braced: decoded left to right
     if (in.remaining() != 0) throw codec_error("tandem: trailing bytes after a job's arguments");
     Fn fn = resolve_callable<Fn>(fn_bits);
@@ -263,7 +267,7 @@ outgoing_payload call_entry(std::uintptr_t fn_bits, const std::byte* data, std::
 
 template <class R, class Fn, class T>
 outgoing_payload map_entry(std::uintptr_t fn_bits, const std::byte* data, std::size_t size) {
-    const std::vector<T> items = decode<std::vector<T>>(data, size);
+    const std::vector<T> items = tandem::decode<std::vector<T>>(data, size, &populate_pages);
     Fn fn = resolve_callable<Fn>(fn_bits);
     std::vector<R> results;
     results.reserve(items.size());
@@ -704,7 +708,8 @@ private:
         s.generation = generation;
         auto [parent_end, worker_end] = detail::make_channel();
         const std::uint64_t token = (std::uint64_t{s.generation} << 32) | i;
-        if (const int err = m_zygote->spawn(worker_end.get(), m_reports_for_zygote.get(), token, m_options.initializer)) {
+        if (const int err = m_zygote->spawn(worker_end.get(), m_reports_for_zygote.get(), token, m_options.initializer,
+                                            m_options.spin)) {
             m_broken = detail::make_failure<std::system_error>(err, std::system_category(),
                                                                  "tandem: the process-pool zygote is gone; cannot start workers");
             return;
@@ -726,16 +731,26 @@ private:
                 std::lock_guard lock(m_mutex);
                 if (m_closing && live_locked() == 0 && m_failing.empty()) break;
                 m_next_wake = clock::time_point::max();
+                std::size_t busy = 0;
                 for (const worker_slot& s : m_slots) {
+                    busy += s.job != nullptr;
                     if (s.job) m_next_wake = std::min(m_next_wake, s.deadline);
                     if (!s.alive) m_next_wake = std::min(m_next_wake, s.respawn_at);
                 }
+                m_in_flight.store(busy, std::memory_order_relaxed);
                 if (m_next_wake != clock::time_point::max()) {
                     const auto left = std::chrono::ceil<std::chrono::milliseconds>(m_next_wake - clock::now()).count();
                     timeout = static_cast<int>(std::clamp<long long>(left, 0, 60'000));
                 }
             }
-            const int n = ::epoll_wait(m_epoll.get(), events, 32, timeout);
+            int n = 0;
+            if (m_options.spin.count() > 0 && m_in_flight.load(std::memory_order_relaxed) != 0) {
+                // A reply is due: poll for it a little before sleeping.
+                const auto until = clock::now() + m_options.spin;
+                while ((n = ::epoll_wait(m_epoll.get(), events, 32, 0)) == 0 && clock::now() < until)
+                    std::this_thread::yield();
+            }
+            if (n == 0) n = ::epoll_wait(m_epoll.get(), events, 32, timeout);
             for (int e = 0; e < n; ++e) {
                 const std::uint64_t key = events[e].data.u64;
                 if (key == wake_key) {
@@ -1037,6 +1052,7 @@ private:
     bool m_closing = false;
     std::exception_ptr m_broken;
     clock::time_point m_next_wake = clock::time_point::max();
+    std::atomic<std::size_t> m_in_flight{0}; // jobs on workers, as the dispatcher last saw
     detail::unique_fd m_reports;            // the zygote's reports arrive here
     detail::unique_fd m_reports_for_zygote; // passed to the zygote with each spawn
     detail::unique_fd m_epoll;
@@ -1076,6 +1092,7 @@ public:
         m_pool->enqueue_awaited(*m_job);
         m_suspended = true;
         if (m_context) m_context->arm(this);
+        if (m_pool->m_options.spin.count() > 0) m_loop->expect_post_within(m_pool->m_options.spin);
         return true;
     }
 

@@ -19,6 +19,8 @@
 #include "tandem/detail/unique_fd.hpp"
 
 #include <atomic>
+#include <chrono>
+#include <sched.h>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -96,7 +98,9 @@ inline std::size_t count_threads() noexcept {
     return n;
 }
 
-[[noreturn]] inline void worker_main(worker_initializer init) noexcept {
+/// A worker's life: run the initializer, then jobs until the parent says quit or goes away.
+/// Between jobs it polls its channel for `spin` before blocking (see process_pool_options).
+[[noreturn]] inline void worker_main(worker_initializer init, std::chrono::microseconds spin) noexcept {
     const int ch = worker_channel_fd;
     static std::byte buffer[max_message];
     auto send_error = [&](frame_kind kind, std::uint64_t id) {
@@ -118,9 +122,14 @@ inline std::size_t count_threads() noexcept {
     if (outgoing_payload{}.send(ch, frame_header{.kind = frame_kind::ready}) != 0) _exit(0);
     for (;;) {
         incoming_frame job;
-        int got = 0;
+        int got = -EAGAIN;
         try {
-            got = job.receive(ch, buffer);
+            if (spin.count() > 0) {
+                const auto until = std::chrono::steady_clock::now() + spin;
+                while ((got = job.receive(ch, buffer, MSG_DONTWAIT)) == -EAGAIN && std::chrono::steady_clock::now() < until)
+                    ::sched_yield();
+            }
+            if (got == -EAGAIN) got = job.receive(ch, buffer);
         } catch (...) {
             _exit(4); // the parent sent garbage: nothing sane to do but go
         }
@@ -176,8 +185,12 @@ public:
 
     /// Forks a worker that serves `channel` and runs `init` first; the zygote reports
     /// spawned/exited on `reports`, tagged with `token`. Returns 0 or an errno.
-    int spawn(int channel, int reports, std::uint64_t token, worker_initializer init) noexcept {
-        const frame_header h{.kind = frame_kind::spawn, .entry = reinterpret_cast<std::uintptr_t>(init), .fn = token};
+    int spawn(int channel, int reports, std::uint64_t token, worker_initializer init,
+              std::chrono::microseconds spin) noexcept {
+        const frame_header h{.kind = frame_kind::spawn,
+                             .id = static_cast<std::uint64_t>(spin.count()),
+                             .entry = reinterpret_cast<std::uintptr_t>(init),
+                             .fn = token};
         return note(outgoing_payload::send_frame(m_control.get(), h, nullptr, 0, channel, reports));
     }
     /// SIGKILLs a worker, if it is still the zygote's live child (no pid-reuse race: only its
@@ -283,7 +296,8 @@ private:
                 const pid_t pid = ::fork();
                 if (pid == 0) {
                     become_worker(cmd.passed[0].release(), self,
-                                  reinterpret_cast<worker_initializer>(static_cast<std::uintptr_t>(cmd.header.entry)));
+                                  reinterpret_cast<worker_initializer>(static_cast<std::uintptr_t>(cmd.header.entry)),
+                                  std::chrono::microseconds(static_cast<long>(cmd.header.id)));
                 }
                 if (pid < 0) {
                     report(cmd.passed[1].get(), frame_kind::spawn_failed, static_cast<std::uint64_t>(errno),
@@ -304,7 +318,8 @@ private:
         _exit(0);
     }
 
-    [[noreturn]] static void become_worker(int channel, pid_t zygote_pid, worker_initializer init) noexcept {
+    [[noreturn]] static void become_worker(int channel, pid_t zygote_pid, worker_initializer init,
+                                           std::chrono::microseconds spin) noexcept {
         if (channel != worker_channel_fd) {
             if (::dup2(channel, worker_channel_fd) < 0) _exit(100);
         }
@@ -321,7 +336,7 @@ private:
         sigemptyset(&none);
         ::sigprocmask(SIG_SETMASK, &none, nullptr);
         ::prctl(PR_SET_NAME, "tandem-worker");
-        worker_main(init);
+        worker_main(init, spin);
     }
 
     pid_t m_pid = -1;
