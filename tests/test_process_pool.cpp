@@ -447,6 +447,19 @@ TEST_CASE("a bounded queue parks awaiters and blocks submitters and loses nothin
     CHECK(total == 4 * (24 * 25 / 2));
 }
 
+TEST_CASE("a job may use a process pool of its own", "[process_pool]") {
+    tandem::process_pool pool({.workers = 1});
+    // The worker is single-threaded, so the nested pool forks a zygote of its own.
+    const int sum = pool.submit([](int n) {
+        tandem::process_pool inner({.workers = 2});
+        int total = 0;
+        for (int i = 0; i < n; ++i) total += inner.submit(add, i, 1).get();
+        return total;
+    }, 10).get();
+    CHECK(sum == 55);
+    CHECK(pool.submit(add, 1, 2).get() == 3);
+}
+
 TEST_CASE("creating the first pool in a process that already runs threads is a clear error", "[process_pool]") {
     // In a child process, so this process's threads and zygote are not involved.
     const pid_t child = ::fork();

@@ -30,6 +30,7 @@
 #include <fcntl.h>
 #include <exception>
 #include <memory>
+#include <new>
 #include <mutex>
 #include <poll.h>
 #include <stdexcept>
@@ -150,14 +151,13 @@ public:
     /// The process's zygote, forked on first use. Forking needs a single-threaded process
     /// unless `allow_threads` (see process_pool_options::allow_threads).
     static std::shared_ptr<zygote> instance(bool allow_threads) {
-        static std::mutex mutex;
-        static std::shared_ptr<zygote> shared;
-        std::lock_guard lock(mutex);
-        if (!shared || !shared->alive()) {
+        registry& r = the_registry();
+        std::lock_guard lock(r.mutex);
+        if (!r.shared || !r.shared->alive()) {
             check_single_threaded(allow_threads);
-            shared = std::shared_ptr<zygote>(new zygote());
+            r.shared = std::shared_ptr<zygote>(new zygote());
         }
-        return shared;
+        return r.shared;
     }
 
     /// Throws std::logic_error if other threads run (forking now would be unsafe).
@@ -201,6 +201,24 @@ public:
     }
 
 private:
+    struct registry {
+        std::mutex mutex;
+        std::shared_ptr<zygote> shared;
+    };
+    static registry& the_registry() noexcept {
+        static registry r;
+        return r;
+    }
+    /// In a freshly forked zygote: the registry is a copy of the parent's, its mutex held by
+    /// the forking call and its zygote the parent's. Start over, so a job may build a
+    /// process_pool of its own (it gets its own zygote). The copies are dropped, not
+    /// destroyed: they describe the parent's resources.
+    static void reset_registry_after_fork() noexcept {
+        registry& r = the_registry();
+        new (&r.shared) std::shared_ptr<zygote>(); // the old value is the parent's: forget it
+        new (&r.mutex) std::mutex();
+    }
+
 #if defined(__SANITIZE_THREAD__)
     static constexpr std::size_t sanitizer_threads = 1; // TSan's background thread
 #elif defined(__has_feature)
@@ -221,6 +239,7 @@ private:
         if (pid == 0) {
             const int fd = zygote_end.release();
             parent_end.release(); // closed below with the rest
+            reset_registry_after_fork();
             run(fd);
         }
         m_pid = pid;
