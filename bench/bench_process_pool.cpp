@@ -9,7 +9,7 @@
 //   map1000_items_s   map(plus_one, 2,000,000 items, chunk 1000), 2 workers
 //   echo_1mib_ms / echo_64mib_ms   a byte vector argument returned as the result (median)
 //
-//   build/release/bench/bench_process_pool [--placement os|same|cross]
+//   build/release/bench/bench_process_pool [--placement os|same|cross] [--spin-us 50]
 // `same`: everything on CPU 0. `cross`: this process on CPU 0, the workers on CPU 1.
 // `os` (default): the scheduler places everyone on CPUs 0-1.
 #include <tandem/tandem.hpp>
@@ -29,6 +29,8 @@
 using clock_type = std::chrono::steady_clock;
 
 namespace {
+
+std::chrono::microseconds g_spin{50}; // --spin-us N: process_pool_options::spin
 
 long plus_one(long x) { return x + 1; }
 int worker_pid() {
@@ -56,7 +58,7 @@ void pin_all_threads(std::initializer_list<int> cpus) {
 /// (The zygote was forked with the process's first affinity; workers inherit the zygote's,
 /// so `cross` re-pins them once they exist.)
 std::unique_ptr<tandem::process_pool> make_pool(std::size_t workers, const std::string& placement) {
-    auto pool = std::make_unique<tandem::process_pool>(tandem::process_pool_options{.workers = workers});
+    auto pool = std::make_unique<tandem::process_pool>(tandem::process_pool_options{.workers = workers, .spin = g_spin});
     pool->wait_ready();
     if (placement == "cross") {
         cpu_set_t one;
@@ -73,7 +75,11 @@ std::unique_ptr<tandem::process_pool> make_pool(std::size_t workers, const std::
 int main(int argc, char** argv) {
     std::string placement = "os";
     for (int i = 1; i + 1 < argc; ++i)
-        if (std::strcmp(argv[i], "--placement") == 0) placement = argv[++i];
+        if (std::strcmp(argv[i], "--placement") == 0) {
+            placement = argv[++i];
+        } else if (std::strcmp(argv[i], "--spin-us") == 0) {
+            g_spin = std::chrono::microseconds(std::atol(argv[++i]));
+        }
     if (placement == "same") pin_all_threads({0});
     if (placement == "os") pin_all_threads({0, 1});
 
