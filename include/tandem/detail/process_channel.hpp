@@ -82,7 +82,7 @@ inline void populate_pages(void* storage, std::size_t n) noexcept {
 
 /// Memfds of finished large payloads, kept for the next one: a fresh memfd's pages must be
 /// allocated and zeroed by the kernel (40 ms for 64 MiB here), a reused one's are there.
-/// Bounded (a few files, 1 GiB in all), per process: a forked child starts with none.
+/// Bounded (4 files, 256 MiB in all), per process: a forked child starts with none.
 class memfd_cache {
 public:
     static memfd_cache& instance() noexcept {
@@ -123,7 +123,7 @@ public:
     }
 
     static constexpr std::size_t max_files = 4;
-    static constexpr std::size_t max_bytes = std::size_t{1} << 30;
+    static constexpr std::size_t max_bytes = std::size_t{256} << 20;
 
 private:
     struct entry {
