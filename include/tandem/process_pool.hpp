@@ -23,6 +23,7 @@
 #include "tandem/thread_pool.hpp"
 #include "tandem/when.hpp"
 #include "tandem/detail/intrusive_list.hpp"
+#include "tandem/detail/pool_awaiter.hpp"
 #include "tandem/detail/process_channel.hpp"
 #include "tandem/detail/zygote.hpp"
 
@@ -115,20 +116,7 @@ private:
 };
 
 /// Owning reference to a process_job.
-class process_job_ref {
-public:
-    explicit process_job_ref(process_job* job) noexcept : m_job(job) {}
-    process_job_ref(process_job_ref&& other) noexcept : m_job(std::exchange(other.m_job, nullptr)) {}
-    process_job_ref& operator=(process_job_ref&&) = delete;
-    ~process_job_ref() {
-        if (m_job) m_job->release();
-    }
-    process_job* get() const noexcept { return m_job; }
-    process_job* release() noexcept { return std::exchange(m_job, nullptr); }
-
-private:
-    process_job* m_job;
-};
+using process_job_ref = counted_ref<process_job>;
 
 /// The worker's reply as an R, or its exception as a remote_error.
 template <class R>
@@ -499,8 +487,12 @@ private:
     static constexpr std::uint64_t wake_key = reports_key + 1;
     static constexpr std::uint64_t zygote_key = reports_key + 2;
 
+    template <class, class, class>
+    friend class detail::pool_run_awaiter;
     template <class R>
-    class run_awaiter;
+    using run_awaiter = detail::pool_run_awaiter<process_pool, detail::awaited_process_job<R>, R>;
+    static constexpr const char* run_name = "process_pool::run";
+    std::chrono::microseconds spin() const noexcept { return m_options.spin; }
 
     template <class Job, class F, class... Args>
     Job* make_job(const job_options& o, const F& fn, Args&&... args) {
@@ -683,7 +675,7 @@ private:
 
     /// Loop thread: the awaiter of a running job left; kill its worker (the job's result
     /// would be dropped anyway, and the CPU is better spent on the next job).
-    void abort_running(detail::process_job& job) noexcept {
+    void stop_running(detail::process_job& job) noexcept {
         bool drop = false;
         {
             std::lock_guard lock(m_mutex);
@@ -1059,91 +1051,6 @@ private:
     detail::unique_fd m_wake;
     detail::unique_fd m_zygote_pidfd;
     std::thread m_dispatcher;
-};
-
-/// What process_pool::run's task awaits: the job's trip to a worker and back.
-template <class R>
-class process_pool::run_awaiter final : detail::cancel_slot, detail::job_listener {
-public:
-    run_awaiter(process_pool& pool, detail::awaited_process_job<R>* job) noexcept : m_pool(&pool), m_job(job) {
-        on_cancel = &cancel;
-    }
-    run_awaiter(const run_awaiter&) = delete;
-    run_awaiter& operator=(const run_awaiter&) = delete;
-    ~run_awaiter() {
-        if (m_suspended) abandon();
-        m_job->release();
-    }
-
-    bool await_ready() const noexcept { return false; }
-
-    template <class Promise>
-    bool await_suspend(std::coroutine_handle<Promise> h) {
-        m_context = detail::context_of(h);
-        if (m_context && m_context->cancel_requested()) {
-            m_cancelled = true;
-            return false;
-        }
-        m_loop = event_loop::current();
-        if (!m_loop) throw std::logic_error("tandem: process_pool::run must be awaited on an event loop");
-        m_handle = h;
-        m_job->m_loop = m_loop;
-        m_job->m_listener = this;
-        m_pool->enqueue_awaited(*m_job);
-        m_suspended = true;
-        if (m_context) m_context->arm(this);
-        if (m_pool->m_options.spin.count() > 0) m_loop->expect_post_within(m_pool->m_options.spin);
-        return true;
-    }
-
-    R await_resume() {
-        if (m_cancelled) throw cancelled{};
-        return m_job->m_outcome.take();
-    }
-
-private:
-    using state = detail::process_job::state;
-
-    void on_job_done() noexcept override {
-        m_suspended = false;
-        if (m_context) m_context->disarm();
-        m_loop->resume_now(m_handle, m_context);
-    }
-
-    static void cancel(detail::cancel_slot* slot) noexcept {
-        auto* self = static_cast<run_awaiter*>(slot);
-        detail::awaited_process_job<R>& job = *self->m_job;
-        if (!self->m_pool->withdraw(job)) {
-            state expected = state::running;
-            if (!job.m_state.compare_exchange_strong(expected, state::detached, std::memory_order_acq_rel)) {
-                return; // finished already: its completion is on the way and resumes us
-            }
-            self->m_pool->abort_running(job);
-        }
-        job.m_listener = nullptr;
-        self->m_suspended = false;
-        self->m_cancelled = true;
-        self->m_loop->schedule(self->m_handle, self->m_context);
-    }
-
-    void abandon() noexcept {
-        m_job->m_listener = nullptr;
-        if (m_pool->withdraw(*m_job)) return;
-        state expected = state::running;
-        if (m_job->m_state.compare_exchange_strong(expected, state::detached, std::memory_order_acq_rel)) {
-            m_pool->abort_running(*m_job);
-            return;
-        }
-        while (m_job->m_state.load(std::memory_order_acquire) == state::finished) std::this_thread::yield();
-    }
-
-    process_pool* m_pool;
-    detail::awaited_process_job<R>* m_job;
-    event_loop* m_loop = nullptr;
-    std::coroutine_handle<> m_handle;
-    detail::task_context* m_context = nullptr;
-    bool m_suspended = false;
-    bool m_cancelled = false;
 };
 
 } // namespace tandem

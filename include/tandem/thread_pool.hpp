@@ -14,6 +14,7 @@
 #include "tandem/loop.hpp"
 #include "tandem/task.hpp"
 #include "tandem/detail/intrusive_list.hpp"
+#include "tandem/detail/pool_awaiter.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -99,20 +100,7 @@ private:
 };
 
 /// Owning reference to a pool_job (what a completion posted to a loop carries).
-class job_ref {
-public:
-    explicit job_ref(pool_job* job) noexcept : m_job(job) {}
-    job_ref(job_ref&& other) noexcept : m_job(std::exchange(other.m_job, nullptr)) {}
-    job_ref& operator=(job_ref&&) = delete;
-    ~job_ref() {
-        if (m_job) m_job->release();
-    }
-    pool_job* get() const noexcept { return m_job; }
-    pool_job* release() noexcept { return std::exchange(m_job, nullptr); }
-
-private:
-    pool_job* m_job;
-};
+using job_ref = counted_ref<pool_job>;
 
 /// Callables may take a std::stop_token first; they then see cancellation.
 template <class Fn, class... Args>
@@ -248,15 +236,6 @@ struct job_callable {
     decltype(auto) operator()(std::stop_token token) { return invoke_job(fn, args, std::move(token)); }
     Fn fn;
     std::tuple<Args...> args;
-};
-
-/// Where an awaited job reports back (lives in the awaiting coroutine's frame).
-class job_listener {
-public:
-    virtual void on_job_done() noexcept = 0;
-
-protected:
-    ~job_listener() = default;
 };
 
 /// A job awaited by a coroutine: the outcome goes back to the awaiter's loop through post().
@@ -464,8 +443,17 @@ public:
     const thread_pool_options& options() const noexcept { return m_options; }
 
 private:
+    template <class, class, class>
+    friend class detail::pool_run_awaiter;
     template <class R>
-    class run_awaiter;
+    using run_awaiter = detail::pool_run_awaiter<thread_pool, detail::awaited_job<R>, R>;
+    static constexpr const char* run_name = "thread_pool::run";
+    std::chrono::microseconds spin() const noexcept { return m_options.spin; }
+    /// The awaiter left a running job: only a callable taking a std::stop_token notices.
+    template <class R>
+    static void stop_running(detail::awaited_job<R>& job) noexcept {
+        job.request_stop();
+    }
 
     template <class R>
     static task<R> await_job(thread_pool& pool, detail::job_ref job) {
@@ -651,94 +639,6 @@ private:
     std::size_t m_running = 0;
     std::stop_source m_stop;
     std::vector<std::thread> m_threads;
-};
-
-/// What thread_pool::run's task awaits: the job's trip to a worker and back.
-template <class R>
-class thread_pool::run_awaiter final : detail::cancel_slot, detail::job_listener {
-public:
-    run_awaiter(thread_pool& pool, detail::awaited_job<R>* job) noexcept : m_pool(&pool), m_job(job) {
-        on_cancel = &cancel;
-    }
-    run_awaiter(const run_awaiter&) = delete;
-    run_awaiter& operator=(const run_awaiter&) = delete;
-    ~run_awaiter() {
-        if (m_suspended) abandon(); // the loop is destroying our frame while the job is out
-        m_job->release();
-    }
-
-    bool await_ready() const noexcept { return false; }
-
-    template <class Promise>
-    bool await_suspend(std::coroutine_handle<Promise> h) {
-        m_context = detail::context_of(h);
-        if (m_context && m_context->cancel_requested()) {
-            m_cancelled = true;
-            return false;
-        }
-        m_loop = event_loop::current();
-        if (!m_loop) throw std::logic_error("tandem: thread_pool::run must be awaited on an event loop");
-        m_handle = h;
-        m_job->m_loop = m_loop;
-        m_job->m_listener = this;
-        m_pool->enqueue_awaited(*m_job);
-        m_suspended = true;
-        if (m_context) m_context->arm(this);
-        if (m_pool->m_options.spin.count() > 0) m_loop->expect_post_within(m_pool->m_options.spin);
-        return true;
-    }
-
-    R await_resume() {
-        if (m_cancelled) throw cancelled{};
-        return m_job->m_outcome.take();
-    }
-
-private:
-    using state = detail::pool_job::state;
-
-    void on_job_done() noexcept override {
-        m_suspended = false;
-        if (m_context) m_context->disarm();
-        m_loop->resume_now(m_handle, m_context);
-    }
-
-    static void cancel(detail::cancel_slot* slot) noexcept {
-        auto* self = static_cast<run_awaiter*>(slot);
-        detail::awaited_job<R>& job = *self->m_job;
-        if (!self->m_pool->withdraw(job)) {
-            state expected = state::running;
-            if (!job.m_state.compare_exchange_strong(expected, state::detached, std::memory_order_acq_rel)) {
-                return; // finished already: its completion is on the way and resumes us
-            }
-            job.request_stop();
-        }
-        job.m_listener = nullptr;
-        self->m_suspended = false;
-        self->m_cancelled = true;
-        self->m_loop->schedule(self->m_handle, self->m_context);
-    }
-
-    /// Our frame dies while the job is out: make sure nobody will touch us or our loop.
-    void abandon() noexcept {
-        m_job->m_listener = nullptr;
-        if (m_pool->withdraw(*m_job)) return;
-        state expected = state::running;
-        if (m_job->m_state.compare_exchange_strong(expected, state::detached, std::memory_order_acq_rel)) {
-            m_job->request_stop();
-            return;
-        }
-        // The worker is posting the completion to our loop, which may be on its way out:
-        // wait until the post is done (a few instructions).
-        while (m_job->m_state.load(std::memory_order_acquire) == state::finished) std::this_thread::yield();
-    }
-
-    thread_pool* m_pool;
-    detail::awaited_job<R>* m_job;
-    event_loop* m_loop = nullptr;
-    std::coroutine_handle<> m_handle;
-    detail::task_context* m_context = nullptr;
-    bool m_suspended = false;
-    bool m_cancelled = false;
 };
 
 /// The process-wide pool behind offload(): created on first use with TANDEM_THREADPOOL_SIZE

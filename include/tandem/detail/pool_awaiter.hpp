@@ -1,0 +1,144 @@
+// tandem — what thread_pool and process_pool share about awaited jobs: the awaiter of
+// run() (a job's trip to a worker and back, with cancellation) and an owning job reference.
+// Layer: detail (offload).
+//
+// A Pool provides, for its Job type (which has m_state, m_loop, m_listener, m_outcome and
+// release()):
+//   void enqueue_awaited(Job&)   queue the job (or park it while the queue is full)
+//   bool withdraw(Job&)          take back a job no worker has started; true if removed
+//   void stop_running(Job&)      the awaiter left a running job: ask it to stop (thread) or
+//                                kill its worker (process)
+//   std::chrono::microseconds spin() const   how long the loop polls for the completion
+//   static constexpr const char* run_name    for the "not on a loop" error
+// The job's completion reaches the loop through event_loop::post and calls on_job_done.
+#pragma once
+
+#include "tandem/error.hpp"
+#include "tandem/loop.hpp"
+#include "tandem/task.hpp"
+
+#include <atomic>
+#include <coroutine>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+namespace tandem::detail {
+
+/// Owning reference to a reference-counted job (add_ref/release): what a completion posted
+/// to a loop, or a not-yet-started task, carries.
+template <class Job>
+class counted_ref {
+public:
+    explicit counted_ref(Job* job) noexcept : m_job(job) {}
+    counted_ref(counted_ref&& other) noexcept : m_job(other.release()) {}
+    counted_ref& operator=(counted_ref&&) = delete;
+    ~counted_ref() {
+        if (m_job) m_job->release();
+    }
+    Job* get() const noexcept { return m_job; }
+    Job* release() noexcept {
+        Job* job = m_job;
+        m_job = nullptr;
+        return job;
+    }
+
+private:
+    Job* m_job;
+};
+
+/// Where an awaited job reports back (lives in the awaiting coroutine's frame).
+class job_listener {
+public:
+    virtual void on_job_done() noexcept = 0;
+
+protected:
+    ~job_listener() = default;
+};
+
+template <class Pool, class Job, class R>
+class pool_run_awaiter final : cancel_slot, job_listener {
+public:
+    pool_run_awaiter(Pool& pool, Job* job) noexcept : m_pool(&pool), m_job(job) { on_cancel = &cancel; }
+    pool_run_awaiter(const pool_run_awaiter&) = delete;
+    pool_run_awaiter& operator=(const pool_run_awaiter&) = delete;
+    ~pool_run_awaiter() {
+        if (m_suspended) abandon(); // the loop is destroying our frame while the job is out
+        m_job->release();
+    }
+
+    bool await_ready() const noexcept { return false; }
+
+    template <class Promise>
+    bool await_suspend(std::coroutine_handle<Promise> h) {
+        m_context = context_of(h);
+        if (m_context && m_context->cancel_requested()) {
+            m_cancelled = true;
+            return false;
+        }
+        m_loop = event_loop::current();
+        if (!m_loop) throw std::logic_error(std::string("tandem: ") + Pool::run_name + " must be awaited on an event loop");
+        m_handle = h;
+        m_job->m_loop = m_loop;
+        m_job->m_listener = this;
+        m_pool->enqueue_awaited(*m_job);
+        m_suspended = true;
+        if (m_context) m_context->arm(this);
+        if (m_pool->spin().count() > 0) m_loop->expect_post_within(m_pool->spin());
+        return true;
+    }
+
+    R await_resume() {
+        if (m_cancelled) throw cancelled{};
+        return m_job->m_outcome.take();
+    }
+
+private:
+    using state = typename Job::state;
+
+    void on_job_done() noexcept override {
+        m_suspended = false;
+        if (m_context) m_context->disarm();
+        m_loop->resume_now(m_handle, m_context);
+    }
+
+    static void cancel(cancel_slot* slot) noexcept {
+        auto* self = static_cast<pool_run_awaiter*>(slot);
+        Job& job = *self->m_job;
+        if (!self->m_pool->withdraw(job)) {
+            state expected = state::running;
+            if (!job.m_state.compare_exchange_strong(expected, state::detached, std::memory_order_acq_rel)) {
+                return; // finished already: its completion is on the way and resumes us
+            }
+            self->m_pool->stop_running(job);
+        }
+        job.m_listener = nullptr;
+        self->m_suspended = false;
+        self->m_cancelled = true;
+        self->m_loop->schedule(self->m_handle, self->m_context);
+    }
+
+    /// Our frame dies while the job is out: make sure nobody will touch us or our loop.
+    void abandon() noexcept {
+        m_job->m_listener = nullptr;
+        if (m_pool->withdraw(*m_job)) return;
+        state expected = state::running;
+        if (m_job->m_state.compare_exchange_strong(expected, state::detached, std::memory_order_acq_rel)) {
+            m_pool->stop_running(*m_job);
+            return;
+        }
+        // The completion is being posted to our loop, which may be on its way out: wait
+        // until the post is done (a few instructions).
+        while (m_job->m_state.load(std::memory_order_acquire) == state::finished) std::this_thread::yield();
+    }
+
+    Pool* m_pool;
+    Job* m_job;
+    event_loop* m_loop = nullptr;
+    std::coroutine_handle<> m_handle;
+    task_context* m_context = nullptr;
+    bool m_suspended = false;
+    bool m_cancelled = false;
+};
+
+} // namespace tandem::detail
