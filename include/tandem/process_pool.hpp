@@ -82,37 +82,20 @@ namespace detail {
 
 /// A job on its way through the pool. Reference-counted like pool_job: the creator (awaiter
 /// or submit), the pool while it holds the job, and a completion on its way to a loop.
-class process_job : public list_hook {
+class process_job : public job_base {
 public:
-    using state = pool_job::state;
-
     process_job(job_entry entry, std::uintptr_t fn, outgoing_payload args, std::chrono::milliseconds timeout)
         : m_entry(entry), m_fn(fn), m_args(std::move(args)), m_timeout(timeout) {}
-    process_job(const process_job&) = delete;
-    process_job& operator=(const process_job&) = delete;
 
     /// Delivers the outcome: a frame from the worker, or an error. Drops the pool's reference.
     /// False if the frame did not decode (the worker that sent it cannot be trusted).
     virtual bool complete(const incoming_frame* frame, std::exception_ptr error) noexcept = 0;
 
-    void add_ref() noexcept { m_refs.fetch_add(1, std::memory_order_relaxed); }
-    void release() noexcept {
-        if (m_refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
-    }
-
-    std::atomic<state> m_state{state::queued};
-    bool m_overflow = false;             // guarded by the pool's mutex
     std::size_t m_slot = ~std::size_t{0}; // the worker running it (pool's mutex)
     job_entry m_entry;
     std::uintptr_t m_fn;
     outgoing_payload m_args;
     std::chrono::milliseconds m_timeout;
-
-protected:
-    virtual ~process_job() = default;
-
-private:
-    std::atomic<unsigned> m_refs{1};
 };
 
 /// Owning reference to a process_job.

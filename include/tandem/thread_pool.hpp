@@ -61,42 +61,14 @@ class thread_pool;
 
 namespace detail {
 
-/// A unit of work in a pool's queue. Reference-counted: the pool (queue, then the worker
-/// running it) holds one reference, the awaiter (if any) another, a completion on its way to
-/// a loop a third.
-class pool_job : public list_hook {
+/// A unit of work in a thread pool's queue (see job_base for its references and states).
+class pool_job : public job_base {
 public:
-    enum class state : std::uint8_t {
-        queued,    // in the queue (or waiting for queue space): withdraw() may remove it
-        running,   // a worker has it (or the pool is cancelling it)
-        finished,  // the worker is posting the completion to the loop
-        delivered, // the completion is in the loop's queue
-        detached,  // the awaiter left (cancelled, destroyed): the worker drops the result
-    };
-
-    pool_job() = default;
-    pool_job(const pool_job&) = delete;
-    pool_job& operator=(const pool_job&) = delete;
-
     /// Runs the job on a worker, delivers the outcome, and drops the pool's reference.
     virtual void execute(std::stop_token pool_stopping) noexcept = 0;
     /// The job will never run (the pool is being destroyed): deliver tandem::cancelled and
     /// drop the pool's reference.
     virtual void discard() noexcept = 0;
-
-    void add_ref() noexcept { m_refs.fetch_add(1, std::memory_order_relaxed); }
-    void release() noexcept {
-        if (m_refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
-    }
-
-    std::atomic<state> m_state{state::queued};
-    bool m_overflow = false; // waiting for queue space (guarded by the pool's mutex)
-
-protected:
-    virtual ~pool_job() = default;
-
-private:
-    std::atomic<unsigned> m_refs{1};
 };
 
 /// Owning reference to a pool_job (what a completion posted to a loop carries).

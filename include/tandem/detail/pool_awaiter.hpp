@@ -16,14 +16,48 @@
 #include "tandem/error.hpp"
 #include "tandem/loop.hpp"
 #include "tandem/task.hpp"
+#include "tandem/detail/intrusive_list.hpp"
 
 #include <atomic>
 #include <coroutine>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <thread>
 
 namespace tandem::detail {
+
+/// What every pool job is: queued in an intrusive list, reference-counted (the pool while it
+/// holds the job, the awaiter if any, a completion on its way to a loop), and moving through
+/// one state machine shared with pool_run_awaiter.
+class job_base : public list_hook {
+public:
+    enum class state : std::uint8_t {
+        queued,    // in the queue (or waiting for queue space): withdraw() may remove it
+        running,   // a worker has it (or the pool is cancelling it)
+        finished,  // the worker is posting the completion to the loop
+        delivered, // the completion is in the loop's queue
+        detached,  // the awaiter left (cancelled, destroyed): the worker drops the result
+    };
+
+    job_base() = default;
+    job_base(const job_base&) = delete;
+    job_base& operator=(const job_base&) = delete;
+
+    void add_ref() noexcept { m_refs.fetch_add(1, std::memory_order_relaxed); }
+    void release() noexcept {
+        if (m_refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+    }
+
+    std::atomic<state> m_state{state::queued};
+    bool m_overflow = false; // waiting for queue space (guarded by the pool's mutex)
+
+protected:
+    virtual ~job_base() = default;
+
+private:
+    std::atomic<unsigned> m_refs{1};
+};
 
 /// Owning reference to a reference-counted job (add_ref/release): what a completion posted
 /// to a loop, or a not-yet-started task, carries.
