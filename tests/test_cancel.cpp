@@ -80,3 +80,60 @@ TEST_CASE("a stop request on the loop thread cancels too", "[cancel]") {
     };
     tandem::sync_wait(body());
 }
+
+// yield() is a suspension point like any other: with_timeout and cancel() reach a task that
+// only ever yields (issue 14: it ran on for 2 s).
+TEST_CASE("with_timeout ends a loop that only yields", "[cancel][yield]") {
+    const auto started = std::chrono::steady_clock::now();
+    std::size_t rounds = 0;
+    bool timed_out = false;
+    tandem::sync_wait([](std::size_t& n, bool& out) -> tandem::task<> {
+        auto spin = [](std::size_t& count) -> tandem::task<> {
+            for (;;) {
+                ++count;
+                co_await tandem::yield();
+            }
+        };
+        try {
+            co_await tandem::with_timeout(10ms, spin(n));
+        } catch (const tandem::timed_out&) {
+            out = true;
+        }
+    }(rounds, timed_out));
+    const auto took = std::chrono::steady_clock::now() - started;
+    CHECK(timed_out);
+    CHECK(rounds > 0);
+    CHECK(took < 1s);
+}
+
+TEST_CASE("cancel reaches a task that only yields and one already cancelled yields no more", "[cancel][yield]") {
+    std::size_t rounds = 0;
+    bool unwound = false;
+    tandem::sync_wait([](std::size_t& n, bool& u) -> tandem::task<> {
+        auto spin = [](std::size_t& count, bool& unwound_flag) -> tandem::task<> {
+            try {
+                for (;;) {
+                    ++count;
+                    co_await tandem::yield();
+                }
+            } catch (const tandem::cancelled&) {
+                unwound_flag = true;
+                throw;
+            }
+        };
+        auto h = tandem::spawn(spin(n, u));
+        for (int i = 0; i < 5; ++i) co_await tandem::yield();
+        h.cancel();
+        CHECK_THROWS_AS(co_await h, tandem::cancelled);
+        // A task cancelled before it ever suspends throws at its first yield.
+        std::size_t later = 0;
+        bool later_unwound = false;
+        auto h2 = tandem::spawn(spin(later, later_unwound));
+        h2.cancel();
+        CHECK_THROWS_AS(co_await h2, tandem::cancelled);
+        CHECK(later == 1);
+        CHECK(later_unwound);
+    }(rounds, unwound));
+    CHECK(unwound);
+    CHECK(rounds >= 1);
+}

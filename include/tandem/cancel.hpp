@@ -32,19 +32,6 @@ public:
         if (m_alive) m_alive->store(false, std::memory_order_release);
     }
 
-    bool await_ready() const noexcept { return false; }
-    template <class Promise>
-    bool await_suspend(std::coroutine_handle<Promise> h) {
-        if (!this->begin(h)) return false;
-        if (m_token.stop_requested()) {
-            m_stopped_before_start = true;
-            return false;
-        }
-        m_loop = &this_loop();
-        m_alive = std::make_shared<std::atomic<bool>>(true);
-        m_callback.emplace(m_token, on_stop{this, m_loop, m_alive});
-        return this->start_child();
-    }
     decltype(auto) await_resume() {
         this->throw_if_parent_cancelled();
         if (m_stopped_before_start) throw cancelled{};
@@ -52,6 +39,16 @@ public:
     }
 
 private:
+    bool before_start() override {
+        if (m_token.stop_requested()) {
+            m_stopped_before_start = true;
+            return false;
+        }
+        m_loop = &this_loop();
+        m_alive = std::make_shared<std::atomic<bool>>(true);
+        m_callback.emplace(m_token, on_stop{this, m_loop, m_alive});
+        return true;
+    }
     struct on_stop {
         stop_token_awaiter* self;
         event_loop* loop;

@@ -8,6 +8,7 @@
 #include "tandem/error.hpp"
 #include "tandem/lag.hpp"
 #include "tandem/task.hpp"
+#include "tandem/detail/cancellable_wait.hpp"
 #include "tandem/detail/intrusive_list.hpp"
 #include "tandem/detail/reactor.hpp"
 #include "tandem/detail/ring_queue.hpp"
@@ -49,9 +50,7 @@ struct task_info {
 namespace detail {
 
 /// A coroutine waiting for one direction of one fd.
-struct io_waiter : cancel_slot {
-    std::coroutine_handle<> handle;
-    task_context* context = nullptr;
+struct io_waiter : suspended_wait {
     /// Optional: retries the operation when the fd is reported ready, before the coroutine
     /// is resumed. Returns false (EAGAIN again) to keep waiting. Lets an I/O awaiter finish
     /// its syscall without a coroutine frame of its own.
@@ -61,7 +60,6 @@ struct io_waiter : cancel_slot {
     std::uint64_t owner = 0;
     int fd = -1;
     bool write = false;
-    bool cancelled = false;
     bool aborted = false; // the fd was forgotten (closed) while we waited
 };
 
@@ -103,10 +101,7 @@ inline std::int64_t steady_now_ns() noexcept {
 /// Reference-counted by the loop (while it runs) and by its join_handle (while one exists).
 class root_base : public task_context, public list_hook {
 public:
-    struct join_waiter : cancel_slot {
-        std::coroutine_handle<> handle;
-        task_context* context = nullptr;
-    };
+    struct join_waiter : suspended_wait {};
 
     root_base(event_loop& loop, std::string_view name, source_location where)
         : m_loop(&loop), m_name(name), m_where(where) {
@@ -390,10 +385,7 @@ private:
         waiter = nullptr;
         complete_io(*w);
     }
-    void complete_io(detail::io_waiter& w) noexcept {
-        if (w.context) w.context->disarm();
-        schedule(w.handle, w.context);
-    }
+    void complete_io(detail::io_waiter& w) noexcept { schedule(w.complete(), w.context); }
 
     inline static thread_local event_loop* t_current_loop = nullptr;
 
@@ -447,41 +439,32 @@ T sync_wait(task<T> t, source_location where = source_location::current()) {
 }
 
 /// Awaitable returned by wait_readable / wait_writable.
-class fd_wait : detail::io_waiter {
+class fd_wait : detail::cancellable_wait<fd_wait, detail::io_waiter> {
 public:
     fd_wait(event_loop& loop, int fd, bool write) noexcept : m_loop(&loop) {
         this->fd = fd;
         this->write = write;
-        on_cancel = &cancel;
     }
     fd_wait(const fd_wait&) = delete;
     fd_wait& operator=(const fd_wait&) = delete;
     ~fd_wait() { m_loop->remove_io_waiter(*this); }
 
     bool await_ready() noexcept { return m_loop->consume_readiness(fd, write); }
-    template <class Promise>
-    bool await_suspend(std::coroutine_handle<Promise> h) {
-        context = detail::context_of(h);
-        if (context && context->cancel_requested()) {
-            cancelled = true;
-            return false;
-        }
-        handle = h;
-        m_loop->add_io_waiter(*this);
-        if (context) context->arm(this);
-        return true;
-    }
+    using cancellable_wait::await_suspend;
     void await_resume() const {
-        if (cancelled) throw tandem::cancelled{};
+        throw_if_cancelled();
         if (aborted) throw std::system_error(ECANCELED, std::system_category(), "wait on a forgotten fd");
     }
 
 private:
-    static void cancel(detail::cancel_slot* slot) noexcept {
-        auto* self = static_cast<fd_wait*>(slot);
-        self->m_loop->remove_io_waiter(*self);
-        self->cancelled = true;
-        self->m_loop->schedule(self->handle, self->context);
+    friend cancellable_wait;
+    bool start() {
+        m_loop->add_io_waiter(*this);
+        return true;
+    }
+    bool stop() noexcept {
+        m_loop->remove_io_waiter(*this);
+        return true;
     }
     event_loop* m_loop;
 };
@@ -493,15 +476,27 @@ private:
 /// Suspends until `fd` is writable (or has an error/hang-up). See wait_readable.
 [[nodiscard]] inline fd_wait wait_writable(int fd) { return fd_wait(this_loop(), fd, true); }
 
-/// Awaitable returned by yield().
-class yield_awaiter {
+/// Awaitable returned by yield(): a cancellation point like every other suspension.
+class yield_awaiter : detail::cancellable_wait<yield_awaiter> {
 public:
     bool await_ready() const noexcept { return false; }
-    template <class Promise>
-    void await_suspend(std::coroutine_handle<Promise> h) {
-        this_loop().schedule(h, detail::context_of(h));
+    using cancellable_wait::await_suspend;
+    void await_resume() {
+        complete(); // the wait ends when the ready queue reaches us
+        throw_if_cancelled();
     }
-    void await_resume() const noexcept {}
+
+private:
+    friend cancellable_wait;
+    bool start() {
+        if (!resumer) throw std::logic_error("tandem: no event loop is running on this thread");
+        resumer->schedule(handle, context); // stays armed while queued: a cancel marks it
+        return true;
+    }
+    bool stop() noexcept {
+        mark_cancelled(); // already queued: it throws when it runs
+        return false;
+    }
 };
 
 /// Lets the other ready tasks and I/O run before continuing (Node's setImmediate,
@@ -539,9 +534,9 @@ inline std::coroutine_handle<> root_base::finish() noexcept {
 
 inline std::coroutine_handle<> root_base::on_finished() noexcept {
     if (join_waiter* w = std::exchange(m_joiner, nullptr)) {
-        if (w->context) w->context->disarm();
+        std::coroutine_handle<> next = w->complete();
         m_loop->set_current_task(w->context);
-        return w->handle;
+        return next;
     }
     if (!m_has_handle) {
         if (std::exception_ptr e = exception(); worth_reporting(e)) m_loop->report_unhandled(e, *this);

@@ -230,7 +230,7 @@ inline int make_socket(int family, int type) {
 /// fd is reported ready, until it completes or fails. Op is a callable returning a ssize_t
 /// (-1 with errno on failure); it may keep state across attempts (write_all's progress).
 template <class Op>
-class io_operation : io_waiter {
+class io_operation : cancellable_wait<io_operation<Op>, io_waiter> {
 public:
     /// try_first = false: do not attempt before waiting (the caller just saw EAGAIN); only a
     /// remembered readiness edge completes it at once.
@@ -240,7 +240,6 @@ public:
         this->write = write;
         this->owner = socket.id();
         this->perform = &perform_again;
-        this->on_cancel = &cancel;
     }
     io_operation(const io_operation&) = delete;
     io_operation& operator=(const io_operation&) = delete;
@@ -259,30 +258,28 @@ public:
         }
         return attempt();
     }
-    template <class Promise>
-    bool await_suspend(std::coroutine_handle<Promise> h) {
-        this->context = context_of(h);
-        if (this->context && this->context->cancel_requested()) {
-            this->cancelled = true;
-            return false;
-        }
-        m_loop = &this_loop();
-        m_socket.bind_loop(*m_loop);
-        // EAGAIN just now (ours or the caller's) proves any remembered edge is stale.
-        m_loop->consume_readiness(this->fd, this->write);
-        this->handle = h;
-        m_loop->add_io_waiter(*this);
-        if (this->context) this->context->arm(this);
-        return true;
-    }
+    using io_operation::cancellable_wait::await_suspend;
     std::size_t await_resume() const {
-        if (this->cancelled) throw tandem::cancelled{};
+        this->throw_if_cancelled();
         if (this->aborted) throw_code(ECANCELED, m_what);
         if (m_error) throw_code(m_error, m_what);
         return m_result;
     }
 
 private:
+    friend class cancellable_wait<io_operation<Op>, io_waiter>;
+    bool start() {
+        m_loop = &this_loop();
+        m_socket.bind_loop(*m_loop);
+        // EAGAIN just now (ours or the caller's) proves any remembered edge is stale.
+        m_loop->consume_readiness(this->fd, this->write);
+        m_loop->add_io_waiter(*this);
+        return true;
+    }
+    bool stop() noexcept {
+        m_loop->remove_io_waiter(*this);
+        return true;
+    }
     bool attempt() noexcept {
         for (;;) {
             const ssize_t r = m_op();
@@ -297,12 +294,6 @@ private:
         }
     }
     static bool perform_again(io_waiter* w) noexcept { return static_cast<io_operation*>(w)->attempt(); }
-    static void cancel(cancel_slot* slot) noexcept {
-        auto* self = static_cast<io_operation*>(slot);
-        self->m_loop->remove_io_waiter(*self);
-        self->cancelled = true;
-        self->m_loop->schedule(self->handle, self->context);
-    }
 
     socket_base& m_socket;
     Op m_op;
@@ -765,16 +756,13 @@ struct lookup_state {
     std::vector<address> addresses;
     int error = 0;
     event_loop* loop = nullptr;
-    std::coroutine_handle<> handle;
-    task_context* context = nullptr;
+    suspended_wait* waiter = nullptr; // valid while not abandoned
 };
 
-class resolve_awaiter : cancel_slot {
+class resolve_awaiter : public cancellable_wait<resolve_awaiter> {
 public:
     resolve_awaiter(std::string host, std::uint16_t port)
-        : m_state(std::make_shared<lookup_state>()), m_host(std::move(host)), m_port(port) {
-        on_cancel = &cancel;
-    }
+        : m_state(std::make_shared<lookup_state>()), m_host(std::move(host)), m_port(port) {}
     resolve_awaiter(const resolve_awaiter&) = delete;
     resolve_awaiter& operator=(const resolve_awaiter&) = delete;
     ~resolve_awaiter() {
@@ -783,22 +771,8 @@ public:
     }
 
     bool await_ready() const noexcept { return false; }
-    template <class Promise>
-    bool await_suspend(std::coroutine_handle<Promise> h) {
-        task_context* ctx = context_of(h);
-        if (ctx && ctx->cancel_requested()) {
-            m_cancelled = true;
-            return false;
-        }
-        m_state->loop = &this_loop();
-        m_state->handle = h;
-        m_state->context = ctx;
-        if (ctx) ctx->arm(this);
-        resolver_threads::instance().submit([state = m_state, host = m_host, port = m_port] { lookup(state, host, port); });
-        return true;
-    }
     std::vector<address> await_resume() {
-        if (m_cancelled) throw tandem::cancelled{};
+        throw_if_cancelled();
         if (m_state->error) throw std::system_error(m_state->error, resolver_category(), "resolve " + m_host);
         return std::move(m_state->addresses);
     }
@@ -830,24 +804,26 @@ private:
         state.loop->post([keep = shared] {
             std::lock_guard relock(keep->mutex);
             if (keep->abandoned) return;
-            if (keep->context) keep->context->disarm();
-            keep->loop->schedule(keep->handle, keep->context);
+            keep->loop->schedule(keep->waiter->complete(), keep->waiter->context);
         });
     }
-    static void cancel(cancel_slot* slot) noexcept {
-        auto* self = static_cast<resolve_awaiter*>(slot);
-        {
-            std::lock_guard lock(self->m_state->mutex);
-            self->m_state->abandoned = true; // the lookup finishes on its thread, unheard
-        }
-        self->m_cancelled = true;
-        self->m_state->loop->schedule(self->m_state->handle, self->m_state->context);
+
+    friend class cancellable_wait<resolve_awaiter>;
+    bool start() {
+        m_state->loop = &this_loop();
+        m_state->waiter = this;
+        resolver_threads::instance().submit([state = m_state, host = m_host, port = m_port] { lookup(state, host, port); });
+        return true;
+    }
+    bool stop() noexcept {
+        std::lock_guard lock(m_state->mutex);
+        m_state->abandoned = true; // the lookup finishes on its thread, unheard
+        return true;
     }
 
     std::shared_ptr<lookup_state> m_state;
     std::string m_host;
     std::uint16_t m_port;
-    bool m_cancelled = false;
 };
 
 } // namespace detail

@@ -132,45 +132,33 @@ public:
         return 0;
     }
 
-    class wait_awaiter : public detail::wake_listener, detail::cancel_slot {
+    class wait_awaiter : public detail::wake_listener, detail::cancellable_wait<wait_awaiter> {
     public:
-        explicit wait_awaiter(signal_set& set) noexcept : m_set(set) { on_cancel = &cancel; }
+        explicit wait_awaiter(signal_set& set) noexcept : m_set(set) {}
         bool await_ready() noexcept { return (m_signo = m_set.poll()) != 0; }
-        template <class Promise>
-        bool await_suspend(std::coroutine_handle<Promise> h) {
-            m_context = detail::context_of(h);
-            if (m_context && m_context->cancel_requested()) {
-                m_cancelled = true;
-                return false;
-            }
-            m_handle = h;
-            m_set.m_loop->add_wake_listener(*this);
-            if (m_context) m_context->arm(this);
-            return true;
-        }
+        using cancellable_wait::await_suspend;
         int await_resume() const {
-            if (m_cancelled) throw cancelled{};
+            throw_if_cancelled();
             return m_signo;
         }
 
     private:
+        friend cancellable_wait;
+        bool start() noexcept {
+            m_set.m_loop->add_wake_listener(*this);
+            return true;
+        }
+        bool stop() noexcept {
+            unlink();
+            return true;
+        }
         void on_wake() noexcept override {
             if ((m_signo = m_set.poll()) == 0) return;
             unlink();
-            if (m_context) m_context->disarm();
-            m_set.m_loop->schedule(m_handle, m_context);
-        }
-        static void cancel(detail::cancel_slot* slot) noexcept {
-            auto* self = static_cast<wait_awaiter*>(slot);
-            self->unlink();
-            self->m_cancelled = true;
-            self->m_set.m_loop->schedule(self->m_handle, self->m_context);
+            m_set.m_loop->schedule(complete(), context);
         }
         signal_set& m_set;
-        std::coroutine_handle<> m_handle;
-        detail::task_context* m_context = nullptr;
         int m_signo = 0;
-        bool m_cancelled = false;
     };
 
     /// Suspends until one of the set's signals arrives; returns its number. Cancellable.

@@ -6,6 +6,7 @@
 
 #include "tandem/loop.hpp"
 #include "tandem/task.hpp"
+#include "tandem/detail/cancellable_wait.hpp"
 
 #include "tandem/source_location.hpp"
 #include <string_view>
@@ -44,45 +45,35 @@ public:
     /// Lets the task run on without anyone waiting for it.
     void detach() noexcept { reset(); }
 
-    class awaiter : detail::root_base::join_waiter {
+    class awaiter : detail::cancellable_wait<awaiter, detail::root_base::join_waiter> {
     public:
-        explicit awaiter(join_handle& h) noexcept : m_handle(&h) { on_cancel = &cancel_wait; }
+        explicit awaiter(join_handle& h) noexcept : m_handle(&h) {}
         awaiter(const awaiter&) = delete;
         awaiter& operator=(const awaiter&) = delete;
         ~awaiter() {
             if (m_handle->m_root && m_handle->m_root->joiner() == this) m_handle->m_root->set_joiner(nullptr);
         }
         bool await_ready() const noexcept { return m_handle->m_root->done(); }
-        template <class Promise>
-        bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
-            context = detail::context_of(h);
-            if (context && context->cancel_requested()) {
-                m_cancelled = true;
-                return false;
-            }
-            handle = h;
-            m_handle->m_root->set_joiner(this);
-            if (context) context->arm(this);
-            return true;
-        }
+        using awaiter::cancellable_wait::await_suspend;
         /// Returns the task's value or rethrows its exception. Throws tandem::cancelled if
         /// the *waiting* task was cancelled (the spawned task keeps running).
         decltype(auto) await_resume() {
-            if (m_cancelled) throw cancelled{};
+            this->throw_if_cancelled();
             m_handle->m_observed = true;
             return m_handle->m_root->result();
         }
 
     private:
-        static void cancel_wait(detail::cancel_slot* slot) noexcept {
-            auto* self = static_cast<awaiter*>(slot);
-            detail::root<T>* r = self->m_handle->m_root;
-            r->set_joiner(nullptr);
-            self->m_cancelled = true;
-            r->loop().schedule(self->handle, self->context);
+        friend class awaiter::cancellable_wait;
+        bool start() noexcept {
+            m_handle->m_root->set_joiner(this);
+            return true;
+        }
+        bool stop() noexcept {
+            m_handle->m_root->set_joiner(nullptr);
+            return true;
         }
         join_handle* m_handle;
-        bool m_cancelled = false;
     };
 
     /// Waits for the task. A handle can be awaited once.

@@ -8,6 +8,7 @@
 
 #include "tandem/error.hpp"
 #include "tandem/task.hpp"
+#include "tandem/detail/cancellable_wait.hpp"
 #include "tandem/detail/intrusive_list.hpp"
 #include "tandem/detail/scheduler.hpp"
 
@@ -22,50 +23,18 @@ namespace tandem {
 
 namespace detail {
 
-/// A task suspended on a primitive: queued in its list, armed for cancellation.
-class sync_waiter : public list_hook, public cancel_slot {
+/// A task suspended on a primitive: queued in its list. The primitive's awaiter derives
+/// from cancellable_wait<Awaiter, sync_waiter> and supplies start() (queue itself); a
+/// cancelled waiter leaves the queue without taking anything.
+class sync_waiter : public list_hook, public suspended_wait {
 public:
-    sync_waiter() noexcept { on_cancel = &cancel_wait; }
-
-    /// Wakes the waiter (the caller has already taken it off the list).
-    void wake() noexcept {
-        if (m_context) m_context->disarm();
-        m_scheduler->schedule(m_handle, m_context);
+    void require_loop() const {
+        if (!resumer) throw std::logic_error("tandem: waiting on a primitive outside an event loop");
     }
-
-protected:
-    /// False if the task is already cancelled (then await_resume throws).
-    template <class Promise>
-    bool begin_wait(std::coroutine_handle<Promise> h) {
-        m_context = context_of(h);
-        if (m_context && m_context->cancel_requested()) {
-            m_cancelled = true;
-            return false;
-        }
-        m_scheduler = scheduler::current();
-        if (!m_scheduler) throw std::logic_error("tandem: waiting on a primitive outside an event loop");
-        m_handle = h;
+    bool stop() noexcept {
+        unlink();
         return true;
     }
-    void arm() noexcept {
-        if (m_context) m_context->arm(this);
-    }
-    void throw_if_cancelled() const {
-        if (m_cancelled) throw cancelled{};
-    }
-
-private:
-    static void cancel_wait(cancel_slot* slot) noexcept {
-        auto* self = static_cast<sync_waiter*>(slot);
-        self->unlink();
-        self->m_cancelled = true;
-        self->m_scheduler->schedule(self->m_handle, self->m_context);
-    }
-
-    std::coroutine_handle<> m_handle;
-    task_context* m_context = nullptr;
-    scheduler* m_scheduler = nullptr;
-    bool m_cancelled = false;
 };
 
 } // namespace detail
@@ -106,23 +75,22 @@ public:
 
     /// Awaitable returned by lock() (resumes with void) and scoped_lock() (with an async_lock).
     template <bool Scoped>
-    class lock_awaiter : public detail::sync_waiter {
+    class lock_awaiter : public detail::cancellable_wait<lock_awaiter<Scoped>, detail::sync_waiter> {
     public:
         explicit lock_awaiter(async_mutex& m) noexcept : m_mutex(m) {}
         bool await_ready() noexcept { return m_mutex.try_lock(); }
-        template <class Promise>
-        bool await_suspend(std::coroutine_handle<Promise> h) {
-            if (!begin_wait(h)) return false;
-            m_mutex.m_waiters.push_back(*this);
-            arm();
-            return true;
-        }
         auto await_resume() {
-            throw_if_cancelled();
+            this->throw_if_cancelled();
             if constexpr (Scoped) return async_lock(m_mutex);
         }
 
     private:
+        friend class detail::cancellable_wait<lock_awaiter, detail::sync_waiter>;
+        bool start() {
+            this->require_loop();
+            m_mutex.m_waiters.push_back(*this);
+            return true;
+        }
         async_mutex& m_mutex;
     };
 
@@ -163,21 +131,20 @@ public:
         return true;
     }
 
-    class acquire_awaiter : public detail::sync_waiter {
+    class acquire_awaiter : public detail::cancellable_wait<acquire_awaiter, detail::sync_waiter> {
     public:
         explicit acquire_awaiter(semaphore& s) noexcept : m_sem(s) {}
         bool await_ready() noexcept { return m_sem.try_acquire(); }
-        template <class Promise>
-        bool await_suspend(std::coroutine_handle<Promise> h) {
-            if (!begin_wait(h)) return false;
-            m_sem.m_waiters.push_back(*this);
-            arm();
-            return true;
-        }
         void await_resume() const { throw_if_cancelled(); }
 
     private:
         friend class semaphore;
+        friend cancellable_wait;
+        bool start() {
+            require_loop();
+            m_sem.m_waiters.push_back(*this);
+            return true;
+        }
         semaphore& m_sem;
     };
 
@@ -212,21 +179,20 @@ public:
     }
     void reset() noexcept { m_set = false; }
 
-    class wait_awaiter : public detail::sync_waiter {
+    class wait_awaiter : public detail::cancellable_wait<wait_awaiter, detail::sync_waiter> {
     public:
         explicit wait_awaiter(event& e) noexcept : m_event(e) {}
         bool await_ready() const noexcept { return m_event.m_set; }
-        template <class Promise>
-        bool await_suspend(std::coroutine_handle<Promise> h) {
-            if (!begin_wait(h)) return false;
-            m_event.m_waiters.push_back(*this);
-            arm();
-            return true;
-        }
         void await_resume() const { throw_if_cancelled(); }
 
     private:
         friend class event;
+        friend cancellable_wait;
+        bool start() {
+            require_loop();
+            m_event.m_waiters.push_back(*this);
+            return true;
+        }
         event& m_event;
     };
 
@@ -242,6 +208,11 @@ private:
 /// asyncio.Queue(maxsize)). A full channel suspends senders: backpressure, not growth.
 /// close(): senders fail with channel_closed; receivers drain what is buffered, then get
 /// std::nullopt.
+///
+/// Cancel safety: receive() and send() are cancel-safe. A value stays in the channel until a
+/// receiver resumes with it: a receive cancelled after a value arrived for it (e.g. the loser
+/// of when_any(ch.receive(), sleep_for(..))) leaves the value for the next receiver. A send
+/// that throws tandem::cancelled did not send; one that returns did.
 template <class T>
 class channel {
 public:
@@ -268,13 +239,14 @@ public:
         return offer(copy);
     }
 
-    /// Receives without waiting; std::nullopt if nothing is buffered.
+    /// Receives without waiting; std::nullopt if nothing is buffered (or all that is buffered
+    /// is promised to receivers already woken).
     std::optional<T> try_receive() {
-        if (m_size == 0) return std::nullopt;
+        if (unclaimed() == 0) return std::nullopt;
         return take();
     }
 
-    class send_awaiter : public detail::sync_waiter {
+    class send_awaiter : public detail::cancellable_wait<send_awaiter, detail::sync_waiter> {
     public:
         send_awaiter(channel& c, T&& value) noexcept(std::is_nothrow_move_constructible_v<T>)
             : m_channel(c), m_value(std::move(value)) {}
@@ -282,59 +254,71 @@ public:
             if (m_channel.m_closed) return true;
             return m_channel.offer(m_value) ? (m_sent = true) : false;
         }
-        template <class Promise>
-        bool await_suspend(std::coroutine_handle<Promise> h) {
-            if (!begin_wait(h)) return false;
-            m_channel.m_senders.push_back(*this);
-            arm();
-            return true;
-        }
         void await_resume() const {
-            throw_if_cancelled();
+            this->throw_if_cancelled();
             if (!m_sent) throw channel_closed{};
         }
 
     private:
         friend class channel;
+        friend class detail::cancellable_wait<send_awaiter, detail::sync_waiter>;
+        bool start() {
+            this->require_loop();
+            m_channel.m_senders.push_back(*this);
+            return true;
+        }
         channel& m_channel;
         T m_value;
         bool m_sent = false;
     };
 
-    class receive_awaiter : public detail::sync_waiter {
+    class receive_awaiter : public detail::cancellable_wait<receive_awaiter, detail::sync_waiter> {
     public:
         explicit receive_awaiter(channel& c) noexcept : m_channel(c) {}
         bool await_ready() {
-            if (m_channel.m_size > 0) {
+            if (m_channel.unclaimed() > 0) {
                 m_value = m_channel.take();
                 return true;
             }
-            return m_channel.m_closed;
-        }
-        template <class Promise>
-        bool await_suspend(std::coroutine_handle<Promise> h) {
-            if (!begin_wait(h)) return false;
-            m_channel.m_receivers.push_back(*this);
-            arm();
-            return true;
+            return m_channel.m_closed && m_channel.m_size == 0;
         }
         std::optional<T> await_resume() {
-            throw_if_cancelled();
-            return std::move(m_value);
+            if (m_value || !std::exchange(m_promised, false)) {
+                this->throw_if_cancelled();
+                if (!m_value && m_channel.unclaimed() > 0) return m_channel.take(); // woken by close
+                return std::move(m_value);
+            }
+            // A value waits in the buffer for us. Cancelled before we could take it: leave it
+            // there and pass the claim to the next receiver.
+            --m_channel.m_claimed;
+            if (this->context && this->context->cancel_requested()) {
+                m_channel.wake_receivers();
+                throw cancelled{};
+            }
+            return m_channel.take();
         }
 
     private:
         friend class channel;
+        friend class detail::cancellable_wait<receive_awaiter, detail::sync_waiter>;
+        bool start() {
+            this->require_loop();
+            m_channel.m_receivers.push_back(*this);
+            return true;
+        }
         channel& m_channel;
         std::optional<T> m_value;
+        bool m_promised = false; // woken for a buffered value, claimed in m_claimed
     };
 
     /// Sends `value`, suspending while the channel is full. Throws channel_closed if the
-    /// channel is (or becomes) closed first, tandem::cancelled if cancelled while waiting.
+    /// channel is (or becomes) closed first, tandem::cancelled if cancelled while waiting (then
+    /// nothing was sent). Cancel-safe.
     send_awaiter send(T value) { return send_awaiter{*this, std::move(value)}; }
 
     /// Receives the next value, suspending while the channel is empty; std::nullopt once
-    /// the channel is closed and drained. Cancellable.
+    /// the channel is closed and drained. Cancel-safe: a receive that throws
+    /// tandem::cancelled took nothing.
     receive_awaiter receive() noexcept { return receive_awaiter{*this}; }
 
 private:
@@ -343,18 +327,26 @@ private:
         return capacity;
     }
 
-    /// Delivers to a waiting receiver or into the buffer; moves from `value` only on success.
-    bool offer(T& value) {
-        if (m_closed) return false;
-        if (!m_receivers.empty()) { // buffer is empty whenever receivers wait
+    /// Buffered values no woken receiver has claimed yet.
+    std::size_t unclaimed() const noexcept { return m_size - m_claimed; }
+
+    /// Wakes one waiting receiver per unclaimed value. The value stays in the buffer until
+    /// the receiver runs, so a receiver cancelled in between loses nothing.
+    void wake_receivers() noexcept {
+        while (unclaimed() > 0 && !m_receivers.empty()) {
             receive_awaiter& r = m_receivers.pop_front();
-            r.m_value.emplace(std::move(value));
+            r.m_promised = true;
+            ++m_claimed;
             r.wake();
-            return true;
         }
-        if (m_size == m_buffer.size()) return false;
+    }
+
+    /// Buffers `value` for a receiver; moves from it only on success.
+    bool offer(T& value) {
+        if (m_closed || m_size == m_buffer.size()) return false;
         m_buffer[(m_head + m_size) % m_buffer.size()].emplace(std::move(value));
         ++m_size;
+        wake_receivers();
         return true;
     }
 
@@ -371,6 +363,7 @@ private:
             ++m_size;
             s.m_sent = true;
             s.wake();
+            wake_receivers();
         }
         return value;
     }
@@ -378,6 +371,7 @@ private:
     std::vector<std::optional<T>> m_buffer;
     std::size_t m_head = 0;
     std::size_t m_size = 0;
+    std::size_t m_claimed = 0; // buffered values promised to woken receivers
     detail::intrusive_list<send_awaiter> m_senders;
     detail::intrusive_list<receive_awaiter> m_receivers;
     bool m_closed = false;

@@ -31,6 +31,7 @@ struct cancel_slot {
     /// coroutine inline (a cancel can arrive from inside another task's code): it unhooks the
     /// wait and schedules the coroutine, which then throws tandem::cancelled.
     void (*on_cancel)(cancel_slot*) noexcept = nullptr;
+    cancel_slot* next_pending = nullptr; // queued while another cancellation is delivered
 };
 
 /// Cancellation state and identity shared by every coroutine of one logical task. Spawned
@@ -51,7 +52,7 @@ public:
         if (m_cancel_requested) return;
         m_cancel_requested = true;
         if (m_stop_source) m_stop_source->request_stop();
-        if (cancel_slot* slot = std::exchange(m_slot, nullptr)) slot->on_cancel(slot);
+        if (cancel_slot* slot = std::exchange(m_slot, nullptr)) deliver(slot);
     }
 
     void arm(cancel_slot* slot) noexcept { m_slot = slot; }
@@ -89,6 +90,30 @@ protected:
     void mark_root() noexcept { m_is_root = true; }
 
 private:
+    /// A slot's on_cancel may cancel children (with_timeout, when_all forward the request),
+    /// whose slots may cancel theirs: delivered one after another from a queue, not nested,
+    /// so cancelling a chain of any depth takes constant stack.
+    static void deliver(cancel_slot* slot) noexcept {
+        if (t_delivering) {
+            slot->next_pending = nullptr;
+            if (t_pending_tail) t_pending_tail->next_pending = slot;
+            else t_pending_head = slot;
+            t_pending_tail = slot;
+            return;
+        }
+        t_delivering = true;
+        slot->on_cancel(slot);
+        while (cancel_slot* next = t_pending_head) {
+            t_pending_head = next->next_pending;
+            if (!t_pending_head) t_pending_tail = nullptr;
+            next->on_cancel(next);
+        }
+        t_delivering = false;
+    }
+    inline static thread_local bool t_delivering = false;
+    inline static thread_local cancel_slot* t_pending_head = nullptr;
+    inline static thread_local cancel_slot* t_pending_tail = nullptr;
+
     cancel_slot* m_slot = nullptr;
     task_context* m_parent = nullptr;
     std::optional<std::stop_source> m_stop_source;
@@ -119,6 +144,7 @@ public:
         template <class Promise>
         std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> h) noexcept {
             promise_base& p = h.promise();
+            if (p.m_awaited_by) p.m_awaited_by->m_awaited_promise = nullptr;
             if (p.m_continuation) return p.m_continuation;
             // The outermost coroutine of a context: its owner decides what runs next and may
             // destroy this frame (allowed: it is suspended at its final point).
@@ -135,6 +161,19 @@ public:
     void set_continuation(std::coroutine_handle<> c) noexcept { m_continuation = c; }
     const std::exception_ptr& exception() const noexcept { return m_exception; }
 
+    /// The task frame this coroutine is suspended awaiting (set by awaiters that own that
+    /// frame): lets destroy_frame take a suspended chain apart from its leaf, without
+    /// recursion.
+    /// Unset when that frame finishes (the link cannot depend on an awaiter object: g++ 12
+    /// may await a copy of it, TOOLCHAIN pitfall 7).
+    void set_awaited(std::coroutine_handle<> frame, promise_base& promise) noexcept {
+        m_awaited = frame;
+        m_awaited_promise = &promise;
+        promise.m_awaited_by = this;
+    }
+
+    friend void destroy_frame(std::coroutine_handle<> frame, promise_base& promise) noexcept;
+
 protected:
     void rethrow_if_failed() const {
         if (m_exception) std::rethrow_exception(m_exception);
@@ -144,7 +183,58 @@ private:
     std::coroutine_handle<> m_continuation;
     task_context* m_context = nullptr;
     std::exception_ptr m_exception;
+    std::coroutine_handle<> m_awaited;
+    promise_base* m_awaited_promise = nullptr;
+    promise_base* m_awaited_by = nullptr;
 };
+
+/// Destroys a task's frame and, first, the suspended chain of frames it awaits, leaf first
+/// (the order a recursive destruction destroys what each frame's locals reference), in a
+/// loop: tearing down a chain a million deep takes constant stack.
+inline thread_local void* t_destroyed_child = nullptr; // frame already destroyed by the loop below
+
+inline void destroy_frame(std::coroutine_handle<> frame, promise_base& promise) noexcept {
+    if (frame.address() == t_destroyed_child) { // its owner's destruction, after we took it apart
+        t_destroyed_child = nullptr;
+        return;
+    }
+    void* const saved = t_destroyed_child;
+    if (!promise.m_awaited_promise) {
+        t_destroyed_child = nullptr;
+        frame.destroy();
+        t_destroyed_child = saved;
+        return;
+    }
+    // Walk down to the leaf, reversing the links so that each promise names its parent.
+    std::coroutine_handle<> h = frame, up_h;
+    promise_base* p = &promise;
+    promise_base* up_p = nullptr;
+    while (p) {
+        std::coroutine_handle<> down_h = p->m_awaited;
+        promise_base* down_p = p->m_awaited_promise;
+        p->m_awaited = up_h;
+        p->m_awaited_promise = up_p;
+        up_h = h;
+        up_p = p;
+        h = down_h;
+        p = down_p;
+    }
+    // up_h is the leaf now; climb back, destroying each frame after the one it awaits.
+    h = up_h;
+    p = up_p;
+    void* below = nullptr;
+    for (;;) {
+        std::coroutine_handle<> parent_h = p->m_awaited;
+        promise_base* parent_p = p->m_awaited_promise;
+        t_destroyed_child = below; // the task in this frame that owns `below` must skip it
+        h.destroy();
+        if (h == frame) break;
+        below = h.address();
+        h = parent_h;
+        p = parent_p;
+    }
+    t_destroyed_child = saved;
+}
 
 template <class T>
 class task_promise final : public promise_base {
@@ -209,13 +299,13 @@ public:
     task(task&& other) noexcept : m_handle(std::exchange(other.m_handle, {})) {}
     task& operator=(task&& other) noexcept {
         if (this != &other) {
-            if (m_handle) m_handle.destroy();
+            if (m_handle) detail::destroy_frame(m_handle, m_handle.promise());
             m_handle = std::exchange(other.m_handle, {});
         }
         return *this;
     }
     ~task() {
-        if (m_handle) m_handle.destroy();
+        if (m_handle) detail::destroy_frame(m_handle, m_handle.promise());
     }
 
     /// True if this task owns a coroutine (it was not moved from or default-constructed).
@@ -232,6 +322,7 @@ public:
             promise_type& p = m_handle.promise();
             p.set_continuation(awaiting);
             p.set_context(detail::context_of(awaiting));
+            if constexpr (std::is_base_of_v<detail::promise_base, Promise>) awaiting.promise().set_awaited(m_handle, p);
             return m_handle;
         }
         decltype(auto) await_resume() { return m_handle.promise().result(); }

@@ -8,6 +8,7 @@
 #include "tandem/loop.hpp"
 #include "tandem/spawn.hpp"
 #include "tandem/task.hpp"
+#include "tandem/detail/cancellable_wait.hpp"
 
 #include <cstddef>
 #include <exception>
@@ -107,45 +108,39 @@ public:
     std::size_t size() const noexcept { return m_children.size(); }
     bool empty() const noexcept { return m_children.empty(); }
 
-    class join_awaiter : detail::cancel_slot {
+    class join_awaiter : detail::cancellable_wait<join_awaiter> {
     public:
-        explicit join_awaiter(task_group& g) noexcept : m_group(g) { on_cancel = &cancel_children; }
+        /// Structured: a join by a task that is already cancelled cancels the children and
+        /// still waits for them.
+        static constexpr bool wait_when_cancelled = true;
+
+        explicit join_awaiter(task_group& g) noexcept : m_group(g) {}
         join_awaiter(const join_awaiter&) = delete;
         join_awaiter& operator=(const join_awaiter&) = delete;
         ~join_awaiter() {
             if (m_group.m_joiner == this) m_group.m_joiner = nullptr;
         }
         bool await_ready() const noexcept { return m_group.m_children.empty(); }
-        template <class Promise>
-        bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
-            m_context = detail::context_of(h);
-            m_handle = h;
-            if (m_context && m_context->cancel_requested()) {
-                m_parent_cancelled = true;
-                m_group.cancel(); // structured: still wait for them
-            } else if (m_context) {
-                m_context->arm(this);
-            }
-            m_group.m_joiner = this;
-            return true;
-        }
+        using cancellable_wait::await_suspend;
         void await_resume() {
             m_group.m_joiner = nullptr;
             if (std::exception_ptr e = std::exchange(m_group.m_failure, nullptr)) std::rethrow_exception(e);
-            if (m_parent_cancelled) throw cancelled{};
+            throw_if_cancelled();
         }
 
     private:
         friend class task_group;
-        static void cancel_children(detail::cancel_slot* slot) noexcept {
-            auto* self = static_cast<join_awaiter*>(slot);
-            self->m_parent_cancelled = true;
-            self->m_group.cancel();
+        friend cancellable_wait;
+        bool start() noexcept {
+            m_group.m_joiner = this;
+            return true;
+        }
+        bool stop() noexcept {
+            mark_cancelled();
+            m_group.cancel(); // structured: we still wait for them
+            return false;
         }
         task_group& m_group;
-        std::coroutine_handle<> m_handle;
-        detail::task_context* m_context = nullptr;
-        bool m_parent_cancelled = false;
     };
 
     /// Waits until every child has finished; rethrows the first failure.
@@ -162,9 +157,9 @@ private:
         }
         if (!m_children.empty() || !m_joiner) return std::noop_coroutine();
         join_awaiter* j = std::exchange(m_joiner, nullptr);
-        if (j->m_context) j->m_context->disarm();
-        m_loop->set_current_task(j->m_context);
-        return j->m_handle;
+        std::coroutine_handle<> next = j->complete();
+        m_loop->set_current_task(j->context);
+        return next;
     }
 
     event_loop* m_loop;

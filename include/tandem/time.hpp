@@ -16,13 +16,30 @@
 
 namespace tandem {
 
+namespace detail {
+
+/// now + d without overflow: a duration too long to represent (nanoseconds::max(),
+/// hours::max()) means "forever" and saturates to time_point::max(); a negative one means now.
+template <class Rep, class Period>
+event_loop::clock::time_point deadline_after(std::chrono::duration<Rep, Period> d) noexcept {
+    using clock = event_loop::clock;
+    const clock::time_point now = clock::now();
+    if (d <= std::chrono::duration<Rep, Period>::zero()) return now;
+    const clock::duration room = clock::time_point::max() - now;
+    // Compared in floating point: converting d itself to the clock's ticks may overflow.
+    using wide = std::chrono::duration<long double, clock::period>;
+    if (std::chrono::duration_cast<wide>(d) >= wide(room)) return clock::time_point::max();
+    return now + std::chrono::duration_cast<clock::duration>(d);
+}
+
+} // namespace detail
+
 /// Awaitable returned by sleep_for / sleep_until.
-class sleep_awaiter : detail::timer_node, detail::cancel_slot {
+class sleep_awaiter : detail::timer_node, detail::cancellable_wait<sleep_awaiter> {
 public:
     explicit sleep_awaiter(event_loop::clock::time_point deadline) noexcept {
         this->deadline = deadline;
         on_expire = &expire;
-        on_cancel = &cancel;
     }
     sleep_awaiter(const sleep_awaiter&) = delete;
     sleep_awaiter& operator=(const sleep_awaiter&) = delete;
@@ -31,40 +48,27 @@ public:
     }
 
     bool await_ready() const noexcept { return false; }
-    template <class Promise>
-    bool await_suspend(std::coroutine_handle<Promise> h) {
-        m_context = detail::context_of(h);
-        if (m_context && m_context->cancel_requested()) {
-            m_cancelled = true;
-            return false;
-        }
-        m_loop = &this_loop();
-        m_handle = h;
-        m_loop->add_timer(*this);
-        if (m_context) m_context->arm(this);
-        return true;
-    }
-    void await_resume() const {
-        if (m_cancelled) throw cancelled{};
-    }
+    using cancellable_wait::await_suspend;
+    void await_resume() const { throw_if_cancelled(); }
 
 private:
+    friend cancellable_wait;
+    bool start() {
+        m_loop = &this_loop();
+        // The end of time never comes: no timer, only cancellation ends this wait.
+        if (deadline != event_loop::clock::time_point::max()) m_loop->add_timer(*this);
+        return true;
+    }
+    bool stop() noexcept {
+        if (queued()) m_loop->remove_timer(*this);
+        return true;
+    }
     static void expire(detail::timer_node* node) noexcept {
         auto* self = static_cast<sleep_awaiter*>(node);
-        if (self->m_context) self->m_context->disarm();
-        self->m_loop->schedule(self->m_handle, self->m_context);
-    }
-    static void cancel(detail::cancel_slot* slot) noexcept {
-        auto* self = static_cast<sleep_awaiter*>(slot);
-        self->m_loop->remove_timer(*self);
-        self->m_cancelled = true;
-        self->m_loop->schedule(self->m_handle, self->m_context);
+        self->m_loop->schedule(self->complete(), self->context);
     }
 
     event_loop* m_loop = nullptr;
-    std::coroutine_handle<> m_handle;
-    detail::task_context* m_context = nullptr;
-    bool m_cancelled = false;
 };
 
 /// Suspends the current task until `deadline` (steady clock). Cancellable.
@@ -72,12 +76,12 @@ private:
     return sleep_awaiter{deadline};
 }
 
-/// Suspends the current task for `duration`; zero or negative still yields one turn.
-/// Cancellable: a cancelled sleep throws tandem::cancelled.
+/// Suspends the current task for `duration`; zero or negative still yields one turn. A
+/// duration past the clock's range (nanoseconds::max()) sleeps until cancelled and arms no
+/// timer. Cancellable: a cancelled sleep throws tandem::cancelled.
 template <class Rep, class Period>
 [[nodiscard]] sleep_awaiter sleep_for(std::chrono::duration<Rep, Period> duration) noexcept {
-    return sleep_awaiter{event_loop::clock::now() +
-                         std::chrono::duration_cast<event_loop::clock::duration>(duration)};
+    return sleep_awaiter{detail::deadline_after(duration)};
 }
 
 namespace detail {
@@ -95,15 +99,6 @@ public:
         if (queued()) m_loop->remove_timer(*this);
     }
 
-    bool await_ready() const noexcept { return false; }
-    template <class Promise>
-    bool await_suspend(std::coroutine_handle<Promise> h) {
-        if (!this->begin(h)) return false;
-        m_loop = &this_loop();
-        m_loop->add_timer(*this);
-        return this->start_child();
-    }
-
     decltype(auto) await_resume() {
         this->throw_if_parent_cancelled();
         if (m_timed_out && this->child_exception()) {
@@ -117,6 +112,11 @@ public:
     }
 
 private:
+    bool before_start() override {
+        m_loop = &this_loop();
+        if (deadline != event_loop::clock::time_point::max()) m_loop->add_timer(*this); // max: no deadline
+        return true;
+    }
     void on_child_done() noexcept override {
         if (queued()) m_loop->remove_timer(*this);
     }
@@ -140,11 +140,11 @@ task<T> with_deadline(event_loop::clock::time_point deadline, task<T> t) {
     co_return co_await detail::timeout_awaiter<T>(std::move(t), deadline);
 }
 
-/// with_deadline(now + duration, t): asyncio.wait_for / tokio::time::timeout.
+/// with_deadline(now + duration, t): asyncio.wait_for / tokio::time::timeout. A duration
+/// past the clock's range (nanoseconds::max()) means no deadline.
 template <class Rep, class Period, class T>
 task<T> with_timeout(std::chrono::duration<Rep, Period> duration, task<T> t) {
-    return with_deadline(event_loop::clock::now() + std::chrono::duration_cast<event_loop::clock::duration>(duration),
-                         std::move(t));
+    return with_deadline(detail::deadline_after(duration), std::move(t));
 }
 
 } // namespace tandem

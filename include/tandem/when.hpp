@@ -6,6 +6,7 @@
 #pragma once
 
 #include "tandem/task.hpp"
+#include "tandem/detail/cancellable_wait.hpp"
 
 #include <cstddef>
 #include <exception>
@@ -43,16 +44,19 @@ public:
     explicit child_task(task<T> t) noexcept : m_task(std::move(t)) {}
 
     void assign(task<T> t) noexcept { m_task = std::move(t); }
-    void start(child_owner& owner, std::size_t index, task_context* parent) {
+    /// Prepares the child and returns its coroutine, to be resumed (or transferred to).
+    std::coroutine_handle<> launch(child_owner& owner, std::size_t index, task_context* parent) noexcept {
         m_owner = &owner;
         m_index = index;
         set_parent(parent);
         m_task.handle().promise().set_context(this);
-        m_task.handle().resume();
+        return m_task.handle();
     }
+    void start(child_owner& owner, std::size_t index, task_context* parent) { launch(owner, index, parent).resume(); }
     std::coroutine_handle<> finish() noexcept override { return m_owner->child_finished(m_index); }
 
     std::exception_ptr exception() const noexcept { return m_task.handle().promise().exception(); }
+    promise_base& promise() const noexcept { return m_task.handle().promise(); }
     non_void_t<T> take() {
         if constexpr (std::is_void_v<T>) {
             m_task.handle().promise().result();
@@ -70,45 +74,35 @@ private:
 
 /// Runs one child task under the awaiting one (with_timeout, cancel_on): the parent's
 /// cancellation is forwarded to the child, and the parent resumes when the child finished.
-/// Derived awaiters arm their extra trigger (a timer, a stop callback) around start_child()
-/// and disarm it in on_child_done().
+/// The child starts by symmetric transfer and hands control back the same way, so nesting
+/// these (with_timeout inside with_timeout, any depth) does not grow the stack. Derived
+/// awaiters arm their extra trigger (a timer, a stop callback) in before_start() and disarm
+/// it in on_child_done().
 template <class T>
-class single_child : public child_owner, public cancel_slot {
+class single_child : public child_owner, public cancellable_wait<single_child<T>> {
 public:
     single_child(const single_child&) = delete;
     single_child& operator=(const single_child&) = delete;
 
+    bool await_ready() const noexcept { return false; }
+    template <class Promise>
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> h) {
+        if constexpr (std::is_base_of_v<promise_base, Promise>) m_awaiting = &h.promise();
+        return cancellable_wait<single_child<T>>::await_suspend(h);
+    }
+
 protected:
-    explicit single_child(task<T> t) noexcept : m_child(std::move(t)) { on_cancel = &forward_cancel; }
+    explicit single_child(task<T> t) noexcept : m_child(std::move(t)) {}
     ~single_child() = default;
 
-    /// Records the awaiting coroutine; false if it is already cancelled (nothing starts).
-    template <class Promise>
-    bool begin(std::coroutine_handle<Promise> h) noexcept {
-        m_parent = h;
-        m_parent_context = context_of(h);
-        if (m_parent_context && m_parent_context->cancel_requested()) {
-            m_parent_cancelled = true;
-            return false;
-        }
-        return true;
-    }
-
-    /// Starts the child. True: the caller suspends. False: the child already finished.
-    bool start_child() {
-        if (m_parent_context) m_parent_context->arm(this);
-        m_starting = true;
-        m_child.start(*this, 0, m_parent_context);
-        m_starting = false;
-        if (!m_child_done) return true;
-        settle();
-        return false;
-    }
+    /// Arms the derived awaiter's trigger. False: the wait is over before the child starts
+    /// (it never runs; await_resume reports why).
+    virtual bool before_start() { return true; }
+    /// The child finished: undo what before_start() armed.
+    virtual void on_child_done() noexcept {}
 
     void cancel_child() noexcept { m_child.request_cancel(); }
-    void throw_if_parent_cancelled() const {
-        if (m_parent_cancelled) throw cancelled{};
-    }
+    void throw_if_parent_cancelled() const { this->throw_if_cancelled(); }
     std::exception_ptr child_exception() const noexcept { return m_child.exception(); }
     T take_result() {
         if constexpr (std::is_void_v<T>) {
@@ -118,66 +112,42 @@ protected:
         }
     }
 
-    /// The child finished: undo what the derived awaiter armed.
-    virtual void on_child_done() noexcept {}
-
 private:
+    friend class cancellable_wait<single_child<T>>;
+    std::coroutine_handle<> start() {
+        if (!before_start()) {
+            this->complete();
+            this->resumer->schedule(this->handle, this->context);
+            return std::noop_coroutine();
+        }
+        std::coroutine_handle<> child = m_child.launch(*this, 0, this->context);
+        if (m_awaiting) m_awaiting->set_awaited(child, m_child.promise());
+        return child;
+    }
+    bool stop() noexcept {
+        this->mark_cancelled();
+        m_child.request_cancel(); // we resume once it has unwound
+        return false;
+    }
     std::coroutine_handle<> child_finished(std::size_t) noexcept final {
-        m_child_done = true;
-        if (m_starting) return std::noop_coroutine(); // start_child() settles and resumes
-        settle();
-        return m_parent;
-    }
-    void settle() noexcept {
         on_child_done();
-        if (m_parent_context) m_parent_context->disarm();
-    }
-    static void forward_cancel(cancel_slot* slot) noexcept {
-        auto* self = static_cast<single_child*>(slot);
-        self->m_parent_cancelled = true;
-        self->m_child.request_cancel();
+        return this->complete();
     }
 
     child_task<T> m_child;
-    std::coroutine_handle<> m_parent;
-    task_context* m_parent_context = nullptr;
-    bool m_starting = false;
-    bool m_child_done = false;
-    bool m_parent_cancelled = false;
+    promise_base* m_awaiting = nullptr;
 };
 
 /// Shared machinery of when_all/when_any: start the children, forward the parent's
 /// cancellation to them, resume the parent when the last one finished.
-class fan_out : public child_owner, cancel_slot {
+class fan_out : public child_owner, public cancellable_wait<fan_out> {
 public:
     bool await_ready() const noexcept { return m_count == 0; }
-
-    template <class Promise>
-    bool await_suspend(std::coroutine_handle<Promise> h) {
-        m_parent = h;
-        m_parent_context = context_of(h);
-        if (m_parent_context && m_parent_context->cancel_requested()) {
-            m_parent_cancelled = true;
-            return false;
-        }
-        // One extra count for the starting phase: a child finishing synchronously must not
-        // resume the parent while we are still inside its await_suspend.
-        m_pending = m_count + 1;
-        on_cancel = &forward_cancel;
-        if (m_parent_context) m_parent_context->arm(this);
-        for (std::size_t i = 0; i < m_count; ++i) start_child(i, m_parent_context);
-        if (--m_pending == 0) {
-            if (m_parent_context) m_parent_context->disarm();
-            return false;
-        }
-        return true;
-    }
 
     std::coroutine_handle<> child_finished(std::size_t index) noexcept final {
         child_done(index);
         if (--m_pending > 0) return std::noop_coroutine();
-        if (m_parent_context) m_parent_context->disarm();
-        return m_parent;
+        return complete();
     }
 
 protected:
@@ -191,23 +161,26 @@ protected:
     void cancel_children() noexcept {
         for (std::size_t i = 0; i < m_count; ++i) cancel_child(i);
     }
-    void throw_if_parent_cancelled() const {
-        if (m_parent_cancelled) throw cancelled{};
-    }
+    void throw_if_parent_cancelled() const { throw_if_cancelled(); }
 
     std::size_t m_count = 0;
 
 private:
-    static void forward_cancel(cancel_slot* slot) noexcept {
-        auto* self = static_cast<fan_out*>(slot);
-        self->m_parent_cancelled = true;
-        self->cancel_children();
+    friend class cancellable_wait<fan_out>;
+    bool start() {
+        // One extra count for the starting phase: a child finishing synchronously must not
+        // resume the parent while we are still inside its await_suspend.
+        m_pending = m_count + 1;
+        for (std::size_t i = 0; i < m_count; ++i) start_child(i, context);
+        return --m_pending != 0;
+    }
+    bool stop() noexcept {
+        mark_cancelled();
+        cancel_children(); // we resume once they all have unwound
+        return false;
     }
 
-    std::coroutine_handle<> m_parent;
-    task_context* m_parent_context = nullptr;
     std::size_t m_pending = 0;
-    bool m_parent_cancelled = false;
 };
 
 /// Storage of the children: a tuple for the variadic forms, an array for ranges. Both offer

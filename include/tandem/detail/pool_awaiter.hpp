@@ -16,6 +16,7 @@
 #include "tandem/error.hpp"
 #include "tandem/loop.hpp"
 #include "tandem/task.hpp"
+#include "tandem/detail/cancellable_wait.hpp"
 #include "tandem/detail/intrusive_list.hpp"
 
 #include <atomic>
@@ -91,9 +92,9 @@ protected:
 };
 
 template <class Pool, class Job, class R>
-class pool_run_awaiter final : cancel_slot, job_listener {
+class pool_run_awaiter final : public cancellable_wait<pool_run_awaiter<Pool, Job, R>>, job_listener {
 public:
-    pool_run_awaiter(Pool& pool, Job* job) noexcept : m_pool(&pool), m_job(job) { on_cancel = &cancel; }
+    pool_run_awaiter(Pool& pool, Job* job) noexcept : m_pool(&pool), m_job(job) {}
     pool_run_awaiter(const pool_run_awaiter&) = delete;
     pool_run_awaiter& operator=(const pool_run_awaiter&) = delete;
     ~pool_run_awaiter() {
@@ -103,53 +104,43 @@ public:
 
     bool await_ready() const noexcept { return false; }
 
-    template <class Promise>
-    bool await_suspend(std::coroutine_handle<Promise> h) {
-        m_context = context_of(h);
-        if (m_context && m_context->cancel_requested()) {
-            m_cancelled = true;
-            return false;
-        }
-        m_loop = event_loop::current();
-        if (!m_loop) throw std::logic_error(std::string("tandem: ") + Pool::run_name + " must be awaited on an event loop");
-        m_handle = h;
-        m_job->m_loop = m_loop;
-        m_job->m_listener = this;
-        m_pool->enqueue_awaited(*m_job);
-        m_suspended = true;
-        if (m_context) m_context->arm(this);
-        if (m_pool->spin().count() > 0) m_loop->expect_post_within(m_pool->spin());
-        return true;
-    }
-
     R await_resume() {
-        if (m_cancelled) throw cancelled{};
+        this->throw_if_cancelled();
         return m_job->m_outcome.take();
     }
 
 private:
     using state = typename Job::state;
+    friend class cancellable_wait<pool_run_awaiter>;
+
+    bool start() {
+        m_loop = event_loop::current();
+        if (!m_loop) throw std::logic_error(std::string("tandem: ") + Pool::run_name + " must be awaited on an event loop");
+        m_job->m_loop = m_loop;
+        m_job->m_listener = this;
+        m_pool->enqueue_awaited(*m_job);
+        m_suspended = true;
+        if (m_pool->spin().count() > 0) m_loop->expect_post_within(m_pool->spin());
+        return true;
+    }
+
+    bool stop() noexcept {
+        Job& job = *m_job;
+        if (!m_pool->withdraw(job)) {
+            state expected = state::running;
+            if (!job.m_state.compare_exchange_strong(expected, state::detached, std::memory_order_acq_rel)) {
+                return false; // finished already: its completion is on the way and resumes us
+            }
+            m_pool->stop_running(job);
+        }
+        job.m_listener = nullptr;
+        m_suspended = false;
+        return true;
+    }
 
     void on_job_done() noexcept override {
         m_suspended = false;
-        if (m_context) m_context->disarm();
-        m_loop->resume_now(m_handle, m_context);
-    }
-
-    static void cancel(cancel_slot* slot) noexcept {
-        auto* self = static_cast<pool_run_awaiter*>(slot);
-        Job& job = *self->m_job;
-        if (!self->m_pool->withdraw(job)) {
-            state expected = state::running;
-            if (!job.m_state.compare_exchange_strong(expected, state::detached, std::memory_order_acq_rel)) {
-                return; // finished already: its completion is on the way and resumes us
-            }
-            self->m_pool->stop_running(job);
-        }
-        job.m_listener = nullptr;
-        self->m_suspended = false;
-        self->m_cancelled = true;
-        self->m_loop->schedule(self->m_handle, self->m_context);
+        m_loop->resume_now(this->complete(), this->context);
     }
 
     /// Our frame dies while the job is out: make sure nobody will touch us or our loop.
@@ -169,10 +160,7 @@ private:
     Pool* m_pool;
     Job* m_job;
     event_loop* m_loop = nullptr;
-    std::coroutine_handle<> m_handle;
-    task_context* m_context = nullptr;
     bool m_suspended = false;
-    bool m_cancelled = false;
 };
 
 } // namespace tandem::detail
