@@ -6,7 +6,9 @@
 #include "tandem/task_group.hpp"
 #include "tandem/when.hpp"
 
+#include <atomic>
 #include <chrono>
+#include <thread>
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -512,4 +514,124 @@ TEST_CASE("connect times out when the listener's queue is full", "[net]") {
         CHECK(timed_out);
     };
     tandem::sync_wait(body());
+}
+
+// Cooperative budget: a socket that always has data (a thread writing as fast as it can)
+// must not keep its reader on the CPU: a 1 ms ticker, a one-shot timer, another task and an
+// accept on the same loop all make progress (issue 11: /ping took 5.5 s behind a flood).
+TEST_CASE("a reader of a socket that always has data does not starve timers or accepts", "[net][budget]") {
+    auto [reader, writer] = tandem::socket_pair();
+    reader.set_receive_buffer_size(1 << 20);
+    const int wfd = writer.native_handle();
+    ::fcntl(wfd, F_SETFL, ::fcntl(wfd, F_GETFL) & ~O_NONBLOCK); // the peer thread blocks in send
+    std::atomic<bool> stop{false};
+    std::thread flood([wfd, &stop] {
+        std::vector<char> chunk(1 << 16, 'x');
+        while (!stop.load(std::memory_order_relaxed))
+            if (::send(wfd, chunk.data(), chunk.size(), MSG_NOSIGNAL) < 0) break;
+    });
+    struct result {
+        int ticks = 0;
+        bool timer_fired = false;
+        bool accepted = false;
+        std::size_t yields = 0;
+        std::size_t bytes = 0;
+        std::chrono::nanoseconds took{};
+        std::chrono::nanoseconds longest_tick{};
+    } r;
+    tandem::sync_wait([](tandem::unix_stream& in, result& out) -> tandem::task<> {
+        auto read_forever = [](tandem::unix_stream& s, std::size_t& bytes) -> tandem::task<> {
+            char buf[1]; // one byte a read: the reader is far slower than the writer, data is always there
+            for (;;) bytes += co_await s.read_some(std::span<char>(buf));
+        };
+        auto other = [](std::size_t& n) -> tandem::task<> {
+            for (;;) {
+                ++n;
+                co_await tandem::yield();
+            }
+        };
+        auto listener = tandem::tcp_listener::bind(loopback());
+        auto accept_one = [](tandem::tcp_listener& l, bool& done) -> tandem::task<> {
+            auto c = co_await l.accept();
+            done = true;
+        };
+        auto connect_one = [](tandem::address to) -> tandem::task<> {
+            auto c = co_await tandem::tcp_stream::connect(to);
+            co_await tandem::sleep_for(50ms);
+        };
+        auto reading = tandem::spawn(read_forever(in, out.bytes));
+        auto yielding = tandem::spawn(other(out.yields));
+        auto accepting = tandem::spawn(accept_one(listener, out.accepted));
+        auto connecting = tandem::spawn(connect_one(listener.local_address()));
+        auto timer = [](bool& fired) -> tandem::task<> {
+            co_await tandem::sleep_for(5ms);
+            fired = true;
+        };
+        auto timing = tandem::spawn(timer(out.timer_fired));
+        while (in.native_handle() >= 0 && out.bytes < 100'000) co_await tandem::sleep_for(1ms); // the flood is on
+        const auto started = std::chrono::steady_clock::now();
+        for (auto last = started; out.ticks < 20; ++out.ticks) {
+            co_await tandem::sleep_for(1ms);
+            const auto now = std::chrono::steady_clock::now();
+            out.longest_tick = std::max<std::chrono::nanoseconds>(out.longest_tick, now - last);
+            last = now;
+        }
+        out.took = std::chrono::steady_clock::now() - started;
+        co_await timing;
+        co_await accepting;
+        co_await connecting;
+        reading.cancel();
+        yielding.cancel();
+        CHECK_THROWS_AS(co_await reading, tandem::cancelled);
+        CHECK_THROWS_AS(co_await yielding, tandem::cancelled);
+    }(reader, r));
+    stop = true;
+    reader.close(); // the flood thread's send fails and it ends
+    flood.join();
+    INFO("bytes read " << r.bytes << ", other task's rounds " << r.yields << ", longest tick "
+                        << std::chrono::duration_cast<std::chrono::microseconds>(r.longest_tick).count() << " us");
+    CHECK(r.ticks == 20);
+    CHECK(r.took < 2s); // 20 ms of ticks; generous for a noisy box
+    CHECK(r.longest_tick < 200ms);
+    CHECK(r.timer_fired);
+    CHECK(r.accepted);
+    CHECK(r.yields > 20);
+    CHECK(r.bytes > 0);
+}
+
+// read_until interrupted by a timeout or a cancellation: the buffer holds exactly the bytes
+// received, no padding (issue 14: up to 4,096 NUL bytes per interrupted read).
+TEST_CASE("read_until interrupted keeps exactly the bytes received", "[net][cancel]") {
+    auto [a, b] = tandem::socket_pair();
+    std::string buffer = "kept:";
+    bool timed_out = false;
+    bool cancelled = false;
+    tandem::sync_wait([](tandem::unix_stream& in, tandem::unix_stream& out, std::string& buf, bool& to,
+                         bool& ca) -> tandem::task<> {
+        co_await out.write_all("partial line without its end");
+        try {
+            co_await tandem::with_timeout(20ms, in.read_until(buf, "\r\n", 1 << 20));
+        } catch (const tandem::timed_out&) {
+            to = true;
+        }
+        CHECK(buf == "kept:partial line without its end");
+        // Cancelled through a join handle, with more bytes arriving first.
+        co_await out.write_all(" and more");
+        auto h = tandem::spawn(in.read_until(buf, "\r\n", 1 << 20));
+        co_await tandem::sleep_for(10ms);
+        h.cancel();
+        try {
+            co_await h;
+        } catch (const tandem::cancelled&) {
+            ca = true;
+        }
+        CHECK(buf == "kept:partial line without its end and more");
+        // And the line still completes afterwards, from the same buffer.
+        co_await out.write_all("\r\n");
+        const std::size_t n = co_await in.read_until(buf, "\r\n", 1 << 20);
+        CHECK(n == buf.size());
+    }(a, b, buffer, timed_out, cancelled));
+    CHECK(timed_out);
+    CHECK(cancelled);
+    CHECK(buffer.find('\0') == std::string::npos);
 }

@@ -300,6 +300,20 @@ public:
     void retire_root(const detail::task_context& root) noexcept {
         if (m_watchdog) m_probe.retire(&root);
     }
+    /// Cooperative I/O budget (tokio's coop): a socket operation that completed without
+    /// suspending takes one unit; with none left the task goes back through the ready queue
+    /// (timers, I/O and other tasks run first). Each step starts with io_budget units, so a
+    /// socket that always has data cannot keep its reader on the CPU for good.
+    bool take_io_budget() noexcept {
+        if (m_io_budget == 0) return false;
+        --m_io_budget;
+        return true;
+    }
+    static constexpr unsigned io_budget = 128;
+    /// Treats one direction of `fd` as ready at the start of the next turn: its waiter (if
+    /// one is still registered) retries its operation then. What a task out of I/O budget
+    /// waits for.
+    void retry_io_soon(int fd, bool write) { m_io_retry.push_back(io_retry{fd, write}); }
     /// Makes the current turn skip its reactor wait (run(task)'s main task has finished).
     void interrupt_wait() noexcept { m_interrupted = true; }
     /// The task whose code is running right now (nullptr between tasks).
@@ -389,6 +403,21 @@ private:
 
     inline static thread_local event_loop* t_current_loop = nullptr;
 
+    struct io_retry {
+        int fd;
+        bool write;
+    };
+    std::vector<io_retry> m_io_retry, m_io_retry_spare;
+    void retry_io() noexcept {
+        m_io_retry_spare.swap(m_io_retry);
+        for (const io_retry& r : m_io_retry_spare) {
+            if (static_cast<std::size_t>(r.fd) >= m_fds.size()) continue;
+            detail::fd_state& s = m_fds[r.fd];
+            if (detail::io_waiter*& w = r.write ? s.writer : s.reader) on_ready(w, r.write ? s.writable : s.readable);
+        }
+        m_io_retry_spare.clear();
+    }
+
     detail::ring_queue<detail::ready_item> m_ready;
     detail::ring_queue<detail::posted_callback> m_callbacks;
     detail::timer_heap m_timers;
@@ -406,6 +435,7 @@ private:
     std::int64_t m_spin_until = 0;
     std::int64_t m_run_started = 0;
     unsigned m_polls_skipped = 0;
+    unsigned m_io_budget = io_budget;
     static constexpr unsigned max_polls_skipped = 8;
     detail::step_probe m_probe;
     std::unique_ptr<detail::blocking_watchdog> m_watchdog;
@@ -622,6 +652,7 @@ inline void event_loop::turn() {
     const clock::time_point started = clock::now();
     if (m_last_mark == 0) m_last_mark = started.time_since_epoch().count();
     expire_timers(started);
+    if (!m_io_retry.empty()) retry_io();
     run_ready_batch();
 
     auto timeout = poll_timeout();
@@ -714,10 +745,14 @@ inline void event_loop::run_ready_batch() {
         for (; n > 0 && !m_ready.empty(); --n) {
             detail::ready_item item = m_ready.pop();
             m_current_task = item.context;
+            m_io_budget = io_budget;
             item.handle.resume();
         }
         m_current_task = nullptr;
-        for (n = m_callbacks.size(); n > 0 && !m_callbacks.empty(); --n) run_callback(m_callbacks.pop());
+        for (n = m_callbacks.size(); n > 0 && !m_callbacks.empty(); --n) {
+            m_io_budget = io_budget;
+            run_callback(m_callbacks.pop());
+        }
         return;
     }
     // Work a step queues cannot run before the step ends: its delay counts from then. The
@@ -739,6 +774,7 @@ inline void event_loop::run_ready_batch() {
         if constexpr (detail::loop_stats_enabled) record_delay(now, item.ready_at);
         begin_step(now, item.context, false);
         const std::size_t ready_before = m_ready.size(), callbacks_before = m_callbacks.size();
+        m_io_budget = io_budget;
         item.handle.resume();
         count_fresh(ready_before, callbacks_before);
     }
@@ -749,6 +785,7 @@ inline void event_loop::run_ready_batch() {
         if constexpr (detail::loop_stats_enabled) record_delay(now, cb.ready_at);
         begin_step(now, nullptr, true);
         const std::size_t ready_before = m_ready.size(), callbacks_before = m_callbacks.size();
+        m_io_budget = io_budget;
         run_callback(std::move(cb));
         count_fresh(ready_before, callbacks_before);
     }
@@ -766,7 +803,7 @@ inline void event_loop::run_callback(detail::posted_callback cb) noexcept {
 
 inline std::optional<std::chrono::nanoseconds> event_loop::poll_timeout() noexcept {
     using std::chrono::nanoseconds;
-    if (!m_ready.empty() || !m_callbacks.empty() || m_interrupted ||
+    if (!m_ready.empty() || !m_callbacks.empty() || !m_io_retry.empty() || m_interrupted ||
         m_stop_requested.load(std::memory_order_relaxed) || m_unhandled)
         return nanoseconds::zero();
     if (m_timers.empty()) return std::nullopt;

@@ -252,9 +252,15 @@ public:
             m_error = EBADF;
             return true;
         }
-        if (!m_try_first) {
-            event_loop* loop = event_loop::current();
-            return loop && loop->consume_readiness(this->fd, this->write) && attempt();
+        event_loop* loop = event_loop::current();
+        if (!m_try_first && !(loop && loop->consume_readiness(this->fd, this->write))) return false;
+        // About to complete without suspending: that takes a unit of the step's I/O budget.
+        // With none left, go round the loop first (a peer that always has data or room must
+        // not starve timers, accepts and other tasks): the operation is retried from the
+        // loop's next turn, before anything was moved, so the wait stays cancellable.
+        if (loop && !loop->take_io_budget()) {
+            m_budget_spent = true;
+            return false;
         }
         return attempt();
     }
@@ -271,6 +277,11 @@ private:
     bool start() {
         m_loop = &this_loop();
         m_socket.bind_loop(*m_loop);
+        if (m_budget_spent) {
+            m_loop->add_io_waiter(*this);
+            m_loop->retry_io_soon(this->fd, this->write);
+            return true;
+        }
         // EAGAIN just now (ours or the caller's) proves any remembered edge is stale.
         m_loop->consume_readiness(this->fd, this->write);
         m_loop->add_io_waiter(*this);
@@ -302,6 +313,7 @@ private:
     event_loop* m_loop = nullptr;
     std::size_t m_result = 0;
     int m_error = 0;
+    bool m_budget_spent = false;
 };
 
 template <class Op>
@@ -422,6 +434,8 @@ public:
     /// Appends to `buffer` until it contains `delimiter`; returns the length up to and
     /// including the delimiter. Throws std::length_error past `max_bytes` (a peer that never
     /// sends the delimiter cannot grow the buffer without bound) and end_of_stream on EOF.
+    /// Cancel-safe in the sense that matters for a retry: on any exception (cancelled,
+    /// timed_out, errors) `buffer` holds exactly the bytes received, delimiter or not.
     task<std::size_t> read_until(std::string& buffer, std::string_view delimiter, std::size_t max_bytes) {
         std::size_t searched = 0;
         for (;;) {
@@ -431,7 +445,13 @@ public:
             if (buffer.size() >= max_bytes) throw std::length_error("tandem::read_until: no delimiter within max_bytes");
             const std::size_t old = buffer.size();
             buffer.resize(std::min(max_bytes, old + 4096));
-            const std::size_t n = co_await read_some(std::span<char>(buffer.data() + old, buffer.size() - old));
+            std::size_t n = 0;
+            try {
+                n = co_await read_some(std::span<char>(buffer.data() + old, buffer.size() - old));
+            } catch (...) {
+                buffer.resize(old); // cancelled, timed out, failed: keep exactly what arrived
+                throw;
+            }
             buffer.resize(old + n);
             if (n == 0) throw end_of_stream{};
         }
