@@ -342,3 +342,122 @@ TEST_CASE("many loops run in many threads at once", "[loop]") {
         CHECK(sums[t] == tasks_per_loop * base + tasks_per_loop * (tasks_per_loop - 1) / 2);
     }
 }
+
+namespace {
+double process_cpu_seconds() {
+    timespec ts{};
+    ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+} // namespace
+
+// stop() from another thread while run(task) runs: main is cancelled, run returns promptly
+// without spinning (issue 14: it spun a core at 100% and never returned).
+TEST_CASE("stop from another thread ends run(task) by cancelling main without spinning", "[loop][stop]") {
+    tandem::event_loop loop;
+    std::thread stopper([&loop] {
+        std::this_thread::sleep_for(100ms);
+        loop.stop();
+    });
+    const double cpu_before = process_cpu_seconds();
+    const auto started = std::chrono::steady_clock::now();
+    CHECK_THROWS_AS(loop.run([]() -> tandem::task<> { co_await tandem::sleep_for(1h); }()), tandem::cancelled);
+    const auto took = std::chrono::steady_clock::now() - started;
+    stopper.join();
+    const double cpu = process_cpu_seconds() - cpu_before;
+    INFO("cpu " << cpu << " s");
+    CHECK(took < 5s);
+    CHECK(cpu < 0.5); // ~0.1 s of waiting: a spinning loop would burn all of it and more
+
+    // A main that catches the cancellation decides what run returns.
+    std::thread stopper2([&loop] {
+        std::this_thread::sleep_for(50ms);
+        loop.stop();
+    });
+    const double cpu_before2 = process_cpu_seconds();
+    int v = 0;
+    try {
+        v = loop.run([]() -> tandem::task<int> {
+            try {
+                co_await tandem::sleep_for(1h);
+            } catch (const tandem::cancelled&) {
+                co_return 5;
+            }
+            co_return 0;
+        }());
+    } catch (...) {
+    }
+    stopper2.join();
+    CHECK(v == 5);
+    CHECK(process_cpu_seconds() - cpu_before2 < 0.5);
+}
+
+// Two detached tasks failing in one turn: both failures surface, one per run (issue 14: the
+// second was lost).
+TEST_CASE("every unhandled failure of detached tasks surfaces", "[loop][unhandled]") {
+    tandem::event_loop loop;
+    auto fail = [](const char* what) -> tandem::task<> {
+        co_await tandem::yield();
+        throw std::runtime_error(what);
+    };
+    tandem::spawn(loop, fail("first")).detach();
+    tandem::spawn(loop, fail("second")).detach();
+    tandem::spawn(loop, fail("third")).detach();
+    std::vector<std::string> seen;
+    try {
+        loop.run([]() -> tandem::task<> { co_await tandem::sleep_for(20ms); }());
+    } catch (const std::runtime_error& e) {
+        seen.emplace_back(e.what());
+    }
+    CHECK(loop.unhandled_count() == 2);
+    try {
+        loop.run_once();
+    } catch (const std::runtime_error& e) {
+        seen.emplace_back(e.what());
+    }
+    std::exception_ptr last = loop.take_unhandled();
+    REQUIRE(last);
+    try {
+        std::rethrow_exception(last);
+    } catch (const std::runtime_error& e) {
+        seen.emplace_back(e.what());
+    }
+    CHECK(loop.take_unhandled() == nullptr);
+    CHECK(seen == std::vector<std::string>{"first", "second", "third"});
+}
+
+namespace {
+tandem::task<int> deep_chain(int depth) {
+    if (depth == 0) {
+        co_await tandem::sleep_for(std::chrono::nanoseconds::max());
+        co_return 0;
+    }
+    co_return co_await deep_chain(depth - 1) + 1;
+}
+} // namespace
+
+// Destroying a loop that holds a 300,000-deep suspended chain takes constant stack: the frames
+// are destroyed leaf first, in a loop (issue 14: it overflowed the stack).
+TEST_CASE("teardown of a 300000-deep suspended chain does not depend on stack depth", "[loop][deep]") {
+    for (int round = 0; round < 2; ++round) {
+        tandem::event_loop loop;
+        auto h = tandem::spawn(loop, deep_chain(300'000));
+        loop.run_once();
+        CHECK_FALSE(h.done());
+        if (round == 1) h.detach(); // the loop alone owns it
+    }
+    // And a deep chain that is cancelled unwinds through all its frames.
+    tandem::event_loop loop;
+    const int v = loop.run([]() -> tandem::task<int> {
+        auto h = tandem::spawn(deep_chain(300'000));
+        co_await tandem::yield();
+        h.cancel();
+        try {
+            co_await h;
+        } catch (const tandem::cancelled&) {
+            co_return 1;
+        }
+        co_return 0;
+    }());
+    CHECK(v == 1);
+}

@@ -170,3 +170,99 @@ TEST_CASE("nested timeouts: the inner deadline fires first", "[time]") {
     };
     tandem::sync_wait(body());
 }
+
+// Durations at the end of the clock's range mean "forever": no overflow (UBSan checks), no
+// timer that fires at once, and nothing that stops the other timers of the loop (issue 14).
+TEST_CASE("sleep_for and with_timeout of nanoseconds::max() wait forever and disturb no other timer", "[time][edge]") {
+    int ticks = 0;
+    bool sleeper_cancelled = false, body_done = false;
+    std::size_t timers_while_sleeping = 99;
+    tandem::sync_wait([](int& n, bool& cancelled, bool& done, std::size_t& timers) -> tandem::task<> {
+        auto forever = [](bool& c) -> tandem::task<> {
+            try {
+                co_await tandem::sleep_for(std::chrono::nanoseconds::max());
+            } catch (const tandem::cancelled&) {
+                c = true;
+                throw;
+            }
+        };
+        auto hours_forever = []() -> tandem::task<> { co_await tandem::sleep_for(std::chrono::hours::max()); };
+        auto until_end = []() -> tandem::task<> { co_await tandem::sleep_until(clock_type::time_point::max()); };
+        auto body = [](bool& d) -> tandem::task<int> {
+            co_await tandem::sleep_for(5ms);
+            d = true;
+            co_return 7;
+        };
+        auto a = tandem::spawn(forever(cancelled));
+        auto b = tandem::spawn(hours_forever());
+        auto c = tandem::spawn(until_end());
+        auto guarded = tandem::spawn(tandem::with_timeout(std::chrono::nanoseconds::max(), forever(cancelled)));
+        co_await tandem::yield();
+        timers = tandem::this_loop().timer_count(); // the forever sleeps arm no timer
+        const auto start = clock_type::now();
+        for (; n < 10; ++n) co_await tandem::sleep_for(1ms); // a ticker on the same loop
+        CHECK(clock_type::now() - start < 2s);
+        const int v = co_await tandem::with_timeout(std::chrono::nanoseconds::max(), body(done));
+        CHECK(v == 7);
+        const int w = co_await tandem::with_timeout(std::chrono::hours::max(), body(done));
+        CHECK(w == 7);
+        CHECK_FALSE(a.done());
+        CHECK_FALSE(b.done());
+        CHECK_FALSE(c.done());
+        CHECK_FALSE(guarded.done());
+        a.cancel();
+        b.cancel();
+        c.cancel();
+        guarded.cancel();
+        CHECK_THROWS_AS(co_await a, tandem::cancelled);
+        CHECK_THROWS_AS(co_await b, tandem::cancelled);
+        CHECK_THROWS_AS(co_await c, tandem::cancelled);
+        CHECK_THROWS_AS(co_await guarded, tandem::cancelled);
+    }(ticks, sleeper_cancelled, body_done, timers_while_sleeping));
+    CHECK(ticks == 10);
+    CHECK(sleeper_cancelled);
+    CHECK(body_done);
+    CHECK(timers_while_sleeping == 0);
+}
+
+TEST_CASE("negative and minimal durations mean now", "[time][edge]") {
+    tandem::sync_wait([]() -> tandem::task<> {
+        co_await tandem::sleep_for(std::chrono::nanoseconds::min());
+        co_await tandem::sleep_for(-1h);
+        auto quick = []() -> tandem::task<> { co_await tandem::sleep_for(1h); };
+        CHECK_THROWS_AS(co_await tandem::with_timeout(std::chrono::nanoseconds::min(), quick()), tandem::timed_out);
+    }());
+}
+
+namespace {
+tandem::task<int> nested_timeouts(int depth, std::chrono::nanoseconds timeout, std::chrono::nanoseconds body) {
+    if (depth == 0) {
+        co_await tandem::sleep_for(body);
+        co_return 1;
+    }
+    co_return co_await tandem::with_timeout(timeout, nested_timeouts(depth - 1, timeout, body)) + 1;
+}
+} // namespace
+
+// 300,000 nested with_timeout: starting, finishing, timing out and tearing down take constant
+// stack (the child starts and reports back by symmetric transfer; cancellation is delivered
+// from a queue; frames are destroyed leaf first in a loop).
+TEST_CASE("300000 nested with_timeout do not depend on stack depth", "[time][deep]") {
+    constexpr int depth = 300'000;
+    const int v = tandem::sync_wait(nested_timeouts(depth, 1h, 1ms));
+    CHECK(v == depth + 1);
+    bool timed_out = false;
+    try {
+        tandem::sync_wait(nested_timeouts(depth, 20ms, std::chrono::nanoseconds::max()));
+    } catch (const tandem::timed_out&) {
+        timed_out = true;
+    }
+    CHECK(timed_out);
+    {
+        tandem::event_loop loop;
+        auto h = tandem::spawn(loop, nested_timeouts(depth, 1h, std::chrono::nanoseconds::max()));
+        loop.run_once();
+        CHECK_FALSE(h.done());
+        CHECK(loop.timer_count() == depth);
+    } // the loop (and the handle) go: the suspended nest is destroyed without recursion
+}

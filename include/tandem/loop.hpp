@@ -22,6 +22,8 @@
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <deque>
 #include <exception>
 #include <functional>
 #include <mutex>
@@ -197,6 +199,8 @@ public:
     /// Runs `main` and whatever it spawns until `main` finishes; returns its value or
     /// rethrows its exception. Also rethrows an unhandled exception of a detached task
     /// (default handler). Tasks still running when main returns stay suspended in the loop.
+    /// stop() (from any thread) cancels `main`: run returns what main returns then, which for a
+    /// task that does not catch it is a tandem::cancelled exception.
     template <class T>
     T run(task<T> main, source_location where = source_location::current());
 
@@ -213,8 +217,17 @@ public:
         post_erased(detail::unique_function(static_cast<F&&>(fn)));
     }
 
-    /// Makes run() return after the current turn. Thread-safe.
+    /// Makes run() return after the current turn, and run(task) cancel its main task (see
+    /// run). Thread-safe. A stop requested while the loop is not running ends the next run.
     void stop() noexcept;
+
+    /// Failures of detached tasks that the default policy has not rethrown yet. Each run(),
+    /// run(task) and run_once() rethrows the oldest before it does anything else, so two tasks
+    /// failing in one turn surface one per call; take_unhandled() collects them without
+    /// throwing (nullptr when none). At most 1024 are kept; beyond that they are counted, and
+    /// a loop destroyed with failures nobody took reports them on stderr.
+    std::size_t unhandled_count() const noexcept { return m_unhandled.size(); }
+    std::exception_ptr take_unhandled() noexcept;
 
     /// Replaces the policy for exceptions escaping detached tasks.
     void set_exception_handler(exception_handler handler) { m_exception_handler = std::move(handler); }
@@ -387,6 +400,7 @@ private:
     void on_fd_event(int fd, bool readable, bool writable) noexcept;
     void on_wakeup() noexcept;
     void rethrow_unhandled();
+    void report_lost_failures() noexcept;
     /// One direction of an fd became ready: finish its waiter's operation (it may ask to keep
     /// waiting), or remember the edge for the next wait.
     void on_ready(detail::io_waiter*& waiter, bool& remembered) noexcept {
@@ -448,7 +462,9 @@ private:
     std::atomic<bool> m_stop_requested{false};
 
     exception_handler m_exception_handler;
-    std::exception_ptr m_unhandled;
+    std::deque<std::exception_ptr> m_unhandled; // oldest first; at most max_unhandled
+    std::size_t m_unhandled_dropped = 0;
+    static constexpr std::size_t max_unhandled = 1024;
     bool m_destroying = false;
     bool m_interrupted = false;
     bool m_running = false;
@@ -607,6 +623,22 @@ inline event_loop::~event_loop() {
     }
     m_ready.clear();
     m_callbacks.clear();
+    report_lost_failures();
+}
+
+inline void event_loop::report_lost_failures() noexcept {
+    // Failures nobody took (run() was not called again): say so rather than lose them.
+    const std::size_t lost = m_unhandled.size() + m_unhandled_dropped;
+    if (lost == 0) return;
+    std::string what = "(not a std::exception)";
+    try {
+        if (!m_unhandled.empty()) std::rethrow_exception(m_unhandled.front());
+    } catch (const std::exception& e) {
+        what = e.what();
+    } catch (...) {
+    }
+    std::fprintf(stderr, "tandem: event loop destroyed with %zu unhandled task failure(s) never rethrown; first: %s\n",
+                 lost, m_unhandled.empty() ? "(dropped)" : what.c_str());
 }
 
 template <class T>
@@ -624,6 +656,10 @@ T event_loop::run(task<T> main, source_location where) {
     start_root(*r);
     while (!r->done()) {
         rethrow_unhandled();
+        // stop() ends run(task) the structured way: main is cancelled and unwinds. The flag
+        // is consumed, so a main that ignores the request keeps a quiet loop, never a spin.
+        if (m_stop_requested.load(std::memory_order_relaxed) && m_stop_requested.exchange(false, std::memory_order_acq_rel))
+            r->request_cancel();
         turn();
     }
     m_interrupted = false;
@@ -804,7 +840,7 @@ inline void event_loop::run_callback(detail::posted_callback cb) noexcept {
 inline std::optional<std::chrono::nanoseconds> event_loop::poll_timeout() noexcept {
     using std::chrono::nanoseconds;
     if (!m_ready.empty() || !m_callbacks.empty() || !m_io_retry.empty() || m_interrupted ||
-        m_stop_requested.load(std::memory_order_relaxed) || m_unhandled)
+        m_stop_requested.load(std::memory_order_relaxed) || !m_unhandled.empty())
         return nanoseconds::zero();
     if (m_timers.empty()) return std::nullopt;
     const auto left = m_timers.next_deadline() - clock::now();
@@ -940,11 +976,19 @@ inline void event_loop::report_unhandled(std::exception_ptr e, const detail::tas
             e = std::current_exception(); // a throwing handler escalates to run()
         }
     }
-    if (!m_unhandled) m_unhandled = e;
+    if (m_unhandled.size() < max_unhandled) m_unhandled.push_back(std::move(e));
+    else ++m_unhandled_dropped; // a storm of failures must not grow memory: counted, reported at teardown
+}
+
+inline std::exception_ptr event_loop::take_unhandled() noexcept {
+    if (m_unhandled.empty()) return nullptr;
+    std::exception_ptr e = std::move(m_unhandled.front());
+    m_unhandled.pop_front();
+    return e;
 }
 
 inline void event_loop::rethrow_unhandled() {
-    if (m_unhandled) std::rethrow_exception(std::exchange(m_unhandled, nullptr));
+    if (std::exception_ptr e = take_unhandled()) std::rethrow_exception(e);
 }
 
 } // namespace tandem

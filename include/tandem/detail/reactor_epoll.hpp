@@ -9,6 +9,8 @@
 
 #include <chrono>
 #include <cstdint>
+#include <algorithm>
+#include <limits>
 #include <optional>
 #include <poll.h>
 #include <sys/epoll.h>
@@ -85,7 +87,10 @@ private:
         }
 #endif
         int ms = -1;
-        if (timeout) ms = static_cast<int>((timeout->count() + 999'999) / 1'000'000);
+        if (timeout) { // rounded up, and capped: a far deadline must not overflow into "forever" or the past
+            const auto rounded = timeout->count() / 1'000'000 + (timeout->count() % 1'000'000 != 0);
+            ms = static_cast<int>(std::min<decltype(rounded)>(rounded, std::numeric_limits<int>::max()));
+        }
         n = ::epoll_wait(m_epoll.get(), m_events, max_events, ms);
         if (n < 0) {
             if (errno == EINTR) return 0;
