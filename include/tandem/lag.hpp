@@ -138,10 +138,13 @@ private:
     }
 };
 
-/// What the blocking watchdog saw: one step of the loop has been running for `blocked_for`
-/// and has not returned yet.
+/// What the blocking watchdog saw. A blocking step is reported twice: once while it is still
+/// running (finished == false, blocked_for: so far), and once when it has ended
+/// (finished == true, blocked_for: its total duration).
 struct blocking_report {
     std::chrono::nanoseconds blocked_for{};
+    /// The step has ended; blocked_for is how long it ran in all.
+    bool finished = false;
     /// The name given to spawn(), "main" for event_loop::run's task, empty if none.
     std::string task_name;
     /// Where that task was spawned (file empty when unknown).
@@ -149,11 +152,12 @@ struct blocking_report {
     /// True when the step is a plain callback (event_loop::post) rather than a task.
     bool in_callback = false;
 
-    /// One line: "tandem: event loop blocked for 212 ms by task 'compute' (examples/x.cpp:41)".
+    /// One line: "tandem: event loop blocked for 212 ms by task 'compute' (examples/x.cpp:41)",
+    /// and when the step ended: "tandem: event loop was blocked for 540 ms in total by ...".
     std::string describe() const {
-        std::string line = "tandem: event loop blocked for " +
+        std::string line = std::string(finished ? "tandem: event loop was blocked for " : "tandem: event loop blocked for ") +
                            std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(blocked_for).count()) +
-                           " ms by ";
+                           (finished ? " ms in total by " : " ms by ");
         const bool located = where.file_name() != nullptr && where.file_name()[0] != '\0';
         if (in_callback) {
             line += "a posted callback";
@@ -202,15 +206,31 @@ struct step_probe {
     std::atomic<const task_context*> identity{nullptr};
     std::atomic<bool> in_callback{false};
     spin_lock identity_lock;
+    // The step the watchdog has reported (its seq), and when it ended (0: not yet): the loop
+    // notes the end of that one step only, so the watchdog can report its total.
+    std::atomic<std::uint64_t> flagged{0};
+    std::atomic<std::int64_t> flagged_end_ns{0};
 
     void begin(std::int64_t now_ns, const task_context* who, bool callback) noexcept {
+        const std::uint64_t ended = seq.load(std::memory_order_relaxed);
         identity.store(who, std::memory_order_relaxed);
         in_callback.store(callback, std::memory_order_relaxed);
         started_ns.store(now_ns, std::memory_order_relaxed);
-        seq.store(seq.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+        // seq_cst store, then load of `flagged`, against the watchdog's store of `flagged`,
+        // then load of seq: one of the two sees the other, so a reported step's end is noted.
+        seq.store(ended + 1, std::memory_order_seq_cst);
+        note_end(ended, now_ns);
     }
     void switch_to(const task_context* who) noexcept { identity.store(who, std::memory_order_release); }
-    void end() noexcept { started_ns.store(0, std::memory_order_release); }
+    void end(std::int64_t now_ns) noexcept {
+        started_ns.store(0, std::memory_order_seq_cst);
+        note_end(seq.load(std::memory_order_relaxed), now_ns);
+    }
+    void note_end(std::uint64_t ended, std::int64_t now_ns) noexcept {
+        if (ended != 0 && flagged.load(std::memory_order_seq_cst) == ended &&
+            flagged_end_ns.load(std::memory_order_relaxed) == 0)
+            flagged_end_ns.store(now_ns, std::memory_order_release);
+    }
 
     /// A root context is about to be deleted: make sure the watchdog is not reading it and
     /// never will.
@@ -255,8 +275,22 @@ private:
         const auto interval = std::clamp<std::chrono::nanoseconds>(m_threshold / 4, std::chrono::microseconds(500),
                                                                     std::chrono::milliseconds(250));
         std::uint64_t reported = 0;
+        std::int64_t reported_started = 0;
+        blocking_report running; // the last report, kept to report its step's total
+        bool awaiting_end = false;
         std::unique_lock lock(m_mutex);
+        auto report_total = [&] { // the reported step has ended: say how long it lasted
+            if (!awaiting_end) return;
+            const std::int64_t ended = m_probe->flagged_end_ns.load(std::memory_order_acquire);
+            if (ended == 0) return;
+            awaiting_end = false;
+            blocking_report total = running;
+            total.finished = true;
+            total.blocked_for = std::chrono::nanoseconds(ended - reported_started);
+            deliver(lock, total);
+        };
         while (!m_wake.wait_for(lock, interval, [this] { return m_stopping; })) {
+            report_total();
             const std::uint64_t seq = m_probe->seq.load(std::memory_order_acquire);
             const std::int64_t started = m_probe->started_ns.load(std::memory_order_acquire);
             if (started == 0 || seq == reported) continue;
@@ -265,9 +299,13 @@ private:
 
             blocking_report report;
             report.blocked_for = std::chrono::duration_cast<std::chrono::nanoseconds>(blocked);
+            m_probe->flagged_end_ns.store(0, std::memory_order_relaxed);
+            m_probe->flagged.store(seq, std::memory_order_seq_cst); // before the re-check: see step_probe::begin
             {
                 std::lock_guard identity(m_probe->identity_lock);
-                if (m_probe->seq.load(std::memory_order_acquire) != seq) continue; // it just ended
+                if (m_probe->seq.load(std::memory_order_seq_cst) != seq ||
+                    m_probe->started_ns.load(std::memory_order_seq_cst) == 0)
+                    continue; // it just ended
                 report.in_callback = m_probe->in_callback.load(std::memory_order_relaxed);
                 if (const task_context* who = m_probe->identity.load(std::memory_order_acquire)) {
                     report.task_name = std::string(who->name());
@@ -275,14 +313,22 @@ private:
                 }
             }
             reported = seq;
-            lock.unlock(); // a slow handler must not hold up the destructor's stop request
-            try {
-                m_handler(report);
-            } catch (...) {
-                // A reporting failure must not take the process down.
-            }
-            lock.lock();
+            reported_started = started;
+            running = report;
+            awaiting_end = true;
+            deliver(lock, report);
         }
+        report_total(); // stopping: a step that has ended still gets its total
+    }
+
+    void deliver(std::unique_lock<std::mutex>& lock, const blocking_report& report) {
+        lock.unlock(); // a slow handler must not hold up the destructor's stop request
+        try {
+            m_handler(report);
+        } catch (...) {
+            // A reporting failure must not take the process down.
+        }
+        lock.lock();
     }
 
     step_probe* m_probe;

@@ -377,7 +377,7 @@ private:
         m_step_started = 0;
         m_stamp = now;
         m_current_task = nullptr;
-        if (m_watchdog) m_probe.end();
+        if (m_watchdog) m_probe.end(now);
     }
     void record_delay(std::int64_t now, std::int64_t ready_at) noexcept {
         // Work queued before run() started waited for the loop, not in it.
