@@ -180,7 +180,7 @@ TEST_CASE("the watchdog stays quiet for 5 ms steps", "[lag][watchdog]") {
         }
     }());
     loop.unwatch_blocking(); // joins the watchdog: no report can still be on its way
-    for (const auto& r : sink.wait_for(0)) INFO(r.describe()); // a loaded box can stall a 5 ms step
+    for (const auto& r : sink.wait_for(0)) UNSCOPED_INFO(r.describe()); // a loaded box can stall a 5 ms step
     CHECK(sink.count() == 0);
     CHECK_FALSE(loop.watching_blocking());
 }

@@ -516,7 +516,7 @@ private:
 };
 
 /// Suspends until `fd` is readable (or has an error/hang-up). The fd should be non-blocking;
-/// only one task may wait per direction of an fd. Cancellable. Call this_loop().forget(fd)
+/// only one task may wait per direction of an fd. Cancel-safe (consumes nothing). Call this_loop().forget(fd)
 /// before closing an fd you waited on.
 [[nodiscard]] inline fd_wait wait_readable(int fd) { return fd_wait(this_loop(), fd, false); }
 /// Suspends until `fd` is writable (or has an error/hang-up). See wait_readable.

@@ -395,6 +395,7 @@ public:
     using socket_base::socket_base;
 
     /// Reads what is available (at least one byte), waiting if nothing is. 0 = end of stream.
+    /// Cancel-safe: a read that throws tandem::cancelled read nothing.
     auto read_some(std::span<char> buffer) {
         return detail::make_io(*this, false,
                                [fd = native_handle(), buffer] { return ::recv(fd, buffer.data(), buffer.size(), 0); },
@@ -425,6 +426,7 @@ public:
     }
 
     /// Reads exactly buffer.size() bytes. Throws end_of_stream if the peer closes first.
+    /// Not cancel-safe: a cancelled call may have consumed a prefix (close the stream).
     task<> read_exact(std::span<char> buffer) {
         const std::size_t n =
             co_await detail::make_io(*this, false, detail::recv_exact_op{native_handle(), buffer.data(), buffer.size()}, "recv");
@@ -458,7 +460,7 @@ public:
     }
 
     /// Writes all of `data`, suspending while the socket buffer is full (backpressure: nothing
-    /// is queued in user space).
+    /// is queued in user space). Not cancel-safe: a cancelled call may have written a prefix.
     auto write_all(std::string_view data) {
         return detail::make_io(*this, true, detail::send_all_op{native_handle(), data.data(), data.size()}, "send");
     }
@@ -467,6 +469,7 @@ public:
     }
 
     /// Writes several buffers in order with one sendmsg (writev) per attempt; at most 16.
+    /// Not cancel-safe, as write_all.
     /// Build the parts in a local array first (g++ 12 rejects braced lists inside co_await).
     auto write_all_gathered(std::span<const std::string_view> parts) {
         if (parts.size() > detail::send_gather_op::max_parts) throw std::invalid_argument("tandem: at most 16 buffers");
@@ -599,6 +602,7 @@ public:
     /// Waits for the next connection. Connections that died in the queue are skipped. When
     /// the process is out of fds (EMFILE/ENFILE) it waits and retries with a growing pause
     /// (at most 100 ms) instead of spinning, and recovers once fds are free again.
+    /// Cancel-safe: a cancelled accept took no connection from the queue.
     task<tcp_stream> accept() { co_return tcp_stream(co_await detail::accept_fd(*this)); }
 };
 

@@ -161,7 +161,8 @@ public:
         int m_signo = 0;
     };
 
-    /// Suspends until one of the set's signals arrives; returns its number. Cancellable.
+    /// Suspends until one of the set's signals arrives; returns its number. Cancel-safe: a
+    /// delivery not consumed stays for the next wait.
     [[nodiscard]] wait_awaiter wait() noexcept { return wait_awaiter{*this}; }
 
 private:

@@ -3,7 +3,8 @@
 //
 // Layer: core. No OS headers, no locks: these are loop-local (use them from tasks of the
 // same loop). Waiters are resumed through the loop's ready queue, never inline, and FIFO.
-// Every wait is cancellable; a cancelled waiter leaves the queue without taking anything.
+// Every wait is cancellable and cancel-safe: a cancelled waiter leaves the queue without
+// taking anything.
 #pragma once
 
 #include "tandem/error.hpp"

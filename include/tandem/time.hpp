@@ -71,7 +71,8 @@ private:
     event_loop* m_loop = nullptr;
 };
 
-/// Suspends the current task until `deadline` (steady clock). Cancellable.
+/// Suspends the current task until `deadline` (steady clock); time_point::max() is never.
+/// Cancellable and cancel-safe.
 [[nodiscard]] inline sleep_awaiter sleep_until(event_loop::clock::time_point deadline) noexcept {
     return sleep_awaiter{deadline};
 }
