@@ -9,6 +9,8 @@
 #include "tandem/lag.hpp"
 #include "tandem/task.hpp"
 #include "tandem/detail/cancellable_wait.hpp"
+#include "tandem/detail/fd_table.hpp"
+#include "tandem/detail/spawned_task.hpp"
 #include "tandem/detail/intrusive_list.hpp"
 #include "tandem/detail/reactor.hpp"
 #include "tandem/detail/ring_queue.hpp"
@@ -51,30 +53,6 @@ struct task_info {
 
 namespace detail {
 
-/// A coroutine waiting for one direction of one fd.
-struct io_waiter : suspended_wait {
-    /// Optional: retries the operation when the fd is reported ready, before the coroutine
-    /// is resumed. Returns false (EAGAIN again) to keep waiting. Lets an I/O awaiter finish
-    /// its syscall without a coroutine frame of its own.
-    bool (*perform)(io_waiter*) noexcept = nullptr;
-    /// Non-zero for fds owned by a tandem socket: a new owner of an fd number (the old fd was
-    /// closed and the number reused) gets a fresh registration.
-    std::uint64_t owner = 0;
-    int fd = -1;
-    bool write = false;
-    bool aborted = false; // the fd was forgotten (closed) while we waited
-};
-
-/// Per-fd readiness. With edge-triggered epoll an edge that arrives while nobody waits is
-/// remembered here, so the next wait does not sleep through data that is already there.
-struct fd_state {
-    io_waiter* reader = nullptr;
-    io_waiter* writer = nullptr;
-    std::uint64_t owner = 0;
-    bool readable = false;
-    bool writable = false;
-};
-
 /// Something that must look at the world whenever the loop's wake-up fd fires (signals).
 class wake_listener : public list_hook {
 public:
@@ -98,80 +76,6 @@ struct posted_callback {
 inline std::int64_t steady_now_ns() noexcept {
     return std::chrono::steady_clock::now().time_since_epoch().count();
 }
-
-/// The loop's record of one spawned task: its context, its frame, and who waits for it.
-/// Reference-counted by the loop (while it runs) and by its join_handle (while one exists).
-class root_base : public task_context, public list_hook {
-public:
-    struct join_waiter : suspended_wait {};
-
-    root_base(event_loop& loop, std::string_view name, source_location where)
-        : m_loop(&loop), m_name(name), m_where(where) {
-        mark_root();
-    }
-
-    std::string_view name() const noexcept override { return m_name; }
-    source_location where() const noexcept override { return m_where; }
-    std::coroutine_handle<> finish() noexcept override;
-
-    virtual std::coroutine_handle<> frame() const noexcept = 0;
-    virtual std::exception_ptr exception() const noexcept = 0;
-    virtual void destroy_frame() noexcept = 0;
-
-    event_loop& loop() const noexcept { return *m_loop; }
-    bool done() const noexcept { return m_done; }
-    bool abandoned() const noexcept { return m_abandoned; }
-    join_waiter* joiner() const noexcept { return m_joiner; }
-    void set_joiner(join_waiter* w) noexcept { m_joiner = w; }
-
-    void add_handle() noexcept {
-        ++m_refs;
-        m_has_handle = true;
-    }
-    /// The join_handle is gone; `observed` says whether it took the result.
-    void drop_handle(bool observed) noexcept;
-    void release() noexcept;
-    /// Loop teardown: destroy the suspended frame, never resume it.
-    void abandon() noexcept {
-        m_abandoned = true;
-        m_done = true;
-        destroy_frame();
-    }
-
-protected:
-    /// Decides what runs after this task finished. Task groups override it.
-    virtual std::coroutine_handle<> on_finished() noexcept;
-    /// True if this exception must reach the loop's exception handler.
-    bool worth_reporting(const std::exception_ptr& e) const noexcept;
-
-    event_loop* m_loop;
-    join_waiter* m_joiner = nullptr;
-    std::string m_name;
-    source_location m_where;
-    unsigned m_refs = 1; // the loop's, until the task finishes
-    bool m_has_handle = false;
-    bool m_done = false;
-    bool m_abandoned = false;
-
-public:
-    bool m_is_run_main = false; // event_loop::run(task) waits for this one: finishing ends the turn
-};
-
-template <class T>
-class root final : public root_base {
-public:
-    root(event_loop& loop, task<T> t, std::string_view name, source_location where)
-        : root_base(loop, name, where), m_task(std::move(t)) {
-        m_task.handle().promise().set_context(this);
-    }
-    std::coroutine_handle<> frame() const noexcept override { return m_task.handle(); }
-    std::exception_ptr exception() const noexcept override { return m_task.handle().promise().exception(); }
-    void destroy_frame() noexcept override { m_task = task<T>{}; }
-    decltype(auto) result() { return m_task.handle().promise().result(); }
-
-private:
-    task<T> m_task;
-};
 
 } // namespace detail
 
@@ -358,6 +262,8 @@ private:
 
     void post_erased(detail::unique_function fn);
     void turn();
+    /// Turn phase 3: waits for work; returns when it woke (steady ns).
+    std::int64_t wait_for_work();
     /// Polls for an expected post() until `until` (ns); true if one arrived.
     bool spin_for_post(std::int64_t until);
     void take_remote() noexcept;
@@ -401,19 +307,9 @@ private:
     void on_wakeup() noexcept;
     void rethrow_unhandled();
     void report_lost_failures() noexcept;
-    /// One direction of an fd became ready: finish its waiter's operation (it may ask to keep
-    /// waiting), or remember the edge for the next wait.
-    void on_ready(detail::io_waiter*& waiter, bool& remembered) noexcept {
-        detail::io_waiter* w = waiter;
-        if (!w) {
-            remembered = true;
-            return;
-        }
-        if (w->perform && !w->perform(w)) return; // EAGAIN again: stay registered
-        waiter = nullptr;
-        complete_io(*w);
+    void complete_io(detail::io_waiter* w) noexcept {
+        if (w) schedule(w->complete(), w->context);
     }
-    void complete_io(detail::io_waiter& w) noexcept { schedule(w.complete(), w.context); }
 
     inline static thread_local event_loop* t_current_loop = nullptr;
 
@@ -424,11 +320,7 @@ private:
     std::vector<io_retry> m_io_retry, m_io_retry_spare;
     void retry_io() noexcept {
         m_io_retry_spare.swap(m_io_retry);
-        for (const io_retry& r : m_io_retry_spare) {
-            if (static_cast<std::size_t>(r.fd) >= m_fds.size()) continue;
-            detail::fd_state& s = m_fds[r.fd];
-            if (detail::io_waiter*& w = r.write ? s.writer : s.reader) on_ready(w, r.write ? s.writable : s.readable);
-        }
+        for (const io_retry& r : m_io_retry_spare) complete_io(m_fds.retry(r.fd, r.write));
         m_io_retry_spare.clear();
     }
 
@@ -437,7 +329,7 @@ private:
     detail::timer_heap m_timers;
     detail::reactor m_reactor;
     detail::wakeup m_wakeup;
-    std::vector<detail::fd_state> m_fds;
+    detail::fd_table m_fds;
     detail::intrusive_list<detail::root_base> m_roots;
     detail::intrusive_list<detail::wake_listener> m_wake_listeners;
     detail::task_context* m_current_task = nullptr;
@@ -684,31 +576,41 @@ inline void event_loop::run_once() {
     rethrow_unhandled();
 }
 
+// One turn, in the order libuv's uv_run runs its phases.
 inline void event_loop::turn() {
+    // 1. Timers: everything due by the start of the turn.
     const clock::time_point started = clock::now();
     if (m_last_mark == 0) m_last_mark = started.time_since_epoch().count();
     expire_timers(started);
+    // 2. Ready work: retries owed to tasks that ran out of I/O budget, then the tasks and
+    //    callbacks that are ready now (work they queue waits for the next turn).
     if (!m_io_retry.empty()) retry_io();
     run_ready_batch();
-
-    auto timeout = poll_timeout();
-    const bool spin = m_spin_until != 0 && timeout != std::chrono::nanoseconds::zero();
-    // m_stamp is the turn's start or the end of its batch of steps: fresh enough, no clock read.
+    // 3. Wait: for an expected post by spinning, else in the reactor, no longer than the next
+    //    timer and not at all if work is ready; I/O it reports is queued for the next turn.
+    //    m_stamp is the end of the batch: fresh enough, no clock read.
     const std::int64_t waiting = m_stamp;
-    if (spin && m_spin_until > waiting) {
+    const std::int64_t woke = wait_for_work();
+    // 4. Accounting: the turn was busy until it waited, idle while it waited.
+    if constexpr (detail::loop_stats_enabled) {
+        m_stats.busy += std::chrono::nanoseconds(waiting - m_last_mark);
+        m_stats.idle += std::chrono::nanoseconds(woke - waiting);
+        m_last_mark = woke; // dispatching I/O counts as busy, in the next turn's share
+        ++m_stats.turns;
+    }
+}
+
+inline std::int64_t event_loop::wait_for_work() {
+    auto timeout = poll_timeout();
+    if (m_spin_until != 0 && timeout != std::chrono::nanoseconds::zero() && m_spin_until > m_stamp) {
         std::int64_t limit = m_spin_until;
-        if (timeout) limit = std::min(limit, waiting + timeout->count()); // a timer is due first
+        if (timeout) limit = std::min(limit, m_stamp + timeout->count()); // a timer is due first
         if (spin_for_post(limit)) {
             // The post we waited for is here and nothing else was ready a moment ago: run it
             // without a reactor syscall, but poll I/O at least every few turns.
             if (m_polls_skipped < max_polls_skipped) {
                 ++m_polls_skipped;
-                const std::int64_t now = detail::steady_now_ns();
-                m_stats.busy += std::chrono::nanoseconds(waiting - m_last_mark);
-                m_stats.idle += std::chrono::nanoseconds(now - waiting);
-                m_last_mark = now;
-                ++m_stats.turns;
-                return;
+                return m_stamp; // spin_for_post stamped the arrival
             }
             timeout = poll_timeout();
         }
@@ -718,7 +620,7 @@ inline void event_loop::turn() {
         m_reactor.wait(timeout, [this](int fd, bool readable, bool writable) noexcept {
             on_fd_event(fd, readable, writable);
         });
-        return;
+        return 0;
     }
     bool noticed = false;
     std::int64_t woke = 0;
@@ -732,10 +634,7 @@ inline void event_loop::turn() {
     });
     if (!noticed) woke = detail::steady_now_ns();
     m_stamp = woke;
-    m_stats.busy += std::chrono::nanoseconds(waiting - m_last_mark);
-    m_stats.idle += std::chrono::nanoseconds(woke - waiting);
-    m_last_mark = woke; // dispatching I/O counts as busy, in the next turn's share
-    ++m_stats.turns;
+    return woke;
 }
 
 inline bool event_loop::spin_for_post(std::int64_t until) {
@@ -852,11 +751,11 @@ inline void event_loop::on_fd_event(int fd, bool readable, bool writable) noexce
         on_wakeup();
         return;
     }
-    if (static_cast<std::size_t>(fd) >= m_fds.size()) return;
-    detail::fd_state& s = m_fds[fd];
-    if (readable) on_ready(s.reader, s.readable);
-    if (writable) on_ready(s.writer, s.writable);
-    m_reactor.watch(fd, s.reader != nullptr, s.writer != nullptr); // poll: drop satisfied interest
+    detail::fd_table::interest left;
+    const detail::fd_table::completed done = m_fds.on_event(fd, readable, writable, left);
+    complete_io(done.reader);
+    complete_io(done.writer);
+    m_reactor.watch(fd, left.read, left.write); // poll: drop satisfied interest
 }
 
 inline void event_loop::on_wakeup() noexcept {
@@ -917,52 +816,30 @@ inline void event_loop::stop() noexcept {
     m_wakeup.signal();
 }
 
-inline bool event_loop::consume_readiness(int fd, bool write) noexcept {
-    if (fd < 0 || static_cast<std::size_t>(fd) >= m_fds.size()) return false;
-    bool& ready = write ? m_fds[fd].writable : m_fds[fd].readable;
-    return std::exchange(ready, false);
-}
+inline bool event_loop::consume_readiness(int fd, bool write) noexcept { return m_fds.consume_readiness(fd, write); }
 
 inline void event_loop::add_io_waiter(detail::io_waiter& w) {
     if (w.fd < 0) throw std::system_error(EBADF, std::system_category(), "wait on an invalid fd");
-    if (static_cast<std::size_t>(w.fd) >= m_fds.size()) m_fds.resize(static_cast<std::size_t>(w.fd) + 1);
-    detail::fd_state& s = m_fds[w.fd];
-    if (w.owner != 0 && s.owner != w.owner) {
-        // This fd number belonged to another (closed) socket: start from a clean registration.
-        forget(w.fd);
-        s.owner = w.owner;
-    }
-    detail::io_waiter*& slot = w.write ? s.writer : s.reader;
-    if (slot) throw std::logic_error("tandem: two tasks wait for the same direction of one fd");
-    slot = &w;
+    // This fd number belonged to another (closed) socket: start from a clean registration.
+    if (m_fds.owned_by_another(w)) forget(w.fd);
+    const detail::fd_table::interest in = m_fds.add(w);
     try {
-        m_reactor.watch(w.fd, s.reader != nullptr, s.writer != nullptr);
+        m_reactor.watch(w.fd, in.read, in.write);
     } catch (...) {
-        slot = nullptr;
+        m_fds.remove(w);
         throw;
     }
 }
 
 inline void event_loop::remove_io_waiter(detail::io_waiter& w) noexcept {
-    if (w.fd < 0 || static_cast<std::size_t>(w.fd) >= m_fds.size()) return;
-    detail::fd_state& s = m_fds[w.fd];
-    detail::io_waiter*& slot = w.write ? s.writer : s.reader;
-    if (slot != &w) return;
-    slot = nullptr;
-    m_reactor.watch(w.fd, s.reader != nullptr, s.writer != nullptr);
+    if (const auto in = m_fds.remove(w)) m_reactor.watch(w.fd, in->read, in->write);
 }
 
 inline void event_loop::forget(int fd) noexcept {
     if (fd < 0) return;
-    if (static_cast<std::size_t>(fd) < m_fds.size()) {
-        detail::fd_state& s = m_fds[fd];
-        for (detail::io_waiter* w : {std::exchange(s.reader, nullptr), std::exchange(s.writer, nullptr)}) {
-            if (!w) continue;
-            w->aborted = true;
-            complete_io(*w);
-        }
-        s = detail::fd_state{};
-    }
+    const detail::fd_table::completed aborted = m_fds.forget(fd);
+    complete_io(aborted.reader);
+    complete_io(aborted.writer);
     m_reactor.forget(fd);
 }
 
