@@ -23,3 +23,36 @@ foreach(header task.hpp when.hpp sync.hpp error.hpp source_location.hpp codec.hp
     list(LENGTH reached n)
     message(STATUS "${header}: ${n} tandem headers reached, none includes an OS header")
 endforeach()
+
+# The narrow umbrella: <tandem/core.hpp> is the loop and coroutines only, so a program that
+# includes it pays for no socket, pool, process, signal or HTTP code (README, "Headers").
+execute_process(
+    COMMAND "${CXX}" -std=c++20 -x c++ -M -I "${INCLUDE_DIR}" "${INCLUDE_DIR}/tandem/core.hpp"
+    OUTPUT_VARIABLE deps RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "core.hpp: preprocessing failed")
+endif()
+string(REGEX MATCHALL "[^ \t\n\\\\]*/include/tandem/[^ \t\n\\\\]+" reached "${deps}")
+foreach(file IN LISTS reached)
+    if(file MATCHES "tandem/(net|signal|thread_pool|process_pool|codec|http)\\.hpp$|tandem/(http|process)/|detail/(pool_awaiter|zygote|process_channel)\\.hpp$")
+        message(FATAL_ERROR "core.hpp reaches ${file}, which is not the core")
+    endif()
+endforeach()
+list(REMOVE_DUPLICATES reached)
+list(LENGTH reached n)
+message(STATUS "core.hpp: ${n} tandem headers reached, all of the core")
+
+# The full umbrella: <tandem/tandem.hpp> reaches every public header (a new one is not forgotten).
+execute_process(
+    COMMAND "${CXX}" -std=c++20 -x c++ -M -I "${INCLUDE_DIR}" "${INCLUDE_DIR}/tandem/tandem.hpp"
+    OUTPUT_VARIABLE deps RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "tandem.hpp: preprocessing failed")
+endif()
+file(GLOB_RECURSE public RELATIVE "${INCLUDE_DIR}" "${INCLUDE_DIR}/tandem/*.hpp")
+foreach(header IN LISTS public)
+    if(NOT header MATCHES "/detail/" AND NOT deps MATCHES "include/${header}[ \t\n\\\\]")
+        message(FATAL_ERROR "tandem.hpp does not reach the public header ${header}")
+    endif()
+endforeach()
+message(STATUS "tandem.hpp reaches every public header")
