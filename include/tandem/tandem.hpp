@@ -1,22 +1,18 @@
-// tandem — umbrella header: includes every public header and nothing else.
+// tandem — umbrella header: every public header, through the narrower umbrellas a program that
+// needs only part may include instead (README, "Headers"):
+//   tandem/core.hpp          tasks, the loop, time, combinators, primitives, cancellation, statistics
+//   tandem/signal.hpp        signal_set
+//   tandem/net.hpp           addresses, TCP, Unix sockets, UDP, name lookup
+//   tandem/thread_pool.hpp   offload to threads
+//   tandem/process_pool.hpp  offload to worker processes (with tandem/codec.hpp)
+//   tandem/http.hpp          the HTTP/1.1 parser, server and client
 #pragma once
 
-#include "tandem/cancel.hpp"
+#include "tandem/core.hpp"
+
 #include "tandem/codec.hpp"
-#include "tandem/config.hpp"
-#include "tandem/error.hpp"
-#include "tandem/fwd.hpp"
 #include "tandem/http.hpp"
-#include "tandem/lag.hpp"
-#include "tandem/loop.hpp"
 #include "tandem/net.hpp"
 #include "tandem/process_pool.hpp"
 #include "tandem/signal.hpp"
-#include "tandem/source_location.hpp"
-#include "tandem/spawn.hpp"
-#include "tandem/sync.hpp"
-#include "tandem/task.hpp"
-#include "tandem/task_group.hpp"
 #include "tandem/thread_pool.hpp"
-#include "tandem/time.hpp"
-#include "tandem/when.hpp"

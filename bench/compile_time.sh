@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# What including a tandem header costs a translation unit, against <asio.hpp> in the same run:
+# each header alone in a TU, compiled RUNS times (interleaved, so load drifts hit all alike),
+# median CPU seconds (user + sys, steadier than wall time on a shared machine).
+#   bench/compile_time.sh                       g++ -O0, the default headers
+#   CXX=clang++ FLAGS="-O0 -g" RUNS=5 bench/compile_time.sh tandem/core.hpp tandem/net.hpp
+# For where the time goes: clang++ -ftime-trace (a JSON per TU) or g++ -ftime-report.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cxx="${CXX:-g++}"
+flags="${FLAGS:--O0}"
+runs="${RUNS:-3}"
+headers=("$@")
+((${#headers[@]})) || headers=(tandem/core.hpp tandem/signal.hpp tandem/net.hpp tandem/thread_pool.hpp
+                               tandem/process_pool.hpp tandem/http.hpp tandem/tandem.hpp)
+peer=asio.hpp
+[[ -f /usr/include/asio.hpp ]] || peer=""   # libasio-dev
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+declare -A times
+all=("${headers[@]}" ${peer:+"$peer"})
+for ((run = 0; run < runs; ++run)); do
+    for header in "${all[@]}"; do
+        tu="$work/$(tr / _ <<<"$header").cpp"
+        printf '#include <%s>\n' "$header" >"$tu"
+        # shellcheck disable=SC2086
+        seconds=$({ /usr/bin/time -f '%U %S' "$cxx" -std=c++20 $flags -I"$root/include" -c "$tu" -o "$work/tu.o"; } 2>&1 |
+                  tail -1 | awk '{ printf "%.2f", $1 + $2 }')
+        times[$header]+="$seconds "
+    done
+done
+median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+base=""
+[[ -n "$peer" ]] && base="$(median "${times[$peer]}")"
+printf '%s %s, median of %d, CPU s\n' "$cxx" "$flags" "$runs"
+for header in "${all[@]}"; do
+    m="$(median "${times[$header]}")"
+    ratio=""
+    [[ -n "$base" ]] && ratio="$(awk -v a="$m" -v b="$base" 'BEGIN { printf "%.2fx asio", a / b }')"
+    printf '  %-24s %5s s  %s\n' "$header" "$m" "$ratio"
+done
