@@ -12,7 +12,7 @@
 //   BrokenProcessPool fails the whole pool.
 // - A job past its timeout, or whose awaiting task is cancelled, has its worker killed and
 //   replaced. Threads cannot be killed safely; processes can.
-// - Workers are forked from a single-threaded zygote (detail/zygote.hpp), so replacing one
+// - Workers are forked from a single-threaded zygote (process/zygote.hpp), so replacing one
 //   never forks a multi-threaded parent.
 #pragma once
 
@@ -25,7 +25,8 @@
 #include "tandem/detail/intrusive_list.hpp"
 #include "tandem/detail/pool_awaiter.hpp"
 #include "tandem/detail/process_channel.hpp"
-#include "tandem/detail/zygote.hpp"
+#include "tandem/process/exit_status.hpp"
+#include "tandem/process/zygote.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -285,17 +286,9 @@ std::exception_ptr make_failure(A&&... args) {
     }
 }
 
-inline std::string describe_exit(pid_t pid, int status) {
-    std::string what = "tandem: worker process " + std::to_string(pid);
-    if (WIFSIGNALED(status)) {
-        const char* name = ::strsignal(WTERMSIG(status));
-        what += " was killed by signal " + std::to_string(WTERMSIG(status)) + " (" + (name ? name : "?") + ")";
-    } else if (WIFEXITED(status)) {
-        what += " exited with status " + std::to_string(WEXITSTATUS(status));
-    } else {
-        what += " died";
-    }
-    return what + " while running the job";
+inline std::string describe_exit(pid_t pid, process::exit_status status) {
+    const char* verb = status.is_signal() ? " was " : " ";
+    return "tandem: worker process " + std::to_string(pid) + verb + status.describe() + " while running the job";
 }
 
 } // namespace detail
@@ -807,10 +800,9 @@ private:
         }
         lock.unlock();
         if (job) {
-            job->complete(nullptr,
-                          detail::make_failure<worker_crashed>(pid, WIFSIGNALED(status) ? WTERMSIG(status) : 0,
-                                                               WIFEXITED(status) ? WEXITSTATUS(status) : -1,
-                                                               detail::describe_exit(pid, status)));
+            const auto how = process::exit_status::from_wait_status(status);
+            job->complete(nullptr, detail::make_failure<worker_crashed>(pid, how.signal(), how.code(),
+                                                                        detail::describe_exit(pid, how)));
         }
         lock.lock();
     }

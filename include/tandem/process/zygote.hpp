@@ -1,5 +1,8 @@
 // tandem — the zygote: a small single-threaded process, forked once, that forks every
-// process_pool worker. Layer: detail (offload).
+// process_pool worker; and tandem::start_zygote(), which forks it early.
+//
+// Layer: process. Stands on the wing's ground floor (fork, descriptors, parent_death,
+// pidfd) and the channel; knows nothing of the pool that talks to it.
 //
 // Why: fork() copies only the calling thread. Forking a worker from a parent that runs a
 // loop, a thread pool and a logger would copy locks those threads held (malloc's among them)
@@ -15,6 +18,10 @@
 #pragma once
 
 #include "tandem/detail/process_channel.hpp"
+#include "tandem/process/descriptors.hpp"
+#include "tandem/process/fork.hpp"
+#include "tandem/process/parent_death.hpp"
+#include "tandem/process/pidfd.hpp"
 #include "tandem/detail/syscall.hpp"
 #include "tandem/detail/unique_fd.hpp"
 
@@ -71,32 +78,6 @@ inline std::pair<std::string, std::string> describe_current_exception() {
     } catch (...) {
         return {type, ""};
     }
-}
-
-/// Closes every descriptor from `first` up (close_range, or /proc/self/fd before Linux 5.9).
-inline void close_descriptors_from(int first) noexcept {
-#ifdef SYS_close_range
-    if (::syscall(SYS_close_range, static_cast<unsigned>(first), ~0u, 0u) == 0) return;
-#endif
-    if (DIR* dir = ::opendir("/proc/self/fd")) {
-        const int own = ::dirfd(dir);
-        while (dirent* entry = ::readdir(dir)) {
-            const int fd = std::atoi(entry->d_name);
-            if (fd >= first && fd != own) ::close(fd);
-        }
-        ::closedir(dir);
-    }
-}
-
-/// Threads in this process (from /proc/self/task).
-inline std::size_t count_threads() noexcept {
-    std::size_t n = 0;
-    if (DIR* dir = ::opendir("/proc/self/task")) {
-        while (dirent* entry = ::readdir(dir))
-            if (entry->d_name[0] != '.') ++n;
-        ::closedir(dir);
-    }
-    return n;
 }
 
 /// A worker's life: run the initializer, then jobs until the parent says quit or goes away.
@@ -162,8 +143,8 @@ public:
 
     /// Throws std::logic_error if other threads run (forking now would be unsafe).
     static void check_single_threaded(bool allow_threads) {
-        const std::size_t threads = count_threads();
-        if (threads > sanitizer_threads + 1 && !allow_threads)
+        const std::size_t threads = process::thread_count();
+        if (!allow_threads && !process::single_threaded())
             throw std::logic_error(
                 "tandem: process_pool must be created before this process starts threads (it has " +
                 std::to_string(threads) +
@@ -181,7 +162,18 @@ public:
     }
 
     pid_t pid() const noexcept { return m_pid; }
-    bool alive() const noexcept { return !m_dead.load(std::memory_order_relaxed); }
+    /// False once the zygote is known dead: a send failed, or (where pidfds exist) the
+    /// process ended, even if nobody has talked to it since.
+    bool alive() const noexcept {
+        if (m_dead.load(std::memory_order_relaxed)) return false;
+        if (m_pidfd && m_pidfd.exited()) {
+            m_dead.store(true, std::memory_order_relaxed);
+            return false;
+        }
+        return true;
+    }
+    /// The zygote's pidfd (readable once it dies), or -1 on kernels without pidfds.
+    int pidfd() const noexcept { return m_pidfd ? m_pidfd.fd() : -1; }
 
     /// Forks a worker that serves `channel` and runs `init` first; the zygote reports
     /// spawned/exited on `reports`, tagged with `token`. Returns 0 or an errno.
@@ -219,23 +211,9 @@ private:
         new (&r.mutex) std::mutex();
     }
 
-#if defined(__SANITIZE_THREAD__)
-    static constexpr std::size_t sanitizer_threads = 1; // TSan's background thread
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-    static constexpr std::size_t sanitizer_threads = 1;
-#else
-    static constexpr std::size_t sanitizer_threads = 0;
-#endif
-#else
-    static constexpr std::size_t sanitizer_threads = 0;
-#endif
-
     zygote() {
         auto [parent_end, zygote_end] = make_channel();
-        std::fflush(nullptr); // or the children would flush the parent's buffered output again
-        const pid_t pid = ::fork();
-        if (pid < 0) throw_errno("tandem: fork of the process-pool zygote");
+        const pid_t pid = process::fork_child();
         if (pid == 0) {
             const int fd = zygote_end.release();
             parent_end.release(); // closed below with the rest
@@ -244,6 +222,7 @@ private:
         }
         m_pid = pid;
         m_control = std::move(parent_end);
+        m_pidfd = process::pidfd::try_open(pid); // liveness; without it (Linux < 5.3), EPIPE tells
     }
 
     int note(int error) noexcept {
@@ -254,12 +233,9 @@ private:
     /// The zygote's life: fork workers on request, reap them, report.
     [[noreturn]] static void run(int control) noexcept {
         // Keep only the control channel, at fd 3.
-        if (control != worker_channel_fd) {
-            if (::dup2(control, worker_channel_fd) < 0) _exit(100);
-            control = worker_channel_fd;
-        }
-        ::fcntl(control, F_SETFD, FD_CLOEXEC);
-        close_descriptors_from(control + 1);
+        if (process::move_descriptor(control, worker_channel_fd) < 0) _exit(100);
+        control = worker_channel_fd;
+        process::close_descriptors_from(control + 1);
         ::setpgid(0, 0);
         ::signal(SIGINT, SIG_IGN);
         ::signal(SIGPIPE, SIG_IGN);
@@ -339,28 +315,19 @@ private:
 
     [[noreturn]] static void become_worker(int channel, pid_t zygote_pid, worker_initializer init,
                                            std::chrono::microseconds spin) noexcept {
-        if (channel != worker_channel_fd) {
-            if (::dup2(channel, worker_channel_fd) < 0) _exit(100);
-        }
-        ::fcntl(worker_channel_fd, F_SETFD, FD_CLOEXEC);
-        close_descriptors_from(worker_channel_fd + 1);
+        if (process::move_descriptor(channel, worker_channel_fd) < 0) _exit(100);
+        process::close_descriptors_from(worker_channel_fd + 1);
         // Die with the zygote (which dies with the parent).
-        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (::getppid() != zygote_pid) _exit(0);
-        // A clean process: default dispositions (a parent's crash handler or test framework
-        // would otherwise catch a job's abort()), nothing blocked.
-        for (int sig = 1; sig < NSIG; ++sig)
-            if (sig != SIGKILL && sig != SIGSTOP) ::signal(sig, SIG_DFL);
-        sigset_t none;
-        sigemptyset(&none);
-        ::sigprocmask(SIG_SETMASK, &none, nullptr);
+        if (!process::die_with_parent(zygote_pid)) _exit(0);
+        process::reset_signal_state();
         ::prctl(PR_SET_NAME, "tandem-worker");
         worker_main(init, spin);
     }
 
     pid_t m_pid = -1;
     unique_fd m_control;
-    std::atomic<bool> m_dead{false};
+    process::pidfd m_pidfd;
+    mutable std::atomic<bool> m_dead{false};
 };
 
 } // namespace tandem::detail
