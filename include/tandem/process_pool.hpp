@@ -24,7 +24,8 @@
 #include "tandem/when.hpp"
 #include "tandem/detail/intrusive_list.hpp"
 #include "tandem/detail/pool_awaiter.hpp"
-#include "tandem/detail/process_channel.hpp"
+#include "tandem/process/channel.hpp"
+#include "tandem/process/start_board.hpp"
 #include "tandem/process/exit_status.hpp"
 #include "tandem/process/zygote.hpp"
 
@@ -38,6 +39,7 @@
 #include <ranges>
 #include <string>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -93,6 +95,16 @@ public:
     virtual bool complete(const incoming_frame* frame, std::exception_ptr error) noexcept = 0;
 
     std::size_t m_slot = ~std::size_t{0}; // the worker running it (pool's mutex)
+    std::uint64_t m_sent_id = 0;          // its number on that worker's channel (pool's mutex)
+    bool m_requeued = false;              // back in the queue after its worker died idle (pool's mutex)
+
+    /// The pool takes the job out of its queue for good (to run it or to fail it): a queued
+    /// job becomes running; a re-dispatched one is running (or detached) already.
+    void leave_queue() noexcept {
+        auto queued = state::queued;
+        m_state.compare_exchange_strong(queued, state::running, std::memory_order_acq_rel);
+        m_requeued = false;
+    }
     job_entry m_entry;
     std::uintptr_t m_fn;
     outgoing_payload m_args;
@@ -106,7 +118,7 @@ using process_job_ref = counted_ref<process_job>;
 template <class R>
 R decode_reply(const incoming_frame& f, bool& decoded) {
     try {
-        if (f.header.kind == frame_kind::error) {
+        if (f.header.kind() == frame_kind::error) {
             auto [type, what] = tandem::decode<std::pair<std::string, std::string>>(f.data(), f.size());
             throw remote_error(std::move(type), std::move(what));
         }
@@ -317,6 +329,7 @@ public:
         if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, reports) != 0) detail::throw_errno("tandem: socketpair");
         m_reports.reset(reports[0]);
         m_reports_for_zygote.reset(reports[1]);
+        m_board = process::start_board::create(n);
         m_epoll.reset(::epoll_create1(EPOLL_CLOEXEC));
         m_wake.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
         if (!m_epoll || !m_wake) detail::throw_errno("tandem: process_pool setup");
@@ -324,9 +337,17 @@ public:
         watch(m_wake.get(), wake_key);
         m_zygote_pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, m_zygote->pid(), 0)));
         if (m_zygote_pidfd) watch(m_zygote_pidfd.get(), zygote_key);
-        {
+        try {
             std::lock_guard lock(m_mutex);
             for (std::size_t i = 0; i < n; ++i) spawn_locked(i);
+        } catch (const std::system_error& e) {
+            if (e.code() != std::errc::too_many_files_open) throw;
+            rlimit limit{};
+            ::getrlimit(RLIMIT_NOFILE, &limit);
+            throw std::system_error(e.code(), "tandem: a process_pool of " + std::to_string(n) +
+                                                  " workers needs a descriptor per worker, and this process may open " +
+                                                  std::to_string(limit.rlim_cur) +
+                                                  " (RLIMIT_NOFILE): use fewer workers or raise the limit");
         }
         m_dispatcher = std::thread([this] { dispatch(); });
     }
@@ -565,7 +586,7 @@ private:
 
     /// The pool cannot run jobs (its initializer failed): the job fails from the dispatcher.
     void fail_later_locked(detail::process_job& job) {
-        job.m_state.store(detail::process_job::state::running, std::memory_order_relaxed);
+        job.leave_queue();
         m_failing.push_back(job);
         wake_dispatcher();
     }
@@ -588,17 +609,18 @@ private:
     /// Sends the job to worker i. False if the worker is gone (the job did not start).
     bool assign_locked(std::size_t i, detail::process_job& job) {
         worker_slot& s = m_slots[i];
-        const detail::frame_header h{.kind = detail::frame_kind::job,
-                                     .id = ++m_next_id,
-                                     .entry = reinterpret_cast<std::uintptr_t>(job.m_entry),
-                                     .fn = job.m_fn};
+        const auto h = detail::frame_header::job(++m_next_id, reinterpret_cast<std::uintptr_t>(job.m_entry), job.m_fn);
         if (job.m_args.send(s.channel.get(), h) != 0) {
             s.leaving = true; // dead or dying: its exit report replaces it
             m_zygote->kill(s.pid);
             return false;
         }
-        job.m_state.store(detail::process_job::state::running, std::memory_order_release);
+        // A queued job becomes running. A re-dispatched one is running already, or detached
+        // if its awaiter just left (stop_running then finds it on this worker).
+        auto queued = detail::process_job::state::queued;
+        job.m_state.compare_exchange_strong(queued, detail::process_job::state::running, std::memory_order_acq_rel);
         job.m_slot = i;
+        job.m_sent_id = h.job_id();
         s.job = &job;
         if (job.m_timeout.count() > 0) {
             s.deadline = clock::now() + job.m_timeout;
@@ -611,9 +633,11 @@ private:
     void feed_locked(std::size_t i) {
         while (!m_queue.empty() && idle(m_slots[i])) {
             detail::process_job& job = m_queue.pop_front();
+            const bool requeued = std::exchange(job.m_requeued, false);
             --m_queued;
             refill_locked();
             if (!assign_locked(i, job)) {
+                job.m_requeued = requeued;
                 m_queue.push_front(job);
                 ++m_queued;
                 return;
@@ -662,6 +686,13 @@ private:
                 s.deadline = clock::time_point::max();
                 m_zygote->kill(s.pid);
                 drop = true;
+            } else if (job.m_requeued) {
+                // Back in the queue after its worker died idle (redispatch_locked).
+                job.m_requeued = false;
+                job.unlink();
+                --m_queued;
+                refill_locked();
+                drop = true;
             }
         }
         if (drop) job.release(); // the pool's
@@ -676,8 +707,8 @@ private:
         s.generation = generation;
         auto [parent_end, worker_end] = detail::make_channel();
         const std::uint64_t token = (std::uint64_t{s.generation} << 32) | i;
-        if (const int err = m_zygote->spawn(worker_end.get(), m_reports_for_zygote.get(), token, m_options.initializer,
-                                            m_options.spin)) {
+        if (const int err = m_zygote->spawn(worker_end.get(), m_reports_for_zygote.get(), m_board.fd(), token,
+                                            m_options.initializer, m_options.spin)) {
             m_broken = detail::make_failure<std::system_error>(err, std::system_category(),
                                                                  "tandem: the process-pool zygote is gone; cannot start workers");
             return;
@@ -760,25 +791,25 @@ private:
             }
             if (got <= 0) return;
             std::unique_lock lock(m_mutex);
-            if (f.header.kind == detail::frame_kind::spawned) {
-                if (worker_slot* s = slot_for(f.header.fn)) {
-                    s->pid = static_cast<pid_t>(f.header.id);
+            if (f.header.kind() == detail::frame_kind::spawned) {
+                if (worker_slot* s = slot_for(f.header.token())) {
+                    s->pid = f.header.pid();
                     s->spawned = true;
                     m_ready.notify_all();
                     if (s->leaving || m_closing) m_zygote->kill(s->pid);
                     feed_locked(static_cast<std::size_t>(s - m_slots.data()));
                 }
-            } else if (f.header.kind == detail::frame_kind::spawn_failed) {
-                if (worker_slot* s = slot_for(f.header.fn)) {
+            } else if (f.header.kind() == detail::frame_kind::spawn_failed) {
+                if (worker_slot* s = slot_for(f.header.token())) {
                     s->alive = false;
                     s->channel.reset();
                     s->respawn_at = clock::now() + std::chrono::milliseconds(100); // EAGAIN from fork: try again
                 }
-            } else if (f.header.kind == detail::frame_kind::exited) {
-                const auto pid = static_cast<pid_t>(f.header.id);
+            } else if (f.header.kind() == detail::frame_kind::exited) {
+                const pid_t pid = f.header.pid();
                 for (std::size_t i = 0; i < m_slots.size(); ++i) {
                     if (m_slots[i].alive && m_slots[i].pid == pid) {
-                        worker_exited(lock, i, static_cast<int>(f.header.fn));
+                        worker_exited(lock, i, f.header.wait_status());
                         break;
                     }
                 }
@@ -786,13 +817,18 @@ private:
         }
     }
 
-    /// Worker i was reaped: fail its job, if it had one, and replace it.
+    /// Worker i was reaped: fail its job if the worker had taken it (the start board says),
+    /// or give it to another worker if not, and replace the worker.
     void worker_exited(std::unique_lock<std::mutex>& lock, std::size_t i, int status) {
         worker_slot& s = m_slots[i];
         detail::process_job* job = std::exchange(s.job, nullptr);
         const pid_t pid = s.pid;
         s.alive = false;
         s.channel.reset();
+        if (job && m_board.started(i) != job->m_sent_id) {
+            redispatch_locked(*job); // it died idle: the job never started, so it is not lost
+            job = nullptr;
+        }
         if (!m_closing && !m_broken) {
             spawn_locked(i);
         } else {
@@ -837,7 +873,7 @@ private:
                 s->leaving = true;
                 return;
             }
-            const detail::frame_kind kind = f.header.kind;
+            const detail::frame_kind kind = f.header.kind();
             if (!malformed && kind == detail::frame_kind::ready) {
                 s->ready = true;
                 m_ready.notify_all();
@@ -858,13 +894,13 @@ private:
                 s->leaving = true;
                 while (!m_queue.empty()) {
                     detail::process_job& job = m_queue.pop_front();
-                    job.m_state.store(detail::process_job::state::running, std::memory_order_relaxed);
+                    job.leave_queue();
                     m_failing.push_back(job);
                 }
                 m_queued = 0;
                 while (!m_overflow.empty()) {
                     detail::process_job& job = m_overflow.pop_front();
-                    job.m_state.store(detail::process_job::state::running, std::memory_order_relaxed);
+                    job.leave_queue();
                     m_failing.push_back(job);
                 }
                 m_space.notify_all();
@@ -909,11 +945,27 @@ private:
         }
     }
 
+    /// A job whose worker died before taking it goes back to the front of the queue (or to
+    /// an idle worker). Its state stays `running`: withdraw() cannot take it back, and an
+    /// awaiter that leaves finds it through stop_running().
+    void redispatch_locked(detail::process_job& job) {
+        if (m_closing || m_broken) {
+            m_failing.push_back(job);
+            wake_dispatcher();
+            return;
+        }
+        for (std::size_t i = 0; i < m_slots.size(); ++i)
+            if (idle(m_slots[i]) && assign_locked(i, job)) return;
+        job.m_requeued = true;
+        m_queue.push_front(job);
+        ++m_queued;
+    }
+
     /// Asks a worker to exit after its current job (recycling, shutdown).
     void quit_locked(worker_slot& s) noexcept {
         if (s.leaving) return;
         s.leaving = true;
-        if (s.job == nullptr) detail::outgoing_payload{}.send(s.channel.get(), detail::frame_header{.kind = detail::frame_kind::quit});
+        if (s.job == nullptr) detail::outgoing_payload{}.send(s.channel.get(), detail::frame_header::quit());
     }
 
     void zygote_died() {
@@ -924,10 +976,12 @@ private:
         for (std::size_t i = 0; i < m_slots.size(); ++i) {
             if (m_slots[i].alive) worker_exited(lock, i, SIGKILL); // its workers die with it (PDEATHSIG)
         }
-        while (!m_queue.empty()) {
-            detail::process_job& job = m_queue.pop_front();
-            job.m_state.store(detail::process_job::state::running, std::memory_order_relaxed);
-            m_failing.push_back(job);
+        for (auto* list : {&m_queue, &m_overflow}) { // parked jobs too: none may hang
+            while (!list->empty()) {
+                detail::process_job& job = list->pop_front();
+                job.leave_queue();
+                m_failing.push_back(job);
+            }
         }
         m_queued = 0;
         m_space.notify_all();
@@ -976,7 +1030,7 @@ private:
             for (auto* list : {&m_queue, &m_overflow}) {
                 while (!list->empty()) {
                     detail::process_job& job = list->pop_front();
-                    job.m_state.store(detail::process_job::state::running, std::memory_order_relaxed);
+                    job.leave_queue();
                     abandoned.push_back(job);
                 }
             }
@@ -1025,6 +1079,7 @@ private:
     detail::unique_fd m_epoll;
     detail::unique_fd m_wake;
     detail::unique_fd m_zygote_pidfd;
+    process::start_board m_board; // which job each worker has taken
     std::thread m_dispatcher;
 };
 
