@@ -300,6 +300,12 @@ private:
     unique_fd m_memfd;
 };
 
+/// Runs a job in a worker: decodes the arguments, calls the function, encodes the result.
+/// `fn` is a function's address (or 0 for a stateless callable type named by the entry).
+using job_entry = outgoing_payload (*)(std::uintptr_t fn, const std::byte* args, std::size_t size);
+/// Runs once in every new worker before its first job.
+using worker_initializer = void (*)();
+
 /// One received message. Its payload view lives in the receiver's buffer (inline) or in a
 /// private read-only mapping of the sender's memfd, until the message is destroyed.
 class incoming_frame {

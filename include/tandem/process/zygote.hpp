@@ -23,6 +23,7 @@
 #include "tandem/process/parent_death.hpp"
 #include "tandem/process/pidfd.hpp"
 #include "tandem/process/start_board.hpp"
+#include "tandem/detail/spin.hpp"
 #include "tandem/detail/syscall.hpp"
 #include "tandem/detail/unique_fd.hpp"
 
@@ -55,12 +56,6 @@
 #include <vector>
 
 namespace tandem::detail {
-
-/// Runs a job in a worker: decodes the arguments, calls the function, encodes the result.
-/// `fn` is a function's address (or 0 for a stateless callable type named by the entry).
-using job_entry = outgoing_payload (*)(std::uintptr_t fn, const std::byte* args, std::size_t size);
-/// Runs once in every new worker before its first job.
-using worker_initializer = void (*)();
 
 /// The worker's end of its channel, after the descriptor shuffle.
 inline constexpr int worker_channel_fd = 3;
@@ -114,11 +109,7 @@ inline std::pair<std::string, std::string> describe_current_exception() {
         incoming_frame job;
         int got = -EAGAIN;
         try {
-            if (spin.count() > 0) {
-                const auto until = std::chrono::steady_clock::now() + spin;
-                while ((got = job.receive(ch, buffer, MSG_DONTWAIT)) == -EAGAIN && std::chrono::steady_clock::now() < until)
-                    ::sched_yield();
-            }
+            spin_until_ready(spin, [&] { return (got = job.receive(ch, buffer, MSG_DONTWAIT)) != -EAGAIN; });
             if (got == -EAGAIN) got = job.receive(ch, buffer);
         } catch (...) {
             _exit(4); // the parent sent garbage: nothing sane to do but go
