@@ -185,24 +185,24 @@ TEST_CASE("die_with_parent: a grandchild dies when its parent does", "[process][
 }
 
 TEST_CASE("die_with_parent says no when the parent is already gone", "[process][parent_death]") {
-    pipe_pair gone;   // EOF for the grandchild once the middle process exited
+    pipe_pair go;     // test → grandchild: the middle process is reaped, ask now
     pipe_pair answer; // grandchild → test: 'y' if it would stay, 'n' if it knows to leave
     const pid_t middle = proc::fork_child();
     if (middle == 0) {
         const pid_t self = ::getpid();
         if (::fork() == 0) {
-            ::close(gone.write);
             char c;
-            (void)::read(gone.read, &c, 1); // returns 0 when the middle process is gone
+            if (::read(go.read, &c, 1) != 1) _exit(1);
             const char verdict = proc::die_with_parent(self) ? 'y' : 'n';
             (void)::write(answer.write, &verdict, 1);
             _exit(0);
         }
         _exit(0);
     }
-    ::close(gone.write);
-    gone.write = -1;
+    // Reaped: the kernel has re-parented the grandchild by now (EOF on a pipe would come
+    // earlier, while the middle process is still exiting).
     CHECK(proc::pidfd::open(middle).reap().success());
+    REQUIRE(::write(go.write, "g", 1) == 1);
     char verdict = 0;
     REQUIRE(::read(answer.read, &verdict, 1) == 1);
     CHECK(verdict == 'n');
