@@ -1,8 +1,7 @@
 # Layering check: the core headers (and every tandem header they reach) include no OS header
 # and not the event loop. The standard library may use OS headers internally (libstdc++'s
 # <stop_token> reaches <unistd.h> for futexes); what matters is that tandem's core does not.
-set(os_header_pattern "#[ \t]*include[ \t]*<(sys/[a-z_]+\\.h|unistd\\.h|fcntl\\.h|poll\\.h|signal\\.h|csignal|netinet/[a-z_]+\\.h|arpa/[a-z_]+\\.h)>")
-foreach(header task.hpp when.hpp sync.hpp error.hpp source_location.hpp codec.hpp)
+function(tandem_reached header out)
     execute_process(
         COMMAND "${CXX}" -std=c++20 -x c++ -M -I "${INCLUDE_DIR}" "${INCLUDE_DIR}/tandem/${header}"
         OUTPUT_VARIABLE deps RESULT_VARIABLE rc)
@@ -11,6 +10,11 @@ foreach(header task.hpp when.hpp sync.hpp error.hpp source_location.hpp codec.hp
     endif()
     string(REGEX MATCHALL "[^ \t\n\\\\]*/include/tandem/[^ \t\n\\\\]+" reached "${deps}")
     list(REMOVE_DUPLICATES reached)
+    set(${out} "${reached}" PARENT_SCOPE)
+endfunction()
+set(os_header_pattern "#[ \t]*include[ \t]*<(sys/[a-z_]+\\.h|unistd\\.h|fcntl\\.h|poll\\.h|signal\\.h|csignal|netinet/[a-z_]+\\.h|arpa/[a-z_]+\\.h)>")
+foreach(header task.hpp when.hpp sync.hpp error.hpp source_location.hpp codec.hpp)
+    tandem_reached("${header}" reached)
     foreach(file IN LISTS reached)
         if(file MATCHES "tandem/loop\\.hpp$")
             message(FATAL_ERROR "${header} reaches the event loop (${file})")
@@ -26,17 +30,6 @@ endforeach()
 
 # The layer table (DESIGN.md), for what the core check above does not cover. Each rule: a
 # header, and tandem headers it must never reach (directly or through others).
-function(tandem_reached header out)
-    execute_process(
-        COMMAND "${CXX}" -std=c++20 -x c++ -M -I "${INCLUDE_DIR}" "${INCLUDE_DIR}/tandem/${header}"
-        OUTPUT_VARIABLE deps RESULT_VARIABLE rc)
-    if(NOT rc EQUAL 0)
-        message(FATAL_ERROR "${header}: preprocessing failed")
-    endif()
-    string(REGEX MATCHALL "[^ \t\n\\\\]*/include/tandem/[^ \t\n\\\\]+" reached "${deps}")
-    list(REMOVE_DUPLICATES reached)
-    set(${out} "${reached}" PARENT_SCOPE)
-endfunction()
 function(tandem_forbid header pattern why)
     tandem_reached("${header}" reached)
     foreach(file IN LISTS reached)
