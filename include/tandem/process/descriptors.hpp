@@ -6,6 +6,7 @@
 #pragma once
 
 #include <climits>
+#include <cstddef>
 #include <cstdlib>
 #include <dirent.h>
 #include <fcntl.h>
@@ -28,6 +29,18 @@ inline void close_descriptors_from(int first) noexcept {
         }
         ::closedir(dir);
     }
+}
+
+/// Descriptors open in this process now (from /proc/self/fd; 0 if it cannot be read).
+inline std::size_t open_descriptor_count() noexcept {
+    std::size_t n = 0;
+    if (DIR* dir = ::opendir("/proc/self/fd")) {
+        while (dirent* entry = ::readdir(dir))
+            if (entry->d_name[0] != '.') ++n;
+        ::closedir(dir);
+        if (n > 0) --n; // the directory's own
+    }
+    return n;
 }
 
 /// Closes descriptors [first, last] (inclusive).

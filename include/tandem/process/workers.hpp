@@ -19,6 +19,7 @@
 #include "tandem/detail/spin.hpp"
 #include "tandem/detail/wakeup.hpp"
 #include "tandem/process/channel.hpp"
+#include "tandem/process/descriptors.hpp"
 #include "tandem/process/exit_status.hpp"
 #include "tandem/process/job.hpp"
 #include "tandem/process/options.hpp"
@@ -56,6 +57,7 @@ public:
     explicit worker_set(const process_pool_options& options)
         : m_options(options), m_queue(options.max_queued), m_zygote(zygote::instance(options.allow_threads)) {
         const std::size_t n = m_options.workers ? m_options.workers : hardware_threads();
+        check_descriptor_room(n);
         m_slots.resize(n);
         int reports[2];
         if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, reports) != 0) throw_errno("tandem: socketpair");
@@ -71,12 +73,7 @@ public:
             for (std::size_t i = 0; i < n; ++i) spawn_locked(i);
         } catch (const std::system_error& e) {
             if (e.code() != std::errc::too_many_files_open) throw;
-            rlimit limit{};
-            ::getrlimit(RLIMIT_NOFILE, &limit);
-            throw std::system_error(e.code(), "tandem: a process_pool of " + std::to_string(n) +
-                                                  " workers needs a descriptor per worker, and this process may open " +
-                                                  std::to_string(limit.rlim_cur) +
-                                                  " (RLIMIT_NOFILE): use fewer workers or raise the limit");
+            throw descriptor_limit_error(n); // others opened descriptors meanwhile
         }
         m_dispatcher = std::thread([this] { dispatch(); });
     }
@@ -221,6 +218,25 @@ public:
     const process_pool_options& options() const noexcept { return m_options; }
 
 private:
+    /// Each worker holds one channel descriptor here, and the pool a few more: fail at once,
+    /// naming the limit, rather than halfway through starting the workers.
+    static void check_descriptor_room(std::size_t workers) {
+        rlimit limit{};
+        if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return;
+        constexpr std::size_t own = 8; // reports, board, wake-up, reactor, pidfd, a spawn's spare ends
+        if (process::open_descriptor_count() + workers + own > limit.rlim_cur) throw descriptor_limit_error(workers);
+    }
+    static std::system_error descriptor_limit_error(std::size_t workers) {
+        rlimit limit{};
+        ::getrlimit(RLIMIT_NOFILE, &limit);
+        return std::system_error(EMFILE, std::system_category(),
+                                 "tandem: a process_pool of " + std::to_string(workers) +
+                                     " workers needs a descriptor per worker, and this process may open " +
+                                     std::to_string(limit.rlim_cur) + " (RLIMIT_NOFILE), " +
+                                     std::to_string(process::open_descriptor_count()) +
+                                     " of them open already: use fewer workers or raise the limit");
+    }
+
     struct worker_slot {
         unique_fd channel;
         pid_t pid = 0;
