@@ -64,10 +64,10 @@ public:
         m_reports.reset(reports[0]);
         m_reports_for_zygote.reset(reports[1]);
         m_board = process::start_board::create(n);
-        m_reactor.watch(m_reports.get(), true, false);
-        m_reactor.watch(m_wake.read_fd(), true, false);
+        m_reactor.watch_read_only(m_reports.get());
+        m_reactor.watch_read_only(m_wake.read_fd());
         m_zygote_watch = process::pidfd::try_open(m_zygote->pid());
-        if (m_zygote_watch) m_reactor.watch(m_zygote_watch.fd(), true, false);
+        if (m_zygote_watch) m_reactor.watch_read_only(m_zygote_watch.fd());
         try {
             std::lock_guard lock(m_mutex);
             for (std::size_t i = 0; i < n; ++i) spawn_locked(i);
@@ -350,7 +350,7 @@ private:
         const int fd = parent_end.get();
         if (static_cast<std::size_t>(fd) >= m_token_by_fd.size()) m_token_by_fd.resize(fd + 1, 0);
         m_token_by_fd[fd] = token;
-        m_reactor.watch(fd, true, false);
+        m_reactor.watch_read_only(fd); // the pool never waits to write to a worker
         s.channel = std::move(parent_end);
         s.alive = true;
         ++m_started;
