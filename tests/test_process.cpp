@@ -1,5 +1,6 @@
 // The process wing's ground floor: exit statuses, pidfds, inherited descriptors, death with
 // the parent and clean forks, each with real processes.
+#include "tandem/process/channel.hpp"
 #include "tandem/process/descriptors.hpp"
 #include "tandem/process/exit_status.hpp"
 #include "tandem/process/fork.hpp"
@@ -15,6 +16,8 @@
 #include <future>
 #include <poll.h>
 #include <string>
+#include <sys/socket.h>
+#include <vector>
 #include <sys/wait.h>
 #include <system_error>
 #include <thread>
@@ -267,4 +270,66 @@ TEST_CASE("thread_count counts threads and a forked child has one", "[process][f
     first.join();
     second.join();
     CHECK(how.success());
+}
+
+// ---- the channel: frames and payloads on their own, without a pool ---------------------------
+
+TEST_CASE("frame headers say what they carry through named accessors", "[process][channel]") {
+    using tandem::detail::frame_header;
+    using tandem::detail::frame_kind;
+    const auto spawned = frame_header::spawned(4321, (std::uint64_t{7} << 32) | 5);
+    CHECK(spawned.kind() == frame_kind::spawned);
+    CHECK(spawned.pid() == 4321);
+    CHECK(spawned.token() == ((std::uint64_t{7} << 32) | 5));
+    const auto exited = frame_header::exited(99, proc::exit_status::killed(SIGKILL).wait_status());
+    CHECK(proc::exit_status::from_wait_status(exited.wait_status()) == proc::exit_status::killed(SIGKILL));
+    CHECK(frame_header::spawn_failed(3, EAGAIN).error_number() == EAGAIN);
+    const auto job = frame_header::job(17, 0x1000, 0x2000);
+    CHECK(job.job_id() == 17);
+    CHECK(job.entry() == 0x1000);
+    CHECK(job.function() == 0x2000);
+    CHECK(frame_header::spawn(11, 0x3000, 50).spin_us() == 50);
+    CHECK(frame_header::result(17).job_id() == 17);
+}
+
+TEST_CASE("payloads on both sides of the inline limit cross a channel intact", "[process][channel]") {
+    using namespace tandem::detail;
+    auto [a, b] = make_channel();
+    std::vector<std::byte> buffer(max_message);
+    for (std::size_t n : {std::size_t{0}, std::size_t{1}, max_inline - 8, max_inline - 7, max_inline + 1, std::size_t{3} << 20}) {
+        std::vector<unsigned char> sent(n);
+        for (std::size_t i = 0; i < n; ++i) sent[i] = static_cast<unsigned char>(i * 7 + n);
+        const auto payload = outgoing_payload::of(sent);
+        CHECK(payload.in_memfd() == (payload.size() > max_inline));
+        REQUIRE(payload.send(a.get(), frame_header::result(n)) == 0);
+        incoming_frame f;
+        REQUIRE(f.receive(b.get(), buffer.data()) == 1);
+        CHECK(f.header.kind() == frame_kind::result);
+        CHECK(f.header.job_id() == n);
+        CHECK(tandem::decode<std::vector<unsigned char>>(f.data(), f.size()) == sent);
+    }
+}
+
+TEST_CASE("a malformed message on a channel is a protocol_error and leaks no descriptor", "[process][channel]") {
+    using namespace tandem::detail;
+    auto [a, b] = make_channel();
+    std::vector<std::byte> buffer(max_message);
+    incoming_frame f;
+    ::send(a.get(), "short", 5, 0);
+    CHECK_THROWS_AS(f.receive(b.get(), buffer.data()), protocol_error);
+    const auto lying = frame_header::result(1).with_payload(1000, false); // says 1000, carries 0
+    ::send(a.get(), &lying, sizeof lying, 0);
+    CHECK_THROWS_AS(f.receive(b.get(), buffer.data()), protocol_error);
+    // A descriptor nobody asked for is refused, and closed.
+    const std::size_t before = proc::open_descriptor_count();
+    pipe_pair stray;
+    REQUIRE(outgoing_payload::send_frame(a.get(), frame_header::ready(), nullptr, 0, {stray.read}) == 0);
+    CHECK_THROWS_AS(f.receive(b.get(), buffer.data()), protocol_error);
+    ::close(stray.read);
+    ::close(stray.write);
+    stray.read = stray.write = -1;
+    CHECK(proc::open_descriptor_count() == before);
+    // The peer gone: end of stream, not an error.
+    a.reset();
+    CHECK(f.receive(b.get(), buffer.data()) == 0);
 }
