@@ -31,16 +31,21 @@ inline void close_descriptors_from(int first) noexcept {
     }
 }
 
-/// Descriptors open in this process now (from /proc/self/fd; 0 if it cannot be read).
-inline std::size_t open_descriptor_count() noexcept {
+/// Entries in a /proc directory, "." and ".." aside (0 if it cannot be read).
+inline std::size_t count_proc_entries(const char* path) noexcept {
     std::size_t n = 0;
-    if (DIR* dir = ::opendir("/proc/self/fd")) {
+    if (DIR* dir = ::opendir(path)) {
         while (dirent* entry = ::readdir(dir))
             if (entry->d_name[0] != '.') ++n;
         ::closedir(dir);
-        if (n > 0) --n; // the directory's own
     }
     return n;
+}
+
+/// Descriptors open in this process now (0 if /proc/self/fd cannot be read).
+inline std::size_t open_descriptor_count() noexcept {
+    const std::size_t n = count_proc_entries("/proc/self/fd");
+    return n > 0 ? n - 1 : 0; // the directory's own
 }
 
 /// Closes descriptors [first, last] (inclusive).

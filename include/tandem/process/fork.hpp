@@ -10,26 +10,18 @@
 #pragma once
 
 #include "tandem/detail/syscall.hpp"
+#include "tandem/process/descriptors.hpp"
 
 #include <csignal>
 #include <cstddef>
 #include <cstdio>
-#include <dirent.h>
 #include <sys/types.h>
 #include <unistd.h>
 
 namespace tandem::process {
 
 /// Threads in this process (from /proc/self/task; 0 if it cannot be read).
-inline std::size_t thread_count() noexcept {
-    std::size_t n = 0;
-    if (DIR* dir = ::opendir("/proc/self/task")) {
-        while (dirent* entry = ::readdir(dir))
-            if (entry->d_name[0] != '.') ++n;
-        ::closedir(dir);
-    }
-    return n;
-}
+inline std::size_t thread_count() noexcept { return count_proc_entries("/proc/self/task"); }
 
 /// Threads the sanitizer runtime starts behind the program's back (TSan's background
 /// thread): they hold none of the program's locks, so they do not make fork() unsafe.
