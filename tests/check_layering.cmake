@@ -17,7 +17,9 @@ function(tandem_headers_reached header out)
     set(${out} "${reached}" PARENT_SCOPE)
 endfunction()
 
-foreach(header task.hpp when.hpp sync.hpp error.hpp source_location.hpp codec.hpp detail/cancellable_wait.hpp)
+# The HTTP parser, messages, router and JSON writer are pure too: bytes in, values out.
+foreach(header task.hpp when.hpp sync.hpp error.hpp source_location.hpp codec.hpp detail/cancellable_wait.hpp
+               http/parser.hpp http/message.hpp http/router.hpp http/json.hpp)
     tandem_headers_reached(${header} reached)
     foreach(file IN LISTS reached)
         if(file MATCHES "tandem/loop\\.hpp$")
@@ -52,3 +54,52 @@ foreach(header IN LISTS public)
     endif()
 endforeach()
 message(STATUS "tandem.hpp reaches every public header")
+
+# The layer table (DESIGN.md), for what the core check above does not cover. Each rule: a
+# header, and tandem headers it must never reach (directly or through others).
+function(tandem_forbid header pattern why)
+    tandem_headers_reached("${header}" reached)
+    foreach(file IN LISTS reached)
+        if(file MATCHES "${pattern}")
+            message(FATAL_ERROR "${header} reaches ${file}: ${why}")
+        endif()
+    endforeach()
+endfunction()
+
+# detail/ is the basement: it does not climb to the loop. One named floor is the exception,
+# "detail (offload)": the pool-job lifecycle posts a finished job to its loop
+# (detail/pool_job.hpp) and the run() awaiter suspends on one (detail/pool_awaiter.hpp).
+set(detail_offload_floor pool_job.hpp pool_awaiter.hpp)
+file(GLOB detail_headers RELATIVE "${INCLUDE_DIR}/tandem/detail" "${INCLUDE_DIR}/tandem/detail/*.hpp")
+foreach(header IN LISTS detail_headers)
+    list(FIND detail_offload_floor "${header}" on_offload_floor)
+    if(on_offload_floor GREATER -1)
+        continue()
+    endif()
+    tandem_forbid("detail/${header}" "tandem/loop\\.hpp$"
+        "detail/ must not include the event loop (only the detail (offload) floor: ${detail_offload_floor})")
+endforeach()
+
+# The two pools are siblings: neither includes the other.
+tandem_forbid(process_pool.hpp "tandem/thread_pool\\.hpp$" "the pools are siblings")
+tandem_forbid(thread_pool.hpp "tandem/process_pool\\.hpp$" "the pools are siblings")
+
+# The process/ wing stands below its face, and its ground floor (what a pool or a cluster
+# forks, reaps and watches processes with) knows nothing of pools, jobs or the loop.
+file(GLOB process_headers RELATIVE "${INCLUDE_DIR}/tandem" "${INCLUDE_DIR}/tandem/process/*.hpp")
+foreach(header IN LISTS process_headers)
+    tandem_forbid("${header}" "tandem/process_pool\\.hpp$" "the wing must not include its face")
+    tandem_forbid("${header}" "tandem/thread_pool\\.hpp$" "the process wing does not need the thread pool")
+endforeach()
+foreach(header exit_status.hpp pidfd.hpp descriptors.hpp parent_death.hpp fork.hpp start_board.hpp channel.hpp zygote.hpp)
+    tandem_forbid("process/${header}" "tandem/(loop|task|detail/pool_job)\\.hpp$"
+        "the process wing's ground floor knows nothing of the loop, tasks or pool jobs")
+endforeach()
+list(LENGTH detail_headers nd)
+list(LENGTH process_headers np)
+message(STATUS "layer table: ${nd} detail/ headers (the offload floor excepted) do not reach the loop; "
+               "the pools do not include each other; ${np} process/ headers stay below their face")
+
+# The cluster runs any protocol: cluster.hpp and its wing never reach http/.
+tandem_forbid(cluster.hpp "tandem/http" "the cluster does not know HTTP")
+message(STATUS "cluster.hpp: does not reach http/")

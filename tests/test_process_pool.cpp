@@ -1,4 +1,5 @@
 #include "tandem/process_pool.hpp"
+#include "tandem/process/pidfd.hpp"
 
 #include "catch.hpp"
 #include "tandem/spawn.hpp"
@@ -10,6 +11,13 @@
 #include <cmath>
 #include <csignal>
 #include <cstdlib>
+#include <deque>
+#include <fcntl.h>
+#include <poll.h>
+#include <random>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <dirent.h>
 #include <fstream>
 #include <map>
@@ -328,16 +336,15 @@ TEST_CASE("64 MiB argument and result cross through shared memory", "[process_po
 TEST_CASE("a malformed frame from a worker fails its job and costs only that worker", "[process_pool][crash]") {
     tandem::process_pool pool({.workers = 1});
     using tandem::detail::frame_header;
-    using tandem::detail::frame_kind;
     // Claims a 1 TiB inline payload in a 40-byte message: an error, not an allocation.
     CHECK_THROWS_AS(pool.submit([] {
-        const frame_header h{.kind = frame_kind::result, .size = std::uint64_t{1} << 40};
+        const auto h = frame_header::result(0).with_payload(std::uint64_t{1} << 40, false);
         ::send(tandem::detail::worker_channel_fd, &h, sizeof h, 0);
         for (;;) ::pause();
     }).get(), tandem::codec_error);
     // A memfd payload without the memfd.
     CHECK_THROWS_AS(pool.submit([] {
-        const frame_header h{.kind = frame_kind::result, .in_memfd = 1, .size = std::uint64_t{1} << 40};
+        const auto h = frame_header::result(0).with_payload(std::uint64_t{1} << 40, true);
         ::send(tandem::detail::worker_channel_fd, &h, sizeof h, 0);
         for (;;) ::pause();
     }).get(), tandem::codec_error);
@@ -345,7 +352,7 @@ TEST_CASE("a malformed frame from a worker fails its job and costs only that wor
     CHECK_THROWS_AS(pool.submit([]() -> std::vector<int> {
         const std::uint64_t count = std::uint64_t{1} << 61;
         std::byte message[sizeof(frame_header) + sizeof count];
-        const frame_header h{.kind = frame_kind::result, .size = sizeof count};
+        const auto h = frame_header::result(0).with_payload(sizeof count, false);
         std::memcpy(message, &h, sizeof h);
         std::memcpy(message + sizeof h, &count, sizeof count);
         ::send(tandem::detail::worker_channel_fd, message, sizeof message, 0);
@@ -485,4 +492,255 @@ TEST_CASE("creating the first pool in a process that already runs threads is a c
     REQUIRE(::waitpid(child, &status, 0) == child);
     CHECK(WIFEXITED(status));
     CHECK(WEXITSTATUS(status) == 0);
+}
+
+// ---- regression tests for the defects of issue 13 ------------------------------------------
+
+namespace {
+
+/// Shared memory between the test and its workers, by path (the zygote may be older than
+/// this test, so an anonymous mapping would not reach the workers): per job, the pid that
+/// started it and whether it finished.
+struct job_track {
+    std::int32_t started_by;
+    std::int32_t finished;
+};
+constexpr int tracked_jobs = 600;
+
+job_track* map_tracks(const std::string& path) {
+    static std::string mapped_path;
+    static job_track* tracks = nullptr;
+    if (tracks && mapped_path == path) return tracks;
+    const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) throw std::runtime_error("cannot open " + path);
+    void* p = ::mmap(nullptr, sizeof(job_track) * tracked_jobs, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ::close(fd);
+    if (p == MAP_FAILED) throw std::runtime_error("cannot map " + path);
+    mapped_path = path;
+    tracks = static_cast<job_track*>(p);
+    return tracks;
+}
+
+/// Marks job k started by this worker (its first act), spins ~200 µs, marks it finished.
+int tracked_job(std::string path, int k) {
+    job_track* t = map_tracks(path);
+    std::atomic_ref<std::int32_t>(t[k].started_by).store(static_cast<std::int32_t>(::getpid()));
+    const auto until = std::chrono::steady_clock::now() + 200us;
+    while (std::chrono::steady_clock::now() < until) {
+    }
+    std::atomic_ref<std::int32_t>(t[k].finished).store(1);
+    return k;
+}
+
+/// Runs `body` in a forked child (its own zygote, so killing that zygote spares this
+/// process's); returns the child's exit code, or 100 + signal. A watchdog alarm turns a hang
+/// into a failure.
+template <class Body>
+int in_child(Body body) {
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        ::alarm(40);
+        int code = 99;
+        try {
+            code = body();
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "child: %s\n", e.what());
+        }
+        std::_Exit(code);
+    }
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 100 + WTERMSIG(status);
+}
+
+} // namespace
+
+/// True if the process sleeps in recvmsg (so it took no message, and once SIGKILLed it
+/// will run no instruction of its own again).
+bool asleep_in_recvmsg(pid_t pid) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    const auto paren = line.rfind(')');
+    if (paren == std::string::npos || paren + 2 >= line.size() || line[paren + 2] != 'S') return false;
+    std::ifstream sys("/proc/" + std::to_string(pid) + "/syscall");
+    long nr = -1;
+    sys >> nr;
+    return nr == SYS_recvmsg;
+}
+
+TEST_CASE("workers killed while idle cost no job: only jobs that started on a killed worker fail", "[process_pool][crash][stress]") {
+    char path[] = "/tmp/tandem-track-XXXXXX";
+    const int fd = ::mkstemp(path);
+    REQUIRE(fd >= 0);
+    REQUIRE(::ftruncate(fd, sizeof(job_track) * tracked_jobs) == 0);
+    auto* tracks = static_cast<job_track*>(
+        ::mmap(nullptr, sizeof(job_track) * tracked_jobs, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+    ::close(fd);
+    REQUIRE(tracks != MAP_FAILED);
+    auto started_by = [&](int k) { return std::atomic_ref<std::int32_t>(tracks[k].started_by).load(); };
+    auto finished = [&](int k) { return std::atomic_ref<std::int32_t>(tracks[k].finished).load() != 0; };
+
+    // No polling between jobs: an idle worker sleeps in recvmsg, which the killer checks.
+    tandem::process_pool pool({.workers = 3, .spin = 0us});
+    pool.wait_ready();
+    std::set<pid_t> killed;
+    std::vector<std::pair<int, pid_t>> failures; // (job, the worker it died with)
+    std::deque<std::pair<int, std::future<int>>> in_flight;
+    auto settle_oldest = [&] {
+        auto [k, f] = std::move(in_flight.front());
+        in_flight.pop_front();
+        try {
+            const int got = f.get();
+            CHECK(got == k);
+        } catch (const tandem::worker_crashed& e) {
+            failures.emplace_back(k, e.pid());
+        }
+    };
+    // Kills a worker that is truly idle: every job sent so far has started somewhere, none
+    // is queued (so the pool sends nothing on its own), and the victim runs none of ours and
+    // sleeps in recvmsg. The next job is sent at once, before the pool can have heard of the
+    // death: it must not fail for it.
+    auto kill_an_idle_worker = [&] {
+        const auto give_up = std::chrono::steady_clock::now() + 5s;
+        while (std::chrono::steady_clock::now() < give_up) {
+            bool settled = pool.queued() == 0;
+            for (auto& [k, f] : in_flight) settled = settled && started_by(k) != 0;
+            if (!settled) {
+                std::this_thread::yield();
+                continue;
+            }
+            for (pid_t pid : pool.worker_pids()) {
+                bool busy = killed.count(pid) != 0;
+                for (auto& [k, f] : in_flight) busy = busy || (started_by(k) == pid && !finished(k));
+                if (busy || !asleep_in_recvmsg(pid)) continue;
+                killed.insert(pid);
+                ::kill(pid, SIGKILL);
+                return;
+            }
+            std::this_thread::yield();
+        }
+    };
+    std::mt19937 rng(13);
+    for (int k = 0; k < tracked_jobs; ++k) {
+        if (k % 4 == 0 && rng() % 2 == 0) kill_an_idle_worker();
+        in_flight.emplace_back(k, pool.submit(tracked_job, std::string(path), k));
+        if (in_flight.size() == 2) settle_oldest();
+    }
+    while (!in_flight.empty()) settle_oldest();
+    ::unlink(path);
+
+    WARN(killed.size() << " idle workers killed, " << failures.size() << " jobs failed");
+    CHECK(killed.size() >= 20);
+    for (auto [k, pid] : failures) {
+        INFO("job " << k << " failed with worker " << pid);
+        CHECK(killed.count(pid) == 1);
+        CHECK(started_by(k) == pid); // it had started there: not an innocent job
+    }
+    CHECK(failures.empty()); // and by construction no job ran on a worker we killed
+    ::munmap(tracks, sizeof(job_track) * tracked_jobs);
+}
+
+TEST_CASE("a job sent to a worker that died before taking it runs on another worker", "[process_pool][crash]") {
+    tandem::process_pool pool({.workers = 1});
+    pool.wait_ready();
+    for (int round = 0; round < 20; ++round) {
+        const std::vector<pid_t> pids = pool.worker_pids();
+        REQUIRE(pids.size() == 1);
+        ::kill(pids[0], SIGKILL);
+        // Sent at once, most likely before the pool heard of the death: the job must not
+        // pay for it.
+        CHECK(pool.submit(add, round, 1).get() == round + 1);
+        pool.wait_ready();
+    }
+}
+
+TEST_CASE("parked, queued and running jobs all fail promptly when the zygote dies", "[process_pool][zygote]") {
+    const int code = in_child([]() -> int {
+        beacon b;
+        tandem::process_pool pool({.workers = 1, .max_queued = 1});
+        tandem::event_loop loop;
+        int result = 0;
+        loop.run([&]() -> tandem::task<> {
+            auto running = tandem::spawn(pool.run(hang, b.port()));
+            auto queued = tandem::spawn(pool.run(add, 1, 1));
+            auto parked1 = tandem::spawn(pool.run(add, 2, 2));
+            auto parked2 = tandem::spawn(pool.run(add, 3, 3));
+            co_await tandem::yield();
+            b.wait(); // the first job runs in its worker
+            if (pool.queued() != 1) result = 1;
+            ::kill(pool.zygote_pid(), SIGKILL);
+            try {
+                co_await running;
+                result = 2;
+            } catch (const tandem::worker_crashed&) {
+            }
+            for (auto* h : {&queued, &parked1, &parked2}) {
+                try {
+                    co_await *h;
+                    result = 3;
+                } catch (const std::runtime_error& e) {
+                    if (std::string(e.what()).find("zygote died") == std::string::npos) result = 4;
+                }
+            }
+        }());
+        return result;
+    });
+    CHECK(code == 0);
+}
+
+TEST_CASE("the first pool built after the zygote died gets a new zygote", "[process_pool][zygote]") {
+    const int code = in_child([]() -> int {
+        pid_t first = 0;
+        {
+            tandem::process_pool pool({.workers = 1});
+            if (pool.submit(add, 1, 1).get() != 2) return 1;
+            first = pool.zygote_pid();
+            ::kill(first, SIGKILL);
+            const tandem::process::pidfd watch = tandem::process::pidfd::open(first);
+            pollfd p{watch.fd(), POLLIN, 0};
+            if (::poll(&p, 1, 10'000) != 1) return 2;
+            // A pool built while this one's dispatcher thread runs cannot fork a new zygote
+            // safely: a clear error that says why.
+            try {
+                tandem::process_pool second({.workers = 1});
+                return 3;
+            } catch (const std::logic_error& e) {
+                if (std::string(e.what()).find("died") == std::string::npos) return 4;
+            }
+        }
+        tandem::process_pool pool({.workers = 1}); // single-threaded again: a fresh zygote
+        if (pool.zygote_pid() == first) return 5;
+        if (pool.submit(add, 2, 2).get() != 4) return 6;
+        return 0;
+    });
+    CHECK(code == 0);
+}
+
+TEST_CASE("a thousand workers start without deadlock and all serve", "[process_pool][limits]") {
+    tandem::process_pool pool({.workers = 1000, .spin = 0us});
+    pool.wait_ready();
+    CHECK(pool.worker_pids().size() == 1000);
+    std::vector<std::future<int>> results;
+    for (int i = 0; i < 2000; ++i) results.push_back(pool.submit(add, i, 1));
+    long sum = 0;
+    for (auto& f : results) sum += f.get();
+    CHECK(sum == 2000L * 2001 / 2);
+}
+
+TEST_CASE("more workers than descriptors is a clear error that names the limit", "[process_pool][limits]") {
+    const int code = in_child([]() -> int {
+        const rlimit small{64, 64};
+        if (::setrlimit(RLIMIT_NOFILE, &small) != 0) return 1;
+        try {
+            tandem::process_pool pool({.workers = 100});
+            return 2;
+        } catch (const std::system_error& e) {
+            const std::string what = e.what();
+            if (what.find("RLIMIT_NOFILE") == std::string::npos || what.find("100 workers") == std::string::npos) return 3;
+        }
+        return 0;
+    });
+    CHECK(code == 0);
 }

@@ -46,8 +46,29 @@ public:
 template <class T>
 inline constexpr bool bytewise_codec = std::is_arithmetic_v<T> || std::is_enum_v<T>;
 
+class encoder;
+class decoder;
+
+namespace detail {
+template <class T>
+inline constexpr bool no_codec_for = false; // dependent: fires only when instantiated
+} // namespace detail
+
+/// Specialize for your own types (see the header comment). This primary template is what a
+/// type without one reaches: one static_assert that names the type (in the "required from"
+/// line above it) and the two ways to opt in, instead of pages of template errors.
 template <class T, class = void>
-struct codec; // specialize for your own types (see the header comment)
+struct codec {
+    static_assert(detail::no_codec_for<T>,
+                  "tandem: no codec<T> for this type (named in the instantiation above). Opt in with "
+                  "`template <> inline constexpr bool tandem::bytewise_codec<T> = true;` for a trivially "
+                  "copyable type without pointers, or specialize `tandem::codec<T>` with static encode(encoder&, "
+                  "const T&) and decode(decoder&) (see codec.hpp)");
+    using unsupported = void;
+    // Declared so the failed assertion is the only error; never defined.
+    static void encode(encoder&, const T&);
+    static T decode(decoder&);
+};
 
 /// Writes encoded bytes. A counting encoder (no buffer) only measures, so a payload is sized
 /// first and then encoded once, straight into its destination.
@@ -121,7 +142,7 @@ private:
 namespace detail {
 
 template <class T>
-concept has_codec = requires(encoder& e, decoder& d, const T& v) {
+concept has_codec = !requires { typename codec<T>::unsupported; } && requires(encoder& e, decoder& d, const T& v) {
     codec<T>::encode(e, v);
     { codec<T>::decode(d) } -> std::same_as<T>;
 };

@@ -15,6 +15,8 @@
 #include "tandem/task.hpp"
 #include "tandem/detail/intrusive_list.hpp"
 #include "tandem/detail/pool_awaiter.hpp"
+#include "tandem/detail/pool_job.hpp"
+#include "tandem/detail/spin.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -105,101 +107,6 @@ decltype(auto) invoke_job(Fn& fn, Tuple& args, std::stop_token token) {
         args);
 }
 
-/// A job's outcome: a value (or nothing, or a reference) or an exception.
-template <class R>
-class job_outcome {
-public:
-    template <class Call>
-    void produce(Call&& call) noexcept {
-        try {
-            m_value.emplace(call());
-        } catch (...) {
-            m_error = std::current_exception();
-        }
-    }
-    void fail(std::exception_ptr e) noexcept { m_error = std::move(e); }
-    R take() {
-        if (m_error) std::rethrow_exception(std::exchange(m_error, nullptr));
-        return std::move(*m_value);
-    }
-    void deliver_to(std::promise<R>& p) noexcept {
-        try {
-            if (m_error) {
-                p.set_exception(std::exchange(m_error, nullptr));
-            } else {
-                p.set_value(std::move(*m_value));
-            }
-        } catch (...) {
-        }
-    }
-
-private:
-    std::optional<R> m_value;
-    std::exception_ptr m_error;
-};
-
-template <class R>
-class job_outcome<R&> {
-public:
-    template <class Call>
-    void produce(Call&& call) noexcept {
-        try {
-            m_value = std::addressof(call());
-        } catch (...) {
-            m_error = std::current_exception();
-        }
-    }
-    void fail(std::exception_ptr e) noexcept { m_error = std::move(e); }
-    R& take() {
-        if (m_error) std::rethrow_exception(std::exchange(m_error, nullptr));
-        return *m_value;
-    }
-    void deliver_to(std::promise<R&>& p) noexcept {
-        try {
-            if (m_error) {
-                p.set_exception(std::exchange(m_error, nullptr));
-            } else {
-                p.set_value(*m_value);
-            }
-        } catch (...) {
-        }
-    }
-
-private:
-    R* m_value = nullptr;
-    std::exception_ptr m_error;
-};
-
-template <>
-class job_outcome<void> {
-public:
-    template <class Call>
-    void produce(Call&& call) noexcept {
-        try {
-            call();
-        } catch (...) {
-            m_error = std::current_exception();
-        }
-    }
-    void fail(std::exception_ptr e) noexcept { m_error = std::move(e); }
-    void take() {
-        if (m_error) std::rethrow_exception(std::exchange(m_error, nullptr));
-    }
-    void deliver_to(std::promise<void>& p) noexcept {
-        try {
-            if (m_error) {
-                p.set_exception(std::exchange(m_error, nullptr));
-            } else {
-                p.set_value();
-            }
-        } catch (...) {
-        }
-    }
-
-private:
-    std::exception_ptr m_error;
-};
-
 /// The callable and its arguments, kept until the job dies.
 template <class Fn, class... Args>
 struct job_callable {
@@ -210,38 +117,17 @@ struct job_callable {
     std::tuple<Args...> args;
 };
 
-/// A job awaited by a coroutine: the outcome goes back to the awaiter's loop through post().
+/// A job awaited by a coroutine: the outcome goes back to the awaiter's loop through post()
+/// (awaited_job_of::deliver, pool_job.hpp).
 template <class R>
-class awaited_job : public pool_job {
+class awaited_job : public awaited_job_of<pool_job, R> {
 public:
-    event_loop* m_loop = nullptr;
-    job_listener* m_listener = nullptr; // loop thread only
-    job_outcome<R> m_outcome;
-
     /// Asks a running job to stop (only callables taking a std::stop_token notice).
     virtual void request_stop() noexcept = 0;
 
     void discard() noexcept override {
-        m_outcome.fail(std::make_exception_ptr(cancelled{}));
-        finish();
-    }
-
-protected:
-    /// The worker is done with the job: post the outcome to the loop, unless the awaiter
-    /// has left, then drop the pool's reference.
-    void finish() noexcept {
-        state expected = state::running;
-        if (m_state.compare_exchange_strong(expected, state::finished, std::memory_order_acq_rel)) {
-            add_ref(); // the completion's
-            m_loop->post([ref = job_ref(this)]() noexcept {
-                auto* self = static_cast<awaited_job*>(ref.get());
-                if (job_listener* l = std::exchange(self->m_listener, nullptr)) l->on_job_done();
-            });
-            // From here the loop may run the completion and the awaiter may be gone: only
-            // our own reference keeps the job alive.
-            m_state.store(state::delivered, std::memory_order_release);
-        }
-        release();
+        this->m_outcome.fail(std::make_exception_ptr(cancelled{}));
+        this->deliver();
     }
 };
 
@@ -258,7 +144,7 @@ public:
         } else {
             this->m_outcome.produce([&]() -> decltype(auto) { return m_call(std::stop_token{}); });
         }
-        this->finish();
+        this->deliver();
     }
     void request_stop() noexcept override {
         if constexpr (takes_stop_token<Fn, Args...>) m_stop.request_stop();
@@ -315,11 +201,6 @@ public:
 private:
     Fn m_fn;
 };
-
-inline std::size_t hardware_threads() noexcept {
-    const unsigned n = std::thread::hardware_concurrency();
-    return n == 0 ? 1 : n;
-}
 
 /// TANDEM_THREADPOOL_SIZE (1..1024), else the hardware thread count.
 inline std::size_t default_pool_size() noexcept {
@@ -400,12 +281,12 @@ public:
     /// Jobs waiting for a worker.
     std::size_t queued() const {
         std::lock_guard lock(m_mutex);
-        return m_queued;
+        return m_queue.queued_locked();
     }
     /// Awaiters suspended because the queue was full.
     std::size_t waiting_for_space() const {
         std::lock_guard lock(m_mutex);
-        return m_waiting;
+        return m_queue.parked_locked();
     }
     /// Jobs a worker is running now.
     std::size_t running() const {
@@ -446,24 +327,14 @@ private:
         std::unique_lock lock(m_mutex);
         check_open();
         job.add_ref(); // the pool's
-        if (m_options.max_queued != 0 && m_queued >= m_options.max_queued) {
-            job.m_overflow = true;
-            m_overflow.push_back(job);
-            ++m_waiting;
-            return;
-        }
+        if (m_queue.park_if_full_locked(job)) return;
         push_locked(lock, job);
     }
 
     /// Any thread: queues a job, waiting for room if the queue is bounded and full.
     void enqueue_blocking(detail::pool_job& job) {
         std::unique_lock lock(m_mutex);
-        if (m_options.max_queued != 0 && m_queued >= m_options.max_queued) {
-            ++m_blocked;
-            m_space.wait(lock, [&] { return m_closing || m_queued < m_options.max_queued; });
-            --m_blocked;
-            if (m_closing && m_blocked == 0) m_space.notify_all(); // the destructor waits for us
-        }
+        m_queue.wait_for_room(lock, [&] { return m_closing; });
         if (m_closing) {
             lock.unlock();
             job.discard();
@@ -473,8 +344,7 @@ private:
     }
 
     void push_locked(std::unique_lock<std::mutex>& lock, detail::pool_job& job) {
-        m_queue.push_back(job);
-        ++m_queued;
+        m_queue.push_back_locked(job);
         m_has_work.store(true, std::memory_order_relaxed);
         // A polling worker will find the job; wake a sleeper only if nobody polls.
         const bool wake = m_sleepers > 0 && m_spinners.load(std::memory_order_seq_cst) == 0;
@@ -487,32 +357,11 @@ private:
     bool withdraw(detail::pool_job& job) noexcept {
         {
             std::lock_guard lock(m_mutex);
-            if (job.m_state.load(std::memory_order_relaxed) != detail::pool_job::state::queued) return false;
-            job.unlink();
-            if (job.m_overflow) {
-                --m_waiting;
-            } else {
-                --m_queued;
-                refill_locked();
-            }
-            m_has_work.store(m_queued != 0, std::memory_order_relaxed);
-            job.m_state.store(detail::pool_job::state::detached, std::memory_order_relaxed);
+            if (!m_queue.withdraw_locked(job)) return false;
+            m_has_work.store(m_queue.queued_locked() != 0, std::memory_order_relaxed);
         }
         job.release();
         return true;
-    }
-
-    /// A queue slot was freed: hand it to a parked awaiter or a blocked thread.
-    void refill_locked() noexcept {
-        if (!m_overflow.empty()) {
-            detail::pool_job& next = m_overflow.pop_front();
-            next.m_overflow = false;
-            --m_waiting;
-            m_queue.push_back(next);
-            ++m_queued;
-        } else if (m_blocked != 0) {
-            m_space.notify_one();
-        }
     }
 
     /// Hands the calling worker its next job (nullptr: the pool is closing). `finished_one`:
@@ -522,13 +371,12 @@ private:
         if (finished_one) --m_running;
         bool spun = false; // poll once per wait: a worker woken for a job another took sleeps again
         for (;;) {
-            if (!m_queue.empty()) {
-                detail::pool_job& job = m_queue.pop_front();
-                --m_queued;
+            if (!m_queue.empty_locked()) {
+                detail::pool_job& job = m_queue.pop_front_locked();
                 job.m_state.store(detail::pool_job::state::running, std::memory_order_relaxed);
-                refill_locked();
-                m_has_work.store(m_queued != 0, std::memory_order_relaxed);
-                const bool cascade = m_queued != 0 && m_sleepers > 0 && m_spinners.load(std::memory_order_seq_cst) == 0;
+                const std::size_t queued = m_queue.queued_locked();
+                m_has_work.store(queued != 0, std::memory_order_relaxed);
+                const bool cascade = queued != 0 && m_sleepers > 0 && m_spinners.load(std::memory_order_seq_cst) == 0;
                 ++m_running;
                 lock.unlock();
                 if (cascade) m_work.notify_one(); // more work than awake workers
@@ -540,10 +388,9 @@ private:
                 // close behind, and waking from the futex would cost more than the wait.
                 m_spinners.fetch_add(1, std::memory_order_seq_cst);
                 lock.unlock();
-                const auto until = clock::now() + m_options.spin;
-                while (!m_has_work.load(std::memory_order_relaxed) && !m_closing_flag.load(std::memory_order_relaxed) &&
-                       clock::now() < until)
-                    std::this_thread::yield();
+                detail::spin_until_ready(m_options.spin, [&] {
+                    return m_has_work.load(std::memory_order_relaxed) || m_closing_flag.load(std::memory_order_relaxed);
+                });
                 m_spinners.fetch_sub(1, std::memory_order_seq_cst);
                 lock.lock();
                 spun = true;
@@ -575,16 +422,8 @@ private:
             if (m_closing && m_threads.empty()) return;
             m_closing = true;
             m_closing_flag.store(true, std::memory_order_relaxed);
-            for (auto* list : {&m_queue, &m_overflow}) {
-                while (!list->empty()) {
-                    detail::pool_job& job = list->pop_front();
-                    job.m_state.store(detail::pool_job::state::running, std::memory_order_relaxed);
-                    abandoned.push_back(job);
-                }
-            }
-            m_queued = m_waiting = 0;
-            m_space.notify_all();
-            m_space.wait(lock, [&] { return m_blocked == 0; }); // threads inside submit() leave first
+            m_queue.drain_locked(abandoned);
+            m_queue.wait_blocked_gone(lock); // threads inside submit() leave first
         }
         m_stop.request_stop();
         m_work.notify_all();
@@ -596,13 +435,8 @@ private:
 
     thread_pool_options m_options;
     mutable std::mutex m_mutex;
-    std::condition_variable m_work;  // workers wait here for jobs
-    std::condition_variable m_space; // submit()/post() wait here for queue room
-    detail::intrusive_list<detail::pool_job> m_queue;
-    detail::intrusive_list<detail::pool_job> m_overflow; // awaited jobs parked for queue room
-    std::size_t m_queued = 0;
-    std::size_t m_waiting = 0;
-    std::size_t m_blocked = 0;
+    std::condition_variable m_work; // workers wait here for jobs
+    detail::bounded_job_queue<detail::pool_job> m_queue{m_options.max_queued};
     std::size_t m_sleepers = 0;
     bool m_closing = false;
     std::atomic<bool> m_has_work{false};

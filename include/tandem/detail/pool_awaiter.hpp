@@ -1,6 +1,7 @@
-// tandem — what thread_pool and process_pool share about awaited jobs: the awaiter of
-// run() (a job's trip to a worker and back, with cancellation) and an owning job reference.
-// Layer: detail (offload).
+// tandem — the awaiter of thread_pool::run and process_pool::run: a job's trip to a worker
+// and back, with cancellation. The job it awaits, its states and its completion post live in
+// pool_job.hpp.
+// Layer: detail (offload), with pool_job.hpp the one detail/ floor above the loop.
 //
 // A Pool provides, for its Job type (which has m_state, m_loop, m_listener, m_outcome and
 // release()):
@@ -17,7 +18,7 @@
 #include "tandem/loop.hpp"
 #include "tandem/task.hpp"
 #include "tandem/detail/cancellable_wait.hpp"
-#include "tandem/detail/intrusive_list.hpp"
+#include "tandem/detail/pool_job.hpp"
 
 #include <atomic>
 #include <coroutine>
@@ -27,69 +28,6 @@
 #include <thread>
 
 namespace tandem::detail {
-
-/// What every pool job is: queued in an intrusive list, reference-counted (the pool while it
-/// holds the job, the awaiter if any, a completion on its way to a loop), and moving through
-/// one state machine shared with pool_run_awaiter.
-class job_base : public list_hook {
-public:
-    enum class state : std::uint8_t {
-        queued,    // in the queue (or waiting for queue space): withdraw() may remove it
-        running,   // a worker has it (or the pool is cancelling it)
-        finished,  // the worker is posting the completion to the loop
-        delivered, // the completion is in the loop's queue
-        detached,  // the awaiter left (cancelled, destroyed): the worker drops the result
-    };
-
-    job_base() = default;
-    job_base(const job_base&) = delete;
-    job_base& operator=(const job_base&) = delete;
-
-    void add_ref() noexcept { m_refs.fetch_add(1, std::memory_order_relaxed); }
-    void release() noexcept {
-        if (m_refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
-    }
-
-    std::atomic<state> m_state{state::queued};
-    bool m_overflow = false; // waiting for queue space (guarded by the pool's mutex)
-
-protected:
-    virtual ~job_base() = default;
-
-private:
-    std::atomic<unsigned> m_refs{1};
-};
-
-/// Owning reference to a reference-counted job (add_ref/release): what a completion posted
-/// to a loop, or a not-yet-started task, carries.
-template <class Job>
-class counted_ref {
-public:
-    explicit counted_ref(Job* job) noexcept : m_job(job) {}
-    counted_ref(counted_ref&& other) noexcept : m_job(other.release()) {}
-    counted_ref& operator=(counted_ref&&) = delete;
-    ~counted_ref() {
-        if (m_job) m_job->release();
-    }
-    Job* get() const noexcept { return m_job; }
-    Job* release() noexcept {
-        Job* job = m_job;
-        m_job = nullptr;
-        return job;
-    }
-
-private:
-    Job* m_job;
-};
-
-/// Where an awaited job reports back (lives in the awaiting coroutine's frame).
-class job_listener {
-public:
-    virtual void on_job_done() noexcept = 0;
-
-protected:
-    ~job_listener() = default;
-};
 
 template <class Pool, class Job, class R>
 class pool_run_awaiter final : public cancellable_wait<pool_run_awaiter<Pool, Job, R>>, job_listener {

@@ -31,15 +31,12 @@ public:
 
     /// Declares interest. epoll registers the fd on first use and ignores the directions:
     /// edge-triggered registration for both never needs changing.
-    void watch(int fd, bool /*read*/, bool /*write*/) {
-        if (static_cast<std::size_t>(fd) < m_registered.size() && m_registered[fd]) return;
-        epoll_event ev{};
-        ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-        ev.data.fd = fd;
-        if (::epoll_ctl(m_epoll.get(), EPOLL_CTL_ADD, fd, &ev) != 0 && errno != EEXIST) throw_errno("epoll_ctl(ADD)");
-        if (static_cast<std::size_t>(fd) >= m_registered.size()) m_registered.resize(fd + 1, false);
-        m_registered[fd] = true;
-    }
+    void watch(int fd, bool /*read*/, bool /*write*/) { add(fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET); }
+
+    /// Declares interest in readability alone, for a user that never waits to write on fd
+    /// (the process pool's dispatcher): no EPOLLOUT edge, and so no wake-up, each time the
+    /// peer drains the socket. Forget it before watching it otherwise.
+    void watch_read_only(int fd) { add(fd, EPOLLIN | EPOLLRDHUP | EPOLLET); }
 
     void forget(int fd) noexcept {
         if (static_cast<std::size_t>(fd) >= m_registered.size() || !m_registered[fd]) return;
@@ -67,6 +64,16 @@ public:
     }
 
 private:
+    void add(int fd, std::uint32_t events) {
+        if (static_cast<std::size_t>(fd) < m_registered.size() && m_registered[fd]) return;
+        epoll_event ev{};
+        ev.events = events;
+        ev.data.fd = fd;
+        if (::epoll_ctl(m_epoll.get(), EPOLL_CTL_ADD, fd, &ev) != 0 && errno != EEXIST) throw_errno("epoll_ctl(ADD)");
+        if (static_cast<std::size_t>(fd) >= m_registered.size()) m_registered.resize(fd + 1, false);
+        m_registered[fd] = true;
+    }
+
     int wait_raw(std::optional<std::chrono::nanoseconds> timeout) {
         int n;
 #if defined(SYS_epoll_pwait2)

@@ -27,6 +27,10 @@ public:
         }
     }
 
+    /// Readability alone (see epoll_reactor::watch_read_only; poll is level-triggered and
+    /// already asks only for what it is told).
+    void watch_read_only(int fd) { watch(fd, true, false); }
+
     void forget(int fd) noexcept {
         if (static_cast<std::size_t>(fd) < m_interest.size() && m_interest[fd] != 0) {
             m_interest[fd] = 0;

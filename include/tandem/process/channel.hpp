@@ -1,4 +1,5 @@
-// tandem — the framing between a process_pool and its worker processes. Layer: detail.
+// tandem — the framing between a process_pool, its zygote and its worker processes.
+// Layer: process. Knows the codec (payloads are bytes) and nothing of pools or the loop.
 //
 // A channel is an AF_UNIX SOCK_SEQPACKET pair: message boundaries are kept by the kernel and a
 // passed descriptor belongs to exactly one message. A message is a fixed header plus either
@@ -16,12 +17,15 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
+#include <type_traits>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <sys/uio.h>
 #include <unistd.h>
 #include <utility>
@@ -30,34 +34,100 @@
 namespace tandem::detail {
 
 enum class frame_kind : std::uint8_t {
-    job = 1,      // parent → worker: run entry(fn, payload)
+    job = 1,      // parent → worker: run a function on the payload
     quit,         // parent → worker: exit now (recycling, shutdown)
     ready,        // worker → parent: the initializer ran, send jobs
     result,       // worker → parent: payload = encoded result
     error,        // worker → parent: payload = (type name, what())
     init_failed,  // worker → parent: the initializer threw, payload as for error
     spawn,        // pool → zygote: fork a worker on the passed channel; report on the passed fd
-    kill,         // pool → zygote: SIGKILL worker `id` (a pid)
-    spawned,      // zygote → pool: worker `id` (a pid) started for token `fn`
-    exited,       // zygote → pool: worker `id` (a pid) was reaped, wait status in `fn`
-    spawn_failed, // zygote → pool: fork failed for token `fn`, errno in `id`
+    kill,         // pool → zygote: SIGKILL a worker
+    spawned,      // zygote → pool: a worker started
+    exited,       // zygote → pool: a worker was reaped
+    spawn_failed, // zygote → pool: fork failed
 };
 
-struct frame_header {
+/// The fixed head of every message. Its two words mean different things for different
+/// kinds, so they are reached only through named constructors and accessors: a reader sees
+/// `h.token()` or `h.wait_status()`, never a field whose meaning depends on `kind()`.
+class frame_header {
+public:
     static constexpr std::uint32_t expected_magic = 0x4d444e54; // "TNDM"
-    std::uint32_t magic = expected_magic;
-    frame_kind kind{};
-    std::uint8_t in_memfd = 0;
-    std::uint16_t reserved = 0;
-    std::uint64_t id = 0;
-    std::uint64_t entry = 0;
-    std::uint64_t fn = 0;
-    std::uint64_t size = 0; // payload bytes
+
+    // parent ↔ worker
+    static frame_header job(std::uint64_t job_id, std::uintptr_t entry, std::uintptr_t fn) noexcept {
+        return {frame_kind::job, job_id, entry, fn};
+    }
+    static frame_header quit() noexcept { return {frame_kind::quit, 0, 0, 0}; }
+    static frame_header ready() noexcept { return {frame_kind::ready, 0, 0, 0}; }
+    static frame_header result(std::uint64_t job_id) noexcept { return {frame_kind::result, job_id, 0, 0}; }
+    static frame_header error(std::uint64_t job_id) noexcept { return {frame_kind::error, job_id, 0, 0}; }
+    static frame_header init_failed() noexcept { return {frame_kind::init_failed, 0, 0, 0}; }
+    // pool ↔ zygote
+    static frame_header spawn(std::uint64_t token, std::uintptr_t initializer, std::int64_t spin_us) noexcept {
+        return {frame_kind::spawn, static_cast<std::uint64_t>(spin_us), initializer, token};
+    }
+    static frame_header kill(pid_t pid) noexcept { return {frame_kind::kill, static_cast<std::uint64_t>(pid), 0, 0}; }
+    static frame_header spawned(pid_t pid, std::uint64_t token) noexcept {
+        return {frame_kind::spawned, static_cast<std::uint64_t>(pid), 0, token};
+    }
+    static frame_header exited(pid_t pid, int wait_status) noexcept {
+        return {frame_kind::exited, static_cast<std::uint64_t>(pid), 0, static_cast<std::uint32_t>(wait_status)};
+    }
+    static frame_header spawn_failed(std::uint64_t token, int error_number) noexcept {
+        return {frame_kind::spawn_failed, static_cast<std::uint64_t>(error_number), 0, token};
+    }
+
+    frame_header() = default;
+
+    frame_kind kind() const noexcept { return m_kind; }
+    bool magic_ok() const noexcept { return m_magic == expected_magic; }
+    /// Payload bytes, and whether they travel in a memfd (set by the sender).
+    std::uint64_t size() const noexcept { return m_size; }
+    bool in_memfd() const noexcept { return m_in_memfd != 0; }
+    frame_header& with_payload(std::uint64_t size, bool in_memfd) noexcept {
+        m_size = size;
+        m_in_memfd = in_memfd;
+        return *this;
+    }
+
+    /// job, result, error: the pool's number for the job.
+    std::uint64_t job_id() const noexcept { return m_id; }
+    /// job: the entry point (decodes, calls, encodes) and the function it calls.
+    std::uintptr_t entry() const noexcept { return static_cast<std::uintptr_t>(m_entry); }
+    std::uintptr_t function() const noexcept { return static_cast<std::uintptr_t>(m_fn); }
+    /// spawn, spawned, spawn_failed: the pool's name for the worker slot.
+    std::uint64_t token() const noexcept { return m_fn; }
+    /// spawn: the worker's initializer and how long it polls between jobs.
+    std::uintptr_t initializer() const noexcept { return static_cast<std::uintptr_t>(m_entry); }
+    std::int64_t spin_us() const noexcept { return static_cast<std::int64_t>(m_id); }
+    /// kill, spawned, exited: the worker's pid.
+    pid_t pid() const noexcept { return static_cast<pid_t>(m_id); }
+    /// exited: waitpid()'s status.
+    int wait_status() const noexcept { return static_cast<int>(static_cast<std::uint32_t>(m_fn)); }
+    /// spawn_failed: fork()'s errno.
+    int error_number() const noexcept { return static_cast<int>(m_id); }
+
+private:
+    frame_header(frame_kind kind, std::uint64_t id, std::uint64_t entry, std::uint64_t fn) noexcept
+        : m_kind(kind), m_id(id), m_entry(entry), m_fn(fn) {}
+
+    std::uint32_t m_magic = expected_magic;
+    frame_kind m_kind{};
+    std::uint8_t m_in_memfd = 0;
+    std::uint16_t m_reserved = 0;
+    std::uint64_t m_id = 0;
+    std::uint64_t m_entry = 0;
+    std::uint64_t m_fn = 0;
+    std::uint64_t m_size = 0;
 };
+static_assert(std::is_trivially_copyable_v<frame_header> && sizeof(frame_header) == 40);
 
 /// Payloads up to this size travel inside the message; larger ones in a memfd.
 inline constexpr std::size_t max_inline = 60 * 1024;
 inline constexpr std::size_t max_message = sizeof(frame_header) + max_inline;
+/// Descriptors one message may carry (a spawn: channel, report socket, start board).
+inline constexpr std::size_t max_passed = 3;
 
 /// A malformed message: the sender is broken or not ours.
 class protocol_error : public codec_error {
@@ -188,22 +258,24 @@ public:
 
     /// Sends header + payload as one message. Returns 0 or an errno (EPIPE: peer gone).
     int send(int fd, frame_header header) const noexcept {
-        header.size = m_size;
-        header.in_memfd = in_memfd();
+        header.with_payload(m_size, in_memfd());
         return send_frame(fd, header, in_memfd() ? nullptr : m_inline.data(), in_memfd() ? 0 : m_size,
-                          in_memfd() ? m_memfd.get() : -1, -1);
+                          {in_memfd() ? m_memfd.get() : -1});
     }
 
-
-    /// Sends one message with up to two descriptors. Returns 0 or an errno.
-    static int send_frame(int fd, const frame_header& header, const void* data, std::size_t size, int fd1,
-                          int fd2) noexcept {
+    /// Sends one message with up to max_passed descriptors (-1 entries are skipped).
+    /// Returns 0 or an errno.
+    static int send_frame(int fd, const frame_header& header, const void* data, std::size_t size,
+                          std::initializer_list<int> descriptors, int flags = 0) noexcept {
         iovec iov[2] = {{const_cast<frame_header*>(&header), sizeof header}, {const_cast<void*>(data), size}};
         msghdr msg{};
         msg.msg_iov = iov;
         msg.msg_iovlen = size ? 2 : 1;
-        alignas(cmsghdr) char control[CMSG_SPACE(2 * sizeof(int))];
-        const int nfds = (fd1 >= 0) + (fd2 >= 0);
+        alignas(cmsghdr) char control[CMSG_SPACE(max_passed * sizeof(int))];
+        int fds[max_passed];
+        std::size_t nfds = 0;
+        for (int d : descriptors)
+            if (d >= 0 && nfds < max_passed) fds[nfds++] = d;
         if (nfds) {
             std::memset(control, 0, sizeof control);
             msg.msg_control = control;
@@ -212,10 +284,9 @@ public:
             c->cmsg_level = SOL_SOCKET;
             c->cmsg_type = SCM_RIGHTS;
             c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-            const int fds[2] = {fd1 >= 0 ? fd1 : fd2, fd2};
             std::memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
         }
-        const ssize_t n = retry_on_eintr([&] { return ::sendmsg(fd, &msg, MSG_NOSIGNAL); });
+        const ssize_t n = retry_on_eintr([&] { return ::sendmsg(fd, &msg, MSG_NOSIGNAL | flags); });
         if (n < 0) return errno;
         return static_cast<std::size_t>(n) == sizeof header + size ? 0 : EMSGSIZE;
     }
@@ -229,6 +300,12 @@ private:
     unique_fd m_memfd;
 };
 
+/// Runs a job in a worker: decodes the arguments, calls the function, encodes the result.
+/// `fn` is a function's address (or 0 for a stateless callable type named by the entry).
+using job_entry = outgoing_payload (*)(std::uintptr_t fn, const std::byte* args, std::size_t size);
+/// Runs once in every new worker before its first job.
+using worker_initializer = void (*)();
+
 /// One received message. Its payload view lives in the receiver's buffer (inline) or in a
 /// private read-only mapping of the sender's memfd, until the message is destroyed.
 class incoming_frame {
@@ -239,10 +316,10 @@ public:
     ~incoming_frame() { unmap(); }
 
     frame_header header;
-    unique_fd passed[2]; // descriptors that came with the message (spawn)
+    unique_fd passed[max_passed]; // descriptors that came with the message (spawn)
 
     const std::byte* data() const noexcept { return m_data; }
-    std::size_t size() const noexcept { return header.size; }
+    std::size_t size() const noexcept { return header.size(); }
 
     /// Receives one message into `buffer` (max_message bytes). Returns 1 (a message),
     /// 0 (end of stream), or -errno (EAGAIN with MSG_DONTWAIT). Throws protocol_error for a
@@ -274,22 +351,22 @@ public:
         if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) throw protocol_error("tandem: oversized message on a process channel");
         if (static_cast<std::size_t>(n) < sizeof header) throw protocol_error("tandem: short message on a process channel");
         std::memcpy(&header, buffer, sizeof header);
-        if (header.magic != frame_header::expected_magic) throw protocol_error("tandem: bad magic on a process channel");
+        if (!header.magic_ok()) throw protocol_error("tandem: bad magic on a process channel");
         const std::size_t body = static_cast<std::size_t>(n) - sizeof header;
-        if (header.in_memfd) {
+        if (header.in_memfd()) {
             if (body != 0 || nfds != 1) throw protocol_error("tandem: malformed memfd message");
             struct stat st {};
             if (::fstat(received[0].get(), &st) != 0 || st.st_size < 0 ||
-                static_cast<std::uint64_t>(st.st_size) < header.size || header.size <= max_inline)
+                static_cast<std::uint64_t>(st.st_size) < header.size() || header.size() <= max_inline)
                 throw protocol_error("tandem: memfd payload size does not match its message");
-            void* map = ::mmap(nullptr, header.size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, received[0].get(), 0);
+            void* map = ::mmap(nullptr, header.size(), PROT_READ, MAP_PRIVATE | MAP_POPULATE, received[0].get(), 0);
             if (map == MAP_FAILED) throw_errno("tandem: mmap of a received payload");
             m_map = map;
             m_data = static_cast<const std::byte*>(map);
         } else {
-            if (header.size != body) throw protocol_error("tandem: message size does not match its header");
+            if (header.size() != body) throw protocol_error("tandem: message size does not match its header");
             if (nfds > fds_allowed) throw protocol_error("tandem: unexpected descriptor on a process channel");
-            for (std::size_t i = 0; i < nfds && i < 2; ++i) passed[i] = std::move(received[i]);
+            for (std::size_t i = 0; i < nfds && i < max_passed; ++i) passed[i] = std::move(received[i]);
             m_data = buffer + sizeof header;
         }
         return 1;
@@ -297,7 +374,7 @@ public:
 
 private:
     void unmap() noexcept {
-        if (m_map) ::munmap(m_map, header.size);
+        if (m_map) ::munmap(m_map, header.size());
         m_map = nullptr;
         m_data = nullptr;
     }
