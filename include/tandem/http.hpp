@@ -4,4 +4,5 @@
 #include "tandem/http/client.hpp"
 #include "tandem/http/message.hpp"
 #include "tandem/http/parser.hpp"
+#include "tandem/http/router.hpp"
 #include "tandem/http/server.hpp"

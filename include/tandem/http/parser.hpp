@@ -287,10 +287,137 @@ constexpr parse_result decide_framing(message_head& m, bool is_request, const li
 
 } // namespace detail
 
-/// Parses a request head at the start of `in`. `storage` receives the headers (give it at
-/// least `lim.max_headers` entries); `out` holds views into `in` and `storage`.
-constexpr parse_result parse_request(std::string_view in, request_head& out, std::span<header> storage,
-                                     const limits& lim = {}) noexcept {
+/// Finds the end of a request head incrementally and rejects it at the first byte that
+/// cannot continue a valid request line or header section (RFC 9112 2-5): a TLS ClientHello,
+/// a bad method or header-name character, a malformed version, a space before a header name
+/// or colon, a non-digit in Content-Length, a bare CR or LF, or a limit crossed. Each byte is
+/// looked at once however the head arrives (picohttpparser's `last_len`), so a slow client
+/// costs no re-scanning. Pass the whole buffer from the request's first byte on every call.
+class head_scanner {
+public:
+    /// complete (head_size = bytes through the empty line), incomplete, or error(status).
+    constexpr parse_result scan(std::string_view in, const limits& lim) noexcept {
+        for (; m_pos < in.size(); ++m_pos) {
+            const char c = in[m_pos];
+            if (m_in_fields && m_pos >= lim.max_head) return parse_result::fail(431, "request head too large");
+            if (c == '\n' && m_state != state::line_lf && m_state != state::final_lf && m_state != state::lead_lf)
+                return parse_result::fail(400, "bare CR or LF in the head");
+            switch (m_state) {
+            case state::lead: // RFC 9112 2.2: empty lines before the request line are ignored
+                if (c == '\r' && m_pos < 8) {
+                    m_state = state::lead_lf;
+                    break;
+                }
+                m_start = m_pos;
+                m_state = state::method;
+                [[fallthrough]];
+            case state::method:
+                if (c == ' ') {
+                    if (m_pos == m_start) return parse_result::fail(400, "malformed request line");
+                    m_head_method = in.substr(m_start, m_pos - m_start) == "HEAD";
+                    m_mark = m_pos + 1;
+                    m_state = state::target;
+                } else if (!detail::is_tchar(c)) {
+                    return parse_result::fail(400, c == '\r' ? "malformed request line" : "invalid method");
+                }
+                break;
+            case state::lead_lf:
+                if (c != '\n') return parse_result::fail(400, "bare CR or LF in the request line");
+                m_state = state::lead;
+                break;
+            case state::target:
+                if (c == ' ') {
+                    if (m_pos == m_mark) return parse_result::fail(400, "malformed request line");
+                    m_mark = m_pos + 1;
+                    m_state = state::version;
+                } else if (!detail::is_target_char(c)) {
+                    return parse_result::fail(400, c == '\r' ? "malformed request line"
+                                                             : "invalid character in the request target");
+                }
+                break;
+            case state::version: {
+                constexpr std::string_view shape = "HTTP/d.d";
+                const std::size_t i = m_pos - m_mark;
+                if (i == shape.size()) {
+                    if (c != '\r') return parse_result::fail(400, "malformed HTTP version");
+                    m_state = state::line_lf;
+                } else if (shape[i] == 'd' ? (c < '0' || c > '9') : c != shape[i]) {
+                    return parse_result::fail(400, "malformed HTTP version");
+                }
+                break;
+            }
+            case state::line_lf:
+                if (c != '\n') return parse_result::fail(400, "bare CR or LF in the head");
+                m_state = state::field_start;
+                m_in_fields = true;
+                break;
+            case state::field_start:
+                if (c == '\r') {
+                    m_state = state::final_lf;
+                } else if (c == ' ' || c == '\t') {
+                    return parse_result::fail(400, m_fields == 0 ? "whitespace before the first header"
+                                                                 : "obsolete line folding");
+                } else if (!detail::is_tchar(c)) {
+                    return parse_result::fail(400, "invalid header name");
+                } else {
+                    if (++m_fields > lim.max_headers) return parse_result::fail(431, "too many headers");
+                    m_mark = m_pos;
+                    m_state = state::name;
+                }
+                break;
+            case state::name:
+                if (c == ':') {
+                    m_length_field = iequals(in.substr(m_mark, m_pos - m_mark), "content-length");
+                    m_state = state::value;
+                } else if (c == ' ' || c == '\t') {
+                    return parse_result::fail(400, "whitespace before a header colon");
+                } else if (!detail::is_tchar(c)) {
+                    return parse_result::fail(400, c == '\r' ? "header line without a colon" : "invalid header name");
+                }
+                break;
+            case state::value:
+                if (c == '\r') {
+                    m_state = state::line_lf;
+                } else if (!detail::is_field_char(c)) {
+                    return parse_result::fail(400, "invalid character in a header value");
+                } else if (m_length_field && !(c >= '0' && c <= '9') && c != ' ' && c != '\t' && c != ',') {
+                    return parse_result::fail(400, "invalid or conflicting Content-Length");
+                }
+                break;
+            case state::final_lf:
+                if (c != '\n') return parse_result::fail(400, "bare CR or LF in the head");
+                ++m_pos;
+                return {parse_state::complete, m_pos, 0, {}};
+            }
+            if ((m_state == state::method || m_state == state::target || m_state == state::version) &&
+                m_pos + 1 - m_start > lim.max_request_line)
+                return parse_result::fail(414, "request line too long");
+        }
+        return {};
+    }
+
+    /// True once the method is known to be HEAD (so an early error response has no body).
+    constexpr bool head_method() const noexcept { return m_head_method; }
+    /// Bytes looked at so far.
+    constexpr std::size_t scanned() const noexcept { return m_pos; }
+    constexpr void reset() noexcept { *this = head_scanner{}; }
+
+private:
+    enum class state : std::uint8_t { lead, lead_lf, method, target, version, line_lf, field_start, name, value, final_lf };
+    std::size_t m_pos = 0;
+    std::size_t m_start = 0; // the request line's first byte
+    std::size_t m_mark = 0;  // the current part's first byte
+    std::size_t m_fields = 0;
+    state m_state = state::lead;
+    bool m_head_method = false;
+    bool m_length_field = false;
+    bool m_in_fields = false;
+};
+
+/// The second half of parse_request: `in` is a complete head (through its empty line) that
+/// head_scanner accepted. The server calls it once per request, after scanning as bytes came.
+constexpr parse_result parse_request_head(std::string_view in, request_head& out, std::span<header> storage,
+                                          const limits& lim) noexcept {
     out = request_head{};
     // RFC 9112 2.2: ignore at least one empty line before the request line.
     std::size_t pos = 0;
@@ -366,6 +493,20 @@ constexpr parse_result parse_request(std::string_view in, request_head& out, std
     return r;
 }
 
+/// Parses a request head at the start of `in`. `storage` receives the headers (give it at
+/// least `lim.max_headers` entries); `out` holds views into `in` and `storage`. An error is
+/// reported as soon as `in` holds a byte that cannot continue a valid head (head_scanner).
+constexpr parse_result parse_request(std::string_view in, request_head& out, std::span<header> storage,
+                                     const limits& lim = {}) noexcept {
+    head_scanner scanner;
+    const parse_result scanned = scanner.scan(in, lim);
+    if (scanned.state != parse_state::complete) {
+        out = request_head{};
+        return scanned;
+    }
+    return parse_request_head(in.substr(0, scanned.head_size), out, storage, lim);
+}
+
 /// Parses a response head. A response to HEAD, and 1xx/204/304 responses, have no body
 /// whatever their headers say: pass `request_was_head` so the framing reflects it.
 constexpr parse_result parse_response(std::string_view in, response_head& out, std::span<header> storage,
@@ -436,27 +577,26 @@ public:
                     m_size = m_size * 16 + static_cast<std::uint64_t>(digit);
                     ++m_digits;
                     ++pos;
-                } else if (m_digits == 0) {
-                    return fail(pos, 400, "malformed chunk size");
-                } else if (c == ';' || c == ' ' || c == '\t') {
-                    m_state = state::extension;
-                } else if (c == '\r') {
-                    m_state = state::size_lf;
-                    ++pos;
-                } else {
-                    return fail(pos, 400, "malformed chunk size");
+                    break;
                 }
-                break;
+                if (m_digits == 0) return fail(pos, 400, "malformed chunk size");
+                m_state = state::ext_before_semicolon;
+                break; // the extension states take it from here, this byte included
             }
-            case state::extension: {
+            // chunk-ext = *( BWS ";" BWS ext-name [ BWS "=" BWS ext-value ] ), ext-value =
+            // token / quoted-string (RFC 9112 7.1.1). Exactly this: parsers that disagree
+            // about where a chunk line ends are a request-smuggling vector.
+            case state::ext_before_semicolon:
+            case state::ext_before_name:
+            case state::ext_name:
+            case state::ext_after_name:
+            case state::ext_before_value:
+            case state::ext_token_value:
+            case state::ext_quoted:
+            case state::ext_quoted_pair: {
                 const char c = in[pos];
-                if (c == '\r') {
-                    m_state = state::size_lf;
-                } else if (c == '\n' || (!detail::is_field_char(c))) {
-                    return fail(pos, 400, "invalid chunk extension");
-                } else if (++m_extension > 1024) {
-                    return fail(pos, 400, "chunk extension too long");
-                }
+                if (++m_extension > 1024) return fail(pos, 400, "chunk extension too long");
+                if (!step_extension(c)) return fail(pos, 400, "invalid chunk extension");
                 ++pos;
                 break;
             }
@@ -544,8 +684,53 @@ public:
 
 private:
     enum class state : std::uint8_t {
-        size, extension, size_lf, data, data_cr, data_lf, trailer_start, trailer_line, trailer_lf, final_lf, done
+        size, ext_before_semicolon, ext_before_name, ext_name, ext_after_name, ext_before_value, ext_token_value,
+        ext_quoted, ext_quoted_pair, size_lf, data, data_cr, data_lf, trailer_start, trailer_line, trailer_lf,
+        final_lf, done
     };
+    /// One byte of a chunk line after the size; false if it cannot continue the grammar.
+    constexpr bool step_extension(char c) noexcept {
+        const bool ws = c == ' ' || c == '\t';
+        const auto u = static_cast<unsigned char>(c);
+        switch (m_state) {
+        case state::ext_before_semicolon: // after the size, a value, or a quoted value
+            if (ws) return true;
+            if (c == ';') return go(state::ext_before_name);
+            return c == '\r' && go(state::size_lf);
+        case state::ext_before_name:
+            if (ws) return true;
+            return detail::is_tchar(c) && go(state::ext_name);
+        case state::ext_name:
+            if (detail::is_tchar(c)) return true;
+            [[fallthrough]];
+        case state::ext_after_name:
+            if (ws) return go(state::ext_after_name);
+            if (c == '=') return go(state::ext_before_value);
+            if (c == ';') return go(state::ext_before_name);
+            return c == '\r' && go(state::size_lf);
+        case state::ext_before_value:
+            if (ws) return true;
+            if (c == '"') return go(state::ext_quoted);
+            return detail::is_tchar(c) && go(state::ext_token_value);
+        case state::ext_token_value:
+            if (detail::is_tchar(c)) return true;
+            if (ws) return go(state::ext_before_semicolon);
+            if (c == ';') return go(state::ext_before_name);
+            return c == '\r' && go(state::size_lf);
+        case state::ext_quoted: // qdtext = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text
+            if (c == '"') return go(state::ext_before_semicolon);
+            if (c == '\\') return go(state::ext_quoted_pair);
+            return ws || (u >= 0x21 && u != 0x7f);
+        case state::ext_quoted_pair: // "\" ( HTAB / SP / VCHAR / obs-text )
+            return (ws || (u >= 0x21 && u != 0x7f)) && go(state::ext_quoted);
+        default:
+            return false;
+        }
+    }
+    constexpr bool go(state next) noexcept {
+        m_state = next;
+        return true;
+    }
     static constexpr int hex_value(char c) noexcept {
         if (c >= '0' && c <= '9') return c - '0';
         if (c >= 'a' && c <= 'f') return c - 'a' + 10;
