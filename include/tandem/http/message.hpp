@@ -219,7 +219,8 @@ struct head_framing {
 };
 
 /// The one writer of response heads: status line, Date, the handler's headers, then the
-/// framing the server decided. HTTP/1.0 keep-alive is said out loud.
+/// framing the server decided. The status line says HTTP/1.1 whatever the request's version
+/// (RFC 9110 2.5); `version` is the request's, and a kept-alive HTTP/1.0 client is told so.
 inline void append_response_head(std::string& out, int version, int status,
                                  std::span<const std::pair<std::string, std::string>> headers, head_framing framing);
 
@@ -273,7 +274,7 @@ inline void append_header_list(std::string& out, std::span<const std::pair<std::
 
 inline void append_response_head(std::string& out, int version, int status,
                                  std::span<const std::pair<std::string, std::string>> headers, head_framing framing) {
-    out += version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
+    out += "HTTP/1.1 ";
     detail::append_decimal(out, static_cast<std::uint64_t>(status));
     out += ' ';
     out += reason_phrase(status);

@@ -580,12 +580,13 @@ public:
                     break;
                 }
                 if (m_digits == 0) return fail(pos, 400, "malformed chunk size");
-                m_state = state::ext_before_semicolon;
+                m_state = state::ext_after_value;
                 break; // the extension states take it from here, this byte included
             }
             // chunk-ext = *( BWS ";" BWS ext-name [ BWS "=" BWS ext-value ] ), ext-value =
             // token / quoted-string (RFC 9112 7.1.1). Exactly this: parsers that disagree
             // about where a chunk line ends are a request-smuggling vector.
+            case state::ext_after_value:
             case state::ext_before_semicolon:
             case state::ext_before_name:
             case state::ext_name:
@@ -684,7 +685,7 @@ public:
 
 private:
     enum class state : std::uint8_t {
-        size, ext_before_semicolon, ext_before_name, ext_name, ext_after_name, ext_before_value, ext_token_value,
+        size, ext_after_value, ext_before_semicolon, ext_before_name, ext_name, ext_after_name, ext_before_value, ext_token_value,
         ext_quoted, ext_quoted_pair, size_lf, data, data_cr, data_lf, trailer_start, trailer_line, trailer_lf,
         final_lf, done
     };
@@ -693,21 +694,26 @@ private:
         const bool ws = c == ' ' || c == '\t';
         const auto u = static_cast<unsigned char>(c);
         switch (m_state) {
-        case state::ext_before_semicolon: // after the size, a value, or a quoted value
-            if (ws) return true;
+        case state::ext_after_value: // right after the size or a value: CRLF, ';' or BWS
             if (c == ';') return go(state::ext_before_name);
+            if (ws) return go(state::ext_before_semicolon);
             return c == '\r' && go(state::size_lf);
+        case state::ext_before_semicolon: // BWS must lead to ';' (no trailing whitespace)
+            if (ws) return true;
+            return c == ';' && go(state::ext_before_name);
         case state::ext_before_name:
             if (ws) return true;
             return detail::is_tchar(c) && go(state::ext_name);
         case state::ext_name:
             if (detail::is_tchar(c)) return true;
-            [[fallthrough]];
-        case state::ext_after_name:
             if (ws) return go(state::ext_after_name);
             if (c == '=') return go(state::ext_before_value);
             if (c == ';') return go(state::ext_before_name);
             return c == '\r' && go(state::size_lf);
+        case state::ext_after_name: // BWS must lead to '=' or ';'
+            if (ws) return true;
+            if (c == '=') return go(state::ext_before_value);
+            return c == ';' && go(state::ext_before_name);
         case state::ext_before_value:
             if (ws) return true;
             if (c == '"') return go(state::ext_quoted);
@@ -718,7 +724,7 @@ private:
             if (c == ';') return go(state::ext_before_name);
             return c == '\r' && go(state::size_lf);
         case state::ext_quoted: // qdtext = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text
-            if (c == '"') return go(state::ext_before_semicolon);
+            if (c == '"') return go(state::ext_after_value);
             if (c == '\\') return go(state::ext_quoted_pair);
             return ws || (u >= 0x21 && u != 0x7f);
         case state::ext_quoted_pair: // "\" ( HTAB / SP / VCHAR / obs-text )
