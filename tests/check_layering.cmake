@@ -2,7 +2,9 @@
 # and not the event loop. The standard library may use OS headers internally (libstdc++'s
 # <stop_token> reaches <unistd.h> for futexes); what matters is that tandem's core does not.
 set(os_header_pattern "#[ \t]*include[ \t]*<(sys/[a-z_]+\\.h|unistd\\.h|fcntl\\.h|poll\\.h|signal\\.h|csignal|netinet/[a-z_]+\\.h|arpa/[a-z_]+\\.h)>")
-foreach(header task.hpp when.hpp sync.hpp error.hpp source_location.hpp codec.hpp)
+# The HTTP parser, messages, router and JSON writer are pure too: bytes in, values out.
+foreach(header task.hpp when.hpp sync.hpp error.hpp source_location.hpp codec.hpp
+               http/parser.hpp http/message.hpp http/router.hpp http/json.hpp)
     execute_process(
         COMMAND "${CXX}" -std=c++20 -x c++ -M -I "${INCLUDE_DIR}" "${INCLUDE_DIR}/tandem/${header}"
         OUTPUT_VARIABLE deps RESULT_VARIABLE rc)
