@@ -4,41 +4,31 @@
 #include "tandem/http.hpp"
 
 #include "catch.hpp"
+#include "http_harness.hpp"
 #include "tandem/spawn.hpp"
 #include "tandem/time.hpp"
+#include "tandem/thread_pool.hpp"
 #include "tandem/when.hpp"
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <random>
 #include <string>
 #include <sys/socket.h>
+#include <thread>
 #include <vector>
 
 using namespace std::chrono_literals;
 namespace http = tandem::http;
+using http_harness::local;
+using http_harness::with_server;
 
 namespace {
 
 using clock_type = std::chrono::steady_clock;
-
-tandem::address local(std::uint16_t port) { return tandem::address("127.0.0.1", port); }
-
-template <class Body>
-void with_server(http::router routes, http::server_options options, Body body) {
-    auto main = [](http::router r, http::server_options o, Body b) -> tandem::task<> {
-        auto listener = tandem::tcp_listener::bind(tandem::address("127.0.0.1", 0));
-        const std::uint16_t port = listener.local_address().port();
-        http::server server(std::move(r), std::move(o));
-        auto serving = tandem::spawn(server.serve(listener), "server");
-        co_await b(port, server);
-        server.shutdown();
-        co_await serving;
-    };
-    tandem::sync_wait(main(std::move(routes), std::move(options), std::move(body)));
-}
 
 /// GET /<id>: answers the id, so a client can check the order of pipelined answers.
 http::router echo_id_routes() {
@@ -430,5 +420,37 @@ TEST_CASE("a pipelining flood on one connection does not starve /ping on another
         const auto p99 = took[took.size() * 99 / 100];
         INFO("p99 " << std::chrono::duration_cast<std::chrono::microseconds>(p99).count() << " us");
         CHECK(p99 < 50ms);
+    });
+}
+
+TEST_CASE("a client that leaves takes its queued offload job out of the pool's queue", "[http][delivery][cancel]") {
+    tandem::thread_pool pool(tandem::thread_pool_options{.threads = 1});
+    std::atomic<int> ran{0};
+    http::router r;
+    r.get("/job", [&](http::request&) -> tandem::task<http::response> {
+        co_await pool.run([&] {
+            std::this_thread::sleep_for(300ms); // stands in for CPU work on the worker
+            ++ran;
+        });
+        co_return http::response::text("done");
+    });
+    with_server(std::move(r), {}, [&](std::uint16_t port, http::server& server) -> tandem::task<> {
+        auto first = tandem::spawn([](std::uint16_t p) -> tandem::task<int> {
+            http::client c(local(p));
+            co_return (co_await c.get("/job")).status;
+        }(port));
+        while (pool.running() == 0) co_await tandem::yield();
+        {
+            auto s = co_await tandem::tcp_stream::connect(local(port));
+            co_await s.write_all(std::string_view("GET /job HTTP/1.1\r\nHost: a\r\n\r\n"));
+            while (pool.queued() == 0) co_await tandem::yield();
+        } // the second client leaves while its job waits for the worker
+        const auto gone = clock_type::now() + 5s;
+        while (pool.queued() != 0 && clock_type::now() < gone) co_await tandem::yield();
+        CHECK(pool.queued() == 0);
+        const int status = co_await first;
+        CHECK(status == 200);
+        CHECK(ran == 1);
+        CHECK(server.stats().clients_gone == 1);
     });
 }

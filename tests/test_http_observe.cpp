@@ -3,6 +3,7 @@
 #include "tandem/http.hpp"
 
 #include "catch.hpp"
+#include "http_harness.hpp"
 #include "tandem/spawn.hpp"
 #include "tandem/time.hpp"
 
@@ -17,26 +18,8 @@
 
 using namespace std::chrono_literals;
 namespace http = tandem::http;
-
-namespace {
-
-tandem::address local(std::uint16_t port) { return tandem::address("127.0.0.1", port); }
-
-template <class Body>
-void with_server(http::router routes, http::server_options options, Body body) {
-    auto main = [](http::router r, http::server_options o, Body b) -> tandem::task<> {
-        auto listener = tandem::tcp_listener::bind(tandem::address("127.0.0.1", 0));
-        const std::uint16_t port = listener.local_address().port();
-        http::server server(std::move(r), std::move(o));
-        auto serving = tandem::spawn(server.serve(listener), "server");
-        co_await b(port, server);
-        server.shutdown();
-        co_await serving;
-    };
-    tandem::sync_wait(main(std::move(routes), std::move(options), std::move(body)));
-}
-
-} // namespace
+using http_harness::local;
+using http_harness::with_server;
 
 TEST_CASE("the error hook hears a handler's exception with its route, the access log every response", "[http][observe]") {
     std::vector<std::string> errors;

@@ -701,7 +701,6 @@ inline task<bool> server::write_response(tcp_stream& s, connection& c, workspace
         if (chunked_out) co_await s.write_all(std::string_view("0\r\n\r\n"));
         body_bytes = writer.bytes();
     }
-    c.deadline = 0;
     ++m_served;
     count_response(resp.status);
     if (m_options.access_log) {
