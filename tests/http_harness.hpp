@@ -5,6 +5,8 @@
 #include "tandem/spawn.hpp"
 
 #include <cstdint>
+#include <span>
+#include <string>
 #include <utility>
 
 namespace http_harness {
@@ -25,6 +27,21 @@ void with_server(tandem::http::router routes, tandem::http::server_options optio
         co_await serving;
     };
     tandem::sync_wait(main(std::move(routes), std::move(options), std::move(body)));
+}
+
+/// Sends raw bytes (then half-closes if asked) and reads until the server closes.
+inline tandem::task<std::string> raw_exchange(std::uint16_t port, std::string request, bool close_write = false) {
+    auto s = co_await tandem::tcp_stream::connect(local(port));
+    co_await s.write_all(request);
+    if (close_write) s.shutdown_write();
+    std::string reply;
+    char buf[4096];
+    for (;;) {
+        const std::size_t n = co_await s.read_some(std::span<char>(buf));
+        if (n == 0) break;
+        reply.append(buf, n);
+    }
+    co_return reply;
 }
 
 } // namespace http_harness

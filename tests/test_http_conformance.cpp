@@ -5,6 +5,7 @@
 #include "tandem/http.hpp"
 
 #include "catch.hpp"
+#include "http_harness.hpp"
 #include "tandem/spawn.hpp"
 #include "tandem/time.hpp"
 
@@ -169,34 +170,19 @@ TEST_CASE("conformance table through a live server", "[http][conformance][server
 }
 
 TEST_CASE("a response to HEAD never carries a body, errors included", "[http][conformance][server]") {
-    auto main = []() -> tandem::task<> {
-        http::router r;
-        r.get("/", [](http::request&) -> tandem::task<http::response> { co_return http::response::text("ok"); });
-        auto listener = tandem::tcp_listener::bind(tandem::address("127.0.0.1", 0));
-        const std::uint16_t port = listener.local_address().port();
-        http::server server(std::move(r));
-        auto serving = tandem::spawn(server.serve(listener), "server");
+    http::router r;
+    r.get("/", [](http::request&) -> tandem::task<http::response> { co_return http::response::text("ok"); });
+    http_harness::with_server(std::move(r), {}, [](std::uint16_t port, http::server&) -> tandem::task<> {
         for (const char* request : {"HEAD / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
                                     "HEAD /nowhere HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
                                     "HEAD / HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n\r\n",
                                     "HEAD / HTTP/1.1\r\n\r\n"}) {
             INFO(request);
-            auto s = co_await tandem::tcp_stream::connect(tandem::address("127.0.0.1", port));
-            co_await s.write_all(std::string_view(request));
-            std::string reply;
-            char buf[4096];
-            for (;;) {
-                const std::size_t n = co_await s.read_some(std::span<char>(buf));
-                if (n == 0) break;
-                reply.append(buf, n);
-            }
+            const std::string reply = co_await http_harness::raw_exchange(port, request);
             const std::size_t end = reply.find("\r\n\r\n");
             REQUIRE(end != std::string::npos);
             CHECK(reply.size() == end + 4); // nothing after the head
             CHECK(reply.find("Content-Length: ") != std::string::npos);
         }
-        server.shutdown();
-        co_await serving;
-    };
-    tandem::sync_wait(main());
+    });
 }

@@ -104,6 +104,22 @@ std::vector<std::string> ids(int from, int count) {
     return out;
 }
 
+/// A handler that waits until it is cancelled: it sets `entered` when it starts, counts its
+/// cancellations and sets `cancelled_event` when cancelled.
+http::handler until_cancelled(tandem::event& entered, int& cancellations, tandem::event& cancelled_event) {
+    return [&](http::request&) -> tandem::task<http::response> {
+        entered.set();
+        try {
+            co_await tandem::sleep_for(1h);
+        } catch (const tandem::cancelled&) {
+            ++cancellations;
+            cancelled_event.set();
+            throw;
+        }
+        co_return http::response::text("never");
+    };
+}
+
 } // namespace
 
 TEST_CASE("pipelined requests that end exactly on the read buffer's edge are all answered", "[http][delivery]") {
@@ -262,19 +278,10 @@ TEST_CASE("the server-wide body memory bound answers 503 and is never passed", "
 
 TEST_CASE("drain_timeout bounds shutdown: stuck handlers are cancelled and serve() returns", "[http][delivery][shutdown]") {
     auto main = []() -> tandem::task<> {
-        tandem::event entered;
+        tandem::event entered, cancelled_event;
         int cancelled = 0;
         http::router r;
-        r.get("/stuck", [&](http::request&) -> tandem::task<http::response> {
-            entered.set();
-            try {
-                co_await tandem::sleep_for(1h);
-            } catch (const tandem::cancelled&) {
-                ++cancelled;
-                throw;
-            }
-            co_return http::response::text("never");
-        });
+        r.get("/stuck", until_cancelled(entered, cancelled, cancelled_event));
         http::server_options o;
         o.drain_timeout = 200ms;
         auto listener = tandem::tcp_listener::bind(tandem::address("127.0.0.1", 0));
@@ -302,17 +309,9 @@ TEST_CASE("drain_timeout bounds shutdown: stuck handlers are cancelled and serve
 TEST_CASE("a client that closes or resets its connection cancels its running handler", "[http][delivery][cancel]") {
     auto main = [](bool reset) -> tandem::task<> {
         tandem::event entered, cancelled_event;
+        int cancellations = 0;
         http::router r;
-        r.get("/wait", [&](http::request&) -> tandem::task<http::response> {
-            entered.set();
-            try {
-                co_await tandem::sleep_for(1h);
-            } catch (const tandem::cancelled&) {
-                cancelled_event.set();
-                throw;
-            }
-            co_return http::response::text("never");
-        });
+        r.get("/wait", until_cancelled(entered, cancellations, cancelled_event));
         auto listener = tandem::tcp_listener::bind(tandem::address("127.0.0.1", 0));
         const std::uint16_t port = listener.local_address().port();
         http::server server(std::move(r));

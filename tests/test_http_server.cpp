@@ -15,6 +15,7 @@
 using namespace std::chrono_literals;
 namespace http = tandem::http;
 using http_harness::local;
+using http_harness::raw_exchange;
 using http_harness::with_server;
 
 namespace {
@@ -49,21 +50,6 @@ http::router test_routes(tandem::event* slow_entered = nullptr) {
         });
     });
     return r;
-}
-
-/// Sends raw bytes and reads until the server closes (or `limit` bytes).
-tandem::task<std::string> raw_exchange(std::uint16_t port, std::string request, bool close_write = false) {
-    auto s = co_await tandem::tcp_stream::connect(local(port));
-    co_await s.write_all(request);
-    if (close_write) s.shutdown_write();
-    std::string reply;
-    char buf[4096];
-    for (;;) {
-        const std::size_t n = co_await s.read_some(std::span<char>(buf));
-        if (n == 0) break;
-        reply.append(buf, n);
-    }
-    co_return reply;
 }
 
 std::size_t count(const std::string& haystack, std::string_view needle) {
