@@ -345,3 +345,23 @@ TEST_CASE("head_scanner: fed a byte at a time, it answers as fed all at once, lo
     (void)head.scan("HEAD / HT", {});
     CHECK(head.head_method());
 }
+
+TEST_CASE("head_scanner: the request-line limit is exact, at every split", "[http][parser][scanner]") {
+    tandem::http::limits lim;
+    lim.max_request_line = 20;
+    for (std::size_t line = 16; line <= 24; ++line) {
+        const std::string text = "GET /" + std::string(line - 14, 'p') + " HTTP/1.1\r\nHost: a\r\n\r\n";
+        INFO("request line of " << line << " bytes");
+        for (std::size_t split = 0; split <= text.size(); ++split) {
+            tandem::http::head_scanner s;
+            auto r = s.scan(std::string_view(text).substr(0, split), lim);
+            if (r.state == parse_state::incomplete) r = s.scan(text, lim);
+            if (line <= 20) {
+                CHECK(r.state == parse_state::complete);
+                CHECK(r.head_size == text.size());
+            } else {
+                CHECK(r.status == 414);
+            }
+        }
+    }
+}

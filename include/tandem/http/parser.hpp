@@ -9,6 +9,7 @@
 // transfer codings other than chunked (501), versions other than 1.0/1.1 (505).
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -297,101 +298,139 @@ class head_scanner {
 public:
     /// complete (head_size = bytes through the empty line), incomplete, or error(status).
     constexpr parse_result scan(std::string_view in, const limits& lim) noexcept {
-        for (; m_pos < in.size(); ++m_pos) {
-            const char c = in[m_pos];
-            if (m_in_fields && m_pos >= lim.max_head) return parse_result::fail(431, "request head too large");
-            if (c == '\n' && m_state != state::line_lf && m_state != state::final_lf && m_state != state::lead_lf)
-                return parse_result::fail(400, "bare CR or LF in the head");
+        while (m_pos < in.size()) {
+            // The bytes this state may look at: limits are checked per run, not per byte.
+            std::size_t stop = in.size();
+            if (m_in_fields) {
+                if (m_pos >= lim.max_head) return parse_result::fail(431, "request head too large");
+                stop = std::min(stop, lim.max_head);
+            } else if (m_state == state::method || m_state == state::target || m_state == state::version) {
+                // The line may hold max_request_line bytes; only its CR may come after them.
+                const std::size_t used = m_pos - m_start;
+                if (used > lim.max_request_line ||
+                    (used == lim.max_request_line && !(m_state == state::version && in[m_pos] == '\r')))
+                    return parse_result::fail(414, "request line too long");
+                stop = std::min(stop, m_start + lim.max_request_line + (m_state == state::version ? 1 : 0));
+            }
             switch (m_state) {
             case state::lead: // RFC 9112 2.2: empty lines before the request line are ignored
-                if (c == '\r' && m_pos < 8) {
+                if (in[m_pos] == '\r' && m_pos < 8) {
                     m_state = state::lead_lf;
-                    break;
-                }
-                m_start = m_pos;
-                m_state = state::method;
-                [[fallthrough]];
-            case state::method:
-                if (c == ' ') {
-                    if (m_pos == m_start) return parse_result::fail(400, "malformed request line");
-                    m_head_method = in.substr(m_start, m_pos - m_start) == "HEAD";
-                    m_mark = m_pos + 1;
-                    m_state = state::target;
-                } else if (!detail::is_tchar(c)) {
-                    return parse_result::fail(400, c == '\r' ? "malformed request line" : "invalid method");
+                    ++m_pos;
+                } else {
+                    m_start = m_pos;
+                    m_state = state::method;
                 }
                 break;
             case state::lead_lf:
-                if (c != '\n') return parse_result::fail(400, "bare CR or LF in the request line");
+                if (in[m_pos] != '\n') return parse_result::fail(400, "bare CR or LF in the request line");
                 m_state = state::lead;
+                ++m_pos;
                 break;
-            case state::target:
-                if (c == ' ') {
-                    if (m_pos == m_mark) return parse_result::fail(400, "malformed request line");
-                    m_mark = m_pos + 1;
-                    m_state = state::version;
-                } else if (!detail::is_target_char(c)) {
-                    return parse_result::fail(400, c == '\r' ? "malformed request line"
-                                                             : "invalid character in the request target");
-                }
+            case state::method: {
+                while (m_pos < stop && detail::is_tchar(in[m_pos])) ++m_pos;
+                if (m_pos == stop) break;
+                const char c = in[m_pos];
+                if (c != ' ') return parse_result::fail(400, c == '\r' || c == '\n' ? "malformed request line" : "invalid method");
+                if (m_pos == m_start) return parse_result::fail(400, "malformed request line");
+                m_head_method = in.substr(m_start, m_pos - m_start) == "HEAD";
+                m_mark = ++m_pos;
+                m_state = state::target;
                 break;
+            }
+            case state::target: {
+                while (m_pos < stop && detail::is_target_char(in[m_pos])) ++m_pos;
+                if (m_pos == stop) break;
+                const char c = in[m_pos];
+                if (c != ' ')
+                    return parse_result::fail(400, c == '\r' || c == '\n' ? "malformed request line"
+                                                                          : "invalid character in the request target");
+                if (m_pos == m_mark) return parse_result::fail(400, "malformed request line");
+                m_mark = ++m_pos;
+                m_state = state::version;
+                break;
+            }
             case state::version: {
                 constexpr std::string_view shape = "HTTP/d.d";
-                const std::size_t i = m_pos - m_mark;
-                if (i == shape.size()) {
-                    if (c != '\r') return parse_result::fail(400, "malformed HTTP version");
-                    m_state = state::line_lf;
-                } else if (shape[i] == 'd' ? (c < '0' || c > '9') : c != shape[i]) {
-                    return parse_result::fail(400, "malformed HTTP version");
+                for (; m_pos < stop; ++m_pos) {
+                    const char c = in[m_pos];
+                    const std::size_t i = m_pos - m_mark;
+                    if (i == shape.size()) {
+                        if (c == '\n') return parse_result::fail(400, "bare CR or LF in the head");
+                        if (c != '\r') return parse_result::fail(400, "malformed HTTP version");
+                        m_state = state::line_lf;
+                        ++m_pos;
+                        break;
+                    }
+                    if (shape[i] == 'd' ? (c < '0' || c > '9') : c != shape[i]) {
+                        if (c == '\n') return parse_result::fail(400, "bare CR or LF in the head");
+                        return parse_result::fail(400, "malformed HTTP version");
+                    }
                 }
                 break;
             }
             case state::line_lf:
-                if (c != '\n') return parse_result::fail(400, "bare CR or LF in the head");
+                if (in[m_pos] != '\n') return parse_result::fail(400, "bare CR or LF in the head");
                 m_state = state::field_start;
                 m_in_fields = true;
+                ++m_pos;
                 break;
-            case state::field_start:
+            case state::field_start: {
+                const char c = in[m_pos];
                 if (c == '\r') {
                     m_state = state::final_lf;
                 } else if (c == ' ' || c == '\t') {
                     return parse_result::fail(400, m_fields == 0 ? "whitespace before the first header"
                                                                  : "obsolete line folding");
                 } else if (!detail::is_tchar(c)) {
-                    return parse_result::fail(400, "invalid header name");
+                    return parse_result::fail(400, c == '\n' ? "bare CR or LF in the head" : "invalid header name");
                 } else {
                     if (++m_fields > lim.max_headers) return parse_result::fail(431, "too many headers");
                     m_mark = m_pos;
                     m_state = state::name;
                 }
+                ++m_pos;
                 break;
-            case state::name:
-                if (c == ':') {
-                    m_length_field = iequals(in.substr(m_mark, m_pos - m_mark), "content-length");
-                    m_state = state::value;
-                } else if (c == ' ' || c == '\t') {
-                    return parse_result::fail(400, "whitespace before a header colon");
-                } else if (!detail::is_tchar(c)) {
-                    return parse_result::fail(400, c == '\r' ? "header line without a colon" : "invalid header name");
+            }
+            case state::name: {
+                while (m_pos < stop && detail::is_tchar(in[m_pos])) ++m_pos;
+                if (m_pos == stop) break;
+                const char c = in[m_pos];
+                if (c == ' ' || c == '\t') return parse_result::fail(400, "whitespace before a header colon");
+                if (c == '\r' || c == '\n') return parse_result::fail(400, "header line without a colon");
+                if (c != ':') return parse_result::fail(400, "invalid header name");
+                m_length_field = iequals(in.substr(m_mark, m_pos - m_mark), "content-length");
+                m_state = state::value;
+                ++m_pos;
+                break;
+            }
+            case state::value: {
+                if (m_length_field) { // 1*DIGIT, in a list with OWS: nothing else can be valid
+                    while (m_pos < stop) {
+                        const char c = in[m_pos];
+                        if (!((c >= '0' && c <= '9') || c == ' ' || c == '\t' || c == ',')) break;
+                        ++m_pos;
+                    }
+                } else {
+                    while (m_pos < stop && in[m_pos] != '\r' && detail::is_field_char(in[m_pos])) ++m_pos;
                 }
-                break;
-            case state::value:
+                if (m_pos == stop) break;
+                const char c = in[m_pos];
                 if (c == '\r') {
                     m_state = state::line_lf;
-                } else if (!detail::is_field_char(c)) {
-                    return parse_result::fail(400, "invalid character in a header value");
-                } else if (m_length_field && !(c >= '0' && c <= '9') && c != ' ' && c != '\t' && c != ',') {
-                    return parse_result::fail(400, "invalid or conflicting Content-Length");
+                    ++m_pos;
+                    break;
                 }
-                break;
+                if (c == '\n') return parse_result::fail(400, "bare CR or LF in the head");
+                if (m_length_field && detail::is_field_char(c))
+                    return parse_result::fail(400, "invalid or conflicting Content-Length");
+                return parse_result::fail(400, "invalid character in a header value");
+            }
             case state::final_lf:
-                if (c != '\n') return parse_result::fail(400, "bare CR or LF in the head");
+                if (in[m_pos] != '\n') return parse_result::fail(400, "bare CR or LF in the head");
                 ++m_pos;
                 return {parse_state::complete, m_pos, 0, {}};
             }
-            if ((m_state == state::method || m_state == state::target || m_state == state::version) &&
-                m_pos + 1 - m_start > lim.max_request_line)
-                return parse_result::fail(414, "request line too long");
         }
         return {};
     }
@@ -415,38 +454,25 @@ private:
 };
 
 /// The second half of parse_request: `in` is a complete head (through its empty line) that
-/// head_scanner accepted. The server calls it once per request, after scanning as bytes came.
+/// head_scanner accepted — a precondition: it does not check again what the scanner checked.
+/// The server calls it once per request, after scanning as bytes came.
 constexpr parse_result parse_request_head(std::string_view in, request_head& out, std::span<header> storage,
                                           const limits& lim) noexcept {
     out = request_head{};
-    // RFC 9112 2.2: ignore at least one empty line before the request line.
+    // The scanner checked every byte: what is left is finding the parts (memchr speed) and the
+    // rules that need a whole head.
     std::size_t pos = 0;
     while (pos + 1 < in.size() && in[pos] == '\r' && in[pos + 1] == '\n' && pos < 8) pos += 2;
-    const std::size_t start = pos;
-    bool bad = false;
-    const std::size_t end = detail::find_line_end(in, pos, bad);
-    if (bad) return parse_result::fail(400, "bare CR or LF in the request line");
-    if (end == std::string_view::npos) {
-        if (in.size() - start > lim.max_request_line) return parse_result::fail(414, "request line too long");
-        return {};
-    }
-    if (end - start > lim.max_request_line) return parse_result::fail(414, "request line too long");
-    const std::string_view line = in.substr(start, end - start);
-
+    const std::size_t end = in.find('\r', pos);
+    if (end == std::string_view::npos) return parse_result::fail(400, "malformed request line");
+    const std::string_view line = in.substr(pos, end - pos);
     const std::size_t sp1 = line.find(' ');
-    if (sp1 == std::string_view::npos || sp1 == 0) return parse_result::fail(400, "malformed request line");
-    out.method = line.substr(0, sp1);
-    if (!detail::is_token(out.method)) return parse_result::fail(400, "invalid method");
     const std::size_t sp2 = line.find(' ', sp1 + 1);
-    if (sp2 == std::string_view::npos || sp2 == sp1 + 1) return parse_result::fail(400, "malformed request line");
+    if (sp1 == std::string_view::npos || sp2 == std::string_view::npos) return parse_result::fail(400, "malformed request line");
+    out.method = line.substr(0, sp1);
     out.target = line.substr(sp1 + 1, sp2 - sp1 - 1);
-    for (char c : out.target)
-        if (!detail::is_target_char(c)) return parse_result::fail(400, "invalid character in the request target");
-    const std::string_view version = line.substr(sp2 + 1);
-    if (version.size() != 8 || version.substr(0, 5) != "HTTP/" || version[6] != '.' || version[5] < '0' ||
-        version[5] > '9' || version[7] < '0' || version[7] > '9')
-        return parse_result::fail(400, "malformed HTTP version");
-    if (version[5] != '1' || (version[7] != '0' && version[7] != '1'))
+    const std::string_view version = line.substr(sp2 + 1); // "HTTP/d.d"
+    if (version.size() != 8 || version[5] != '1' || (version[7] != '0' && version[7] != '1'))
         return parse_result::fail(505, "HTTP version not supported");
     out.version = version[7] == '1' ? 11 : 10;
 
@@ -474,8 +500,16 @@ constexpr parse_result parse_request_head(std::string_view in, request_head& out
     out.path = path;
 
     std::size_t count = 0;
-    parse_result r = detail::parse_header_lines(in, end + 2, storage, count, lim);
-    if (r.state != parse_state::complete) return r;
+    for (pos = end + 2; pos < in.size() && in[pos] != '\r';) {
+        const std::size_t line_end = in.find('\r', pos);
+        const std::size_t colon = in.find(':', pos);
+        if (line_end == std::string_view::npos || colon > line_end) return parse_result::fail(400, "header line without a colon");
+        if (count == lim.max_headers || count == storage.size()) return parse_result::fail(431, "too many headers");
+        storage[count++] = header{in.substr(pos, colon - pos), detail::trim_ows(in.substr(colon + 1, line_end - colon - 1))};
+        pos = line_end + 2;
+    }
+    if (pos + 2 > in.size()) return parse_result::fail(400, "incomplete head");
+    const parse_result r{parse_state::complete, pos + 2, 0, {}};
     out.headers = storage.first(count);
 
     // HTTP/1.1 requests carry exactly one Host (RFC 9112 3.2).

@@ -148,6 +148,7 @@ private:
 
     /// A request between its stages.
     struct exchange {
+        head_scanner scanner;
         request_head head;
         std::size_t head_size = 0;
         std::size_t consumed = 0; // bytes of the buffer this request used (head, framed body)
@@ -194,6 +195,8 @@ private:
 
     // ---- one request ----------------------------------------------------------------------------
     task<bool> serve_request(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w);
+    bool head_buffered(workspace& w, exchange& x);
+    bool body_buffered(workspace& w, exchange& x);
     task<verdict> read_head(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, exchange& x);
     task<verdict> read_body(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, exchange& x);
     task<std::optional<response>> dispatch(tcp_stream& s, connection& c, exchange& x);
@@ -528,13 +531,14 @@ inline task<void> server::serve_connection(tcp_stream& s, connection& c) {
 }
 
 /// Reads, handles and answers one request (bytes are already buffered in w). Returns false
-/// when the connection must close.
+/// when the connection must close. Most requests arrive whole: head_buffered/body_buffered
+/// take them without the I/O stages (and without their coroutine frames).
 inline task<bool> server::serve_request(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w) {
     exchange x;
     if (m_options.access_log) x.started = now_ns();
-    if (co_await read_head(s, c, w, x) == verdict::close) co_return false;
+    if (!head_buffered(*w, x) && co_await read_head(s, c, w, x) == verdict::close) co_return false;
     ++m_stats.requests;
-    if (co_await read_body(s, c, w, x) == verdict::close) co_return false;
+    if (!body_buffered(*w, x) && co_await read_body(s, c, w, x) == verdict::close) co_return false;
     std::optional<response> resp = co_await dispatch(s, c, x);
     if (!resp) co_return false; // the client left, or shutdown cancelled the handler
     const bool keep = co_await write_response(s, c, *w, x, *resp);
@@ -542,25 +546,50 @@ inline task<bool> server::serve_request(tcp_stream& s, connection& c, std::uniqu
     co_return keep;
 }
 
+/// The head, if it is all buffered and valid; false leaves the rest (reading, refusing) to
+/// read_head, with the scanner where it stopped.
+inline bool server::head_buffered(workspace& w, exchange& x) {
+    const parse_result scanned = x.scanner.scan(w.view(), m_options.limits);
+    if (scanned.state != parse_state::complete) return false;
+    x.head_size = scanned.head_size;
+    const parse_result parsed = parse_request_head(w.view().substr(0, x.head_size), x.head, w.headers, m_options.limits);
+    x.head_method = x.head.method == "HEAD";
+    return parsed.state == parse_state::complete; // else read_head parses again and refuses
+}
+
+/// The body, if it needs no reading (none, or a Content-Length body already buffered).
+inline bool server::body_buffered(workspace& w, exchange& x) {
+    x.consumed = x.head_size;
+    if (x.head.framing == body_framing::none) return true;
+    if (x.head.framing != body_framing::content_length) return false;
+    const std::size_t need = x.head_size + static_cast<std::size_t>(x.head.content_length);
+    if (w.end - w.begin < need) return false;
+    x.consumed = need;
+    x.body = w.view().substr(x.head_size, static_cast<std::size_t>(x.head.content_length));
+    return true;
+}
+
 inline task<server::verdict> server::read_head(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w,
                                                 exchange& x) {
     const limits& lim = m_options.limits;
-    head_scanner scanner;
-    for (;;) {
-        const parse_result scanned = scanner.scan(w->view(), lim);
-        if (scanned.state == parse_state::complete) {
-            x.head_size = scanned.head_size;
-            break;
-        }
-        if (scanned.state == parse_state::error) {
-            co_await reject(s, c, w, scanned.status, scanned.reason, scanner.head_method());
-            co_return verdict::close;
-        }
-        expect(c, phase::head);
-        if (co_await read_more(s, w, 4096, nullptr) == 0) {
-            if (c.timed_out && c.now == phase::head)
-                co_await reject(s, c, w, 408, "request head timed out", scanner.head_method());
-            co_return verdict::close;
+    head_scanner& scanner = x.scanner;
+    if (x.head_size == 0) {
+        for (;;) {
+            const parse_result scanned = scanner.scan(w->view(), lim);
+            if (scanned.state == parse_state::complete) {
+                x.head_size = scanned.head_size;
+                break;
+            }
+            if (scanned.state == parse_state::error) {
+                co_await reject(s, c, w, scanned.status, scanned.reason, scanner.head_method());
+                co_return verdict::close;
+            }
+            expect(c, phase::head);
+            if (co_await read_more(s, w, 4096, nullptr) == 0) {
+                if (c.timed_out && c.now == phase::head)
+                    co_await reject(s, c, w, 408, "request head timed out", scanner.head_method());
+                co_return verdict::close;
+            }
         }
     }
     // Parsed once, when complete; read_more keeps the views valid if the buffer moves.
