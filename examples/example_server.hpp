@@ -14,6 +14,8 @@
 #include <cstring>
 #include <functional>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace example {
 
@@ -84,23 +86,17 @@ inline options parse(int argc, char** argv, std::initializer_list<const char*> k
     return o;
 }
 
-/// Serves `routes` on 127.0.0.1:port until SIGINT/SIGTERM, then shuts down gracefully.
+/// Serves `routes` on 127.0.0.1:port until SIGINT/SIGTERM, then shuts down gracefully
+/// (tandem::http::serve). Every example also answers GET /metrics: the loop's, the server's
+/// and `pools`' figures in Prometheus text format.
 inline int serve(tandem::event_loop& loop, unsigned long port, tandem::http::router routes,
-                 tandem::http::server_options server_options = {}) {
-    auto main_task = [](unsigned long p, tandem::http::router r, tandem::http::server_options so) -> tandem::task<int> {
-        tandem::signal_set signals({SIGINT, SIGTERM});
-        auto listener = tandem::tcp_listener::bind(tandem::address("127.0.0.1", static_cast<std::uint16_t>(p)),
-                                                   {.backlog = 4096});
-        tandem::http::server server(std::move(r), so);
-        std::printf("listening on http://127.0.0.1:%u\n", static_cast<unsigned>(listener.local_address().port()));
-        std::fflush(stdout);
-        auto serving = tandem::spawn(server.serve(listener), "http server");
-        (void)co_await signals.wait();
-        server.shutdown();
-        co_await serving;
+                 tandem::http::server_options server_options = {}, std::vector<tandem::http::pool_probe> pools = {}) {
+    routes.get("/metrics", tandem::http::metrics_handler(std::move(pools)));
+    return loop.run([](unsigned long p, tandem::http::router r, tandem::http::server_options so) -> tandem::task<int> {
+        co_await tandem::http::serve(tandem::address("127.0.0.1", static_cast<std::uint16_t>(p)), std::move(r),
+                                     std::move(so));
         co_return 0;
-    };
-    return loop.run(main_task(port, std::move(routes), server_options));
+    }(port, std::move(routes), std::move(server_options)));
 }
 
 } // namespace example

@@ -64,5 +64,5 @@ int main(int argc, char** argv) {
         co_return tandem::http::response::json(buf);
     });
     loop.watch_blocking(std::chrono::milliseconds(100)); // stays quiet here
-    return example::serve(loop, o.port, std::move(routes));
+    return example::serve(loop, o.port, std::move(routes), {}, {tandem::http::pool_metrics("compute", pool)});
 }

@@ -28,5 +28,5 @@ int main(int argc, char** argv) {
     });
     tandem::event_loop loop;
     loop.watch_blocking(std::chrono::milliseconds(100));
-    return example::serve(loop, o.port, std::move(routes));
+    return example::serve(loop, o.port, std::move(routes), {}, {tandem::http::pool_metrics("offload", tandem::default_thread_pool())});
 }

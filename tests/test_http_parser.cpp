@@ -316,3 +316,52 @@ TEST_CASE("responses: status line, framing, and bodiless statuses", "[http][pars
     CHECK(parse("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n").state == parse_state::error);
     CHECK(parse("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n").state == parse_state::incomplete);
 }
+
+TEST_CASE("head_scanner: fed a byte at a time, it answers as fed all at once, looking at each byte once", "[http][parser][scanner]") {
+    const std::string inputs[] = {
+        "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        "\r\nPOST /x?y=1 HTTP/1.0\r\nContent-Length: 3, 3\r\nX:\r\nY: \t v \xe9\r\n\r\nabc",
+        "HEAD /h HTTP/1.1\r\nHost: a\r\nHost : b\r\n\r\n", // refused at the space
+        "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 12a\r\n\r\n",
+        std::string("\x16\x03\x01\x02\x00", 5),
+    };
+    for (const std::string& in : inputs) {
+        INFO(in);
+        tandem::http::head_scanner whole;
+        const auto all = whole.scan(in, {});
+        tandem::http::head_scanner bytewise;
+        tandem::http::parse_result step{};
+        std::size_t fed = 0;
+        for (fed = 1; fed <= in.size(); ++fed) {
+            step = bytewise.scan(std::string_view(in).substr(0, fed), {});
+            if (step.state != parse_state::incomplete) break;
+        }
+        CHECK(step.state == all.state);
+        CHECK(step.status == all.status);
+        CHECK(step.head_size == all.head_size);
+        CHECK(bytewise.scanned() <= in.size());
+    }
+    tandem::http::head_scanner head;
+    (void)head.scan("HEAD / HT", {});
+    CHECK(head.head_method());
+}
+
+TEST_CASE("head_scanner: the request-line limit is exact, at every split", "[http][parser][scanner]") {
+    tandem::http::limits lim;
+    lim.max_request_line = 20;
+    for (std::size_t line = 16; line <= 24; ++line) {
+        const std::string text = "GET /" + std::string(line - 14, 'p') + " HTTP/1.1\r\nHost: a\r\n\r\n";
+        INFO("request line of " << line << " bytes");
+        for (std::size_t split = 0; split <= text.size(); ++split) {
+            tandem::http::head_scanner s;
+            auto r = s.scan(std::string_view(text).substr(0, split), lim);
+            if (r.state == parse_state::incomplete) r = s.scan(text, lim);
+            if (line <= 20) {
+                CHECK(r.state == parse_state::complete);
+                CHECK(r.head_size == text.size());
+            } else {
+                CHECK(r.status == 414);
+            }
+        }
+    }
+}

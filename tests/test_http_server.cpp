@@ -1,6 +1,7 @@
 #include "tandem/http.hpp"
 
 #include "catch.hpp"
+#include "http_harness.hpp"
 #include "tandem/spawn.hpp"
 #include "tandem/time.hpp"
 #include "tandem/when.hpp"
@@ -13,6 +14,9 @@
 
 using namespace std::chrono_literals;
 namespace http = tandem::http;
+using http_harness::local;
+using http_harness::raw_exchange;
+using http_harness::with_server;
 
 namespace {
 
@@ -46,38 +50,6 @@ http::router test_routes(tandem::event* slow_entered = nullptr) {
         });
     });
     return r;
-}
-
-/// Runs `body(port, server)` against a server on an ephemeral port, then shuts it down.
-template <class Body>
-void with_server(http::router routes, http::server_options options, Body body) {
-    auto main = [](http::router r, http::server_options o, Body b) -> tandem::task<> {
-        auto listener = tandem::tcp_listener::bind(tandem::address("127.0.0.1", 0));
-        const std::uint16_t port = listener.local_address().port();
-        http::server server(std::move(r), o);
-        auto serving = tandem::spawn(server.serve(listener), "server");
-        co_await b(port, server);
-        server.shutdown();
-        co_await serving;
-    };
-    tandem::sync_wait(main(std::move(routes), options, std::move(body)));
-}
-
-tandem::address local(std::uint16_t port) { return tandem::address("127.0.0.1", port); }
-
-/// Sends raw bytes and reads until the server closes (or `limit` bytes).
-tandem::task<std::string> raw_exchange(std::uint16_t port, std::string request, bool close_write = false) {
-    auto s = co_await tandem::tcp_stream::connect(local(port));
-    co_await s.write_all(request);
-    if (close_write) s.shutdown_write();
-    std::string reply;
-    char buf[4096];
-    for (;;) {
-        const std::size_t n = co_await s.read_some(std::span<char>(buf));
-        if (n == 0) break;
-        reply.append(buf, n);
-    }
-    co_return reply;
 }
 
 std::size_t count(const std::string& haystack, std::string_view needle) {

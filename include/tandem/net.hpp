@@ -386,6 +386,65 @@ struct recv_exact_op {
     }
 };
 
+/// Watches a connected stream that nobody reads for its peer going away (end of stream or
+/// reset) and then calls `on_gone(arg)` once, from the loop. It only peeks: bytes that arrive
+/// instead (a pipelined request) end the watch quietly and stay for the next reader. Not an
+/// awaitable: an HTTP server arms it while a handler runs, to cancel the handler of a client
+/// that left. Loop thread only; disarm (or destroy) it before the socket closes.
+class peer_watch : io_waiter {
+public:
+    using callback = void (*)(void*) noexcept;
+
+    peer_watch() noexcept { this->perform = &on_event; }
+    peer_watch(const peer_watch&) = delete;
+    peer_watch& operator=(const peer_watch&) = delete;
+    ~peer_watch() { disarm(); }
+
+    /// Starts watching. True if the peer is already gone (nothing is armed, on_gone is not
+    /// called). One syscall (a peek); the read direction of the socket must be free.
+    bool arm(socket_base& s, callback on_gone, void* arg) {
+        disarm();
+        this->fd = s.native_handle();
+        this->owner = s.id();
+        const int state = probe(this->fd);
+        if (state != quiet) return state == gone;
+        m_on_gone = on_gone;
+        m_arg = arg;
+        m_loop = &this_loop();
+        s.bind_loop(*m_loop);
+        m_loop->add_io_waiter(*this);
+        return false;
+    }
+    void disarm() noexcept {
+        if (m_loop) std::exchange(m_loop, nullptr)->remove_io_waiter(*this);
+    }
+
+private:
+    enum { quiet, gone, data };
+    static int probe(int fd) noexcept {
+        char byte;
+        for (;;) {
+            const ssize_t n = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+            if (n > 0) return data;
+            if (n == 0) return gone;
+            if (errno == EINTR) continue;
+            return errno == EAGAIN || errno == EWOULDBLOCK ? quiet : gone;
+        }
+    }
+    static bool on_event(io_waiter* w) noexcept {
+        auto* self = static_cast<peer_watch*>(w);
+        const int state = probe(self->fd);
+        if (state == quiet) return false; // keep waiting
+        self->disarm();                   // leaves the loop's slot before anyone is told
+        if (state == gone) self->m_on_gone(self->m_arg);
+        return false; // already removed: the loop must not resume anything
+    }
+
+    event_loop* m_loop = nullptr;
+    callback m_on_gone = nullptr;
+    void* m_arg = nullptr;
+};
+
 } // namespace detail
 
 /// A connected byte stream (TCP or Unix). Reads and writes are awaitables that complete

@@ -56,6 +56,11 @@ def main():
             assert status == 200, (status, body)
         status, _, r = get("/missing")
         assert status == 404
+        status, body, r = get("/metrics")  # every example mounts the Prometheus handler
+        assert status == 200 and r.getheader("Content-Type").startswith("text/plain; version=0.0.4"), status
+        for family in ("tandem_http_requests_total", 'tandem_http_responses_total{class="4xx"}',
+                       "tandem_loop_delay_seconds{quantile=\"0.99\"}", "tandem_loop_utilization"):
+            assert family in body, (family, body)
         conn.request("POST", "/ping", body=b"x")
         r = conn.getresponse(); r.read()
         assert r.status == 405 and "GET" in r.getheader("Allow"), r.status

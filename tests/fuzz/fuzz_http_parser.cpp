@@ -6,7 +6,9 @@
 //
 // Beyond "no crash, no sanitizer report", it checks invariants: a complete head lies inside
 // the input, every view points into the input, an error always carries a 4xx/5xx status,
-// and a chunked body decodes to the same bytes however the input is split.
+// a chunked body decodes to the same bytes however the input is split, and the incremental
+// head scanner gives the same answer however the head arrives (an error, once reported for
+// a prefix, stays the answer for every longer input).
 #include "tandem/http/parser.hpp"
 
 #include <array>
@@ -53,6 +55,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             std::string body;
             (void)d.decode(in.substr(r.head_size), [&](std::string_view s) { body.append(s); });
         }
+    }
+
+    // The head scanner fed in two steps agrees with one step over the whole input.
+    if (size > 0) {
+        const std::size_t split = data[size - 1] % size;
+        http::head_scanner once, twice;
+        const http::parse_result whole = once.scan(in, {});
+        const http::parse_result first = twice.scan(in.substr(0, split), {});
+        const http::parse_result second = first.state == http::parse_state::incomplete ? twice.scan(in, {}) : first;
+        require(whole.state == second.state && whole.status == second.status && whole.head_size == second.head_size);
+        if (r.state == http::parse_state::error && whole.state == http::parse_state::error) require(r.status == whole.status);
     }
 
     http::response_head resp;

@@ -1,5 +1,6 @@
-// tandem — HTTP messages shared by the server and the client: the response a handler
-// returns, status reason phrases, the Date header, query-string decoding.
+// tandem — HTTP messages shared by the server and the client: the request a handler reads,
+// the response it returns, the one writer of response heads, status reason phrases, the Date
+// header, query-string decoding, and the figures a server counts.
 //
 // Layer: protocols.
 #pragma once
@@ -7,11 +8,14 @@
 #include "tandem/http/parser.hpp"
 #include "tandem/task.hpp"
 
+#include <array>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <ctime>
 #include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -154,6 +158,77 @@ inline std::optional<std::string> query_value(std::string_view query, std::strin
     return std::nullopt;
 }
 
+/// `:name` segments of a matched route, in pattern order.
+using route_params = std::vector<std::pair<std::string_view, std::string_view>>;
+
+/// What one server counted since it started (server::stats()). Plain numbers, read on the
+/// loop thread; http::metrics_handler serves them in Prometheus text format.
+struct server_stats {
+    std::uint64_t connections_accepted = 0;
+    std::uint64_t connections_open = 0;
+    std::uint64_t requests = 0;                 // complete heads read
+    std::array<std::uint64_t, 6> responses{};   // by class: [1] 1xx ... [5] 5xx
+    std::uint64_t bytes_received = 0;
+    std::uint64_t bytes_sent = 0;
+    std::uint64_t handler_errors = 0;           // handlers that threw (answered 500)
+    std::uint64_t clients_gone = 0;             // handlers cancelled because the client left
+    std::uint64_t timeouts = 0;                 // connections cut by a timeout
+    std::uint64_t rejected = 0;                 // requests refused before a handler ran (4xx/5xx)
+    std::uint64_t body_bytes_held = 0;          // request-body memory held right now
+};
+
+/// The request a handler sees. Views are valid until the handler's task finishes.
+class request {
+public:
+    std::string_view method() const noexcept { return m_head->method; }
+    std::string_view target() const noexcept { return m_head->target; }
+    std::string_view path() const noexcept { return m_head->path; }
+    std::string_view query() const noexcept { return m_head->query; }
+    int version() const noexcept { return m_head->version; }
+    std::span<const http::header> headers() const noexcept { return m_head->headers; }
+    /// The first header with this name (case-insensitive), empty if absent.
+    std::string_view header(std::string_view name) const noexcept { return m_head->find(name); }
+    std::string_view body() const noexcept { return m_body; }
+    /// A `:name` segment of the matched route, empty if absent.
+    std::string_view param(std::string_view name) const noexcept {
+        for (const auto& [n, v] : *m_params)
+            if (n == name) return v;
+        return {};
+    }
+    /// A query-string parameter, percent-decoded; nullopt if absent or malformed.
+    std::optional<std::string> query_param(std::string_view name) const { return query_value(query(), name); }
+    /// The figures of the server that is answering (for a metrics endpoint).
+    const server_stats& server_figures() const noexcept { return *m_stats; }
+
+    request(const request_head& head, std::string_view body, const route_params& params,
+            const server_stats& stats) noexcept
+        : m_head(&head), m_body(body), m_params(&params), m_stats(&stats) {}
+
+private:
+    const request_head* m_head;
+    std::string_view m_body;
+    const route_params* m_params;
+    const server_stats* m_stats;
+};
+
+/// How a response head frames its body.
+struct head_framing {
+    std::optional<std::uint64_t> content_length; // announced length (also for HEAD and 304)
+    bool chunked = false;                        // Transfer-Encoding: chunked
+    bool close = false;                          // Connection: close
+};
+
+/// The one writer of response heads: status line, Date, the handler's headers, then the
+/// framing the server decided. The status line says HTTP/1.1 whatever the request's version
+/// (RFC 9110 2.5); `version` is the request's, and a kept-alive HTTP/1.0 client is told so.
+inline void append_response_head(std::string& out, int version, int status,
+                                 std::span<const std::pair<std::string, std::string>> headers, head_framing framing);
+
+/// A request head as the client sends it (Host first, then the caller's headers).
+inline void append_request_head(std::string& out, std::string_view method, std::string_view target,
+                                std::string_view host, std::span<const std::pair<std::string, std::string>> headers,
+                                std::optional<std::uint64_t> content_length);
+
 namespace detail {
 
 /// The IMF-fixdate for the Date header, formatted once per second per thread.
@@ -181,5 +256,58 @@ inline void append_decimal(std::string& out, std::uint64_t v) {
 }
 
 } // namespace detail
+
+// ============================================================================================
+// Implementation
+// ============================================================================================
+
+namespace detail {
+inline void append_header_list(std::string& out, std::span<const std::pair<std::string, std::string>> headers) {
+    for (const auto& [n, v] : headers) {
+        out += n;
+        out += ": ";
+        out += v;
+        out += "\r\n";
+    }
+}
+} // namespace detail
+
+inline void append_response_head(std::string& out, int version, int status,
+                                 std::span<const std::pair<std::string, std::string>> headers, head_framing framing) {
+    out += "HTTP/1.1 ";
+    detail::append_decimal(out, static_cast<std::uint64_t>(status));
+    out += ' ';
+    out += reason_phrase(status);
+    out += "\r\nDate: ";
+    out += detail::http_date();
+    out += "\r\n";
+    detail::append_header_list(out, headers);
+    if (framing.chunked) {
+        out += "Transfer-Encoding: chunked\r\n";
+    } else if (framing.content_length) {
+        out += "Content-Length: ";
+        detail::append_decimal(out, *framing.content_length);
+        out += "\r\n";
+    }
+    if (framing.close) {
+        out += "Connection: close\r\n";
+    } else if (version == 10) {
+        out += "Connection: keep-alive\r\n";
+    }
+    out += "\r\n";
+}
+
+inline void append_request_head(std::string& out, std::string_view method, std::string_view target,
+                                std::string_view host, std::span<const std::pair<std::string, std::string>> headers,
+                                std::optional<std::uint64_t> content_length) {
+    out.append(method).append(" ").append(target).append(" HTTP/1.1\r\nHost: ").append(host).append("\r\n");
+    detail::append_header_list(out, headers);
+    if (content_length) {
+        out += "Content-Length: ";
+        detail::append_decimal(out, *content_length);
+        out += "\r\n";
+    }
+    out += "\r\n";
+}
 
 } // namespace tandem::http

@@ -9,6 +9,7 @@
 // transfer codings other than chunked (501), versions other than 1.0/1.1 (505).
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -287,39 +288,191 @@ constexpr parse_result decide_framing(message_head& m, bool is_request, const li
 
 } // namespace detail
 
-/// Parses a request head at the start of `in`. `storage` receives the headers (give it at
-/// least `lim.max_headers` entries); `out` holds views into `in` and `storage`.
-constexpr parse_result parse_request(std::string_view in, request_head& out, std::span<header> storage,
-                                     const limits& lim = {}) noexcept {
-    out = request_head{};
-    // RFC 9112 2.2: ignore at least one empty line before the request line.
-    std::size_t pos = 0;
-    while (pos + 1 < in.size() && in[pos] == '\r' && in[pos + 1] == '\n' && pos < 8) pos += 2;
-    const std::size_t start = pos;
-    bool bad = false;
-    const std::size_t end = detail::find_line_end(in, pos, bad);
-    if (bad) return parse_result::fail(400, "bare CR or LF in the request line");
-    if (end == std::string_view::npos) {
-        if (in.size() - start > lim.max_request_line) return parse_result::fail(414, "request line too long");
+/// Finds the end of a request head incrementally and rejects it at the first byte that
+/// cannot continue a valid request line or header section (RFC 9112 2-5): a TLS ClientHello,
+/// a bad method or header-name character, a malformed version, a space before a header name
+/// or colon, a non-digit in Content-Length, a bare CR or LF, or a limit crossed. Each byte is
+/// looked at once however the head arrives (picohttpparser's `last_len`), so a slow client
+/// costs no re-scanning. Pass the whole buffer from the request's first byte on every call.
+class head_scanner {
+public:
+    /// complete (head_size = bytes through the empty line), incomplete, or error(status).
+    constexpr parse_result scan(std::string_view in, const limits& lim) noexcept {
+        while (m_pos < in.size()) {
+            // The bytes this state may look at: limits are checked per run, not per byte.
+            std::size_t stop = in.size();
+            if (m_in_fields) {
+                if (m_pos >= lim.max_head) return parse_result::fail(431, "request head too large");
+                stop = std::min(stop, lim.max_head);
+            } else if (m_state == state::method || m_state == state::target || m_state == state::version) {
+                // The line may hold max_request_line bytes; only its CR may come after them.
+                const std::size_t used = m_pos - m_start;
+                if (used > lim.max_request_line ||
+                    (used == lim.max_request_line && !(m_state == state::version && in[m_pos] == '\r')))
+                    return parse_result::fail(414, "request line too long");
+                stop = std::min(stop, m_start + lim.max_request_line + (m_state == state::version ? 1 : 0));
+            }
+            switch (m_state) {
+            case state::lead: // RFC 9112 2.2: empty lines before the request line are ignored
+                if (in[m_pos] == '\r' && m_pos < 8) {
+                    m_state = state::lead_lf;
+                    ++m_pos;
+                } else {
+                    m_start = m_pos;
+                    m_state = state::method;
+                }
+                break;
+            case state::lead_lf:
+                if (in[m_pos] != '\n') return parse_result::fail(400, "bare CR or LF in the request line");
+                m_state = state::lead;
+                ++m_pos;
+                break;
+            case state::method: {
+                while (m_pos < stop && detail::is_tchar(in[m_pos])) ++m_pos;
+                if (m_pos == stop) break;
+                const char c = in[m_pos];
+                if (c != ' ') return parse_result::fail(400, c == '\r' || c == '\n' ? "malformed request line" : "invalid method");
+                if (m_pos == m_start) return parse_result::fail(400, "malformed request line");
+                m_head_method = in.substr(m_start, m_pos - m_start) == "HEAD";
+                m_mark = ++m_pos;
+                m_state = state::target;
+                break;
+            }
+            case state::target: {
+                while (m_pos < stop && detail::is_target_char(in[m_pos])) ++m_pos;
+                if (m_pos == stop) break;
+                const char c = in[m_pos];
+                if (c != ' ')
+                    return parse_result::fail(400, c == '\r' || c == '\n' ? "malformed request line"
+                                                                          : "invalid character in the request target");
+                if (m_pos == m_mark) return parse_result::fail(400, "malformed request line");
+                m_mark = ++m_pos;
+                m_state = state::version;
+                break;
+            }
+            case state::version: {
+                constexpr std::string_view shape = "HTTP/d.d";
+                for (; m_pos < stop; ++m_pos) {
+                    const char c = in[m_pos];
+                    const std::size_t i = m_pos - m_mark;
+                    if (i == shape.size()) {
+                        if (c == '\n') return parse_result::fail(400, "bare CR or LF in the head");
+                        if (c != '\r') return parse_result::fail(400, "malformed HTTP version");
+                        m_state = state::line_lf;
+                        ++m_pos;
+                        break;
+                    }
+                    if (shape[i] == 'd' ? (c < '0' || c > '9') : c != shape[i]) {
+                        if (c == '\n') return parse_result::fail(400, "bare CR or LF in the head");
+                        return parse_result::fail(400, "malformed HTTP version");
+                    }
+                }
+                break;
+            }
+            case state::line_lf:
+                if (in[m_pos] != '\n') return parse_result::fail(400, "bare CR or LF in the head");
+                m_state = state::field_start;
+                m_in_fields = true;
+                ++m_pos;
+                break;
+            case state::field_start: {
+                const char c = in[m_pos];
+                if (c == '\r') {
+                    m_state = state::final_lf;
+                } else if (c == ' ' || c == '\t') {
+                    return parse_result::fail(400, m_fields == 0 ? "whitespace before the first header"
+                                                                 : "obsolete line folding");
+                } else if (!detail::is_tchar(c)) {
+                    return parse_result::fail(400, c == '\n' ? "bare CR or LF in the head" : "invalid header name");
+                } else {
+                    if (++m_fields > lim.max_headers) return parse_result::fail(431, "too many headers");
+                    m_mark = m_pos;
+                    m_state = state::name;
+                }
+                ++m_pos;
+                break;
+            }
+            case state::name: {
+                while (m_pos < stop && detail::is_tchar(in[m_pos])) ++m_pos;
+                if (m_pos == stop) break;
+                const char c = in[m_pos];
+                if (c == ' ' || c == '\t') return parse_result::fail(400, "whitespace before a header colon");
+                if (c == '\r' || c == '\n') return parse_result::fail(400, "header line without a colon");
+                if (c != ':') return parse_result::fail(400, "invalid header name");
+                m_length_field = iequals(in.substr(m_mark, m_pos - m_mark), "content-length");
+                m_state = state::value;
+                ++m_pos;
+                break;
+            }
+            case state::value: {
+                if (m_length_field) { // 1*DIGIT, in a list with OWS: nothing else can be valid
+                    while (m_pos < stop) {
+                        const char c = in[m_pos];
+                        if (!((c >= '0' && c <= '9') || c == ' ' || c == '\t' || c == ',')) break;
+                        ++m_pos;
+                    }
+                } else {
+                    while (m_pos < stop && in[m_pos] != '\r' && detail::is_field_char(in[m_pos])) ++m_pos;
+                }
+                if (m_pos == stop) break;
+                const char c = in[m_pos];
+                if (c == '\r') {
+                    m_state = state::line_lf;
+                    ++m_pos;
+                    break;
+                }
+                if (c == '\n') return parse_result::fail(400, "bare CR or LF in the head");
+                if (m_length_field && detail::is_field_char(c))
+                    return parse_result::fail(400, "invalid or conflicting Content-Length");
+                return parse_result::fail(400, "invalid character in a header value");
+            }
+            case state::final_lf:
+                if (in[m_pos] != '\n') return parse_result::fail(400, "bare CR or LF in the head");
+                ++m_pos;
+                return {parse_state::complete, m_pos, 0, {}};
+            }
+        }
         return {};
     }
-    if (end - start > lim.max_request_line) return parse_result::fail(414, "request line too long");
-    const std::string_view line = in.substr(start, end - start);
 
+    /// True once the method is known to be HEAD (so an early error response has no body).
+    constexpr bool head_method() const noexcept { return m_head_method; }
+    /// Bytes looked at so far.
+    constexpr std::size_t scanned() const noexcept { return m_pos; }
+    constexpr void reset() noexcept { *this = head_scanner{}; }
+
+private:
+    enum class state : std::uint8_t { lead, lead_lf, method, target, version, line_lf, field_start, name, value, final_lf };
+    std::size_t m_pos = 0;
+    std::size_t m_start = 0; // the request line's first byte
+    std::size_t m_mark = 0;  // the current part's first byte
+    std::size_t m_fields = 0;
+    state m_state = state::lead;
+    bool m_head_method = false;
+    bool m_length_field = false;
+    bool m_in_fields = false;
+};
+
+/// The second half of parse_request: `in` is a complete head (through its empty line) that
+/// head_scanner accepted — a precondition: it does not check again what the scanner checked.
+/// The server calls it once per request, after scanning as bytes came.
+constexpr parse_result parse_request_head(std::string_view in, request_head& out, std::span<header> storage,
+                                          const limits& lim) noexcept {
+    out = request_head{};
+    // The scanner checked every byte: what is left is finding the parts (memchr speed) and the
+    // rules that need a whole head.
+    std::size_t pos = 0;
+    while (pos + 1 < in.size() && in[pos] == '\r' && in[pos + 1] == '\n' && pos < 8) pos += 2;
+    const std::size_t end = in.find('\r', pos);
+    if (end == std::string_view::npos) return parse_result::fail(400, "malformed request line");
+    const std::string_view line = in.substr(pos, end - pos);
     const std::size_t sp1 = line.find(' ');
-    if (sp1 == std::string_view::npos || sp1 == 0) return parse_result::fail(400, "malformed request line");
-    out.method = line.substr(0, sp1);
-    if (!detail::is_token(out.method)) return parse_result::fail(400, "invalid method");
     const std::size_t sp2 = line.find(' ', sp1 + 1);
-    if (sp2 == std::string_view::npos || sp2 == sp1 + 1) return parse_result::fail(400, "malformed request line");
+    if (sp1 == std::string_view::npos || sp2 == std::string_view::npos) return parse_result::fail(400, "malformed request line");
+    out.method = line.substr(0, sp1);
     out.target = line.substr(sp1 + 1, sp2 - sp1 - 1);
-    for (char c : out.target)
-        if (!detail::is_target_char(c)) return parse_result::fail(400, "invalid character in the request target");
-    const std::string_view version = line.substr(sp2 + 1);
-    if (version.size() != 8 || version.substr(0, 5) != "HTTP/" || version[6] != '.' || version[5] < '0' ||
-        version[5] > '9' || version[7] < '0' || version[7] > '9')
-        return parse_result::fail(400, "malformed HTTP version");
-    if (version[5] != '1' || (version[7] != '0' && version[7] != '1'))
+    const std::string_view version = line.substr(sp2 + 1); // "HTTP/d.d"
+    if (version.size() != 8 || version[5] != '1' || (version[7] != '0' && version[7] != '1'))
         return parse_result::fail(505, "HTTP version not supported");
     out.version = version[7] == '1' ? 11 : 10;
 
@@ -347,8 +500,16 @@ constexpr parse_result parse_request(std::string_view in, request_head& out, std
     out.path = path;
 
     std::size_t count = 0;
-    parse_result r = detail::parse_header_lines(in, end + 2, storage, count, lim);
-    if (r.state != parse_state::complete) return r;
+    for (pos = end + 2; pos < in.size() && in[pos] != '\r';) {
+        const std::size_t line_end = in.find('\r', pos);
+        const std::size_t colon = in.find(':', pos);
+        if (line_end == std::string_view::npos || colon > line_end) return parse_result::fail(400, "header line without a colon");
+        if (count == lim.max_headers || count == storage.size()) return parse_result::fail(431, "too many headers");
+        storage[count++] = header{in.substr(pos, colon - pos), detail::trim_ows(in.substr(colon + 1, line_end - colon - 1))};
+        pos = line_end + 2;
+    }
+    if (pos + 2 > in.size()) return parse_result::fail(400, "incomplete head");
+    const parse_result r{parse_state::complete, pos + 2, 0, {}};
     out.headers = storage.first(count);
 
     // HTTP/1.1 requests carry exactly one Host (RFC 9112 3.2).
@@ -364,6 +525,20 @@ constexpr parse_result parse_request(std::string_view in, request_head& out, std
             if (iequals(h.name, "expect") && iequals(h.value, "100-continue")) out.expect_continue = true;
     }
     return r;
+}
+
+/// Parses a request head at the start of `in`. `storage` receives the headers (give it at
+/// least `lim.max_headers` entries); `out` holds views into `in` and `storage`. An error is
+/// reported as soon as `in` holds a byte that cannot continue a valid head (head_scanner).
+constexpr parse_result parse_request(std::string_view in, request_head& out, std::span<header> storage,
+                                     const limits& lim = {}) noexcept {
+    head_scanner scanner;
+    const parse_result scanned = scanner.scan(in, lim);
+    if (scanned.state != parse_state::complete) {
+        out = request_head{};
+        return scanned;
+    }
+    return parse_request_head(in.substr(0, scanned.head_size), out, storage, lim);
 }
 
 /// Parses a response head. A response to HEAD, and 1xx/204/304 responses, have no body
@@ -436,27 +611,27 @@ public:
                     m_size = m_size * 16 + static_cast<std::uint64_t>(digit);
                     ++m_digits;
                     ++pos;
-                } else if (m_digits == 0) {
-                    return fail(pos, 400, "malformed chunk size");
-                } else if (c == ';' || c == ' ' || c == '\t') {
-                    m_state = state::extension;
-                } else if (c == '\r') {
-                    m_state = state::size_lf;
-                    ++pos;
-                } else {
-                    return fail(pos, 400, "malformed chunk size");
+                    break;
                 }
-                break;
+                if (m_digits == 0) return fail(pos, 400, "malformed chunk size");
+                m_state = state::ext_after_value;
+                break; // the extension states take it from here, this byte included
             }
-            case state::extension: {
+            // chunk-ext = *( BWS ";" BWS ext-name [ BWS "=" BWS ext-value ] ), ext-value =
+            // token / quoted-string (RFC 9112 7.1.1). Exactly this: parsers that disagree
+            // about where a chunk line ends are a request-smuggling vector.
+            case state::ext_after_value:
+            case state::ext_before_semicolon:
+            case state::ext_before_name:
+            case state::ext_name:
+            case state::ext_after_name:
+            case state::ext_before_value:
+            case state::ext_token_value:
+            case state::ext_quoted:
+            case state::ext_quoted_pair: {
                 const char c = in[pos];
-                if (c == '\r') {
-                    m_state = state::size_lf;
-                } else if (c == '\n' || (!detail::is_field_char(c))) {
-                    return fail(pos, 400, "invalid chunk extension");
-                } else if (++m_extension > 1024) {
-                    return fail(pos, 400, "chunk extension too long");
-                }
+                if (++m_extension > 1024) return fail(pos, 400, "chunk extension too long");
+                if (!step_extension(c)) return fail(pos, 400, "invalid chunk extension");
                 ++pos;
                 break;
             }
@@ -544,8 +719,58 @@ public:
 
 private:
     enum class state : std::uint8_t {
-        size, extension, size_lf, data, data_cr, data_lf, trailer_start, trailer_line, trailer_lf, final_lf, done
+        size, ext_after_value, ext_before_semicolon, ext_before_name, ext_name, ext_after_name, ext_before_value, ext_token_value,
+        ext_quoted, ext_quoted_pair, size_lf, data, data_cr, data_lf, trailer_start, trailer_line, trailer_lf,
+        final_lf, done
     };
+    /// One byte of a chunk line after the size; false if it cannot continue the grammar.
+    constexpr bool step_extension(char c) noexcept {
+        const bool ws = c == ' ' || c == '\t';
+        const auto u = static_cast<unsigned char>(c);
+        switch (m_state) {
+        case state::ext_after_value: // right after the size or a value: CRLF, ';' or BWS
+            if (c == ';') return go(state::ext_before_name);
+            if (ws) return go(state::ext_before_semicolon);
+            return c == '\r' && go(state::size_lf);
+        case state::ext_before_semicolon: // BWS must lead to ';' (no trailing whitespace)
+            if (ws) return true;
+            return c == ';' && go(state::ext_before_name);
+        case state::ext_before_name:
+            if (ws) return true;
+            return detail::is_tchar(c) && go(state::ext_name);
+        case state::ext_name:
+            if (detail::is_tchar(c)) return true;
+            if (ws) return go(state::ext_after_name);
+            if (c == '=') return go(state::ext_before_value);
+            if (c == ';') return go(state::ext_before_name);
+            return c == '\r' && go(state::size_lf);
+        case state::ext_after_name: // BWS must lead to '=' or ';'
+            if (ws) return true;
+            if (c == '=') return go(state::ext_before_value);
+            return c == ';' && go(state::ext_before_name);
+        case state::ext_before_value:
+            if (ws) return true;
+            if (c == '"') return go(state::ext_quoted);
+            return detail::is_tchar(c) && go(state::ext_token_value);
+        case state::ext_token_value:
+            if (detail::is_tchar(c)) return true;
+            if (ws) return go(state::ext_before_semicolon);
+            if (c == ';') return go(state::ext_before_name);
+            return c == '\r' && go(state::size_lf);
+        case state::ext_quoted: // qdtext = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text
+            if (c == '"') return go(state::ext_after_value);
+            if (c == '\\') return go(state::ext_quoted_pair);
+            return ws || (u >= 0x21 && u != 0x7f);
+        case state::ext_quoted_pair: // "\" ( HTAB / SP / VCHAR / obs-text )
+            return (ws || (u >= 0x21 && u != 0x7f)) && go(state::ext_quoted);
+        default:
+            return false;
+        }
+    }
+    constexpr bool go(state next) noexcept {
+        m_state = next;
+        return true;
+    }
     static constexpr int hex_value(char c) noexcept {
         if (c >= '0' && c <= '9') return c - '0';
         if (c >= 'a' && c <= 'f') return c - 'a' + 10;

@@ -1,14 +1,17 @@
-// tandem — a small, strict HTTP/1.1 server: routing, keep-alive, pipelining, chunked
-// request and response bodies, timeouts against idle and slow clients, a connection limit
-// and graceful shutdown.
+// tandem — a small, strict HTTP/1.1 server: keep-alive, pipelining, chunked request and
+// response bodies, timeouts against idle and slow clients, bounded memory, a connection
+// limit, graceful shutdown, and reports of what happened (error and access hooks, counters).
 //
-// Layer: protocols. One coroutine per connection on the calling loop. Timeouts cost no timer
-// per request: a sweeper task looks at every connection's deadline a few times per second
-// and shuts down the socket of one that is late (its read then returns end of stream).
+// Layer: protocols. One coroutine per connection on the calling loop. A request walks
+// read_head → read_body → dispatch → write_response. Timeouts cost no timer per request: a
+// sweeper looks at every connection's deadline a few times per second and shuts down the
+// socket of one that is late (its read then returns end of stream). Which deadline applies is
+// decided in one place, server::expect().
 #pragma once
 
 #include "tandem/http/message.hpp"
 #include "tandem/http/parser.hpp"
+#include "tandem/http/router.hpp"
 #include "tandem/net.hpp"
 #include "tandem/spawn.hpp"
 #include "tandem/sync.hpp"
@@ -19,10 +22,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <exception>
 #include <functional>
 #include <memory>
+#include <netinet/tcp.h>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -33,129 +38,24 @@
 
 namespace tandem::http {
 
-/// The request a handler sees. Views are valid until the handler's task finishes.
-class request {
-public:
-    std::string_view method() const noexcept { return m_head->method; }
-    std::string_view target() const noexcept { return m_head->target; }
-    std::string_view path() const noexcept { return m_head->path; }
-    std::string_view query() const noexcept { return m_head->query; }
-    int version() const noexcept { return m_head->version; }
-    std::span<const http::header> headers() const noexcept { return m_head->headers; }
-    /// The first header with this name (case-insensitive), empty if absent.
-    std::string_view header(std::string_view name) const noexcept { return m_head->find(name); }
-    std::string_view body() const noexcept { return m_body; }
-    /// A `:name` segment of the matched route, empty if absent.
-    std::string_view param(std::string_view name) const noexcept {
-        for (const auto& [n, v] : *m_params)
-            if (n == name) return v;
-        return {};
-    }
-    /// A query-string parameter, percent-decoded; nullopt if absent or malformed.
-    std::optional<std::string> query_param(std::string_view name) const { return query_value(query(), name); }
+/// What the error hook hears: a handler threw (the client got a 500).
+struct handler_error {
+    std::string_view method;
+    std::string_view target;
+    std::string_view route; // the matched route's label, "GET /compute"
+    std::exception_ptr error;
 
-private:
-    friend class server;
-    const request_head* m_head = nullptr;
-    std::string_view m_body;
-    const std::vector<std::pair<std::string_view, std::string_view>>* m_params = nullptr;
+    /// One line: `tandem http: GET /x?y (route GET /x) threw: what()`.
+    std::string describe() const;
 };
 
-using handler = std::function<task<response>(request&)>;
-
-/// Routes by method and path: exact segments, `:name` segments (request::param), and a
-/// final `*` matching any rest (a prefix). First match wins. HEAD falls back to GET.
-class router {
-public:
-    using params = std::vector<std::pair<std::string_view, std::string_view>>;
-
-    router& route(std::string_view method, std::string_view pattern, handler h) {
-        if (pattern.empty() || pattern.front() != '/') throw std::invalid_argument("tandem: route patterns start with '/'");
-        entry e{std::string(method), {}, false, std::move(h)};
-        std::string_view rest = pattern.substr(1);
-        while (!rest.empty()) {
-            const std::size_t slash = rest.find('/');
-            std::string_view seg = rest.substr(0, slash);
-            if (seg == "*") {
-                if (slash != std::string_view::npos) throw std::invalid_argument("tandem: '*' must end a route pattern");
-                e.prefix = true;
-                break;
-            }
-            e.segments.emplace_back(seg);
-            if (slash == std::string_view::npos) break;
-            rest.remove_prefix(slash + 1);
-            if (rest.empty()) e.segments.emplace_back(); // trailing slash is significant
-        }
-        m_routes.push_back(std::move(e));
-        return *this;
-    }
-    router& get(std::string_view p, handler h) { return route("GET", p, std::move(h)); }
-    router& post(std::string_view p, handler h) { return route("POST", p, std::move(h)); }
-    router& put(std::string_view p, handler h) { return route("PUT", p, std::move(h)); }
-    router& patch(std::string_view p, handler h) { return route("PATCH", p, std::move(h)); }
-    router& del(std::string_view p, handler h) { return route("DELETE", p, std::move(h)); }
-
-    /// The handler for (method, path), filling `out`. nullptr if none; then `allow` lists
-    /// the methods the path does have (empty: 404, else 405).
-    const handler* find(std::string_view method, std::string_view path, params& out, std::string& allow) const {
-        for (int pass = 0; pass < 2; ++pass) {
-            const std::string_view want = pass == 0 ? method : std::string_view("GET");
-            if (pass == 1 && method != "HEAD") break;
-            for (const entry& e : m_routes) {
-                if (e.method != want) continue;
-                out.clear();
-                if (match(e, path, out)) return &e.handler_fn;
-            }
-        }
-        allow.clear();
-        params scratch;
-        for (const entry& e : m_routes) {
-            if (!match(e, path, scratch)) continue;
-            if (allow.find(e.method) != std::string::npos) continue;
-            if (!allow.empty()) allow += ", ";
-            allow += e.method;
-            if (e.method == "GET" && allow.find("HEAD") == std::string::npos) allow += ", HEAD";
-        }
-        return nullptr;
-    }
-
-private:
-    struct entry {
-        std::string method;
-        std::vector<std::string> segments;
-        bool prefix;
-        handler handler_fn;
-    };
-    static bool match(const entry& e, std::string_view path, params& out) {
-        if (path.empty() || path.front() != '/') return false;
-        std::string_view rest = path.substr(1);
-        std::size_t i = 0;
-        bool at_end = rest.empty();
-        while (!at_end) {
-            const std::size_t slash = rest.find('/');
-            const std::string_view seg = rest.substr(0, slash);
-            if (i == e.segments.size()) return e.prefix;
-            const std::string& want = e.segments[i++];
-            if (!want.empty() && want.front() == ':') {
-                if (seg.empty()) return false;
-                out.emplace_back(std::string_view(want).substr(1), seg);
-            } else if (want != seg) {
-                return false;
-            }
-            if (slash == std::string_view::npos) {
-                at_end = true;
-            } else {
-                rest.remove_prefix(slash + 1);
-                if (rest.empty()) { // "/a/": one more, empty segment
-                    if (i == e.segments.size()) return e.prefix;
-                    if (!e.segments[i++].empty()) return false;
-                    at_end = true;
-                }
-            }
-        }
-        return i == e.segments.size();
-    }
-    std::vector<entry> m_routes;
+/// What the access-log hook hears, once per response written.
+struct access_record {
+    std::string_view method;
+    std::string_view target;
+    int status = 0;
+    std::uint64_t bytes = 0; // body bytes sent
+    std::chrono::nanoseconds duration{}; // from the request's first byte to its response written
 };
 
 struct server_options {
@@ -163,57 +63,39 @@ struct server_options {
     std::chrono::milliseconds idle_timeout{5'000};
     /// From a request's first byte to its complete head (slowloris): 408, then close.
     std::chrono::milliseconds header_timeout{10'000};
-    /// No progress reading a body or writing a response for this long: close.
+    /// No progress reading a body or writing a response for this long: close. Progress is
+    /// each read, and each byte the client acknowledges: a slow but steady download lives.
     std::chrono::milliseconds io_timeout{30'000};
-    /// Graceful shutdown: requests in flight get this long before their sockets are shut.
+    /// Graceful shutdown: requests in flight get this long; then their handlers are
+    /// cancelled, their sockets shut, and serve() returns.
     std::chrono::milliseconds drain_timeout{10'000};
     /// More connections wait in the kernel's accept queue.
     std::size_t max_connections = 10'000;
+    /// Request-body memory all connections together may hold (beyond the 16 KiB each reads
+    /// into); a body that would pass it gets 503. Each connection's share grows with the bytes
+    /// that actually arrived, never with what Content-Length announced.
+    std::size_t max_body_memory = std::size_t{256} << 20;
+    /// A client that closes or resets its connection while its handler runs cancels the
+    /// handler (a queued offload job is withdrawn, a process-pool worker killed). A client
+    /// that only half-closes looks the same on the wire, and is cancelled too (as Go does).
+    bool cancel_on_disconnect = true;
     http::limits limits{};
+    /// A handler threw; the client got a 500. Default (empty): one line on stderr.
+    std::function<void(const handler_error&)> on_error;
+    /// Each response written. Default (empty): nothing.
+    std::function<void(const access_record&)> access_log;
 };
 
 class server {
 public:
     explicit server(router routes, server_options options = {})
-        : m_router(std::move(routes)), m_options(options), m_slots(options.max_connections) {}
+        : m_router(std::move(routes)), m_options(std::move(options)), m_slots(m_options.max_connections) {}
     server(const server&) = delete;
     server& operator=(const server&) = delete;
 
     /// Accepts and serves connections until shutdown(); then finishes the requests in flight
-    /// (up to drain_timeout), closes idle connections and returns.
-    task<void> serve(tcp_listener& listener) {
-        m_now = now_ns();
-        auto sweeper = spawn(sweep(), "http sweeper");
-        auto acceptor = spawn(accept_loop(listener), "http acceptor");
-        m_acceptor = &acceptor;
-        std::exception_ptr failure;
-        try {
-            co_await acceptor;
-        } catch (const cancelled&) {
-        } catch (...) {
-            failure = std::current_exception();
-        }
-        m_acceptor = nullptr;
-        begin_drain();
-        if (m_count != 0) {
-            bool drained = true;
-            try {
-                co_await with_timeout(m_options.drain_timeout, wait_closed());
-            } catch (const timed_out&) {
-                drained = false;
-            }
-            if (!drained) {
-                m_connections.for_each([](connection& c) { ::shutdown(c.fd, SHUT_RDWR); });
-                co_await wait_closed();
-            }
-        }
-        sweeper.cancel();
-        try {
-            co_await sweeper;
-        } catch (const cancelled&) {
-        }
-        if (failure) std::rethrow_exception(failure);
-    }
+    /// for up to drain_timeout, cancels what is left, and returns.
+    task<void> serve(tcp_listener& listener);
 
     /// Stops accepting, lets requests in flight finish, closes idle connections; serve()
     /// returns when all are gone. Loop thread only (call it from a signal-handling task).
@@ -222,19 +104,25 @@ public:
         if (m_acceptor) m_acceptor->cancel();
     }
 
-    std::size_t connection_count() const noexcept { return m_count; }
-    std::uint64_t requests_served() const noexcept { return m_requests; }
+    std::size_t connection_count() const noexcept { return m_connections_open; }
+    std::uint64_t requests_served() const noexcept { return m_served; }
+    const server_stats& stats() const noexcept { return m_stats; }
     const server_options& options() const noexcept { return m_options; }
 
 private:
-    using clock = std::chrono::steady_clock;
+    class handler_call;
+    class stream_writer;
+
+    /// What a connection is waiting for; the timeout policy (expect()) maps each to a deadline.
+    enum class phase : std::uint8_t { idle, head, body, handler, write };
 
     /// Per-connection state the sweeper and shutdown can see.
     struct connection : tandem::detail::list_hook {
         int fd = -1;
-        std::int64_t deadline = 0; // steady ns; 0: none (a handler is running)
-        bool idle = false;         // between requests, nothing buffered
-        bool reading_head = false; // a partial head is buffered (a timeout answers 408)
+        std::int64_t deadline = 0; // steady ns; 0: none
+        std::uint64_t acked = 0;   // bytes the peer acknowledged at the last look (write progress)
+        handler_call* running = nullptr;
+        phase now = phase::idle;
         bool timed_out = false;
     };
 
@@ -246,357 +134,82 @@ private:
         std::string out; // the response head being written
         std::size_t begin = 0;
         std::size_t end = 0;
+        std::size_t charged = 0; // bytes of data beyond base_size, counted in body_bytes_held
         std::string_view view() const noexcept { return {data.data() + begin, end - begin}; }
+        char* at(std::size_t offset) noexcept { return data.data() + begin + offset; }
+    };
+    static constexpr std::size_t base_size = 16 * 1024;
+    /// Gives a connection's workspace back however its coroutine ends.
+    struct workspace_lease {
+        server* owner;
+        std::unique_ptr<workspace> w;
+        ~workspace_lease() { owner->give_back(w); }
     };
 
-    static std::int64_t now_ns() noexcept { return clock::now().time_since_epoch().count(); }
+    /// A request between its stages.
+    struct exchange {
+        head_scanner scanner;
+        request_head head;
+        std::size_t head_size = 0;
+        std::size_t consumed = 0; // bytes of the buffer this request used (head, framed body)
+        std::string_view body;
+        std::int64_t started = 0; // steady ns, only when an access log wants durations
+        bool head_method = false;
+    };
+
+    /// Where a request ends up when it cannot go on.
+    enum class verdict : std::uint8_t { go_on, close };
+
+    // ---- the timeout policy, in one place --------------------------------------------------
+    /// Enters `p`: idle waits idle_timeout, a head header_timeout from its first byte, body
+    /// reads and response writes io_timeout from their last progress, a handler no deadline.
+    void expect(connection& c, phase p) noexcept {
+        const bool entering = c.now != p;
+        c.now = p;
+        switch (p) {
+        case phase::idle: c.deadline = after(m_options.idle_timeout); break;
+        case phase::head:
+            if (entering) c.deadline = after(m_options.header_timeout); // not renewed by progress
+            break;
+        case phase::body:
+        case phase::write: c.deadline = after(m_options.io_timeout); break;
+        case phase::handler: c.deadline = 0; break;
+        }
+    }
+    static std::int64_t now_ns() noexcept { return std::chrono::steady_clock::now().time_since_epoch().count(); }
     /// A deadline `d` from now on the sweeper's clock: it reads the clock once per sweep, so
     /// requests read none; a timeout fires up to one sweep period late, never early.
     std::int64_t after(std::chrono::milliseconds d) const noexcept {
         return m_now + m_period + std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
     }
+    void sweep_one(connection& c, std::int64_t now) noexcept;
 
-    std::unique_ptr<workspace> take_workspace() {
-        if (!m_spare.empty()) {
-            auto w = std::move(m_spare.back());
-            m_spare.pop_back();
-            return w;
-        }
-        auto w = std::make_unique<workspace>();
-        w->data.resize(16 * 1024);
-        w->headers.resize(m_options.limits.max_headers);
-        return w;
-    }
-    void give_back(std::unique_ptr<workspace>& w) {
-        if (!w) return;
-        w->begin = w->end = 0;
-        if (w->data.size() <= 64 * 1024 && m_spare.size() < 256) m_spare.push_back(std::move(w));
-        w.reset();
-    }
+    // ---- connections --------------------------------------------------------------------------
+    task<void> accept_loop(tcp_listener& listener);
+    task<void> sweep();
+    task<void> wait_closed();
+    void begin_drain() noexcept;
+    void cancel_remaining() noexcept;
+    task<void> handle(tcp_stream s);
+    task<void> serve_connection(tcp_stream& s, connection& c);
 
-    task<void> accept_loop(tcp_listener& listener) {
-        for (;;) {
-            co_await m_slots.acquire();
-            tcp_stream s;
-            try {
-                s = co_await listener.accept();
-            } catch (...) {
-                m_slots.release();
-                throw;
-            }
-            s.set_nodelay(true);
-            spawn(handle(std::move(s)), "http connection").detach();
-        }
-    }
+    // ---- one request ----------------------------------------------------------------------------
+    task<bool> serve_request(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w);
+    bool head_buffered(workspace& w, exchange& x);
+    bool body_buffered(workspace& w, exchange& x);
+    task<verdict> read_head(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, exchange& x);
+    task<verdict> read_body(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, exchange& x);
+    task<std::optional<response>> dispatch(tcp_stream& s, connection& c, exchange& x);
+    task<bool> write_response(tcp_stream& s, connection& c, workspace& w, exchange& x, response& resp);
+    task<void> reject(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, int status,
+                      std::string_view reason, bool head_method);
 
-    task<void> sweep() {
-        const auto shortest = std::min({m_options.idle_timeout, m_options.header_timeout, m_options.io_timeout});
-        const auto period = std::clamp<std::chrono::milliseconds>(shortest / 4, std::chrono::milliseconds(10),
-                                                                   std::chrono::milliseconds(1000));
-        m_period = std::chrono::duration_cast<std::chrono::nanoseconds>(period).count();
-        for (;;) {
-            co_await sleep_for(period);
-            const std::int64_t now = m_now = now_ns();
-            m_connections.for_each([&](connection& c) {
-                if (c.deadline == 0 || now < c.deadline) return;
-                c.deadline = 0;
-                c.timed_out = true;
-                // Shutting the read side wakes the pending read with end of stream; a
-                // partial head still gets its 408. A stuck writer needs both sides.
-                ::shutdown(c.fd, c.reading_head ? SHUT_RD : SHUT_RDWR);
-            });
-        }
-    }
-
-    task<void> wait_closed() {
-        while (m_count != 0) {
-            m_all_closed.reset();
-            co_await m_all_closed.wait();
-        }
-    }
-
-    void begin_drain() {
-        m_draining = true;
-        m_connections.for_each([](connection& c) {
-            if (c.idle) ::shutdown(c.fd, SHUT_RD); // between requests: just go
-        });
-    }
-
-    task<void> handle(tcp_stream s) {
-        connection c;
-        c.fd = s.native_handle();
-        m_connections.push_back(c);
-        ++m_count;
-        try {
-            co_await serve_connection(s, c);
-        } catch (...) {
-            // A broken connection (reset, EPIPE, a timeout) ends only itself.
-        }
-        c.unlink();
-        s.close();
-        --m_count;
-        m_slots.release();
-        if (m_count == 0) m_all_closed.set();
-    }
-
-    /// Reads more bytes into w (taking a workspace when the connection has none). Returns
-    /// 0 at end of stream.
-    task<std::size_t> read_more(tcp_stream& s, std::unique_ptr<workspace>& w, std::size_t need_room) {
-        if (!w) w = take_workspace(); // serve_connection waited for the first bytes holding none
-        if (w->data.size() - w->end < need_room) {
-            if (w->begin > 0 && w->end - w->begin + need_room <= w->data.size()) {
-                std::memmove(w->data.data(), w->data.data() + w->begin, w->end - w->begin);
-                w->end -= w->begin;
-                w->begin = 0;
-            } else {
-                w->data.resize(std::max(w->data.size() * 2, w->end + need_room));
-            }
-        }
-        for (;;) {
-            const auto n = s.try_read_some(std::span<char>(w->data.data() + w->end, w->data.size() - w->end));
-            if (n) {
-                w->end += *n;
-                co_return *n;
-            }
-            co_await s.wait_readable();
-        }
-    }
-
-    task<void> write_error(tcp_stream& s, int status, std::string_view reason) {
-        std::string out = "HTTP/1.1 ";
-        detail::append_decimal(out, static_cast<std::uint64_t>(status));
-        out += ' ';
-        out += reason_phrase(status);
-        out += "\r\nDate: ";
-        out += detail::http_date();
-        out += "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: ";
-        detail::append_decimal(out, reason.size() + 1);
-        out += "\r\n\r\n";
-        out += reason;
-        out += '\n';
-        co_await s.write_all(out);
-        // Lingering close: stop sending, then read (and drop) what the client still sends
-        // for a moment, so our close does not turn into a reset that destroys the answer.
-        s.shutdown_write();
-        try {
-            co_await with_timeout(std::chrono::seconds(1), [](tcp_stream& st) -> task<void> {
-                char sink[4096];
-                for (std::size_t total = 0; total < 65536;) {
-                    const std::size_t n = co_await st.read_some(std::span<char>(sink));
-                    if (n == 0) break;
-                    total += n;
-                }
-            }(s));
-        } catch (...) {
-        }
-    }
-
-    /// The connection's life: wait for a request holding nothing but this small frame (an
-    /// idle keep-alive connection costs a few hundred bytes), then serve it in a frame that
-    /// exists only while the request does.
-    task<void> serve_connection(tcp_stream& s, connection& c) {
-        std::unique_ptr<workspace> w;
-        for (;;) {
-            if (!w || w->end == w->begin) {
-                give_back(w);
-                if (m_draining) co_return;
-                c.idle = true;
-                c.reading_head = false;
-                c.deadline = after(m_options.idle_timeout);
-                co_await s.wait_readable();
-            }
-            const bool keep = co_await serve_request(s, c, w);
-            if (!keep) co_return;
-        }
-    }
-
-    /// Reads, handles and answers one request (bytes may already be buffered in w).
-    /// Returns false when the connection must close.
-    task<bool> serve_request(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w) {
-        const limits& lim = m_options.limits;
-        request_head head;
-        router::params params;
-        std::string chunked_body;
-        {
-            // ---- the head ---------------------------------------------------------------
-            parse_result parsed;
-            for (;;) {
-                if (w && w->end > w->begin) {
-                    parsed = parse_request(w->view(), head, w->headers, lim);
-                    if (parsed.state == parse_state::complete) break;
-                    if (parsed.state == parse_state::error) {
-                        give_back(w);
-                        co_await write_error(s, parsed.status, parsed.reason);
-                        co_return false;
-                    }
-                    if (!c.reading_head) {
-                        c.reading_head = true;
-                        c.idle = false;
-                        c.deadline = after(m_options.header_timeout);
-                    }
-                }
-                const std::size_t n = co_await read_more(s, w, 4096);
-                if (n == 0) {
-                    if (c.timed_out && c.reading_head) co_await write_error(s, 408, "request head timed out");
-                    co_return false;
-                }
-            }
-            c.idle = false;
-            c.reading_head = false;
-
-            // ---- the body ---------------------------------------------------------------
-            std::string_view body;
-            std::size_t consumed = parsed.head_size;
-            bool buffer_changed = false; // a read may move the buffer under the head's views
-            if (head.framing != body_framing::none && head.expect_continue && w->end - w->begin == parsed.head_size)
-                co_await s.write_all(std::string_view("HTTP/1.1 100 Continue\r\n\r\n"));
-            if (head.framing == body_framing::content_length) {
-                const std::size_t need = parsed.head_size + static_cast<std::size_t>(head.content_length);
-                while (w->end - w->begin < need) {
-                    c.deadline = after(m_options.io_timeout);
-                    buffer_changed = true;
-                    if (co_await read_more(s, w, need - (w->end - w->begin)) == 0) co_return false;
-                }
-                consumed = need;
-            } else if (head.framing == body_framing::chunked) {
-                chunked_body.clear();
-                chunked_decoder decoder(lim.max_body);
-                std::size_t pos = parsed.head_size;
-                for (;;) {
-                    const auto r = decoder.decode(w->view().substr(pos), [&](std::string_view d) { chunked_body.append(d); });
-                    pos += r.consumed;
-                    if (r.state == parse_state::error) {
-                        give_back(w);
-                        co_await write_error(s, r.status, r.reason);
-                        co_return false;
-                    }
-                    if (r.state == parse_state::complete) break;
-                    // The decoded bytes live in chunked_body now: drop the raw ones behind the
-                    // head, or tiny chunks with long extensions would grow the buffer ~1000×
-                    // the body limit.
-                    if (const std::size_t raw = pos - parsed.head_size; raw > 0) {
-                        char* at = w->data.data() + w->begin + parsed.head_size;
-                        std::memmove(at, at + raw, w->end - (w->begin + pos));
-                        w->end -= raw;
-                        pos = parsed.head_size;
-                    }
-                    c.deadline = after(m_options.io_timeout);
-                    buffer_changed = true;
-                    if (co_await read_more(s, w, 4096) == 0) co_return false;
-                }
-                consumed = pos;
-                body = chunked_body;
-            }
-            c.deadline = 0;
-            if (buffer_changed) parse_request(w->view(), head, w->headers, lim); // refresh the views
-            if (head.framing == body_framing::content_length)
-                body = w->view().substr(parsed.head_size, static_cast<std::size_t>(head.content_length));
-
-            // ---- the handler ------------------------------------------------------------
-            request req;
-            req.m_head = &head;
-            req.m_body = body;
-            req.m_params = &params;
-            response resp;
-            std::string allow;
-            if (const handler* h = m_router.find(head.method, head.path, params, allow)) {
-                try {
-                    resp = co_await (*h)(req);
-                } catch (const cancelled&) {
-                    throw;
-                } catch (...) {
-                    resp = response(500, "internal server error\n");
-                }
-            } else if (!allow.empty()) {
-                resp = response(405, "method not allowed\n");
-                resp.set_header("Allow", allow);
-            } else {
-                resp = response(404, "not found\n");
-            }
-
-            // ---- the response -----------------------------------------------------------
-            const bool keep = head.keep_alive && !m_draining;
-            const bool head_only = head.method == "HEAD" || resp.status == 204 || resp.status == 304 || resp.status < 200;
-            const bool streaming = static_cast<bool>(resp.streamer) && !head_only;
-            const bool chunked_out = streaming && head.version == 11;
-            const bool close_after = !keep || (streaming && !chunked_out);
-            std::string& out = w->out;
-            out.clear();
-            out += head.version == 11 ? "HTTP/1.1 " : "HTTP/1.0 ";
-            detail::append_decimal(out, static_cast<std::uint64_t>(resp.status));
-            out += ' ';
-            out += reason_phrase(resp.status);
-            out += "\r\nDate: ";
-            out += detail::http_date();
-            out += "\r\n";
-            for (const auto& [n, v] : resp.headers) {
-                out += n;
-                out += ": ";
-                out += v;
-                out += "\r\n";
-            }
-            if (chunked_out) {
-                out += "Transfer-Encoding: chunked\r\n";
-            } else if (!resp.streamer && resp.status != 204 && resp.status != 304 && resp.status >= 200) {
-                out += "Content-Length: ";
-                detail::append_decimal(out, resp.body.size());
-                out += "\r\n";
-            }
-            if (close_after) {
-                out += "Connection: close\r\n";
-            } else if (head.version == 10) {
-                out += "Connection: keep-alive\r\n";
-            }
-            out += "\r\n";
-            c.deadline = after(m_options.io_timeout);
-            if (head_only || streaming || resp.body.empty()) {
-                co_await s.write_all(out);
-            } else {
-                const std::string_view parts[] = {out, resp.body};
-                co_await s.write_all_gathered(parts);
-            }
-            if (streaming) {
-                stream_writer writer(*this, s, c, m_options.io_timeout, chunked_out);
-                co_await resp.streamer(writer);
-                if (chunked_out) co_await s.write_all(std::string_view("0\r\n\r\n"));
-            }
-            c.deadline = 0;
-            ++m_requests;
-            w->begin += consumed;
-            if (close_after) {
-                s.shutdown_write();
-                co_return false;
-            }
-            co_return true;
-        }
-    }
-
-    /// body_writer for streamed responses: one chunk per write, on the connection's socket.
-    class stream_writer final : public body_writer {
-    public:
-        stream_writer(server& owner, tcp_stream& s, connection& c, std::chrono::milliseconds timeout, bool chunked) noexcept
-            : m_server(&owner), m_stream(&s), m_conn(&c), m_timeout(timeout), m_chunked(chunked) {}
-        task<void> write(std::string_view data) override {
-            if (data.empty()) co_return; // an empty chunk would end the body
-            m_conn->deadline = m_server->after(m_timeout);
-            if (m_chunked) {
-                char size[20];
-                const int n = std::snprintf(size, sizeof size, "%zx\r\n", data.size());
-                const std::string_view parts[] = {std::string_view(size, static_cast<std::size_t>(n)), data, "\r\n"};
-                co_await m_stream->write_all_gathered(parts);
-            } else {
-                co_await m_stream->write_all(data);
-            }
-            m_conn->deadline = 0;
-        }
-
-    private:
-        server* m_server;
-        tcp_stream* m_stream;
-        connection* m_conn;
-        std::chrono::milliseconds m_timeout;
-        bool m_chunked;
-    };
+    // ---- the buffer -------------------------------------------------------------------------------
+    task<std::size_t> read_more(tcp_stream& s, std::unique_ptr<workspace>& w, std::size_t want, request_head* pinned);
+    bool make_room(workspace& w, std::size_t want, std::size_t at_most, request_head* pinned);
+    std::unique_ptr<workspace> take_workspace();
+    void give_back(std::unique_ptr<workspace>& w) noexcept;
+    void count_response(int status) noexcept { ++m_stats.responses[static_cast<std::size_t>(std::clamp(status / 100, 0, 5))]; }
 
     router m_router;
     server_options m_options;
@@ -605,11 +218,653 @@ private:
     tandem::detail::intrusive_list<connection> m_connections;
     std::vector<std::unique_ptr<workspace>> m_spare;
     join_handle<void>* m_acceptor = nullptr;
-    std::size_t m_count = 0;
-    std::uint64_t m_requests = 0;
+    server_stats m_stats;
+    std::size_t m_connections_open = 0;
+    std::uint64_t m_served = 0;
     std::int64_t m_now = 0;    // the sweeper's clock (steady ns)
     std::int64_t m_period = 0; // its period (ns)
     bool m_draining = false;
 };
+
+// ============================================================================================
+// Implementation
+// ============================================================================================
+
+inline std::string handler_error::describe() const {
+    std::string line = "tandem http: ";
+    line.append(method).append(" ").append(target).append(" (route ").append(route).append(") threw: ");
+    try {
+        if (error) std::rethrow_exception(error);
+        line += "nothing";
+    } catch (const std::exception& e) {
+        line += e.what();
+    } catch (...) {
+        line += "an exception not derived from std::exception";
+    }
+    return line;
+}
+
+/// Runs one handler as a task of its own under the connection: the blocking watchdog names it
+/// by its route ("GET /compute") and registration site, shutdown can cancel it, and while it
+/// runs a peer_watch cancels it if the client goes away.
+class server::handler_call final : public tandem::detail::task_context, tandem::detail::cancel_slot {
+public:
+    handler_call(task<response> t, const route& r, tcp_stream& s, connection& c, bool watch) noexcept
+        : m_task(std::move(t)), m_route(&r), m_stream(&s), m_conn(&c), m_watch_peer(watch) {
+        on_cancel = &forward_cancel;
+        // Its own identity for diagnostics, with the same lifetime rule as a spawned task's:
+        // retire_root() before it dies.
+        mark_root();
+    }
+    handler_call(const handler_call&) = delete;
+    handler_call& operator=(const handler_call&) = delete;
+    ~handler_call() {
+        m_watch.disarm();
+        m_conn->running = nullptr;
+        if (m_loop) m_loop->retire_root(*this);
+    }
+
+    std::string_view name() const noexcept override { return m_route->label; }
+    source_location where() const noexcept override { return m_route->where; }
+
+    /// Cancels the handler (shutdown's drain ran out).
+    void cancel() noexcept { request_cancel(); }
+    bool client_gone() const noexcept { return m_client_gone; }
+
+    bool await_ready() const noexcept { return false; }
+    template <class Promise>
+    bool await_suspend(std::coroutine_handle<Promise> h) {
+        m_parent = h;
+        m_parent_context = tandem::detail::context_of(h);
+        if (m_parent_context && m_parent_context->cancel_requested()) {
+            m_parent_cancelled = true;
+            return false;
+        }
+        set_parent(m_parent_context);
+        if (m_parent_context) m_parent_context->arm(this);
+        m_loop = &this_loop();
+        m_conn->running = this;
+        m_starting = true;
+        m_task.handle().promise().set_context(this);
+        m_loop->set_current_task(this); // a handler that blocks right away is named too
+        m_task.handle().resume();
+        m_loop->set_current_task(m_parent_context);
+        m_starting = false;
+        if (m_done) {
+            if (m_parent_context) m_parent_context->disarm();
+            return false;
+        }
+        if (m_watch_peer && m_watch.arm(*m_stream, &on_peer_gone, this)) on_peer_gone(this);
+        return true;
+    }
+    /// The handler's response; nullopt if the client left. Rethrows what the handler threw.
+    std::optional<response> await_resume() {
+        if (m_parent_cancelled) throw cancelled{};
+        if (m_client_gone) return std::nullopt;
+        return m_task.handle().promise().result();
+    }
+
+private:
+    std::coroutine_handle<> finish() noexcept override {
+        m_done = true;
+        m_watch.disarm();
+        if (m_starting) return std::noop_coroutine(); // await_suspend sees m_done
+        if (m_parent_context) m_parent_context->disarm();
+        m_loop->set_current_task(m_parent_context);
+        return m_parent;
+    }
+    static void forward_cancel(tandem::detail::cancel_slot* slot) noexcept {
+        auto* self = static_cast<handler_call*>(slot);
+        self->m_parent_cancelled = true;
+        self->request_cancel();
+    }
+    static void on_peer_gone(void* arg) noexcept {
+        auto* self = static_cast<handler_call*>(arg);
+        self->m_client_gone = true;
+        self->request_cancel();
+    }
+
+    task<response> m_task;
+    const route* m_route;
+    tcp_stream* m_stream;
+    connection* m_conn;
+    tandem::detail::peer_watch m_watch;
+    event_loop* m_loop = nullptr;
+    std::coroutine_handle<> m_parent;
+    task_context* m_parent_context = nullptr;
+    bool m_watch_peer;
+    bool m_starting = false;
+    bool m_done = false;
+    bool m_parent_cancelled = false;
+    bool m_client_gone = false;
+};
+
+/// body_writer for streamed responses: one chunk per write, on the connection's socket.
+class server::stream_writer final : public body_writer {
+public:
+    stream_writer(server& owner, tcp_stream& s, connection& c, bool chunked) noexcept
+        : m_server(&owner), m_stream(&s), m_conn(&c), m_chunked(chunked) {}
+    task<void> write(std::string_view data) override {
+        if (data.empty()) co_return; // an empty chunk would end the body
+        m_server->expect(*m_conn, phase::write);
+        if (m_chunked) {
+            char size[20];
+            const int n = std::snprintf(size, sizeof size, "%zx\r\n", data.size());
+            const std::string_view parts[] = {std::string_view(size, static_cast<std::size_t>(n)), data, "\r\n"};
+            co_await m_stream->write_all_gathered(parts);
+        } else {
+            co_await m_stream->write_all(data);
+        }
+        m_server->m_stats.bytes_sent += data.size();
+        m_bytes += data.size();
+    }
+    std::uint64_t bytes() const noexcept { return m_bytes; }
+
+private:
+    server* m_server;
+    tcp_stream* m_stream;
+    connection* m_conn;
+    std::uint64_t m_bytes = 0;
+    bool m_chunked;
+};
+
+inline task<void> server::serve(tcp_listener& listener) {
+    m_now = now_ns();
+    auto sweeper = spawn(sweep(), "http sweeper");
+    auto acceptor = spawn(accept_loop(listener), "http acceptor");
+    m_acceptor = &acceptor;
+    std::exception_ptr failure;
+    try {
+        co_await acceptor;
+    } catch (const cancelled&) {
+    } catch (...) {
+        failure = std::current_exception();
+    }
+    m_acceptor = nullptr;
+    begin_drain();
+    if (m_connections_open != 0) {
+        bool drained = true;
+        try {
+            co_await with_timeout(m_options.drain_timeout, wait_closed());
+        } catch (const timed_out&) {
+            drained = false;
+        }
+        if (!drained) {
+            cancel_remaining();
+            co_await wait_closed();
+        }
+    }
+    sweeper.cancel();
+    try {
+        co_await sweeper;
+    } catch (const cancelled&) {
+    }
+    if (failure) std::rethrow_exception(failure);
+}
+
+inline task<void> server::accept_loop(tcp_listener& listener) {
+    for (;;) {
+        co_await m_slots.acquire();
+        tcp_stream s;
+        try {
+            s = co_await listener.accept();
+        } catch (...) {
+            m_slots.release();
+            throw;
+        }
+        s.set_nodelay(true);
+        spawn(handle(std::move(s)), "http connection").detach();
+    }
+}
+
+inline task<void> server::sweep() {
+    const auto shortest = std::min({m_options.idle_timeout, m_options.header_timeout, m_options.io_timeout});
+    const auto period = std::clamp<std::chrono::milliseconds>(shortest / 4, std::chrono::milliseconds(10),
+                                                               std::chrono::milliseconds(1000));
+    m_period = std::chrono::duration_cast<std::chrono::nanoseconds>(period).count();
+    for (;;) {
+        co_await sleep_for(period);
+        const std::int64_t now = m_now = now_ns();
+        m_connections.for_each([&](connection& c) { sweep_one(c, now); });
+    }
+}
+
+namespace detail {
+/// Bytes the peer acknowledged on a TCP socket (tcp_info's tcpi_bytes_acked, which glibc's
+/// struct predates); nullopt where the kernel does not say.
+inline std::optional<std::uint64_t> bytes_acked(int fd) noexcept {
+    struct {
+        ::tcp_info base;
+        std::uint64_t pacing_rate, max_pacing_rate, bytes_acked;
+    } info{};
+    socklen_t len = sizeof info;
+    if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0 || len < sizeof info) return std::nullopt;
+    return info.bytes_acked;
+}
+} // namespace detail
+
+inline void server::sweep_one(connection& c, std::int64_t now) noexcept {
+    if (c.deadline == 0 || now < c.deadline) return;
+    if (c.now == phase::write) { // a slow reader that still reads is making progress
+        if (const auto acked = detail::bytes_acked(c.fd); acked && *acked != c.acked) {
+            c.acked = *acked;
+            c.deadline = now + std::chrono::duration_cast<std::chrono::nanoseconds>(m_options.io_timeout).count();
+            return;
+        }
+    }
+    c.deadline = 0;
+    c.timed_out = true;
+    ++m_stats.timeouts;
+    // Shutting the read side wakes the pending read with end of stream; a partial head still
+    // gets its 408. A stuck writer needs both sides.
+    ::shutdown(c.fd, c.now == phase::head ? SHUT_RD : SHUT_RDWR);
+}
+
+inline task<void> server::wait_closed() {
+    while (m_connections_open != 0) {
+        m_all_closed.reset();
+        co_await m_all_closed.wait();
+    }
+}
+
+inline void server::begin_drain() noexcept {
+    m_draining = true;
+    m_connections.for_each([](connection& c) {
+        if (c.now == phase::idle) ::shutdown(c.fd, SHUT_RD); // between requests: just go
+    });
+}
+
+inline void server::cancel_remaining() noexcept {
+    m_connections.for_each([](connection& c) {
+        if (c.running) c.running->cancel();
+        ::shutdown(c.fd, SHUT_RDWR);
+    });
+}
+
+inline task<void> server::handle(tcp_stream s) {
+    connection c;
+    c.fd = s.native_handle();
+    m_connections.push_back(c);
+    ++m_connections_open;
+    ++m_stats.connections_accepted;
+    m_stats.connections_open = m_connections_open;
+    try {
+        co_await serve_connection(s, c);
+    } catch (...) {
+        // A broken connection (reset, EPIPE, a timeout) ends only itself.
+    }
+    c.unlink();
+    s.close();
+    --m_connections_open;
+    m_stats.connections_open = m_connections_open;
+    m_slots.release();
+    if (m_connections_open == 0) m_all_closed.set();
+}
+
+/// The connection's life: wait for a request holding nothing but this small frame (an idle
+/// keep-alive connection costs a few hundred bytes), then serve it in a workspace that exists
+/// only while requests are buffered.
+inline task<void> server::serve_connection(tcp_stream& s, connection& c) {
+    workspace_lease lease{this, take_workspace()};
+    std::unique_ptr<workspace>& w = lease.w;
+    for (;;) {
+        if (w && w->begin == w->end) {
+            // Read before waiting for readiness: epoll is edge-triggered, and a read that
+            // filled the buffer, or a FIN that came with the last bytes, brings no new edge.
+            w->begin = w->end = 0;
+            if (const auto n = s.try_read_some(std::span<char>(w->data.data(), w->data.size()))) {
+                if (*n == 0) co_return;
+                w->end = *n;
+                m_stats.bytes_received += *n;
+            }
+        }
+        if (!w || w->begin == w->end) {
+            give_back(w); // EAGAIN: wait holding nothing
+            if (m_draining) co_return;
+            expect(c, phase::idle);
+            co_await s.wait_readable();
+            w = take_workspace();
+            continue;
+        }
+        if (!co_await serve_request(s, c, w)) co_return;
+    }
+}
+
+/// Reads, handles and answers one request (bytes are already buffered in w). Returns false
+/// when the connection must close. Most requests arrive whole: head_buffered/body_buffered
+/// take them without the I/O stages (and without their coroutine frames).
+inline task<bool> server::serve_request(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w) {
+    exchange x;
+    if (m_options.access_log) x.started = now_ns();
+    if (!head_buffered(*w, x) && co_await read_head(s, c, w, x) == verdict::close) co_return false;
+    ++m_stats.requests;
+    if (!body_buffered(*w, x) && co_await read_body(s, c, w, x) == verdict::close) co_return false;
+    std::optional<response> resp = co_await dispatch(s, c, x);
+    if (!resp) co_return false; // the client left, or shutdown cancelled the handler
+    const bool keep = co_await write_response(s, c, *w, x, *resp);
+    w->begin += x.consumed;
+    co_return keep;
+}
+
+/// The head, if it is all buffered and valid; false leaves the rest (reading, refusing) to
+/// read_head, with the scanner where it stopped.
+inline bool server::head_buffered(workspace& w, exchange& x) {
+    const parse_result scanned = x.scanner.scan(w.view(), m_options.limits);
+    if (scanned.state != parse_state::complete) return false;
+    x.head_size = scanned.head_size;
+    const parse_result parsed = parse_request_head(w.view().substr(0, x.head_size), x.head, w.headers, m_options.limits);
+    x.head_method = x.head.method == "HEAD";
+    return parsed.state == parse_state::complete; // else read_head parses again and refuses
+}
+
+/// The body, if it needs no reading (none, or a Content-Length body already buffered).
+inline bool server::body_buffered(workspace& w, exchange& x) {
+    x.consumed = x.head_size;
+    if (x.head.framing == body_framing::none) return true;
+    if (x.head.framing != body_framing::content_length) return false;
+    const std::size_t need = x.head_size + static_cast<std::size_t>(x.head.content_length);
+    if (w.end - w.begin < need) return false;
+    x.consumed = need;
+    x.body = w.view().substr(x.head_size, static_cast<std::size_t>(x.head.content_length));
+    return true;
+}
+
+inline task<server::verdict> server::read_head(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w,
+                                                exchange& x) {
+    const limits& lim = m_options.limits;
+    head_scanner& scanner = x.scanner;
+    if (x.head_size == 0) {
+        for (;;) {
+            const parse_result scanned = scanner.scan(w->view(), lim);
+            if (scanned.state == parse_state::complete) {
+                x.head_size = scanned.head_size;
+                break;
+            }
+            if (scanned.state == parse_state::error) {
+                co_await reject(s, c, w, scanned.status, scanned.reason, scanner.head_method());
+                co_return verdict::close;
+            }
+            expect(c, phase::head);
+            if (co_await read_more(s, w, 4096, nullptr) == 0) {
+                if (c.timed_out && c.now == phase::head)
+                    co_await reject(s, c, w, 408, "request head timed out", scanner.head_method());
+                co_return verdict::close;
+            }
+        }
+    }
+    // Parsed once, when complete; read_more keeps the views valid if the buffer moves.
+    const parse_result parsed = parse_request_head(w->view().substr(0, x.head_size), x.head, w->headers, lim);
+    x.head_method = x.head.method == "HEAD";
+    if (parsed.state == parse_state::error) {
+        co_await reject(s, c, w, parsed.status, parsed.reason, scanner.head_method());
+        co_return verdict::close;
+    }
+    co_return verdict::go_on;
+}
+
+inline task<server::verdict> server::read_body(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w,
+                                                exchange& x) {
+    request_head& head = x.head;
+    x.consumed = x.head_size;
+    if (head.framing == body_framing::none) co_return verdict::go_on;
+    if (head.expect_continue && w->end - w->begin == x.head_size)
+        co_await s.write_all(std::string_view("HTTP/1.1 100 Continue\r\n\r\n"));
+    if (head.framing == body_framing::content_length) {
+        const std::size_t need = x.head_size + static_cast<std::size_t>(head.content_length);
+        while (w->end - w->begin < need) {
+            expect(c, phase::body);
+            // Room in steps that follow what arrived (at most doubling), never what was announced.
+            const std::size_t left = need - (w->end - w->begin);
+            if (!make_room(*w, std::min(left, base_size), left, &head)) {
+                co_await reject(s, c, w, 503, "server busy: request-body memory is exhausted", x.head_method);
+                co_return verdict::close;
+            }
+            if (co_await read_more(s, w, 0, &head) == 0) co_return verdict::close;
+        }
+        x.consumed = need;
+        x.body = w->view().substr(x.head_size, static_cast<std::size_t>(head.content_length));
+        co_return verdict::go_on;
+    }
+    // Chunked: decoded in place (picohttpparser's way), so the body ends up contiguous behind
+    // the head as with Content-Length: [head][decoded body][raw bytes not yet decoded].
+    chunked_decoder decoder(m_options.limits.max_body);
+    std::size_t body_end = x.head_size; // offsets from w->begin
+    std::size_t raw = x.head_size;
+    for (;;) {
+        const auto r = decoder.decode(w->view().substr(raw), [&](std::string_view d) {
+            std::memmove(w->at(body_end), d.data(), d.size());
+            body_end += d.size();
+        });
+        raw += r.consumed;
+        if (r.state == parse_state::error) {
+            co_await reject(s, c, w, r.status, r.reason, x.head_method);
+            co_return verdict::close;
+        }
+        if (r.state == parse_state::complete) break;
+        // Drop the framing already decoded, so tiny chunks with long extensions cannot grow
+        // the buffer beyond the body plus one read.
+        if (raw > body_end) {
+            std::memmove(w->at(body_end), w->at(raw), w->end - w->begin - raw);
+            w->end -= raw - body_end;
+            raw = body_end;
+        }
+        expect(c, phase::body);
+        if (!make_room(*w, 4096, SIZE_MAX / 4, &head)) {
+            co_await reject(s, c, w, 503, "server busy: request-body memory is exhausted", x.head_method);
+            co_return verdict::close;
+        }
+        if (co_await read_more(s, w, 0, &head) == 0) co_return verdict::close;
+    }
+    x.consumed = raw;
+    x.body = w->view().substr(x.head_size, body_end - x.head_size);
+    co_return verdict::go_on;
+}
+
+inline task<std::optional<response>> server::dispatch(tcp_stream& s, connection& c, exchange& x) {
+    route_params params;
+    route_match match = m_router.find(x.head.method, x.head.path, params);
+    if (!match.found) {
+        response r(match.status, std::string(reason_phrase(match.status)) + "\n");
+        if (match.status == 405) r.set_header("Allow", std::move(match.allow));
+        co_return r;
+    }
+    request req(x.head, x.body, params, m_stats);
+    expect(c, phase::handler);
+    std::optional<response> resp;
+    std::exception_ptr failure;
+    try {
+        handler_call call(match.found->fn(req), *match.found, s, c, m_options.cancel_on_disconnect);
+        resp = co_await call;
+        if (!resp) {
+            ++m_stats.clients_gone;
+            co_return std::nullopt;
+        }
+    } catch (const cancelled&) {
+        co_return std::nullopt; // shutdown ran out of patience, or the connection was cancelled
+    } catch (...) {
+        failure = std::current_exception();
+    }
+    if (failure) {
+        ++m_stats.handler_errors;
+        const handler_error report{x.head.method, x.head.target, match.found->label, failure};
+        if (m_options.on_error) {
+            try {
+                m_options.on_error(report);
+            } catch (...) {
+            }
+        } else {
+            std::fprintf(stderr, "%s\n", report.describe().c_str());
+        }
+        resp = response(500, "internal server error\n");
+    }
+    co_return resp;
+}
+
+inline task<bool> server::write_response(tcp_stream& s, connection& c, workspace& w, exchange& x, response& resp) {
+    const request_head& head = x.head;
+    const bool bodiless = resp.status < 200 || resp.status == 204 || resp.status == 304;
+    const bool no_body = x.head_method || bodiless; // HEAD: the head GET would send, no body
+    const bool streaming = static_cast<bool>(resp.streamer) && !no_body;
+    const bool chunked_out = streaming && head.version == 11;
+    const bool close_after = !head.keep_alive || m_draining || (streaming && !chunked_out);
+    head_framing framing;
+    framing.chunked = chunked_out;
+    if (!resp.streamer && !bodiless) framing.content_length = resp.body.size();
+    framing.close = close_after;
+    w.out.clear();
+    append_response_head(w.out, head.version, resp.status, resp.headers, framing);
+    expect(c, phase::write);
+    c.acked = 0;
+    std::uint64_t body_bytes = 0;
+    if (no_body || streaming || resp.body.empty()) {
+        co_await s.write_all(w.out);
+    } else {
+        const std::string_view parts[] = {w.out, resp.body};
+        co_await s.write_all_gathered(parts);
+        body_bytes = resp.body.size();
+    }
+    m_stats.bytes_sent += w.out.size() + body_bytes;
+    if (streaming) {
+        stream_writer writer(*this, s, c, chunked_out);
+        co_await resp.streamer(writer);
+        if (chunked_out) co_await s.write_all(std::string_view("0\r\n\r\n"));
+        body_bytes = writer.bytes();
+    }
+    ++m_served;
+    count_response(resp.status);
+    if (m_options.access_log) {
+        try {
+            m_options.access_log(access_record{head.method, head.target, resp.status, body_bytes,
+                                               std::chrono::nanoseconds(now_ns() - x.started)});
+        } catch (...) {
+        }
+    }
+    if (close_after) {
+        s.shutdown_write();
+        co_return false;
+    }
+    co_return true;
+}
+
+/// Answers a request that cannot be served (status >= 400), then closes with a lingering
+/// close: stop sending, then read (and drop) what the client still sends for a moment, so our
+/// close does not turn into a reset that destroys the answer.
+inline task<void> server::reject(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, int status,
+                                 std::string_view reason, bool head_method) {
+    give_back(w);
+    ++m_stats.rejected;
+    count_response(status);
+    std::string body(reason);
+    body += '\n';
+    response r(status, std::move(body));
+    if (status == 503) r.set_header("Retry-After", "1");
+    std::string out;
+    append_response_head(out, 11, status, r.headers, head_framing{r.body.size(), false, true});
+    if (!head_method) out += r.body;
+    expect(c, phase::write);
+    co_await s.write_all(out);
+    m_stats.bytes_sent += out.size();
+    s.shutdown_write();
+    try {
+        co_await with_timeout(std::chrono::seconds(1), [](tcp_stream& st) -> task<void> {
+            char sink[4096];
+            for (std::size_t total = 0; total < 65536;) {
+                const std::size_t n = co_await st.read_some(std::span<char>(sink));
+                if (n == 0) break;
+                total += n;
+            }
+        }(s));
+    } catch (...) {
+    }
+}
+
+namespace detail {
+/// Moves the views of a parsed head that point into [from, from + size) by `delta` bytes:
+/// the buffer under them moved (compacted or reallocated), their contents did not change.
+inline void relocate(request_head& head, std::uintptr_t from, std::size_t size, std::ptrdiff_t delta,
+                     std::span<header> storage) noexcept {
+    auto fix = [&](std::string_view& v) {
+        const auto p = reinterpret_cast<std::uintptr_t>(v.data());
+        if (v.data() == nullptr || p < from || p > from + size) return; // a literal ("/"), not the buffer
+        v = std::string_view(reinterpret_cast<const char*>(p + static_cast<std::uintptr_t>(delta)), v.size());
+    };
+    fix(head.method);
+    fix(head.target);
+    fix(head.path);
+    fix(head.query);
+    for (header& h : storage.first(head.headers.size())) {
+        fix(h.name);
+        fix(h.value);
+    }
+}
+} // namespace detail
+
+/// Makes room for `want` more bytes after w.end: compacts, or grows, doubling but to no more
+/// than `at_most` bytes free (charged against max_body_memory). `pinned`, if any, is a parsed
+/// head whose views follow the bytes. False when the server-wide body memory would be passed.
+inline bool server::make_room(workspace& w, std::size_t want, std::size_t at_most, request_head* pinned) {
+    if (w.data.size() - w.end >= want) return true;
+    const auto old_base = reinterpret_cast<std::uintptr_t>(w.data.data());
+    const std::size_t old_size = w.data.size();
+    if (w.begin > 0 && w.end - w.begin + want <= w.data.size()) {
+        std::memmove(w.data.data(), w.data.data() + w.begin, w.end - w.begin);
+        if (pinned) detail::relocate(*pinned, old_base, old_size, -static_cast<std::ptrdiff_t>(w.begin), w.headers);
+        w.end -= w.begin;
+        w.begin = 0;
+        return true;
+    }
+    const std::size_t new_size = std::max(w.end + want, std::min(w.data.size() * 2, w.end + at_most));
+    const std::size_t new_charge = new_size > base_size ? new_size - base_size : 0;
+    if (new_charge > w.charged &&
+        m_stats.body_bytes_held + (new_charge - w.charged) > m_options.max_body_memory)
+        return false;
+    w.data.resize(new_size);
+    m_stats.body_bytes_held += new_charge - w.charged;
+    w.charged = new_charge;
+    const auto new_base = reinterpret_cast<std::uintptr_t>(w.data.data());
+    if (pinned && new_base != old_base)
+        detail::relocate(*pinned, old_base, old_size, static_cast<std::ptrdiff_t>(new_base - old_base), w.headers);
+    return true;
+}
+
+/// Reads more bytes into w, after making room for `want` (0: the caller made room). Returns 0
+/// at end of stream (or when no memory is left for the bytes).
+inline task<std::size_t> server::read_more(tcp_stream& s, std::unique_ptr<workspace>& w, std::size_t want,
+                                           request_head* pinned) {
+    if (want > 0 && !make_room(*w, want, want, pinned)) co_return 0;
+    if (w->data.size() == w->end) co_return 0;
+    for (;;) {
+        const auto n = s.try_read_some(std::span<char>(w->data.data() + w->end, w->data.size() - w->end));
+        if (n) {
+            w->end += *n;
+            m_stats.bytes_received += *n;
+            co_return *n;
+        }
+        co_await s.wait_readable(); // EAGAIN just now: the next edge is ours
+    }
+}
+
+inline std::unique_ptr<server::workspace> server::take_workspace() {
+    if (!m_spare.empty()) {
+        auto w = std::move(m_spare.back());
+        m_spare.pop_back();
+        return w;
+    }
+    auto w = std::make_unique<workspace>();
+    w->data.resize(base_size);
+    w->headers.resize(m_options.limits.max_headers);
+    return w;
+}
+
+inline void server::give_back(std::unique_ptr<workspace>& w) noexcept {
+    if (!w) return;
+    m_stats.body_bytes_held -= w->charged;
+    w->charged = 0;
+    w->begin = w->end = 0;
+    if (w->data.size() == base_size && m_spare.size() < 256) {
+        m_spare.push_back(std::move(w));
+    }
+    w.reset();
+}
 
 } // namespace tandem::http

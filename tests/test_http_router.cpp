@@ -1,0 +1,101 @@
+// The router on its own: a table of (method, path) → expected route, params or status.
+#include "tandem/http/router.hpp"
+
+#include "catch.hpp"
+
+#include <string>
+#include <vector>
+
+namespace http = tandem::http;
+
+namespace {
+
+http::handler none() {
+    return [](http::request&) -> tandem::task<http::response> { co_return http::response::text(""); };
+}
+
+struct router_case {
+    const char* method;
+    const char* path;
+    const char* route; // label of the expected route, or "" for none
+    int status;        // when none: 404, 405 or 501
+    const char* params_or_allow;
+};
+
+std::string joined(const http::route_params& p) {
+    std::string out;
+    for (const auto& [n, v] : p) {
+        if (!out.empty()) out += ' ';
+        out.append(n).append("=").append(v);
+    }
+    return out;
+}
+
+} // namespace
+
+TEST_CASE("router table: exact, params, prefix, trailing slash, HEAD, 404, 405 and 501", "[http][router]") {
+    http::router r;
+    r.get("/", none());
+    r.get("/users/:id", none());
+    r.put("/users/:id", none());
+    r.get("/users/:id/posts/:post", none());
+    r.get("/files/*", none());
+    r.get("/dir/", none());
+    r.post("/echo", none());
+    r.route("BREW", "/pot", none());
+
+    const router_case cases[] = {
+        {"GET", "/", "GET /", 0, ""},
+        {"GET", "/users/42", "GET /users/:id", 0, "id=42"},
+        {"PUT", "/users/42", "PUT /users/:id", 0, "id=42"},
+        {"GET", "/users/7/posts/9", "GET /users/:id/posts/:post", 0, "id=7 post=9"},
+        {"GET", "/users/", "", 404, ""},   // an empty :id matches nothing
+        {"GET", "/users", "", 404, ""},
+        {"GET", "/files/a/b.txt", "GET /files/*", 0, ""},
+        {"GET", "/files/", "GET /files/*", 0, ""},
+        {"GET", "/dir/", "GET /dir/", 0, ""},
+        {"GET", "/dir", "", 404, ""},       // the trailing slash is significant
+        {"HEAD", "/users/3", "GET /users/:id", 0, "id=3"}, // HEAD falls back to GET
+        {"GET", "/nowhere", "", 404, ""},
+        {"DELETE", "/users/1", "", 405, "GET, HEAD, PUT"},
+        {"POST", "/", "", 405, "GET, HEAD"},
+        {"GET", "/echo", "", 405, "POST"},
+        {"OPTIONS", "/echo", "", 405, "POST"},    // known to HTTP: 405, not 501
+        {"FROB", "/echo", "", 501, ""},           // no route uses it and HTTP does not define it
+        {"FROB", "/nowhere", "", 501, ""},
+        {"BREW", "/pot", "BREW /pot", 0, ""},     // an extension method a route uses is known
+        {"BREW", "/", "", 405, "GET, HEAD"},
+        {"get", "/", "", 501, ""},                // methods are case-sensitive (RFC 9110 9.1)
+    };
+    for (const router_case& c : cases) {
+        INFO(c.method << " " << c.path);
+        http::route_params params;
+        const http::route_match m = r.find(c.method, c.path, params);
+        if (*c.route) {
+            REQUIRE(m.found != nullptr);
+            CHECK(m.found->label == c.route);
+            CHECK(joined(params) == c.params_or_allow);
+        } else {
+            CHECK(m.found == nullptr);
+            CHECK(m.status == c.status);
+            CHECK(m.allow == c.params_or_allow);
+        }
+    }
+}
+
+TEST_CASE("routes remember where they were registered", "[http][router]") {
+    http::router r;
+    const int line = __LINE__ + 1;
+    r.get("/here", none());
+    http::route_params params;
+    const auto m = r.find("GET", "/here", params);
+    REQUIRE(m.found != nullptr);
+    CHECK(m.found->where.line() == static_cast<unsigned>(line));
+    CHECK(std::string(m.found->where.file_name()).find("test_http_router.cpp") != std::string::npos);
+}
+
+TEST_CASE("bad patterns are refused", "[http][router]") {
+    http::router r;
+    CHECK_THROWS_AS(r.get("nope", none()), std::invalid_argument);
+    CHECK_THROWS_AS(r.get("/a/*/b", none()), std::invalid_argument);
+}
