@@ -350,7 +350,7 @@ TEST_CASE("a cancelled request closes its connection so the next one reads its o
     });
 }
 
-TEST_CASE("a server streaming 1xx forever cannot outlast the timeout", "[http][client][timeout]") {
+TEST_CASE("a server streaming 1xx forever cannot outlast the timeout", "[http][client][timeout][budget]") {
     // Needs the loop's cooperative I/O budget: reads that never block must still let timers run.
     std::atomic<bool> client_gone{false};
     thread_server server([&](int fd) {
