@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""HTTP client under load: tandem's http::client against Node 20's fetch (undici) and Python's
-aiohttp, each running N concurrent requests (default 64) for a fixed time against the same
+"""HTTP client under load: tandem's http::client against Node 20's fetch (undici), Node's
+http.get over a keep-alive Agent, and Python's aiohttp, each running N concurrent requests (default 64) for a fixed time against the same
 tandem hello server (examples/hello_server), interleaved within one run (../shared/BENCHMARKING.md).
 
     python3 bench/run_http_client.py build/release [--rounds 3] [--seconds 5] [--concurrency 64]
@@ -33,6 +33,7 @@ def clients(build):
     return {
         "tandem": [os.path.join(build, "bench", "http_client_load")],
         "node-fetch": ["node", os.path.join(HERE, "peers", "http_client_node.mjs")],
+        "node-http": ["node", os.path.join(HERE, "peers", "http_client_node.mjs"), "--api", "http"],
         "aiohttp": [python_exe(), os.path.join(HERE, "peers", "http_client_aiohttp.py")],
     }
 
