@@ -152,7 +152,7 @@ raw_handler echo_target() {
 }
 
 /// A blocking server on its own thread for peers that never let a read block: it accepts
-/// one connection and runs `talk(fd)` on it (which must return within ~10 s).
+/// connections one at a time and runs `talk(fd)` on each (which must return within ~10 s).
 class thread_server {
 public:
     explicit thread_server(std::function<void(int)> talk) {
@@ -166,10 +166,12 @@ public:
         ::getsockname(m_listen, reinterpret_cast<sockaddr*>(&a), &len);
         m_port = ntohs(a.sin_port);
         m_thread = std::thread([this, talk = std::move(talk)] {
-            const int fd = ::accept4(m_listen, nullptr, nullptr, SOCK_CLOEXEC);
-            if (fd < 0) return;
-            talk(fd);
-            ::close(fd);
+            for (;;) { // one connection at a time, until the destructor shuts the listener down
+                const int fd = ::accept4(m_listen, nullptr, nullptr, SOCK_CLOEXEC);
+                if (fd < 0) return;
+                talk(fd);
+                ::close(fd);
+            }
         });
     }
     ~thread_server() {
@@ -505,6 +507,31 @@ TEST_CASE("idle connections expire and close() drops them", "[http][client][pool
         co_await server.closed_one.wait();
         CHECK(server.open == 0);
     });
+}
+
+TEST_CASE("one client serves successive loops", "[http][client]") {
+    thread_server server([](int fd) {
+        for (int i = 0;; ++i) {
+            std::string got;
+            char buf[4096];
+            while (got.find("\r\n\r\n") == std::string::npos) {
+                const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+                if (n <= 0) return;
+                got.append(buf, static_cast<std::size_t>(n));
+            }
+            const std::string reply = ok_response("n" + std::to_string(i));
+            if (::send(fd, reply.data(), reply.size(), MSG_NOSIGNAL) < 0) return;
+        }
+    });
+    http::client c(local(server.port()));
+    for (int i = 0; i < 3; ++i) {
+        // A script's successive sync_wait calls: each runs a loop of its own.
+        const auto r = tandem::sync_wait([](http::client& cl) -> tandem::task<http::client_response> {
+            co_return co_await cl.get("/");
+        }(c));
+        CHECK(r.status == 200);
+    }
+    c.close();
 }
 
 TEST_CASE("a client from a URL resolves the name and sends Host from it", "[http][client][url]") {

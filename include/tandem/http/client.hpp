@@ -140,6 +140,11 @@ public:
     /// (connect/IO failures), std::invalid_argument (a malformed request). Cancellable.
     task<client_response> send(client_request r) {
         validate(r);
+        enter_loop();
+        struct leave {
+            std::size_t& n;
+            ~leave() { --n; }
+        } in_flight{m_in_flight};
         if (m_options.timeout.count() > 0) co_return co_await with_timeout(m_options.timeout, perform(r));
         co_return co_await perform(r);
     }
@@ -177,6 +182,20 @@ public:
     const client_options& options() const noexcept { return m_options; }
 
 private:
+    /// The pool's connections and waiters belong to one loop: a client used from a second
+    /// loop while requests run on the first would corrupt both. Between requests it may
+    /// move (a script's successive sync_wait calls); idle connections stay with the old loop.
+    void enter_loop() {
+        event_loop* here = event_loop::current();
+        if (here != m_loop) {
+            if (m_in_flight > 0)
+                throw std::logic_error("tandem::http::client: used from two event loops at once; make one client per loop");
+            m_pool.close();
+            m_loop = here;
+        }
+        ++m_in_flight;
+    }
+
     static pool_options pool_of(const client_options& o) {
         pool_options p;
         p.max_connections = o.max_connections;
@@ -372,6 +391,8 @@ private:
 
     client_options m_options;
     connection_pool m_pool;
+    event_loop* m_loop = nullptr;
+    std::size_t m_in_flight = 0; // requests started and not finished
 };
 
 /// One request to a full URL ("http://host:port/path?q=1") on a connection of its own,
