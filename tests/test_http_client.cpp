@@ -187,15 +187,16 @@ private:
     std::thread m_thread;
 };
 
-/// Reads a request head on a blocking fd (enough for the thread servers).
-void read_head_blocking(int fd) {
+/// Reads a request head on a blocking fd (enough for the thread servers); false at its end.
+bool read_head_blocking(int fd) {
     std::string got;
     char c[4096];
     while (got.find("\r\n\r\n") == std::string::npos) {
         const ssize_t n = ::recv(fd, c, sizeof c, 0);
-        if (n <= 0) return;
+        if (n <= 0) return false;
         got.append(c, static_cast<std::size_t>(n));
     }
+    return true;
 }
 
 } // namespace
@@ -511,14 +512,7 @@ TEST_CASE("idle connections expire and close() drops them", "[http][client][pool
 
 TEST_CASE("one client serves successive loops", "[http][client]") {
     thread_server server([](int fd) {
-        for (int i = 0;; ++i) {
-            std::string got;
-            char buf[4096];
-            while (got.find("\r\n\r\n") == std::string::npos) {
-                const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-                if (n <= 0) return;
-                got.append(buf, static_cast<std::size_t>(n));
-            }
+        for (int i = 0; read_head_blocking(fd); ++i) {
             const std::string reply = ok_response("n" + std::to_string(i));
             if (::send(fd, reply.data(), reply.size(), MSG_NOSIGNAL) < 0) return;
         }

@@ -33,6 +33,33 @@ namespace tandem::http {
 /// Header name/value pairs in the order they are sent or were received.
 using header_list = std::vector<std::pair<std::string, std::string>>;
 
+namespace detail {
+
+/// The first value of `name` (case-insensitive), or an empty view.
+inline std::string_view find_header(const header_list& headers, std::string_view name) noexcept {
+    for (const auto& [n, v] : headers)
+        if (iequals(n, name)) return v;
+    return {};
+}
+
+inline bool has_header(const header_list& headers, std::string_view name) noexcept {
+    for (const auto& h : headers)
+        if (iequals(h.first, name)) return true;
+    return false;
+}
+
+/// Replaces the first header called `name` (case-insensitive), or appends it.
+inline void set_header(header_list& headers, std::string name, std::string value) {
+    for (auto& [n, v] : headers)
+        if (iequals(n, name)) {
+            v = std::move(value);
+            return;
+        }
+    headers.emplace_back(std::move(name), std::move(value));
+}
+
+} // namespace detail
+
 /// A response as the client received it; it owns its data.
 struct client_response {
     int status = 0;
@@ -42,11 +69,7 @@ struct client_response {
     std::string body;
 
     /// The first header with this name (case-insensitive), or an empty view.
-    std::string_view header(std::string_view name) const noexcept {
-        for (const auto& [n, v] : headers)
-            if (iequals(n, name)) return v;
-        return {};
-    }
+    std::string_view header(std::string_view name) const noexcept { return detail::find_header(headers, name); }
     /// 2xx.
     bool ok() const noexcept { return status >= 200 && status < 300; }
 };
@@ -59,13 +82,9 @@ struct client_request {
     header_list headers;      // Host, and Content-Length for a body, are added unless given
     std::string body;
 
+    /// Replaces the header called `name` (case-insensitive), or adds it.
     client_request& set_header(std::string name, std::string value) {
-        for (auto& [n, v] : headers)
-            if (iequals(n, name)) {
-                v = std::move(value);
-                return *this;
-            }
-        headers.emplace_back(std::move(name), std::move(value));
+        detail::set_header(headers, std::move(name), std::move(value));
         return *this;
     }
 };
@@ -239,11 +258,9 @@ private:
         std::string head;
         head.reserve(64 + r.target.size() + m_options.host.size() + r.headers.size() * 32);
         head.append(r.method).append(" ").append(r.target).append(" HTTP/1.1\r\n");
-        bool has_host = false, has_length = false;
-        for (const auto& [n, v] : r.headers) {
-            if (iequals(n, "host")) has_host = true;
-            if (iequals(n, "content-length") || iequals(n, "transfer-encoding")) has_length = true;
-        }
+        const bool has_host = detail::has_header(r.headers, "host");
+        const bool has_length =
+            detail::has_header(r.headers, "content-length") || detail::has_header(r.headers, "transfer-encoding");
         if (!has_host) head.append("Host: ").append(m_options.host).append("\r\n");
         for (const auto& [n, v] : r.headers) head.append(n).append(": ").append(v).append("\r\n");
         if (!has_length && (!r.body.empty() || r.method == "POST" || r.method == "PUT" || r.method == "PATCH")) {
@@ -356,9 +373,7 @@ private:
     }
 
     static bool wants_close(const client_request& r) noexcept {
-        for (const auto& [n, v] : r.headers)
-            if (iequals(n, "connection") && iequals(v, "close")) return true;
-        return false;
+        return iequals(detail::find_header(r.headers, "connection"), "close");
     }
 
     /// Writes head and body. The first attempt is a plain sendmsg so that a connection the
