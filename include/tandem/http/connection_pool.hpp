@@ -17,8 +17,10 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <deque>
 #include <exception>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -134,38 +136,50 @@ struct pool_options {
 /// One keep-alive connection and the bytes read from it but not consumed yet.
 struct pooled_connection {
     tcp_stream stream;
-    std::string input; // received bytes; input[consumed..] are not consumed yet
-    std::size_t consumed = 0;
     bool reused = false; // it served a request before this one
     event_loop::clock::time_point idle_since{};
     std::uint64_t generation = 0;
 
-    std::string_view pending() const noexcept { return std::string_view(input).substr(consumed); }
+    /// Bytes received and not consumed yet.
+    std::string_view pending() const noexcept { return {m_buffer.get() + m_begin, m_end - m_begin}; }
     void consume(std::size_t n) noexcept {
-        consumed += n;
-        if (consumed == input.size()) {
-            input.clear();
-            consumed = 0;
-        }
+        m_begin += n;
+        if (m_begin == m_end) m_begin = m_end = 0;
     }
-    /// Reads what is available into `input`; returns the count, 0 at end of stream.
+    /// Reads what is available after the pending bytes; returns the count, 0 at end of stream.
+    /// The buffer grows only while nothing is consumed (a head being parsed: bounded by the
+    /// parser's max_head), and is never zero-filled.
     task<std::size_t> read_more() {
-        if (consumed > 0 && consumed * 2 >= input.size()) { // keep the buffer from creeping
-            input.erase(0, consumed);
-            consumed = 0;
+        if (m_begin > 0 && (m_end == m_capacity || m_begin * 2 >= m_end)) {
+            std::memmove(m_buffer.get(), m_buffer.get() + m_begin, m_end - m_begin);
+            m_end -= m_begin;
+            m_begin = 0;
         }
-        const std::size_t old = input.size();
-        input.resize(old + (input.capacity() - old >= 4096 ? input.capacity() - old : std::size_t{16} * 1024));
-        std::size_t n = 0;
-        try {
-            n = co_await stream.read_some(std::span<char>(input.data() + old, input.size() - old));
-        } catch (...) {
-            input.resize(old);
-            throw;
+        if (m_end == m_capacity) {
+            const std::size_t capacity = m_capacity ? m_capacity * 2 : initial_capacity;
+            std::unique_ptr<char[]> bigger(new char[capacity]);
+            std::memcpy(bigger.get(), m_buffer.get() + m_begin, m_end - m_begin);
+            m_buffer = std::move(bigger);
+            m_capacity = capacity;
         }
-        input.resize(old + n);
+        const std::size_t n = co_await stream.read_some(std::span<char>(m_buffer.get() + m_end, m_capacity - m_end));
+        m_end += n;
         co_return n;
     }
+    /// Frees a buffer that one large head made large.
+    void trim() noexcept {
+        if (m_capacity > initial_capacity && m_begin == m_end) {
+            m_buffer.reset();
+            m_capacity = m_begin = m_end = 0;
+        }
+    }
+
+private:
+    static constexpr std::size_t initial_capacity = 16 * 1024;
+    std::unique_ptr<char[]> m_buffer;
+    std::size_t m_capacity = 0;
+    std::size_t m_begin = 0;
+    std::size_t m_end = 0;
 };
 
 class connection_pool;
@@ -309,7 +323,7 @@ private:
             closed_one(c);
         } else {
             c.idle_since = event_loop::clock::now();
-            if (c.input.capacity() > 64 * 1024) std::string().swap(c.input); // one big response pins no memory
+            c.trim(); // one big response pins no memory while idle
             try {
                 m_idle.push_back(std::move(c));
             } catch (...) { // no memory for the idle list: closing is always correct
