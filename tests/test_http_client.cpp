@@ -255,6 +255,26 @@ TEST_CASE("100 concurrent requests through max_connections 4 each get their own 
     });
 }
 
+TEST_CASE("bodies at buffer edges both ways", "[http][client]") {
+    raw_handler echo_body = [](tandem::tcp_stream& s, raw_request r, std::size_t) -> tandem::task<bool> {
+        co_await s.write_all(ok_response(r.body));
+        co_return true;
+    };
+    with_raw_server(echo_body, [](raw_server& server) -> tandem::task<> {
+        http::client c(local(server.port()));
+        const std::size_t sizes[] = {0, 1, 4095, 4096, 16383, 16384, 16385, 65536, 65537, 1 << 20};
+        for (std::size_t size : sizes) {
+            std::string body(size, '\0');
+            for (std::size_t i = 0; i < size; ++i) body[i] = static_cast<char>(i * 7 + size);
+            const auto r = co_await c.post("/echo", body);
+            INFO("size " << size);
+            CHECK(r.status == 200);
+            CHECK(r.body == body);
+        }
+        CHECK(c.connections_opened() == 1);
+    });
+}
+
 TEST_CASE("a POST after the server closed its idle connection opens a new one", "[http][client][stale]") {
     // Like Node's keep-alive timeout: the server answers, then closes the idle connection.
     raw_handler answer_then_close = [](tandem::tcp_stream& s, raw_request r, std::size_t) -> tandem::task<bool> {
