@@ -158,7 +158,7 @@ struct pooled_connection {
         if (m_end == m_capacity) {
             const std::size_t capacity = m_capacity ? m_capacity * 2 : initial_capacity;
             std::unique_ptr<char[]> bigger(new char[capacity]);
-            std::memcpy(bigger.get(), m_buffer.get() + m_begin, m_end - m_begin);
+            if (m_end > m_begin) std::memcpy(bigger.get(), m_buffer.get() + m_begin, m_end - m_begin);
             m_buffer = std::move(bigger);
             m_capacity = capacity;
         }
