@@ -9,20 +9,15 @@ Server pinned to CPU 1, the client to CPU 0. The figures: requests/s, and the cl
 (user + system) per request; "per CPU-s" is requests per second of client CPU, the efficiency
 that matters when the client shares a machine with the service that calls it.
 """
-import argparse, json, os, re, signal, statistics, subprocess, sys, time
+import argparse, json, os, statistics, subprocess, sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from run_http import start, stop  # noqa: E402 - the same server start-up as the server benchmark
 
 
 def start_server(build):
-    proc = subprocess.Popen(["taskset", "-c", "1", os.path.join(build, "examples", "hello_server"), "--port", "0"],
-                            stdout=subprocess.PIPE, text=True, start_new_session=True)
-    line = proc.stdout.readline()
-    m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
-    if not m:
-        proc.kill()
-        raise RuntimeError(f"hello_server: unexpected first line {line!r}")
-    return proc, int(m.group(1))
+    return start([os.path.join(build, "examples", "hello_server")])
 
 
 def python_exe():
@@ -73,8 +68,7 @@ def main():
                 print(f"round {rnd + 1} {name:11} {r['req_s']:>8} req/s  {r['cpu_us_per_req']:>7} µs CPU/req  "
                       f"failed {r['failed']}  load {r['load']}", flush=True)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=10)
+        stop(server)
     med = {k: {"req_s": statistics.median(x["req_s"] for x in v),
                "cpu_us": statistics.median(x["cpu_us_per_req"] for x in v)} for k, v in results.items()}
     print(f"\nmedians of {a.rounds} rounds, {a.concurrency} concurrent requests, {a.seconds:g} s each:")

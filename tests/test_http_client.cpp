@@ -16,7 +16,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <random>
 #include <string>
@@ -199,6 +201,15 @@ bool read_head_blocking(int fd) {
     return true;
 }
 
+/// A seeded generator for a property test; the seed is printed so a failure can be replayed
+/// (TANDEM_SEED=<n> fixes it).
+std::shared_ptr<std::mt19937> seeded_rng(const char* test) {
+    const char* fixed = std::getenv("TANDEM_SEED");
+    const unsigned seed = fixed ? static_cast<unsigned>(std::strtoul(fixed, nullptr, 10)) : std::random_device{}();
+    std::printf("%s: seed %u\n", test, seed);
+    return std::make_shared<std::mt19937>(seed);
+}
+
 } // namespace
 
 TEST_CASE("a request built from temporaries owns its arguments", "[http][client][asan]") {
@@ -222,9 +233,7 @@ TEST_CASE("a request built from temporaries owns its arguments", "[http][client]
 }
 
 TEST_CASE("100 concurrent requests through max_connections 4 each get their own response", "[http][client][pool]") {
-    const unsigned seed = std::random_device{}();
-    INFO("seed " << seed);
-    auto rng = std::make_shared<std::mt19937>(seed);
+    auto rng = seeded_rng("100 concurrent requests");
     raw_handler slow_echo = [rng](tandem::tcp_stream& s, raw_request r, std::size_t) -> tandem::task<bool> {
         co_await tandem::sleep_for(std::chrono::microseconds((*rng)() % 2000));
         co_await s.write_all(ok_response(r.target));
@@ -374,10 +383,7 @@ TEST_CASE("a cancelled request closes its connection so the next one reads its o
 }
 
 TEST_CASE("requests cancelled at random points never desynchronise the pool", "[http][client][cancel][property]") {
-    const unsigned seed = std::random_device{}();
-    INFO("seed " << seed);
-    std::printf("cancel property seed %u\n", seed);
-    auto rng = std::make_shared<std::mt19937>(seed);
+    auto rng = seeded_rng("cancel property");
     // Answers /<n>/<size> after a random delay, sometimes in pieces: a cancellation can land
     // in the queue, in connect, in the write, in the head or in the body.
     raw_handler answer = [rng](tandem::tcp_stream& s, raw_request r, std::size_t) -> tandem::task<bool> {
@@ -673,10 +679,7 @@ TEST_CASE("malformed requests are refused before anything is sent", "[http][clie
 }
 
 TEST_CASE("response framings split at random points", "[http][client][property]") {
-    const unsigned seed = std::random_device{}();
-    INFO("seed " << seed);
-    std::printf("response framings seed %u\n", seed);
-    auto rng = std::make_shared<std::mt19937>(seed);
+    auto rng = seeded_rng("response framings");
     // Each response is written in random pieces; the client must see the same body.
     raw_handler pieces = [rng](tandem::tcp_stream& s, raw_request r, std::size_t) -> tandem::task<bool> {
         const std::size_t size = std::stoul(r.target.substr(r.target.rfind('/') + 1));
