@@ -594,6 +594,25 @@ TEST_CASE("idle connections expire and close() drops them", "[http][client][pool
     });
 }
 
+TEST_CASE("a refused connection fails the request and gives its slot back", "[http][client][pool]") {
+    tandem::sync_wait([]() -> tandem::task<> {
+        std::uint16_t port = 0;
+        {
+            auto gone = tandem::tcp_listener::bind(tandem::address("127.0.0.1", 0));
+            port = gone.local_address().port();
+        } // closed: connecting is refused
+        http::client_options o;
+        o.max_connections = 1;
+        o.timeout = 2s; // a leaked slot would show as timed_out
+        http::client c(local(port), o);
+        for (int i = 0; i < 10; ++i) CHECK_THROWS_AS(co_await c.get("/"), std::system_error);
+        CHECK(c.open_connections() == 0);
+        CHECK(c.waiting() == 0);
+        http::client by_name("http://localhost:" + std::to_string(port), o);
+        CHECK_THROWS_AS(co_await by_name.get("/"), std::system_error);
+    }());
+}
+
 TEST_CASE("one client serves successive loops", "[http][client]") {
     thread_server server([](int fd) {
         for (int i = 0; read_head_blocking(fd); ++i) {

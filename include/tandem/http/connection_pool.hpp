@@ -11,6 +11,8 @@
 #include "tandem/sync.hpp"
 #include "tandem/task.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -216,7 +218,9 @@ class connection_pool {
 public:
     /// A pool for `host` (a name, resolved off the loop on first use) or fixed addresses.
     connection_pool(std::string host, std::uint16_t port, pool_options options)
-        : m_host(std::move(host)), m_port(port), m_options(options), m_slots(checked(options).max_connections) {}
+        : m_host(std::move(host)), m_port(port), m_options(options), m_slots(checked(options).max_connections) {
+        if (numeric(m_host)) m_addresses.emplace_back(m_host, port); // no lookup needed
+    }
     connection_pool(address to, pool_options options)
         : m_port(to.port()), m_options(options), m_slots(checked(options).max_connections) {
         m_addresses.push_back(std::move(to));
@@ -301,6 +305,11 @@ private:
         return o;
     }
 
+    static bool numeric(const std::string& host) noexcept {
+        in6_addr scratch;
+        return ::inet_pton(AF_INET, host.c_str(), &scratch) == 1 || ::inet_pton(AF_INET6, host.c_str(), &scratch) == 1;
+    }
+
     /// An idle connection is usable if the peer has neither closed nor reset it nor sent
     /// anything unasked (a 408, say): a non-blocking peek must find nothing to read.
     static bool still_open(const pooled_connection& c) noexcept {
@@ -352,7 +361,7 @@ private:
                 last = std::current_exception();
             }
         }
-        if (!m_host.empty()) m_addresses.clear(); // every address failed: look the name up again next time
+        if (!m_host.empty() && !numeric(m_host)) m_addresses.clear(); // every address failed: look the name up again
         if (last) std::rethrow_exception(last);
         throw std::system_error(std::make_error_code(std::errc::host_unreachable), "tandem::http: no address to connect to");
     }
