@@ -1,19 +1,26 @@
-// tandem — a small HTTP/1.1 client: one keep-alive connection, reused; Content-Length,
-// chunked and close-delimited responses; a timeout per request. Enough to drive load tests
-// and to test the server with a real peer.
+// tandem — an HTTP/1.1 client for calling other services: one client per origin serves any
+// number of concurrent requests over a pool of keep-alive connections (connection_pool.hpp).
+// Content-Length, chunked and close-delimited responses; one timeout bounds each whole
+// request; stale keep-alive connections are detected before reuse; http:// only (no TLS).
 //
 // Layer: protocols.
 #pragma once
 
+#include "tandem/http/connection_pool.hpp"
 #include "tandem/http/message.hpp"
 #include "tandem/http/parser.hpp"
 #include "tandem/net.hpp"
 #include "tandem/task.hpp"
 #include "tandem/time.hpp"
 
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <array>
+#include <cerrno>
 #include <chrono>
+#include <cstdint>
 #include <cstring>
-#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -23,183 +30,407 @@
 
 namespace tandem::http {
 
-/// A response as the client received it (owning its data).
+/// Header name/value pairs in the order they are sent or were received.
+using header_list = std::vector<std::pair<std::string, std::string>>;
+
+namespace detail {
+
+/// The first value of `name` (case-insensitive), or an empty view.
+inline std::string_view find_header(const header_list& headers, std::string_view name) noexcept {
+    for (const auto& [n, v] : headers)
+        if (iequals(n, name)) return v;
+    return {};
+}
+
+inline bool has_header(const header_list& headers, std::string_view name) noexcept {
+    for (const auto& h : headers)
+        if (iequals(h.first, name)) return true;
+    return false;
+}
+
+/// Replaces the first header called `name` (case-insensitive), or appends it.
+inline void set_header(header_list& headers, std::string name, std::string value) {
+    for (auto& [n, v] : headers)
+        if (iequals(n, name)) {
+            v = std::move(value);
+            return;
+        }
+    headers.emplace_back(std::move(name), std::move(value));
+}
+
+} // namespace detail
+
+/// A response as the client received it; it owns its data.
 struct client_response {
     int status = 0;
     std::string reason;
-    int version = 11;
-    std::vector<std::pair<std::string, std::string>> headers;
+    int version = 11; // 10 or 11
+    header_list headers;
     std::string body;
 
-    std::string_view header(std::string_view name) const noexcept {
-        for (const auto& [n, v] : headers)
-            if (iequals(n, name)) return v;
-        return {};
+    /// The first header with this name (case-insensitive), or an empty view.
+    std::string_view header(std::string_view name) const noexcept { return detail::find_header(headers, name); }
+    /// 2xx.
+    bool ok() const noexcept { return status >= 200 && status < 300; }
+};
+
+/// A request to send. It is a value: the client keeps its own copy for as long as the
+/// request runs, so it may be built from temporaries.
+struct client_request {
+    std::string method = "GET";
+    std::string target = "/"; // origin-form: "/path?q=1"
+    header_list headers;      // Host, and Content-Length for a body, are added unless given
+    std::string body;
+
+    /// Replaces the header called `name` (case-insensitive), or adds it.
+    client_request& set_header(std::string name, std::string value) {
+        detail::set_header(headers, std::move(name), std::move(value));
+        return *this;
     }
 };
 
-/// The server sent something that is not HTTP/1.1 (or broke off mid-response).
+/// The server sent something that is not HTTP/1.1, or closed the connection mid-response.
 class protocol_error : public std::runtime_error {
 public:
     using std::runtime_error::runtime_error;
 };
 
 struct client_options {
-    /// Whole request, connect included; zero means none.
+    /// Bounds each whole request: waiting for a connection, connecting, sending and reading
+    /// the response. Zero means none. Expiry throws tandem::timed_out.
     std::chrono::milliseconds timeout{30'000};
-    /// Largest response body accepted.
+    /// Connections kept to the origin at most; further requests wait in FIFO order.
+    std::size_t max_connections = 8;
+    /// Requests that may wait for a connection; one more throws pool_overloaded at once.
+    std::size_t max_waiting = 1024;
+    /// Idle connections older than this are closed, not reused.
+    std::chrono::milliseconds idle_timeout{4'000};
+    /// Largest response body accepted (protocol_error beyond).
     std::uint64_t max_body = 64u << 20;
-    /// Sent as the Host header (default: the address).
+    /// Largest response head (status line and headers) accepted.
+    std::size_t max_head = 64u << 10;
+    /// Sent as the Host header (default: from the URL, or the address).
     std::string host;
 };
 
+class client;
+
+/// One-shot options for fetch().
+struct fetch_options {
+    std::string method = "GET";
+    header_list headers;
+    std::string body;
+    std::chrono::milliseconds timeout{30'000};
+    std::uint64_t max_body = 64u << 20;
+};
+
+/// A client for one origin (scheme, host, port). Many tasks of one event loop may share it:
+/// requests run concurrently on up to max_connections keep-alive connections, and every
+/// request's arguments are copied into the request, so `auto t = c.get("/p/" + id);` may be
+/// awaited later. The client must outlive the requests it made.
+///
+/// Cancel safety: every request may be cancelled (or time out) at any suspension point. A
+/// request that ends without a complete response closes its connection rather than give
+/// it back, so no later request can read a stale response.
 class client {
 public:
-    client(address to, client_options options = {}) : m_to(std::move(to)), m_options(std::move(options)) {
-        if (m_options.host.empty()) m_options.host = m_to.to_string();
+    /// A client for a numeric address; Host is options.host or the address.
+    explicit client(address to, client_options options = {})
+        : m_options(std::move(options)), m_pool(to, pool_of(m_options)) {
+        if (m_options.host.empty()) m_options.host = to.port() == 80 ? bracketed_ip(to) : to.to_string();
     }
 
-    /// Sends one request and reads its response. The connection is opened on first use,
-    /// kept alive, and reopened when the server has closed it. A GET/HEAD that finds a
-    /// reused connection closed before any response byte is retried once on a new one.
-    task<client_response> request(std::string_view method, std::string_view target, std::string_view body = {},
-                                  std::vector<std::pair<std::string, std::string>> extra_headers = {}) {
-        if (m_options.timeout.count() > 0) {
-            try {
-                co_return co_await with_timeout(m_options.timeout, exchange(method, target, body, extra_headers));
-            } catch (const timed_out&) {
-                m_stream.close(); // its state is unknown now
-                throw;
-            }
-        }
-        co_return co_await exchange(method, target, body, extra_headers);
+    /// A client for "http://host[:port]"; the host name is resolved off the loop on first
+    /// use. Throws std::invalid_argument for other schemes, and with advice for https://.
+    explicit client(std::string_view url, client_options options = {}) : client(origin_only(url), std::move(options)) {}
+    explicit client(const char* url, client_options options = {}) : client(std::string_view(url), std::move(options)) {}
+    explicit client(origin o, client_options options = {})
+        : m_options(std::move(options)), m_pool(o.host, o.port, pool_of(m_options)) {
+        if (m_options.host.empty()) m_options.host = o.host_header();
     }
 
-    task<client_response> get(std::string_view target) { return request("GET", target); }
-    task<client_response> post(std::string_view target, std::string_view body,
+    client(const client&) = delete;
+    client& operator=(const client&) = delete;
+
+    /// Sends `r` and reads the whole response. Retries once on a new connection when the
+    /// request provably was not processed: a reused connection failed before any of the
+    /// request was written, or (idempotent methods) closed or reset before any response
+    /// byte. Throws tandem::timed_out, protocol_error, pool_overloaded, std::system_error
+    /// (connect/IO failures), std::invalid_argument (a malformed request). Cancellable.
+    task<client_response> send(client_request r) {
+        validate(r);
+        enter_loop();
+        struct leave {
+            std::size_t& n;
+            ~leave() { --n; }
+        } in_flight{m_in_flight};
+        if (m_options.timeout.count() > 0) co_return co_await with_timeout(m_options.timeout, perform(r));
+        co_return co_await perform(r);
+    }
+
+    task<client_response> request(std::string method, std::string target, std::string body = {},
+                                  header_list headers = {}) {
+        return send(client_request{std::move(method), std::move(target), std::move(headers), std::move(body)});
+    }
+    task<client_response> get(std::string target, header_list headers = {}) {
+        return request("GET", std::move(target), {}, std::move(headers));
+    }
+    task<client_response> head(std::string target, header_list headers = {}) {
+        return request("HEAD", std::move(target), {}, std::move(headers));
+    }
+    task<client_response> post(std::string target, std::string body,
                                std::string content_type = "application/octet-stream") {
-        return request("POST", target, body, {{"Content-Type", std::move(content_type)}});
+        return request("POST", std::move(target), std::move(body), {{"Content-Type", std::move(content_type)}});
+    }
+    task<client_response> put(std::string target, std::string body,
+                              std::string content_type = "application/octet-stream") {
+        return request("PUT", std::move(target), std::move(body), {{"Content-Type", std::move(content_type)}});
     }
 
-    bool connected() const noexcept { return m_stream.is_open(); }
-    void close() noexcept { m_stream.close(); }
-    /// Connections opened so far (keep-alive keeps this at 1).
-    std::size_t connections_opened() const noexcept { return m_opened; }
+    /// Whether any connection (idle or in use) is open.
+    bool connected() const noexcept { return m_pool.open_connections() > 0; }
+    /// Closes the idle connections now; those in use close when their request ends.
+    void close() noexcept { m_pool.close(); }
+    /// Connections opened so far (keep-alive keeps this low).
+    std::size_t connections_opened() const noexcept { return m_pool.connections_opened(); }
+    /// Connections open now (idle and in use); never above max_connections.
+    std::size_t open_connections() const noexcept { return m_pool.open_connections(); }
+    std::size_t idle_connections() const noexcept { return m_pool.idle_connections(); }
+    /// Requests waiting for a connection.
+    std::size_t waiting() const noexcept { return m_pool.waiting(); }
+    const client_options& options() const noexcept { return m_options; }
 
 private:
-    task<client_response> exchange(std::string_view method, std::string_view target, std::string_view body,
-                                   const std::vector<std::pair<std::string, std::string>>& extra) {
-        const bool idempotent = method == "GET" || method == "HEAD";
-        for (int attempt = 0;; ++attempt) {
-            const bool reused = m_stream.is_open();
-            if (!reused) {
-                m_stream = co_await tcp_stream::connect(m_to);
-                m_stream.set_nodelay(true);
-                m_buffer.clear();
-                ++m_opened;
-            }
-            bool got_bytes = false;
-            try {
-                co_return co_await send_and_receive(method, target, body, extra, got_bytes);
-            } catch (const std::system_error&) {
-                m_stream.close();
-                if (!(reused && !got_bytes && idempotent && attempt == 0)) throw;
-            } catch (const protocol_error&) {
-                m_stream.close();
-                if (!(reused && !got_bytes && idempotent && attempt == 0)) throw;
-            }
+    /// The pool's connections and waiters belong to one loop: a client used from a second
+    /// loop while requests run on the first would corrupt both. Between requests it may
+    /// move (a script's successive sync_wait calls); idle connections stay with the old loop.
+    void enter_loop() {
+        event_loop* here = event_loop::current();
+        if (here != m_loop) {
+            if (m_in_flight > 0)
+                throw std::logic_error("tandem::http::client: used from two event loops at once; make one client per loop");
+            m_pool.close();
+            m_loop = here;
+        }
+        ++m_in_flight;
+    }
+
+    static pool_options pool_of(const client_options& o) {
+        pool_options p;
+        p.max_connections = o.max_connections;
+        p.max_waiting = o.max_waiting;
+        p.idle_timeout = o.idle_timeout;
+        return p;
+    }
+    static std::string bracketed_ip(const address& a) { return a.is_v6() ? "[" + a.ip() + "]" : a.ip(); }
+    static origin origin_only(std::string_view url) {
+        origin o = origin::parse(url);
+        if (o.target != "/")
+            throw std::invalid_argument("tandem::http::client: give the client an origin (\"http://host:port\") and "
+                                        "the path to get()/send(): \"" + std::string(url) + "\"");
+        return o;
+    }
+
+    static bool idempotent(std::string_view method) noexcept {
+        return method == "GET" || method == "HEAD" || method == "PUT" || method == "DELETE" || method == "OPTIONS" ||
+               method == "TRACE";
+    }
+
+    /// Rejects what would corrupt the request on the wire (header injection, a target with
+    /// spaces) before anything is sent.
+    static void validate(const client_request& r) {
+        auto bad = [](const std::string& what, std::string_view value) {
+            throw std::invalid_argument("tandem::http::client: invalid " + what + ": \"" + std::string(value) + "\"");
+        };
+        if (r.method.empty() || !detail::is_token(r.method)) bad("method", r.method);
+        if (r.target.empty() || (r.target.front() != '/' && r.target != "*")) bad("target (must start with '/')", r.target);
+        for (char c : r.target)
+            if (static_cast<unsigned char>(c) <= ' ' || c == 0x7f) bad("character in the target", r.target);
+        for (const auto& [n, v] : r.headers) {
+            if (n.empty() || !detail::is_token(n)) bad("header name", n);
+            for (char c : v)
+                if (c == '\r' || c == '\n' || c == '\0') bad("header value", v);
         }
     }
 
-    task<client_response> send_and_receive(std::string_view method, std::string_view target, std::string_view body,
-                                           const std::vector<std::pair<std::string, std::string>>& extra,
-                                           bool& got_bytes) {
+    /// The request head, Host and Content-Length added unless the caller gave them.
+    std::string head_of(const client_request& r) const {
         std::string head;
-        head.reserve(128 + body.size());
-        head.append(method).append(" ").append(target).append(" HTTP/1.1\r\nHost: ").append(m_options.host).append("\r\n");
-        bool has_length = false;
-        for (const auto& [n, v] : extra) {
-            if (iequals(n, "content-length") || iequals(n, "transfer-encoding")) has_length = true;
-            head.append(n).append(": ").append(v).append("\r\n");
-        }
-        if (!has_length && (!body.empty() || method == "POST" || method == "PUT" || method == "PATCH")) {
+        head.reserve(64 + r.target.size() + m_options.host.size() + r.headers.size() * 32);
+        head.append(r.method).append(" ").append(r.target).append(" HTTP/1.1\r\n");
+        const bool has_host = detail::has_header(r.headers, "host");
+        const bool has_length =
+            detail::has_header(r.headers, "content-length") || detail::has_header(r.headers, "transfer-encoding");
+        if (!has_host) head.append("Host: ").append(m_options.host).append("\r\n");
+        for (const auto& [n, v] : r.headers) head.append(n).append(": ").append(v).append("\r\n");
+        if (!has_length && (!r.body.empty() || r.method == "POST" || r.method == "PUT" || r.method == "PATCH")) {
             head += "Content-Length: ";
-            detail::append_decimal(head, body.size());
+            detail::append_decimal(head, r.body.size());
             head += "\r\n";
         }
         head += "\r\n";
-        const std::string_view parts[] = {head, body};
-        co_await m_stream.write_all_gathered(parts);
+        return head;
+    }
 
+    /// How far an exchange got before it failed: what decides whether a retry is safe.
+    enum class progress : std::uint8_t { nothing_written, written, response_started };
+
+    task<client_response> perform(const client_request& r) {
+        const std::string head = head_of(r);
+        for (int attempt = 0;; ++attempt) {
+            connection_lease lease = co_await m_pool.acquire();
+            const bool reused = lease->reused;
+            progress p = progress::nothing_written;
+            try {
+                co_return co_await exchange(lease, r, head, p);
+            } catch (const std::system_error& e) {
+                if (e.code() == std::errc::operation_canceled) throw; // closed under us: not the peer
+                if (!retriable(reused, attempt, p, r.method)) throw;
+            } catch (const protocol_error&) {
+                if (!retriable(reused, attempt, p, r.method)) throw;
+            }
+            // The lease dies here: the failed connection is closed before the retry.
+        }
+    }
+
+    static bool retriable(bool reused, int attempt, progress p, std::string_view method) noexcept {
+        if (!reused || attempt > 0) return false;
+        return p == progress::nothing_written || (p == progress::written && idempotent(method));
+    }
+
+    task<client_response> exchange(connection_lease& lease, const client_request& r, const std::string& head,
+                                   progress& p) {
+        pooled_connection& c = *lease;
+        co_await write_request(c, head, r.body, p);
+        p = progress::written;
+
+        std::array<header, 100> storage;
+        limits lim;
+        lim.max_head = m_options.max_head;
+        lim.max_request_line = m_options.max_head;
+        lim.max_headers = storage.size();
         response_head parsed;
-        std::vector<header> storage(100);
-        parse_result r;
+        parse_result pr;
         for (;;) {
-            if (!m_buffer.empty()) {
-                r = parse_response(m_buffer, parsed, storage, method == "HEAD");
-                if (r.state == parse_state::error) throw protocol_error(std::string("bad response: ") + std::string(r.reason));
-                if (r.state == parse_state::complete) {
-                    if (parsed.status >= 100 && parsed.status < 200) { // 100 Continue and friends
-                        m_buffer.erase(0, r.head_size);
-                        continue;
-                    }
-                    break;
+            if (!c.pending().empty()) {
+                p = progress::response_started;
+                pr = parse_response(c.pending(), parsed, storage, r.method == "HEAD", lim);
+                if (pr.state == parse_state::error) throw protocol_error("tandem::http: bad response: " + std::string(pr.reason));
+                if (pr.state == parse_state::complete) {
+                    if (parsed.status >= 200) break;
+                    if (parsed.status == 101) throw protocol_error("tandem::http: unexpected 101 Switching Protocols");
+                    c.consume(pr.head_size); // 100 Continue, 103 Early Hints: skip to the final response
+                    continue;
                 }
             }
-            if (co_await read_more() == 0) throw protocol_error("connection closed before a response");
-            got_bytes = true;
+            if (co_await c.read_more() == 0) throw protocol_error("tandem::http: connection closed before a response");
         }
-        got_bytes = true;
         client_response out;
         out.status = parsed.status;
         out.reason = std::string(parsed.reason);
         out.version = parsed.version;
+        out.headers.reserve(parsed.headers.size());
         for (const header& h : parsed.headers) out.headers.emplace_back(std::string(h.name), std::string(h.value));
-        const bool keep = parsed.keep_alive;
+        const bool keep = parsed.keep_alive && !wants_close(r);
         const body_framing framing = parsed.framing;
         const std::uint64_t length = parsed.content_length;
-        m_buffer.erase(0, r.head_size); // parsed's views die here; what we need is copied
+        c.consume(pr.head_size); // parsed's views die here; what is needed was copied
 
         if (framing == body_framing::content_length) {
-            if (length > m_options.max_body) throw protocol_error("response body too large");
-            while (m_buffer.size() < length)
-                if (co_await read_more() == 0) throw protocol_error("connection closed inside a response body");
-            out.body = m_buffer.substr(0, static_cast<std::size_t>(length));
-            m_buffer.erase(0, static_cast<std::size_t>(length));
+            if (length > m_options.max_body) throw protocol_error("tandem::http: response body larger than max_body");
+            const std::size_t size = static_cast<std::size_t>(length);
+            const std::string_view have = c.pending().substr(0, size);
+            out.body.resize(size);
+            std::memcpy(out.body.data(), have.data(), have.size());
+            c.consume(have.size());
+            // The rest goes straight into the body: no copy through the connection's buffer.
+            for (std::size_t got = have.size(); got < size;) {
+                const std::size_t n = co_await c.stream.read_some(std::span<char>(out.body.data() + got, size - got));
+                if (n == 0) throw protocol_error("tandem::http: connection closed inside a response body");
+                got += n;
+            }
         } else if (framing == body_framing::chunked) {
             chunked_decoder decoder(m_options.max_body);
             for (;;) {
-                const auto d = decoder.decode(m_buffer, [&](std::string_view s) { out.body.append(s); });
-                m_buffer.erase(0, d.consumed);
-                if (d.state == parse_state::error) throw protocol_error(std::string("bad chunked body: ") + std::string(d.reason));
+                const auto d = decoder.decode(c.pending(), [&](std::string_view s) { out.body.append(s); });
+                c.consume(d.consumed);
+                if (d.state == parse_state::error) throw protocol_error("tandem::http: bad chunked body: " + std::string(d.reason));
                 if (d.state == parse_state::complete) break;
-                if (co_await read_more() == 0) throw protocol_error("connection closed inside a chunked body");
+                if (co_await c.read_more() == 0) throw protocol_error("tandem::http: connection closed inside a chunked body");
             }
         } else if (framing == body_framing::until_close) {
-            out.body = std::move(m_buffer);
-            m_buffer.clear();
-            while (co_await read_more() != 0) {
-                if (out.body.size() + m_buffer.size() > m_options.max_body) throw protocol_error("response body too large");
-                out.body += m_buffer;
-                m_buffer.clear();
+            for (;;) {
+                if (out.body.size() + c.pending().size() > m_options.max_body)
+                    throw protocol_error("tandem::http: response body larger than max_body");
+                out.body.append(c.pending());
+                c.consume(c.pending().size());
+                if (co_await c.read_more() == 0) break;
             }
+            co_return out; // the lease closes the connection: its end was the body's end
         }
-        if (!keep) m_stream.close();
+        if (keep) lease.recycle();
         co_return out;
     }
 
-    task<std::size_t> read_more() {
-        char chunk[16 * 1024];
-        const std::size_t n = co_await m_stream.read_some(std::span<char>(chunk));
-        m_buffer.append(chunk, n);
-        co_return n;
+    static bool wants_close(const client_request& r) noexcept {
+        return iequals(detail::find_header(r.headers, "connection"), "close");
     }
 
-    address m_to;
+    /// Writes head and body. The first attempt is a plain sendmsg so that a connection the
+    /// peer has already reset is found before any byte of the request left: then a retry
+    /// is safe whatever the method.
+    static task<> write_request(pooled_connection& c, const std::string& head, const std::string& body, progress& p) {
+        iovec parts[2] = {{const_cast<char*>(head.data()), head.size()}, {const_cast<char*>(body.data()), body.size()}};
+        msghdr msg{};
+        msg.msg_iov = parts;
+        msg.msg_iovlen = body.empty() ? 1 : 2;
+        ssize_t n;
+        do n = ::sendmsg(c.stream.native_handle(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        while (n < 0 && errno == EINTR);
+        std::size_t sent = 0;
+        if (n < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK) tandem::detail::throw_errno("sendmsg");
+        } else {
+            sent = static_cast<std::size_t>(n);
+        }
+        const std::size_t total = head.size() + body.size();
+        if (sent == total) co_return;
+        p = progress::written; // bytes may have reached the server from here on
+        std::string_view rest[2];
+        std::size_t count = 0;
+        if (sent < head.size()) rest[count++] = std::string_view(head).substr(sent);
+        const std::size_t body_from = sent > head.size() ? sent - head.size() : 0;
+        if (body_from < body.size()) rest[count++] = std::string_view(body).substr(body_from);
+        co_await c.stream.write_all_gathered(std::span<const std::string_view>(rest, count));
+    }
+
     client_options m_options;
-    tcp_stream m_stream;
-    std::string m_buffer;
-    std::size_t m_opened = 0;
+    connection_pool m_pool;
+    event_loop* m_loop = nullptr;
+    std::size_t m_in_flight = 0; // requests started and not finished
 };
+
+/// One request to a full URL ("http://host:port/path?q=1") on a connection of its own,
+/// closed afterwards: for scripts and tests. Services calling another service repeatedly
+/// should keep a client, which reuses connections. Throws what client::send throws, and
+/// std::invalid_argument for a URL that is not http://.
+inline task<client_response> fetch(std::string url, fetch_options options) {
+    origin o = origin::parse(url);
+    client_options co;
+    co.timeout = options.timeout;
+    co.max_body = options.max_body;
+    co.max_connections = 1;
+    client_request r;
+    r.method = std::move(options.method);
+    r.target = o.target;
+    r.headers = std::move(options.headers);
+    r.body = std::move(options.body);
+    r.set_header("Connection", "close");
+    client c(std::move(o), std::move(co));
+    co_return co_await c.send(std::move(r));
+}
+// An overload, not a default argument: g++ 12 frees a coroutine parameter initialised from
+// a default argument twice (free(): invalid pointer, seen here).
+inline task<client_response> fetch(std::string url) { return fetch(std::move(url), fetch_options{}); }
 
 } // namespace tandem::http
