@@ -2,6 +2,7 @@
 #pragma once
 
 #include "tandem/cancel.hpp"
+#include "tandem/cluster.hpp"
 #include "tandem/codec.hpp"
 #include "tandem/config.hpp"
 #include "tandem/error.hpp"

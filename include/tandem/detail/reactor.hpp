@@ -1,5 +1,6 @@
 // tandem — the only place a reactor backend is chosen. Layer: detail (loop).
-// Every backend offers watch(fd, read, write), forget(fd), wait(timeout, on_event).
+// Every backend offers watch(fd, read, write), watch_exclusive(fd), forget(fd),
+// wait(timeout, on_event).
 #pragma once
 
 #include "tandem/config.hpp"

@@ -27,6 +27,10 @@ public:
         }
     }
 
+    /// poll() has no one-waiter wake-up: every loop polling a shared listener wakes, and
+    /// all but one find accept() empty. Registration happens in watch() as usual.
+    void watch_exclusive(int /*fd*/) noexcept {}
+
     void forget(int fd) noexcept {
         if (static_cast<std::size_t>(fd) < m_interest.size() && m_interest[fd] != 0) {
             m_interest[fd] = 0;
