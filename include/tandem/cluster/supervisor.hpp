@@ -47,7 +47,7 @@ using tandem::detail::unique_fd;
 /// "31.0 s", "250 ms".
 inline std::string describe_duration(std::int64_t ns) {
     char buf[32];
-    if (ns >= 10'000'000'000 || ns >= 1'000'000'000) {
+    if (ns >= 1'000'000'000) {
         std::snprintf(buf, sizeof buf, "%.1f s", static_cast<double>(ns) / 1e9);
     } else {
         std::snprintf(buf, sizeof buf, "%lld ms", static_cast<long long>(ns / 1'000'000));
@@ -224,10 +224,16 @@ private:
         seat::block_record block;
         std::string line;
         if (s.read_block(block) && block.since_ns > beat) {
+            // The heartbeat stops up to one interval before the blocking step starts: judge
+            // by the step itself.
+            if (now - block.since_ns < ms_ns(m_opts.stall_timeout)) return;
             line = who(c) + " blocked " + describe_duration(now - block.since_ns) + " in ";
             line += block.task.empty() ? std::string("an unnamed task") : "task '" + block.task + "'";
             if (!block.file.empty()) line += " (" + block.file + ":" + std::to_string(block.line) + ")";
         } else {
+            // No record yet: the watchdog thread reports at stall_timeout / 2, so give it an
+            // interval's grace before blaming nobody by name.
+            if (now - beat < ms_ns(m_opts.stall_timeout + heartbeat_interval(m_opts))) return;
             line = who(c) + " missed its heartbeat for " + describe_duration(now - beat);
         }
         log(m_opts, line + ": killing and replacing it");

@@ -236,6 +236,10 @@ private:
         bool idle = false;         // between requests, nothing buffered
         bool reading_head = false; // a partial head is buffered (a timeout answers 408)
         bool timed_out = false;
+        // No request answered yet: its client opened it to send one, which may be on the
+        // wire. Draining must not close it unanswered (a rolling reload would fail that
+        // request); it closes after its first response, or at its idle deadline.
+        bool fresh = true;
     };
 
     /// The buffer and header storage a connection needs only while a request is in it;
@@ -318,7 +322,7 @@ private:
     void begin_drain() {
         m_draining = true;
         m_connections.for_each([](connection& c) {
-            if (c.idle) ::shutdown(c.fd, SHUT_RD); // between requests: just go
+            if (c.idle && !c.fresh) ::shutdown(c.fd, SHUT_RD); // between requests: just go
         });
     }
 
@@ -399,7 +403,7 @@ private:
         for (;;) {
             if (!w || w->end == w->begin) {
                 give_back(w);
-                if (m_draining) co_return;
+                if (m_draining && !c.fresh) co_return;
                 c.idle = true;
                 c.reading_head = false;
                 c.deadline = after(m_options.idle_timeout);
@@ -562,6 +566,7 @@ private:
             }
             c.deadline = 0;
             ++m_requests;
+            c.fresh = false;
             w->begin += consumed;
             if (close_after) {
                 s.shutdown_write();
