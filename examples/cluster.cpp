@@ -17,7 +17,8 @@
 //
 // Options: --workers N (default: available CPUs: affinity mask and cgroup quota),
 // --balance shared|reuseport, --stall-timeout-ms (default 30000, 0: off),
-// --drain-timeout-ms (default 10000). --available-parallelism prints the default worker
+// --drain-timeout-ms (default 10000), --bind ADDR (default 127.0.0.1; the "listening on" line
+// keeps the contract's 127.0.0.1 form, with the real port). --available-parallelism prints the default worker
 // count and exits.
 #include "example_server.hpp"
 
@@ -74,9 +75,12 @@ int main(int argc, char** argv) {
         return 0;
     }
     const example::options o =
-        example::parse(argc, argv, {"--workers", "--balance", "--stall-timeout-ms", "--drain-timeout-ms"});
+        example::parse(argc, argv, {"--workers", "--balance", "--stall-timeout-ms", "--drain-timeout-ms", "--bind"});
     tandem::cluster::options opts;
-    opts.listen = {tandem::address("127.0.0.1", static_cast<std::uint16_t>(o.port))};
+    std::string bind = "127.0.0.1";
+    for (const auto& [k, v] : o.extra)
+        if (k == "--bind") bind = v;
+    opts.listen = {tandem::address(bind, static_cast<std::uint16_t>(o.port))};
     for (const auto& [k, v] : o.extra) {
         if (k == "--workers") opts.workers = std::strtoul(v.c_str(), nullptr, 10);
         if (k == "--stall-timeout-ms") opts.stall_timeout = std::chrono::milliseconds(std::strtol(v.c_str(), nullptr, 10));
