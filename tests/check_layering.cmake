@@ -23,3 +23,15 @@ foreach(header task.hpp when.hpp sync.hpp error.hpp source_location.hpp codec.hp
     list(LENGTH reached n)
     message(STATUS "${header}: ${n} tandem headers reached, none includes an OS header")
 endforeach()
+
+# The cluster runs any protocol: cluster.hpp and its wing never reach http/.
+execute_process(
+    COMMAND "${CXX}" -std=c++20 -x c++ -M -I "${INCLUDE_DIR}" "${INCLUDE_DIR}/tandem/cluster.hpp"
+    OUTPUT_VARIABLE deps RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "cluster.hpp: preprocessing failed")
+endif()
+if(deps MATCHES "tandem/http")
+    message(FATAL_ERROR "cluster.hpp reaches the HTTP layer")
+endif()
+message(STATUS "cluster.hpp: does not reach http/")

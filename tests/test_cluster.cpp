@@ -500,3 +500,18 @@ TEST_CASE("the status board shows every worker to every worker", "[cluster]") {
     ::kill(p.pid(), SIGTERM);
     CHECK(p.wait_exit() == 0);
 }
+
+TEST_CASE("the primary reads the status board every heartbeat", "[cluster]") {
+    cluster::options o = small(2);
+    o.stall_timeout = 200ms; // heartbeats every 50 ms
+    o.on_tick = [](std::span<const cluster::worker_stats> all) {
+        std::size_t ready = 0;
+        for (const auto& s : all) ready += s.state == cluster::worker_state::ready && s.pid > 0;
+        const std::string line = "tick: " + std::to_string(ready) + " ready\n";
+        [[maybe_unused]] auto n = ::write(1, line.data(), line.size());
+    };
+    primary p(o, hello);
+    p.wait_for("tick: 2 ready");
+    ::kill(p.pid(), SIGTERM);
+    CHECK(p.wait_exit() == 0);
+}

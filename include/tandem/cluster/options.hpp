@@ -3,6 +3,7 @@
 // Layer: offload (cluster).
 #pragma once
 
+#include "tandem/cluster/board.hpp"
 #include "tandem/net.hpp"
 
 #include <chrono>
@@ -56,6 +57,9 @@ struct options {
     /// Called in the primary once the first `workers` workers accept, with the bound
     /// addresses (real ports). The examples print their "listening on" line here.
     std::function<void(std::span<const address>)> on_ready;
+    /// Called in the primary once per heartbeat interval (at most 250 ms) with every
+    /// worker's figures from the status board: the primary's view of the cluster.
+    std::function<void(std::span<const worker_stats>)> on_tick;
     /// Where the primary's and the workers' one-line reports go (default: stderr, prefixed
     /// "tandem cluster: "). Called from the primary and from workers (never concurrently
     /// within one process but from several processes at once: write each line whole).

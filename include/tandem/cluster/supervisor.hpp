@@ -166,9 +166,19 @@ private:
 
     void loop() {
         std::vector<pollfd> fds;
+        std::int64_t next_tick = 0;
         for (;;) {
             const std::int64_t now = now_ns();
             check_timers(now);
+            if (m_opts.on_tick && now >= next_tick) {
+                next_tick = now + ms_ns(heartbeat_interval(m_opts));
+                const std::vector<worker_stats> all = m_board->snapshot();
+                try {
+                    m_opts.on_tick(all);
+                } catch (...) {
+                    // An observer's failure is not the cluster's.
+                }
+            }
             if (m_stopping && m_children.empty()) return;
             fds.clear();
             fds.push_back({m_signal_fd, POLLIN, 0});
@@ -305,8 +315,21 @@ private:
                 m_reload.push_back(c.pid);
         log(m_opts, "SIGHUP: reloading " + std::to_string(m_reload.size()) + " worker" +
                         (m_reload.size() == 1 ? "" : "s") + ", one at a time");
+        if (m_opts.balancing == balance::reuseport && !migrates_requests())
+            log(m_opts, "note: reuseport mode with net.ipv4.tcp_migrate_req = 0: a connection still queued on a "
+                        "stopping worker's socket is reset (balance::shared, or the sysctl set to 1, avoids it)");
         m_reload_started = true;
         next_reload_step();
+    }
+
+    /// Linux >= 5.14 moves connections queued on a closing reuseport socket to a sibling.
+    static bool migrates_requests() {
+        char c = '0';
+        const int fd = ::open("/proc/sys/net/ipv4/tcp_migrate_req", O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return false;
+        const bool read = ::read(fd, &c, 1) == 1;
+        ::close(fd);
+        return read && c == '1';
     }
 
     /// Starts the replacement of the next old worker, unless one is under way.
