@@ -16,7 +16,31 @@ workers = int(sys.argv[sys.argv.index('--workers') + 1]) if '--workers' in sys.a
 here = os.path.dirname(os.path.abspath(__file__))
 
 
+COUNTS = '/tmp/tandem-bench-gunicorn-counts'
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
 def start(cmd):
+    if cmd[0] == 'gunicorn':
+        # gunicorn has no "listening on" line on stdout: give it a port, wait until it answers.
+        port = free_port()
+        env = dict(os.environ, PEER_COUNTS=COUNTS)
+        if os.path.exists(COUNTS):
+            os.unlink(COUNTS)
+        p = subprocess.Popen(cmd + ['-b', f'127.0.0.1:{port}'], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             text=True, start_new_session=True, env=env)
+        for _ in range(200):
+            try:
+                socket.create_connection(('127.0.0.1', port), timeout=1).close()
+                return p, port
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError('gunicorn did not start')
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     line = p.stdout.readline()
     m = re.search(r'listening on http://127\.0\.0\.1:(\d+)', line)
@@ -90,7 +114,9 @@ def tandem_counts(port):
 servers = [('tandem shared', [f'{build}/examples/cluster', '--port', '0', '--workers', str(workers), '--balance', 'shared']),
            ('tandem reuseport', [f'{build}/examples/cluster', '--port', '0', '--workers', str(workers), '--balance', 'reuseport']),
            ('node cluster rr', ['node', f'{here}/peers/cluster_node.js', '--port', '0', '--workers', str(workers), '--sched', 'rr']),
-           ('node cluster none', ['node', f'{here}/peers/cluster_node.js', '--port', '0', '--workers', str(workers), '--sched', 'none'])]
+           ('node cluster none', ['node', f'{here}/peers/cluster_node.js', '--port', '0', '--workers', str(workers), '--sched', 'none']),
+           ('gunicorn sync', ['gunicorn', '--chdir', f'{here}/peers', '-c', f'{here}/peers/cluster_gunicorn.py',
+                              '-w', str(workers), '-k', 'sync', '--timeout', '60', 'cluster_gunicorn:app'])]
 
 print(f'workers: {workers}; machine: {os.cpu_count()} CPUs')
 for name, cmd in servers:
@@ -100,6 +126,9 @@ for name, cmd in servers:
     if name.startswith('tandem'):
         counts = tandem_counts(port)
         stop(p)
+    elif name.startswith('gunicorn'):
+        stop(p)
+        counts = [int(l.split()[1]) for l in open(COUNTS)]
     else:
         time.sleep(0.3)  # the workers report their counts every 100 ms
         counts = json.loads(stop(p).strip().splitlines()[-1])['counts']
@@ -136,8 +165,8 @@ for name, cmd in servers:
     print(f'  {name:18s}: {us:.2f} us/request ({rps:.0f} req/s), {us / single[0]:.2f}x single')
 
 
-def reload_loss(mode, reloads=3):
-    p, port = start([f'{build}/examples/cluster', '--port', '0', '--workers', str(workers), '--balance', mode])
+def reload_loss(cmd, reloads=3):
+    p, port = start(cmd)
     counts = {'ok': 0, 'failed': 0}
     stop_event = threading.Event()
     lock = threading.Lock()
@@ -168,6 +197,8 @@ def reload_loss(mode, reloads=3):
 
 
 migrate = open('/proc/sys/net/ipv4/tcp_migrate_req').read().strip()
-for mode in ('shared', 'reuseport'):
-    c = reload_loss(mode)
-    print(f'reload under load, {mode}: 3 SIGHUPs, {c["ok"]} ok, {c["failed"]} failed (tcp_migrate_req={migrate})')
+for name, cmd in servers:
+    if name.startswith('node'):
+        continue  # Node's cluster module has no reload (PM2 adds one)
+    c = reload_loss(cmd)
+    print(f'reload under load, {name}: 3 SIGHUPs, {c["ok"]} ok, {c["failed"]} failed (tcp_migrate_req={migrate})')
