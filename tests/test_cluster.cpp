@@ -515,3 +515,14 @@ TEST_CASE("the primary reads the status board every heartbeat", "[cluster]") {
     ::kill(p.pid(), SIGTERM);
     CHECK(p.wait_exit() == 0);
 }
+
+TEST_CASE("SIGTERM while workers are still starting drains them and exits 0", "[cluster]") {
+    for (int round = 0; round < 3; ++round) {
+        primary p(small(2), hello);
+        p.wait_for("starting 2 workers");
+        REQUIRE(::kill(p.pid(), SIGTERM) == 0);
+        const int status = p.wait_exit();
+        INFO(p.log());
+        CHECK(status == 0);
+    }
+}

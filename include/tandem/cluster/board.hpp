@@ -42,7 +42,7 @@ struct worker_stats {
     worker_state state = worker_state::free;
     std::uint64_t restarts = 0; // replacements at this index so far
     std::uint64_t requests = 0; // as counted by the serve function (worker::count_requests)
-    std::chrono::nanoseconds loop_delay_p99{}; // over the last heartbeat interval
+    std::chrono::nanoseconds loop_delay_p99{}; // since the worker started
     double utilization = 0;                    // busy / (busy + idle), last heartbeat interval
     std::chrono::nanoseconds uptime{};
 };

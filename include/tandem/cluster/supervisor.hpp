@@ -422,7 +422,13 @@ private:
 
     [[noreturn]] void become_worker(std::size_t index, std::size_t seat_no, std::uint32_t generation) noexcept {
         if (!process::die_with_parent(m_primary)) ::_exit(0);
-        process::reset_signal_state();
+        // A SIGTERM that arrives before the worker's loop listens for it (the primary's mask,
+        // inherited, blocks it) stays pending instead of killing the worker unclean;
+        // run_worker unblocks it once its handler is in place.
+        sigset_t term;
+        sigemptyset(&term);
+        sigaddset(&term, SIGTERM);
+        process::reset_signal_state(&term);
         // Job-control and terminal signals are for the primary, which tells the workers what
         // to do with SIGTERM. (A terminal's Ctrl-C reaches the whole process group.)
         for (int s : {SIGINT, SIGHUP, SIGTTIN, SIGTTOU, SIGPIPE}) ::signal(s, SIG_IGN);

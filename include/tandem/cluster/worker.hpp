@@ -140,6 +140,10 @@ inline task<void> call_serve(const serve_function& serve, worker& w) { co_await 
 inline task<int> run_worker(worker& w, const worker_setup& s) {
     event_loop& loop = this_loop();
     signal_set stop_signals(loop, {SIGTERM});
+    sigset_t term; // blocked since fork (see supervisor::become_worker): a pending one arrives now
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    ::sigprocmask(SIG_UNBLOCK, &term, nullptr);
     seat& me = worker_access::seat(w);
     me.heartbeat_ns.store(now_ns(), std::memory_order_relaxed);
     if (s.opts->balancing == balance::shared) {
@@ -159,10 +163,12 @@ inline task<int> run_worker(worker& w, const worker_setup& s) {
     }
     auto serving = spawn(call_serve(*s.serve, w), "cluster serve");
     auto beating = spawn(heartbeat(w, me, heartbeat_interval(*s.opts)), "cluster heartbeat");
+    // Two turns: the serve function has reached its first accept (and, for http::server,
+    // can be shut down). Only then listen for the stop: a SIGTERM that came earlier waits
+    // in the signal_set.
+    co_await yield();
+    co_await yield();
     auto stopping = spawn(stop_on_signal(stop_signals, w), "cluster stop");
-    // Two turns: the serve function has reached its first accept.
-    co_await yield();
-    co_await yield();
     const std::uint32_t ready[2] = {static_cast<std::uint32_t>(s.seat), s.generation};
     [[maybe_unused]] auto n = ::write(s.notify_fd, ready, sizeof ready); // atomic: under PIPE_BUF
     int code = 0;
