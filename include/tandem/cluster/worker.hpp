@@ -51,8 +51,8 @@ public:
     /// Stop is requested when the primary asks this worker to go (SIGTERM: shutdown, reload,
     /// SIGTTOU). Stop accepting and let requests in flight finish, e.g.
     ///     std::stop_callback on_stop(w.stop_token(), [&] { server.shutdown(); });
-    /// The callback runs on this loop's thread. The listeners are closed right after it, so
-    /// no connection waits in a queue nobody will accept from.
+    /// The callback runs on this loop's thread. The listeners are closed two loop turns
+    /// later, so no connection waits in a queue nobody will accept from.
     std::stop_token stop_token() const noexcept { return m_stop.get_token(); }
     bool stopping() const noexcept { return m_stop.stop_requested(); }
 
@@ -81,11 +81,11 @@ private:
 
 struct worker_access {
     static detail::seat& seat(worker& w) noexcept { return (*w.m_board)[w.m_seat]; }
-    static void stop(worker& w) noexcept {
-        w.m_stop.request_stop();
-        // Closing takes the socket out of this loop's epoll set at once: a shared queue's
-        // one-waiter wake-up is not spent on a worker that will not accept, and a reuseport
-        // socket leaves the group, so the kernel hashes new connections to the others.
+    static void request_stop(worker& w) noexcept { w.m_stop.request_stop(); }
+    /// Closing takes the socket out of this loop's epoll set: a shared queue's one-waiter
+    /// wake-up is not spent on a worker that will not accept, and a reuseport socket leaves
+    /// the group, so the kernel hashes new connections to the others.
+    static void close_listeners(worker& w) noexcept {
         for (tcp_listener& l : w.m_listeners) l.close();
     }
     static std::uint64_t requests(worker& w) {
@@ -132,7 +132,14 @@ inline task<void> heartbeat(worker& w, seat& me, std::chrono::milliseconds inter
 
 inline task<void> stop_on_signal(signal_set& signals, worker& w) {
     (void)co_await signals.wait();
-    worker_access::stop(w);
+    worker_access::request_stop(w);
+    // Close only once the serve function's acceptor has seen the stop: an acceptor that was
+    // already resuming with a connection would otherwise retry accept() on a closed socket
+    // (EBADF) and fail the serve function. Two turns let it loop back and meet its
+    // cancellation; a connection it takes meanwhile is served (and answered) as usual.
+    co_await yield();
+    co_await yield();
+    worker_access::close_listeners(w);
 }
 
 inline task<void> call_serve(const serve_function& serve, worker& w) { co_await serve(w); }
