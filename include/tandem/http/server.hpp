@@ -289,7 +289,16 @@ private:
                 throw;
             }
             s.set_nodelay(true);
-            spawn(handle(std::move(s)), "http connection").detach();
+            // Counted now, not when handle() first runs: serve() may see the acceptor end
+            // (cancelled by shutdown) before this task starts, and must wait for it.
+            ++m_count;
+            try {
+                spawn(handle(std::move(s)), "http connection").detach();
+            } catch (...) {
+                --m_count;
+                m_slots.release();
+                throw;
+            }
         }
     }
 
@@ -330,7 +339,6 @@ private:
         connection c;
         c.fd = s.native_handle();
         m_connections.push_back(c);
-        ++m_count;
         try {
             co_await serve_connection(s, c);
         } catch (...) {
