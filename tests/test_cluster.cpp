@@ -252,10 +252,11 @@ bool process_gone(pid_t pid, std::chrono::milliseconds timeout) {
 
 } // namespace
 
-TEST_CASE("available_parallelism follows the affinity mask", "[cluster][parallelism]") {
-    const std::size_t all = cluster::available_parallelism();
-    CHECK(all >= 1);
-    // In a child, so the test process keeps its mask: restrict to one CPU, then ask.
+namespace {
+/// Runs `body` in a child pinned to one CPU (taskset -c <cpu>), so the test process keeps
+/// its mask; the child's exit status.
+template <class F>
+int on_one_cpu(F body) {
     std::fflush(nullptr);
     const pid_t pid = ::fork();
     REQUIRE(pid >= 0);
@@ -264,12 +265,18 @@ TEST_CASE("available_parallelism follows the affinity mask", "[cluster][parallel
         CPU_ZERO(&one);
         CPU_SET(static_cast<int>(::sched_getcpu()), &one);
         if (::sched_setaffinity(0, sizeof one, &one) != 0) ::_exit(99);
-        ::_exit(static_cast<int>(cluster::available_parallelism()));
+        ::_exit(body());
     }
     int status = 0;
     REQUIRE(::waitpid(pid, &status, 0) == pid);
     REQUIRE(WIFEXITED(status));
-    CHECK(WEXITSTATUS(status) == 1);
+    return WEXITSTATUS(status);
+}
+} // namespace
+
+TEST_CASE("available_parallelism follows the affinity mask", "[cluster][parallelism]") {
+    CHECK(cluster::available_parallelism() >= 1);
+    CHECK(on_one_cpu([] { return static_cast<int>(cluster::available_parallelism()); }) == 1);
 }
 
 TEST_CASE("cgroup quotas: cpu.max rounds up and the tightest ancestor wins", "[cluster][parallelism]") {
@@ -310,26 +317,15 @@ TEST_CASE("cgroup quotas: cpu.max rounds up and the tightest ancestor wins", "[c
 }
 
 TEST_CASE("a cluster under a one-CPU affinity mask starts one worker by default", "[cluster][parallelism]") {
-    std::fflush(nullptr);
-    const pid_t pid = ::fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-        // The primary runs under taskset -c <one cpu>: the default worker count is 1.
-        cpu_set_t one;
-        CPU_ZERO(&one);
-        CPU_SET(static_cast<int>(::sched_getcpu()), &one);
-        if (::sched_setaffinity(0, sizeof one, &one) != 0) ::_exit(99);
+    // The primary runs under taskset -c <one cpu>: the default worker count is 1.
+    const int status = on_one_cpu([] {
         cluster::options o;
         o.log = [](std::string_view line) {
-            if (line.find("starting 1 worker ") != std::string_view::npos) ::_exit(0); // the default was 1
-            ::_exit(1);
+            ::_exit(line.find("starting 1 worker ") != std::string_view::npos ? 0 : 1); // its first line
         };
-        ::_exit(cluster::run(o, hello) + 2);
-    }
-    int status = 0;
-    REQUIRE(::waitpid(pid, &status, 0) == pid);
-    REQUIRE(WIFEXITED(status));
-    CHECK(WEXITSTATUS(status) == 0);
+        return cluster::run(o, hello) + 2;
+    });
+    CHECK(status == 0);
 }
 
 TEST_CASE("kill -9 of a worker under load fails only its own connections and it is replaced", "[cluster]") {
