@@ -522,3 +522,56 @@ TEST_CASE("SIGTERM while workers are still starting drains them and exits 0", "[
         CHECK(status == 0);
     }
 }
+
+namespace {
+bool write_file(const std::string& path, const std::string& text) {
+    std::ofstream out(path);
+    out << text;
+    out.flush();
+    return static_cast<bool>(out);
+}
+} // namespace
+
+TEST_CASE("available_parallelism follows a real cgroup CPU quota where the test can create one", "[cluster][parallelism]") {
+    // A half-CPU quota: one worker, whatever the affinity mask allows. cgroup v2 (cpu.max)
+    // or the v1 cpu controller (this CI machine's hybrid layout); skipped without either
+    // or without the right to create a group.
+    namespace fs = std::filesystem;
+    const std::string name = "tandem-test-" + std::to_string(::getpid());
+    std::string dir;
+    std::vector<std::pair<std::string, std::string>> limits;
+    if (fs::exists("/sys/fs/cgroup/cgroup.controllers")) {
+        std::string self;
+        REQUIRE(cluster::detail::read_file("/proc/self/cgroup", self));
+        const std::size_t at = self.find("0::");
+        std::string path = at == std::string::npos ? "/" : self.substr(at + 3, self.find('\n', at) - at - 3);
+        dir = "/sys/fs/cgroup" + (path == "/" ? std::string() : path) + "/" + name;
+        limits = {{"cpu.max", "50000 100000"}};
+    } else if (fs::exists("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")) {
+        dir = "/sys/fs/cgroup/cpu/" + name;
+        limits = {{"cpu.cfs_period_us", "100000"}, {"cpu.cfs_quota_us", "50000"}};
+    }
+    std::error_code ec;
+    if (dir.empty() || !fs::create_directory(dir, ec)) {
+        WARN("skipped: cannot create a cgroup here (" << (dir.empty() ? "no cgroup cpu controller" : ec.message()) << ")");
+        return;
+    }
+    bool limited = true;
+    for (const auto& [file, value] : limits) limited = limited && write_file(dir + "/" + file, value);
+    if (limited) {
+        std::fflush(nullptr);
+        const pid_t pid = ::fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+            if (!write_file(dir + "/cgroup.procs", std::to_string(::getpid()))) ::_exit(99);
+            ::_exit(static_cast<int>(cluster::available_parallelism()));
+        }
+        int status = 0;
+        REQUIRE(::waitpid(pid, &status, 0) == pid);
+        REQUIRE(WIFEXITED(status));
+        CHECK(WEXITSTATUS(status) == 1);
+    } else {
+        WARN("skipped: the cgroup's CPU quota cannot be set (cpu controller not enabled for it)");
+    }
+    ::rmdir(dir.c_str());
+}
