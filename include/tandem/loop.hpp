@@ -152,6 +152,14 @@ public:
     /// forgets the fd, so a new fd with the same number starts clean.
     void forget(int fd) noexcept;
 
+    /// For a listening socket that loops in other processes watch too (the same open file,
+    /// inherited through fork: a prefork cluster's shared accept queue): a new connection
+    /// wakes one of the loops waiting in the kernel instead of all of them (EPOLLEXCLUSIVE;
+    /// the poll backend wakes all). Call before the first accept; `owner` is the socket's
+    /// id (socket_base::id()). Forget it (close the socket) as soon as this loop stops
+    /// accepting, or a wake-up meant for an accepting loop may be spent on this one.
+    void watch_exclusive(int fd, std::uint64_t owner);
+
     // ---- Lag, utilization and blocking ------------------------------------------------------
 
     /// What this loop has measured about itself: loop delay and step durations per step,
@@ -841,6 +849,14 @@ inline void event_loop::forget(int fd) noexcept {
     complete_io(aborted.reader);
     complete_io(aborted.writer);
     m_reactor.forget(fd);
+}
+
+inline void event_loop::watch_exclusive(int fd, std::uint64_t owner) {
+    if (fd < 0) throw std::system_error(EBADF, std::system_category(), "watch_exclusive on an invalid fd");
+    if (static_cast<std::size_t>(fd) >= m_fds.size()) m_fds.resize(static_cast<std::size_t>(fd) + 1);
+    forget(fd);
+    m_fds[fd].owner = owner; // add_io_waiter keeps a registration whose owner matches
+    m_reactor.watch_exclusive(fd);
 }
 
 inline void event_loop::report_unhandled(std::exception_ptr e, const detail::task_context& ctx) noexcept {

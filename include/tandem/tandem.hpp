@@ -6,10 +6,12 @@
 //   tandem/thread_pool.hpp   offload to threads
 //   tandem/process_pool.hpp  offload to worker processes (with tandem/codec.hpp)
 //   tandem/http.hpp          the HTTP/1.1 parser, server and client
+//   tandem/cluster.hpp       the prefork cluster (Node's cluster, gunicorn)
 #pragma once
 
 #include "tandem/core.hpp"
 
+#include "tandem/cluster.hpp"
 #include "tandem/codec.hpp"
 #include "tandem/http.hpp"
 #include "tandem/net.hpp"

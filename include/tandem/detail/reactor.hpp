@@ -1,5 +1,5 @@
 // tandem — the only place a reactor backend is chosen. Layer: detail (loop).
-// Every backend offers watch(fd, read, write), watch_read_only(fd), forget(fd),
+// Every backend offers watch(fd, read, write), watch_read_only(fd), watch_exclusive(fd), forget(fd),
 // has_events_now(), wait(timeout, on_event).
 #pragma once
 

@@ -38,6 +38,20 @@ public:
     /// peer drains the socket. Forget it before watching it otherwise.
     void watch_read_only(int fd) { add(fd, EPOLLIN | EPOLLRDHUP | EPOLLET); }
 
+    /// Registers a listening socket that other processes' loops watch too (a prefork
+    /// cluster's shared accept queue) so that a new connection wakes one waiting loop, not
+    /// all of them (EPOLLEXCLUSIVE, Linux 4.5+). Read readiness only: the kernel refuses
+    /// EPOLLRDHUP with it, and a listener never writes. Replaces a plain registration.
+    void watch_exclusive(int fd) {
+        forget(fd);
+        epoll_event ev{};
+        ev.events = EPOLLIN | EPOLLET | EPOLLEXCLUSIVE;
+        ev.data.fd = fd;
+        if (::epoll_ctl(m_epoll.get(), EPOLL_CTL_ADD, fd, &ev) != 0) throw_errno("epoll_ctl(ADD, EPOLLEXCLUSIVE)");
+        if (static_cast<std::size_t>(fd) >= m_registered.size()) m_registered.resize(fd + 1, false);
+        m_registered[fd] = true;
+    }
+
     void forget(int fd) noexcept {
         if (static_cast<std::size_t>(fd) >= m_registered.size() || !m_registered[fd]) return;
         m_registered[fd] = false;

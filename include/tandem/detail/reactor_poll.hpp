@@ -30,6 +30,9 @@ public:
     /// Readability alone (see epoll_reactor::watch_read_only; poll is level-triggered and
     /// already asks only for what it is told).
     void watch_read_only(int fd) { watch(fd, true, false); }
+    /// poll() has no one-waiter wake-up: every loop polling a shared listener wakes, and
+    /// all but one find accept() empty. Registration happens in watch() as usual.
+    void watch_exclusive(int /*fd*/) noexcept {}
 
     void forget(int fd) noexcept {
         if (static_cast<std::size_t>(fd) < m_interest.size() && m_interest[fd] != 0) {

@@ -124,6 +124,10 @@ private:
         handler_call* running = nullptr;
         phase now = phase::idle;
         bool timed_out = false;
+        // No request answered yet: its client opened it to send one, which may be on the
+        // wire. Draining must not close it unanswered (a rolling reload would fail that
+        // request); it closes after its first response, or at its idle deadline.
+        bool fresh = true;
     };
 
     /// The buffer and header storage a connection needs only while a request is in it;
@@ -413,7 +417,16 @@ inline task<void> server::accept_loop(tcp_listener& listener) {
             throw;
         }
         s.set_nodelay(true);
-        spawn(handle(std::move(s)), "http connection").detach();
+        // Counted now, not when handle() first runs: serve() may see the acceptor end
+        // (cancelled by shutdown) before this task starts, and must wait for it.
+        ++m_connections_open;
+        try {
+            spawn(handle(std::move(s)), "http connection").detach();
+        } catch (...) {
+            --m_connections_open;
+            m_slots.release();
+            throw;
+        }
     }
 }
 
@@ -470,7 +483,7 @@ inline task<void> server::wait_closed() {
 inline void server::begin_drain() noexcept {
     m_draining = true;
     m_connections.for_each([](connection& c) {
-        if (c.now == phase::idle) ::shutdown(c.fd, SHUT_RD); // between requests: just go
+        if (c.now == phase::idle && !c.fresh) ::shutdown(c.fd, SHUT_RD); // between requests: just go
     });
 }
 
@@ -485,7 +498,6 @@ inline task<void> server::handle(tcp_stream s) {
     connection c;
     c.fd = s.native_handle();
     m_connections.push_back(c);
-    ++m_connections_open;
     ++m_stats.connections_accepted;
     m_stats.connections_open = m_connections_open;
     try {
@@ -520,7 +532,7 @@ inline task<void> server::serve_connection(tcp_stream& s, connection& c) {
         }
         if (!w || w->begin == w->end) {
             give_back(w); // EAGAIN: wait holding nothing
-            if (m_draining) co_return;
+            if (m_draining && !c.fresh) co_return;
             expect(c, phase::idle);
             co_await s.wait_readable();
             w = take_workspace();
@@ -542,6 +554,7 @@ inline task<bool> server::serve_request(tcp_stream& s, connection& c, std::uniqu
     std::optional<response> resp = co_await dispatch(s, c, x);
     if (!resp) co_return false; // the client left, or shutdown cancelled the handler
     const bool keep = co_await write_response(s, c, *w, x, *resp);
+    c.fresh = false;
     w->begin += x.consumed;
     co_return keep;
 }

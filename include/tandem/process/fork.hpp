@@ -53,12 +53,18 @@ inline pid_t fork_child() {
 /// In a freshly forked child: every signal back to its default disposition and none
 /// blocked, so a parent's crash handler, test framework or signalfd mask does not catch or
 /// hide the child's own signals (a job's abort() must kill the job's process).
-inline void reset_signal_state() noexcept {
+/// Signals in `keep_blocked` stay blocked, and one already pending stays pending, for a
+/// child that will install its own handler first (a cluster worker's SIGTERM); unblocking
+/// them here would let the default action kill it.
+inline void reset_signal_state(const sigset_t* keep_blocked = nullptr) noexcept {
+    sigset_t mask;
+    sigemptyset(&mask);
+    if (keep_blocked) mask = *keep_blocked;
+    // Block first: a pending signal must not reach its default action while we work.
+    ::sigprocmask(SIG_BLOCK, &mask, nullptr);
     for (int sig = 1; sig < NSIG; ++sig)
         if (sig != SIGKILL && sig != SIGSTOP) ::signal(sig, SIG_DFL);
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::sigprocmask(SIG_SETMASK, &mask, nullptr);
 }
 
 } // namespace tandem::process

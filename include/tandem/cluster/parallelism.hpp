@@ -1,0 +1,150 @@
+// tandem — available_parallelism(): how many CPUs this process may really use, as a container
+// or `taskset` sets it, not as the machine has them.
+//
+// Layer: offload (cluster). Reads the scheduler's affinity mask and the cgroup CPU quota;
+// knows nothing of loops or sockets.
+//
+// Why not std::thread::hardware_concurrency(): it counts the machine's CPUs. A container
+// limited to 2 CPUs on a 64-core host would start 64 workers that the kernel then throttles
+// in turn (Node's os.cpus().length, Python's os.cpu_count() and, until 1.25, Go's GOMAXPROCS
+// all made that mistake). Two limits apply and the smaller wins:
+//   * the affinity mask (sched_getaffinity: taskset, cpusets, Kubernetes static CPU policy);
+//   * the CFS bandwidth quota of this process's cgroup and of every ancestor
+//     (cgroup v2 `cpu.max` "QUOTA PERIOD"; v1 `cpu.cfs_quota_us`/`cpu.cfs_period_us`),
+//     rounded up: a quota of 1.5 CPUs lets two workers run, each 75% of the time.
+#pragma once
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <fstream>
+#include <sched.h>
+#include <sstream>
+#include <string>
+#include <string_view>
+
+namespace tandem::cluster {
+
+namespace detail {
+
+/// CPUs in this thread's affinity mask; 0 if the kernel will not say.
+inline std::size_t affinity_cpus() noexcept {
+    // The kernel refuses (EINVAL) a mask smaller than its own: grow until it fits.
+    for (std::size_t cpus = 1024; cpus <= (std::size_t{1} << 20); cpus *= 2) {
+        cpu_set_t* set = CPU_ALLOC(cpus);
+        if (!set) return 0;
+        const std::size_t size = CPU_ALLOC_SIZE(cpus);
+        if (::sched_getaffinity(0, size, set) == 0) {
+            const auto n = static_cast<std::size_t>(CPU_COUNT_S(size, set));
+            CPU_FREE(set);
+            return n;
+        }
+        CPU_FREE(set);
+        if (errno != EINVAL) return 0;
+    }
+    return 0;
+}
+
+/// CPUs a quota allows: ceil(quota / period); 0 for "no limit" or nonsense.
+inline std::size_t cpus_of_quota(std::int64_t quota, std::int64_t period) noexcept {
+    if (quota <= 0 || period <= 0) return 0;
+    return static_cast<std::size_t>((quota + period - 1) / period);
+}
+
+/// A cgroup v2 `cpu.max` line: "max 100000" (no limit: 0) or "150000 100000" (2).
+inline std::size_t parse_cpu_max(std::string_view text) noexcept {
+    std::istringstream in{std::string(text)};
+    std::string quota;
+    std::int64_t period = 0;
+    if (!(in >> quota >> period) || quota == "max") return 0;
+    std::int64_t q = 0;
+    for (char c : quota) {
+        if (c < '0' || c > '9' || q > INT64_MAX / 10) return 0;
+        q = q * 10 + (c - '0');
+    }
+    return cpus_of_quota(q, period);
+}
+
+inline bool read_file(const std::string& path, std::string& out) {
+    std::ifstream in(path);
+    if (!in) return false;
+    std::ostringstream s;
+    s << in.rdbuf();
+    out = s.str();
+    return true;
+}
+
+/// The tightest CPU quota on the way from `dir` up to `root` (both paths in the cgroup
+/// filesystem; `dir` under `root`): every ancestor's limit applies. 0: no limit.
+/// `v1` reads cpu.cfs_quota_us / cpu.cfs_period_us instead of cpu.max.
+inline std::size_t cgroup_quota_cpus(std::string root, std::string dir, bool v1) {
+    while (!root.empty() && root.back() == '/') root.pop_back();
+    std::size_t best = 0;
+    for (;;) {
+        std::string text;
+        std::size_t cpus = 0;
+        if (!v1) {
+            if (read_file(dir + "/cpu.max", text)) cpus = parse_cpu_max(text);
+        } else {
+            std::string period;
+            if (read_file(dir + "/cpu.cfs_quota_us", text) && read_file(dir + "/cpu.cfs_period_us", period)) {
+                try {
+                    cpus = cpus_of_quota(std::stoll(text), std::stoll(period));
+                } catch (...) {
+                    cpus = 0;
+                }
+            }
+        }
+        if (cpus != 0 && (best == 0 || cpus < best)) best = cpus;
+        if (dir.size() <= root.size()) break;
+        const std::size_t slash = dir.find_last_of('/');
+        if (slash == std::string::npos || slash < root.size()) break;
+        dir.resize(slash);
+    }
+    return best;
+}
+
+/// The CPU quota of the cgroup named in `proc_self_cgroup` (the text of /proc/self/cgroup),
+/// looked up under `mount` (normally /sys/fs/cgroup). v2's "0::/path" first; else the v1
+/// hierarchy with the cpu controller. 0: no limit found.
+inline std::size_t cgroup_cpu_limit(const std::string& mount, std::string_view proc_self_cgroup) {
+    std::istringstream lines{std::string(proc_self_cgroup)};
+    std::string line, v1_path, v1_dir;
+    while (std::getline(lines, line)) {
+        const std::size_t a = line.find(':');
+        const std::size_t b = a == std::string::npos ? a : line.find(':', a + 1);
+        if (b == std::string::npos) continue;
+        const std::string controllers = line.substr(a + 1, b - a - 1);
+        std::string path = line.substr(b + 1);
+        if (path == "/") path.clear();
+        if (line.compare(0, a, "0") == 0 && controllers.empty()) {
+            if (std::size_t n = cgroup_quota_cpus(mount, mount + path, false)) return n;
+            continue;
+        }
+        std::istringstream names(controllers);
+        for (std::string name; std::getline(names, name, ',');)
+            if (name == "cpu") {
+                v1_path = path;
+                v1_dir = mount + "/" + controllers;
+            }
+    }
+    if (!v1_dir.empty()) return cgroup_quota_cpus(v1_dir, v1_dir + v1_path, true);
+    return 0;
+}
+
+} // namespace detail
+
+/// How many CPUs this process may use: the affinity mask, capped by the cgroup CPU quota
+/// (v2 cpu.max, or v1 CFS quota; every ancestor's counts; fractions round up). At least 1.
+/// The default worker count of a cluster. Reads /proc and /sys: call it once, not per request.
+inline std::size_t available_parallelism() {
+    std::size_t n = detail::affinity_cpus();
+    std::string cgroup;
+    if (detail::read_file("/proc/self/cgroup", cgroup)) {
+        const std::size_t quota = detail::cgroup_cpu_limit("/sys/fs/cgroup", cgroup);
+        if (quota != 0 && (n == 0 || quota < n)) n = quota;
+    }
+    return n == 0 ? 1 : n;
+}
+
+} // namespace tandem::cluster
