@@ -294,12 +294,13 @@ child start_child(const std::vector<std::string>& args, const std::string& log) 
     return c;
 }
 
-/// SIGTERM to the group, up to 3 s for a graceful exit, then SIGKILL; returns the exit status.
-int stop_child(child& c) {
+/// SIGTERM to the group, up to `grace` for a graceful exit, then SIGKILL; returns the exit
+/// status. A zero grace kills at once: a server wedged on purpose would drain for seconds.
+int stop_child(child& c, std::chrono::milliseconds grace = 1000ms) {
     if (c.pid <= 0) return -1;
-    ::kill(-c.pid, SIGTERM);
+    ::kill(-c.pid, grace.count() > 0 ? SIGTERM : SIGKILL);
     int status = -1;
-    const auto deadline = clock_type::now() + 3s;
+    const auto deadline = clock_type::now() + grace;
     const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, c.pid, 0));
     for (;;) {
         const pid_t r = ::waitpid(c.pid, &status, WNOHANG);
@@ -641,10 +642,14 @@ struct io_row {
 
 tandem::task<> io_scenario(tandem::address to, const settings& s, io_row& row) {
     long done = 0, errors = 0;
-    const auto warm = clock_type::now() + 400ms; // every connection open and waiting
+    // Connections start spread over one 200 ms period, so answers arrive evenly rather than in
+    // waves a short window would catch one wave too many or too few of.
+    const auto begin = clock_type::now();
+    const auto warm = begin + 400ms; // every connection open and waiting
     const auto end = warm + s.io_time;
-    auto one = [](tandem::address a, std::string target, clock_type::time_point from, clock_type::time_point until,
-                  long& count, long& errs) -> tandem::task<> {
+    auto one = [](tandem::address a, std::string target, clock_type::time_point first, clock_type::time_point from,
+                  clock_type::time_point until, long& count, long& errs) -> tandem::task<> {
+        co_await tandem::sleep_until(first);
         tandem::http::client c(std::move(a), client_timeout(30'000ms));
         while (clock_type::now() < until) {
             try {
@@ -661,7 +666,10 @@ tandem::task<> io_scenario(tandem::address to, const settings& s, io_row& row) {
         }
     };
     tandem::task_group group;
-    for (std::size_t i = 0; i < s.io_connections; ++i) group.spawn(one(to, row.target, warm, end, done, errors));
+    for (std::size_t i = 0; i < s.io_connections; ++i) {
+        const auto first = begin + 200ms * static_cast<double>(i) / static_cast<double>(s.io_connections);
+        group.spawn(one(to, row.target, std::chrono::time_point_cast<clock_type::duration>(first), warm, end, done, errors));
+    }
     co_await tandem::sleep_until(end);
     group.cancel(); // requests still waiting on a blocked server are simply abandoned
     try {
@@ -769,7 +777,7 @@ const char* const palette[] = {"#d62728", "#ff7f0e", "#2ca02c", "#1f77b4", "#946
 
 /// /ping latency over time, one polyline per model, log scale: a stall is a saw-tooth.
 std::string ping_svg(const std::vector<row>& rows, const settings& s, const machine_info& mi) {
-    const double W = 860, H = 400, left = 64, right = 190, top = 36, bottom = 48;
+    const double W = 880, H = 400, left = 64, right = 230, top = 36, bottom = 48;
     const double pw = W - left - right, ph = H - top - bottom;
     double lo = 1e9, hi = 0;
     for (const row& r : rows)
@@ -797,8 +805,10 @@ std::string ping_svg(const std::vector<row>& rows, const settings& s, const mach
           << "\" stroke=\"#ddd\"/><text x=\"" << left - 6 << "\" y=\"" << Y(ms) + 4 << "\" text-anchor=\"end\">"
           << (ms < 1 ? fmt(ms, static_cast<int>(-d)) : fmt(ms, 0)) << " ms</text>\n";
     }
-    for (int t = 0; t <= static_cast<int>(seconds); ++t)
-        o << "<text x=\"" << X(t) << "\" y=\"" << top + ph + 16 << "\" text-anchor=\"middle\">" << t << " s</text>\n";
+    const double tick = seconds <= 2 ? 0.25 : (seconds <= 10 ? 1 : 5);
+    for (double t = 0; t <= seconds + 1e-9; t += tick)
+        o << "<text x=\"" << X(t) << "\" y=\"" << top + ph + 16 << "\" text-anchor=\"middle\">" << fmt(t, tick < 1 ? 2 : 0)
+          << " s</text>\n";
     o << "<rect x=\"" << left << "\" y=\"" << top << "\" width=\"" << pw << "\" height=\"" << ph
       << "\" fill=\"none\" stroke=\"#999\"/>\n";
     int i = 0;
@@ -806,7 +816,9 @@ std::string ping_svg(const std::vector<row>& rows, const settings& s, const mach
         const char* color = palette[i % 10];
         o << "<polyline class=\"series\" data-model=\"" << html_escape(r.m->name) << "\" fill=\"none\" stroke=\"" << color
           << "\" stroke-width=\"1.3\" points=\"";
-        for (const ping_sample& p : r.r.pings) o << X(p.at_s) << ',' << Y(p.latency_ms) << ' ';
+        std::vector<ping_sample> in_order = r.r.pings; // recorded as answered, drawn as scheduled
+        std::sort(in_order.begin(), in_order.end(), [](const ping_sample& a, const ping_sample& b) { return a.at_s < b.at_s; });
+        for (const ping_sample& p : in_order) o << X(p.at_s) << ',' << Y(p.latency_ms) << ' ';
         o << "\"/>\n";
         const double ly = top + 14 + 18 * i;
         o << "<line x1=\"" << left + pw + 12 << "\" x2=\"" << left + pw + 32 << "\" y1=\"" << ly - 4 << "\" y2=\"" << ly - 4
@@ -851,6 +863,7 @@ std::string bar_svg(const std::string& id, const std::string& title, const std::
 
 struct report {
     std::vector<row> rows;
+    std::vector<const model*> absent; // rows that could not run here, shown with the reason
     std::vector<io_row> io;
     std::vector<std::string> notes;
     machine_info machine;
@@ -871,6 +884,10 @@ std::vector<std::string> table_lines(const report& rep) {
                           r.r.ping_errors + r.r.compute_errors, ms_text(r.r.loop_delay_p99_ms).c_str(),
                           r.r.watchdog_reports < 0 ? "n/a" : std::to_string(r.r.watchdog_reports).c_str());
         }
+        lines.emplace_back(buf);
+    }
+    for (const model* m : rep.absent) {
+        std::snprintf(buf, sizeof buf, "%-27s -- %s", m->name.c_str(), m->missing.c_str());
         lines.emplace_back(buf);
     }
     return lines;
@@ -947,6 +964,9 @@ std::string write_html(const report& rep, const settings& s, const std::string& 
           << r.r.ping_errors + r.r.compute_errors << "</td><td>" << ms_text(r.r.loop_delay_p99_ms) << "</td><td>"
           << (r.r.watchdog_reports < 0 ? "n/a" : std::to_string(r.r.watchdog_reports)) << "</td></tr>\n";
     }
+    for (const model* m : rep.absent)
+        o << "<tr><td>" << html_escape(m->name) << "</td><td colspan=\"7\" class=\"note\">" << html_escape(m->missing)
+          << "</td></tr>\n";
     o << "</table>\n";
     if (!io_bars.empty()) {
         o << "<h2>I/O: " << s.io_connections << " connections waiting 200 ms per request</h2>\n"
@@ -1030,8 +1050,8 @@ int main(int argc, char** argv) {
             return 2;
         }
     }
-    if (quick && !seconds_given) s.cpu_time = 800ms;
-    s.io_time = quick ? std::chrono::milliseconds(700) : std::min<std::chrono::milliseconds>(s.cpu_time, 2500ms);
+    if (quick && !seconds_given) s.cpu_time = 700ms;
+    s.io_time = quick ? std::chrono::milliseconds(500) : std::min<std::chrono::milliseconds>(s.cpu_time, 2500ms);
 
     install_handlers();
     ::signal(SIGPIPE, SIG_IGN);
@@ -1068,8 +1088,12 @@ int main(int argc, char** argv) {
     std::vector<const model*> runnable;
     for (const model& m : table) {
         if (!selected(s, m.key)) continue;
-        if (!m.missing.empty()) rep.notes.push_back(m.name + ": " + m.missing);
-        else runnable.push_back(&m);
+        if (!m.missing.empty()) {
+            rep.notes.push_back(m.name + ": " + m.missing);
+            rep.absent.push_back(&m);
+        } else {
+            runnable.push_back(&m);
+        }
     }
     const bool with_io = selected(s, "io");
 
@@ -1136,7 +1160,8 @@ int main(int argc, char** argv) {
             } else {
                 r.failure = c.error;
             }
-            stop_child(c);
+            // The blocking server still owes a thousand 200 ms sleeps: no point waiting for them.
+            stop_child(c, r.target == "/bad" ? 0ms : 1000ms);
             prog.clear();
         }
     }
@@ -1153,7 +1178,6 @@ int main(int argc, char** argv) {
             else std::printf("%-27s failed: %s\n", r.name.c_str(), r.failure.c_str());
         }
     }
-    for (const std::string& n : rep.notes) std::printf("note: %s\n", n.c_str());
 
     const std::string chart = ping_svg(rep.rows, s, rep.machine);
     bool ok = write_file(s.out + "/showdown.json", write_json(rep, s));
