@@ -62,21 +62,15 @@ namespace {
 
 // ---- the CPU job ---------------------------------------------------------------------------
 
-std::chrono::nanoseconds thread_cpu_time() {
-    timespec ts{};
-    ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
-}
-
 /// Iterations of example::sum_sqrt that take `budget` of this thread's CPU time. Measured on
 /// CPU time, a neighbour that steals the core makes the measurement slower, not wrong.
 long calibrate(std::chrono::milliseconds budget) {
     long n = 250'000;
     for (;;) {
-        const auto start = thread_cpu_time();
+        const auto start = example::thread_cpu_time();
         volatile double sink = example::sum_sqrt(n);
         (void)sink;
-        const auto took = thread_cpu_time() - start;
+        const auto took = example::thread_cpu_time() - start;
         if (took >= 20ms || n > (1L << 40))
             return std::max(1L, static_cast<long>(static_cast<double>(n) * std::chrono::duration<double>(budget).count() /
                                                   std::chrono::duration<double>(took).count()));
