@@ -107,7 +107,7 @@ server.listen(Number(args.port), '127.0.0.1', () => {
 });
 const stop = () => {
   server.close();
-  server.closeAllConnections();
+  if (server.closeAllConnections) server.closeAllConnections(); // Node >= 18.2
   Promise.all(workers.map((w) => w.terminate())).then(() => process.exit(0));
 };
 process.on('SIGINT', stop);
