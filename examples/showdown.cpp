@@ -84,6 +84,14 @@ tandem::http::client_options client_timeout(std::chrono::milliseconds t) {
     return o;
 }
 
+/// example::sum_sqrt over [from, to): the cooperative model's slice. A plain function, so it
+/// compiles like the whole job does (a loop inside a coroutine body can be slower unoptimized).
+double sum_sqrt_range(long from, long to) {
+    double sum = 0;
+    for (long i = from; i < to; ++i) sum += std::sqrt(static_cast<double>(i));
+    return sum;
+}
+
 double ms_of(clock_type::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
 // ---- --serve MODEL: the tandem servers -----------------------------------------------------
@@ -121,8 +129,7 @@ int serve(const std::string& model, long n, std::chrono::milliseconds work, unsi
             const long step = std::max(1L, n / slices);
             double sum = 0;
             for (long from = 0; from < n; from += step) {
-                const long to = std::min(n, from + step);
-                for (long i = from; i < to; ++i) sum += std::sqrt(static_cast<double>(i));
+                sum += sum_sqrt_range(from, std::min(n, from + step));
                 co_await tandem::yield(); // timers and I/O run between slices
             }
             co_return answer(sum);
@@ -176,23 +183,25 @@ void forget_child(pid_t pid) {
         if (slot == pid) slot = 0;
 }
 
-/// Ctrl-C / SIGTERM / SIGHUP: ask every server to stop, give them a second, then kill.
+/// Ctrl-C / SIGTERM / SIGHUP: ask every server to stop, give them a second, then kill what is
+/// left of their groups.
 extern "C" void on_interrupt(int) {
+    bool exited[max_children] = {};
     for (auto& slot : g_children)
         if (slot > 0) ::kill(-static_cast<pid_t>(slot), SIGTERM);
-    for (int i = 0; i < 100; ++i) {
-        bool alive = false;
-        for (auto& slot : g_children)
-            if (slot > 0) {
-                if (::waitpid(static_cast<pid_t>(slot), nullptr, WNOHANG) == 0) alive = true;
-                else slot = -static_cast<pid_t>(slot); // exited; its group may linger
+    for (int round = 0; round < 100; ++round) {
+        bool waiting = false;
+        for (int i = 0; i < max_children; ++i)
+            if (g_children[i] > 0 && !exited[i]) {
+                if (::waitpid(static_cast<pid_t>(g_children[i]), nullptr, WNOHANG) == 0) waiting = true;
+                else exited[i] = true;
             }
-        if (!alive) break;
+        if (!waiting) break;
         const timespec ten_ms{0, 10'000'000};
         ::nanosleep(&ten_ms, nullptr);
     }
     for (auto& slot : g_children)
-        if (slot != 0) ::kill(-(slot > 0 ? static_cast<pid_t>(slot) : -static_cast<pid_t>(slot)), SIGKILL);
+        if (slot > 0) ::kill(-static_cast<pid_t>(slot), SIGKILL);
     static const char msg[] = "\nshowdown: interrupted; every server it started has been stopped\n";
     (void)!::write(STDERR_FILENO, msg, sizeof msg - 1);
     ::_exit(130);
