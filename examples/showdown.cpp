@@ -818,7 +818,7 @@ std::string ping_svg(const std::vector<row>& rows, const settings& s, const mach
     for (const row& r : rows) {
         const char* color = palette[i % 10];
         o << "<polyline class=\"series\" data-model=\"" << html_escape(r.m->name) << "\" fill=\"none\" stroke=\"" << color
-          << "\" stroke-width=\"1.3\" stroke-opacity=\"0.85\" points=\"";
+          << "\" stroke-width=\"1.3\" points=\"";
         std::vector<ping_sample> in_order = r.r.pings; // recorded as answered, drawn as scheduled
         std::sort(in_order.begin(), in_order.end(), [](const ping_sample& a, const ping_sample& b) { return a.at_s < b.at_s; });
         for (const ping_sample& p : in_order) o << X(p.at_s) << ',' << Y(p.latency_ms) << ' ';
