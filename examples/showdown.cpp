@@ -746,11 +746,12 @@ std::string json_num(double v, int precision = 3) {
 struct machine_info {
     std::string cpu, kernel, when;
     unsigned cores = 0;
-    double load = 0;
+    double load = 0, load_end = -1;
     std::string describe() const {
         char buf[512];
-        std::snprintf(buf, sizeof buf, "%s, %u cores, Linux %s, load average %.2f at start, %s", cpu.c_str(), cores,
-                      kernel.c_str(), load, when.c_str());
+        std::snprintf(buf, sizeof buf, "%s, %u cores, Linux %s, load average %.2f at start%s, %s", cpu.c_str(), cores,
+                      kernel.c_str(), load, load_end < 0 ? "" : (" and " + fmt(load_end, 2) + " at the end").c_str(),
+                      when.c_str());
         return buf;
     }
 };
@@ -1183,11 +1184,14 @@ int main(int argc, char** argv) {
         }
     }
 
+    std::ifstream("/proc/loadavg") >> rep.machine.load_end; // a busy neighbour shows here
     const std::string chart = ping_svg(rep.rows, s, rep.machine);
     bool ok = write_file(s.out + "/showdown.json", write_json(rep, s));
     ok = write_file(s.out + "/showdown.html", write_html(rep, s, chart)) && ok;
     ok = write_file(s.out + "/showdown-ping.svg", "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n" + chart) && ok;
-    std::printf("\nwrote %s/showdown.html, showdown.json and showdown-ping.svg (server logs in %s)\n", s.out.c_str(), logs.c_str());
+    std::printf("\nload average %.2f at the start, %.2f at the end: other work on this machine moves these figures, "
+                "not their direction\n", rep.machine.load, rep.machine.load_end);
+    std::printf("wrote %s/showdown.html, showdown.json and showdown-ping.svg (server logs in %s)\n", s.out.c_str(), logs.c_str());
     if (!ok) {
         std::fprintf(stderr, "showdown: could not write into %s\n", s.out.c_str());
         return 1;
