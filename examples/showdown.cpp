@@ -1089,6 +1089,17 @@ int main(int argc, char** argv) {
 
     s.work_n = calibrate(s.work);
     const std::vector<model> table = model_table(s, self);
+    if (!s.only.empty()) { // a typo must not silently run nothing
+        std::stringstream keys(s.only);
+        for (std::string k; std::getline(keys, k, ',');) {
+            const bool known = k == "io" || std::any_of(table.begin(), table.end(), [&](const model& m) { return m.key == k; });
+            if (!known) {
+                std::fprintf(stderr, "showdown: unknown model '%s' in --models\n", k.c_str());
+                usage(argv[0]);
+                return 2;
+            }
+        }
+    }
     std::vector<const model*> runnable;
     for (const model& m : table) {
         if (!selected(s, m.key)) continue;
