@@ -982,7 +982,6 @@ std::string write_html(const report& rep, const settings& s, const std::string& 
     for (const row& r : rep.rows)
         o << "<p><b>" << html_escape(r.m->name) << "</b> — " << html_escape(r.m->story) << " Here: /ping p99 "
           << ms_text(r.p99) << " ms, max " << ms_text(r.max) << " ms, " << fmt(r.per_s) << " jobs per second.</p>\n";
-    for (const std::string& n : rep.notes) o << "<p class=\"note\">" << html_escape(n) << "</p>\n";
     o << "</body></html>\n";
     return o.str();
 }
