@@ -554,8 +554,9 @@ struct cpu_result {
     std::string failure; // the server could not be measured
 };
 
-tandem::task<std::string> get_text(tandem::address to, std::string target) {
-    tandem::http::client c(std::move(to), client_timeout(3000ms));
+tandem::task<std::string> get_text(tandem::address to, std::string target,
+                                   std::chrono::milliseconds timeout = 3000ms) {
+    tandem::http::client c(std::move(to), client_timeout(timeout));
     const tandem::http::client_response r = co_await c.get(target);
     if (r.status != 200) throw std::runtime_error(target + " answered " + std::to_string(r.status));
     co_return r.body;
@@ -573,7 +574,7 @@ double json_number(const std::string& text, const std::string& key, double other
 
 tandem::task<> cpu_scenario(tandem::address to, const settings& s, cpu_result& out, progress& prog) {
     // Warm-up outside the measured window: one job (starts pools, fills caches) and a ping.
-    (void)co_await get_text(to, "/compute");
+    (void)co_await get_text(to, "/compute", 15'000ms); // a pool may still be starting
     (void)co_await get_text(to, "/ping");
     (void)co_await get_text(to, "/reset-stats");
 
