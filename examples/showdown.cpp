@@ -1,7 +1,7 @@
 // showdown — every runtime model under the same load, side by side, in about a minute.
 //
-//   build/demo/examples/showdown                 (≈ 60 s with the Node and Python peers)
-//   build/demo/examples/showdown --quick         (≈ 15 s)
+//   build/demo/examples/showdown                 (≈ 45 s on 2 cores with the Node and Python peers)
+//   build/demo/examples/showdown --quick         (≈ 12 s)
 //   build/demo/examples/showdown --models blocked,threads --seconds 8 --out /tmp/sd
 //
 // Each model is a real HTTP server in its own process on an ephemeral port: this binary
@@ -997,8 +997,15 @@ void usage(const char* argv0) {
     std::fprintf(stderr,
                  "usage: %s [--quick] [--seconds S] [--models LIST] [--out DIR] [--no-peers] [--work-ms MS]\n"
                  "          [--rate R] [--connections N] [--peers-dir DIR]\n"
-                 "  --models: comma-separated keys: blocked, cooperative, threads, processes, cluster, node-inline,\n"
-                 "            node-workers, python-inline, python-processes, io\n",
+                 "  --quick        0.7 s per model, 0.5 s per I/O row (about 12 s in all)\n"
+                 "  --seconds S    CPU scenario length per model (default 4; the I/O rows take up to 2.5)\n"
+                 "  --models LIST  comma-separated keys: blocked, cooperative, threads, processes, cluster,\n"
+                 "                 node-inline, node-workers, python-inline, python-processes, io (default: all)\n"
+                 "  --out DIR      where showdown.html, showdown.json and showdown-ping.svg go (default .)\n"
+                 "  --no-peers     skip the Node and Python servers\n"
+                 "  --work-ms MS   CPU time of one /compute job (default 50)\n"
+                 "  --rate R       /compute jobs offered per second (default: 3/4 of what all cores can do)\n"
+                 "  --connections N  connections in the I/O scenario (default 1000)\n",
                  argv0);
 }
 
