@@ -1,7 +1,7 @@
 // showdown — every runtime model under the same load, side by side, in about a minute.
 //
 //   build/demo/examples/showdown                 (≈ 45 s on 2 cores with the Node and Python peers)
-//   build/demo/examples/showdown --quick         (≈ 12 s)
+//   build/demo/examples/showdown --quick         (≈ 13 s)
 //   build/demo/examples/showdown --models blocked,threads --seconds 8 --out /tmp/sd
 //
 // Each model is a real HTTP server in its own process on an ephemeral port: this binary
@@ -997,7 +997,7 @@ void usage(const char* argv0) {
     std::fprintf(stderr,
                  "usage: %s [--quick] [--seconds S] [--models LIST] [--out DIR] [--no-peers] [--work-ms MS]\n"
                  "          [--rate R] [--connections N] [--peers-dir DIR]\n"
-                 "  --quick        0.7 s per model, 0.5 s per I/O row (about 12 s in all)\n"
+                 "  --quick        0.7 s per model, 0.8 s per I/O row (about 13 s in all)\n"
                  "  --seconds S    CPU scenario length per model (default 4; the I/O rows take up to 2.5)\n"
                  "  --models LIST  comma-separated keys: blocked, cooperative, threads, processes, cluster,\n"
                  "                 node-inline, node-workers, python-inline, python-processes, io (default: all)\n"
@@ -1062,7 +1062,7 @@ int main(int argc, char** argv) {
         }
     }
     if (quick && !seconds_given) s.cpu_time = 700ms;
-    s.io_time = quick ? std::chrono::milliseconds(500) : std::min<std::chrono::milliseconds>(s.cpu_time, 2500ms);
+    s.io_time = quick ? std::chrono::milliseconds(800) : std::min<std::chrono::milliseconds>(s.cpu_time, 2500ms);
 
     install_handlers();
     ::signal(SIGPIPE, SIG_IGN);
