@@ -1,0 +1,93 @@
+"""The showdown leaves no server behind, however it ends: SIGINT (Ctrl-C) and SIGKILL.
+
+    check_showdown_children.py SHOWDOWN_BINARY PEERS_DIR
+
+The binary and the peer scripts are copied into a fresh directory, so every process the
+showdown starts (its own --serve child with its process-pool zygote and workers, the Python
+peer with its ProcessPoolExecutor workers) names that directory in its command line and can be found in /proc.
+"""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def fail(msg):
+    print("FAIL: " + msg)
+    sys.exit(1)
+
+
+def processes_under(marker, exclude):
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) in exclude:
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in cmd and state != "Z":
+            found.append((int(pid), cmd.strip()))
+    return found
+
+
+def wait_for(predicate, seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)  # polling /proc: there is no event for "a process elsewhere exited"
+    return predicate()
+
+
+def one_run(exe, peers, how, model):
+    marker = os.path.dirname(exe)
+    out = os.path.join(marker, "out-" + how + "-" + model)
+    p = subprocess.Popen([exe, "--models", model, "--seconds", "30", "--out", out, "--peers-dir", peers],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # stderr is not a terminal: one progress line per step. Wait until the process pool runs.
+    seen = []
+    for line in p.stderr:
+        seen.append(line)
+        if "[1/" in line:
+            break
+    else:
+        fail(f"the showdown ended early: {''.join(seen)}")
+    mine = {p.pid}
+    if not wait_for(lambda: len(processes_under(marker, mine)) >= 3, 10):
+        fail(f"expected a server and its pool workers, found {processes_under(marker, mine)}")
+    before = processes_under(marker, mine)
+    print(f"{how} during {model}: the showdown runs with {len(before)} processes of its own")
+    p.send_signal(signal.SIGINT if how == "sigint" else signal.SIGKILL)
+    rc = p.wait(timeout=15)
+    if how == "sigint" and rc != 130:
+        fail(f"after Ctrl-C the showdown exited with {rc}, not 130")
+    if not wait_for(lambda: not processes_under(marker, mine), 10):
+        left = processes_under(marker, mine)
+        for pid, _ in left:
+            os.kill(pid, signal.SIGKILL)
+        fail(f"left behind after {how}: {left}")
+    print(f"{how} during {model}: exit {rc}, nothing left behind")
+
+
+def main():
+    with tempfile.TemporaryDirectory(prefix="showdown-children-") as tmp:
+        exe = os.path.join(tmp, "showdown")
+        shutil.copy2(sys.argv[1], exe)
+        peers = os.path.join(tmp, "peers")
+        shutil.copytree(sys.argv[2], peers)
+        one_run(exe, peers, "sigint", "processes")
+        one_run(exe, peers, "sigkill", "processes")
+        if shutil.which("python3"):  # the peer's ProcessPoolExecutor workers are grandchildren
+            one_run(exe, peers, "sigkill", "python-processes")
+    print("PASS")
+
+
+if __name__ == "__main__":
+    main()
