@@ -853,9 +853,8 @@ inline void event_loop::forget(int fd) noexcept {
 
 inline void event_loop::watch_exclusive(int fd, std::uint64_t owner) {
     if (fd < 0) throw std::system_error(EBADF, std::system_category(), "watch_exclusive on an invalid fd");
-    if (static_cast<std::size_t>(fd) >= m_fds.size()) m_fds.resize(static_cast<std::size_t>(fd) + 1);
     forget(fd);
-    m_fds[fd].owner = owner; // add_io_waiter keeps a registration whose owner matches
+    m_fds.claim(fd, owner); // add_io_waiter keeps a registration whose owner matches
     m_reactor.watch_exclusive(fd);
 }
 

@@ -86,6 +86,13 @@ public:
         return interest_of(s);
     }
 
+    /// Records who registered fd (a socket's id) before the first waiter comes, for a
+    /// registration made outside add() (event_loop::watch_exclusive).
+    void claim(int fd, std::uint64_t owner) {
+        if (static_cast<std::size_t>(fd) >= m_fds.size()) m_fds.resize(static_cast<std::size_t>(fd) + 1);
+        m_fds[fd].owner = owner;
+    }
+
     /// The fd is being closed: clears its state and returns its waiters, marked aborted.
     completed forget(int fd) noexcept {
         if (!known(fd)) return {};
