@@ -61,6 +61,7 @@ tandem::task<> serve(tandem::cluster::worker& w) {
         if (w.stopping()) co_return tandem::http::response(503, "draining\n");
         co_return tandem::http::response::text("ok");
     });
+    routes.get("/metrics", tandem::http::metrics_handler()); // this worker's loop and server
     tandem::http::server server(std::move(routes));
     w.count_requests([&server] { return server.requests_served(); });
     std::stop_callback on_stop(w.stop_token(), [&server] { server.shutdown(); });
