@@ -34,9 +34,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <poll.h>
 #include <sstream>
 #include <string>
@@ -185,7 +188,7 @@ void forget_child(pid_t pid) {
 
 /// Ctrl-C / SIGTERM / SIGHUP: ask every server to stop, give them a second, then kill what is
 /// left of their groups.
-extern "C" void on_interrupt(int) {
+extern "C" void on_interrupt(int sig) {
     bool exited[max_children] = {};
     for (auto& slot : g_children)
         if (slot > 0) ::kill(-static_cast<pid_t>(slot), SIGTERM);
@@ -204,7 +207,7 @@ extern "C" void on_interrupt(int) {
         if (slot > 0) ::kill(-static_cast<pid_t>(slot), SIGKILL);
     static const char msg[] = "\nshowdown: interrupted; every server it started has been stopped\n";
     (void)!::write(STDERR_FILENO, msg, sizeof msg - 1);
-    ::_exit(130);
+    ::_exit(128 + sig); // 130 for Ctrl-C, 143 for SIGTERM: what a shell reports for each
 }
 
 /// A crash of the showdown itself: kill the servers, then die of the same signal.
@@ -233,8 +236,8 @@ struct child {
 };
 
 /// Starts argv[0] (a path) in its own process group, stderr to `log`, and waits for the
-/// contract's "listening on http://127.0.0.1:PORT" line.
-child start_child(const std::vector<std::string>& args, const std::string& log) {
+/// contract's "listening on http://127.0.0.1:PORT" line, calling `waiting` every 200 ms meanwhile.
+child start_child(const std::vector<std::string>& args, const std::string& log, const std::function<void()>& waiting) {
     child c;
     int pipefd[2];
     if (::pipe2(pipefd, O_CLOEXEC) != 0) {
@@ -282,10 +285,14 @@ child start_child(const std::vector<std::string>& args, const std::string& log) 
         }
         const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock_type::now());
         pollfd p{c.out, POLLIN, 0};
-        if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0) {
+        const int ready = left.count() <= 0 ? 0 : ::poll(&p, 1, static_cast<int>(std::min<long>(left.count(), 200)));
+        if (ready < 0 && errno == EINTR) continue;
+        if (ready <= 0 && clock_type::now() >= deadline) {
             c.error = "did not print its listening line within 15 s (see " + log + ")";
             break;
         }
+        waiting(); // a slow start (a busy machine, an interpreter loading) is still visibly alive
+        if (ready <= 0) continue;
         char buf[512];
         const ssize_t got = ::read(c.out, buf, sizeof buf);
         if (got <= 0) {
@@ -420,7 +427,7 @@ std::vector<model> model_table(const settings& s, const std::string& self) {
         model m{std::move(key), std::move(name), std::move(family),
                 {exe, script, "--mode", std::move(mode), "--port", "0", "--work-ms", "{work_ms}"}, std::move(story), {}};
         if (!s.peers) m.missing = "skipped (--no-peers)";
-        else if (exe.empty()) m.missing = "not run: " + m.family + " is not on PATH";
+        else if (exe.empty()) m.missing = "not run: " + (m.family == "python" ? std::string("python3") : m.family) + " is not on PATH";
         else if (::access(script.c_str(), R_OK) != 0) m.missing = "not run: " + script + " not found (--peers-dir)";
         t.push_back(std::move(m));
     };
@@ -463,20 +470,36 @@ struct progress {
     bool tty = ::isatty(STDERR_FILENO) != 0;
     int step = 0, steps = 0;
     std::string what;
-    clock_type::time_point end;
+    std::chrono::milliseconds length{};
+    clock_type::time_point since, end;
+    bool measuring = false; // false while the server starts and warms up: that time is not counted down
     bool drawn = false;
 
-    void begin(std::string w, std::chrono::milliseconds length) {
+    void begin(std::string w, std::chrono::milliseconds len) {
         ++step;
         what = std::move(w);
-        end = clock_type::now() + length;
+        length = len;
+        since = clock_type::now();
+        measuring = false;
         if (!tty) std::fprintf(stderr, "showdown [%d/%d] %s (%.1f s)\n", step, steps, what.c_str(), length.count() / 1e3);
+        draw();
+    }
+    /// The measured window opens now: from here the line counts its seconds down.
+    void measure() {
+        measuring = true;
+        end = clock_type::now() + length;
         draw();
     }
     void draw() {
         if (!tty) return;
-        const double left = std::max(0.0, std::chrono::duration<double>(end - clock_type::now()).count());
-        std::fprintf(stderr, "\r\033[K  showdown [%d/%d] %s — %.1f s left", step, steps, what.c_str(), left);
+        if (measuring) {
+            const double left = std::max(0.0, std::chrono::duration<double>(end - clock_type::now()).count());
+            std::fprintf(stderr, "\r\033[K  showdown [%d/%d] %s — %.1f s left", step, steps, what.c_str(), left);
+        } else {
+            const double waited = std::chrono::duration<double>(clock_type::now() - since).count();
+            std::fprintf(stderr, "\r\033[K  showdown [%d/%d] %s — starting the server (%.0f s)", step, steps, what.c_str(),
+                         waited);
+        }
         std::fflush(stderr);
         drawn = true;
     }
@@ -574,9 +597,17 @@ double json_number(const std::string& text, const std::string& key, double other
 
 tandem::task<> cpu_scenario(tandem::address to, const settings& s, cpu_result& out, progress& prog) {
     // Warm-up outside the measured window: one job (starts pools, fills caches) and a ping.
-    (void)co_await get_text(to, "/compute", 15'000ms); // a pool may still be starting
-    (void)co_await get_text(to, "/ping");
-    (void)co_await get_text(to, "/reset-stats");
+    try {
+        (void)co_await get_text(to, "/compute", 15'000ms); // a pool may still be starting
+        (void)co_await get_text(to, "/ping");
+        (void)co_await get_text(to, "/reset-stats");
+    } catch (const tandem::cancelled&) {
+        throw;
+    } catch (const std::exception& e) { // "operation timed out" alone would not say which server or step
+        throw std::runtime_error(std::string("listening, but its warm-up (one /compute within 15 s, /ping, /reset-stats) "
+                                             "failed: ") + e.what());
+    }
+    prog.measure();
 
     connections ping_conns(to, 512, 10'000ms);
     connections compute_conns(to, s.compute_connections, 30'000ms);
@@ -584,7 +615,8 @@ tandem::task<> cpu_scenario(tandem::address to, const settings& s, cpu_result& o
     const auto start = clock_type::now();
     const auto end = start + s.cpu_time;
     const auto ping_every = 10ms;
-    const auto compute_every = std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(1.0 / s.compute_rate));
+    const auto compute_every = std::max<clock_type::duration>(
+        1us, std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(1.0 / s.compute_rate)));
     auto next_ping = start, next_compute = start;
 
     auto ping = [](connections& pool, std::unique_ptr<tandem::http::client> c, clock_type::time_point scheduled,
@@ -644,7 +676,8 @@ struct io_row {
     std::string failure;
 };
 
-tandem::task<> io_scenario(tandem::address to, const settings& s, io_row& row) {
+tandem::task<> io_scenario(tandem::address to, const settings& s, io_row& row, progress& prog) {
+    prog.measure();
     long done = 0, errors = 0;
     // Connections start spread over one 200 ms period, so answers arrive evenly rather than in
     // waves a short window would catch one wave too many or too few of.
@@ -816,8 +849,9 @@ std::string ping_svg(const std::vector<row>& rows, const settings& s, const mach
           << " s</text>\n";
     o << "<rect x=\"" << left << "\" y=\"" << top << "\" width=\"" << pw << "\" height=\"" << ph
       << "\" fill=\"none\" stroke=\"#999\"/>\n";
-    int i = 0;
+    int i = 0; // counts drawn rows only, so a row keeps its colour in the bar chart too
     for (const row& r : rows) {
+        if (!r.r.failure.empty()) continue; // no samples: said in the table, not drawn as a flat nothing
         const char* color = palette[i % 10];
         o << "<polyline class=\"series\" data-model=\"" << html_escape(r.m->name) << "\" fill=\"none\" stroke=\"" << color
           << "\" stroke-width=\"1.3\" points=\"";
@@ -980,9 +1014,14 @@ std::string write_html(const report& rep, const settings& s, const std::string& 
             o << "<p><b>" << html_escape(r.name) << "</b>: " << html_escape(r.story) << "</p>\n";
     }
     o << "<h2>What each row is</h2>\n";
-    for (const row& r : rep.rows)
-        o << "<p><b>" << html_escape(r.m->name) << "</b> — " << html_escape(r.m->story) << " Here: /ping p99 "
-          << ms_text(r.p99) << " ms, max " << ms_text(r.max) << " ms, " << fmt(r.per_s) << " jobs per second.</p>\n";
+    for (const row& r : rep.rows) {
+        o << "<p><b>" << html_escape(r.m->name) << "</b> — " << html_escape(r.m->story);
+        if (r.r.failure.empty())
+            o << " Here: /ping p99 " << ms_text(r.p99) << " ms, max " << ms_text(r.max) << " ms, " << fmt(r.per_s)
+              << " jobs per second.</p>\n";
+        else
+            o << " Here it could not be measured: " << html_escape(r.r.failure) << "</p>\n";
+    }
     o << "</body></html>\n";
     return o.str();
 }
@@ -998,25 +1037,51 @@ void usage(const char* argv0) {
                  "usage: %s [--quick] [--seconds S] [--models LIST] [--out DIR] [--no-peers] [--work-ms MS]\n"
                  "          [--rate R] [--connections N] [--peers-dir DIR]\n"
                  "  --quick        0.7 s per model, 0.8 s per I/O row (about 13 s in all)\n"
-                 "  --seconds S    CPU scenario length per model (default 4; the I/O rows take up to 2.5)\n"
+                 "  --seconds S    CPU scenario length per model, 0.1 to 3600 (default 4; the I/O rows take up to 2.5)\n"
                  "  --models LIST  comma-separated keys: blocked, cooperative, threads, processes, cluster,\n"
                  "                 node-inline, node-workers, python-inline, python-processes, io (default: all)\n"
-                 "  --out DIR      where showdown.html, showdown.json and showdown-ping.svg go (default .)\n"
+                 "  --out DIR      where showdown.html, showdown.json and showdown-ping.svg go, created if\n"
+                 "                 need be (default .)\n"
                  "  --no-peers     skip the Node and Python servers\n"
-                 "  --work-ms MS   CPU time of one /compute job (default 50)\n"
-                 "  --rate R       /compute jobs offered per second (default: 3/4 of what all cores can do)\n"
-                 "  --connections N  connections in the I/O scenario (default 1000)\n",
+                 "  --work-ms MS   CPU time of one /compute job, 1 to 1000 (default 50)\n"
+                 "  --rate R       /compute jobs offered per second, up to 10000 (default: 3/4 of what all cores can do)\n"
+                 "  --connections N  connections in the I/O scenario, 1 to 100000 (default 1000)\n"
+                 "  (--opt=value works too)\n",
                  argv0);
 }
 
-double positive(const char* text, const char* what) {
+/// A number for an option, within [lo, hi] (an integer where `integer`), or a clear error and exit 2:
+/// a value that would make a figure meaningless (0 s of measurement, 0 ms jobs, half a
+/// connection) is refused before anything starts, not discovered as NaN a minute later.
+double number_option(const std::string& text, const char* what, double lo, double hi, bool integer = false) {
     char* end = nullptr;
-    const double v = std::strtod(text, &end);
-    if (end == text || *end != '\0' || !(v > 0) || v > 1e6) {
-        std::fprintf(stderr, "showdown: %s must be a positive number, not '%s'\n", what, text);
+    const double v = std::strtod(text.c_str(), &end);
+    if (text.empty() || end != text.c_str() + text.size() || !(v >= lo && v <= hi) || (integer && v != std::floor(v))) {
+        std::fprintf(stderr, "showdown: %s must be %s from %g to %g, not '%s'\n", what, integer ? "a whole number" : "a number",
+                     lo, hi, text.c_str());
         std::exit(2);
     }
     return v;
+}
+
+/// --out: created (parents too) and proved writable before a minute of measuring, not after.
+bool prepare_out(const std::string& dir) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (!std::filesystem::is_directory(dir)) {
+        std::fprintf(stderr, "showdown: --out %s: cannot create the directory%s%s\n", dir.c_str(), ec ? ": " : "",
+                     ec ? ec.message().c_str() : "");
+        return false;
+    }
+    const std::string probe = dir + "/.showdown-write-test";
+    const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        std::fprintf(stderr, "showdown: --out %s: cannot write there: %s\n", dir.c_str(), std::strerror(errno));
+        return false;
+    }
+    ::close(fd);
+    ::unlink(probe.c_str());
+    return true;
 }
 
 } // namespace
@@ -1040,23 +1105,44 @@ int main(int argc, char** argv) {
     settings s;
     bool quick = false, seconds_given = false;
     for (int i = 1; i < argc; ++i) {
-        const std::string a = argv[i];
-        const bool has = i + 1 < argc;
-        if (a == "--quick") quick = true;
-        else if (a == "--no-peers") s.peers = false;
-        else if (a == "--seconds" && has) {
-            s.cpu_time = std::chrono::milliseconds(static_cast<long>(1000 * positive(argv[++i], "--seconds")));
+        std::string a = argv[i];
+        std::optional<std::string> value; // --opt=value or --opt value
+        if (const std::size_t eq = a.find('='); a.rfind("--", 0) == 0 && eq != std::string::npos) {
+            value = a.substr(eq + 1);
+            a.resize(eq);
+        }
+        const auto arg = [&]() -> std::string {
+            if (value) return *value;
+            if (i + 1 >= argc) {
+                std::fprintf(stderr, "showdown: %s needs a value\n", a.c_str());
+                usage(argv[0]);
+                std::exit(2);
+            }
+            return argv[++i];
+        };
+        if (a == "--quick" && !value) quick = true;
+        else if (a == "--no-peers" && !value) s.peers = false;
+        else if (a == "--seconds") {
+            s.cpu_time = std::chrono::milliseconds(std::lround(1000 * number_option(arg(), "--seconds", 0.1, 3600)));
             seconds_given = true;
-        } else if (a == "--models" && has) s.only = argv[++i];
-        else if (a == "--out" && has) s.out = argv[++i];
-        else if (a == "--peers-dir" && has) s.peers_dir = argv[++i];
-        else if (a == "--work-ms" && has) s.work = std::chrono::milliseconds(static_cast<long>(positive(argv[++i], "--work-ms")));
-        else if (a == "--rate" && has) s.compute_rate = positive(argv[++i], "--rate");
-        else if (a == "--connections" && has) s.io_connections = static_cast<std::size_t>(positive(argv[++i], "--connections"));
-        else if (a == "--help" || a == "-h") {
+        } else if (a == "--models") {
+            s.only = arg();
+            if (s.only.empty()) {
+                std::fprintf(stderr, "showdown: --models needs at least one model\n");
+                usage(argv[0]);
+                return 2;
+            }
+        } else if (a == "--out") s.out = arg();
+        else if (a == "--peers-dir") s.peers_dir = arg();
+        else if (a == "--work-ms") s.work = std::chrono::milliseconds(std::lround(number_option(arg(), "--work-ms", 1, 1000, true)));
+        else if (a == "--rate") s.compute_rate = number_option(arg(), "--rate", 0.01, 10000);
+        else if (a == "--connections")
+            s.io_connections = static_cast<std::size_t>(number_option(arg(), "--connections", 1, 100000, true));
+        else if ((a == "--help" || a == "-h") && !value) {
             usage(argv[0]);
             return 0;
         } else {
+            std::fprintf(stderr, "showdown: unknown option '%s'\n", argv[i]);
             usage(argv[0]);
             return 2;
         }
@@ -1082,7 +1168,7 @@ int main(int argc, char** argv) {
     // one-core models fall behind and parallel ones keep up without saturating the machine.
     if (s.compute_rate <= 0) s.compute_rate = 0.75 * cores * 1000.0 / static_cast<double>(s.work.count());
     s.compute_connections = 2 * cores;
-    ::mkdir(s.out.c_str(), 0755);
+    if (!prepare_out(s.out)) return 2;
     const std::string logs = s.out + "/showdown-logs";
     ::mkdir(logs.c_str(), 0755);
 
@@ -1130,7 +1216,7 @@ int main(int argc, char** argv) {
     for (const model* m : runnable) {
         row r{m, {}};
         prog.begin(m->name + " · CPU scenario", s.cpu_time);
-        child c = start_child(fill(m->argv, s), logs + "/" + m->key + ".log");
+        child c = start_child(fill(m->argv, s), logs + "/" + m->key + ".log", [&prog] { prog.draw(); });
         if (c.error.empty()) {
             try {
                 tandem::event_loop loop;
@@ -1168,13 +1254,13 @@ int main(int argc, char** argv) {
                           0, 0, {}});
         for (io_row& r : rep.io) {
             prog.begin(r.name + " · I/O scenario, " + std::to_string(s.io_connections) + " connections", s.io_time + 400ms);
-            child c = start_child({self, "--serve", "io", "--port", "0", "--work-n", "1"}, logs + "/io.log");
+            child c = start_child({self, "--serve", "io", "--port", "0", "--work-n", "1"}, logs + "/io.log", [&prog] { prog.draw(); });
             if (c.error.empty()) {
                 try {
                     tandem::event_loop loop;
                     loop.run([](tandem::address to, const settings& st, io_row& out, progress& p) -> tandem::task<> {
                         auto drawing = tandem::spawn(keep_drawing(p), "progress");
-                        co_await io_scenario(std::move(to), st, out);
+                        co_await io_scenario(std::move(to), st, out, p);
                         drawing.cancel();
                     }(tandem::address("127.0.0.1", static_cast<std::uint16_t>(c.port)), s, r, prog));
                 } catch (const std::exception& e) {
@@ -1209,11 +1295,12 @@ int main(int argc, char** argv) {
     ok = write_file(s.out + "/showdown-ping.svg", "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n" + chart) && ok;
     std::printf("\nload average %.2f at the start, %.2f at the end: other work on this machine moves these figures, "
                 "not their direction\n", rep.machine.load, rep.machine.load_end);
-    std::printf("wrote %s/showdown.html, showdown.json and showdown-ping.svg (server logs in %s)\n", s.out.c_str(), logs.c_str());
     if (!ok) {
-        std::fprintf(stderr, "showdown: could not write into %s\n", s.out.c_str());
+        std::fprintf(stderr, "showdown: could not write showdown.json, showdown.html or showdown-ping.svg into %s\n",
+                     s.out.c_str());
         return 1;
     }
+    std::printf("wrote %s/showdown.html, showdown.json and showdown-ping.svg (server logs in %s)\n", s.out.c_str(), logs.c_str());
     // A peer that fails here is the peer's business (an old Node, say); a tandem row is ours.
     for (const row& r : rep.rows)
         if (!r.r.failure.empty() && r.m->family == "tandem") return 1;
