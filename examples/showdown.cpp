@@ -1168,9 +1168,6 @@ int main(int argc, char** argv) {
     // one-core models fall behind and parallel ones keep up without saturating the machine.
     if (s.compute_rate <= 0) s.compute_rate = 0.75 * cores * 1000.0 / static_cast<double>(s.work.count());
     s.compute_connections = 2 * cores;
-    if (!prepare_out(s.out)) return 2;
-    const std::string logs = s.out + "/showdown-logs";
-    ::mkdir(logs.c_str(), 0755);
 
     char self[4096];
     const ssize_t len = ::readlink("/proc/self/exe", self, sizeof self - 1);
@@ -1204,6 +1201,9 @@ int main(int argc, char** argv) {
         }
     }
     const bool with_io = selected(s, "io");
+    if (!prepare_out(s.out)) return 2; // after every check of the options: a refused run writes nothing
+    const std::string logs = s.out + "/showdown-logs";
+    ::mkdir(logs.c_str(), 0755);
 
     progress prog;
     prog.steps = static_cast<int>(runnable.size()) + (with_io ? 2 : 0);
