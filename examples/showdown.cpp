@@ -1026,10 +1026,20 @@ std::string write_html(const report& rep, const settings& s, const std::string& 
     return o.str();
 }
 
+/// Written beside and renamed over: a Ctrl-C or a full disk mid-write leaves the last complete
+/// file (or none), never half a JSON document a script would choke on.
 bool write_file(const std::string& path, const std::string& text) {
-    std::ofstream f(path, std::ios::trunc);
-    f << text;
-    return static_cast<bool>(f);
+    const std::string part = path + ".part";
+    {
+        std::ofstream f(part, std::ios::trunc);
+        f << text;
+        f.flush();
+        if (!f) {
+            ::unlink(part.c_str());
+            return false;
+        }
+    }
+    return ::rename(part.c_str(), path.c_str()) == 0;
 }
 
 void usage(const char* argv0) {
