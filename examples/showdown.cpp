@@ -280,7 +280,11 @@ child start_child(const std::vector<std::string>& args, const std::string& log, 
     for (;;) {
         const std::size_t at = text.find("listening on http://127.0.0.1:");
         if (at != std::string::npos && text.find('\n', at) != std::string::npos) {
-            c.port = static_cast<unsigned>(std::strtoul(text.c_str() + at + 30, nullptr, 10));
+            const unsigned long port = std::strtoul(text.c_str() + at + 30, nullptr, 10);
+            if (port == 0 || port > 65535) // never truncate it into somebody else's port
+                c.error = "printed a listening line without a valid port (see " + log + ")";
+            else
+                c.port = static_cast<unsigned>(port);
             break;
         }
         const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock_type::now());
