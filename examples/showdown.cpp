@@ -1230,7 +1230,8 @@ int main(int argc, char** argv) {
     for (const model* m : runnable) {
         row r{m, {}};
         prog.begin(m->name + " · CPU scenario", s.cpu_time);
-        child c = start_child(fill(m->argv, s), logs + "/" + m->key + ".log", [&prog] { prog.draw(); });
+        const std::string log = logs + "/" + m->key + ".log";
+        child c = start_child(fill(m->argv, s), log, [&prog] { prog.draw(); });
         if (c.error.empty()) {
             try {
                 tandem::event_loop loop;
@@ -1240,7 +1241,7 @@ int main(int argc, char** argv) {
                     drawing.cancel();
                 }(tandem::address("127.0.0.1", static_cast<std::uint16_t>(c.port)), s, r.r, prog));
             } catch (const std::exception& e) {
-                r.r.failure = e.what();
+                r.r.failure = std::string(e.what()) + " (see " + log + ")";
             }
         } else {
             r.r.failure = c.error;
@@ -1268,7 +1269,8 @@ int main(int argc, char** argv) {
                           0, 0, {}});
         for (io_row& r : rep.io) {
             prog.begin(r.name + " · I/O scenario, " + std::to_string(s.io_connections) + " connections", s.io_time + 400ms);
-            child c = start_child({self, "--serve", "io", "--port", "0", "--work-n", "1"}, logs + "/io.log", [&prog] { prog.draw(); });
+            const std::string log = logs + "/io.log";
+            child c = start_child({self, "--serve", "io", "--port", "0", "--work-n", "1"}, log, [&prog] { prog.draw(); });
             if (c.error.empty()) {
                 try {
                     tandem::event_loop loop;
@@ -1278,7 +1280,7 @@ int main(int argc, char** argv) {
                         drawing.cancel();
                     }(tandem::address("127.0.0.1", static_cast<std::uint16_t>(c.port)), s, r, prog));
                 } catch (const std::exception& e) {
-                    r.failure = e.what();
+                    r.failure = std::string(e.what()) + " (see " + log + ")";
                 }
             } else {
                 r.failure = c.error;

@@ -6,7 +6,7 @@
    are refused at once with exit 2 and a message naming the option; nothing is written.
 2. --out under a regular file is refused before anything is measured.
 3. Peers that fail: a `python3` that exits before listening and a `node` that prints its
-   listening line for a port nobody serves (fakes first on PATH). The run still succeeds (a
+   listening line for a port nobody serves, or for port 99999 (fakes first on PATH). The run still succeeds (a
    peer's failure is a note), showdown.json lists only the row that was measured, the notes
    say why the others were not, and the page draws a /ping series for measured rows only.
 4. SIGTERM mid-run: exit 143 (128 + SIGTERM), like a shell reports it.
@@ -67,14 +67,16 @@ def main():
         bin_dir = os.path.join(tmp, "bin")
         os.mkdir(bin_dir)
         write_exe(os.path.join(bin_dir, "python3"), "#!/bin/sh\necho 'python3: crashing on purpose' >&2\nexit 3\n")
-        write_exe(os.path.join(bin_dir, "node"), "#!/bin/sh\necho 'listening on http://127.0.0.1:1'\nexec sleep 30\n")
+        write_exe(os.path.join(bin_dir, "node"),  # inline: a port nobody serves; workers: no port at all
+                  "#!/bin/sh\ncase \"$*\" in *inline*) port=1 ;; *) port=99999 ;; esac\n"
+                  "echo \"listening on http://127.0.0.1:$port\"\nexec sleep 30\n")
         peers = os.path.join(tmp, "peers")
         os.mkdir(peers)
         for name in ("python_server.py", "node_server.js"):
             open(os.path.join(peers, name), "w").close()
         out = os.path.join(tmp, "made", "on", "demand")
         env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""))
-        r = subprocess.run([exe, "--models", "threads,python-inline,node-inline", "--seconds", "0.3", "--peers-dir",
+        r = subprocess.run([exe, "--models", "threads,python-inline,node-inline,node-workers", "--seconds", "0.3", "--peers-dir",
                             peers, "--out", out], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                            timeout=100, env=env)
         print(r.stdout)
@@ -85,14 +87,15 @@ def main():
         if names != ["worker threads"]:
             fail(f"showdown.json should list only the measured row, lists {names}")
         notes = "\n".join(doc["notes"])
-        for want in ("Python asyncio inline: failed: exited before listening", "Node inline: failed: listening, but"):
+        for want in ("Python asyncio inline: failed: exited before listening", "Node inline: failed: listening, but",
+                     "Node worker_threads: failed: printed a listening line without a valid port"):
             if want not in notes:
                 fail(f"notes lack {want!r}: {notes}")
         page = open(os.path.join(out, "showdown.html")).read()
         drawn = re.findall(r'<polyline class="series" data-model="([^"]*)"', page)
         if drawn != names:
             fail(f"the page draws series {drawn}, the measured rows are {names}")
-        if page.count("could not be measured") != 2:
+        if page.count("could not be measured") != 3:
             fail("the page does not say, for each failed row, why it could not be measured")
 
         # 4. SIGTERM while a model runs.
