@@ -233,6 +233,7 @@ struct child {
     unsigned port = 0;
     int out = -1; // its stdout, kept open so late prints never meet EPIPE
     std::string error;
+    bool reaped = false; // it died on its own and waitpid already collected it
 };
 
 /// Starts argv[0] (a path) in its own process group, stderr to `log`, and waits for the
@@ -312,11 +313,12 @@ child start_child(const std::vector<std::string>& args, const std::string& log, 
 /// status. A zero grace kills at once: a server wedged on purpose would drain for seconds.
 int stop_child(child& c, std::chrono::milliseconds grace = 1000ms) {
     if (c.pid <= 0) return -1;
+    if (c.reaped) grace = 0ms; // only what is left of its group
     ::kill(-c.pid, grace.count() > 0 ? SIGTERM : SIGKILL);
     int status = -1;
     const auto deadline = clock_type::now() + grace;
     const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, c.pid, 0));
-    for (;;) {
+    while (!c.reaped) {
         const pid_t r = ::waitpid(c.pid, &status, WNOHANG);
         if (r == c.pid || (r < 0 && errno != EINTR)) break;
         if (clock_type::now() >= deadline) {
@@ -339,6 +341,18 @@ int stop_child(child& c, std::chrono::milliseconds grace = 1000ms) {
     c.pid = -1;
     c.out = -1;
     return status;
+}
+
+/// Non-empty when the server died by itself while it was being measured: its figures stop
+/// where it died, so the row is a failure that says how, not a table of what came before.
+std::string died_during_run(child& c, const std::string& log) {
+    int status = 0;
+    if (c.pid <= 0 || c.reaped || ::waitpid(c.pid, &status, WNOHANG) != c.pid) return {};
+    c.reaped = true;
+    const std::string how = WIFSIGNALED(status) ? "was killed by signal " + std::to_string(WTERMSIG(status)) + " (" +
+                                                      strsignal(WTERMSIG(status)) + ")"
+                                                : "exited with status " + std::to_string(WEXITSTATUS(status));
+    return "the server " + how + " during the run (see " + log + ")";
 }
 
 // ---- the models ----------------------------------------------------------------------------
@@ -1243,6 +1257,7 @@ int main(int argc, char** argv) {
             } catch (const std::exception& e) {
                 r.r.failure = std::string(e.what()) + " (see " + log + ")";
             }
+            if (const std::string died = died_during_run(c, log); !died.empty()) r.r.failure = died;
         } else {
             r.r.failure = c.error;
         }
@@ -1282,6 +1297,7 @@ int main(int argc, char** argv) {
                 } catch (const std::exception& e) {
                     r.failure = std::string(e.what()) + " (see " + log + ")";
                 }
+                if (const std::string died = died_during_run(c, log); !died.empty()) r.failure = died;
             } else {
                 r.failure = c.error;
             }
