@@ -43,6 +43,7 @@
 #include <poll.h>
 #include <sstream>
 #include <string>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -510,14 +511,23 @@ struct progress {
     }
     void draw() {
         if (!tty) return;
+        char buf[512];
         if (measuring) {
             const double left = std::max(0.0, std::chrono::duration<double>(end - clock_type::now()).count());
-            std::fprintf(stderr, "\r\033[K  showdown [%d/%d] %s — %.1f s left", step, steps, what.c_str(), left);
+            std::snprintf(buf, sizeof buf, "  showdown [%d/%d] %.1f s left · %s", step, steps, left, what.c_str());
         } else {
             const double waited = std::chrono::duration<double>(clock_type::now() - since).count();
-            std::fprintf(stderr, "\r\033[K  showdown [%d/%d] %s — starting the server (%.0f s)", step, steps, what.c_str(),
-                         waited);
+            std::snprintf(buf, sizeof buf, "  showdown [%d/%d] starting (%.0f s) · %s", step, steps, waited, what.c_str());
         }
+        // \r\033[K clears one screen line: a line the terminal wrapped would leave its first half
+        // behind at every redraw, so the line is cut to the width (counting UTF-8 characters).
+        winsize ws{};
+        const std::size_t width = ::ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 1 ? ws.ws_col - 1u : 79u;
+        std::size_t columns = 0, cut = 0;
+        for (; buf[cut] != '\0'; ++cut)
+            if ((static_cast<unsigned char>(buf[cut]) & 0xC0) != 0x80 && ++columns > width) break;
+        buf[cut] = '\0';
+        std::fprintf(stderr, "\r\033[K%s", buf);
         std::fflush(stderr);
         drawn = true;
     }
