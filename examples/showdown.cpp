@@ -1035,11 +1035,14 @@ std::string write_html(const report& rep, const settings& s, const std::string& 
         o << "<tr><td>" << html_escape(m->name) << "</td><td colspan=\"7\" class=\"note\">" << html_escape(m->missing)
           << "</td></tr>\n";
     o << "</table>\n";
-    if (!io_bars.empty()) {
-        o << "<h2>I/O: " << s.io_connections << " connections waiting 200 ms per request</h2>\n"
-          << bar_svg("io-chart", "/slow requests per second", io_bars, "req/s");
-        for (const io_row& r : rep.io)
-            o << "<p><b>" << html_escape(r.name) << "</b>: " << html_escape(r.story) << "</p>\n";
+    if (!rep.io.empty()) {
+        o << "<h2>I/O: " << s.io_connections << " connections waiting 200 ms per request</h2>\n";
+        if (!io_bars.empty()) o << bar_svg("io-chart", "/slow requests per second", io_bars, "req/s");
+        for (const io_row& r : rep.io) {
+            o << "<p><b>" << html_escape(r.name) << "</b>: " << html_escape(r.story);
+            if (!r.failure.empty()) o << " Here it could not be measured: " << html_escape(r.failure);
+            o << "</p>\n";
+        }
     }
     o << "<h2>What each row is</h2>\n";
     for (const row& r : rep.rows) {
@@ -1320,6 +1323,7 @@ int main(int argc, char** argv) {
             // The blocking server still owes a thousand 200 ms sleeps: no point waiting for them.
             stop_child(c, r.target == "/bad" ? 0ms : 1000ms);
             prog.clear();
+            if (!r.failure.empty()) rep.notes.push_back(r.name + " (I/O): failed: " + r.failure);
         }
     }
 
