@@ -745,6 +745,31 @@ tandem::task<> io_scenario(tandem::address to, const settings& s, io_row& row, p
     row.errors = errors;
 }
 
+/// Starts one server, runs `scenario(its address)` on a fresh loop with the progress line alive,
+/// and stops the server (`grace` for a graceful exit); returns why it could not be measured, or "".
+template <class Scenario>
+std::string measure(const std::vector<std::string>& argv, const std::string& log, progress& prog, Scenario scenario,
+                    std::chrono::milliseconds grace = 1000ms) {
+    child c = start_child(argv, log, [&prog] { prog.draw(); });
+    std::string failure = c.error;
+    if (failure.empty()) {
+        try {
+            tandem::event_loop loop;
+            loop.run([](Scenario& run, tandem::address to, progress& p) -> tandem::task<> {
+                auto drawing = tandem::spawn(keep_drawing(p), "progress");
+                co_await run(std::move(to));
+                drawing.cancel();
+            }(scenario, tandem::address("127.0.0.1", static_cast<std::uint16_t>(c.port)), prog));
+        } catch (const std::exception& e) {
+            failure = std::string(e.what()) + " (see " + log + ")";
+        }
+        if (std::string died = died_during_run(c, log); !died.empty()) failure = std::move(died);
+    }
+    stop_child(c, grace);
+    prog.clear();
+    return failure;
+}
+
 // ---- figures -----------------------------------------------------------------------------
 
 /// Nearest-rank percentile: p99 of 100 samples is the 99th smallest, p100 the largest.
@@ -1263,25 +1288,8 @@ int main(int argc, char** argv) {
     for (const model* m : runnable) {
         row r{m, {}};
         prog.begin(m->name + " · CPU scenario", s.cpu_time);
-        const std::string log = logs + "/" + m->key + ".log";
-        child c = start_child(fill(m->argv, s), log, [&prog] { prog.draw(); });
-        if (c.error.empty()) {
-            try {
-                tandem::event_loop loop;
-                loop.run([](tandem::address to, const settings& st, cpu_result& out, progress& p) -> tandem::task<> {
-                    auto drawing = tandem::spawn(keep_drawing(p), "progress");
-                    co_await cpu_scenario(std::move(to), st, out, p);
-                    drawing.cancel();
-                }(tandem::address("127.0.0.1", static_cast<std::uint16_t>(c.port)), s, r.r, prog));
-            } catch (const std::exception& e) {
-                r.r.failure = std::string(e.what()) + " (see " + log + ")";
-            }
-            if (const std::string died = died_during_run(c, log); !died.empty()) r.r.failure = died;
-        } else {
-            r.r.failure = c.error;
-        }
-        stop_child(c);
-        prog.clear();
+        r.r.failure = measure(fill(m->argv, s), logs + "/" + m->key + ".log", prog,
+                              [&](tandem::address to) { return cpu_scenario(std::move(to), s, r.r, prog); });
         std::vector<double> lat;
         for (const ping_sample& p : r.r.pings) lat.push_back(p.latency_ms);
         r.p50 = percentile(lat, 50);
@@ -1303,26 +1311,10 @@ int main(int argc, char** argv) {
                           0, 0, {}});
         for (io_row& r : rep.io) {
             prog.begin(r.name + " · I/O scenario, " + std::to_string(s.io_connections) + " connections", s.io_time + 400ms);
-            const std::string log = logs + "/io.log";
-            child c = start_child({self, "--serve", "io", "--port", "0", "--work-n", "1"}, log, [&prog] { prog.draw(); });
-            if (c.error.empty()) {
-                try {
-                    tandem::event_loop loop;
-                    loop.run([](tandem::address to, const settings& st, io_row& out, progress& p) -> tandem::task<> {
-                        auto drawing = tandem::spawn(keep_drawing(p), "progress");
-                        co_await io_scenario(std::move(to), st, out, p);
-                        drawing.cancel();
-                    }(tandem::address("127.0.0.1", static_cast<std::uint16_t>(c.port)), s, r, prog));
-                } catch (const std::exception& e) {
-                    r.failure = std::string(e.what()) + " (see " + log + ")";
-                }
-                if (const std::string died = died_during_run(c, log); !died.empty()) r.failure = died;
-            } else {
-                r.failure = c.error;
-            }
             // The blocking server still owes a thousand 200 ms sleeps: no point waiting for them.
-            stop_child(c, r.target == "/bad" ? 0ms : 1000ms);
-            prog.clear();
+            r.failure = measure({self, "--serve", "io", "--port", "0", "--work-n", "1"}, logs + "/io.log", prog,
+                                [&](tandem::address to) { return io_scenario(std::move(to), s, r, prog); },
+                                r.target == "/bad" ? 0ms : 1000ms);
             if (!r.failure.empty()) rep.notes.push_back(r.name + " (I/O): failed: " + r.failure);
         }
     }
