@@ -34,12 +34,16 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <poll.h>
 #include <sstream>
 #include <string>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -185,7 +189,7 @@ void forget_child(pid_t pid) {
 
 /// Ctrl-C / SIGTERM / SIGHUP: ask every server to stop, give them a second, then kill what is
 /// left of their groups.
-extern "C" void on_interrupt(int) {
+extern "C" void on_interrupt(int sig) {
     bool exited[max_children] = {};
     for (auto& slot : g_children)
         if (slot > 0) ::kill(-static_cast<pid_t>(slot), SIGTERM);
@@ -204,7 +208,7 @@ extern "C" void on_interrupt(int) {
         if (slot > 0) ::kill(-static_cast<pid_t>(slot), SIGKILL);
     static const char msg[] = "\nshowdown: interrupted; every server it started has been stopped\n";
     (void)!::write(STDERR_FILENO, msg, sizeof msg - 1);
-    ::_exit(130);
+    ::_exit(128 + sig); // 130 for Ctrl-C, 143 for SIGTERM: what a shell reports for each
 }
 
 /// A crash of the showdown itself: kill the servers, then die of the same signal.
@@ -230,11 +234,12 @@ struct child {
     unsigned port = 0;
     int out = -1; // its stdout, kept open so late prints never meet EPIPE
     std::string error;
+    bool reaped = false; // it died on its own and waitpid already collected it
 };
 
 /// Starts argv[0] (a path) in its own process group, stderr to `log`, and waits for the
-/// contract's "listening on http://127.0.0.1:PORT" line.
-child start_child(const std::vector<std::string>& args, const std::string& log) {
+/// contract's "listening on http://127.0.0.1:PORT" line, calling `waiting` every 200 ms meanwhile.
+child start_child(const std::vector<std::string>& args, const std::string& log, const std::function<void()>& waiting) {
     child c;
     int pipefd[2];
     if (::pipe2(pipefd, O_CLOEXEC) != 0) {
@@ -277,15 +282,23 @@ child start_child(const std::vector<std::string>& args, const std::string& log) 
     for (;;) {
         const std::size_t at = text.find("listening on http://127.0.0.1:");
         if (at != std::string::npos && text.find('\n', at) != std::string::npos) {
-            c.port = static_cast<unsigned>(std::strtoul(text.c_str() + at + 30, nullptr, 10));
+            const unsigned long port = std::strtoul(text.c_str() + at + 30, nullptr, 10);
+            if (port == 0 || port > 65535) // never truncate it into somebody else's port
+                c.error = "printed a listening line without a valid port (see " + log + ")";
+            else
+                c.port = static_cast<unsigned>(port);
             break;
         }
         const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock_type::now());
         pollfd p{c.out, POLLIN, 0};
-        if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0) {
+        const int ready = left.count() <= 0 ? 0 : ::poll(&p, 1, static_cast<int>(std::min<long>(left.count(), 200)));
+        if (ready < 0 && errno == EINTR) continue;
+        if (ready <= 0 && clock_type::now() >= deadline) {
             c.error = "did not print its listening line within 15 s (see " + log + ")";
             break;
         }
+        waiting(); // a slow start (a busy machine, an interpreter loading) is still visibly alive
+        if (ready <= 0) continue;
         char buf[512];
         const ssize_t got = ::read(c.out, buf, sizeof buf);
         if (got <= 0) {
@@ -301,11 +314,12 @@ child start_child(const std::vector<std::string>& args, const std::string& log) 
 /// status. A zero grace kills at once: a server wedged on purpose would drain for seconds.
 int stop_child(child& c, std::chrono::milliseconds grace = 1000ms) {
     if (c.pid <= 0) return -1;
+    if (c.reaped) grace = 0ms; // only what is left of its group
     ::kill(-c.pid, grace.count() > 0 ? SIGTERM : SIGKILL);
     int status = -1;
     const auto deadline = clock_type::now() + grace;
     const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, c.pid, 0));
-    for (;;) {
+    while (!c.reaped) {
         const pid_t r = ::waitpid(c.pid, &status, WNOHANG);
         if (r == c.pid || (r < 0 && errno != EINTR)) break;
         if (clock_type::now() >= deadline) {
@@ -328,6 +342,18 @@ int stop_child(child& c, std::chrono::milliseconds grace = 1000ms) {
     c.pid = -1;
     c.out = -1;
     return status;
+}
+
+/// Non-empty when the server died by itself while it was being measured: its figures stop
+/// where it died, so the row is a failure that says how, not a table of what came before.
+std::string died_during_run(child& c, const std::string& log) {
+    int status = 0;
+    if (c.pid <= 0 || c.reaped || ::waitpid(c.pid, &status, WNOHANG) != c.pid) return {};
+    c.reaped = true;
+    const std::string how = WIFSIGNALED(status) ? "was killed by signal " + std::to_string(WTERMSIG(status)) + " (" +
+                                                      strsignal(WTERMSIG(status)) + ")"
+                                                : "exited with status " + std::to_string(WEXITSTATUS(status));
+    return "the server " + how + " during the run (see " + log + ")";
 }
 
 // ---- the models ----------------------------------------------------------------------------
@@ -420,7 +446,7 @@ std::vector<model> model_table(const settings& s, const std::string& self) {
         model m{std::move(key), std::move(name), std::move(family),
                 {exe, script, "--mode", std::move(mode), "--port", "0", "--work-ms", "{work_ms}"}, std::move(story), {}};
         if (!s.peers) m.missing = "skipped (--no-peers)";
-        else if (exe.empty()) m.missing = "not run: " + m.family + " is not on PATH";
+        else if (exe.empty()) m.missing = "not run: " + (m.family == "python" ? std::string("python3") : m.family) + " is not on PATH";
         else if (::access(script.c_str(), R_OK) != 0) m.missing = "not run: " + script + " not found (--peers-dir)";
         t.push_back(std::move(m));
     };
@@ -463,20 +489,45 @@ struct progress {
     bool tty = ::isatty(STDERR_FILENO) != 0;
     int step = 0, steps = 0;
     std::string what;
-    clock_type::time_point end;
+    std::chrono::milliseconds length{};
+    clock_type::time_point since, end;
+    bool measuring = false; // false while the server starts and warms up: that time is not counted down
     bool drawn = false;
 
-    void begin(std::string w, std::chrono::milliseconds length) {
+    void begin(std::string w, std::chrono::milliseconds len) {
         ++step;
         what = std::move(w);
-        end = clock_type::now() + length;
+        length = len;
+        since = clock_type::now();
+        measuring = false;
         if (!tty) std::fprintf(stderr, "showdown [%d/%d] %s (%.1f s)\n", step, steps, what.c_str(), length.count() / 1e3);
+        draw();
+    }
+    /// The measured window opens now: from here the line counts its seconds down.
+    void measure() {
+        measuring = true;
+        end = clock_type::now() + length;
         draw();
     }
     void draw() {
         if (!tty) return;
-        const double left = std::max(0.0, std::chrono::duration<double>(end - clock_type::now()).count());
-        std::fprintf(stderr, "\r\033[K  showdown [%d/%d] %s — %.1f s left", step, steps, what.c_str(), left);
+        char buf[512];
+        if (measuring) {
+            const double left = std::max(0.0, std::chrono::duration<double>(end - clock_type::now()).count());
+            std::snprintf(buf, sizeof buf, "  showdown [%d/%d] %.1f s left · %s", step, steps, left, what.c_str());
+        } else {
+            const double waited = std::chrono::duration<double>(clock_type::now() - since).count();
+            std::snprintf(buf, sizeof buf, "  showdown [%d/%d] starting (%.0f s) · %s", step, steps, waited, what.c_str());
+        }
+        // \r\033[K clears one screen line: a line the terminal wrapped would leave its first half
+        // behind at every redraw, so the line is cut to the width (counting UTF-8 characters).
+        winsize ws{};
+        const std::size_t width = ::ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 1 ? ws.ws_col - 1u : 79u;
+        std::size_t columns = 0, cut = 0;
+        for (; buf[cut] != '\0'; ++cut)
+            if ((static_cast<unsigned char>(buf[cut]) & 0xC0) != 0x80 && ++columns > width) break;
+        buf[cut] = '\0';
+        std::fprintf(stderr, "\r\033[K%s", buf);
         std::fflush(stderr);
         drawn = true;
     }
@@ -574,9 +625,17 @@ double json_number(const std::string& text, const std::string& key, double other
 
 tandem::task<> cpu_scenario(tandem::address to, const settings& s, cpu_result& out, progress& prog) {
     // Warm-up outside the measured window: one job (starts pools, fills caches) and a ping.
-    (void)co_await get_text(to, "/compute", 15'000ms); // a pool may still be starting
-    (void)co_await get_text(to, "/ping");
-    (void)co_await get_text(to, "/reset-stats");
+    try {
+        (void)co_await get_text(to, "/compute", 15'000ms); // a pool may still be starting
+        (void)co_await get_text(to, "/ping");
+        (void)co_await get_text(to, "/reset-stats");
+    } catch (const tandem::cancelled&) {
+        throw;
+    } catch (const std::exception& e) { // "operation timed out" alone would not say which server or step
+        throw std::runtime_error(std::string("listening, but its warm-up (one /compute within 15 s, /ping, /reset-stats) "
+                                             "failed: ") + e.what());
+    }
+    prog.measure();
 
     connections ping_conns(to, 512, 10'000ms);
     connections compute_conns(to, s.compute_connections, 30'000ms);
@@ -584,7 +643,8 @@ tandem::task<> cpu_scenario(tandem::address to, const settings& s, cpu_result& o
     const auto start = clock_type::now();
     const auto end = start + s.cpu_time;
     const auto ping_every = 10ms;
-    const auto compute_every = std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(1.0 / s.compute_rate));
+    const auto compute_every = std::max<clock_type::duration>(
+        1us, std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(1.0 / s.compute_rate)));
     auto next_ping = start, next_compute = start;
 
     auto ping = [](connections& pool, std::unique_ptr<tandem::http::client> c, clock_type::time_point scheduled,
@@ -644,7 +704,8 @@ struct io_row {
     std::string failure;
 };
 
-tandem::task<> io_scenario(tandem::address to, const settings& s, io_row& row) {
+tandem::task<> io_scenario(tandem::address to, const settings& s, io_row& row, progress& prog) {
+    prog.measure();
     long done = 0, errors = 0;
     // Connections start spread over one 200 ms period, so answers arrive evenly rather than in
     // waves a short window would catch one wave too many or too few of.
@@ -682,6 +743,31 @@ tandem::task<> io_scenario(tandem::address to, const settings& s, io_row& row) {
     }
     row.requests_per_s = static_cast<double>(done) / std::chrono::duration<double>(s.io_time).count();
     row.errors = errors;
+}
+
+/// Starts one server, runs `scenario(its address)` on a fresh loop with the progress line alive,
+/// and stops the server (`grace` for a graceful exit); returns why it could not be measured, or "".
+template <class Scenario>
+std::string measure(const std::vector<std::string>& argv, const std::string& log, progress& prog, Scenario scenario,
+                    std::chrono::milliseconds grace = 1000ms) {
+    child c = start_child(argv, log, [&prog] { prog.draw(); });
+    std::string failure = c.error;
+    if (failure.empty()) {
+        try {
+            tandem::event_loop loop;
+            loop.run([](Scenario& run, tandem::address to, progress& p) -> tandem::task<> {
+                auto drawing = tandem::spawn(keep_drawing(p), "progress");
+                co_await run(std::move(to));
+                drawing.cancel();
+            }(scenario, tandem::address("127.0.0.1", static_cast<std::uint16_t>(c.port)), prog));
+        } catch (const std::exception& e) {
+            failure = std::string(e.what()) + " (see " + log + ")";
+        }
+        if (std::string died = died_during_run(c, log); !died.empty()) failure = std::move(died);
+    }
+    stop_child(c, grace);
+    prog.clear();
+    return failure;
 }
 
 // ---- figures -----------------------------------------------------------------------------
@@ -816,8 +902,9 @@ std::string ping_svg(const std::vector<row>& rows, const settings& s, const mach
           << " s</text>\n";
     o << "<rect x=\"" << left << "\" y=\"" << top << "\" width=\"" << pw << "\" height=\"" << ph
       << "\" fill=\"none\" stroke=\"#999\"/>\n";
-    int i = 0;
+    int i = 0; // counts drawn rows only, so a row keeps its colour in the bar chart too
     for (const row& r : rows) {
+        if (!r.r.failure.empty()) continue; // no samples: said in the table, not drawn as a flat nothing
         const char* color = palette[i % 10];
         o << "<polyline class=\"series\" data-model=\"" << html_escape(r.m->name) << "\" fill=\"none\" stroke=\"" << color
           << "\" stroke-width=\"1.3\" points=\"";
@@ -973,24 +1060,42 @@ std::string write_html(const report& rep, const settings& s, const std::string& 
         o << "<tr><td>" << html_escape(m->name) << "</td><td colspan=\"7\" class=\"note\">" << html_escape(m->missing)
           << "</td></tr>\n";
     o << "</table>\n";
-    if (!io_bars.empty()) {
-        o << "<h2>I/O: " << s.io_connections << " connections waiting 200 ms per request</h2>\n"
-          << bar_svg("io-chart", "/slow requests per second", io_bars, "req/s");
-        for (const io_row& r : rep.io)
-            o << "<p><b>" << html_escape(r.name) << "</b>: " << html_escape(r.story) << "</p>\n";
+    if (!rep.io.empty()) {
+        o << "<h2>I/O: " << s.io_connections << " connections waiting 200 ms per request</h2>\n";
+        if (!io_bars.empty()) o << bar_svg("io-chart", "/slow requests per second", io_bars, "req/s");
+        for (const io_row& r : rep.io) {
+            o << "<p><b>" << html_escape(r.name) << "</b>: " << html_escape(r.story);
+            if (!r.failure.empty()) o << " Here it could not be measured: " << html_escape(r.failure);
+            o << "</p>\n";
+        }
     }
     o << "<h2>What each row is</h2>\n";
-    for (const row& r : rep.rows)
-        o << "<p><b>" << html_escape(r.m->name) << "</b> — " << html_escape(r.m->story) << " Here: /ping p99 "
-          << ms_text(r.p99) << " ms, max " << ms_text(r.max) << " ms, " << fmt(r.per_s) << " jobs per second.</p>\n";
+    for (const row& r : rep.rows) {
+        o << "<p><b>" << html_escape(r.m->name) << "</b> — " << html_escape(r.m->story);
+        if (r.r.failure.empty())
+            o << " Here: /ping p99 " << ms_text(r.p99) << " ms, max " << ms_text(r.max) << " ms, " << fmt(r.per_s)
+              << " jobs per second.</p>\n";
+        else
+            o << " Here it could not be measured: " << html_escape(r.r.failure) << "</p>\n";
+    }
     o << "</body></html>\n";
     return o.str();
 }
 
+/// Written beside and renamed over: a Ctrl-C or a full disk mid-write leaves the last complete
+/// file (or none), never half a JSON document a script would choke on.
 bool write_file(const std::string& path, const std::string& text) {
-    std::ofstream f(path, std::ios::trunc);
-    f << text;
-    return static_cast<bool>(f);
+    const std::string part = path + ".part";
+    {
+        std::ofstream f(part, std::ios::trunc);
+        f << text;
+        f.flush();
+        if (!f) {
+            ::unlink(part.c_str());
+            return false;
+        }
+    }
+    return ::rename(part.c_str(), path.c_str()) == 0;
 }
 
 void usage(const char* argv0) {
@@ -998,25 +1103,51 @@ void usage(const char* argv0) {
                  "usage: %s [--quick] [--seconds S] [--models LIST] [--out DIR] [--no-peers] [--work-ms MS]\n"
                  "          [--rate R] [--connections N] [--peers-dir DIR]\n"
                  "  --quick        0.7 s per model, 0.8 s per I/O row (about 13 s in all)\n"
-                 "  --seconds S    CPU scenario length per model (default 4; the I/O rows take up to 2.5)\n"
+                 "  --seconds S    CPU scenario length per model, 0.1 to 3600 (default 4; the I/O rows take up to 2.5)\n"
                  "  --models LIST  comma-separated keys: blocked, cooperative, threads, processes, cluster,\n"
                  "                 node-inline, node-workers, python-inline, python-processes, io (default: all)\n"
-                 "  --out DIR      where showdown.html, showdown.json and showdown-ping.svg go (default .)\n"
+                 "  --out DIR      where showdown.html, showdown.json and showdown-ping.svg go, created if\n"
+                 "                 need be (default .)\n"
                  "  --no-peers     skip the Node and Python servers\n"
-                 "  --work-ms MS   CPU time of one /compute job (default 50)\n"
-                 "  --rate R       /compute jobs offered per second (default: 3/4 of what all cores can do)\n"
-                 "  --connections N  connections in the I/O scenario (default 1000)\n",
+                 "  --work-ms MS   CPU time of one /compute job, 1 to 1000 (default 50)\n"
+                 "  --rate R       /compute jobs offered per second, up to 10000 (default: 3/4 of what all cores can do)\n"
+                 "  --connections N  connections in the I/O scenario, 1 to 100000 (default 1000)\n"
+                 "  (--opt=value works too)\n",
                  argv0);
 }
 
-double positive(const char* text, const char* what) {
+/// A number for an option, within [lo, hi] (an integer where `integer`), or a clear error and exit 2:
+/// a value that would make a figure meaningless (0 s of measurement, 0 ms jobs, half a
+/// connection) is refused before anything starts, not discovered as NaN a minute later.
+double number_option(const std::string& text, const char* what, double lo, double hi, bool integer = false) {
     char* end = nullptr;
-    const double v = std::strtod(text, &end);
-    if (end == text || *end != '\0' || !(v > 0) || v > 1e6) {
-        std::fprintf(stderr, "showdown: %s must be a positive number, not '%s'\n", what, text);
+    const double v = std::strtod(text.c_str(), &end);
+    if (text.empty() || end != text.c_str() + text.size() || !(v >= lo && v <= hi) || (integer && v != std::floor(v))) {
+        std::fprintf(stderr, "showdown: %s must be %s from %g to %g, not '%s'\n", what, integer ? "a whole number" : "a number",
+                     lo, hi, text.c_str());
         std::exit(2);
     }
     return v;
+}
+
+/// --out: created (parents too) and proved writable before a minute of measuring, not after.
+bool prepare_out(const std::string& dir) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (!std::filesystem::is_directory(dir)) {
+        std::fprintf(stderr, "showdown: --out %s: cannot create the directory%s%s\n", dir.c_str(), ec ? ": " : "",
+                     ec ? ec.message().c_str() : "");
+        return false;
+    }
+    const std::string probe = dir + "/.showdown-write-test";
+    const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        std::fprintf(stderr, "showdown: --out %s: cannot write there: %s\n", dir.c_str(), std::strerror(errno));
+        return false;
+    }
+    ::close(fd);
+    ::unlink(probe.c_str());
+    return true;
 }
 
 } // namespace
@@ -1040,23 +1171,44 @@ int main(int argc, char** argv) {
     settings s;
     bool quick = false, seconds_given = false;
     for (int i = 1; i < argc; ++i) {
-        const std::string a = argv[i];
-        const bool has = i + 1 < argc;
-        if (a == "--quick") quick = true;
-        else if (a == "--no-peers") s.peers = false;
-        else if (a == "--seconds" && has) {
-            s.cpu_time = std::chrono::milliseconds(static_cast<long>(1000 * positive(argv[++i], "--seconds")));
+        std::string a = argv[i];
+        std::optional<std::string> value; // --opt=value or --opt value
+        if (const std::size_t eq = a.find('='); a.rfind("--", 0) == 0 && eq != std::string::npos) {
+            value = a.substr(eq + 1);
+            a.resize(eq);
+        }
+        const auto arg = [&]() -> std::string {
+            if (value) return *value;
+            if (i + 1 >= argc) {
+                std::fprintf(stderr, "showdown: %s needs a value\n", a.c_str());
+                usage(argv[0]);
+                std::exit(2);
+            }
+            return argv[++i];
+        };
+        if (a == "--quick" && !value) quick = true;
+        else if (a == "--no-peers" && !value) s.peers = false;
+        else if (a == "--seconds") {
+            s.cpu_time = std::chrono::milliseconds(std::lround(1000 * number_option(arg(), "--seconds", 0.1, 3600)));
             seconds_given = true;
-        } else if (a == "--models" && has) s.only = argv[++i];
-        else if (a == "--out" && has) s.out = argv[++i];
-        else if (a == "--peers-dir" && has) s.peers_dir = argv[++i];
-        else if (a == "--work-ms" && has) s.work = std::chrono::milliseconds(static_cast<long>(positive(argv[++i], "--work-ms")));
-        else if (a == "--rate" && has) s.compute_rate = positive(argv[++i], "--rate");
-        else if (a == "--connections" && has) s.io_connections = static_cast<std::size_t>(positive(argv[++i], "--connections"));
-        else if (a == "--help" || a == "-h") {
+        } else if (a == "--models") {
+            s.only = arg();
+            if (s.only.empty()) {
+                std::fprintf(stderr, "showdown: --models needs at least one model\n");
+                usage(argv[0]);
+                return 2;
+            }
+        } else if (a == "--out") s.out = arg();
+        else if (a == "--peers-dir") s.peers_dir = arg();
+        else if (a == "--work-ms") s.work = std::chrono::milliseconds(std::lround(number_option(arg(), "--work-ms", 1, 1000, true)));
+        else if (a == "--rate") s.compute_rate = number_option(arg(), "--rate", 0.01, 10000);
+        else if (a == "--connections")
+            s.io_connections = static_cast<std::size_t>(number_option(arg(), "--connections", 1, 100000, true));
+        else if ((a == "--help" || a == "-h") && !value) {
             usage(argv[0]);
             return 0;
         } else {
+            std::fprintf(stderr, "showdown: unknown option '%s'\n", argv[i]);
             usage(argv[0]);
             return 2;
         }
@@ -1072,8 +1224,14 @@ int main(int argc, char** argv) {
         lim.rlim_cur = lim.rlim_max;
         ::setrlimit(RLIMIT_NOFILE, &lim);
     }
-    if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < 2 * s.io_connections + 200)
-        s.io_connections = lim.rlim_cur > 400 ? (lim.rlim_cur - 200) / 2 : 100;
+    // Each side (this process, the server) needs a descriptor per connection plus a few dozen of
+    // its own; more connections than that would only measure EMFILE, as errors.
+    std::string fewer_connections;
+    if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur < s.io_connections + 100) {
+        s.io_connections = lim.rlim_cur > 150 ? lim.rlim_cur - 100 : std::max<rlim_t>(1, lim.rlim_cur / 3);
+        fewer_connections = "I/O scenario: " + std::to_string(s.io_connections) + " connections, not more: the descriptor "
+                            "limit (ulimit -n) is " + std::to_string(lim.rlim_cur);
+    }
 
     report rep;
     rep.machine = this_machine();
@@ -1082,9 +1240,6 @@ int main(int argc, char** argv) {
     // one-core models fall behind and parallel ones keep up without saturating the machine.
     if (s.compute_rate <= 0) s.compute_rate = 0.75 * cores * 1000.0 / static_cast<double>(s.work.count());
     s.compute_connections = 2 * cores;
-    ::mkdir(s.out.c_str(), 0755);
-    const std::string logs = s.out + "/showdown-logs";
-    ::mkdir(logs.c_str(), 0755);
 
     char self[4096];
     const ssize_t len = ::readlink("/proc/self/exe", self, sizeof self - 1);
@@ -1118,6 +1273,9 @@ int main(int argc, char** argv) {
         }
     }
     const bool with_io = selected(s, "io");
+    if (!prepare_out(s.out)) return 2; // after every check of the options: a refused run writes nothing
+    const std::string logs = s.out + "/showdown-logs";
+    ::mkdir(logs.c_str(), 0755);
 
     progress prog;
     prog.steps = static_cast<int>(runnable.size()) + (with_io ? 2 : 0);
@@ -1130,23 +1288,8 @@ int main(int argc, char** argv) {
     for (const model* m : runnable) {
         row r{m, {}};
         prog.begin(m->name + " · CPU scenario", s.cpu_time);
-        child c = start_child(fill(m->argv, s), logs + "/" + m->key + ".log");
-        if (c.error.empty()) {
-            try {
-                tandem::event_loop loop;
-                loop.run([](tandem::address to, const settings& st, cpu_result& out, progress& p) -> tandem::task<> {
-                    auto drawing = tandem::spawn(keep_drawing(p), "progress");
-                    co_await cpu_scenario(std::move(to), st, out, p);
-                    drawing.cancel();
-                }(tandem::address("127.0.0.1", static_cast<std::uint16_t>(c.port)), s, r.r, prog));
-            } catch (const std::exception& e) {
-                r.r.failure = e.what();
-            }
-        } else {
-            r.r.failure = c.error;
-        }
-        stop_child(c);
-        prog.clear();
+        r.r.failure = measure(fill(m->argv, s), logs + "/" + m->key + ".log", prog,
+                              [&](tandem::address to) { return cpu_scenario(std::move(to), s, r.r, prog); });
         std::vector<double> lat;
         for (const ping_sample& p : r.r.pings) lat.push_back(p.latency_ms);
         r.p50 = percentile(lat, 50);
@@ -1168,24 +1311,11 @@ int main(int argc, char** argv) {
                           0, 0, {}});
         for (io_row& r : rep.io) {
             prog.begin(r.name + " · I/O scenario, " + std::to_string(s.io_connections) + " connections", s.io_time + 400ms);
-            child c = start_child({self, "--serve", "io", "--port", "0", "--work-n", "1"}, logs + "/io.log");
-            if (c.error.empty()) {
-                try {
-                    tandem::event_loop loop;
-                    loop.run([](tandem::address to, const settings& st, io_row& out, progress& p) -> tandem::task<> {
-                        auto drawing = tandem::spawn(keep_drawing(p), "progress");
-                        co_await io_scenario(std::move(to), st, out);
-                        drawing.cancel();
-                    }(tandem::address("127.0.0.1", static_cast<std::uint16_t>(c.port)), s, r, prog));
-                } catch (const std::exception& e) {
-                    r.failure = e.what();
-                }
-            } else {
-                r.failure = c.error;
-            }
             // The blocking server still owes a thousand 200 ms sleeps: no point waiting for them.
-            stop_child(c, r.target == "/bad" ? 0ms : 1000ms);
-            prog.clear();
+            r.failure = measure({self, "--serve", "io", "--port", "0", "--work-n", "1"}, logs + "/io.log", prog,
+                                [&](tandem::address to) { return io_scenario(std::move(to), s, r, prog); },
+                                r.target == "/bad" ? 0ms : 1000ms);
+            if (!r.failure.empty()) rep.notes.push_back(r.name + " (I/O): failed: " + r.failure);
         }
     }
 
@@ -1196,6 +1326,7 @@ int main(int argc, char** argv) {
     if (!rep.io.empty()) {
         std::printf("\nI/O: %zu connections, each request waits 200 ms (ideal: %.0f req/s)\n", s.io_connections,
                     static_cast<double>(s.io_connections) / 0.2);
+        if (!fewer_connections.empty()) std::printf("(%s)\n", fewer_connections.c_str());
         for (const io_row& r : rep.io) {
             if (r.failure.empty()) std::printf("%-27s %10.1f req/s  %ld errors\n", r.name.c_str(), r.requests_per_s, r.errors);
             else std::printf("%-27s failed: %s\n", r.name.c_str(), r.failure.c_str());
@@ -1209,11 +1340,12 @@ int main(int argc, char** argv) {
     ok = write_file(s.out + "/showdown-ping.svg", "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n" + chart) && ok;
     std::printf("\nload average %.2f at the start, %.2f at the end: other work on this machine moves these figures, "
                 "not their direction\n", rep.machine.load, rep.machine.load_end);
-    std::printf("wrote %s/showdown.html, showdown.json and showdown-ping.svg (server logs in %s)\n", s.out.c_str(), logs.c_str());
     if (!ok) {
-        std::fprintf(stderr, "showdown: could not write into %s\n", s.out.c_str());
+        std::fprintf(stderr, "showdown: could not write showdown.json, showdown.html or showdown-ping.svg into %s\n",
+                     s.out.c_str());
         return 1;
     }
+    std::printf("wrote %s/showdown.html, showdown.json and showdown-ping.svg (server logs in %s)\n", s.out.c_str(), logs.c_str());
     // A peer that fails here is the peer's business (an old Node, say); a tandem row is ours.
     for (const row& r : rep.rows)
         if (!r.r.failure.empty() && r.m->family == "tandem") return 1;

@@ -38,12 +38,15 @@ def calibrate(ms):
         n *= 2
 
 
-def die_with_parent():
-    # a pool worker must not outlive the server (PR_SET_PDEATHSIG = 1, SIGKILL)
+def die_with_parent(server_pid):
+    # a pool worker must not outlive the server (PR_SET_PDEATHSIG = 1, SIGKILL); a server killed
+    # between this worker's fork and this call sent no signal, so check it is still the parent
     try:
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)
     except (OSError, AttributeError):
         pass
+    if os.getppid() != server_pid:
+        os._exit(1)
 
 
 class Lag:
@@ -78,7 +81,8 @@ async def main():
     loop = asyncio.get_running_loop()
     pool = None
     if args.mode == "processes":
-        pool = concurrent.futures.ProcessPoolExecutor(os.cpu_count() or 1, initializer=die_with_parent)
+        pool = concurrent.futures.ProcessPoolExecutor(os.cpu_count() or 1, initializer=die_with_parent,
+                                                    initargs=(os.getpid(),))
 
     async def compute():
         if pool is None:

@@ -27,7 +27,7 @@ def main():
             pass
     start = time.monotonic()
     run = subprocess.run([exe, "--quick", "--out", out] + sys.argv[3:], stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, timeout=120)
+                         stderr=subprocess.STDOUT, text=True, timeout=100)  # under ctest's TIMEOUT
     took = time.monotonic() - start
     print(run.stdout)
     print(f"showdown --quick took {took:.1f} s")
