@@ -45,6 +45,7 @@
 #include <string>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -100,9 +101,156 @@ double ms_of(clock_type::duration d) { return std::chrono::duration<double, std:
 
 // ---- --serve MODEL: the tandem servers -----------------------------------------------------
 
+/// A step that holds the loop for half the job is a stall worth naming: tied to the job's CPU
+/// time, the watchdog speaks on any machine (a fixed 100 ms stays silent on a fast one). The
+/// first three reports go to stderr (the server's log); `reports` counts them all.
+void watch_for_stalls(tandem::event_loop& loop, std::chrono::milliseconds work, std::atomic<long>& reports) {
+    loop.watch_blocking(std::max<std::chrono::milliseconds>(work / 2, 1ms), [&reports](const tandem::blocking_report& r) {
+        if (reports.fetch_add(1) < 3) std::fprintf(stderr, "%s\n", r.describe().c_str());
+    });
+}
+
+/// /stats's answer, the figures cpu_scenario reads back.
+tandem::http::response stats_json(std::chrono::nanoseconds delay_p99, std::chrono::nanoseconds longest_step,
+                                  long watchdog_reports, double utilization) {
+    auto ms = [](std::chrono::nanoseconds d) { return std::chrono::duration<double, std::milli>(d).count(); };
+    char buf[256];
+    std::snprintf(buf, sizeof buf,
+                  "{\"loop_delay_p99_ms\": %.3f, \"longest_step_ms\": %.3f, \"watchdog_reports\": %ld, "
+                  "\"utilization\": %.3f}",
+                  ms(delay_p99), ms(longest_step), watchdog_reports, utilization);
+    return tandem::http::response::json(buf);
+}
+
+/// The endpoints every tandem model shares: /, /ping, /slow and /bad (the I/O scenario's).
+tandem::http::router common_routes() {
+    tandem::http::router routes;
+    example::add_common_routes(routes);
+    routes.get("/bad", [](tandem::http::request&) -> tandem::task<tandem::http::response> {
+        std::this_thread::sleep_for(200ms); // time.sleep in `async def`: holds the loop
+        co_return tandem::http::response::text("bad");
+    });
+    return routes;
+}
+
+tandem::http::response answer(double r) { return tandem::http::response::json(example::result_json(r)); }
+
+/// /compute inline in the handler: nothing else runs on this loop meanwhile (blocked, cluster).
+void inline_compute(tandem::http::router& routes, long n) {
+    routes.get("/compute", [n](tandem::http::request&) -> tandem::task<tandem::http::response> {
+        co_return answer(example::sum_sqrt(n));
+    });
+}
+
+// ---- --serve cluster: the blocked loop's handler, once per CPU ---------------------------
+
+/// What the cluster's workers share for /stats and /reset-stats, mapped before the fork: a
+/// request lands on one worker, yet the figures are the whole cluster's. Lock-free atomics
+/// are address-free, so they work across processes in a MAP_SHARED mapping.
+struct cluster_figures {
+    static constexpr std::size_t slots = 64; // cluster::options::max_workers
+    struct slot {
+        std::atomic<bool> used{false};
+        std::atomic<std::int64_t> delay_p99_ns{0}, longest_step_ns{0}, busy_ns{0}, idle_ns{0};
+    };
+    std::atomic<std::uint64_t> reset_epoch{0}; // /reset-stats: every worker resets its loop's figures
+    std::atomic<long> watchdog_reports{0};
+    slot workers[slots];
+};
+static_assert(std::atomic<std::int64_t>::is_always_lock_free && std::atomic<long>::is_always_lock_free);
+
+/// A worker copies its loop's figures into its slot: every 20 ms, and when asked for /stats.
+/// Resetting happens here too, when another worker has answered /reset-stats.
+void publish(cluster_figures& shared, std::size_t index, std::uint64_t& epoch_seen) {
+    tandem::event_loop& loop = tandem::this_loop();
+    if (const std::uint64_t epoch = shared.reset_epoch.load(); epoch != epoch_seen) {
+        loop.reset_stats();
+        epoch_seen = epoch;
+    }
+    const tandem::loop_stats& s = loop.stats();
+    cluster_figures::slot& me = shared.workers[index % cluster_figures::slots];
+    me.delay_p99_ns = s.delay.percentile(99).count();
+    me.longest_step_ns = s.steps.max().count();
+    me.busy_ns = s.busy.count();
+    me.idle_ns = s.idle.count();
+    me.used = true;
+}
+
+tandem::task<> keep_publishing(cluster_figures& shared, std::size_t index, std::uint64_t& epoch_seen) {
+    for (;;) {
+        publish(shared, index, epoch_seen);
+        co_await tandem::sleep_for(20ms);
+    }
+}
+
+/// Every worker runs what the blocked loop runs, on its own loop, all on one shared port
+/// (tandem::cluster's default balance: one accept queue). The loop figures in /stats are the
+/// worst worker's (delay p99, longest step), the watchdog reports every worker's.
+int serve_cluster(long n, std::chrono::milliseconds work, unsigned long port) {
+    void* mem = ::mmap(nullptr, sizeof(cluster_figures), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) {
+        std::perror("showdown: mmap");
+        return 1;
+    }
+    cluster_figures* shared = new (mem) cluster_figures();
+    tandem::cluster::options opts;
+    opts.listen = {tandem::address("127.0.0.1", static_cast<std::uint16_t>(port))};
+    opts.workers = 0; // one per available CPU (affinity mask and cgroup quota)
+    // The cluster's own stall watchdog (replace a worker blocked for stall_timeout) is off:
+    // blocking is what this row demonstrates, and the showdown's watchdog counts it instead.
+    opts.stall_timeout = 0ms;
+    opts.drain_timeout = 2000ms;
+    opts.on_ready = [](std::span<const tandem::address> bound) {
+        std::printf("listening on http://127.0.0.1:%u\n", static_cast<unsigned>(bound.front().port()));
+        std::fflush(stdout);
+    };
+    return tandem::cluster::run(opts, [shared, n, work](tandem::cluster::worker& w) -> tandem::task<> {
+        tandem::event_loop& loop = tandem::this_loop();
+        watch_for_stalls(loop, work, shared->watchdog_reports);
+        std::uint64_t epoch_seen = shared->reset_epoch.load();
+        const std::size_t index = w.index();
+        tandem::http::router routes = common_routes();
+        inline_compute(routes, n);
+        routes.get("/reset-stats", [shared, index, &epoch_seen](tandem::http::request&) -> tandem::task<tandem::http::response> {
+            shared->watchdog_reports = 0;
+            shared->reset_epoch.fetch_add(1);
+            publish(*shared, index, epoch_seen); // this worker at once, the others within 20 ms
+            co_return tandem::http::response::text("ok");
+        });
+        routes.get("/stats", [shared, index, &epoch_seen](tandem::http::request&) -> tandem::task<tandem::http::response> {
+            publish(*shared, index, epoch_seen);
+            std::int64_t delay = 0, longest = 0, busy = 0, idle = 0;
+            for (const cluster_figures::slot& s : shared->workers) {
+                if (!s.used) continue;
+                delay = std::max<std::int64_t>(delay, s.delay_p99_ns);
+                longest = std::max<std::int64_t>(longest, s.longest_step_ns);
+                busy += s.busy_ns;
+                idle += s.idle_ns;
+            }
+            co_return stats_json(std::chrono::nanoseconds(delay), std::chrono::nanoseconds(longest),
+                                 shared->watchdog_reports.load(),
+                                 busy + idle > 0 ? static_cast<double>(busy) / static_cast<double>(busy + idle) : 0.0);
+        });
+        routes.get("/metrics", tandem::http::metrics_handler());
+        tandem::http::server server(std::move(routes));
+        w.count_requests([&server] { return server.requests_served(); });
+        std::stop_callback on_stop(w.stop_token(), [&server] { server.shutdown(); });
+        auto publishing = tandem::spawn(keep_publishing(*shared, index, epoch_seen), "publish figures");
+        co_await server.serve(w.listener());
+        publishing.cancel();
+        try {
+            co_await publishing;
+        } catch (const tandem::cancelled&) {
+        }
+    });
+}
+
+// ---- --serve MODEL: the tandem servers -----------------------------------------------------
+
 /// The same /compute in each model: how the job meets the loop is the only difference.
 int serve(const std::string& model, long n, std::chrono::milliseconds work, unsigned long port) {
-    // The process pool forks its zygote first, before any thread exists (see process_pool.hpp).
+    // The cluster forks its workers before any thread exists; so does the process pool its zygote.
+    if (model == "cluster") return serve_cluster(n, work, port);
     std::unique_ptr<tandem::process_pool> procs;
     if (model == "processes") procs = std::make_unique<tandem::process_pool>(tandem::process_pool_options{});
     std::unique_ptr<tandem::thread_pool> threads;
@@ -110,26 +258,14 @@ int serve(const std::string& model, long n, std::chrono::milliseconds work, unsi
 
     tandem::event_loop loop;
     static std::atomic<long> watchdog_reports{0};
-    // A step that holds the loop for half the job is a stall worth naming: tied to the job's
-    // CPU time, the watchdog speaks on any machine (a fixed 100 ms stays silent on a fast one).
-    loop.watch_blocking(std::max<std::chrono::milliseconds>(work / 2, 1ms), [](const tandem::blocking_report& r) {
-        if (watchdog_reports.fetch_add(1) < 3) std::fprintf(stderr, "%s\n", r.describe().c_str());
-    });
+    watch_for_stalls(loop, work, watchdog_reports);
 
-    tandem::http::router routes;
-    example::add_common_routes(routes);
-    routes.get("/bad", [](tandem::http::request&) -> tandem::task<tandem::http::response> {
-        std::this_thread::sleep_for(200ms); // time.sleep in `async def`: holds the loop
-        co_return tandem::http::response::text("bad");
-    });
-    const auto answer = [](double r) { return tandem::http::response::json(example::result_json(r)); };
+    tandem::http::router routes = common_routes();
     if (model == "blocked") {
-        routes.get("/compute", [n, answer](tandem::http::request&) -> tandem::task<tandem::http::response> {
-            co_return answer(example::sum_sqrt(n)); // inline: nothing else runs meanwhile
-        });
+        inline_compute(routes, n);
     } else if (model == "cooperative") {
         const long slices = std::max<long>(1, work.count()); // ~1 ms of CPU per slice
-        routes.get("/compute", [n, slices, answer](tandem::http::request&) -> tandem::task<tandem::http::response> {
+        routes.get("/compute", [n, slices](tandem::http::request&) -> tandem::task<tandem::http::response> {
             const long step = std::max(1L, n / slices);
             double sum = 0;
             for (long from = 0; from < n; from += step) {
@@ -139,11 +275,11 @@ int serve(const std::string& model, long n, std::chrono::milliseconds work, unsi
             co_return answer(sum);
         });
     } else if (model == "threads") {
-        routes.get("/compute", [n, answer, &threads](tandem::http::request&) -> tandem::task<tandem::http::response> {
+        routes.get("/compute", [n, &threads](tandem::http::request&) -> tandem::task<tandem::http::response> {
             co_return answer(co_await threads->run(example::sum_sqrt, n));
         });
     } else if (model == "processes") {
-        routes.get("/compute", [n, answer, &procs](tandem::http::request&) -> tandem::task<tandem::http::response> {
+        routes.get("/compute", [n, &procs](tandem::http::request&) -> tandem::task<tandem::http::response> {
             co_return answer(co_await procs->run(example::sum_sqrt, n));
         });
     } else if (model != "io") {
@@ -157,13 +293,7 @@ int serve(const std::string& model, long n, std::chrono::milliseconds work, unsi
     });
     routes.get("/stats", [&loop](tandem::http::request&) -> tandem::task<tandem::http::response> {
         const tandem::loop_stats& s = loop.stats();
-        auto ms = [](std::chrono::nanoseconds d) { return std::chrono::duration<double, std::milli>(d).count(); };
-        char buf[256];
-        std::snprintf(buf, sizeof buf,
-                      "{\"loop_delay_p99_ms\": %.3f, \"longest_step_ms\": %.3f, \"watchdog_reports\": %ld, "
-                      "\"utilization\": %.3f}",
-                      ms(s.delay.percentile(99)), ms(s.steps.max()), watchdog_reports.load(), s.utilization());
-        co_return tandem::http::response::json(buf);
+        co_return stats_json(s.delay.percentile(99), s.steps.max(), watchdog_reports.load(), s.utilization());
     });
     return example::serve(loop, port, std::move(routes));
 }
@@ -433,9 +563,13 @@ std::vector<model> model_table(const settings& s, const std::string& self) {
                  "tandem, co_await procs.run(job) on a tandem::process_pool: each job runs in a worker "
                  "process forked from a clean zygote; a crash costs one job, not the pool. Python's "
                  "run_in_executor(ProcessPoolExecutor), minus the pickling and the broken pool.");
-    // The cluster row joins here once cluster.hpp exists: N processes each running the inline
-    // handler on a shared port (a "--serve cluster" mode). Until then it is a note, never a number.
-    t.push_back({"cluster", "cluster", "tandem", {}, "", "not yet available: tandem's cluster.hpp has not landed"});
+    tandem_model("cluster", "cluster",
+                 "tandem::cluster::run: the blocked loop's server, inline /compute and all, forked once per "
+                 "available CPU, every worker accepting on one shared port (Node's cluster module, gunicorn). "
+                 "Jobs run on every core at once, yet a ping still waits whenever it reaches a worker in the "
+                 "middle of a job (its keep-alive connection belongs to that worker), and while every worker "
+                 "computes nobody is free to answer. It beats a thread pool when requests share nothing and the "
+                 "handlers stay as written: no hand-off to rewrite, and a crash costs one worker, not the server.");
 
     const std::string node = s.peers ? find_on_path("node") : std::string();
     const std::string python = s.peers ? real_python() : std::string();
