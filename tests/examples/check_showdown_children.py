@@ -1,9 +1,10 @@
-"""The showdown leaves no server behind, however it ends: SIGINT (Ctrl-C) and SIGKILL.
+"""The showdown leaves no server behind, however it ends: SIGINT (Ctrl-C), SIGTERM and SIGKILL.
 
     check_showdown_children.py SHOWDOWN_BINARY PEERS_DIR
 
 The binary and the peer scripts are copied into a fresh directory, so every process the
-showdown starts (its own --serve child with its process-pool zygote and workers, the Python
+showdown starts (its own --serve child with its process-pool zygote and workers, the cluster's
+primary and its worker processes, the Python
 peer with its ProcessPoolExecutor workers) names that directory in its command line and can be found in /proc.
 """
 import os
@@ -46,12 +47,16 @@ def wait_for(predicate, seconds):
     return predicate()
 
 
-def one_run(exe, peers, how, model):
+SIGNALS = {"sigint": (signal.SIGINT, 130), "sigterm": (signal.SIGTERM, 143), "sigkill": (signal.SIGKILL, None)}
+
+
+def one_run(exe, peers, how, model, at_least=3):
     marker = os.path.dirname(exe)
     out = os.path.join(marker, "out-" + how + "-" + model)
     p = subprocess.Popen([exe, "--models", model, "--seconds", "30", "--out", out, "--peers-dir", peers],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    # stderr is not a terminal: one progress line per step. Wait until the process pool runs.
+    # stderr is not a terminal: one progress line per step. Wait until the server's helpers
+    # (a pool's zygote and workers, a cluster's workers) run beside it.
     seen = []
     for line in p.stderr:
         seen.append(line)
@@ -60,14 +65,15 @@ def one_run(exe, peers, how, model):
     else:
         fail(f"the showdown ended early: {''.join(seen)}")
     mine = {p.pid}
-    if not wait_for(lambda: len(processes_under(marker, mine)) >= 3, 30):  # a pool starts slowly on a busy box
-        fail(f"expected a server and its pool workers, found {processes_under(marker, mine)}")
+    if not wait_for(lambda: len(processes_under(marker, mine)) >= at_least, 30):  # a pool starts slowly on a busy box
+        fail(f"expected a server and its workers, found {processes_under(marker, mine)}")
     before = processes_under(marker, mine)
     print(f"{how} during {model}: the showdown runs with {len(before)} processes of its own")
-    p.send_signal(signal.SIGINT if how == "sigint" else signal.SIGKILL)
+    sig, status = SIGNALS[how]
+    p.send_signal(sig)
     rc = p.wait(timeout=15)
-    if how == "sigint" and rc != 130:
-        fail(f"after Ctrl-C the showdown exited with {rc}, not 130")
+    if status is not None and rc != status:
+        fail(f"after {how} the showdown exited with {rc}, not {status}")
     if not wait_for(lambda: not processes_under(marker, mine), 10):
         left = processes_under(marker, mine)
         for pid, _ in left:
@@ -84,6 +90,10 @@ def main():
         shutil.copytree(sys.argv[2], peers)
         one_run(exe, peers, "sigint", "processes")
         one_run(exe, peers, "sigkill", "processes")
+        # The cluster's primary and one worker at least (a one-CPU box runs one worker). Its
+        # workers are the showdown's grandchildren: they die with their primary.
+        for how in ("sigint", "sigterm", "sigkill"):
+            one_run(exe, peers, how, "cluster", at_least=2)
         if shutil.which("python3"):  # the peer's ProcessPoolExecutor workers are grandchildren
             one_run(exe, peers, "sigkill", "python-processes")
     print("PASS")
