@@ -6,7 +6,9 @@
 //
 // Each model is a real HTTP server in its own process on an ephemeral port: this binary
 // started again with --serve MODEL for tandem's models, examples/peers/*.js and *.py for
-// Node's and Python's. Every server gets the same load from tandem's own HTTP client:
+// Node's and Python's. The cluster row is tandem::cluster::run: a primary that forks one worker
+// process per available CPU, each running the blocked loop's inline handler on one shared
+// port. Every server gets the same load from tandem's own HTTP client:
 //
 //   CPU scenario  /compute runs a job calibrated to WORK ms of *thread CPU time* (not wall
 //                 time: a busy machine stretches wall time, not CPU time), offered at a fixed
@@ -21,7 +23,8 @@
 // showdown.json (every figure) and showdown-ping.svg into --out (default: .).
 //
 // Children are stopped however this program ends: normally, on Ctrl-C or SIGTERM, on a crash
-// (fatal-signal handler), and even on SIGKILL (each child asks the kernel for PR_SET_PDEATHSIG).
+// (fatal-signal handler), and even on SIGKILL (each child asks the kernel for PR_SET_PDEATHSIG;
+// a cluster's workers share their primary's process group and die with it too).
 #include "example_server.hpp"
 
 #include <algorithm>
@@ -136,8 +139,10 @@ tandem::http::router common_routes() {
 tandem::http::response answer(double r) { return tandem::http::response::json(example::result_json(r)); }
 
 /// /compute inline in the handler: nothing else runs on this loop meanwhile (blocked, cluster).
-void inline_compute(tandem::http::router& routes, long n) {
-    routes.get("/compute", [n](tandem::http::request&) -> tandem::task<tandem::http::response> {
+/// `jobs`, when given, counts them (it must outlive the routes).
+void inline_compute(tandem::http::router& routes, long n, unsigned long* jobs = nullptr) {
+    routes.get("/compute", [n, jobs](tandem::http::request&) -> tandem::task<tandem::http::response> {
+        if (jobs) ++*jobs;
         co_return answer(example::sum_sqrt(n));
     });
 }
@@ -210,7 +215,8 @@ int serve_cluster(long n, std::chrono::milliseconds work, unsigned long port) {
         std::uint64_t epoch_seen = shared->reset_epoch.load();
         const std::size_t index = w.index();
         tandem::http::router routes = common_routes();
-        inline_compute(routes, n);
+        unsigned long jobs = 0; // how evenly the shared port spread the work, in the log
+        inline_compute(routes, n, &jobs);
         routes.get("/reset-stats", [shared, index, &epoch_seen](tandem::http::request&) -> tandem::task<tandem::http::response> {
             shared->watchdog_reports = 0;
             shared->reset_epoch.fetch_add(1);
@@ -237,6 +243,8 @@ int serve_cluster(long n, std::chrono::milliseconds work, unsigned long port) {
         std::stop_callback on_stop(w.stop_token(), [&server] { server.shutdown(); });
         auto publishing = tandem::spawn(keep_publishing(*shared, index, epoch_seen), "publish figures");
         co_await server.serve(w.listener());
+        std::fprintf(stderr, "showdown: cluster worker %zu (pid %d) served %llu requests, %lu of them /compute\n", index,
+                     static_cast<int>(w.pid()), static_cast<unsigned long long>(server.requests_served()), jobs);
         publishing.cancel();
         try {
             co_await publishing;
