@@ -1,6 +1,6 @@
 // showdown — every runtime model under the same load, side by side, in about a minute.
 //
-//   build/demo/examples/showdown                 (≈ 45 s on 2 cores with the Node and Python peers)
+//   build/demo/examples/showdown                 (≈ 50 s on 2 cores with the Node and Python peers)
 //   build/demo/examples/showdown --quick         (≈ 13 s)
 //   build/demo/examples/showdown --models blocked,threads --seconds 8 --out /tmp/sd
 //
