@@ -29,6 +29,7 @@
 #include <memory>
 #include <netinet/tcp.h>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <sys/socket.h>
@@ -200,6 +201,7 @@ private:
     task<verdict> read_head(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, exchange& x);
     task<verdict> read_body(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, exchange& x);
     task<std::optional<response>> dispatch(tcp_stream& s, connection& c, exchange& x);
+    static void check_response(const response& resp);
     task<bool> write_response(tcp_stream& s, connection& c, workspace& w, exchange& x, response& resp);
     task<void> reject(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, int status,
                       std::string_view reason, bool head_method);
@@ -679,6 +681,7 @@ inline task<std::optional<response>> server::dispatch(tcp_stream& s, connection&
             ++m_stats.clients_gone;
             co_return std::nullopt;
         }
+        check_response(*resp);
     } catch (const cancelled&) {
         co_return std::nullopt; // shutdown ran out of patience, or the connection was cancelled
     } catch (...) {
@@ -700,13 +703,29 @@ inline task<std::optional<response>> server::dispatch(tcp_stream& s, connection&
     co_return resp;
 }
 
+/// What a handler returned must be sayable: a final status, headers that cannot split the
+/// response (`headers` is public, so set_header's check may have been bypassed). Throws
+/// std::invalid_argument, which dispatch reports like any handler error and answers 500.
+inline void server::check_response(const response& resp) {
+    if (resp.status < 200 || resp.status > 599)
+        throw std::invalid_argument("tandem::http: a handler answered status " + std::to_string(resp.status) +
+                                    " (a final status is 200-599)");
+    for (const auto& [n, v] : resp.headers)
+        if (!detail::valid_response_header(n, v))
+            throw std::invalid_argument("tandem::http: a handler's header '" + n + "' would split the response");
+}
+
 inline task<bool> server::write_response(tcp_stream& s, connection& c, workspace& w, exchange& x, response& resp) {
     const request_head& head = x.head;
     const bool bodiless = resp.status < 200 || resp.status == 204 || resp.status == 304;
     const bool no_body = x.head_method || bodiless; // HEAD: the head GET would send, no body
     const bool streaming = static_cast<bool>(resp.streamer) && !no_body;
     const bool chunked_out = streaming && head.version == 11;
-    const bool close_after = !head.keep_alive || m_draining || (streaming && !chunked_out);
+    bool handler_closes = false;
+    for (const auto& [n, v] : resp.headers)
+        if (iequals(n, "connection"))
+            detail::for_each_list_element(v, [&](std::string_view option) { handler_closes |= iequals(option, "close"); });
+    const bool close_after = !head.keep_alive || m_draining || (streaming && !chunked_out) || handler_closes;
     head_framing framing;
     framing.chunked = chunked_out;
     if (!resp.streamer && !bodiless) framing.content_length = resp.body.size();

@@ -1,0 +1,116 @@
+// An attacker's and a hurried handler author's view of the server: what a handler puts in a
+// response must never let one response bleed into the next (header injection, framing headers
+// of its own, interim statuses), and a client that never reads its answers costs bounded memory.
+#include "tandem/http.hpp"
+
+#include "catch.hpp"
+#include "http_harness.hpp"
+#include "tandem/spawn.hpp"
+#include "tandem/time.hpp"
+
+#include <chrono>
+#include <stdexcept>
+#include <string>
+
+using namespace std::chrono_literals;
+namespace http = tandem::http;
+using http_harness::raw_exchange;
+using http_harness::with_server;
+
+namespace {
+
+std::size_t count(const std::string& haystack, std::string_view needle) {
+    std::size_t n = 0;
+    for (std::size_t pos = haystack.find(needle); pos != std::string::npos; pos = haystack.find(needle, pos + 1)) ++n;
+    return n;
+}
+
+http::router attack_routes() {
+    http::router r;
+    r.get("/ok", [](http::request&) -> tandem::task<http::response> { co_return http::response::text("ok"); });
+    // A redirect built from the query: %0d%0a in it must not become a header of its own.
+    r.get("/go", [](http::request& req) -> tandem::task<http::response> {
+        http::response resp(302);
+        resp.headers.emplace_back("Location", req.query_param("to").value_or("/"));
+        co_return resp;
+    });
+    r.get("/set", [](http::request& req) -> tandem::task<http::response> {
+        http::response resp(200, "body");
+        resp.set_header("X-Echo", req.query_param("v").value_or(""));
+        co_return resp;
+    });
+    r.get("/badname", [](http::request&) -> tandem::task<http::response> {
+        http::response resp(200, "body");
+        resp.headers.emplace_back("X Bad", "1");
+        co_return resp;
+    });
+    // Framing headers of the handler's own: the server frames, so they cannot disagree.
+    r.get("/own-length", [](http::request&) -> tandem::task<http::response> {
+        http::response resp(200, "four");
+        resp.set_header("Content-Length", "100");
+        resp.set_header("Transfer-Encoding", "chunked");
+        co_return resp;
+    });
+    r.get("/status/:code", [](http::request& req) -> tandem::task<http::response> {
+        co_return http::response(std::stoi(std::string(req.param("code"))), "x");
+    });
+    return r;
+}
+
+} // namespace
+
+TEST_CASE("response headers cannot be split: CR LF or NUL in a value, a bad name, answer 500", "[http][attack]") {
+    CHECK_THROWS_AS(http::response(200).set_header("Location", "/a\r\nSet-Cookie: x=1"), std::invalid_argument);
+    CHECK_THROWS_AS(http::response(200).set_header("X", std::string("a\0b", 3)), std::invalid_argument);
+    CHECK_THROWS_AS(http::response(200).set_header("X Y", "1"), std::invalid_argument);
+    CHECK_NOTHROW(http::response(200).set_header("X", "a\tb \xe9"));
+    with_server(attack_routes(), {}, [](std::uint16_t port, http::server& server) -> tandem::task<> {
+        for (const char* target : {"/go?to=/x%0d%0aSet-Cookie:%20evil=1", "/go?to=/x%0aSet-Cookie:%20evil=1",
+                                   "/go?to=/x%0dSet-Cookie:%20evil=1", "/go?to=/x%00", "/set?v=a%0d%0a%0d%0aHTTP/1.1%20200",
+                                   "/badname"}) {
+            INFO(target);
+            // Pipelined behind a request that is fine: the next answer must be intact.
+            const std::string reply = co_await raw_exchange(
+                port, "GET " + std::string(target) + " HTTP/1.1\r\nHost: a\r\n\r\nGET /ok HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+            CHECK(reply.rfind("HTTP/1.1 500 ", 0) == 0);
+            CHECK(reply.find("evil") == std::string::npos);
+            CHECK(count(reply, "HTTP/1.1 ") == 2);
+            CHECK(reply.find("HTTP/1.1 200 OK") != std::string::npos);
+            CHECK(reply.substr(reply.size() - 4) == "\r\nok");
+        }
+        CHECK(server.stats().handler_errors == 6);
+        const std::string fine = co_await raw_exchange(port, "GET /go?to=/x%09y HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        CHECK(fine.rfind("HTTP/1.1 302 ", 0) == 0);
+        CHECK(fine.find("Location: /x\ty\r\n") != std::string::npos);
+    });
+}
+
+TEST_CASE("a handler's own Content-Length or Transfer-Encoding cannot disagree with the body sent", "[http][attack]") {
+    with_server(attack_routes(), {}, [](std::uint16_t port, http::server&) -> tandem::task<> {
+        const std::string reply = co_await raw_exchange(
+            port, "GET /own-length HTTP/1.1\r\nHost: a\r\n\r\nGET /ok HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        INFO(reply);
+        CHECK(count(reply, "Content-Length:") == 2);
+        CHECK(reply.find("Content-Length: 4\r\n") != std::string::npos);
+        CHECK(reply.find("Transfer-Encoding") == std::string::npos);
+        CHECK(count(reply, "HTTP/1.1 200 OK") == 2);
+        CHECK(reply.substr(reply.size() - 4) == "\r\nok");
+    });
+}
+
+TEST_CASE("a handler's status that is not a final 3-digit status answers 500, not an interim response", "[http][attack]") {
+    with_server(attack_routes(), {}, [](std::uint16_t port, http::server& server) -> tandem::task<> {
+        for (const char* code : {"100", "101", "199", "0", "99", "1000", "-200"}) {
+            INFO(code);
+            const std::string reply = co_await raw_exchange(
+                port, "GET /status/" + std::string(code) +
+                          " HTTP/1.1\r\nHost: a\r\n\r\nGET /ok HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+            CHECK(reply.rfind("HTTP/1.1 500 ", 0) == 0);
+            CHECK(count(reply, "HTTP/1.1 ") == 2);
+            CHECK(reply.substr(reply.size() - 4) == "\r\nok");
+        }
+        CHECK(server.stats().handler_errors == 7);
+        const std::string fine = co_await raw_exchange(port, "GET /status/599 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        CHECK(fine.rfind("HTTP/1.1 599 ", 0) == 0);
+    });
+}
