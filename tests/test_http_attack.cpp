@@ -9,6 +9,8 @@
 #include "tandem/time.hpp"
 
 #include <chrono>
+#include <system_error>
+#include <vector>
 #include <stdexcept>
 #include <string>
 
@@ -113,4 +115,109 @@ TEST_CASE("a handler's status that is not a final 3-digit status answers 500, no
         const std::string fine = co_await raw_exchange(port, "GET /status/599 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
         CHECK(fine.rfind("HTTP/1.1 599 ", 0) == 0);
     });
+}
+
+TEST_CASE("a client that pipelines thousands of requests and never reads costs bounded memory and is cut", "[http][attack][memory]") {
+    http::server_options o;
+    o.io_timeout = 300ms;
+    with_server(attack_routes(), o, [](std::uint16_t port, http::server& server) -> tandem::task<> {
+        auto flood = co_await tandem::tcp_stream::connect(http_harness::local(port));
+        flood.set_receive_buffer_size(16 * 1024);
+        std::string batch;
+        for (int i = 0; i < 100'000; ++i) batch += "GET /ok HTTP/1.1\r\nHost: a\r\n\r\n"; // 3 MB
+        bool cut = false;
+        auto writing = tandem::spawn([](tandem::tcp_stream& s, const std::string& b, bool& cut_out) -> tandem::task<> {
+            try {
+                co_await s.write_all(b);
+            } catch (const std::system_error&) {
+                cut_out = true; // the server shut the connection
+            }
+        }(flood, batch, cut), "flood");
+        // Meanwhile another client is served promptly, and the server holds no body memory.
+        for (int i = 0; i < 5; ++i) {
+            const std::string reply = co_await tandem::with_timeout(
+                2s, raw_exchange(port, "GET /ok HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"));
+            CHECK(reply.rfind("HTTP/1.1 200 ", 0) == 0);
+            CHECK(server.stats().body_bytes_held == 0);
+            co_await tandem::sleep_for(50ms);
+        }
+        // The server stops reading while its answers back up, and cuts the connection one
+        // io_timeout after the client stopped taking them (the kernel may have swallowed the
+        // whole batch by then, so the writer may or may not see the cut).
+        co_await tandem::with_timeout(5s, [](tandem::join_handle<void>& h) -> tandem::task<> { co_await h; }(writing));
+        co_await tandem::with_timeout(5s, [](http::server& sv) -> tandem::task<> {
+            while (sv.stats().timeouts == 0) co_await tandem::sleep_for(10ms);
+        }(server));
+        INFO("writer saw the cut: " << cut);
+        CHECK(server.stats().timeouts == 1);
+        CHECK(server.stats().requests < 100'000);
+    });
+}
+
+TEST_CASE("HEAD to a streamed route: no body, the connection stays usable", "[http][attack][head]") {
+    http::router r;
+    r.get("/stream", [](http::request&) -> tandem::task<http::response> {
+        co_return http::response::stream("text/plain", [](http::body_writer& w) -> tandem::task<void> {
+            co_await w.write("never sent to HEAD");
+        });
+    });
+    r.get("/ok", [](http::request&) -> tandem::task<http::response> { co_return http::response::text("ok"); });
+    r.get("/nocontent", [](http::request&) -> tandem::task<http::response> { co_return http::response(204, "dropped"); });
+    with_server(std::move(r), {}, [](std::uint16_t port, http::server&) -> tandem::task<> {
+        const std::string reply = co_await raw_exchange(
+            port, "HEAD /stream HTTP/1.1\r\nHost: a\r\n\r\nGET /nocontent HTTP/1.1\r\nHost: a\r\n\r\n"
+                  "GET /ok HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        INFO(reply);
+        CHECK(count(reply, "HTTP/1.1 ") == 3);
+        CHECK(reply.find("never sent") == std::string::npos);
+        CHECK(reply.find("dropped") == std::string::npos);
+        CHECK(reply.find("Transfer-Encoding") == std::string::npos);
+        CHECK(reply.find("HTTP/1.1 204 No Content\r\n") != std::string::npos);
+        CHECK(reply.substr(reply.size() - 4) == "\r\nok");
+    });
+}
+
+TEST_CASE("shutdown with a connection stuck in each phase returns within the drain", "[http][attack][shutdown]") {
+    auto main = []() -> tandem::task<> {
+        tandem::event entered;
+        http::router r;
+        r.get("/forever", [&entered](http::request&) -> tandem::task<http::response> {
+            entered.set();
+            co_await tandem::sleep_for(std::chrono::hours(1));
+            co_return http::response::text("never");
+        });
+        r.get("/big", [](http::request&) -> tandem::task<http::response> {
+            co_return http::response::text(std::string(8 << 20, 'b'));
+        });
+        r.post("/echo", [](http::request& req) -> tandem::task<http::response> {
+            co_return http::response::text(std::string(req.body()));
+        });
+        http::server_options o;
+        o.drain_timeout = 300ms;
+        o.header_timeout = o.io_timeout = o.idle_timeout = 30s;
+        auto listener = tandem::tcp_listener::bind(tandem::address("127.0.0.1", 0));
+        const std::uint16_t port = listener.local_address().port();
+        http::server server(std::move(r), o);
+        auto serving = tandem::spawn(server.serve(listener), "server");
+        std::vector<tandem::tcp_stream> clients;
+        for (const char* sent : {"GET /forever HTTP/1.1\r\nHo",                                   // head
+                                 "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n0123", // body
+                                 "GET /forever HTTP/1.1\r\nHost: a\r\n\r\n",                      // handler
+                                 "GET /big HTTP/1.1\r\nHost: a\r\n\r\n",                          // write, never read
+                                 ""}) {                                                            // idle
+            clients.push_back(co_await tandem::tcp_stream::connect(http_harness::local(port)));
+            clients.back().set_receive_buffer_size(16 * 1024);
+            if (*sent) co_await clients.back().write_all(std::string_view(sent));
+        }
+        co_await entered.wait();
+        while (server.connection_count() < 5) co_await tandem::sleep_for(5ms);
+        const auto start = std::chrono::steady_clock::now();
+        server.shutdown();
+        co_await tandem::with_timeout(5s, [](tandem::join_handle<void>& h) -> tandem::task<> { co_await h; }(serving));
+        const auto took = std::chrono::steady_clock::now() - start;
+        CHECK(took < 3s);
+        CHECK(server.connection_count() == 0);
+        CHECK(server.stats().body_bytes_held == 0);
+    };
+    tandem::sync_wait(main());
 }
