@@ -8,6 +8,7 @@
 #include "tandem/spawn.hpp"
 #include "tandem/time.hpp"
 
+#include <array>
 #include <chrono>
 #include <system_error>
 #include <vector>
@@ -220,4 +221,80 @@ TEST_CASE("shutdown with a connection stuck in each phase returns within the dra
         CHECK(server.stats().body_bytes_held == 0);
     };
     tandem::sync_wait(main());
+}
+
+TEST_CASE("a NUL, bare CR or bare LF put anywhere in a head or a chunk line is refused", "[http][attack][parser]") {
+    const std::string requests[] = {
+        "GET /a?b=c HTTP/1.1\r\nHost: a\r\nX-Long: " + std::string(300, 'v') + "\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n",
+        "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET http://a/p HTTP/1.0\r\n\r\n",
+    };
+    std::array<http::header, 100> storage;
+    for (const std::string& valid : requests) {
+        http::request_head head;
+        REQUIRE(http::parse_request(valid, head, storage).state == http::parse_state::complete);
+        for (const char bad : {'\0', '\r', '\n'}) {
+            for (std::size_t i = 0; i < valid.size(); ++i) {
+                if (valid[i] == bad) continue;
+                // Replaced (a CR before its LF, an LF after its CR, stay valid line ends).
+                if ((bad == '\r' && valid[i] == '\n') || (bad == '\n' && valid[i] == '\r')) continue;
+                std::string mutated = valid;
+                mutated[i] = bad;
+                INFO("byte " << i << " of " << valid << " became " << int(bad));
+                CHECK(http::parse_request(mutated, head, storage).state != http::parse_state::complete);
+            }
+        }
+    }
+    const std::string chunked = "5;a=b\r\nhello\r\n0\r\nT: v\r\n\r\n";
+    for (std::size_t i = 0; i < chunked.size(); ++i) {
+        if (i >= 7 && i < 12) continue; // chunk data may hold any byte
+        std::string mutated = chunked;
+        mutated[i] = '\0';
+        http::chunked_decoder d;
+        INFO("chunk byte " << i);
+        CHECK(d.decode(mutated, [](std::string_view) {}).state == http::parse_state::error);
+    }
+}
+
+TEST_CASE("the client refuses a target or header that would smuggle a second request", "[http][attack][client]") {
+    with_server(attack_routes(), {}, [](std::uint16_t port, http::server& server) -> tandem::task<> {
+        http::client c(http_harness::local(port));
+        std::vector<std::string> targets;
+        targets.emplace_back("/ok HTTP/1.1\r\nHost: a\r\n\r\nGET /ok");
+        targets.emplace_back("/ok\n");
+        targets.emplace_back("/o k");
+        targets.emplace_back("/ok\0", 4);
+        targets.emplace_back();
+        for (const std::string& target : targets) {
+            INFO(target);
+            bool refused = false;
+            try {
+                (void)co_await c.get(target);
+            } catch (const std::invalid_argument&) {
+                refused = true;
+            }
+            CHECK(refused);
+        }
+        bool refused = false;
+        try {
+            std::vector<std::pair<std::string, std::string>> headers;
+            headers.emplace_back("X", "1\r\nContent-Length: 9");
+            (void)co_await c.request("GET", "/ok", {}, std::move(headers));
+        } catch (const std::invalid_argument&) {
+            refused = true;
+        }
+        CHECK(refused);
+        refused = false;
+        try {
+            (void)co_await c.request("GE T", "/ok");
+        } catch (const std::invalid_argument&) {
+            refused = true;
+        }
+        CHECK(refused);
+        CHECK(server.stats().requests == 0);
+        CHECK(c.connections_opened() == 0);
+        const auto fine = co_await c.get("/ok");
+        CHECK(fine.status == 200);
+    });
 }

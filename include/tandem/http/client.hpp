@@ -11,6 +11,7 @@
 #include "tandem/task.hpp"
 #include "tandem/time.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <optional>
@@ -62,8 +63,12 @@ public:
     /// Sends one request and reads its response. The connection is opened on first use,
     /// kept alive, and reopened when the server has closed it. A GET/HEAD that finds a
     /// reused connection closed before any response byte is retried once on a new one.
+    /// Throws std::invalid_argument, sending nothing, for a method that is not a token, a
+    /// target with a space or control character, or a header with CR, LF or NUL: a target
+    /// built from user input must not smuggle a second request.
     task<client_response> request(std::string_view method, std::string_view target, std::string_view body = {},
                                   std::vector<std::pair<std::string, std::string>> extra_headers = {}) {
+        check_request(method, target, extra_headers);
         if (m_options.timeout.count() > 0) {
             try {
                 co_return co_await with_timeout(m_options.timeout, exchange(method, target, body, extra_headers));
@@ -87,6 +92,17 @@ public:
     std::size_t connections_opened() const noexcept { return m_opened; }
 
 private:
+    void check_request(std::string_view method, std::string_view target,
+                       const std::vector<std::pair<std::string, std::string>>& extra) const {
+        if (!detail::is_token(method)) throw std::invalid_argument("tandem::http::client: invalid method");
+        if (target.empty() || !std::all_of(target.begin(), target.end(), detail::is_target_char))
+            throw std::invalid_argument("tandem::http::client: invalid request target");
+        if (!detail::valid_field("Host", m_options.host)) throw std::invalid_argument("tandem::http::client: invalid host");
+        for (const auto& [n, v] : extra)
+            if (!detail::valid_field(n, v))
+                throw std::invalid_argument("tandem::http::client: header '" + n + "' would split the request");
+    }
+
     task<client_response> exchange(std::string_view method, std::string_view target, std::string_view body,
                                    const std::vector<std::pair<std::string, std::string>>& extra) {
         const bool idempotent = method == "GET" || method == "HEAD";

@@ -73,9 +73,9 @@ public:
 };
 
 namespace detail {
-/// A header a response may carry as given: the name a token, the value field characters only
+/// A header a message may carry as given: the name a token, the value field characters only
 /// (no CR, LF or NUL: a value echoed from a decoded query must not start a header of its own).
-constexpr bool valid_response_header(std::string_view name, std::string_view value) noexcept {
+constexpr bool valid_field(std::string_view name, std::string_view value) noexcept {
     if (!is_token(name)) return false;
     for (char c : value)
         if (!is_field_char(c)) return false;
@@ -119,7 +119,7 @@ public:
     /// Throws std::invalid_argument for a name that is not a token or a value with CR, LF,
     /// NUL or another control character but HTAB (response splitting).
     response& set_header(std::string name, std::string value) {
-        if (!detail::valid_response_header(name, value))
+        if (!detail::valid_field(name, value))
             throw std::invalid_argument("tandem::http::response: header '" + name + "' would split the response");
         for (auto& [n, v] : headers)
             if (iequals(n, name)) {
