@@ -298,3 +298,36 @@ TEST_CASE("the client refuses a target or header that would smuggle a second req
         CHECK(fine.status == 200);
     });
 }
+
+TEST_CASE("a response that closes the connection arrives whole though the client pipelined more", "[http][attack][close]") {
+    http::router r;
+    r.get("/big", [](http::request&) -> tandem::task<http::response> {
+        co_return http::response::text(std::string(4 << 20, 'b'));
+    });
+    r.get("/ok", [](http::request&) -> tandem::task<http::response> { co_return http::response::text("ok"); });
+    with_server(std::move(r), {}, [](std::uint16_t port, http::server&) -> tandem::task<> {
+        auto s = co_await tandem::tcp_stream::connect(http_harness::local(port));
+        s.set_receive_buffer_size(16 * 1024);
+        std::string sent = "GET /big HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+        for (int i = 0; i < 3000; ++i) sent += "GET /ok HTTP/1.1\r\nHost: a\r\n\r\n"; // 90 KB more, never answered
+        co_await s.write_all(sent);
+        co_await tandem::sleep_for(300ms); // let the server finish writing into its buffer and close
+        std::string reply;
+        char buf[65536];
+        bool reset = false;
+        try {
+            for (;;) {
+                const std::size_t n = co_await s.read_some(std::span<char>(buf));
+                if (n == 0) break;
+                reply.append(buf, n);
+            }
+        } catch (const std::system_error&) {
+            reset = true;
+        }
+        CHECK_FALSE(reset);
+        const std::size_t head_end = reply.find("\r\n\r\n");
+        REQUIRE(head_end != std::string::npos);
+        CHECK(reply.size() - head_end - 4 == (4u << 20));
+        CHECK(count(reply, "HTTP/1.1 ") == 1);
+    });
+}

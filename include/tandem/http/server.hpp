@@ -203,6 +203,7 @@ private:
     task<std::optional<response>> dispatch(tcp_stream& s, connection& c, exchange& x);
     static void check_response(const response& resp);
     task<bool> write_response(tcp_stream& s, connection& c, workspace& w, exchange& x, response& resp);
+    static task<void> linger(tcp_stream& s);
     task<void> reject(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, int status,
                       std::string_view reason, bool head_method);
 
@@ -759,7 +760,7 @@ inline task<bool> server::write_response(tcp_stream& s, connection& c, workspace
         }
     }
     if (close_after) {
-        s.shutdown_write();
+        co_await linger(s);
         co_return false;
     }
     co_return true;
@@ -783,11 +784,19 @@ inline task<void> server::reject(tcp_stream& s, connection& c, std::unique_ptr<w
     expect(c, phase::write);
     co_await s.write_all(out);
     m_stats.bytes_sent += out.size();
+    co_await linger(s);
+}
+
+/// Closes after a last response without destroying it: stop sending (FIN after the data),
+/// then read and drop what the client still sends (its pipelined requests) until it closes,
+/// for at most a second and a MiB. Closing a socket with unread bytes sends a reset, which
+/// discards the response the kernel has not sent yet.
+inline task<void> server::linger(tcp_stream& s) {
     s.shutdown_write();
     try {
         co_await with_timeout(std::chrono::seconds(1), [](tcp_stream& st) -> task<void> {
-            char sink[4096];
-            for (std::size_t total = 0; total < 65536;) {
+            char sink[16384];
+            for (std::size_t total = 0; total < (std::size_t{1} << 20);) {
                 const std::size_t n = co_await st.read_some(std::span<char>(sink));
                 if (n == 0) break;
                 total += n;
