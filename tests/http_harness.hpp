@@ -5,6 +5,7 @@
 #include "tandem/spawn.hpp"
 
 #include <cstdint>
+#include <exception>
 #include <span>
 #include <string>
 #include <utility>
@@ -22,9 +23,17 @@ void with_server(tandem::http::router routes, tandem::http::server_options optio
         const std::uint16_t port = listener.local_address().port();
         tandem::http::server server(std::move(r), std::move(o));
         auto serving = tandem::spawn(server.serve(listener), "server");
-        co_await b(port, server);
+        // A body that throws (a timed-out check) still stops the server before it is
+        // destroyed, so the failure is reported, not a use-after-free at loop teardown.
+        std::exception_ptr failure;
+        try {
+            co_await b(port, server);
+        } catch (...) {
+            failure = std::current_exception();
+        }
         server.shutdown();
         co_await serving;
+        if (failure) std::rethrow_exception(failure);
     };
     tandem::sync_wait(main(std::move(routes), std::move(options), std::move(body)));
 }

@@ -492,9 +492,19 @@ constexpr parse_result parse_request_head(std::string_view in, request_head& out
         } else if (const std::size_t scheme = path.find("://");
                    scheme != std::string_view::npos &&
                    (iequals(path.substr(0, scheme), "http") || iequals(path.substr(0, scheme), "https"))) {
-            const std::size_t slash = path.find('/', scheme + 3);
-            if (slash == scheme + 3) return parse_result::fail(400, "absolute-form without an authority");
-            path = slash == std::string_view::npos ? std::string_view("/") : path.substr(slash);
+            // The path starts at the first '/' or '?' after the authority ("http://h?q" has
+            // path "/" and query "q").
+            const std::size_t slash = path.find_first_of("/?", scheme + 3);
+            if (slash == scheme + 3 || path.size() == scheme + 3)
+                return parse_result::fail(400, "absolute-form without an authority");
+            if (slash == std::string_view::npos) {
+                path = "/";
+            } else if (path[slash] == '?') {
+                out.query = path.substr(slash + 1);
+                path = "/";
+            } else {
+                path = path.substr(slash);
+            }
         } else if (out.method == "CONNECT") {
             return parse_result::fail(501, "CONNECT is not supported");
         } else {

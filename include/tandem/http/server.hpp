@@ -78,7 +78,9 @@ struct server_options {
     std::size_t max_body_memory = std::size_t{256} << 20;
     /// A client that closes or resets its connection while its handler runs cancels the
     /// handler (a queued offload job is withdrawn, a process-pool worker killed). A client
-    /// that only half-closes looks the same on the wire, and is cancelled too (as Go does).
+    /// that only half-closes looks the same on the wire, and is cancelled too (as Go and nginx
+    /// do), its pipelined requests unanswered: turn this off to serve clients that half-close
+    /// after sending (`nc -N`, some scripts), at the price of finishing abandoned work.
     bool cancel_on_disconnect = true;
     http::limits limits{};
     /// A handler threw; the client got a 500. Default (empty): one line on stderr.
@@ -227,6 +229,7 @@ private:
     std::int64_t m_now = 0;    // the sweeper's clock (steady ns)
     std::int64_t m_period = 0; // its period (ns)
     bool m_draining = false;
+    bool m_gave_up = false; // the drain ran out: connections are cut, late starters too
 };
 
 // ============================================================================================
@@ -416,6 +419,11 @@ inline task<void> server::accept_loop(tcp_listener& listener) {
             throw;
         }
         s.set_nodelay(true);
+        // Counted now, not when the task first runs (the loop's next turn): a shutdown in
+        // between must wait for it, or serve() returns with the connection still to run.
+        ++m_connections_open;
+        ++m_stats.connections_accepted;
+        m_stats.connections_open = m_connections_open;
         spawn(handle(std::move(s)), "http connection").detach();
     }
 }
@@ -478,6 +486,7 @@ inline void server::begin_drain() noexcept {
 }
 
 inline void server::cancel_remaining() noexcept {
+    m_gave_up = true;
     m_connections.for_each([](connection& c) {
         if (c.running) c.running->cancel();
         ::shutdown(c.fd, SHUT_RDWR);
@@ -488,11 +497,8 @@ inline task<void> server::handle(tcp_stream s) {
     connection c;
     c.fd = s.native_handle();
     m_connections.push_back(c);
-    ++m_connections_open;
-    ++m_stats.connections_accepted;
-    m_stats.connections_open = m_connections_open;
     try {
-        co_await serve_connection(s, c);
+        if (!m_gave_up) co_await serve_connection(s, c); // accepted just before the drain ran out: close
     } catch (...) {
         // A broken connection (reset, EPIPE, a timeout) ends only itself.
     }
