@@ -8,6 +8,7 @@
 #include <exception>
 #include <span>
 #include <string>
+#include <system_error>
 #include <utility>
 
 namespace http_harness {
@@ -36,6 +37,26 @@ void with_server(tandem::http::router routes, tandem::http::server_options optio
         if (failure) std::rethrow_exception(failure);
     };
     tandem::sync_wait(main(std::move(routes), std::move(options), std::move(body)));
+}
+
+/// What a client read until the server closed, and whether the close was a reset.
+struct drained {
+    std::string data;
+    bool reset = false;
+};
+inline tandem::task<drained> read_until_close(tandem::tcp_stream& s) {
+    drained out;
+    char buf[65536];
+    try {
+        for (;;) {
+            const std::size_t n = co_await s.read_some(std::span<char>(buf));
+            if (n == 0) break;
+            out.data.append(buf, n);
+        }
+    } catch (const std::system_error&) {
+        out.reset = true;
+    }
+    co_return out;
 }
 
 /// Sends raw bytes (then half-closes if asked) and reads until the server closes.

@@ -313,19 +313,9 @@ TEST_CASE("a response that closes the connection arrives whole though the client
         for (int i = 0; i < 3000; ++i) sent += "GET /ok HTTP/1.1\r\nHost: a\r\n\r\n"; // 90 KB more, never answered
         co_await s.write_all(sent);
         co_await tandem::sleep_for(300ms); // let the server finish writing into its buffer and close
-        std::string reply;
-        char buf[65536];
-        bool reset = false;
-        try {
-            for (;;) {
-                const std::size_t n = co_await s.read_some(std::span<char>(buf));
-                if (n == 0) break;
-                reply.append(buf, n);
-            }
-        } catch (const std::system_error&) {
-            reset = true;
-        }
-        CHECK_FALSE(reset);
+        const http_harness::drained got = co_await http_harness::read_until_close(s);
+        const std::string& reply = got.data;
+        CHECK_FALSE(got.reset);
         const std::size_t head_end = reply.find("\r\n\r\n");
         REQUIRE(head_end != std::string::npos);
         CHECK(reply.size() - head_end - 4 == (4u << 20));
