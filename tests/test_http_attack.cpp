@@ -10,6 +10,7 @@
 
 #include <array>
 #include <chrono>
+#include <memory>
 #include <system_error>
 #include <vector>
 #include <stdexcept>
@@ -371,4 +372,29 @@ TEST_CASE("a half-close while a handler runs cancels it unless cancel_on_disconn
             }
         });
     }
+}
+
+TEST_CASE("a streamed body whose handler throws is cut short visibly and reported", "[http][attack][observe]") {
+    http::router r;
+    r.get("/stream", [](http::request&) -> tandem::task<http::response> {
+        co_return http::response::stream("text/plain", [](http::body_writer& w) -> tandem::task<void> {
+            co_await w.write("first ");
+            throw std::runtime_error("stream bug");
+        });
+    });
+    r.get("/ok", [](http::request&) -> tandem::task<http::response> { co_return http::response::text("ok"); });
+    auto heard = std::make_shared<std::string>();
+    http::server_options o;
+    o.on_error = [heard](const http::handler_error& e) { *heard = e.describe(); };
+    with_server(std::move(r), o, [heard](std::uint16_t port, http::server& server) -> tandem::task<> {
+        const std::string reply = co_await raw_exchange(
+            port, "GET /stream HTTP/1.1\r\nHost: a\r\n\r\nGET /ok HTTP/1.1\r\nHost: a\r\n\r\n");
+        INFO(reply);
+        CHECK(reply.find("6\r\nfirst \r\n") != std::string::npos);
+        CHECK(reply.find("0\r\n\r\n") == std::string::npos); // no last chunk: the client knows it is cut
+        CHECK(count(reply, "HTTP/1.1 ") == 1);
+        CHECK(server.stats().handler_errors == 1);
+        CHECK(heard->find("GET /stream") != std::string::npos);
+        CHECK(heard->find("stream bug") != std::string::npos);
+    });
 }

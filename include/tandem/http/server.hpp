@@ -156,6 +156,7 @@ private:
         std::size_t head_size = 0;
         std::size_t consumed = 0; // bytes of the buffer this request used (head, framed body)
         std::string_view body;
+        std::string_view route; // the matched route's label, once dispatched
         std::int64_t started = 0; // steady ns, only when an access log wants durations
         bool head_method = false;
     };
@@ -204,6 +205,7 @@ private:
     task<verdict> read_body(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, exchange& x);
     task<std::optional<response>> dispatch(tcp_stream& s, connection& c, exchange& x);
     static void check_response(const response& resp);
+    void report_failure(const exchange& x, std::exception_ptr failure) noexcept;
     task<bool> write_response(tcp_stream& s, connection& c, workspace& w, exchange& x, response& resp);
     static task<void> linger(tcp_stream& s);
     task<void> reject(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, int status,
@@ -353,6 +355,7 @@ public:
     task<void> write(std::string_view data) override {
         if (data.empty()) co_return; // an empty chunk would end the body
         m_server->expect(*m_conn, phase::write);
+        m_broken = true; // until the write is done: a throw here is the socket's
         if (m_chunked) {
             char size[20];
             const int n = std::snprintf(size, sizeof size, "%zx\r\n", data.size());
@@ -361,10 +364,13 @@ public:
         } else {
             co_await m_stream->write_all(data);
         }
+        m_broken = false;
         m_server->m_stats.bytes_sent += data.size();
         m_bytes += data.size();
     }
     std::uint64_t bytes() const noexcept { return m_bytes; }
+    /// True when a write failed (or was cancelled): the connection, not the handler, broke.
+    bool broken() const noexcept { return m_broken; }
 
 private:
     server* m_server;
@@ -372,6 +378,7 @@ private:
     connection* m_conn;
     std::uint64_t m_bytes = 0;
     bool m_chunked;
+    bool m_broken = false;
 };
 
 inline task<void> server::serve(tcp_listener& listener) {
@@ -677,6 +684,7 @@ inline task<std::optional<response>> server::dispatch(tcp_stream& s, connection&
         if (match.status == 405) r.set_header("Allow", std::move(match.allow));
         co_return r;
     }
+    x.route = match.found->label;
     request req(x.head, x.body, params, m_stats);
     expect(c, phase::handler);
     std::optional<response> resp;
@@ -695,19 +703,23 @@ inline task<std::optional<response>> server::dispatch(tcp_stream& s, connection&
         failure = std::current_exception();
     }
     if (failure) {
-        ++m_stats.handler_errors;
-        const handler_error report{x.head.method, x.head.target, match.found->label, failure};
-        if (m_options.on_error) {
-            try {
-                m_options.on_error(report);
-            } catch (...) {
-            }
-        } else {
-            std::fprintf(stderr, "%s\n", report.describe().c_str());
-        }
+        report_failure(x, failure);
         resp = response(500, "internal server error\n");
     }
     co_return resp;
+}
+
+inline void server::report_failure(const exchange& x, std::exception_ptr failure) noexcept {
+    ++m_stats.handler_errors;
+    const handler_error report{x.head.method, x.head.target, x.route, failure};
+    try {
+        if (m_options.on_error) {
+            m_options.on_error(report);
+        } else {
+            std::fprintf(stderr, "%s\n", report.describe().c_str());
+        }
+    } catch (...) {
+    }
 }
 
 /// What a handler returned must be sayable: a final status, headers that cannot split the
@@ -752,7 +764,20 @@ inline task<bool> server::write_response(tcp_stream& s, connection& c, workspace
     m_stats.bytes_sent += w.out.size() + body_bytes;
     if (streaming) {
         stream_writer writer(*this, s, c, chunked_out);
-        co_await resp.streamer(writer);
+        std::exception_ptr failure;
+        try {
+            co_await resp.streamer(writer);
+        } catch (...) {
+            if (writer.broken()) throw; // the client's socket failed, not the handler
+            failure = std::current_exception();
+        }
+        if (failure) {
+            // The head is gone; all that is left to say is "cut short": close without the
+            // last chunk (or before the announced end), and tell the error hook.
+            report_failure(x, failure);
+            co_await linger(s);
+            co_return false;
+        }
         if (chunked_out) co_await s.write_all(std::string_view("0\r\n\r\n"));
         body_bytes = writer.bytes();
     }
