@@ -398,3 +398,30 @@ TEST_CASE("a streamed body whose handler throws is cut short visibly and reporte
         CHECK(heard->find("stream bug") != std::string::npos);
     });
 }
+
+TEST_CASE("after a large body the connection gives its memory back though more requests are buffered", "[http][attack][memory]") {
+    http::router r;
+    r.post("/size", [](http::request& req) -> tandem::task<http::response> {
+        co_return http::response::text(std::to_string(req.body().size()));
+    });
+    r.get("/ok", [](http::request&) -> tandem::task<http::response> { co_return http::response::text("ok"); });
+    with_server(std::move(r), {}, [](std::uint16_t port, http::server& server) -> tandem::task<> {
+        auto s = co_await tandem::tcp_stream::connect(http_harness::local(port));
+        const std::size_t size = 4u << 20;
+        std::string sent = "POST /size HTTP/1.1\r\nHost: a\r\nContent-Length: " + std::to_string(size) + "\r\n\r\n";
+        sent += std::string(size, 'x');
+        sent += "GET /ok HTTP/1.1\r\nHo"; // a slow next request, pipelined behind the upload
+        co_await s.write_all(sent);
+        std::string reply;
+        char buf[4096];
+        while (reply.find("\r\n\r\n4194304") == std::string::npos) {
+            const std::size_t n = co_await s.read_some(std::span<char>(buf));
+            REQUIRE(n != 0);
+            reply.append(buf, n);
+        }
+        CHECK(server.stats().body_bytes_held == 0);
+        co_await s.write_all(std::string_view("st: a\r\nConnection: close\r\n\r\n"));
+        const http_harness::drained rest = co_await http_harness::read_until_close(s);
+        CHECK(rest.data.substr(rest.data.size() - 4) == "\r\nok");
+    });
+}

@@ -215,6 +215,7 @@ private:
     task<std::size_t> read_more(tcp_stream& s, std::unique_ptr<workspace>& w, std::size_t want, request_head* pinned);
     bool make_room(workspace& w, std::size_t want, std::size_t at_most, request_head* pinned);
     std::unique_ptr<workspace> take_workspace();
+    void shrink(workspace& w) noexcept;
     void give_back(std::unique_ptr<workspace>& w) noexcept;
     void count_response(int status) noexcept { ++m_stats.responses[static_cast<std::size_t>(std::clamp(status / 100, 0, 5))]; }
 
@@ -559,6 +560,7 @@ inline task<bool> server::serve_request(tcp_stream& s, connection& c, std::uniqu
     if (!resp) co_return false; // the client left, or shutdown cancelled the handler
     const bool keep = co_await write_response(s, c, *w, x, *resp);
     w->begin += x.consumed;
+    if (w->charged != 0) shrink(*w);
     co_return keep;
 }
 
@@ -901,6 +903,25 @@ inline task<std::size_t> server::read_more(tcp_stream& s, std::unique_ptr<worksp
         }
         co_await s.wait_readable(); // EAGAIN just now: the next edge is ours
     }
+}
+
+/// After a large body: back to the base size if what is left fits, so a client that follows
+/// its upload with pipelined (or half-sent) requests does not keep the body's memory charged.
+inline void server::shrink(workspace& w) noexcept {
+    const std::size_t left = w.end - w.begin;
+    if (left > base_size) return;
+    std::vector<char> fresh;
+    try {
+        fresh.resize(base_size);
+    } catch (...) {
+        return; // keep the big one
+    }
+    std::memcpy(fresh.data(), w.data.data() + w.begin, left);
+    w.data.swap(fresh);
+    w.begin = 0;
+    w.end = left;
+    m_stats.body_bytes_held -= w.charged;
+    w.charged = 0;
 }
 
 inline std::unique_ptr<server::workspace> server::take_workspace() {
