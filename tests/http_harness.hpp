@@ -5,8 +5,10 @@
 #include "tandem/spawn.hpp"
 
 #include <cstdint>
+#include <exception>
 #include <span>
 #include <string>
+#include <system_error>
 #include <utility>
 
 namespace http_harness {
@@ -22,11 +24,39 @@ void with_server(tandem::http::router routes, tandem::http::server_options optio
         const std::uint16_t port = listener.local_address().port();
         tandem::http::server server(std::move(r), std::move(o));
         auto serving = tandem::spawn(server.serve(listener), "server");
-        co_await b(port, server);
+        // A body that throws (a timed-out check) still stops the server before it is
+        // destroyed, so the failure is reported, not a use-after-free at loop teardown.
+        std::exception_ptr failure;
+        try {
+            co_await b(port, server);
+        } catch (...) {
+            failure = std::current_exception();
+        }
         server.shutdown();
         co_await serving;
+        if (failure) std::rethrow_exception(failure);
     };
     tandem::sync_wait(main(std::move(routes), std::move(options), std::move(body)));
+}
+
+/// What a client read until the server closed, and whether the close was a reset.
+struct drained {
+    std::string data;
+    bool reset = false;
+};
+inline tandem::task<drained> read_until_close(tandem::tcp_stream& s) {
+    drained out;
+    char buf[65536];
+    try {
+        for (;;) {
+            const std::size_t n = co_await s.read_some(std::span<char>(buf));
+            if (n == 0) break;
+            out.data.append(buf, n);
+        }
+    } catch (const std::system_error&) {
+        out.reset = true;
+    }
+    co_return out;
 }
 
 /// Sends raw bytes (then half-closes if asked) and reads until the server closes.

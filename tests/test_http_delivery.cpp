@@ -367,19 +367,8 @@ TEST_CASE("io_timeout cuts no progress, not a slow but steady download", "[http]
             s.set_receive_buffer_size(16 * 1024);
             co_await s.write_all(std::string_view("GET /big HTTP/1.1\r\nHost: a\r\n\r\n"));
             co_await tandem::sleep_for(1500ms); // ≥ 2 io_timeouts and sweeps without reading
-            std::size_t total = 0;
-            char buf[65536];
-            bool reset = false;
-            try {
-                for (;;) {
-                    const std::size_t n = co_await s.read_some(std::span<char>(buf));
-                    if (n == 0) break;
-                    total += n;
-                }
-            } catch (const std::system_error&) {
-                reset = true;
-            }
-            CHECK((reset || total < (4u << 20)));
+            const http_harness::drained got = co_await http_harness::read_until_close(s);
+            CHECK((got.reset || got.data.size() < (4u << 20)));
         }
     });
 }
@@ -407,7 +396,8 @@ TEST_CASE("a pipelining flood on one connection does not starve /ping on another
         co_await tandem::sleep_for(100ms); // the flood is running
         http::client c(local(port));
         std::vector<std::chrono::nanoseconds> took;
-        for (int i = 0; i < 50; ++i) {
+        const auto give_up = clock_type::now() + 10s; // starved pings must not hang the suite
+        for (int i = 0; i < 50 && clock_type::now() < give_up; ++i) {
             const auto start = clock_type::now();
             auto reply = co_await c.get("/ping");
             took.push_back(clock_type::now() - start);

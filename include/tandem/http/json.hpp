@@ -21,12 +21,50 @@
 
 namespace tandem::http {
 
+namespace detail {
+/// The length of the well-formed UTF-8 sequence at the start of `s` (RFC 3629: no overlongs,
+/// no surrogates, nothing past U+10FFFF), or 0 if it is not one.
+constexpr std::size_t utf8_sequence(std::string_view s) noexcept {
+    const auto b = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
+    const unsigned char c = b(0);
+    std::size_t n;
+    unsigned char lo = 0x80, hi = 0xbf; // the range of the second byte
+    if (c < 0x80) return 1;
+    if (c >= 0xc2 && c <= 0xdf) n = 2;
+    else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        if (c == 0xe0) lo = 0xa0;
+        if (c == 0xed) hi = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        if (c == 0xf0) lo = 0x90;
+        if (c == 0xf4) hi = 0x8f;
+    } else return 0;
+    if (s.size() < n || b(1) < lo || b(1) > hi) return 0;
+    for (std::size_t i = 2; i < n; ++i)
+        if (b(i) < 0x80 || b(i) > 0xbf) return 0;
+    return n;
+}
+} // namespace detail
+
 /// Appends `text` to `out` as a JSON string literal (quotes included): `"` `\` and control
-/// characters are escaped; other bytes (UTF-8) pass as they are.
+/// characters are escaped; well-formed UTF-8 passes as it is, and each byte that is not part
+/// of one (a percent-decoded %ff) becomes U+FFFD, so the output is valid JSON (RFC 8259 8.1).
 inline void append_json_string(std::string& out, std::string_view text) {
     out += '"';
-    for (const char ch : text) {
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        const char ch = text[i];
         const auto c = static_cast<unsigned char>(ch);
+        if (c >= 0x80) {
+            const std::size_t n = detail::utf8_sequence(text.substr(i));
+            if (n == 0) {
+                out += "\xef\xbf\xbd";
+            } else {
+                out.append(text.substr(i, n));
+                i += n - 1;
+            }
+            continue;
+        }
         switch (c) {
         case '"': out += "\\\""; break;
         case '\\': out += "\\\\"; break;

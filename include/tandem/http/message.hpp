@@ -16,6 +16,7 @@
 #include <functional>
 #include <optional>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -71,7 +72,27 @@ public:
     virtual task<void> write(std::string_view data) = 0;
 };
 
-/// What a handler returns. Content-Length, Date and Connection are added by the server.
+namespace detail {
+/// A header a message may carry as given: the name a token, the value field characters only
+/// (no CR, LF or NUL: a value echoed from a decoded query must not start a header of its own).
+constexpr bool valid_field(std::string_view name, std::string_view value) noexcept {
+    if (!is_token(name)) return false;
+    for (char c : value)
+        if (!is_field_char(c)) return false;
+    return true;
+}
+/// Framing is the server's: a handler's own Content-Length or Transfer-Encoding could disagree
+/// with the body sent (the client would read the next response as this one's body), and its
+/// Connection with what the server does next.
+constexpr bool server_framing_header(std::string_view name) noexcept {
+    return iequals(name, "content-length") || iequals(name, "transfer-encoding") || iequals(name, "connection");
+}
+} // namespace detail
+
+/// What a handler returns. Content-Length, Transfer-Encoding, Date and Connection are the
+/// server's: a handler's own Content-Length or Transfer-Encoding is ignored, and its
+/// `Connection: close` closes the connection after the response. The status is a final one
+/// (200-599); anything else, or a header with CR, LF or NUL, answers 500 (error hook).
 class response {
 public:
     using stream_function = std::function<task<void>(body_writer&)>;
@@ -95,7 +116,11 @@ public:
         return r;
     }
 
+    /// Throws std::invalid_argument for a name that is not a token or a value with CR, LF,
+    /// NUL or another control character but HTAB (response splitting).
     response& set_header(std::string name, std::string value) {
+        if (!detail::valid_field(name, value))
+            throw std::invalid_argument("tandem::http::response: header '" + name + "' would split the response");
         for (auto& [n, v] : headers)
             if (iequals(n, name)) {
                 v = std::move(value);
@@ -262,8 +287,10 @@ inline void append_decimal(std::string& out, std::uint64_t v) {
 // ============================================================================================
 
 namespace detail {
-inline void append_header_list(std::string& out, std::span<const std::pair<std::string, std::string>> headers) {
+inline void append_header_list(std::string& out, std::span<const std::pair<std::string, std::string>> headers,
+                               bool skip_framing = false) {
     for (const auto& [n, v] : headers) {
+        if (skip_framing && server_framing_header(n)) continue;
         out += n;
         out += ": ";
         out += v;
@@ -281,7 +308,7 @@ inline void append_response_head(std::string& out, int version, int status,
     out += "\r\nDate: ";
     out += detail::http_date();
     out += "\r\n";
-    detail::append_header_list(out, headers);
+    detail::append_header_list(out, headers, true);
     if (framing.chunked) {
         out += "Transfer-Encoding: chunked\r\n";
     } else if (framing.content_length) {

@@ -224,7 +224,7 @@ constexpr parse_result decide_framing(message_head& m, bool is_request, const li
     bool have_length = false, have_te = false, chunked_last = false, chunked_seen = false;
     bool close = false, keep_alive = false;
     std::uint64_t length = 0;
-    bool bad_length = false, unknown_coding = false, chunked_twice = false;
+    bool bad_length = false, unknown_coding = false, chunked_twice = false, empty_coding = false;
     for (const header& h : m.headers) {
         if (iequals(h.name, "content-length")) {
             for_each_list_element(h.value, [&](std::string_view v) {
@@ -238,9 +238,16 @@ constexpr parse_result decide_framing(message_head& m, bool is_request, const li
                     have_length = true;
                 }
             });
-            if (trim_ows(h.value).empty()) bad_length = true;
+            // "" or "," says no length: a recipient that reads it as 0 or as absent would
+            // frame the message differently from one that refuses it.
+            bool any = false;
+            for_each_list_element(h.value, [&](std::string_view) { any = true; });
+            if (!any) bad_length = true;
         } else if (iequals(h.name, "transfer-encoding")) {
             have_te = true;
+            bool any = false;
+            for_each_list_element(h.value, [&](std::string_view) { any = true; });
+            if (!any) empty_coding = true; // not chunked, and not nothing: refuse it
             for_each_list_element(h.value, [&](std::string_view coding) {
                 if (chunked_last) chunked_twice = true; // chunked must be last, and once
                 if (iequals(coding, "chunked")) {
@@ -263,6 +270,7 @@ constexpr parse_result decide_framing(message_head& m, bool is_request, const li
         if (have_length) return parse_result::fail(400, "both Content-Length and Transfer-Encoding");
         if (m.version == 10) return parse_result::fail(400, "Transfer-Encoding in an HTTP/1.0 message");
         if (chunked_twice) return parse_result::fail(400, "chunked is not the final transfer coding");
+        if (empty_coding) return parse_result::fail(400, "an empty Transfer-Encoding");
         if (unknown_coding) {
             if (is_request && chunked_last) return parse_result::fail(501, "unsupported transfer coding");
             if (is_request) return parse_result::fail(400, "chunked is not the final transfer coding");
@@ -484,9 +492,19 @@ constexpr parse_result parse_request_head(std::string_view in, request_head& out
         } else if (const std::size_t scheme = path.find("://");
                    scheme != std::string_view::npos &&
                    (iequals(path.substr(0, scheme), "http") || iequals(path.substr(0, scheme), "https"))) {
-            const std::size_t slash = path.find('/', scheme + 3);
-            if (slash == scheme + 3) return parse_result::fail(400, "absolute-form without an authority");
-            path = slash == std::string_view::npos ? std::string_view("/") : path.substr(slash);
+            // The path starts at the first '/' or '?' after the authority ("http://h?q" has
+            // path "/" and query "q").
+            const std::size_t slash = path.find_first_of("/?", scheme + 3);
+            if (slash == scheme + 3 || path.size() == scheme + 3)
+                return parse_result::fail(400, "absolute-form without an authority");
+            if (slash == std::string_view::npos) {
+                path = "/";
+            } else if (path[slash] == '?') {
+                out.query = path.substr(slash + 1);
+                path = "/";
+            } else {
+                path = path.substr(slash);
+            }
         } else if (out.method == "CONNECT") {
             return parse_result::fail(501, "CONNECT is not supported");
         } else {

@@ -29,6 +29,7 @@
 #include <memory>
 #include <netinet/tcp.h>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <sys/socket.h>
@@ -77,7 +78,9 @@ struct server_options {
     std::size_t max_body_memory = std::size_t{256} << 20;
     /// A client that closes or resets its connection while its handler runs cancels the
     /// handler (a queued offload job is withdrawn, a process-pool worker killed). A client
-    /// that only half-closes looks the same on the wire, and is cancelled too (as Go does).
+    /// that only half-closes looks the same on the wire, and is cancelled too (as Go and nginx
+    /// do), its pipelined requests unanswered: turn this off to serve clients that half-close
+    /// after sending (`nc -N`, some scripts), at the price of finishing abandoned work.
     bool cancel_on_disconnect = true;
     http::limits limits{};
     /// A handler threw; the client got a 500. Default (empty): one line on stderr.
@@ -157,6 +160,7 @@ private:
         std::size_t head_size = 0;
         std::size_t consumed = 0; // bytes of the buffer this request used (head, framed body)
         std::string_view body;
+        std::string_view route; // the matched route's label, once dispatched
         std::int64_t started = 0; // steady ns, only when an access log wants durations
         bool head_method = false;
     };
@@ -204,7 +208,10 @@ private:
     task<verdict> read_head(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, exchange& x);
     task<verdict> read_body(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, exchange& x);
     task<std::optional<response>> dispatch(tcp_stream& s, connection& c, exchange& x);
+    static void check_response(const response& resp);
+    void report_failure(const exchange& x, std::exception_ptr failure) noexcept;
     task<bool> write_response(tcp_stream& s, connection& c, workspace& w, exchange& x, response& resp);
+    static task<void> linger(tcp_stream& s);
     task<void> reject(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, int status,
                       std::string_view reason, bool head_method);
 
@@ -212,6 +219,7 @@ private:
     task<std::size_t> read_more(tcp_stream& s, std::unique_ptr<workspace>& w, std::size_t want, request_head* pinned);
     bool make_room(workspace& w, std::size_t want, std::size_t at_most, request_head* pinned);
     std::unique_ptr<workspace> take_workspace();
+    void shrink(workspace& w) noexcept;
     void give_back(std::unique_ptr<workspace>& w) noexcept;
     void count_response(int status) noexcept { ++m_stats.responses[static_cast<std::size_t>(std::clamp(status / 100, 0, 5))]; }
 
@@ -228,6 +236,7 @@ private:
     std::int64_t m_now = 0;    // the sweeper's clock (steady ns)
     std::int64_t m_period = 0; // its period (ns)
     bool m_draining = false;
+    bool m_gave_up = false; // the drain ran out: connections are cut, late starters too
 };
 
 // ============================================================================================
@@ -351,6 +360,7 @@ public:
     task<void> write(std::string_view data) override {
         if (data.empty()) co_return; // an empty chunk would end the body
         m_server->expect(*m_conn, phase::write);
+        m_broken = true; // until the write is done: a throw here is the socket's
         if (m_chunked) {
             char size[20];
             const int n = std::snprintf(size, sizeof size, "%zx\r\n", data.size());
@@ -359,10 +369,13 @@ public:
         } else {
             co_await m_stream->write_all(data);
         }
+        m_broken = false;
         m_server->m_stats.bytes_sent += data.size();
         m_bytes += data.size();
     }
     std::uint64_t bytes() const noexcept { return m_bytes; }
+    /// True when a write failed (or was cancelled): the connection, not the handler, broke.
+    bool broken() const noexcept { return m_broken; }
 
 private:
     server* m_server;
@@ -370,6 +383,7 @@ private:
     connection* m_conn;
     std::uint64_t m_bytes = 0;
     bool m_chunked;
+    bool m_broken = false;
 };
 
 inline task<void> server::serve(tcp_listener& listener) {
@@ -417,16 +431,12 @@ inline task<void> server::accept_loop(tcp_listener& listener) {
             throw;
         }
         s.set_nodelay(true);
-        // Counted now, not when handle() first runs: serve() may see the acceptor end
-        // (cancelled by shutdown) before this task starts, and must wait for it.
+        // Counted now, not when the task first runs (the loop's next turn): a shutdown in
+        // between must wait for it, or serve() returns with the connection still to run.
         ++m_connections_open;
-        try {
-            spawn(handle(std::move(s)), "http connection").detach();
-        } catch (...) {
-            --m_connections_open;
-            m_slots.release();
-            throw;
-        }
+        ++m_stats.connections_accepted;
+        m_stats.connections_open = m_connections_open;
+        spawn(handle(std::move(s)), "http connection").detach();
     }
 }
 
@@ -488,6 +498,7 @@ inline void server::begin_drain() noexcept {
 }
 
 inline void server::cancel_remaining() noexcept {
+    m_gave_up = true;
     m_connections.for_each([](connection& c) {
         if (c.running) c.running->cancel();
         ::shutdown(c.fd, SHUT_RDWR);
@@ -498,10 +509,8 @@ inline task<void> server::handle(tcp_stream s) {
     connection c;
     c.fd = s.native_handle();
     m_connections.push_back(c);
-    ++m_stats.connections_accepted;
-    m_stats.connections_open = m_connections_open;
     try {
-        co_await serve_connection(s, c);
+        if (!m_gave_up) co_await serve_connection(s, c); // accepted just before the drain ran out: close
     } catch (...) {
         // A broken connection (reset, EPIPE, a timeout) ends only itself.
     }
@@ -556,6 +565,7 @@ inline task<bool> server::serve_request(tcp_stream& s, connection& c, std::uniqu
     const bool keep = co_await write_response(s, c, *w, x, *resp);
     c.fresh = false;
     w->begin += x.consumed;
+    if (w->charged != 0) shrink(*w);
     co_return keep;
 }
 
@@ -681,6 +691,7 @@ inline task<std::optional<response>> server::dispatch(tcp_stream& s, connection&
         if (match.status == 405) r.set_header("Allow", std::move(match.allow));
         co_return r;
     }
+    x.route = match.found->label;
     request req(x.head, x.body, params, m_stats);
     expect(c, phase::handler);
     std::optional<response> resp;
@@ -692,25 +703,42 @@ inline task<std::optional<response>> server::dispatch(tcp_stream& s, connection&
             ++m_stats.clients_gone;
             co_return std::nullopt;
         }
+        check_response(*resp);
     } catch (const cancelled&) {
         co_return std::nullopt; // shutdown ran out of patience, or the connection was cancelled
     } catch (...) {
         failure = std::current_exception();
     }
     if (failure) {
-        ++m_stats.handler_errors;
-        const handler_error report{x.head.method, x.head.target, match.found->label, failure};
-        if (m_options.on_error) {
-            try {
-                m_options.on_error(report);
-            } catch (...) {
-            }
-        } else {
-            std::fprintf(stderr, "%s\n", report.describe().c_str());
-        }
+        report_failure(x, failure);
         resp = response(500, "internal server error\n");
     }
     co_return resp;
+}
+
+inline void server::report_failure(const exchange& x, std::exception_ptr failure) noexcept {
+    ++m_stats.handler_errors;
+    const handler_error report{x.head.method, x.head.target, x.route, failure};
+    try {
+        if (m_options.on_error) {
+            m_options.on_error(report);
+        } else {
+            std::fprintf(stderr, "%s\n", report.describe().c_str());
+        }
+    } catch (...) {
+    }
+}
+
+/// What a handler returned must be sayable: a final status, headers that cannot split the
+/// response (`headers` is public, so set_header's check may have been bypassed). Throws
+/// std::invalid_argument, which dispatch reports like any handler error and answers 500.
+inline void server::check_response(const response& resp) {
+    if (resp.status < 200 || resp.status > 599)
+        throw std::invalid_argument("tandem::http: a handler answered status " + std::to_string(resp.status) +
+                                    " (a final status is 200-599)");
+    for (const auto& [n, v] : resp.headers)
+        if (!detail::valid_field(n, v))
+            throw std::invalid_argument("tandem::http: a handler's header '" + n + "' would split the response");
 }
 
 inline task<bool> server::write_response(tcp_stream& s, connection& c, workspace& w, exchange& x, response& resp) {
@@ -719,7 +747,11 @@ inline task<bool> server::write_response(tcp_stream& s, connection& c, workspace
     const bool no_body = x.head_method || bodiless; // HEAD: the head GET would send, no body
     const bool streaming = static_cast<bool>(resp.streamer) && !no_body;
     const bool chunked_out = streaming && head.version == 11;
-    const bool close_after = !head.keep_alive || m_draining || (streaming && !chunked_out);
+    bool handler_closes = false;
+    for (const auto& [n, v] : resp.headers)
+        if (iequals(n, "connection"))
+            detail::for_each_list_element(v, [&](std::string_view option) { handler_closes |= iequals(option, "close"); });
+    const bool close_after = !head.keep_alive || m_draining || (streaming && !chunked_out) || handler_closes;
     head_framing framing;
     framing.chunked = chunked_out;
     if (!resp.streamer && !bodiless) framing.content_length = resp.body.size();
@@ -739,7 +771,20 @@ inline task<bool> server::write_response(tcp_stream& s, connection& c, workspace
     m_stats.bytes_sent += w.out.size() + body_bytes;
     if (streaming) {
         stream_writer writer(*this, s, c, chunked_out);
-        co_await resp.streamer(writer);
+        std::exception_ptr failure;
+        try {
+            co_await resp.streamer(writer);
+        } catch (...) {
+            if (writer.broken()) throw; // the client's socket failed, not the handler
+            failure = std::current_exception();
+        }
+        if (failure) {
+            // The head is gone; all that is left to say is "cut short": close without the
+            // last chunk (or before the announced end), and tell the error hook.
+            report_failure(x, failure);
+            co_await linger(s);
+            co_return false;
+        }
         if (chunked_out) co_await s.write_all(std::string_view("0\r\n\r\n"));
         body_bytes = writer.bytes();
     }
@@ -753,7 +798,7 @@ inline task<bool> server::write_response(tcp_stream& s, connection& c, workspace
         }
     }
     if (close_after) {
-        s.shutdown_write();
+        co_await linger(s);
         co_return false;
     }
     co_return true;
@@ -777,11 +822,19 @@ inline task<void> server::reject(tcp_stream& s, connection& c, std::unique_ptr<w
     expect(c, phase::write);
     co_await s.write_all(out);
     m_stats.bytes_sent += out.size();
+    co_await linger(s);
+}
+
+/// Closes after a last response without destroying it: stop sending (FIN after the data),
+/// then read and drop what the client still sends (its pipelined requests) until it closes,
+/// for at most a second and a MiB. Closing a socket with unread bytes sends a reset, which
+/// discards the response the kernel has not sent yet.
+inline task<void> server::linger(tcp_stream& s) {
     s.shutdown_write();
     try {
         co_await with_timeout(std::chrono::seconds(1), [](tcp_stream& st) -> task<void> {
-            char sink[4096];
-            for (std::size_t total = 0; total < 65536;) {
+            char sink[16384];
+            for (std::size_t total = 0; total < (std::size_t{1} << 20);) {
                 const std::size_t n = co_await st.read_some(std::span<char>(sink));
                 if (n == 0) break;
                 total += n;
@@ -855,6 +908,25 @@ inline task<std::size_t> server::read_more(tcp_stream& s, std::unique_ptr<worksp
         }
         co_await s.wait_readable(); // EAGAIN just now: the next edge is ours
     }
+}
+
+/// After a large body: back to the base size if what is left fits, so a client that follows
+/// its upload with pipelined (or half-sent) requests does not keep the body's memory charged.
+inline void server::shrink(workspace& w) noexcept {
+    const std::size_t left = w.end - w.begin;
+    if (left > base_size) return;
+    std::vector<char> fresh;
+    try {
+        fresh.resize(base_size);
+    } catch (...) {
+        return; // keep the big one
+    }
+    std::memcpy(fresh.data(), w.data.data() + w.begin, left);
+    w.data.swap(fresh);
+    w.begin = 0;
+    w.end = left;
+    m_stats.body_bytes_held -= w.charged;
+    w.charged = 0;
 }
 
 inline std::unique_ptr<server::workspace> server::take_workspace() {
