@@ -957,7 +957,7 @@ TEST_CASE("idle and request timeouts at their extremes", "[http][client][limits]
     with_raw_server(echo_target(), [](raw_server& server) -> tandem::task<> {
         http::client_options o;
         o.idle_timeout = std::chrono::milliseconds::max(); // never expire (it used to overflow to "always")
-        o.timeout = 0ms;                                   // none
+        o.timeout = std::chrono::milliseconds::max();      // none (it used to overflow into the past)
         http::client c(local(server.port()), o);
         for (int i = 0; i < 3; ++i) {
             const auto r = co_await c.get("/" + std::to_string(i));
@@ -965,6 +965,7 @@ TEST_CASE("idle and request timeouts at their extremes", "[http][client][limits]
         }
         CHECK(c.connections_opened() == 1);
         o.idle_timeout = 0ms; // nothing is kept
+        o.timeout = 0ms;      // none
         http::client eager(local(server.port()), o);
         (void)co_await eager.get("/a");
         (void)co_await eager.get("/b");
@@ -1024,4 +1025,89 @@ TEST_CASE("requests outliving their client unwind safely", "[http][client][asan]
         (void)never_started;
         // Left running: the loop's teardown destroys both after this frame is gone.
     }(server.port()));
+}
+
+TEST_CASE("close() while requests run and wait keeps every response with its request", "[http][client][pool]") {
+    auto release = std::make_shared<tandem::event>();
+    raw_handler gated = [release](tandem::tcp_stream& s, raw_request r, std::size_t) -> tandem::task<bool> {
+        co_await release->wait();
+        co_await s.write_all(ok_response(r.target));
+        co_return true;
+    };
+    with_raw_server(gated, [release](raw_server& server) -> tandem::task<> {
+        http::client_options o;
+        o.max_connections = 3;
+        http::client c(local(server.port()), o);
+        std::size_t right = 0;
+        auto one = [&](std::string target) -> tandem::task<> {
+            const auto r = co_await c.get(target);
+            if (r.body == target) ++right;
+        };
+        std::vector<tandem::join_handle<void>> running;
+        for (int i = 0; i < 12; ++i) running.push_back(tandem::spawn(one("/r" + std::to_string(i))));
+        for (int turn = 0; turn < 1000 && (c.open_connections() < 3 || c.waiting() < 9); ++turn)
+            co_await tandem::sleep_for(1ms);
+        CHECK(c.waiting() == 9);
+        c.close(); // the three connections in use close when their requests end; the queue goes on
+        release->set();
+        for (auto& h : running) co_await h;
+        CHECK(right == 12);
+        CHECK(server.max_open <= 3);
+        CHECK(c.open_connections() <= 3);
+        c.close();
+        CHECK(c.open_connections() == 0);
+    });
+}
+
+TEST_CASE("an IPv6 literal URL reaches a server on ::1", "[http][client][url]") {
+    std::optional<tandem::tcp_listener> listener;
+    try {
+        listener.emplace(tandem::tcp_listener::bind(tandem::address("::1", 0)));
+    } catch (const std::system_error&) {
+        WARN("no IPv6 loopback here: skipped");
+        return;
+    }
+    tandem::sync_wait([](tandem::tcp_listener& l) -> tandem::task<> {
+        const std::uint16_t port = l.local_address().port();
+        auto serve = [](tandem::tcp_listener& l) -> tandem::task<> {
+            tandem::tcp_stream s = co_await l.accept();
+            std::string buf;
+            auto r = co_await read_request(s, buf);
+            REQUIRE(r);
+            co_await s.write_all(ok_response(r->host + " " + r->target));
+        };
+        auto server = tandem::spawn(serve(l));
+        const auto r = co_await http::fetch("http://[::1]:" + std::to_string(port) + "/v6?x=1#ignored");
+        CHECK(r.body == "[::1]:" + std::to_string(port) + " /v6?x=1");
+        co_await server;
+    }(*listener));
+}
+
+TEST_CASE("a server streaming a body without end is stopped by the timeout or max_body", "[http][client][timeout]") {
+    // With the loop's cooperative I/O budget the timer fires; without it max_body ends it.
+    for (const bool chunked : {true, false}) {
+        INFO((chunked ? "chunked" : "close-delimited"));
+        thread_server server([chunked](int fd) {
+            read_head_blocking(fd);
+            std::string burst = chunked ? "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                        : "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n";
+            const auto give_up = std::chrono::steady_clock::now() + 10s; // a failing test must still end
+            while (std::chrono::steady_clock::now() < give_up) {
+                for (int i = 0; i < 4096; ++i) burst += chunked ? "1\r\nx\r\n" : "xxxxxx";
+                if (::send(fd, burst.data(), burst.size(), MSG_NOSIGNAL) < 0) return;
+                burst.clear();
+            }
+        });
+        tandem::sync_wait([](std::uint16_t port) -> tandem::task<> {
+            http::client_options o;
+            o.timeout = 300ms;
+            o.max_body = 4u << 20;
+            http::client c(local(port), o);
+            const auto start = std::chrono::steady_clock::now();
+            const std::string got = co_await outcome(c, "/");
+            CHECK((got == "timed_out" || got == "protocol_error"));
+            CHECK(std::chrono::steady_clock::now() - start < 5s);
+            CHECK(c.open_connections() == 0);
+        }(server.port()));
+    }
 }

@@ -235,7 +235,8 @@ private:
             std::size_t& n;
             ~leave() { --n; }
         } in_flight{s->in_flight};
-        if (s->options.timeout.count() > 0) co_return co_await with_timeout(s->options.timeout, perform(*s, r));
+        if (s->options.timeout.count() > 0 && s->options.timeout < forever)
+            co_return co_await with_timeout(s->options.timeout, perform(*s, r));
         co_return co_await perform(*s, r);
     }
 
@@ -252,10 +253,7 @@ private:
         pool_options p;
         p.max_connections = o.max_connections;
         p.max_waiting = o.max_waiting;
-        // milliseconds::max() means "never expire"; converted to nanoseconds it would overflow
-        // (to a negative timeout that expires every idle connection at once).
-        constexpr auto longest = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::nanoseconds::max());
-        p.idle_timeout = o.idle_timeout >= longest ? std::chrono::nanoseconds::max()
+        p.idle_timeout = o.idle_timeout >= forever ? std::chrono::nanoseconds::max()
                                                    : std::chrono::nanoseconds(o.idle_timeout);
         return p;
     }
@@ -320,6 +318,11 @@ private:
     }
 
     static constexpr std::size_t first_body_capacity = 64 * 1024;
+    /// Timeouts from here on (about 146 years; milliseconds::max() among them) mean none:
+    /// converted to the clock's nanoseconds, or added to now, they would overflow into the
+    /// past and expire at once.
+    static constexpr std::chrono::milliseconds forever =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::nanoseconds::max()) / 2;
 
     /// How far an exchange got before it failed: what decides whether a retry is safe.
     enum class progress : std::uint8_t { nothing_written, written, response_started };
