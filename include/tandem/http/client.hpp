@@ -363,18 +363,25 @@ private:
         lim.max_headers = storage.size();
         response_head parsed;
         parse_result pr;
+        // The head is parsed again only when a line has ended since the last try (or it grew
+        // past max_head): the parser's answer cannot change in between. Re-parsing at every
+        // read would let a server that drips its head byte by byte cost max_head squared.
+        std::size_t scanned = 0; // pending bytes the last parse saw
         for (;;) {
-            if (!c.pending().empty()) {
-                p = progress::response_started;
-                pr = parse_response(c.pending(), parsed, storage, r.method == "HEAD", lim);
+            const std::string_view in = c.pending();
+            if (!in.empty()) p = progress::response_started;
+            if (in.find('\n', scanned) != std::string_view::npos || in.size() > options.max_head) {
+                pr = parse_response(in, parsed, storage, r.method == "HEAD", lim);
                 if (pr.state == parse_state::error) throw protocol_error("tandem::http: bad response: " + std::string(pr.reason));
                 if (pr.state == parse_state::complete) {
                     if (parsed.status >= 200) break;
                     if (parsed.status == 101) throw protocol_error("tandem::http: unexpected 101 Switching Protocols");
                     c.consume(pr.head_size); // 100 Continue, 103 Early Hints: skip to the final response
+                    scanned = 0;
                     continue;
                 }
             }
+            scanned = in.size();
             if (co_await c.read_more() == 0) throw protocol_error("tandem::http: connection closed before a response");
         }
         client_response out;
