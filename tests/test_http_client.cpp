@@ -1027,6 +1027,27 @@ TEST_CASE("requests outliving their client unwind safely", "[http][client][asan]
         (void)never_started;
         // Left running: the loop's teardown destroys both after this frame is gone.
     }(server.port()));
+
+    // The other order: the loop ends with requests in flight and the client lives on, to
+    // serve the next loop with its slots and queue intact.
+    with_raw_server(echo_target(), [](raw_server& echo) -> tandem::task<> {
+        http::client_options o;
+        o.max_connections = 1;
+        o.timeout = 5s;
+        http::client c(local(echo.port()), o);
+        std::thread([&c] { // a loop of its own, while this one is held up (its server cannot answer)
+            tandem::sync_wait([](http::client& c) -> tandem::task<> {
+                auto first = tandem::spawn(c.get("/first"));
+                auto second = tandem::spawn(c.get("/second"));
+                for (int turn = 0; turn < 1000 && c.waiting() < 1; ++turn) co_await tandem::sleep_for(1ms);
+                CHECK(c.waiting() == 1);
+            }(c)); // returns with both requests unfinished: the loop destroys them
+        }).join();
+        CHECK(c.waiting() == 0);
+        CHECK(c.open_connections() == 0);
+        const auto r = co_await c.get("/after");
+        CHECK(r.body == "/after");
+    });
 }
 
 TEST_CASE("close() while requests run and wait keeps every response with its request", "[http][client][pool]") {

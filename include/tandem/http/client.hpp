@@ -232,9 +232,11 @@ private:
         validate(r);
         s->enter_loop();
         struct leave {
-            std::size_t& n;
-            ~leave() { --n; }
-        } in_flight{s->in_flight};
+            state& s;
+            ~leave() {
+                if (--s.in_flight == 0) s.pool.restore_slots();
+            }
+        } in_flight{*s};
         if (s->options.timeout.count() > 0 && s->options.timeout < forever)
             co_return co_await with_timeout(s->options.timeout, perform(*s, r));
         co_return co_await perform(*s, r);
