@@ -22,6 +22,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -355,7 +356,17 @@ private:
     static task<client_response> exchange(const client_options& options, connection_lease& lease,
                                           const client_request& r, const std::string& head, progress& p) {
         pooled_connection& c = *lease;
-        co_await write_request(c, head, r.body, p);
+        // A server may answer before it has read the whole body (413, 401) and close: the
+        // write then fails, but its answer may be waiting in the socket. Read it; only if
+        // no complete head comes does the write's error stand.
+        std::exception_ptr write_error;
+        try {
+            co_await write_request(c, head, r.body, p);
+        } catch (const std::system_error& e) {
+            if (p != progress::written || (e.code() != std::errc::broken_pipe && e.code() != std::errc::connection_reset))
+                throw;
+            write_error = std::current_exception();
+        }
         p = progress::written;
 
         std::array<header, 100> storage;
@@ -384,7 +395,17 @@ private:
                 }
             }
             scanned = in.size();
-            if (co_await c.read_more() == 0) throw protocol_error("tandem::http: connection closed before a response");
+            std::size_t got = 0;
+            try {
+                got = co_await c.read_more();
+            } catch (const std::system_error&) {
+                if (write_error) std::rethrow_exception(write_error);
+                throw;
+            }
+            if (got == 0) {
+                if (write_error) std::rethrow_exception(write_error);
+                throw protocol_error("tandem::http: connection closed before a response");
+            }
         }
         client_response out;
         out.status = parsed.status;
@@ -392,7 +413,7 @@ private:
         out.version = parsed.version;
         out.headers.reserve(parsed.headers.size());
         for (const header& h : parsed.headers) out.headers.emplace_back(std::string(h.name), std::string(h.value));
-        const bool keep = parsed.keep_alive && !wants_close(r);
+        const bool keep = parsed.keep_alive && !wants_close(r) && !write_error;
         const body_framing framing = parsed.framing;
         const std::uint64_t length = parsed.content_length;
         c.consume(pr.head_size); // parsed's views die here; what is needed was copied
