@@ -1194,3 +1194,34 @@ TEST_CASE("an upload refused early gets the server's answer not a reset", "[http
         CHECK(c.open_connections() == 0);
     }(server.port()));
 }
+
+static constexpr std::size_t echo_size = 32u << 20;
+
+TEST_CASE("a server that streams its answer while it reads the upload does not deadlock", "[http][client]") {
+    // An echo that answers as it reads: writing the whole body before reading anything
+    // filled both directions' buffers and hung until the timeout.
+    thread_server server([](int fd) {
+        std::string got; // the head, byte by byte: nothing of the body may be swallowed
+        for (char c; got.size() < 4 || got.compare(got.size() - 4, 4, "\r\n\r\n") != 0; got += c)
+            if (::recv(fd, &c, 1, 0) != 1) return;
+        const std::string head = "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(echo_size) + "\r\n\r\n";
+        ::send(fd, head.data(), head.size(), MSG_NOSIGNAL);
+        char c[65536];
+        for (std::size_t total = 0; total < echo_size;) {
+            const ssize_t n = ::recv(fd, c, sizeof c, 0);
+            if (n <= 0 || ::send(fd, c, static_cast<std::size_t>(n), MSG_NOSIGNAL) < 0) return;
+            total += static_cast<std::size_t>(n);
+        }
+        ::recv(fd, c, 1, 0); // until the client closes
+    });
+    tandem::sync_wait([](std::uint16_t port) -> tandem::task<> {
+        http::client_options o;
+        o.timeout = 20s;
+        http::client c(local(port), o);
+        std::string body(echo_size, 'e');
+        for (std::size_t i = 0; i < echo_size; i += 4093) body[i] = static_cast<char>('a' + i % 26);
+        const auto r = co_await c.post("/echo", body);
+        CHECK(r.body.size() == echo_size);
+        CHECK((r.body == body));
+    }(server.port()));
+}

@@ -12,6 +12,7 @@
 #include "tandem/net.hpp"
 #include "tandem/task.hpp"
 #include "tandem/time.hpp"
+#include "tandem/when.hpp"
 
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -28,6 +29,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -356,19 +358,32 @@ private:
     static task<client_response> exchange(const client_options& options, connection_lease& lease,
                                           const client_request& r, const std::string& head, progress& p) {
         pooled_connection& c = *lease;
-        // A server may answer before it has read the whole body (413, 401) and close: the
-        // write then fails, but its answer may be waiting in the socket. Read it; only if
-        // no complete head comes does the write's error stand.
-        std::exception_ptr write_error;
-        try {
-            co_await write_request(c, head, r.body, p);
-        } catch (const std::system_error& e) {
-            if (p != progress::written || (e.code() != std::errc::broken_pipe && e.code() != std::errc::connection_reset))
-                throw;
-            write_error = std::current_exception();
-        }
+        const std::size_t sent = send_now(c, head, r.body); // throws with nothing written
         p = progress::written;
+        std::exception_ptr write_error;
+        bool keep = false;
+        client_response out;
+        if (sent == head.size() + r.body.size()) {
+            out = co_await read_response(options, c, r, p, write_error, keep);
+        } else {
+            // The rest is written while the response is read: a server may answer while it
+            // reads the body (an echo, a streaming proxy), and writing it all first would
+            // deadlock both ways once the socket buffers fill.
+            auto both = co_await when_all(write_rest(c, head, r.body, sent, write_error),
+                                          read_response(options, c, r, p, write_error, keep));
+            out = std::move(std::get<1>(both));
+        }
+        if (keep && !write_error) lease.recycle();
+        co_return out;
+    }
 
+    /// Reads the response; `keep` tells whether the connection may serve another request.
+    /// A server may answer before it has read the whole body (413, 401) and close: the
+    /// write then fails (write_error), but its answer may be waiting in the socket. Only if
+    /// no complete head comes does the write's error stand.
+    static task<client_response> read_response(const client_options& options, pooled_connection& c,
+                                               const client_request& r, progress& p,
+                                               const std::exception_ptr& write_error, bool& keep) {
         std::array<header, 100> storage;
         limits lim;
         lim.max_head = options.max_head;
@@ -413,7 +428,7 @@ private:
         out.version = parsed.version;
         out.headers.reserve(parsed.headers.size());
         for (const header& h : parsed.headers) out.headers.emplace_back(std::string(h.name), std::string(h.value));
-        const bool keep = parsed.keep_alive && !wants_close(r) && !write_error;
+        keep = parsed.keep_alive && !wants_close(r);
         const body_framing framing = parsed.framing;
         const std::uint64_t length = parsed.content_length;
         c.consume(pr.head_size); // parsed's views die here; what is needed was copied
@@ -452,9 +467,8 @@ private:
                 c.consume(c.pending().size());
                 if (co_await c.read_more() == 0) break;
             }
-            co_return out; // the lease closes the connection: its end was the body's end
+            keep = false; // its end was the body's end
         }
-        if (keep) lease.recycle();
         co_return out;
     }
 
@@ -462,10 +476,10 @@ private:
         return iequals(detail::find_header(r.headers, "connection"), "close");
     }
 
-    /// Writes head and body. The first attempt is a plain sendmsg so that a connection the
-    /// peer has already reset is found before any byte of the request left: then a retry
-    /// is safe whatever the method.
-    static task<> write_request(pooled_connection& c, const std::string& head, const std::string& body, progress& p) {
+    /// The first attempt at writing the request: a plain sendmsg, so that a connection the
+    /// peer has already reset is found before any byte of the request left (then a retry is
+    /// safe whatever the method). Returns the bytes sent.
+    static std::size_t send_now(pooled_connection& c, const std::string& head, const std::string& body) {
         iovec parts[2] = {{const_cast<char*>(head.data()), head.size()}, {const_cast<char*>(body.data()), body.size()}};
         msghdr msg{};
         msg.msg_iov = parts;
@@ -473,21 +487,26 @@ private:
         ssize_t n;
         do n = ::sendmsg(c.stream.native_handle(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
         while (n < 0 && errno == EINTR);
-        std::size_t sent = 0;
-        if (n < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK) tandem::detail::throw_errno("sendmsg");
-        } else {
-            sent = static_cast<std::size_t>(n);
-        }
-        const std::size_t total = head.size() + body.size();
-        if (sent == total) co_return;
-        p = progress::written; // bytes may have reached the server from here on
+        if (n >= 0) return static_cast<std::size_t>(n);
+        if (errno != EAGAIN && errno != EWOULDBLOCK) tandem::detail::throw_errno("sendmsg");
+        return 0;
+    }
+
+    /// Writes what send_now() left. A peer that closed or reset the connection is recorded
+    /// in write_error rather than thrown: its answer may still be read.
+    static task<> write_rest(pooled_connection& c, const std::string& head, const std::string& body, std::size_t sent,
+                             std::exception_ptr& write_error) {
         std::string_view rest[2];
         std::size_t count = 0;
         if (sent < head.size()) rest[count++] = std::string_view(head).substr(sent);
         const std::size_t body_from = sent > head.size() ? sent - head.size() : 0;
         if (body_from < body.size()) rest[count++] = std::string_view(body).substr(body_from);
-        co_await c.stream.write_all_gathered(std::span<const std::string_view>(rest, count));
+        try {
+            co_await c.stream.write_all_gathered(std::span<const std::string_view>(rest, count));
+        } catch (const std::system_error& e) {
+            if (e.code() != std::errc::broken_pipe && e.code() != std::errc::connection_reset) throw;
+            write_error = std::current_exception();
+        }
     }
 
     std::shared_ptr<state> m_state;
