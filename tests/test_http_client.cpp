@@ -9,6 +9,8 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -747,4 +749,479 @@ TEST_CASE("response framings split at random points", "[http][client][property]"
         }
         CHECK(server.requests == 120);
     });
+}
+
+// ---- A hostile or broken upstream -----------------------------------------------------------
+
+namespace {
+
+/// Runs `get(target)` and returns how it ended: "ok:<body>" or the exception's kind.
+tandem::task<std::string> outcome(http::client& c, std::string target) {
+    try {
+        auto r = co_await c.get(std::move(target));
+        co_return "ok:" + r.body;
+    } catch (const http::protocol_error&) {
+        co_return "protocol_error";
+    } catch (const tandem::timed_out&) {
+        co_return "timed_out";
+    } catch (const std::system_error&) {
+        co_return "system_error";
+    }
+}
+
+} // namespace
+
+TEST_CASE("bytes the upstream sends beyond a response are never read as the next response", "[http][client][desync]") {
+    // Each reply ends with a whole second response nobody asked for, in the same write: the
+    // connection must be closed, and the next request must read its own answer.
+    const std::string evil = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil";
+    raw_handler smuggle = [evil](tandem::tcp_stream& s, raw_request r, std::size_t) -> tandem::task<bool> {
+        std::string reply;
+        if (r.target == "/extra") reply = ok_response("first") + evil;
+        else if (r.target == "/head") reply = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n" + evil; // HEAD with a body
+        else if (r.target == "/204") reply = "HTTP/1.1 204 No Content\r\nContent-Length: 4\r\n\r\n" + evil;
+        else if (r.target == "/304") reply = "HTTP/1.1 304 Not Modified\r\n\r\n" + evil;
+        else if (r.target == "/chunked") reply = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nc\r\n0\r\n\r\n" + evil;
+        else if (r.target == "/100") reply = "HTTP/1.1 100 Continue\r\n\r\n" + ok_response("after-100") + evil;
+        else reply = ok_response(r.target);
+        co_await s.write_all(reply);
+        co_return true;
+    };
+    with_raw_server(smuggle, [](raw_server& server) -> tandem::task<> {
+        http::client_options o;
+        o.max_connections = 1;
+        http::client c(local(server.port()), o);
+        for (const char* target : {"/extra", "/head", "/204", "/304", "/chunked", "/100"}) {
+            INFO(target);
+            http::client_response r;
+            if (std::string_view(target) == "/head") {
+                http::client_request head{"HEAD", target, {}, {}}; // not a temporary: g++ 12 frees it twice
+                r = co_await c.send(std::move(head));
+            } else {
+                r = co_await c.get(target);
+            }
+            CHECK(r.body != "evil");
+            const std::string next = co_await outcome(c, std::string("/next") + target);
+            CHECK(next == std::string("ok:/next") + target);
+        }
+        CHECK(c.connections_opened() == 7); // every poisoned connection was closed
+    });
+}
+
+TEST_CASE("malformed framings fail clearly close the connection and the next request works",
+          "[http][client][malicious]") {
+    const std::vector<std::pair<std::string, std::string>> cases{
+        {"/negative", "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"},
+        {"/plus", "HTTP/1.1 200 OK\r\nContent-Length: +4\r\n\r\nabcd"},
+        {"/conflict", "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde"},
+        {"/list", "HTTP/1.1 200 OK\r\nContent-Length: 4, 5\r\n\r\nabcde"},
+        {"/overflow", "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n"},
+        {"/huge", "HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551615\r\n\r\n"},
+        {"/both", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n"},
+        {"/chunk64", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000001\r\nx\r\n"},
+        {"/chunkmax", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nx\r\n"},
+        {"/chunkbad", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\nx\r\n"},
+        {"/chunklong", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nxyz\r\n0\r\n\r\n"},
+        {"/status", "HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n"},
+        {"/version", "HTTP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n"},
+        {"/bare-lf", "HTTP/1.1 200 OK\nContent-Length: 0\n\n"},
+        {"/101", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n"},
+        {"/gzip-chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"},
+        {"/injected", std::string("HTTP/1.1 200 OK\r\nX: a\0b\r\nContent-Length: 0\r\n\r\n", 46)},
+    };
+    raw_handler bad = [cases](tandem::tcp_stream& s, raw_request r, std::size_t) -> tandem::task<bool> {
+        for (const auto& [target, reply] : cases)
+            if (target == r.target) {
+                co_await s.write_all(reply);
+                co_return true; // keep the connection open: the client must be the one to close it
+            }
+        co_await s.write_all(ok_response(r.target));
+        co_return true;
+    };
+    with_raw_server(bad, [&cases](raw_server& server) -> tandem::task<> {
+        http::client_options o;
+        o.max_connections = 1;
+        o.max_body = 1 << 20;
+        o.timeout = 5s;
+        http::client c(local(server.port()), o);
+        for (const auto& [target, reply] : cases) {
+            INFO(target);
+            const std::string got = co_await outcome(c, target);
+            CHECK(got == "protocol_error");
+            CHECK(c.open_connections() == 0);
+            const std::string next = co_await outcome(c, "/after" + target);
+            CHECK(next == "ok:/after" + target);
+        }
+    });
+}
+
+TEST_CASE("a status line of 1 MB and endless headers stop at max_head", "[http][client][limits]") {
+    raw_handler endless = [](tandem::tcp_stream& s, raw_request r, std::size_t) -> tandem::task<bool> {
+        std::string reply = r.target == "/status" ? "HTTP/1.1 200 " + std::string(1 << 20, 'x')
+                                                   : "HTTP/1.1 200 OK\r\n";
+        if (r.target == "/headers")
+            for (int i = 0; i < 20'000; ++i) reply += "X-" + std::to_string(i) + ": v\r\n";
+        try {
+            co_await s.write_all(reply);
+        } catch (const std::system_error&) { // the client hung up, as it should
+        }
+        co_return false;
+    };
+    with_raw_server(endless, [](raw_server& server) -> tandem::task<> {
+        http::client c(local(server.port()));
+        CHECK(co_await outcome(c, "/status") == "protocol_error");
+        CHECK(co_await outcome(c, "/headers") == "protocol_error");
+        CHECK(c.open_connections() == 0);
+    });
+}
+
+TEST_CASE("a response cut at every byte offset fails or completes but never desynchronises",
+          "[http][client][reset][property]") {
+    const std::string full_length = "HTTP/1.1 200 OK\r\nContent-Length: 10\r\nX-A: b\r\n\r\n0123456789";
+    const std::string chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n0123\r\n6;x=y\r\n456789\r\n0\r\nT: v\r\n\r\n";
+    const std::string until_close = "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n0123456789";
+    // target: /cut/<framing>/<offset>/<rst|fin>
+    raw_handler cut = [=](tandem::tcp_stream& s, raw_request r, std::size_t) -> tandem::task<bool> {
+        if (!r.target.starts_with("/cut/")) {
+            co_await s.write_all(ok_response(r.target));
+            co_return true;
+        }
+        unsigned framing = 0, offset = 0;
+        char how[4] = {};
+        std::sscanf(r.target.c_str(), "/cut/%u/%u/%3s", &framing, &offset, how);
+        const std::string& reply = framing == 0 ? full_length : framing == 1 ? chunked : until_close;
+        co_await s.write_all(std::string_view(reply).substr(0, offset));
+        if (std::string_view(how) == "rst") {
+            ::linger l{1, 0};
+            ::setsockopt(s.native_handle(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
+        } else {
+            ::shutdown(s.native_handle(), SHUT_WR); // half-close: the server still reads
+        }
+        co_return false;
+    };
+    with_raw_server(cut, [&](raw_server& server) -> tandem::task<> {
+        http::client_options o;
+        o.max_connections = 1;
+        o.timeout = 5s;
+        http::client c(local(server.port()), o);
+        const std::string* replies[3] = {&full_length, &chunked, &until_close};
+        for (unsigned framing = 0; framing < 3; ++framing)
+            for (const char* how : {"rst", "fin"})
+                for (std::size_t offset = 0; offset <= replies[framing]->size(); ++offset) {
+                    const std::string target =
+                        "/cut/" + std::to_string(framing) + "/" + std::to_string(offset) + "/" + how;
+                    INFO(target);
+                    const std::string got = co_await outcome(c, target);
+                    const bool whole = offset == replies[framing]->size();
+                    const bool fin = std::string_view(how) == "fin";
+                    const std::size_t head_end = replies[framing]->find("\r\n\r\n") + 4;
+                    if (framing == 2 && fin && offset >= head_end) // a close-delimited body ends at any close
+                        CHECK(got == "ok:" + replies[framing]->substr(head_end, offset - head_end));
+                    else if (whole && fin)
+                        CHECK(got == "ok:0123456789");
+                    else if (!whole)
+                        CHECK(got.substr(0, 3) != "ok:");
+                    CHECK(got != "timed_out");
+                    const std::string next = co_await outcome(c, "/next" + target);
+                    CHECK(next == "ok:/next" + target);
+                }
+    });
+}
+
+TEST_CASE("a request whose own framing headers disagree with its body is refused", "[http][client][desync]") {
+    with_raw_server(echo_target(), [](raw_server& server) -> tandem::task<> {
+        http::client c(local(server.port()));
+        // Content-Length 0 with a body would send "GET /smuggled" as a second request.
+        http::client_request smuggle{"POST", "/a", {{"Content-Length", "0"}}, "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"};
+        CHECK_THROWS_AS(co_await c.send(smuggle), std::invalid_argument);
+        http::client_request longer{"POST", "/a", {{"content-length", "99"}}, "abc"};
+        CHECK_THROWS_AS(co_await c.send(longer), std::invalid_argument);
+        http::client_request junk{"POST", "/a", {{"Content-Length", "3x"}}, "abc"};
+        CHECK_THROWS_AS(co_await c.send(junk), std::invalid_argument);
+        http::client_request twice{"POST", "/a", {{"Content-Length", "3"}, {"Content-Length", "0"}}, "abc"};
+        CHECK_THROWS_AS(co_await c.send(twice), std::invalid_argument);
+        http::client_request chunked{"POST", "/a", {{"Transfer-Encoding", "chunked"}}, "3\r\nabc\r\n0\r\n\r\n"};
+        CHECK_THROWS_AS(co_await c.send(chunked), std::invalid_argument);
+        CHECK(server.accepts == 0);
+        http::client_request right{"POST", "/a", {{"Content-Length", " 3 "}}, "abc"};
+        const auto r = co_await c.send(right);
+        CHECK(r.body == "/aabc");
+        CHECK(server.requests == 1);
+    });
+    http::client_options o;
+    o.host = "example.com\r\nX-Injected: 1";
+    CHECK_THROWS_AS(http::client(local(80), o), std::invalid_argument);
+    o.host = "example.com:8080";
+    CHECK_NOTHROW(http::client(local(80), o));
+}
+
+TEST_CASE("idle and request timeouts at their extremes", "[http][client][limits]") {
+    with_raw_server(echo_target(), [](raw_server& server) -> tandem::task<> {
+        http::client_options o;
+        o.idle_timeout = std::chrono::milliseconds::max(); // never expire (it used to overflow to "always")
+        o.timeout = std::chrono::milliseconds::max();      // none (it used to overflow into the past)
+        http::client c(local(server.port()), o);
+        for (int i = 0; i < 3; ++i) {
+            const auto r = co_await c.get("/" + std::to_string(i));
+            CHECK(r.body == "/" + std::to_string(i));
+        }
+        CHECK(c.connections_opened() == 1);
+        o.idle_timeout = 0ms; // nothing is kept
+        o.timeout = 0ms;      // none
+        http::client eager(local(server.port()), o);
+        (void)co_await eager.get("/a");
+        (void)co_await eager.get("/b");
+        CHECK(eager.connections_opened() == 2);
+    });
+}
+
+TEST_CASE("a Content-Length far above what arrives costs memory only for what arrives",
+          "[http][client][limits]") {
+    raw_handler liar = [](tandem::tcp_stream& s, raw_request r, std::size_t) -> tandem::task<bool> {
+        if (r.target == "/liar") {
+            co_await s.write_all("HTTP/1.1 200 OK\r\nContent-Length: 60000000\r\n\r\nonly this");
+            co_return false;
+        }
+        // Sizes around the growth steps, delivered in pieces.
+        const std::size_t size = std::stoul(r.target.substr(1));
+        std::string body(size, 'z');
+        for (std::size_t i = 0; i < size; i += 7919) body[i] = static_cast<char>('a' + i % 26);
+        co_await s.write_all("HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(size) + "\r\n\r\n");
+        for (std::size_t at = 0; at < size; at += 50'000) co_await s.write_all(std::string_view(body).substr(at, 50'000));
+        co_return true;
+    };
+    with_raw_server(liar, [](raw_server& server) -> tandem::task<> {
+        http::client c(local(server.port()));
+        CHECK(co_await outcome(c, "/liar") == "protocol_error");
+        for (std::size_t size : {65535u, 65536u, 65537u, 131072u, 131073u, 1000000u}) {
+            auto r = co_await c.get("/" + std::to_string(size));
+            REQUIRE(r.body.size() == size);
+            bool same = true;
+            for (std::size_t i = 0; i < size; ++i)
+                same = same && r.body[i] == (i % 7919 == 0 ? static_cast<char>('a' + i % 26) : 'z');
+            CHECK(same);
+        }
+    });
+}
+
+TEST_CASE("requests outliving their client unwind safely", "[http][client][asan][lifetime]") {
+    // A handler that fires a request and forgets it, then returns: its client (in the
+    // returning frame) dies first, and the loop destroys the detached requests afterwards.
+    thread_server server([](int fd) {
+        read_head_blocking(fd);
+        char c;
+        while (::recv(fd, &c, 1, 0) > 0) { // never answers; returns when the client closes
+        }
+    });
+    tandem::sync_wait([](std::uint16_t port) -> tandem::task<> {
+        http::client_options o;
+        o.max_connections = 1;
+        auto c = std::make_unique<http::client>(local(port), o);
+        auto never_started = c->get("/never-started");
+        auto connected = tandem::spawn(c->get("/connected"));
+        auto queued = tandem::spawn(c->get("/queued"));
+        for (int turn = 0; turn < 1000 && (c->waiting() < 1 || c->open_connections() < 1); ++turn)
+            co_await tandem::sleep_for(1ms);
+        CHECK(c->waiting() == 1);
+        c.reset(); // the client goes while one request holds a connection and one waits
+        (void)never_started;
+        // Left running: the loop's teardown destroys both after this frame is gone.
+    }(server.port()));
+
+    // The other order: the loop ends with requests in flight and the client lives on, to
+    // serve the next loop with its slots and queue intact.
+    with_raw_server(echo_target(), [](raw_server& echo) -> tandem::task<> {
+        http::client_options o;
+        o.max_connections = 1;
+        o.timeout = 5s;
+        http::client c(local(echo.port()), o);
+        std::thread([&c] { // a loop of its own, while this one is held up (its server cannot answer)
+            tandem::sync_wait([](http::client& c) -> tandem::task<> {
+                auto first = tandem::spawn(c.get("/first"));
+                auto second = tandem::spawn(c.get("/second"));
+                for (int turn = 0; turn < 1000 && c.waiting() < 1; ++turn) co_await tandem::sleep_for(1ms);
+                CHECK(c.waiting() == 1);
+            }(c)); // returns with both requests unfinished: the loop destroys them
+        }).join();
+        CHECK(c.waiting() == 0);
+        CHECK(c.open_connections() == 0);
+        const auto r = co_await c.get("/after");
+        CHECK(r.body == "/after");
+    });
+}
+
+TEST_CASE("close() while requests run and wait keeps every response with its request", "[http][client][pool]") {
+    auto release = std::make_shared<tandem::event>();
+    raw_handler gated = [release](tandem::tcp_stream& s, raw_request r, std::size_t) -> tandem::task<bool> {
+        co_await release->wait();
+        co_await s.write_all(ok_response(r.target));
+        co_return true;
+    };
+    with_raw_server(gated, [release](raw_server& server) -> tandem::task<> {
+        http::client_options o;
+        o.max_connections = 3;
+        http::client c(local(server.port()), o);
+        std::size_t right = 0;
+        auto one = [&](std::string target) -> tandem::task<> {
+            const auto r = co_await c.get(target);
+            if (r.body == target) ++right;
+        };
+        std::vector<tandem::join_handle<void>> running;
+        for (int i = 0; i < 12; ++i) running.push_back(tandem::spawn(one("/r" + std::to_string(i))));
+        for (int turn = 0; turn < 1000 && (c.open_connections() < 3 || c.waiting() < 9); ++turn)
+            co_await tandem::sleep_for(1ms);
+        CHECK(c.waiting() == 9);
+        c.close(); // the three connections in use close when their requests end; the queue goes on
+        release->set();
+        for (auto& h : running) co_await h;
+        CHECK(right == 12);
+        CHECK(server.max_open <= 3);
+        CHECK(c.open_connections() <= 3);
+        c.close();
+        CHECK(c.open_connections() == 0);
+    });
+}
+
+TEST_CASE("an IPv6 literal URL reaches a server on ::1", "[http][client][url]") {
+    std::optional<tandem::tcp_listener> listener;
+    try {
+        listener.emplace(tandem::tcp_listener::bind(tandem::address("::1", 0)));
+    } catch (const std::system_error&) {
+        WARN("no IPv6 loopback here: skipped");
+        return;
+    }
+    tandem::sync_wait([](tandem::tcp_listener& l) -> tandem::task<> {
+        const std::uint16_t port = l.local_address().port();
+        auto serve = [](tandem::tcp_listener& l) -> tandem::task<> {
+            tandem::tcp_stream s = co_await l.accept();
+            std::string buf;
+            auto r = co_await read_request(s, buf);
+            REQUIRE(r);
+            co_await s.write_all(ok_response(r->host + " " + r->target));
+        };
+        auto server = tandem::spawn(serve(l));
+        const auto r = co_await http::fetch("http://[::1]:" + std::to_string(port) + "/v6?x=1#ignored");
+        CHECK(r.body == "[::1]:" + std::to_string(port) + " /v6?x=1");
+        co_await server;
+    }(*listener));
+}
+
+TEST_CASE("a server streaming a body without end is stopped by the timeout or max_body", "[http][client][timeout]") {
+    // With the loop's cooperative I/O budget the timer fires; without it max_body ends it.
+    for (const bool chunked : {true, false}) {
+        INFO((chunked ? "chunked" : "close-delimited"));
+        thread_server server([chunked](int fd) {
+            read_head_blocking(fd);
+            std::string burst = chunked ? "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                        : "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n";
+            const auto give_up = std::chrono::steady_clock::now() + 10s; // a failing test must still end
+            while (std::chrono::steady_clock::now() < give_up) {
+                for (int i = 0; i < 4096; ++i) burst += chunked ? "1\r\nx\r\n" : "xxxxxx";
+                if (::send(fd, burst.data(), burst.size(), MSG_NOSIGNAL) < 0) return;
+                burst.clear();
+            }
+        });
+        tandem::sync_wait([](std::uint16_t port) -> tandem::task<> {
+            http::client_options o;
+            o.timeout = 300ms;
+            o.max_body = 4u << 20;
+            http::client c(local(port), o);
+            const auto start = std::chrono::steady_clock::now();
+            const std::string got = co_await outcome(c, "/");
+            CHECK((got == "timed_out" || got == "protocol_error"));
+            CHECK(std::chrono::steady_clock::now() - start < 5s);
+            CHECK(c.open_connections() == 0);
+        }(server.port()));
+    }
+}
+
+TEST_CASE("a head drip-fed byte by byte costs CPU in proportion to its size", "[http][client][limits]") {
+    // Re-parsing the whole head at every byte would cost max_head squared: seconds of CPU.
+    thread_server server([](int fd) {
+        read_head_blocking(fd);
+        int one = 1;
+        ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        std::string head = "HTTP/1.1 200 OK\r\nX-Long: " + std::string(40'000, 'a') + "\r\nContent-Length: 2\r\n\r\nok";
+        for (char c : head) { // paced, as an attacker would, so that each byte is a read of its own
+            if (::send(fd, &c, 1, MSG_NOSIGNAL) < 0) return;
+            std::this_thread::sleep_for(20us);
+        }
+        char c;
+        ::recv(fd, &c, 1, 0); // until the client closes
+    });
+    rusage before{}, after{};
+    ::getrusage(RUSAGE_THREAD, &before);
+    const auto r = tandem::sync_wait([](std::uint16_t port) -> tandem::task<http::client_response> {
+        http::client_options o;
+        o.max_connections = 1;
+        http::client c(local(port), o);
+        co_return co_await c.get("/");
+    }(server.port()));
+    ::getrusage(RUSAGE_THREAD, &after);
+    CHECK(r.body == "ok");
+    auto seconds = [](const rusage& u) {
+        return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+    };
+    const double cpu = seconds(after) - seconds(before);
+    std::printf("drip-fed 40 kB head: %.3f s of client CPU\n", cpu);
+    CHECK(cpu < 2.0); // g++ Debug: 2.6 s when every read re-parsed the head, 0.5 s now (ASan 0.9 s), mostly the reads
+}
+
+TEST_CASE("an upload refused early gets the server's answer not a reset", "[http][client][reset]") {
+    // The server answers 413 after the head and closes without reading the body, as servers
+    // with a body limit do; the write then fails, but the answer is in the socket.
+    thread_server server([](int fd) {
+        read_head_blocking(fd);
+        const std::string reply = "HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\nContent-Length: 8\r\n\r\ntoo big!";
+        ::send(fd, reply.data(), reply.size(), MSG_NOSIGNAL);
+        ::shutdown(fd, SHUT_WR);
+        char c[65536];
+        for (int i = 0; i < 4 && ::recv(fd, c, sizeof c, 0) > 0; ++i) { // reads a little, then closes: a reset
+        }
+    });
+    tandem::sync_wait([](std::uint16_t port) -> tandem::task<> {
+        http::client_options o;
+        o.timeout = 10s;
+        http::client c(local(port), o);
+        std::string got;
+        try {
+            const auto r = co_await c.post("/upload", std::string(32u << 20, 'u'));
+            got = std::to_string(r.status) + " " + r.body;
+        } catch (const std::exception& e) {
+            got = e.what();
+        }
+        CHECK(got == "413 too big!");
+        CHECK(c.open_connections() == 0);
+    }(server.port()));
+}
+
+static constexpr std::size_t echo_size = 32u << 20;
+
+TEST_CASE("a server that streams its answer while it reads the upload does not deadlock", "[http][client]") {
+    // An echo that answers as it reads: writing the whole body before reading anything
+    // filled both directions' buffers and hung until the timeout.
+    thread_server server([](int fd) {
+        std::string got; // the head, byte by byte: nothing of the body may be swallowed
+        for (char c; got.size() < 4 || got.compare(got.size() - 4, 4, "\r\n\r\n") != 0; got += c)
+            if (::recv(fd, &c, 1, 0) != 1) return;
+        const std::string head = "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(echo_size) + "\r\n\r\n";
+        ::send(fd, head.data(), head.size(), MSG_NOSIGNAL);
+        char c[65536];
+        for (std::size_t total = 0; total < echo_size;) {
+            const ssize_t n = ::recv(fd, c, sizeof c, 0);
+            if (n <= 0 || ::send(fd, c, static_cast<std::size_t>(n), MSG_NOSIGNAL) < 0) return;
+            total += static_cast<std::size_t>(n);
+        }
+        ::recv(fd, c, 1, 0); // until the client closes
+    });
+    tandem::sync_wait([](std::uint16_t port) -> tandem::task<> {
+        http::client_options o;
+        o.timeout = 20s;
+        http::client c(local(port), o);
+        std::string body(echo_size, 'e');
+        for (std::size_t i = 0; i < echo_size; i += 4093) body[i] = static_cast<char>('a' + i % 26);
+        const auto r = co_await c.post("/echo", body);
+        CHECK(r.body.size() == echo_size);
+        CHECK((r.body == body));
+    }(server.port()));
 }

@@ -12,19 +12,24 @@
 #include "tandem/net.hpp"
 #include "tandem/task.hpp"
 #include "tandem/time.hpp"
+#include "tandem/when.hpp"
 
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <exception>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -127,7 +132,8 @@ struct fetch_options {
 /// A client for one origin (scheme, host, port). Many tasks of one event loop may share it:
 /// requests run concurrently on up to max_connections keep-alive connections, and every
 /// request's arguments are copied into the request, so `auto t = c.get("/p/" + id);` may be
-/// awaited later. The client must outlive the requests it made.
+/// awaited later. Requests keep what they share with the client alive: one may outlive the
+/// client (detached, or destroyed with its loop) and still unwind safely.
 ///
 /// Cancel safety: every request may be cancelled (or time out) at any suspension point. A
 /// request that ends without a complete response closes its connection rather than give
@@ -135,18 +141,22 @@ struct fetch_options {
 class client {
 public:
     /// A client for a numeric address; Host is options.host or the address.
-    explicit client(address to, client_options options = {})
-        : m_options(std::move(options)), m_pool(to, pool_of(m_options)) {
-        if (m_options.host.empty()) m_options.host = to.port() == 80 ? bracketed_ip(to) : to.to_string();
+    explicit client(address to, client_options options = {}) {
+        options = checked(std::move(options));
+        if (options.host.empty()) options.host = to.port() == 80 ? bracketed_ip(to) : to.to_string();
+        const pool_options p = pool_of(options);
+        m_state = std::make_shared<state>(std::move(options), std::move(to), p);
     }
 
     /// A client for "http://host[:port]"; the host name is resolved off the loop on first
     /// use. Throws std::invalid_argument for other schemes, and with advice for https://.
     explicit client(std::string_view url, client_options options = {}) : client(origin_only(url), std::move(options)) {}
     explicit client(const char* url, client_options options = {}) : client(std::string_view(url), std::move(options)) {}
-    explicit client(origin o, client_options options = {})
-        : m_options(std::move(options)), m_pool(o.host, o.port, pool_of(m_options)) {
-        if (m_options.host.empty()) m_options.host = o.host_header();
+    explicit client(origin o, client_options options = {}) {
+        options = checked(std::move(options));
+        if (options.host.empty()) options.host = o.host_header();
+        const pool_options p = pool_of(options);
+        m_state = std::make_shared<state>(std::move(options), std::move(o.host), o.port, p);
     }
 
     client(const client&) = delete;
@@ -157,16 +167,7 @@ public:
     /// request was written, or (idempotent methods) closed or reset before any response
     /// byte. Throws tandem::timed_out, protocol_error, pool_overloaded, std::system_error
     /// (connect/IO failures), std::invalid_argument (a malformed request). Cancellable.
-    task<client_response> send(client_request r) {
-        validate(r);
-        enter_loop();
-        struct leave {
-            std::size_t& n;
-            ~leave() { --n; }
-        } in_flight{m_in_flight};
-        if (m_options.timeout.count() > 0) co_return co_await with_timeout(m_options.timeout, perform(r));
-        co_return co_await perform(r);
-    }
+    task<client_response> send(client_request r) { return run(m_state, std::move(r)); }
 
     task<client_response> request(std::string method, std::string target, std::string body = {},
                                   header_list headers = {}) {
@@ -188,38 +189,77 @@ public:
     }
 
     /// Whether any connection (idle or in use) is open.
-    bool connected() const noexcept { return m_pool.open_connections() > 0; }
+    bool connected() const noexcept { return m_state->pool.open_connections() > 0; }
     /// Closes the idle connections now; those in use close when their request ends.
-    void close() noexcept { m_pool.close(); }
+    void close() noexcept { m_state->pool.close(); }
     /// Connections opened so far (keep-alive keeps this low).
-    std::size_t connections_opened() const noexcept { return m_pool.connections_opened(); }
+    std::size_t connections_opened() const noexcept { return m_state->pool.connections_opened(); }
     /// Connections open now (idle and in use); never above max_connections.
-    std::size_t open_connections() const noexcept { return m_pool.open_connections(); }
-    std::size_t idle_connections() const noexcept { return m_pool.idle_connections(); }
+    std::size_t open_connections() const noexcept { return m_state->pool.open_connections(); }
+    std::size_t idle_connections() const noexcept { return m_state->pool.idle_connections(); }
     /// Requests waiting for a connection.
-    std::size_t waiting() const noexcept { return m_pool.waiting(); }
-    const client_options& options() const noexcept { return m_options; }
+    std::size_t waiting() const noexcept { return m_state->pool.waiting(); }
+    const client_options& options() const noexcept { return m_state->options; }
 
 private:
-    /// The pool's connections and waiters belong to one loop: a client used from a second
-    /// loop while requests run on the first would corrupt both. Between requests it may
-    /// move (a script's successive sync_wait calls); idle connections stay with the old loop.
-    void enter_loop() {
-        event_loop* here = event_loop::current();
-        if (here != m_loop) {
-            if (m_in_flight > 0)
-                throw std::logic_error("tandem::http::client: used from two event loops at once; make one client per loop");
-            m_pool.close();
-            m_loop = here;
+    /// What the client's requests share. Each request holds it too, so a request that
+    /// outlives its client (detached, or destroyed with the loop afterwards) unwinds safely:
+    /// its lease and its place in the queue point into this, not into the client.
+    struct state {
+        state(client_options o, address to, const pool_options& p) : options(std::move(o)), pool(std::move(to), p) {}
+        state(client_options o, std::string host, std::uint16_t port, const pool_options& p)
+            : options(std::move(o)), pool(std::move(host), port, p) {}
+        client_options options;
+        connection_pool pool;
+        event_loop* loop = nullptr;
+        std::size_t in_flight = 0; // requests started and not finished
+
+        /// The pool's connections and waiters belong to one loop: a client used from a second
+        /// loop while requests run on the first would corrupt both. Between requests it may
+        /// move (a script's successive sync_wait calls); idle connections stay with the old loop.
+        void enter_loop() {
+            event_loop* here = event_loop::current();
+            if (here != loop) {
+                if (in_flight > 0)
+                    throw std::logic_error(
+                        "tandem::http::client: used from two event loops at once; make one client per loop");
+                pool.close();
+                loop = here;
+            }
+            ++in_flight;
         }
-        ++m_in_flight;
+    };
+
+    /// The request's coroutine: its parameters (the shared state and the request) are its own.
+    static task<client_response> run(std::shared_ptr<state> s, client_request r) {
+        validate(r);
+        s->enter_loop();
+        struct leave {
+            state& s;
+            ~leave() {
+                if (--s.in_flight == 0) s.pool.restore_slots();
+            }
+        } in_flight{*s};
+        if (s->options.timeout.count() > 0 && s->options.timeout < forever)
+            co_return co_await with_timeout(s->options.timeout, perform(*s, r));
+        co_return co_await perform(*s, r);
+    }
+
+    /// Refuses a Host that would inject header lines into every request.
+    static client_options checked(client_options o) {
+        for (char c : o.host)
+            if (static_cast<unsigned char>(c) <= ' ' || c == 0x7f)
+                throw std::invalid_argument("tandem::http::client: invalid character in client_options::host: \"" +
+                                            o.host + "\"");
+        return o;
     }
 
     static pool_options pool_of(const client_options& o) {
         pool_options p;
         p.max_connections = o.max_connections;
         p.max_waiting = o.max_waiting;
-        p.idle_timeout = o.idle_timeout;
+        p.idle_timeout = o.idle_timeout >= forever ? std::chrono::nanoseconds::max()
+                                                   : std::chrono::nanoseconds(o.idle_timeout);
         return p;
     }
     static std::string bracketed_ip(const address& a) { return a.is_v6() ? "[" + a.ip() + "]" : a.ip(); }
@@ -250,18 +290,28 @@ private:
             if (n.empty() || !detail::is_token(n)) bad("header name", n);
             for (char c : v)
                 if (c == '\r' || c == '\n' || c == '\0') bad("header value", v);
+            // The client frames the body itself. A length that disagrees with the body, or a
+            // transfer coding the body is not in, would leave bytes the server reads as the
+            // start of another request (request smuggling; the responses desynchronise).
+            if (iequals(n, "transfer-encoding"))
+                bad("header (the client sends the body with Content-Length; give it the body whole)", n);
+            if (iequals(n, "content-length")) {
+                std::uint64_t length = 0;
+                if (!detail::parse_decimal(detail::trim_ows(v), length) || length != r.body.size())
+                    bad("Content-Length (it must be the body's size, " + std::to_string(r.body.size()) + ")", v);
+            }
         }
     }
 
     /// The request head, Host and Content-Length added unless the caller gave them.
-    std::string head_of(const client_request& r) const {
+    static std::string head_of(const client_options& options, const client_request& r) {
         std::string head;
-        head.reserve(64 + r.target.size() + m_options.host.size() + r.headers.size() * 32);
+        head.reserve(64 + r.target.size() + options.host.size() + r.headers.size() * 32);
         head.append(r.method).append(" ").append(r.target).append(" HTTP/1.1\r\n");
         const bool has_host = detail::has_header(r.headers, "host");
         const bool has_length =
             detail::has_header(r.headers, "content-length") || detail::has_header(r.headers, "transfer-encoding");
-        if (!has_host) head.append("Host: ").append(m_options.host).append("\r\n");
+        if (!has_host) head.append("Host: ").append(options.host).append("\r\n");
         for (const auto& [n, v] : r.headers) head.append(n).append(": ").append(v).append("\r\n");
         if (!has_length && (!r.body.empty() || r.method == "POST" || r.method == "PUT" || r.method == "PATCH")) {
             head += "Content-Length: ";
@@ -272,17 +322,24 @@ private:
         return head;
     }
 
+    static constexpr std::size_t first_body_capacity = 64 * 1024;
+    /// Timeouts from here on (about 146 years; milliseconds::max() among them) mean none:
+    /// converted to the clock's nanoseconds, or added to now, they would overflow into the
+    /// past and expire at once.
+    static constexpr std::chrono::milliseconds forever =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::nanoseconds::max()) / 2;
+
     /// How far an exchange got before it failed: what decides whether a retry is safe.
     enum class progress : std::uint8_t { nothing_written, written, response_started };
 
-    task<client_response> perform(const client_request& r) {
-        const std::string head = head_of(r);
+    static task<client_response> perform(state& s, const client_request& r) {
+        const std::string head = head_of(s.options, r);
         for (int attempt = 0;; ++attempt) {
-            connection_lease lease = co_await m_pool.acquire();
+            connection_lease lease = co_await s.pool.acquire();
             const bool reused = lease->reused;
             progress p = progress::nothing_written;
             try {
-                co_return co_await exchange(lease, r, head, p);
+                co_return co_await exchange(s.options, lease, r, head, p);
             } catch (const std::system_error& e) {
                 if (e.code() == std::errc::operation_canceled) throw; // closed under us: not the peer
                 if (!retriable(reused, attempt, p, r.method)) throw;
@@ -298,32 +355,72 @@ private:
         return p == progress::nothing_written || (p == progress::written && idempotent(method));
     }
 
-    task<client_response> exchange(connection_lease& lease, const client_request& r, const std::string& head,
-                                   progress& p) {
+    static task<client_response> exchange(const client_options& options, connection_lease& lease,
+                                          const client_request& r, const std::string& head, progress& p) {
         pooled_connection& c = *lease;
-        co_await write_request(c, head, r.body, p);
+        const std::size_t sent = send_now(c, head, r.body); // throws with nothing written
         p = progress::written;
+        std::exception_ptr write_error;
+        bool keep = false;
+        client_response out;
+        if (sent == head.size() + r.body.size()) {
+            out = co_await read_response(options, c, r, p, write_error, keep);
+        } else {
+            // The rest is written while the response is read: a server may answer while it
+            // reads the body (an echo, a streaming proxy), and writing it all first would
+            // deadlock both ways once the socket buffers fill.
+            auto both = co_await when_all(write_rest(c, head, r.body, sent, write_error),
+                                          read_response(options, c, r, p, write_error, keep));
+            out = std::move(std::get<1>(both));
+        }
+        if (keep && !write_error) lease.recycle();
+        co_return out;
+    }
 
+    /// Reads the response; `keep` tells whether the connection may serve another request.
+    /// A server may answer before it has read the whole body (413, 401) and close: the
+    /// write then fails (write_error), but its answer may be waiting in the socket. Only if
+    /// no complete head comes does the write's error stand.
+    static task<client_response> read_response(const client_options& options, pooled_connection& c,
+                                               const client_request& r, progress& p,
+                                               const std::exception_ptr& write_error, bool& keep) {
         std::array<header, 100> storage;
         limits lim;
-        lim.max_head = m_options.max_head;
-        lim.max_request_line = m_options.max_head;
+        lim.max_head = options.max_head;
+        lim.max_request_line = options.max_head;
         lim.max_headers = storage.size();
         response_head parsed;
         parse_result pr;
+        // The head is parsed again only when a line has ended since the last try (or it grew
+        // past max_head): the parser's answer cannot change in between. Re-parsing at every
+        // read would let a server that drips its head byte by byte cost max_head squared.
+        std::size_t scanned = 0; // pending bytes the last parse saw
         for (;;) {
-            if (!c.pending().empty()) {
-                p = progress::response_started;
-                pr = parse_response(c.pending(), parsed, storage, r.method == "HEAD", lim);
+            const std::string_view in = c.pending();
+            if (!in.empty()) p = progress::response_started;
+            if (in.find('\n', scanned) != std::string_view::npos || in.size() > options.max_head) {
+                pr = parse_response(in, parsed, storage, r.method == "HEAD", lim);
                 if (pr.state == parse_state::error) throw protocol_error("tandem::http: bad response: " + std::string(pr.reason));
                 if (pr.state == parse_state::complete) {
                     if (parsed.status >= 200) break;
                     if (parsed.status == 101) throw protocol_error("tandem::http: unexpected 101 Switching Protocols");
                     c.consume(pr.head_size); // 100 Continue, 103 Early Hints: skip to the final response
+                    scanned = 0;
                     continue;
                 }
             }
-            if (co_await c.read_more() == 0) throw protocol_error("tandem::http: connection closed before a response");
+            scanned = in.size();
+            std::size_t got = 0;
+            try {
+                got = co_await c.read_more();
+            } catch (const std::system_error&) {
+                if (write_error) std::rethrow_exception(write_error);
+                throw;
+            }
+            if (got == 0) {
+                if (write_error) std::rethrow_exception(write_error);
+                throw protocol_error("tandem::http: connection closed before a response");
+            }
         }
         client_response out;
         out.status = parsed.status;
@@ -331,26 +428,30 @@ private:
         out.version = parsed.version;
         out.headers.reserve(parsed.headers.size());
         for (const header& h : parsed.headers) out.headers.emplace_back(std::string(h.name), std::string(h.value));
-        const bool keep = parsed.keep_alive && !wants_close(r);
+        keep = parsed.keep_alive && !wants_close(r);
         const body_framing framing = parsed.framing;
         const std::uint64_t length = parsed.content_length;
         c.consume(pr.head_size); // parsed's views die here; what is needed was copied
 
         if (framing == body_framing::content_length) {
-            if (length > m_options.max_body) throw protocol_error("tandem::http: response body larger than max_body");
+            if (length > options.max_body) throw protocol_error("tandem::http: response body larger than max_body");
             const std::size_t size = static_cast<std::size_t>(length);
             const std::string_view have = c.pending().substr(0, size);
-            out.body.resize(size);
+            // The body grows with what arrives (doubling), not to what the header claims: a
+            // few bytes saying "Content-Length: 60000000" must not cost 60 MB at once.
+            out.body.resize(std::min(size, std::max(have.size(), first_body_capacity)));
             std::memcpy(out.body.data(), have.data(), have.size());
             c.consume(have.size());
             // The rest goes straight into the body: no copy through the connection's buffer.
             for (std::size_t got = have.size(); got < size;) {
-                const std::size_t n = co_await c.stream.read_some(std::span<char>(out.body.data() + got, size - got));
+                if (got == out.body.size()) out.body.resize(std::min(size, got * 2));
+                const std::size_t n =
+                    co_await c.stream.read_some(std::span<char>(out.body.data() + got, out.body.size() - got));
                 if (n == 0) throw protocol_error("tandem::http: connection closed inside a response body");
                 got += n;
             }
         } else if (framing == body_framing::chunked) {
-            chunked_decoder decoder(m_options.max_body);
+            chunked_decoder decoder(options.max_body);
             for (;;) {
                 const auto d = decoder.decode(c.pending(), [&](std::string_view s) { out.body.append(s); });
                 c.consume(d.consumed);
@@ -360,15 +461,14 @@ private:
             }
         } else if (framing == body_framing::until_close) {
             for (;;) {
-                if (out.body.size() + c.pending().size() > m_options.max_body)
+                if (out.body.size() + c.pending().size() > options.max_body)
                     throw protocol_error("tandem::http: response body larger than max_body");
                 out.body.append(c.pending());
                 c.consume(c.pending().size());
                 if (co_await c.read_more() == 0) break;
             }
-            co_return out; // the lease closes the connection: its end was the body's end
+            keep = false; // its end was the body's end
         }
-        if (keep) lease.recycle();
         co_return out;
     }
 
@@ -376,10 +476,10 @@ private:
         return iequals(detail::find_header(r.headers, "connection"), "close");
     }
 
-    /// Writes head and body. The first attempt is a plain sendmsg so that a connection the
-    /// peer has already reset is found before any byte of the request left: then a retry
-    /// is safe whatever the method.
-    static task<> write_request(pooled_connection& c, const std::string& head, const std::string& body, progress& p) {
+    /// The first attempt at writing the request: a plain sendmsg, so that a connection the
+    /// peer has already reset is found before any byte of the request left (then a retry is
+    /// safe whatever the method). Returns the bytes sent.
+    static std::size_t send_now(pooled_connection& c, const std::string& head, const std::string& body) {
         iovec parts[2] = {{const_cast<char*>(head.data()), head.size()}, {const_cast<char*>(body.data()), body.size()}};
         msghdr msg{};
         msg.msg_iov = parts;
@@ -387,27 +487,29 @@ private:
         ssize_t n;
         do n = ::sendmsg(c.stream.native_handle(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
         while (n < 0 && errno == EINTR);
-        std::size_t sent = 0;
-        if (n < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK) tandem::detail::throw_errno("sendmsg");
-        } else {
-            sent = static_cast<std::size_t>(n);
-        }
-        const std::size_t total = head.size() + body.size();
-        if (sent == total) co_return;
-        p = progress::written; // bytes may have reached the server from here on
+        if (n >= 0) return static_cast<std::size_t>(n);
+        if (errno != EAGAIN && errno != EWOULDBLOCK) tandem::detail::throw_errno("sendmsg");
+        return 0;
+    }
+
+    /// Writes what send_now() left. A peer that closed or reset the connection is recorded
+    /// in write_error rather than thrown: its answer may still be read.
+    static task<> write_rest(pooled_connection& c, const std::string& head, const std::string& body, std::size_t sent,
+                             std::exception_ptr& write_error) {
         std::string_view rest[2];
         std::size_t count = 0;
         if (sent < head.size()) rest[count++] = std::string_view(head).substr(sent);
         const std::size_t body_from = sent > head.size() ? sent - head.size() : 0;
         if (body_from < body.size()) rest[count++] = std::string_view(body).substr(body_from);
-        co_await c.stream.write_all_gathered(std::span<const std::string_view>(rest, count));
+        try {
+            co_await c.stream.write_all_gathered(std::span<const std::string_view>(rest, count));
+        } catch (const std::system_error& e) {
+            if (e.code() != std::errc::broken_pipe && e.code() != std::errc::connection_reset) throw;
+            write_error = std::current_exception();
+        }
     }
 
-    client_options m_options;
-    connection_pool m_pool;
-    event_loop* m_loop = nullptr;
-    std::size_t m_in_flight = 0; // requests started and not finished
+    std::shared_ptr<state> m_state;
 };
 
 /// One request to a full URL ("http://host:port/path?q=1") on a connection of its own,

@@ -280,6 +280,14 @@ public:
         }
     }
 
+    /// Call only when no acquire() runs and no lease exists: then every slot is free. A loop
+    /// torn down with requests in flight can lose one: a slot handed to a waiter whose frame
+    /// is destroyed before it resumes never comes back through the semaphore.
+    void restore_slots() noexcept {
+        if (const std::size_t free = m_slots.available(); free < m_options.max_connections)
+            m_slots.release(m_options.max_connections - free);
+    }
+
     /// Closes idle connections past idle_timeout (acquire() does this as well).
     void expire_idle(event_loop::clock::time_point now) noexcept {
         while (!m_idle.empty() && now - m_idle.front().idle_since >= m_options.idle_timeout) {
