@@ -36,9 +36,10 @@ inline const char* to_string(balance b) noexcept { return b == balance::shared ?
 struct options {
     /// Where to listen; port 0 picks a free port (the same one for every worker).
     std::vector<address> listen{address("127.0.0.1", 0)};
-    /// Worker processes; 0: available_parallelism().
+    /// Worker processes; 0: available_parallelism(). At most 4096 (run() throws
+    /// std::invalid_argument past it, as for a negative duration or max_young_deaths = 0).
     std::size_t workers = 0;
-    /// SIGTTIN can grow the cluster up to this many workers.
+    /// SIGTTIN can grow the cluster up to this many workers (capped at 4096).
     std::size_t max_workers = 64;
     balance balancing = balance::shared;
     int backlog = 4096;
