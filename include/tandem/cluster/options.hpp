@@ -46,7 +46,8 @@ struct options {
     /// SIGTERM/SIGINT and reloads: a worker finishing its requests gets this long, then SIGKILL.
     std::chrono::milliseconds drain_timeout{10'000};
     /// A worker whose loop is blocked this long is reported by task name and replaced.
-    /// Zero turns the stall watchdog off (and with it the watchdog thread in each worker).
+    /// Zero turns the stall watchdog off (and with it the watchdog thread in each worker);
+    /// otherwise at least 20 ms.
     std::chrono::milliseconds stall_timeout{30'000};
     /// Backoff after a worker dies young: restart_delay, doubling up to max_restart_delay.
     std::chrono::milliseconds restart_delay{100};

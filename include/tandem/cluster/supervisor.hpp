@@ -110,6 +110,11 @@ private:
         for (const auto& [name, d] : durations)
             if (d < std::chrono::milliseconds::zero())
                 fail(std::string(name) + " is negative (" + std::to_string(d.count()) + " ms)");
+        // Heartbeats come at most every 10 ms, and the worker's watchdog looks at half the
+        // timeout: below 20 ms every worker would look stalled (or the watchdog refuse 0 ms).
+        if (o.stall_timeout > std::chrono::milliseconds::zero() && o.stall_timeout < std::chrono::milliseconds(20))
+            fail("stall_timeout must be 0 (off) or at least 20 ms, not " + std::to_string(o.stall_timeout.count()) +
+                 " ms");
         if (o.max_young_deaths == 0) fail("max_young_deaths must be at least 1");
         if (o.backlog < 1) fail("backlog must be at least 1");
     }
