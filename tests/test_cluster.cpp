@@ -854,3 +854,24 @@ TEST_CASE("SIGHUP under keep-alive load fails no request on the wire", "[cluster
     ::kill(p.pid(), SIGTERM);
     CHECK(p.wait_exit() == 0);
 }
+
+TEST_CASE("an inherited SIGCHLD SIG_IGN does not lose the workers' exit statuses", "[cluster]") {
+    // SIG_IGN survives exec: a parent that ignores SIGCHLD hands it down, and the kernel
+    // would reap the workers itself (a clean drain read as "exited with status 255").
+    struct sigaction ignore {}, before {};
+    ignore.sa_handler = SIG_IGN;
+    sigemptyset(&ignore.sa_mask);
+    REQUIRE(::sigaction(SIGCHLD, &ignore, &before) == 0);
+    std::optional<primary> p;
+    p.emplace(small(2), hello); // the primary inherits SIG_IGN
+    REQUIRE(::sigaction(SIGCHLD, &before, nullptr) == 0); // the test reaps its primary
+    const std::set<int> pids = ready_pids(*p, 2);
+    REQUIRE(::kill(*pids.begin(), SIGKILL) == 0);
+    p->wait_for("\\(pid " + std::to_string(*pids.begin()) + "\\) killed by signal 9");
+    (void)ready_pids(*p, 1);
+    ::kill(p->pid(), SIGTERM);
+    const int status = p->wait_exit();
+    INFO(p->log());
+    CHECK(status == 0);
+    CHECK(p->log().find("status 255") == std::string::npos);
+}

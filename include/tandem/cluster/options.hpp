@@ -52,7 +52,9 @@ struct options {
     /// Backoff after a worker dies young: restart_delay, doubling up to max_restart_delay.
     std::chrono::milliseconds restart_delay{100};
     std::chrono::milliseconds max_restart_delay{10'000};
-    /// A worker that dies sooner than this after it became ready died young.
+    /// A worker that dies sooner than this after it became ready died young; so did one that
+    /// died, or was killed for stalling, before it became ready. (A stall after it served
+    /// is replaced at once and does not count.)
     std::chrono::milliseconds min_uptime{1'000};
     /// This many young deaths in a row at one index is a crash loop: the cluster stops, exit 1.
     unsigned max_young_deaths = 5;

@@ -139,27 +139,39 @@ private:
     };
 
     /// Blocks the signals the primary handles and reads them from a signalfd; restores the
-    /// mask on the way out.
+    /// mask on the way out. SIGCHLD goes back to its default meanwhile: ignored (SIG_IGN or
+    /// SA_NOCLDWAIT survive exec, so a parent may hand them down), the kernel reaps the
+    /// workers itself and their exit statuses are lost (a clean drain read as a failure).
     class signal_guard {
     public:
         signal_guard() {
+            struct sigaction dfl {};
+            dfl.sa_handler = SIG_DFL;
+            sigemptyset(&dfl.sa_mask);
+            if (::sigaction(SIGCHLD, &dfl, &m_old_chld) != 0) tandem::detail::throw_errno("tandem cluster: sigaction");
             sigemptyset(&m_set);
             for (int s : {SIGTERM, SIGINT, SIGHUP, SIGTTIN, SIGTTOU}) sigaddset(&m_set, s);
-            if (::sigprocmask(SIG_BLOCK, &m_set, &m_old) != 0) tandem::detail::throw_errno("tandem cluster: sigprocmask");
+            if (::sigprocmask(SIG_BLOCK, &m_set, &m_old) != 0) {
+                ::sigaction(SIGCHLD, &m_old_chld, nullptr);
+                tandem::detail::throw_errno("tandem cluster: sigprocmask");
+            }
             m_fd.reset(::signalfd(-1, &m_set, SFD_CLOEXEC | SFD_NONBLOCK));
             if (!m_fd) {
                 ::sigprocmask(SIG_SETMASK, &m_old, nullptr);
+                ::sigaction(SIGCHLD, &m_old_chld, nullptr);
                 tandem::detail::throw_errno("tandem cluster: signalfd");
             }
         }
         ~signal_guard() {
             m_fd.reset();
             ::sigprocmask(SIG_SETMASK, &m_old, nullptr);
+            ::sigaction(SIGCHLD, &m_old_chld, nullptr);
         }
         int fd() const noexcept { return m_fd.get(); }
 
     private:
         sigset_t m_set{}, m_old{};
+        struct sigaction m_old_chld {};
         unique_fd m_fd;
     };
 
