@@ -181,12 +181,15 @@ int http_get(int port, const std::string& path, int timeout_ms = 5000) {
     return status;
 }
 
-/// Client threads sending GET / on new connections until stopped; counts outcomes.
+/// Client threads sending GET / until stopped, each on a new connection (or, keep_alive,
+/// on one connection after the other); counts outcomes.
 class load {
 public:
-    load(int port, int threads) {
+    static constexpr bool keep_alive = true;
+    load(int port, int threads, bool reuse_connections = false) {
         for (int i = 0; i < threads; ++i)
-            m_threads.emplace_back([this, port] {
+            m_threads.emplace_back([this, port, reuse_connections] {
+                if (reuse_connections) return keep_alive_client(port);
                 while (!m_stop.load()) {
                     (http_get(port, "/") == 200 ? m_ok : m_failed).fetch_add(1);
                     m_ok.notify_all();
@@ -208,6 +211,52 @@ public:
     std::uint64_t failed() const { return m_failed.load(); }
 
 private:
+    /// A request always on the wire of a keep-alive connection (as wrk does): one that gets
+    /// no whole response failed; "Connection: close" is obeyed.
+    void keep_alive_client(int port) {
+        while (!m_stop.load()) {
+            const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            timeval tv{5, 0};
+            ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+            sockaddr_in a{};
+            a.sin_family = AF_INET;
+            a.sin_port = htons(static_cast<std::uint16_t>(port));
+            a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            bool open = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+            if (!open) m_failed.fetch_add(1);
+            std::string in;
+            while (open && !m_stop.load()) {
+                const std::string req = "GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+                if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
+                    m_failed.fetch_add(1);
+                    break;
+                }
+                // One whole response: the head, then Content-Length bytes.
+                std::size_t end = std::string::npos, need = 0;
+                char buf[4096];
+                for (;;) {
+                    if (end == std::string::npos && (end = in.find("\r\n\r\n")) != std::string::npos) {
+                        const std::size_t at = in.find("Content-Length: ");
+                        need = end + 4 + (at < end ? std::stoul(in.substr(at + 16)) : 0);
+                    }
+                    if (end != std::string::npos && in.size() >= need) break;
+                    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+                    if (n <= 0) break;
+                    in.append(buf, static_cast<std::size_t>(n));
+                }
+                if (end == std::string::npos || in.size() < need || in.rfind("HTTP/1.1 200", 0) != 0) {
+                    m_failed.fetch_add(1);
+                    break;
+                }
+                open = in.substr(0, end).find("Connection: close") == std::string::npos;
+                in.erase(0, need);
+                m_ok.fetch_add(1);
+                m_ok.notify_all();
+            }
+            ::close(fd);
+        }
+    }
+
     std::atomic<bool> m_stop{false};
     std::atomic<std::uint64_t> m_ok{0}, m_failed{0};
     std::vector<std::thread> m_threads;
@@ -764,83 +813,13 @@ TEST_CASE("drain_timeout bounds a worker that ignores SIGTERM and the exit statu
     }
 }
 
-namespace {
-/// Client threads on keep-alive connections, each with a request always on the wire (as wrk
-/// does): a request that gets no whole response failed; "Connection: close" is obeyed.
-class keepalive_load {
-public:
-    keepalive_load(int port, int threads) {
-        for (int i = 0; i < threads; ++i) m_threads.emplace_back([this, port] { run(port); });
-    }
-    ~keepalive_load() { stop(); }
-    void stop() {
-        m_stop = true;
-        for (auto& t : m_threads)
-            if (t.joinable()) t.join();
-    }
-    void wait_ok(std::uint64_t n) {
-        const std::uint64_t target = m_ok.load() + n;
-        for (std::uint64_t seen; (seen = m_ok.load()) < target;) m_ok.wait(seen);
-    }
-    std::uint64_t failed() const { return m_failed.load(); }
-
-private:
-    void run(int port) {
-        while (!m_stop.load()) {
-            const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-            timeval tv{5, 0};
-            ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-            sockaddr_in a{};
-            a.sin_family = AF_INET;
-            a.sin_port = htons(static_cast<std::uint16_t>(port));
-            a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-            bool open = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-            if (!open) m_failed.fetch_add(1);
-            std::string in;
-            while (open && !m_stop.load()) {
-                const std::string req = "GET / HTTP/1.1\r\nHost: t\r\n\r\n";
-                if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
-                    m_failed.fetch_add(1);
-                    break;
-                }
-                // One whole response: the head, then Content-Length bytes.
-                std::size_t end = std::string::npos, need = 0;
-                char buf[4096];
-                for (;;) {
-                    if (end == std::string::npos && (end = in.find("\r\n\r\n")) != std::string::npos) {
-                        const std::size_t at = in.find("Content-Length: ");
-                        need = end + 4 + (at < end ? std::stoul(in.substr(at + 16)) : 0);
-                    }
-                    if (end != std::string::npos && in.size() >= need) break;
-                    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-                    if (n <= 0) break;
-                    in.append(buf, static_cast<std::size_t>(n));
-                }
-                if (end == std::string::npos || in.size() < need || in.rfind("HTTP/1.1 200", 0) != 0) {
-                    m_failed.fetch_add(1);
-                    break;
-                }
-                open = in.substr(0, end).find("Connection: close") == std::string::npos;
-                in.erase(0, need);
-                m_ok.fetch_add(1);
-                m_ok.notify_all();
-            }
-            ::close(fd);
-        }
-    }
-
-    std::atomic<bool> m_stop{false};
-    std::atomic<std::uint64_t> m_ok{0}, m_failed{0};
-    std::vector<std::thread> m_threads;
-};
-} // namespace
 
 TEST_CASE("SIGHUP under keep-alive load fails no request on the wire", "[cluster]") {
     // The old workers' keep-alive connections always have a request on its way: draining
     // answers it with "Connection: close" instead of closing under it.
     primary p(small(2), hello);
     (void)ready_pids(p, 2);
-    keepalive_load clients(p.port(), 4);
+    load clients(p.port(), 4, load::keep_alive);
     clients.wait_ok(200);
     for (int reload = 0; reload < 2; ++reload) {
         REQUIRE(::kill(p.pid(), SIGHUP) == 0);
