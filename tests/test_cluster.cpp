@@ -854,3 +854,28 @@ TEST_CASE("an inherited SIGCHLD SIG_IGN does not lose the workers' exit statuses
     CHECK(status == 0);
     CHECK(p->log().find("status 255") == std::string::npos);
 }
+
+TEST_CASE("an on_ready that throws is logged and the cluster runs on", "[cluster]") {
+    // Run here in a child, not through `primary`, which brings its own on_ready.
+    std::fflush(nullptr);
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        cluster::options o = small(1);
+        o.on_ready = [](std::span<const tandem::address>) { throw std::runtime_error("cannot write the pid file"); };
+        o.log = [](std::string_view line) { // the failure is logged: stop the cluster the usual way
+            if (line.find("on_ready failed: cannot write the pid file") != std::string_view::npos) ::raise(SIGTERM);
+        };
+        int rc = 100;
+        try {
+            rc = cluster::run(o, hello);
+        } catch (...) {
+            rc = 101; // thrown out of run(): the defect
+        }
+        ::_exit(rc);
+    }
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0); // logged, then a clean drain on the SIGTERM it sent itself
+}

@@ -59,7 +59,8 @@ struct options {
     /// This many young deaths in a row at one index is a crash loop: the cluster stops, exit 1.
     unsigned max_young_deaths = 5;
     /// Called in the primary once the first `workers` workers accept, with the bound
-    /// addresses (real ports). The examples print their "listening on" line here.
+    /// addresses (real ports). The examples print their "listening on" line here. An
+    /// exception from it is logged; the cluster runs on.
     std::function<void(std::span<const address>)> on_ready;
     /// Called in the primary once per heartbeat interval (at most 250 ms) with every
     /// worker's figures from the status board: the primary's view of the cluster.

@@ -545,7 +545,15 @@ private:
         for (const child& c : m_children) ready += c.state == worker_state::ready;
         if (ready < m_target) return;
         m_announced = true;
-        if (m_opts.on_ready) m_opts.on_ready(m_bound);
+        if (!m_opts.on_ready) return;
+        try {
+            m_opts.on_ready(m_bound);
+        } catch (const std::exception& e) {
+            // Thrown out of run(), it would leave the workers running undrained until exit.
+            log(m_opts, std::string("on_ready failed: ") + e.what());
+        } catch (...) {
+            log(m_opts, "on_ready failed");
+        }
     }
 
     void reap(pid_t pid) {
