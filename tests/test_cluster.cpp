@@ -728,7 +728,8 @@ TEST_CASE("a pause of the whole cluster is no stall but a stopped worker is one"
     // One worker stopped on its own does not serve: that is a stall.
     const int stopped = *pids.begin();
     REQUIRE(::kill(stopped, SIGSTOP) == 0);
-    p.wait_for("\\(pid " + std::to_string(stopped) + "\\) missed its heartbeat for .*: killing and replacing it");
+    p.wait_for("\\(pid " + std::to_string(stopped) +
+               "\\) is stopped \\(SIGSTOP or a debugger\\) and missed its heartbeat for .*: killing and replacing it");
     p.wait_for(R"(worker \d+ \(pid \d+\) ready)");
     ::kill(p.pid(), SIGTERM);
     const int status = p.wait_exit();

@@ -302,12 +302,23 @@ private:
             // No record yet: the watchdog thread reports at stall_timeout / 2, so give it an
             // interval's grace before blaming nobody by name.
             if (now - seen < ms_ns(m_opts.stall_timeout + heartbeat_interval(m_opts))) return;
-            line = who(c) + " missed its heartbeat for " + describe_duration(now - beat);
+            line = who(c) + (stopped(c.pid) ? " is stopped (SIGSTOP or a debugger) and" : "") +
+                   " missed its heartbeat for " + describe_duration(now - beat);
         }
         log(m_opts, line + ": killing and replacing it");
         ++m_positions[c.index].restarts;
         c.stalled = true;
         c.fd.send_signal(SIGKILL);
+    }
+
+    /// The process is in the stopped or traced state ('T' or 't' in /proc/PID/stat): say so,
+    /// since its own watchdog thread, stopped with it, cannot.
+    static bool stopped(pid_t pid) {
+        std::string stat;
+        if (!read_file("/proc/" + std::to_string(pid) + "/stat", stat)) return false;
+        const std::size_t paren = stat.rfind(')'); // the name may hold spaces and parentheses
+        return paren != std::string::npos && paren + 2 < stat.size() &&
+               (stat[paren + 2] == 'T' || stat[paren + 2] == 't');
     }
 
     void read_signals() {
