@@ -167,9 +167,9 @@ struct server_options {
     std::chrono::milliseconds io_timeout{30'000};
     /// Graceful shutdown: requests in flight get this long before their sockets are shut.
     std::chrono::milliseconds drain_timeout{10'000};
-    /// Graceful shutdown: a keep-alive connection between requests stays open about this
-    /// long (to the sweeper's period) for a request its client may already have sent, which
-    /// is answered with "Connection: close"; then it closes. Closing it at once fails that
+    /// Graceful shutdown: a keep-alive connection between requests stays open up to this
+    /// long (before drain_timeout starts) for a request its client may already have sent,
+    /// which is answered with "Connection: close"; then it closes. Closing it at once fails that
     /// request: a client under steady load always has one on the wire (a rolling reload
     /// under wrk lost ~15 requests per reload). Zero: close at once.
     std::chrono::milliseconds drain_linger{250};
@@ -200,7 +200,7 @@ public:
             failure = std::current_exception();
         }
         m_acceptor = nullptr;
-        begin_drain();
+        co_await begin_drain();
         if (m_count != 0) {
             bool drained = true;
             try {
@@ -334,19 +334,29 @@ private:
         }
     }
 
-    void begin_drain() {
-        m_draining = true;
-        if (m_options.drain_linger <= std::chrono::milliseconds::zero()) {
-            m_connections.for_each([](connection& c) {
-                if (c.idle && !c.fresh) ::shutdown(c.fd, SHUT_RD); // between requests: just go
-            });
-            return;
-        }
-        // Between requests: the sweeper closes it at the linger's end unless a request comes.
-        const std::int64_t linger = after(m_options.drain_linger);
-        m_connections.for_each([&](connection& c) {
-            if (c.idle && !c.fresh && (c.deadline == 0 || c.deadline > linger)) c.deadline = linger;
+    /// Keep-alive connections between requests: how many, and closing them.
+    std::size_t count_idle() {
+        std::size_t n = 0;
+        m_connections.for_each([&](connection& c) { n += c.idle && !c.fresh; });
+        return n;
+    }
+    void close_idle() {
+        m_connections.for_each([](connection& c) {
+            if (c.idle && !c.fresh) ::shutdown(c.fd, SHUT_RD); // between requests: just go
         });
+    }
+
+    /// Stops new requests on kept-alive connections: one that comes within drain_linger is
+    /// answered with Connection: close (serve_connection then returns); the rest close.
+    task<void> begin_drain() {
+        m_draining = true;
+        if (m_options.drain_linger > std::chrono::milliseconds::zero() && count_idle() != 0) {
+            try {
+                co_await with_timeout(m_options.drain_linger, wait_closed());
+            } catch (const timed_out&) {
+            }
+        }
+        close_idle();
     }
 
     task<void> handle(tcp_stream s) {
