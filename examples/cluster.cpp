@@ -23,7 +23,9 @@
 #include "example_server.hpp"
 
 #include <atomic>
+#include <cerrno>
 #include <cinttypes>
+#include <cstdlib>
 
 namespace {
 
@@ -68,6 +70,19 @@ tandem::task<> serve(tandem::cluster::worker& w) {
     co_await server.serve(w.listener());
 }
 
+/// A whole decimal number in [low, high], or a usage error: `--workers -1` must not become
+/// SIZE_MAX workers, nor `--workers abc` the default.
+long long number_option(const std::string& name, const std::string& text, long long low, long long high) {
+    errno = 0;
+    char* end = nullptr;
+    const long long n = std::strtoll(text.c_str(), &end, 10);
+    if (text.empty() || *end != '\0' || errno == ERANGE || n < low || n > high) {
+        std::fprintf(stderr, "%s: a whole number from %lld to %lld, not '%s'\n", name.c_str(), low, high, text.c_str());
+        std::exit(2);
+    }
+    return n;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -83,9 +98,10 @@ int main(int argc, char** argv) {
         if (k == "--bind") bind = v;
     opts.listen = {tandem::address(bind, static_cast<std::uint16_t>(o.port))};
     for (const auto& [k, v] : o.extra) {
-        if (k == "--workers") opts.workers = std::strtoul(v.c_str(), nullptr, 10);
-        if (k == "--stall-timeout-ms") opts.stall_timeout = std::chrono::milliseconds(std::strtol(v.c_str(), nullptr, 10));
-        if (k == "--drain-timeout-ms") opts.drain_timeout = std::chrono::milliseconds(std::strtol(v.c_str(), nullptr, 10));
+        constexpr long long day_ms = 86'400'000;
+        if (k == "--workers") opts.workers = static_cast<std::size_t>(number_option(k, v, 0, 4096));
+        if (k == "--stall-timeout-ms") opts.stall_timeout = std::chrono::milliseconds(number_option(k, v, 0, day_ms));
+        if (k == "--drain-timeout-ms") opts.drain_timeout = std::chrono::milliseconds(number_option(k, v, 0, day_ms));
         if (k == "--balance") {
             if (v == "shared") {
                 opts.balancing = tandem::cluster::balance::shared;
@@ -101,5 +117,10 @@ int main(int argc, char** argv) {
         std::printf("listening on http://127.0.0.1:%u\n", static_cast<unsigned>(bound.front().port()));
         std::fflush(stdout);
     };
-    return tandem::cluster::run(opts, serve);
+    try {
+        return tandem::cluster::run(opts, serve);
+    } catch (const std::exception& e) { // a port in use, options out of range: one line, exit 1
+        std::fprintf(stderr, "cluster: %s\n", e.what());
+        return 1;
+    }
 }

@@ -23,6 +23,7 @@
 #include <sched.h>
 #include <set>
 #include <string>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <thread>
@@ -180,12 +181,15 @@ int http_get(int port, const std::string& path, int timeout_ms = 5000) {
     return status;
 }
 
-/// Client threads sending GET / on new connections until stopped; counts outcomes.
+/// Client threads sending GET / until stopped, each on a new connection (or, keep_alive,
+/// on one connection after the other); counts outcomes.
 class load {
 public:
-    load(int port, int threads) {
+    static constexpr bool keep_alive = true;
+    load(int port, int threads, bool reuse_connections = false) {
         for (int i = 0; i < threads; ++i)
-            m_threads.emplace_back([this, port] {
+            m_threads.emplace_back([this, port, reuse_connections] {
+                if (reuse_connections) return keep_alive_client(port);
                 while (!m_stop.load()) {
                     (http_get(port, "/") == 200 ? m_ok : m_failed).fetch_add(1);
                     m_ok.notify_all();
@@ -207,6 +211,52 @@ public:
     std::uint64_t failed() const { return m_failed.load(); }
 
 private:
+    /// A request always on the wire of a keep-alive connection (as wrk does): one that gets
+    /// no whole response failed; "Connection: close" is obeyed.
+    void keep_alive_client(int port) {
+        while (!m_stop.load()) {
+            const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            timeval tv{5, 0};
+            ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+            sockaddr_in a{};
+            a.sin_family = AF_INET;
+            a.sin_port = htons(static_cast<std::uint16_t>(port));
+            a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            bool open = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+            if (!open) m_failed.fetch_add(1);
+            std::string in;
+            while (open && !m_stop.load()) {
+                const std::string req = "GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+                if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
+                    m_failed.fetch_add(1);
+                    break;
+                }
+                // One whole response: the head, then Content-Length bytes.
+                std::size_t end = std::string::npos, need = 0;
+                char buf[4096];
+                for (;;) {
+                    if (end == std::string::npos && (end = in.find("\r\n\r\n")) != std::string::npos) {
+                        const std::size_t at = in.find("Content-Length: ");
+                        need = end + 4 + (at < end ? std::stoul(in.substr(at + 16)) : 0);
+                    }
+                    if (end != std::string::npos && in.size() >= need) break;
+                    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+                    if (n <= 0) break;
+                    in.append(buf, static_cast<std::size_t>(n));
+                }
+                if (end == std::string::npos || in.size() < need || in.rfind("HTTP/1.1 200", 0) != 0) {
+                    m_failed.fetch_add(1);
+                    break;
+                }
+                open = in.substr(0, end).find("Connection: close") == std::string::npos;
+                in.erase(0, need);
+                m_ok.fetch_add(1);
+                m_ok.notify_all();
+            }
+            ::close(fd);
+        }
+    }
+
     std::atomic<bool> m_stop{false};
     std::atomic<std::uint64_t> m_ok{0}, m_failed{0};
     std::vector<std::thread> m_threads;
@@ -290,6 +340,12 @@ TEST_CASE("cgroup quotas: cpu.max rounds up and the tightest ancestor wins", "[c
     CHECK(parse_cpu_max("abc 100000") == 0);
     CHECK(parse_cpu_max("99999999999999999999999 1") == 0);
     CHECK(parse_cpu_max("400000 0") == 0);
+    // Near INT64_MAX: no overflow on the way to rounding up (UBSan watches).
+    CHECK(parse_cpu_max("9223372036854775807 9223372036854775807") == 1);
+    CHECK(parse_cpu_max("9223372036854775807 4611686018427387904") == 2);
+    CHECK(parse_cpu_max("-5 100000") == 0);
+    CHECK(parse_cpu_max("max") == 0);
+    CHECK(parse_cpu_max("150000") == 0);
 
     namespace fs = std::filesystem;
     const fs::path root = fs::temp_directory_path() / ("tandem-cgroup-" + std::to_string(::getpid()));
@@ -574,4 +630,253 @@ TEST_CASE("available_parallelism follows a real cgroup CPU quota where the test 
         WARN("skipped: the cgroup's CPU quota cannot be set (cpu controller not enabled for it)");
     }
     ::rmdir(dir.c_str());
+}
+
+namespace {
+/// A counter every process of a cluster shares (mapped before the primary forks): the
+/// tests tell a worker's generation by the order it started in.
+class shared_counter {
+public:
+    shared_counter() {
+        void* at = ::mmap(nullptr, sizeof(std::atomic<int>), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        REQUIRE(at != MAP_FAILED);
+        m_value = new (at) std::atomic<int>(0);
+    }
+    shared_counter(const shared_counter&) = delete;
+    shared_counter& operator=(const shared_counter&) = delete;
+    ~shared_counter() { ::munmap(m_value, sizeof(std::atomic<int>)); }
+    /// 1 for the first caller in any process, 2 for the next...
+    int next() const noexcept { return m_value->fetch_add(1) + 1; }
+
+private:
+    std::atomic<int>* m_value = nullptr;
+};
+
+void say(const std::string& line) {
+    const std::string out = line + "\n";
+    [[maybe_unused]] auto n = ::write(2, out.data(), out.size());
+}
+
+/// A serve function that never looks at its stop token.
+tandem::task<> ignore_stop(cluster::worker&) { co_await tandem::sleep_for(std::chrono::hours(1)); }
+} // namespace
+
+TEST_CASE("options out of range are a clear error before anything is forked", "[cluster]") {
+    auto rejected = [](cluster::options o) -> std::string {
+        // Were they accepted, this process would be a primary: let it drain and return.
+        o.on_ready = [](std::span<const tandem::address>) { ::raise(SIGTERM); };
+        try {
+            (void)cluster::run(o, hello);
+        } catch (const std::invalid_argument& e) {
+            return e.what();
+        }
+        return "accepted";
+    };
+    cluster::options o;
+    o.workers = static_cast<std::size_t>(-1); // what strtoul makes of "--workers -1"
+    CHECK(rejected(o).find("is more than the limit of 4096") != std::string::npos);
+    o = {};
+    o.drain_timeout = -1ms;
+    CHECK(rejected(o).find("drain_timeout is negative") != std::string::npos);
+    o = {};
+    o.restart_delay = -5ms;
+    CHECK(rejected(o).find("restart_delay is negative") != std::string::npos);
+    o = {};
+    o.stall_timeout = 1ms; // half of it, the worker's watchdog threshold, would be 0 ms
+    CHECK(rejected(o).find("stall_timeout must be 0 (off) or at least 20 ms, not 1 ms") != std::string::npos);
+    o = {};
+    o.max_young_deaths = 0;
+    CHECK(rejected(o).find("max_young_deaths must be at least 1") != std::string::npos);
+    o = {};
+    o.backlog = 0;
+    CHECK(rejected(o).find("backlog must be at least 1") != std::string::npos);
+    o = {};
+    o.listen.clear();
+    CHECK(rejected(o).find("no address to listen on") != std::string::npos);
+
+    // A port in use: the error names it.
+    auto taken = tandem::tcp_listener::bind(tandem::address("127.0.0.1", 0));
+    o = {};
+    o.listen = {taken.local_address()};
+    std::string error;
+    try {
+        (void)cluster::run(o, hello);
+    } catch (const std::system_error& e) {
+        error = e.what();
+    }
+    CHECK(error.find("cannot listen on " + taken.local_address().to_string()) != std::string::npos);
+}
+
+TEST_CASE("a pause of the whole cluster is no stall but a stopped worker is one", "[cluster]") {
+    // Ctrl-Z and fg, a debugger, docker pause: the primary and its workers stop together,
+    // for longer than stall_timeout. On waking, the primary must not blame the workers.
+    cluster::options o = small(2);
+    o.stall_timeout = 200ms; // heartbeats and ticks every 50 ms
+    o.on_tick = [](std::span<const cluster::worker_stats>) { say("tick"); };
+    primary p(o, hello);
+    const std::set<int> pids = ready_pids(p, 2);
+    REQUIRE(::kill(p.pid(), SIGSTOP) == 0);
+    for (int pid : pids) REQUIRE(::kill(pid, SIGSTOP) == 0);
+    std::this_thread::sleep_for(700ms); // the pause itself, not a wait for an event
+    REQUIRE(::kill(p.pid(), SIGCONT) == 0); // the primary first: the worst order
+    for (int pid : pids) REQUIRE(::kill(pid, SIGCONT) == 0);
+    for (int i = 0; i < 12; ++i) p.wait_for("^tick$"); // 600 ms of watching: three stall_timeouts
+    INFO(p.log());
+    CHECK(p.log().find("killing") == std::string::npos);
+    CHECK(http_get(p.port(), "/") == 200);
+
+    // One worker stopped on its own does not serve: that is a stall.
+    const int stopped = *pids.begin();
+    REQUIRE(::kill(stopped, SIGSTOP) == 0);
+    p.wait_for("\\(pid " + std::to_string(stopped) +
+               "\\) is stopped \\(SIGSTOP or a debugger\\) and missed its heartbeat for .*: killing and replacing it");
+    p.wait_for(R"(worker \d+ \(pid \d+\) ready)");
+    ::kill(p.pid(), SIGTERM);
+    const int status = p.wait_exit();
+    INFO(p.log());
+    CHECK(status == 0);
+}
+
+TEST_CASE("a worker that blocks before it is ready every time is a crash loop", "[cluster]") {
+    cluster::options o = small(1);
+    o.stall_timeout = 200ms;
+    o.restart_delay = 10ms;
+    o.max_young_deaths = 2;
+    primary p(o, [](cluster::worker&) -> tandem::task<> {
+        std::atomic<unsigned long> spins{0};
+        for (;;) spins.fetch_add(1, std::memory_order_relaxed); // e.g. a deadlock while loading the config
+        co_return;
+    });
+    p.wait_for(R"(worker 0 \(pid \d+\) .*: killing and replacing it)");
+    p.wait_for(R"(worker 0 keeps dying on start \(2 times in a row, last: killed by signal 9.*, stalled before it was ready\): crash loop)");
+    CHECK(p.wait_exit() == 1);
+}
+
+TEST_CASE("SIGTTOU that takes a reload's starting replacement lets the reload go on", "[cluster]") {
+    shared_counter starts;
+    int gate[2];
+    REQUIRE(::pipe(gate) == 0);
+    primary p(small(2), [&starts, gate_read = gate[0]](cluster::worker& w) -> tandem::task<> {
+        if (starts.next() == 4) { // the reload's first replacement (see below)
+            say("gated start of worker " + std::to_string(w.index()));
+            char c;
+            (void)::read(gate_read, &c, 1); // not ready until the test says so
+        }
+        co_await hello(w);
+    });
+    ::close(gate[0]);
+    std::map<int, int> pid_of; // index -> pid
+    while (pid_of.size() < 2) {
+        const auto m = p.wait_for(R"(worker (\d+) \(pid (\d+)\) ready)");
+        pid_of[std::stoi(m[1])] = std::stoi(m[2]);
+    }
+    // Replace worker 0 so that the primary's list reads [worker 1, worker 0]: a reload
+    // replaces worker 1 first (start 4) and worker 0 after it.
+    REQUIRE(::kill(pid_of[0], SIGKILL) == 0);
+    p.wait_for(R"(worker 0 \(pid \d+\) ready)");
+    REQUIRE(::kill(p.pid(), SIGHUP) == 0);
+    p.wait_for("gated start of worker 1");
+    REQUIRE(::kill(p.pid(), SIGTTOU) == 0); // index 1 goes: the old worker and its replacement
+    p.wait_for("SIGTTOU: shrinking to 1 workers");
+    REQUIRE(::write(gate[1], "x", 1) == 1);
+    p.wait_for("reload complete");
+    ::close(gate[1]);
+    CHECK(http_get(p.port(), "/") == 200);
+    ::kill(p.pid(), SIGTERM);
+    CHECK(p.wait_exit() == 0);
+}
+
+TEST_CASE("drain_timeout bounds a worker that ignores SIGTERM and the exit status says so", "[cluster]") {
+    SECTION("at shutdown: killed at drain_timeout and exit 1") {
+        cluster::options o = small(2);
+        o.drain_timeout = 300ms;
+        primary p(o, ignore_stop);
+        (void)ready_pids(p, 2);
+        REQUIRE(::kill(p.pid(), SIGTERM) == 0);
+        p.wait_for(R"(worker \d+ \(pid \d+\) did not drain within 300 ms: killing it)");
+        CHECK(p.wait_exit() == 1);
+    }
+    SECTION("during a reload: killed at drain_timeout, and a clean shutdown later still exits 0") {
+        shared_counter starts;
+        cluster::options o = small(1);
+        o.drain_timeout = 300ms;
+        primary p(o, [&starts](cluster::worker& w) -> tandem::task<> {
+            if (starts.next() == 1) return ignore_stop(w); // the first generation is stubborn
+            return hello(w);
+        });
+        const int stubborn = *ready_pids(p, 1).begin();
+        REQUIRE(::kill(p.pid(), SIGHUP) == 0);
+        p.wait_for("reload complete"); // the replacement is ready: the old one drains
+        p.wait_for("worker 0 \\(pid " + std::to_string(stubborn) + "\\) did not drain within 300 ms: killing it");
+        p.wait_for("\\(pid " + std::to_string(stubborn) + "\\) killed by signal 9");
+        REQUIRE(::kill(p.pid(), SIGTERM) == 0);
+        CHECK(p.wait_exit() == 0);
+    }
+}
+
+
+TEST_CASE("SIGHUP under keep-alive load fails no request on the wire", "[cluster]") {
+    // The old workers' keep-alive connections always have a request on its way: draining
+    // answers it with "Connection: close" instead of closing under it.
+    primary p(small(2), hello);
+    (void)ready_pids(p, 2);
+    load clients(p.port(), 4, load::keep_alive);
+    clients.wait_ok(200);
+    for (int reload = 0; reload < 2; ++reload) {
+        REQUIRE(::kill(p.pid(), SIGHUP) == 0);
+        // "reload complete" and the two old workers' exits, in whatever order they come.
+        for (int lines = 0; lines < 3; ++lines) p.wait_for(R"(reload complete|\(pid \d+\) drained and exited)");
+        clients.wait_ok(200);
+    }
+    clients.stop();
+    INFO(p.log());
+    CHECK(clients.failed() == 0);
+    ::kill(p.pid(), SIGTERM);
+    CHECK(p.wait_exit() == 0);
+}
+
+TEST_CASE("an inherited SIGCHLD SIG_IGN does not lose the workers' exit statuses", "[cluster]") {
+    // SIG_IGN survives exec: a parent that ignores SIGCHLD hands it down, and the kernel
+    // would reap the workers itself (a clean drain read as "exited with status 255").
+    struct sigaction ignore {}, before {};
+    ignore.sa_handler = SIG_IGN;
+    sigemptyset(&ignore.sa_mask);
+    REQUIRE(::sigaction(SIGCHLD, &ignore, &before) == 0);
+    std::optional<primary> p;
+    p.emplace(small(2), hello); // the primary inherits SIG_IGN
+    REQUIRE(::sigaction(SIGCHLD, &before, nullptr) == 0); // the test reaps its primary
+    const std::set<int> pids = ready_pids(*p, 2);
+    REQUIRE(::kill(*pids.begin(), SIGKILL) == 0);
+    p->wait_for("\\(pid " + std::to_string(*pids.begin()) + "\\) killed by signal 9");
+    (void)ready_pids(*p, 1);
+    ::kill(p->pid(), SIGTERM);
+    const int status = p->wait_exit();
+    INFO(p->log());
+    CHECK(status == 0);
+    CHECK(p->log().find("status 255") == std::string::npos);
+}
+
+TEST_CASE("an on_ready that throws is logged and the cluster runs on", "[cluster]") {
+    // Run here in a child, not through `primary`, which brings its own on_ready.
+    std::fflush(nullptr);
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        cluster::options o = small(1);
+        o.on_ready = [](std::span<const tandem::address>) { throw std::runtime_error("cannot write the pid file"); };
+        o.log = [](std::string_view line) { // the failure is logged: stop the cluster the usual way
+            if (line.find("on_ready failed: cannot write the pid file") != std::string_view::npos) ::raise(SIGTERM);
+        };
+        int rc = 100;
+        try {
+            rc = cluster::run(o, hello);
+        } catch (...) {
+            rc = 101; // thrown out of run(): the defect
+        }
+        ::_exit(rc);
+    }
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0); // logged, then a clean drain on the SIGTERM it sent itself
 }

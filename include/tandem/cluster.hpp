@@ -40,7 +40,9 @@ namespace tandem::cluster {
 /// Returns the exit status for main: 0 when every worker drained in time after
 /// SIGTERM/SIGINT; 1 after a crash loop (a worker kept dying within min_uptime of starting:
 /// the log says which and how) or when a worker had to be killed at drain_timeout.
-/// Throws std::system_error if a listener cannot be bound, std::logic_error if threads
+/// Throws std::invalid_argument for options out of range (no address, more than 4096
+/// workers, a negative duration, max_young_deaths or backlog below 1), std::system_error
+/// if a listener cannot be bound, std::logic_error if threads
 /// already run in this process (forking then is unsafe: call run() at the top of main).
 ///
 /// Workers inherit what the process holds when run() is called; build per-worker state

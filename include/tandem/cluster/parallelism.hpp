@@ -48,7 +48,8 @@ inline std::size_t affinity_cpus() noexcept {
 /// CPUs a quota allows: ceil(quota / period); 0 for "no limit" or nonsense.
 inline std::size_t cpus_of_quota(std::int64_t quota, std::int64_t period) noexcept {
     if (quota <= 0 || period <= 0) return 0;
-    return static_cast<std::size_t>((quota + period - 1) / period);
+    // Not (quota + period - 1) / period: that overflows for a quota near INT64_MAX.
+    return static_cast<std::size_t>(quota / period + (quota % period != 0));
 }
 
 /// A cgroup v2 `cpu.max` line: "max 100000" (no limit: 0) or "150000 100000" (2).

@@ -37,7 +37,9 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <system_error>
 #include <unistd.h>
+#include <utility>
 #include <vector>
 
 namespace tandem::cluster::detail {
@@ -58,9 +60,9 @@ inline std::string describe_duration(std::int64_t ns) {
 class supervisor {
 public:
     supervisor(const options& o, serve_function serve) : m_opts(o), m_serve(std::move(serve)) {
-        if (m_opts.listen.empty()) throw std::invalid_argument("tandem cluster: no address to listen on");
+        validate(m_opts);
         if (m_opts.workers == 0) m_opts.workers = available_parallelism();
-        m_opts.max_workers = std::max(m_opts.max_workers, m_opts.workers);
+        m_opts.max_workers = std::min(std::max(m_opts.max_workers, m_opts.workers), max_workers_limit);
         m_target = m_opts.workers;
         m_positions.resize(m_opts.max_workers);
     }
@@ -90,6 +92,33 @@ public:
     }
 
 private:
+    /// Far above any machine's core count, far below what a mistyped `--workers -1`
+    /// (SIZE_MAX) would ask for: a fork storm and a board the size of the address space.
+    static constexpr std::size_t max_workers_limit = 4096;
+
+    /// Bad options are a clear error before anything is bound or forked.
+    static void validate(const options& o) {
+        auto fail = [](const std::string& what) { throw std::invalid_argument("tandem cluster: " + what); };
+        if (o.listen.empty()) fail("no address to listen on");
+        if (o.workers > max_workers_limit)
+            fail("workers = " + std::to_string(o.workers) + " is more than the limit of " +
+                 std::to_string(max_workers_limit));
+        const std::pair<const char*, std::chrono::milliseconds> durations[] = {
+            {"drain_timeout", o.drain_timeout}, {"stall_timeout", o.stall_timeout},
+            {"restart_delay", o.restart_delay}, {"max_restart_delay", o.max_restart_delay},
+            {"min_uptime", o.min_uptime}};
+        for (const auto& [name, d] : durations)
+            if (d < std::chrono::milliseconds::zero())
+                fail(std::string(name) + " is negative (" + std::to_string(d.count()) + " ms)");
+        // Heartbeats come at most every 10 ms, and the worker's watchdog looks at half the
+        // timeout: below 20 ms every worker would look stalled (or the watchdog refuse 0 ms).
+        if (o.stall_timeout > std::chrono::milliseconds::zero() && o.stall_timeout < std::chrono::milliseconds(20))
+            fail("stall_timeout must be 0 (off) or at least 20 ms, not " + std::to_string(o.stall_timeout.count()) +
+                 " ms");
+        if (o.max_young_deaths == 0) fail("max_young_deaths must be at least 1");
+        if (o.backlog < 1) fail("backlog must be at least 1");
+    }
+
     struct child {
         process::pidfd fd;
         pid_t pid = 0;
@@ -110,27 +139,39 @@ private:
     };
 
     /// Blocks the signals the primary handles and reads them from a signalfd; restores the
-    /// mask on the way out.
+    /// mask on the way out. SIGCHLD goes back to its default meanwhile: ignored (SIG_IGN or
+    /// SA_NOCLDWAIT survive exec, so a parent may hand them down), the kernel reaps the
+    /// workers itself and their exit statuses are lost (a clean drain read as a failure).
     class signal_guard {
     public:
         signal_guard() {
+            struct sigaction dfl {};
+            dfl.sa_handler = SIG_DFL;
+            sigemptyset(&dfl.sa_mask);
+            if (::sigaction(SIGCHLD, &dfl, &m_old_chld) != 0) tandem::detail::throw_errno("tandem cluster: sigaction");
             sigemptyset(&m_set);
             for (int s : {SIGTERM, SIGINT, SIGHUP, SIGTTIN, SIGTTOU}) sigaddset(&m_set, s);
-            if (::sigprocmask(SIG_BLOCK, &m_set, &m_old) != 0) tandem::detail::throw_errno("tandem cluster: sigprocmask");
+            if (::sigprocmask(SIG_BLOCK, &m_set, &m_old) != 0) {
+                ::sigaction(SIGCHLD, &m_old_chld, nullptr);
+                tandem::detail::throw_errno("tandem cluster: sigprocmask");
+            }
             m_fd.reset(::signalfd(-1, &m_set, SFD_CLOEXEC | SFD_NONBLOCK));
             if (!m_fd) {
                 ::sigprocmask(SIG_SETMASK, &m_old, nullptr);
+                ::sigaction(SIGCHLD, &m_old_chld, nullptr);
                 tandem::detail::throw_errno("tandem cluster: signalfd");
             }
         }
         ~signal_guard() {
             m_fd.reset();
             ::sigprocmask(SIG_SETMASK, &m_old, nullptr);
+            ::sigaction(SIGCHLD, &m_old_chld, nullptr);
         }
         int fd() const noexcept { return m_fd.get(); }
 
     private:
         sigset_t m_set{}, m_old{};
+        struct sigaction m_old_chld {};
         unique_fd m_fd;
     };
 
@@ -143,22 +184,31 @@ private:
 
     void open_listeners() {
         for (const address& a : m_opts.listen) {
-            if (m_opts.balancing == balance::shared) {
-                m_listeners.push_back(tcp_listener::bind(a, {.backlog = m_opts.backlog}));
-                m_bound.push_back(m_listeners.back().local_address());
-            } else {
-                // Bound, never listening: it holds the port (port 0 picks it once, for every
-                // worker and every replacement) but is not in the reuseport group, so the
-                // kernel never hashes a connection to it.
-                tcp_listener holder(::socket(a.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-                if (!holder.is_open()) tandem::detail::throw_errno("tandem cluster: socket");
-                holder.set_option(SOL_SOCKET, SO_REUSEADDR, 1);
-                holder.set_option(SOL_SOCKET, SO_REUSEPORT, 1);
-                if (::bind(holder.native_handle(), a.native(), a.native_size()) != 0)
-                    tandem::detail::throw_errno("tandem cluster: bind");
-                m_bound.push_back(holder.local_address());
-                m_listeners.push_back(std::move(holder));
+            try {
+                open_listener(a);
+            } catch (const std::system_error& e) {
+                // Say where: "bind: Address already in use" alone does not name the port.
+                throw std::system_error(e.code(), "tandem cluster: cannot listen on " + a.to_string());
             }
+        }
+    }
+
+    void open_listener(const address& a) {
+        if (m_opts.balancing == balance::shared) {
+            m_listeners.push_back(tcp_listener::bind(a, {.backlog = m_opts.backlog}));
+            m_bound.push_back(m_listeners.back().local_address());
+        } else {
+            // Bound, never listening: it holds the port (port 0 picks it once, for every
+            // worker and every replacement) but is not in the reuseport group, so the
+            // kernel never hashes a connection to it.
+            tcp_listener holder(::socket(a.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+            if (!holder.is_open()) tandem::detail::throw_errno("tandem cluster: socket");
+            holder.set_option(SOL_SOCKET, SO_REUSEADDR, 1);
+            holder.set_option(SOL_SOCKET, SO_REUSEPORT, 1);
+            if (::bind(holder.native_handle(), a.native(), a.native_size()) != 0)
+                tandem::detail::throw_errno("tandem cluster: bind");
+            m_bound.push_back(holder.local_address());
+            m_listeners.push_back(std::move(holder));
         }
     }
 
@@ -210,6 +260,13 @@ private:
     }
 
     void check_timers(std::int64_t now) {
+        // The primary itself did not run for longer than it ever sleeps: it was stopped with
+        // its workers (Ctrl-Z and fg, SIGSTOP to the process group, a debugger, docker
+        // pause's cgroup freezer) or starved. The workers' heartbeats are as old as the
+        // pause through no fault of theirs: judge them from now on, not from before it.
+        if (m_last_check != 0 && now - m_last_check > ms_ns(m_opts.stall_timeout / 2 + heartbeat_interval(m_opts)))
+            m_stall_epoch = now;
+        m_last_check = now;
         for (child& c : m_children) {
             if (c.state == worker_state::draining) {
                 if (now >= c.drain_deadline && c.drain_deadline != 0) {
@@ -217,7 +274,7 @@ private:
                                     ": killing it");
                     c.fd.send_signal(SIGKILL);
                     c.drain_deadline = 0;
-                    m_forced = true;
+                    if (m_stopping) m_forced = true; // the exit status speaks of the final drain
                 }
                 continue;
             }
@@ -230,26 +287,38 @@ private:
         if (c.stalled) return;
         const seat& s = (*m_board)[c.seat];
         const std::int64_t beat = s.heartbeat_ns.load(std::memory_order_relaxed);
-        if (now - beat < ms_ns(m_opts.stall_timeout)) return;
+        const std::int64_t seen = std::max(beat, m_stall_epoch); // a pause of us all is no stall
+        if (now - seen < ms_ns(m_opts.stall_timeout)) return;
         seat::block_record block;
         std::string line;
         if (s.read_block(block) && block.since_ns > beat) {
             // The heartbeat stops up to one interval before the blocking step starts: judge
             // by the step itself.
-            if (now - block.since_ns < ms_ns(m_opts.stall_timeout)) return;
+            if (now - std::max(block.since_ns, m_stall_epoch) < ms_ns(m_opts.stall_timeout)) return;
             line = who(c) + " blocked " + describe_duration(now - block.since_ns) + " in ";
             line += block.task.empty() ? std::string("an unnamed task") : "task '" + block.task + "'";
             if (!block.file.empty()) line += " (" + block.file + ":" + std::to_string(block.line) + ")";
         } else {
             // No record yet: the watchdog thread reports at stall_timeout / 2, so give it an
             // interval's grace before blaming nobody by name.
-            if (now - beat < ms_ns(m_opts.stall_timeout + heartbeat_interval(m_opts))) return;
-            line = who(c) + " missed its heartbeat for " + describe_duration(now - beat);
+            if (now - seen < ms_ns(m_opts.stall_timeout + heartbeat_interval(m_opts))) return;
+            line = who(c) + (stopped(c.pid) ? " is stopped (SIGSTOP or a debugger) and" : "") +
+                   " missed its heartbeat for " + describe_duration(now - beat);
         }
         log(m_opts, line + ": killing and replacing it");
         ++m_positions[c.index].restarts;
         c.stalled = true;
         c.fd.send_signal(SIGKILL);
+    }
+
+    /// The process is in the stopped or traced state ('T' or 't' in /proc/PID/stat): say so,
+    /// since its own watchdog thread, stopped with it, cannot.
+    static bool stopped(pid_t pid) {
+        std::string stat;
+        if (!read_file("/proc/" + std::to_string(pid) + "/stat", stat)) return false;
+        const std::size_t paren = stat.rfind(')'); // the name may hold spaces and parentheses
+        return paren != std::string::npos && paren + 2 < stat.size() &&
+               (stat[paren + 2] == 'T' || stat[paren + 2] == 't');
     }
 
     void read_signals() {
@@ -300,6 +369,9 @@ private:
     }
 
     void drain(child& c, std::int64_t now) {
+        // Killed for stalling and not reaped yet: nothing to drain, and its death is not a
+        // failed drain (a shutdown right after a stall would otherwise exit 1).
+        if (c.stalled) return;
         c.state = worker_state::draining;
         c.drain_deadline = now + ms_ns(m_opts.drain_timeout);
         (*m_board)[c.seat].state.store(static_cast<std::uint32_t>(worker_state::draining), std::memory_order_release);
@@ -484,7 +556,15 @@ private:
         for (const child& c : m_children) ready += c.state == worker_state::ready;
         if (ready < m_target) return;
         m_announced = true;
-        if (m_opts.on_ready) m_opts.on_ready(m_bound);
+        if (!m_opts.on_ready) return;
+        try {
+            m_opts.on_ready(m_bound);
+        } catch (const std::exception& e) {
+            // Thrown out of run(), it would leave the workers running undrained until exit.
+            log(m_opts, std::string("on_ready failed: ") + e.what());
+        } catch (...) {
+            log(m_opts, "on_ready failed");
+        }
     }
 
     void reap(pid_t pid) {
@@ -505,17 +585,24 @@ private:
         if (c.state == worker_state::draining) {
             log(m_opts, who(c) + " " + (status->success() ? "drained and exited" : status->describe()));
             if (!status->success() && !m_forced && m_stopping) m_forced = true;
+            // A reload's replacement drained before it was ready (SIGTTOU took its index):
+            // the rest of the reload goes on.
+            if (c.replaces != 0 && !m_stopping) next_reload_step();
             return;
         }
         // An unexpected death (or a stall we killed).
         position& p = m_positions[c.index];
         if (!c.stalled) ++p.restarts;
-        const bool young = c.state != worker_state::ready || now - c.ready_at < ms_ns(m_opts.min_uptime);
-        p.young_deaths = young && !c.stalled ? p.young_deaths + 1 : 0;
+        // A worker killed for stalling after it served is replaced like any other; one that
+        // never became ready (it blocks on start) is a failed start, like a crash.
+        const bool failed_start = c.state != worker_state::ready;
+        const bool young = failed_start || now - c.ready_at < ms_ns(m_opts.min_uptime);
+        p.young_deaths = (young && !c.stalled) || failed_start ? p.young_deaths + 1 : 0;
         if (c.replaces != 0) {
             log(m_opts, "reload: the replacement " + who(c) + " " + status->describe() + " before it was ready; " +
                             "keeping the old workers");
             m_reload.clear();
+            m_reload_started = false; // abandoned, not complete
         }
         if (m_stopping) {
             log(m_opts, who(c) + " " + status->describe());
@@ -524,7 +611,7 @@ private:
         if (p.young_deaths >= m_opts.max_young_deaths) {
             log(m_opts, "worker " + std::to_string(c.index) + " keeps dying on start (" +
                             std::to_string(p.young_deaths) + " times in a row, last: " + status->describe() +
-                            "): crash loop, stopping the cluster");
+                            (c.stalled ? ", stalled before it was ready" : "") + "): crash loop, stopping the cluster");
             m_crash_loop = true;
             shutdown("crash loop");
             return;
@@ -535,12 +622,8 @@ private:
             for (unsigned i = 1; i < p.young_deaths && delay < ms_ns(m_opts.max_restart_delay); ++i) delay *= 2;
             delay = std::min(delay, ms_ns(m_opts.max_restart_delay));
         }
-        if (c.stalled) {
-            log(m_opts, who(c) + " " + status->describe() + " (stalled); restarting it");
-        } else {
-            log(m_opts, who(c) + " " + status->describe() + "; restarting it" +
-                            (delay ? " in " + describe_duration(delay) : std::string()));
-        }
+        log(m_opts, who(c) + " " + status->describe() + (c.stalled ? " (stalled)" : "") + "; restarting it" +
+                        (delay ? " in " + describe_duration(delay) : std::string()));
         if (c.index < m_target) p.respawn_at = delay ? now + delay : 0;
         next_reload_step();
     }
@@ -558,6 +641,8 @@ private:
     std::deque<pid_t> m_reload;
     std::size_t m_target = 0;
     bool m_reload_started = false;
+    std::int64_t m_last_check = 0; // when check_timers last ran
+    std::int64_t m_stall_epoch = 0; // heartbeats older than this are judged from it (we were paused)
     bool m_announced = false;
     bool m_stopping = false;
     bool m_forced = false;
