@@ -373,9 +373,9 @@ TEST_CASE("io_timeout cuts no progress, not a slow but steady download", "[http]
     });
 }
 
-// Needs the cooperative I/O budget (the `core` work in net.hpp): until then one pipelining
-// client can hold the loop, so this test is marked [!mayfail].
-TEST_CASE("a pipelining flood on one connection does not starve /ping on another", "[http][delivery][fairness][!mayfail]") {
+// The cooperative I/O budget (net.hpp) makes the flooding connection's task yield to the loop
+// every few dozen operations; without it /ping waited seconds (p99 1.5 s measured).
+TEST_CASE("a pipelining flood on one connection does not starve /ping on another", "[http][delivery][fairness]") {
     with_server(echo_id_routes(), {}, [](std::uint16_t port, http::server&) -> tandem::task<> {
         bool stop = false;
         auto flood = [](std::uint16_t p, bool& halt) -> tandem::task<> {
@@ -408,7 +408,7 @@ TEST_CASE("a pipelining flood on one connection does not starve /ping on another
         std::sort(took.begin(), took.end());
         const auto p99 = took[took.size() * 99 / 100];
         INFO("p99 " << std::chrono::duration_cast<std::chrono::microseconds>(p99).count() << " us");
-        CHECK(p99 < 50ms);
+        CHECK(p99 < 250ms); // generous for a loaded CI machine; starvation is seconds
     });
 }
 
