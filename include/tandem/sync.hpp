@@ -251,10 +251,9 @@ public:
     public:
         send_awaiter(channel& c, T&& value) noexcept(std::is_nothrow_move_constructible_v<T>)
             : m_channel(c), m_value(std::move(value)) {}
-        bool await_ready() {
-            if (m_channel.m_closed) return true;
-            return m_channel.offer(m_value) ? (m_sent = true) : false;
-        }
+        // The offer happens in start(), after the cancellation check: a send in a task already
+        // cancelled (a when_any loser started after the winner) must not send.
+        bool await_ready() const noexcept { return m_channel.m_closed; }
         void await_resume() const {
             this->throw_if_cancelled();
             if (!m_sent) throw channel_closed{};
@@ -264,6 +263,10 @@ public:
         friend class channel;
         friend class detail::cancellable_wait<send_awaiter, detail::sync_waiter>;
         bool start() {
+            if (m_channel.offer(m_value)) {
+                m_sent = true;
+                return false;
+            }
             this->require_loop();
             m_channel.m_senders.push_back(*this);
             return true;
@@ -276,17 +279,17 @@ public:
     class receive_awaiter : public detail::cancellable_wait<receive_awaiter, detail::sync_waiter> {
     public:
         explicit receive_awaiter(channel& c) noexcept : m_channel(c) {}
-        bool await_ready() {
-            if (m_channel.unclaimed() > 0) {
-                m_value = m_channel.take();
-                return true;
-            }
-            return m_channel.m_closed && m_channel.m_size == 0;
-        }
+        // Taking happens in start(), after the cancellation check: a receive in a task already
+        // cancelled (a when_any loser started after the winner) must leave the value.
+        bool await_ready() const noexcept { return m_channel.m_closed && m_channel.m_size == 0; }
         std::optional<T> await_resume() {
             if (m_value || !std::exchange(m_promised, false)) {
                 this->throw_if_cancelled();
-                if (!m_value && m_channel.unclaimed() > 0) return m_channel.take(); // woken by close
+                if (!m_value && m_channel.unclaimed() > 0) { // woken by close, nothing claimed
+                    // Cancelled since (a when_any loser): the value is not ours to take.
+                    if (this->context && this->context->cancel_requested()) throw cancelled{};
+                    return m_channel.take();
+                }
                 return std::move(m_value);
             }
             // A value waits in the buffer for us. Cancelled before we could take it: leave it
@@ -303,6 +306,11 @@ public:
         friend class channel;
         friend class detail::cancellable_wait<receive_awaiter, detail::sync_waiter>;
         bool start() {
+            if (m_channel.unclaimed() > 0) {
+                m_value = m_channel.take();
+                return false;
+            }
+            if (m_channel.m_closed && m_channel.m_size == 0) return false;
             this->require_loop();
             m_channel.m_receivers.push_back(*this);
             return true;
@@ -366,6 +374,10 @@ private:
             s.wake();
             wake_receivers();
         }
+        // Closed and now drained: a receiver that arrived while the last values were promised
+        // to others waits for nothing more.
+        if (m_closed && m_size == 0)
+            while (!m_receivers.empty()) m_receivers.pop_front().wake();
         return value;
     }
 
