@@ -635,3 +635,24 @@ TEST_CASE("read_until interrupted keeps exactly the bytes received", "[net][canc
     CHECK(cancelled);
     CHECK(buffer.find('\0') == std::string::npos);
 }
+
+TEST_CASE("a read in a task already cancelled reads nothing (a when_any loser started after the winner)", "[net][cancel]") {
+    tandem::sync_wait([]() -> tandem::task<> {
+        auto [a, b] = tandem::socket_pair();
+        auto [c, d] = tandem::socket_pair();
+        co_await a.write_all("x");
+        co_await c.write_all("y");
+        auto read_one = [](tandem::unix_stream& s) -> tandem::task<char> {
+            char ch = 0;
+            const std::size_t n = co_await s.read_some(std::span<char>(&ch, 1));
+            co_return n == 1 ? ch : '\0';
+        };
+        // b's byte is read at once; the loser starts cancelled and must leave d's byte.
+        auto r = co_await tandem::when_any(read_one(b), read_one(d));
+        CHECK(r.index() == 0);
+        char ch = 0;
+        const std::optional<std::size_t> n = d.try_read_some(std::span<char>(&ch, 1));
+        REQUIRE(n);
+        CHECK(ch == 'y');
+    }());
+}

@@ -387,7 +387,7 @@ public:
     fd_wait& operator=(const fd_wait&) = delete;
     ~fd_wait() { m_loop->remove_io_waiter(*this); }
 
-    bool await_ready() noexcept { return m_loop->consume_readiness(fd, write); }
+    bool await_ready() const noexcept { return false; }
     using cancellable_wait::await_suspend;
     void await_resume() const {
         throw_if_cancelled();
@@ -397,6 +397,9 @@ public:
 private:
     friend cancellable_wait;
     bool start() {
+        // A remembered edge is consumed here, after the cancellation check: a wait in a task
+        // already cancelled must leave it for the next waiter.
+        if (m_loop->consume_readiness(fd, write)) return false;
         m_loop->add_io_waiter(*this);
         return true;
     }
