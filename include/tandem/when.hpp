@@ -147,6 +147,14 @@ private:
     bool m_started = false;
 };
 
+class fan_out;
+/// The fan-out start in progress on this thread (see fan_out::start).
+struct fan_out_starter {
+    bool active = false;
+    scheduler* resumer = nullptr;
+    fan_out* deferred = nullptr;
+};
+
 /// Shared machinery of when_all/when_any: start the children, forward the parent's
 /// cancellation to them, resume the parent when the last one finished.
 class fan_out : public child_owner, public cancellable_wait<fan_out> {
@@ -180,9 +188,43 @@ private:
         // One extra count for the starting phase: a child finishing synchronously must not
         // resume the parent while we are still inside its await_suspend.
         m_pending = m_count + 1;
-        for (std::size_t i = 0; i < m_count; ++i) start_child(i, context);
+        starter& st = t_starter;
+        if (st.active && st.resumer == resumer) {
+            // Inside another fan-out's start (a child that awaits when_all/when_any at once):
+            // starting our children here would nest native frames per level. The outermost
+            // start does it from its loop, in the same depth-first order.
+            st.deferred = this;
+            return true;
+        }
+        const starter saved{st.active, st.resumer, st.deferred};
+        std::vector<std::pair<fan_out*, std::size_t>> stack; // (fan-out, next child to start)
+        st.active = true;
+        st.resumer = resumer;
+        st.deferred = nullptr;
+        stack.emplace_back(this, 0);
+        try {
+            while (!stack.empty()) {
+                auto [f, i] = stack.back();
+                if (i == f->m_count) {
+                    stack.pop_back();
+                    // A deferred fan-out whose children all started: release its starting count
+                    // and, if they all finished already, resume its parent (suspended in it).
+                    if (f != this && --f->m_pending == 0) f->complete().resume();
+                } else {
+                    ++stack.back().second;
+                    f->start_child(i, f->context);
+                }
+                if (fan_out* nested = std::exchange(st.deferred, nullptr)) stack.emplace_back(nested, 0);
+            }
+        } catch (...) {
+            st = saved;
+            throw;
+        }
+        st = saved;
         return --m_pending != 0;
     }
+    using starter = fan_out_starter;
+    inline static thread_local starter t_starter;
     bool stop() noexcept {
         mark_cancelled();
         cancel_children(); // we resume once they all have unwound
