@@ -745,8 +745,11 @@ inline std::optional<std::chrono::nanoseconds> event_loop::poll_timeout() noexce
         m_stop_requested.load(std::memory_order_relaxed) || !m_unhandled.empty())
         return nanoseconds::zero();
     if (m_timers.empty()) return std::nullopt;
-    const auto left = m_timers.next_deadline() - clock::now();
-    return left.count() > 0 ? std::chrono::duration_cast<nanoseconds>(left) : nanoseconds::zero();
+    // Compared before subtracting: a deadline far in the past (time_point::min()) minus now
+    // overflows, and the wrapped difference used to put the loop to sleep for centuries.
+    const clock::time_point next = m_timers.next_deadline(), now = clock::now();
+    if (next <= now) return nanoseconds::zero();
+    return std::chrono::duration_cast<nanoseconds>(next - now);
 }
 
 inline void event_loop::on_fd_event(int fd, bool readable, bool writable) noexcept {
