@@ -364,3 +364,19 @@ TEST_CASE("a when_any loser started after the winner neither receives nor sends"
         CHECK(b.size() == 1); // the loser did not send
     }());
 }
+
+TEST_CASE("a value promised to a receiver torn down with its loop stays in the channel", "[sync][channel][teardown]") {
+    tandem::channel<int> ch(2); // outlives the loops
+    {
+        tandem::event_loop loop;
+        loop.run([](tandem::channel<int>& c) -> tandem::task<> {
+            auto receive = [](tandem::channel<int>& ch2) -> tandem::task<> { (void)co_await ch2.receive(); };
+            auto h = tandem::spawn(receive(c));
+            co_await tandem::yield(); // it waits
+            CHECK(c.try_send(5));      // promised to it; main ends before it runs
+        }(ch));
+    } // the loop destroys the queued receiver
+    CHECK(ch.size() == 1);
+    const std::optional<int> v = ch.try_receive();
+    CHECK(v == 5);
+}

@@ -279,6 +279,13 @@ public:
     class receive_awaiter : public detail::cancellable_wait<receive_awaiter, detail::sync_waiter> {
     public:
         explicit receive_awaiter(channel& c) noexcept : m_channel(c) {}
+        receive_awaiter(const receive_awaiter&) = delete;
+        receive_awaiter& operator=(const receive_awaiter&) = delete;
+        /// Destroyed while woken for a value it never took (its loop was torn down with the
+        /// task queued): the claim is released, so the value stays receivable.
+        ~receive_awaiter() {
+            if (m_promised) --m_channel.m_claimed;
+        }
         // Taking happens in start(), after the cancellation check: a receive in a task already
         // cancelled (a when_any loser started after the winner) must leave the value.
         bool await_ready() const noexcept { return m_channel.m_closed && m_channel.m_size == 0; }
