@@ -380,3 +380,24 @@ TEST_CASE("a value promised to a receiver torn down with its loop stays in the c
     const std::optional<int> v = ch.try_receive();
     CHECK(v == 5);
 }
+
+TEST_CASE("a mutex or semaphore unit handed to a waiter torn down with its loop is given back", "[sync][teardown]") {
+    tandem::async_mutex m; // both outlive the loop
+    tandem::semaphore sem(1);
+    {
+        tandem::event_loop loop;
+        loop.run([](tandem::async_mutex& mx, tandem::semaphore& s) -> tandem::task<> {
+            auto locker = [](tandem::async_mutex& m2) -> tandem::task<> { auto g = co_await m2.scoped_lock(); };
+            auto acquirer = [](tandem::semaphore& s2) -> tandem::task<> { co_await s2.acquire(); };
+            CHECK(mx.try_lock());
+            CHECK(s.try_acquire());
+            auto a = tandem::spawn(locker(mx));
+            auto b = tandem::spawn(acquirer(s));
+            co_await tandem::yield(); // both wait
+            mx.unlock();              // ownership handed to the locker...
+            s.release();              // ...and the unit to the acquirer; main ends before they run
+        }(m, sem));
+    }
+    CHECK(m.try_lock());
+    CHECK(sem.available() == 1);
+}

@@ -29,6 +29,14 @@ namespace detail {
 /// cancelled waiter leaves the queue without taking anything.
 class sync_waiter : public list_hook, public suspended_wait {
 public:
+    /// Woken with something handed over (a mutex's ownership, a semaphore's unit) that
+    /// await_resume has not taken yet: a waiter destroyed in between (its loop torn down with
+    /// it queued) gives it back.
+    bool granted = false;
+    void grant() noexcept {
+        granted = true;
+        wake();
+    }
     void require_loop() const {
         if (!resumer) throw std::logic_error("tandem: waiting on a primitive outside an event loop");
     }
@@ -79,8 +87,14 @@ public:
     class lock_awaiter : public detail::cancellable_wait<lock_awaiter<Scoped>, detail::sync_waiter> {
     public:
         explicit lock_awaiter(async_mutex& m) noexcept : m_mutex(m) {}
+        lock_awaiter(const lock_awaiter&) = delete;
+        lock_awaiter& operator=(const lock_awaiter&) = delete;
+        ~lock_awaiter() {
+            if (this->granted) m_mutex.unlock();
+        }
         bool await_ready() noexcept { return m_mutex.try_lock(); }
         auto await_resume() {
+            this->granted = false;
             this->throw_if_cancelled();
             if constexpr (Scoped) return async_lock(m_mutex);
         }
@@ -105,7 +119,7 @@ public:
             m_locked = false;
             return;
         }
-        m_waiters.pop_front().wake(); // ownership passes; m_locked stays true
+        m_waiters.pop_front().grant(); // ownership passes; m_locked stays true
     }
 
 private:
@@ -135,8 +149,16 @@ public:
     class acquire_awaiter : public detail::cancellable_wait<acquire_awaiter, detail::sync_waiter> {
     public:
         explicit acquire_awaiter(semaphore& s) noexcept : m_sem(s) {}
+        acquire_awaiter(const acquire_awaiter&) = delete;
+        acquire_awaiter& operator=(const acquire_awaiter&) = delete;
+        ~acquire_awaiter() {
+            if (granted) m_sem.release();
+        }
         bool await_ready() noexcept { return m_sem.try_acquire(); }
-        void await_resume() const { throw_if_cancelled(); }
+        void await_resume() {
+            granted = false;
+            throw_if_cancelled();
+        }
 
     private:
         friend class semaphore;
@@ -154,7 +176,7 @@ public:
 
     /// Returns n units; each goes straight to a waiter if one is queued.
     void release(std::size_t n = 1) noexcept {
-        for (; n > 0 && !m_waiters.empty(); --n) m_waiters.pop_front().wake();
+        for (; n > 0 && !m_waiters.empty(); --n) m_waiters.pop_front().grant();
         m_available += n;
     }
 
