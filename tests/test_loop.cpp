@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <chrono>
 #include <fcntl.h>
+#include <random>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -460,4 +461,47 @@ TEST_CASE("teardown of a 300000-deep suspended chain does not depend on stack de
         co_return 0;
     }());
     CHECK(v == 1);
+}
+
+TEST_CASE("stop from another thread at any moment: before, during and between runs", "[loop][stop]") {
+    const unsigned seed = std::random_device{}();
+    INFO("seed " << seed);
+    tandem::event_loop loop;
+    std::atomic<bool> done{false};
+    std::thread stopper([&loop, &done, seed] {
+        std::mt19937 rng(seed);
+        while (!done.load()) {
+            loop.stop();
+            std::this_thread::sleep_for(std::chrono::microseconds(rng() % 300));
+        }
+    });
+    int runs = 0, mains = 0, values = 0, cancels = 0;
+    int ticks = 0;
+    for (int i = 0; i < 300; ++i) {
+        if (i % 2 == 0) {
+            loop.post([&ticks] { ++ticks; });
+            loop.run(); // ends at the next stop (or at once, for a stop made between runs)
+            ++runs;
+        } else {
+            try {
+                values += loop.run([](int& t) -> tandem::task<int> {
+                    for (int k = 0; k < 50; ++k) {
+                        co_await tandem::sleep_for(std::chrono::microseconds(20));
+                        ++t;
+                    }
+                    co_return 1;
+                }(ticks));
+            } catch (const tandem::cancelled&) {
+                ++cancels;
+            }
+            ++mains;
+        }
+    }
+    done = true;
+    stopper.join();
+    CHECK(runs == 150);
+    CHECK(mains == 150);
+    CHECK(values + cancels == 150);
+    // The loop still works after all that.
+    CHECK(loop.run([]() -> tandem::task<int> { co_return 3; }()) == 3);
 }

@@ -656,3 +656,76 @@ TEST_CASE("a read in a task already cancelled reads nothing (a when_any loser st
         CHECK(ch == 'y');
     }());
 }
+
+TEST_CASE("the I/O budget is shared by a task's sockets and a budget-exhausted op can be cancelled or closed", "[net][budget]") {
+    tandem::sync_wait([]() -> tandem::task<> {
+        std::vector<std::pair<tandem::unix_stream, tandem::unix_stream>> pairs;
+        for (int i = 0; i < 4; ++i) pairs.push_back(tandem::socket_pair());
+        int ticks = 0;
+        auto ticker = [](int& t) -> tandem::task<> {
+            for (;;) {
+                co_await tandem::yield();
+                ++t;
+            }
+        };
+        auto tick = tandem::spawn(ticker(ticks));
+        co_await tandem::yield();
+        // Only successful non-blocking reads, round robin over four sockets: 128 a step.
+        constexpr int ops = 128 * 40;
+        constexpr std::size_t filled = 2000;
+        for (auto& p : pairs) co_await p.first.write_all(std::string(filled, 'x'));
+        const int before = ticks;
+        int short_reads = 0;
+        for (int i = 0; i < ops; ++i) {
+            char ch = 0;
+            const std::size_t n = co_await pairs[static_cast<std::size_t>(i % 4)].second.read_some(std::span<char>(&ch, 1));
+            if (n != 1 || ch != 'x') ++short_reads;
+        }
+        CHECK(short_reads == 0);
+        const int yielded = ticks - before;
+        INFO("ticker ran " << yielded << " times during " << ops << " writes");
+        CHECK(yielded >= ops / 128 - 2);
+        CHECK(yielded <= ops / 128 + 2);
+
+        // A writer out of budget waits for its retry turn; cancelled there it wrote nothing more.
+        auto writer = [](tandem::unix_stream& s, int& written) -> tandem::task<> {
+            for (;;) {
+                co_await s.write_all(std::string_view("y"));
+                ++written;
+            }
+        };
+        int written = 0;
+        auto w = tandem::spawn(writer(pairs[0].first, written));
+        co_await tandem::yield(); // it runs its step: 128 writes, then waits for the retry
+        const int at_cancel = written;
+        CHECK(at_cancel == 128);
+        w.cancel();
+        CHECK_THROWS_AS(co_await w, tandem::cancelled);
+        CHECK(written == at_cancel);
+        // The reader sees the 'x' left, then exactly at_cancel 'y' on socket 0.
+        constexpr std::size_t left = filled - ops / 4;
+        std::string got(left + static_cast<std::size_t>(at_cancel), '\0');
+        co_await pairs[0].second.read_exact(got);
+        CHECK(got.find_first_not_of('x') == left);
+        CHECK(got.find_first_not_of('y', left) == std::string::npos);
+        char c;
+        CHECK_FALSE(pairs[0].second.try_read_some(std::span<char>(&c, 1)));
+
+        // Closed while waiting for its retry turn: ECANCELED, nothing more written.
+        int written2 = 0;
+        auto w2 = tandem::spawn(writer(pairs[1].first, written2));
+        co_await tandem::yield();
+        CHECK(written2 == 128);
+        pairs[1].first.close();
+        bool aborted = false;
+        try {
+            co_await w2;
+        } catch (const std::system_error& e) {
+            aborted = e.code() == std::errc::operation_canceled;
+        }
+        CHECK(aborted);
+        CHECK(written2 == 128);
+        tick.cancel();
+        CHECK_THROWS_AS(co_await tick, tandem::cancelled);
+    }());
+}
