@@ -203,3 +203,43 @@ TEST_CASE("nested when_all starts children depth first", "[when]") {
     tandem::sync_wait(start_order(order, 2, 1));
     CHECK(order == std::vector<int>{1, 11, 111, 112, 12, 121, 122});
 }
+
+namespace {
+tandem::task<> self_cancelling_child(tandem::join_handle<void>*& me, int& started, int& unwound, bool canceller) {
+    ++started;
+    if (canceller) me->cancel(); // the parent's when_all is still starting its children
+    try {
+        co_await tandem::sleep_for(std::chrono::hours(1));
+    } catch (const tandem::cancelled&) {
+        ++unwound;
+        throw;
+    }
+}
+tandem::task<> self_cancelling_parent(tandem::join_handle<void>*& me, int& started, int& unwound, bool nested) {
+    auto inner = [](tandem::join_handle<void>*& m, int& s, int& u) -> tandem::task<> {
+        co_await tandem::when_all(self_cancelling_child(m, s, u, false), self_cancelling_child(m, s, u, true));
+    };
+    if (nested)
+        co_await tandem::when_all(self_cancelling_child(me, started, unwound, false), inner(me, started, unwound),
+                                  self_cancelling_child(me, started, unwound, false));
+    else
+        co_await tandem::when_all(self_cancelling_child(me, started, unwound, false),
+                                  self_cancelling_child(me, started, unwound, true),
+                                  self_cancelling_child(me, started, unwound, false));
+}
+} // namespace
+
+TEST_CASE("a child that cancels its own task while when_all is starting it", "[when][cancel]") {
+    for (const bool nested : {false, true}) {
+        int started = 0, unwound = 0;
+        tandem::sync_wait([](bool n, int& s, int& u) -> tandem::task<> {
+            tandem::join_handle<void>* self = nullptr;
+            auto h = tandem::spawn(self_cancelling_parent(self, s, u, n));
+            self = &h;
+            CHECK_THROWS_AS(co_await h, tandem::cancelled);
+        }(nested, started, unwound));
+        INFO("nested " << nested);
+        CHECK(started == (nested ? 4 : 3));
+        CHECK(unwound == started);
+    }
+}
