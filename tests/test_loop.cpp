@@ -505,3 +505,27 @@ TEST_CASE("stop from another thread at any moment: before, during and between ru
     // The loop still works after all that.
     CHECK(loop.run([]() -> tandem::task<int> { co_return 3; }()) == 3);
 }
+
+TEST_CASE("thousands of detached failures in one turn: bounded, each kept one surfaces, the loop goes on", "[loop][unhandled]") {
+    tandem::event_loop loop;
+    constexpr int failures = 5000;
+    int surfaced = 0;
+    try {
+        loop.run([]() -> tandem::task<> {
+            auto fail = [](int i) -> tandem::task<> {
+                co_await tandem::yield();
+                throw std::runtime_error("failure " + std::to_string(i));
+            };
+            for (int i = 0; i < failures; ++i) (void)tandem::spawn(fail(i)); // detached
+            co_await tandem::yield();
+            co_await tandem::yield();
+        }());
+    } catch (const std::runtime_error& e) {
+        ++surfaced;
+        CHECK(std::string(e.what()) == "failure 0"); // the oldest first
+    }
+    CHECK(loop.unhandled_count() <= 1024);
+    while (loop.take_unhandled()) ++surfaced;
+    CHECK(surfaced == 1024); // the rest were counted, not kept (reported at teardown)
+    CHECK(loop.run([]() -> tandem::task<int> { co_return 9; }()) == 9);
+}
