@@ -729,3 +729,45 @@ TEST_CASE("the I/O budget is shared by a task's sockets and a budget-exhausted o
         CHECK_THROWS_AS(co_await tick, tandem::cancelled);
     }());
 }
+
+TEST_CASE("destroying a loop whose tasks wait on sockets, timers, channels, locks and retries frees everything", "[net][teardown]") {
+    tandem::channel<int> outside(1); // outlives the loop
+    for (int order = 0; order < 2; ++order) {
+        tandem::event_loop loop;
+        loop.run([](tandem::channel<int>& out, int ord) -> tandem::task<> {
+            auto reader = []() -> tandem::task<> {
+                auto [a, b] = tandem::socket_pair();
+                char c;
+                (void)co_await a.read_some(std::span<char>(&c, 1)); // never any data
+            };
+            auto spinner = []() -> tandem::task<> { // lives off its I/O budget's retries
+                auto [a, b] = tandem::socket_pair();
+                co_await a.write_all(std::string(4000, 'z'));
+                for (;;) {
+                    char c;
+                    (void)co_await b.read_some(std::span<char>(&c, 1));
+                    co_await a.write_all(std::string_view("z"));
+                }
+            };
+            auto owner = []() -> tandem::task<> { // owns the primitives others wait on
+                tandem::channel<std::string> ch(1);
+                tandem::async_mutex m;
+                auto g = co_await m.scoped_lock();
+                auto recv = [](tandem::channel<std::string>& c) -> tandem::task<> { (void)co_await c.receive(); };
+                auto lock = [](tandem::async_mutex& mx) -> tandem::task<> { auto g2 = co_await mx.scoped_lock(); };
+                auto nap = []() -> tandem::task<> { co_await tandem::sleep_for(std::chrono::hours(1)); };
+                co_await tandem::when_all(recv(ch), lock(m), tandem::with_timeout(std::chrono::hours(2), nap()));
+            };
+            auto outsider = [](tandem::channel<int>& c) -> tandem::task<> { (void)co_await c.receive(); };
+            std::vector<tandem::join_handle<void>> keep;
+            keep.push_back(tandem::spawn(reader()));
+            (void)tandem::spawn(spinner());
+            keep.push_back(tandem::spawn(owner()));
+            (void)tandem::spawn(outsider(out));
+            for (int i = 0; i < 5; ++i) co_await tandem::yield();
+            if (ord == 1) keep.clear(); // handles dropped first, or kept past the loop's end
+            co_return;
+        }(outside, order));
+    }
+    CHECK(outside.try_send(1)); // its waiters are gone, not dangling
+}
