@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <chrono>
 #include <fcntl.h>
+#include <random>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -442,7 +443,7 @@ TEST_CASE("teardown of a 300000-deep suspended chain does not depend on stack de
     for (int round = 0; round < 2; ++round) {
         tandem::event_loop loop;
         auto h = tandem::spawn(loop, deep_chain(300'000));
-        loop.run_once();
+        loop.run([]() -> tandem::task<> { co_await tandem::yield(); }()); // the chain is suspended now
         CHECK_FALSE(h.done());
         if (round == 1) h.detach(); // the loop alone owns it
     }
@@ -460,4 +461,71 @@ TEST_CASE("teardown of a 300000-deep suspended chain does not depend on stack de
         co_return 0;
     }());
     CHECK(v == 1);
+}
+
+TEST_CASE("stop from another thread at any moment: before, during and between runs", "[loop][stop]") {
+    const unsigned seed = std::random_device{}();
+    INFO("seed " << seed);
+    tandem::event_loop loop;
+    std::atomic<bool> done{false};
+    std::thread stopper([&loop, &done, seed] {
+        std::mt19937 rng(seed);
+        while (!done.load()) {
+            loop.stop();
+            std::this_thread::sleep_for(std::chrono::microseconds(rng() % 300));
+        }
+    });
+    int runs = 0, mains = 0, values = 0, cancels = 0;
+    int ticks = 0;
+    for (int i = 0; i < 300; ++i) {
+        if (i % 2 == 0) {
+            loop.post([&ticks] { ++ticks; });
+            loop.run(); // ends at the next stop (or at once, for a stop made between runs)
+            ++runs;
+        } else {
+            try {
+                values += loop.run([](int& t) -> tandem::task<int> {
+                    for (int k = 0; k < 50; ++k) {
+                        co_await tandem::sleep_for(std::chrono::microseconds(20));
+                        ++t;
+                    }
+                    co_return 1;
+                }(ticks));
+            } catch (const tandem::cancelled&) {
+                ++cancels;
+            }
+            ++mains;
+        }
+    }
+    done = true;
+    stopper.join();
+    CHECK(runs == 150);
+    CHECK(mains == 150);
+    CHECK(values + cancels == 150);
+    // The loop still works after all that.
+    CHECK(loop.run([]() -> tandem::task<int> { co_return 3; }()) == 3);
+}
+
+TEST_CASE("thousands of detached failures in one turn: bounded, each kept one surfaces, the loop goes on", "[loop][unhandled]") {
+    tandem::event_loop loop;
+    constexpr int failures = 5000;
+    int surfaced = 0;
+    try {
+        loop.run([]() -> tandem::task<> {
+            auto fail = [](int i) -> tandem::task<> {
+                co_await tandem::yield();
+                throw std::runtime_error("failure " + std::to_string(i));
+            };
+            for (int i = 0; i < failures; ++i) (void)tandem::spawn(fail(i)); // detached
+            co_await tandem::yield();
+            co_await tandem::yield();
+        }());
+    } catch (const std::runtime_error& e) {
+        ++surfaced;
+        CHECK(std::string(e.what()) == "failure 0"); // the oldest first
+    }
+    CHECK(loop.unhandled_count() <= 1024);
+    while (loop.take_unhandled()) ++surfaced;
+    CHECK(surfaced == 1024); // the rest were counted, not kept (reported at teardown)
+    CHECK(loop.run([]() -> tandem::task<int> { co_return 9; }()) == 9);
 }

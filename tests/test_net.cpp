@@ -635,3 +635,139 @@ TEST_CASE("read_until interrupted keeps exactly the bytes received", "[net][canc
     CHECK(cancelled);
     CHECK(buffer.find('\0') == std::string::npos);
 }
+
+TEST_CASE("a read in a task already cancelled reads nothing (a when_any loser started after the winner)", "[net][cancel]") {
+    tandem::sync_wait([]() -> tandem::task<> {
+        auto [a, b] = tandem::socket_pair();
+        auto [c, d] = tandem::socket_pair();
+        co_await a.write_all("x");
+        co_await c.write_all("y");
+        auto read_one = [](tandem::unix_stream& s) -> tandem::task<char> {
+            char ch = 0;
+            const std::size_t n = co_await s.read_some(std::span<char>(&ch, 1));
+            co_return n == 1 ? ch : '\0';
+        };
+        // b's byte is read at once; the loser starts cancelled and must leave d's byte.
+        auto r = co_await tandem::when_any(read_one(b), read_one(d));
+        CHECK(r.index() == 0);
+        char ch = 0;
+        const std::optional<std::size_t> n = d.try_read_some(std::span<char>(&ch, 1));
+        REQUIRE(n);
+        CHECK(ch == 'y');
+    }());
+}
+
+TEST_CASE("the I/O budget is shared by a task's sockets and a budget-exhausted op can be cancelled or closed", "[net][budget]") {
+    tandem::sync_wait([]() -> tandem::task<> {
+        std::vector<std::pair<tandem::unix_stream, tandem::unix_stream>> pairs;
+        for (int i = 0; i < 4; ++i) pairs.push_back(tandem::socket_pair());
+        int ticks = 0;
+        auto ticker = [](int& t) -> tandem::task<> {
+            for (;;) {
+                co_await tandem::yield();
+                ++t;
+            }
+        };
+        auto tick = tandem::spawn(ticker(ticks));
+        co_await tandem::yield();
+        // Only successful non-blocking reads, round robin over four sockets: 128 a step.
+        constexpr int ops = 128 * 40;
+        constexpr std::size_t filled = 2000;
+        for (auto& p : pairs) co_await p.first.write_all(std::string(filled, 'x'));
+        const int before = ticks;
+        int short_reads = 0;
+        for (int i = 0; i < ops; ++i) {
+            char ch = 0;
+            const std::size_t n = co_await pairs[static_cast<std::size_t>(i % 4)].second.read_some(std::span<char>(&ch, 1));
+            if (n != 1 || ch != 'x') ++short_reads;
+        }
+        CHECK(short_reads == 0);
+        const int yielded = ticks - before;
+        INFO("ticker ran " << yielded << " times during " << ops << " writes");
+        CHECK(yielded >= ops / 128 - 2);
+        CHECK(yielded <= ops / 128 + 2);
+
+        // A writer out of budget waits for its retry turn; cancelled there it wrote nothing more.
+        auto writer = [](tandem::unix_stream& s, int& written) -> tandem::task<> {
+            for (;;) {
+                co_await s.write_all(std::string_view("y"));
+                ++written;
+            }
+        };
+        int written = 0;
+        auto w = tandem::spawn(writer(pairs[0].first, written));
+        co_await tandem::yield(); // it runs its step: 128 writes, then waits for the retry
+        const int at_cancel = written;
+        CHECK(at_cancel == 128);
+        w.cancel();
+        CHECK_THROWS_AS(co_await w, tandem::cancelled);
+        CHECK(written == at_cancel);
+        // The reader sees the 'x' left, then exactly at_cancel 'y' on socket 0.
+        constexpr std::size_t left = filled - ops / 4;
+        std::string got(left + static_cast<std::size_t>(at_cancel), '\0');
+        co_await pairs[0].second.read_exact(got);
+        CHECK(got.find_first_not_of('x') == left);
+        CHECK(got.find_first_not_of('y', left) == std::string::npos);
+        char c;
+        CHECK_FALSE(pairs[0].second.try_read_some(std::span<char>(&c, 1)));
+
+        // Closed while waiting for its retry turn: ECANCELED, nothing more written.
+        int written2 = 0;
+        auto w2 = tandem::spawn(writer(pairs[1].first, written2));
+        co_await tandem::yield();
+        CHECK(written2 == 128);
+        pairs[1].first.close();
+        bool aborted = false;
+        try {
+            co_await w2;
+        } catch (const std::system_error& e) {
+            aborted = e.code() == std::errc::operation_canceled;
+        }
+        CHECK(aborted);
+        CHECK(written2 == 128);
+        tick.cancel();
+        CHECK_THROWS_AS(co_await tick, tandem::cancelled);
+    }());
+}
+
+TEST_CASE("destroying a loop whose tasks wait on sockets, timers, channels, locks and retries frees everything", "[net][teardown]") {
+    tandem::channel<int> outside(1); // outlives the loop
+    for (int order = 0; order < 2; ++order) {
+        tandem::event_loop loop;
+        loop.run([](tandem::channel<int>& out, int ord) -> tandem::task<> {
+            auto reader = []() -> tandem::task<> {
+                auto [a, b] = tandem::socket_pair();
+                char c;
+                (void)co_await a.read_some(std::span<char>(&c, 1)); // never any data
+            };
+            auto spinner = []() -> tandem::task<> { // lives off its I/O budget's retries
+                auto [a, b] = tandem::socket_pair();
+                co_await a.write_all(std::string(4000, 'z'));
+                for (;;) {
+                    char c;
+                    (void)co_await b.read_some(std::span<char>(&c, 1));
+                    co_await a.write_all(std::string_view("z"));
+                }
+            };
+            auto owner = []() -> tandem::task<> { // owns the primitives others wait on
+                tandem::channel<std::string> ch(1);
+                tandem::async_mutex m;
+                auto g = co_await m.scoped_lock();
+                auto recv = [](tandem::channel<std::string>& c) -> tandem::task<> { (void)co_await c.receive(); };
+                auto lock = [](tandem::async_mutex& mx) -> tandem::task<> { auto g2 = co_await mx.scoped_lock(); };
+                auto nap = []() -> tandem::task<> { co_await tandem::sleep_for(std::chrono::hours(1)); };
+                co_await tandem::when_all(recv(ch), lock(m), tandem::with_timeout(std::chrono::hours(2), nap()));
+            };
+            auto outsider = [](tandem::channel<int>& c) -> tandem::task<> { (void)co_await c.receive(); };
+            std::vector<tandem::join_handle<void>> keep;
+            keep.push_back(tandem::spawn(reader()));
+            (void)tandem::spawn(spinner());
+            keep.push_back(tandem::spawn(owner()));
+            (void)tandem::spawn(outsider(out));
+            for (int i = 0; i < 5; ++i) co_await tandem::yield();
+            if (ord == 1) keep.clear(); // handles dropped first, or kept past the loop's end
+            co_return;
+        }(outside, order));
+    }
+    CHECK(outside.try_send(1)); // its waiters are gone, not dangling
+}

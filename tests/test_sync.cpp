@@ -7,6 +7,8 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -241,4 +243,161 @@ TEST_CASE("a woken receiver that is cancelled passes its value to the next recei
         CHECK(v == 42);
         CHECK(ch.size() == 0);
     }());
+}
+
+TEST_CASE("a receive that arrives while a closed channel's last value is promised still ends", "[sync][channel][close]") {
+    tandem::sync_wait([]() -> tandem::task<> {
+        tandem::channel<int> ch(1);
+        auto receive = [](tandem::channel<int>& c) -> tandem::task<std::optional<int>> { co_return co_await c.receive(); };
+        auto first = tandem::spawn(receive(ch));
+        co_await tandem::yield();                 // first waits
+        auto second = tandem::spawn(receive(ch)); // queued: runs before first resumes
+        CHECK(ch.try_send(7));                    // promised to first
+        ch.close();
+        const std::optional<int> a = co_await first;
+        // second found the last value promised and waited: the channel must still end it.
+        const std::optional<int> b = co_await tandem::with_timeout(5s, [](auto& h) -> tandem::task<std::optional<int>> {
+            co_return co_await h;
+        }(second));
+        CHECK(a == 7);
+        CHECK(!b);
+    }());
+}
+
+TEST_CASE("channel property: every value sent is received exactly once under random cancellation", "[sync][channel][cancel][property]") {
+    const unsigned seed = std::random_device{}();
+    INFO("seed " << seed);
+    std::mt19937 rng(seed);
+    for (int round = 0; round < 20; ++round) {
+        const std::size_t capacity = std::size_t{1} + rng() % 4;
+        const int senders = 1 + static_cast<int>(rng() % 5), receivers = 1 + static_cast<int>(rng() % 5);
+        const int per_sender = 200 + static_cast<int>(rng() % 300);
+        std::vector<int> sent_count(static_cast<std::size_t>(senders * per_sender), 0);
+        std::vector<int> received_count(sent_count.size(), 0);
+        tandem::sync_wait([](std::mt19937& rng, std::size_t capacity, int senders, int receivers, int per_sender,
+                             std::vector<int>& sent, std::vector<int>& got) -> tandem::task<> {
+            tandem::channel<int> ch(capacity);
+            auto sender = [](tandem::channel<int>& c, int base, int n, unsigned pause, std::vector<int>& s) -> tandem::task<> {
+                for (int i = 0; i < n; ++i) {
+                    co_await c.send(int(base + i));
+                    ++s[static_cast<std::size_t>(base + i)];
+                    if (pause != 0 && i % int(pause) == 0) co_await tandem::yield();
+                }
+            };
+            auto receiver = [](tandem::channel<int>& c, unsigned style, std::vector<int>& g) -> tandem::task<> {
+                auto receive = [](tandem::channel<int>& ch) -> tandem::task<std::optional<int>> { co_return co_await ch.receive(); };
+                auto nap = [](unsigned us) -> tandem::task<> { co_await tandem::sleep_for(std::chrono::microseconds(us)); };
+                for (unsigned i = 0;; ++i) {
+                    std::optional<int> v;
+                    if (style == 0) {
+                        v = co_await c.receive();
+                    } else if (style == 1) {
+                        auto r = co_await tandem::when_any(receive(c), nap(i % 7));
+                        if (r.index() == 1) continue;
+                        v = std::get<0>(r);
+                    } else {
+                        try {
+                            v = co_await tandem::with_timeout(std::chrono::microseconds(i % 5), receive(c));
+                        } catch (const tandem::timed_out&) {
+                            continue;
+                        }
+                    }
+                    if (!v) co_return;
+                    ++g[static_cast<std::size_t>(*v)];
+                }
+            };
+            std::vector<tandem::join_handle<void>> tx, rx;
+            for (int s = 0; s < senders; ++s) tx.push_back(tandem::spawn(sender(ch, s * per_sender, per_sender, rng() % 4, sent)));
+            for (int r = 0; r < receivers; ++r) rx.push_back(tandem::spawn(receiver(ch, static_cast<unsigned>(rng() % 3), got)));
+            // Random cancellations of senders and receivers while values flow.
+            for (int k = 0; k < 30; ++k) {
+                co_await tandem::sleep_for(std::chrono::microseconds(rng() % 40));
+                if (rng() % 3 == 0) tx[rng() % tx.size()].cancel();
+                if (rng() % 3 == 0) rx[rng() % rx.size()].cancel();
+            }
+            // Let the flow settle, then close: senders still blocked (every receiver may be
+            // cancelled by now) fail with channel_closed and sent nothing.
+            co_await tandem::sleep_for(std::chrono::microseconds(rng() % 200));
+            ch.close();
+            for (auto& h : tx) {
+                try {
+                    co_await h;
+                } catch (const tandem::cancelled&) {
+                } catch (const tandem::channel_closed&) {
+                }
+            }
+            for (auto& h : rx) {
+                try {
+                    co_await h;
+                } catch (const tandem::cancelled&) {
+                }
+            }
+            while (auto v = ch.try_receive()) ++got[static_cast<std::size_t>(*v)];
+            const std::optional<int> last = co_await ch.receive();
+            CHECK(!last);
+        }(rng, capacity, senders, receivers, per_sender, sent_count, received_count));
+        INFO("round " << round << " capacity " << capacity);
+        for (std::size_t i = 0; i < sent_count.size(); ++i) {
+            if (sent_count[i] > 1 || received_count[i] != sent_count[i]) {
+                FAIL("value " << i << " sent " << sent_count[i] << " received " << received_count[i]);
+            }
+        }
+    }
+}
+
+TEST_CASE("a when_any loser started after the winner neither receives nor sends", "[sync][channel][cancel]") {
+    tandem::sync_wait([]() -> tandem::task<> {
+        tandem::channel<int> a(2), b(2);
+        CHECK(a.try_send(1));
+        CHECK(b.try_send(2));
+        auto receive = [](tandem::channel<int>& c) -> tandem::task<std::optional<int>> { co_return co_await c.receive(); };
+        // The first child takes a's value at once; the second starts already cancelled.
+        auto r = co_await tandem::when_any(receive(a), receive(b));
+        CHECK(r.index() == 0);
+        CHECK(a.size() == 0);
+        CHECK(b.size() == 1); // b's value stayed in the channel
+
+        auto send = [](tandem::channel<int>& c, int v) -> tandem::task<> { co_await c.send(int(v)); };
+        auto s = co_await tandem::when_any(send(a, 3), send(b, 4));
+        CHECK(s.index() == 0);
+        CHECK(a.size() == 1);
+        CHECK(b.size() == 1); // the loser did not send
+    }());
+}
+
+TEST_CASE("a value promised to a receiver torn down with its loop stays in the channel", "[sync][channel][teardown]") {
+    tandem::channel<int> ch(2); // outlives the loops
+    {
+        tandem::event_loop loop;
+        loop.run([](tandem::channel<int>& c) -> tandem::task<> {
+            auto receive = [](tandem::channel<int>& ch2) -> tandem::task<> { (void)co_await ch2.receive(); };
+            auto h = tandem::spawn(receive(c));
+            co_await tandem::yield(); // it waits
+            CHECK(c.try_send(5));      // promised to it; main ends before it runs
+        }(ch));
+    } // the loop destroys the queued receiver
+    CHECK(ch.size() == 1);
+    const std::optional<int> v = ch.try_receive();
+    CHECK(v == 5);
+}
+
+TEST_CASE("a mutex or semaphore unit handed to a waiter torn down with its loop is given back", "[sync][teardown]") {
+    tandem::async_mutex m; // both outlive the loop
+    tandem::semaphore sem(1);
+    {
+        tandem::event_loop loop;
+        loop.run([](tandem::async_mutex& mx, tandem::semaphore& s) -> tandem::task<> {
+            auto locker = [](tandem::async_mutex& m2) -> tandem::task<> { auto g = co_await m2.scoped_lock(); };
+            auto acquirer = [](tandem::semaphore& s2) -> tandem::task<> { co_await s2.acquire(); };
+            CHECK(mx.try_lock());
+            CHECK(s.try_acquire());
+            auto a = tandem::spawn(locker(mx));
+            auto b = tandem::spawn(acquirer(s));
+            co_await tandem::yield(); // both wait
+            mx.unlock();              // ownership handed to the locker...
+            s.release();              // ...and the unit to the acquirer; main ends before they run
+        }(m, sem));
+    }
+    CHECK(m.try_lock());
+    CHECK(sem.available() == 1);
 }

@@ -4,7 +4,9 @@
 #include "tandem/spawn.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <thread>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -261,8 +263,49 @@ TEST_CASE("300000 nested with_timeout do not depend on stack depth", "[time][dee
     {
         tandem::event_loop loop;
         auto h = tandem::spawn(loop, nested_timeouts(depth, 1h, std::chrono::nanoseconds::max()));
-        loop.run_once();
+        loop.run([]() -> tandem::task<> { co_await tandem::yield(); }()); // the nest is suspended now
         CHECK_FALSE(h.done());
         CHECK(loop.timer_count() == depth);
     } // the loop (and the handle) go: the suspended nest is destroyed without recursion
+}
+
+TEST_CASE("deadlines in the past down to time_point::min() expire at once", "[time][edge]") {
+    tandem::event_loop loop;
+    // A guard so that a regression fails after seconds rather than hanging: a post wakes the loop.
+    std::atomic<bool> finished{false};
+    std::thread guard([&] {
+        for (int i = 0; i < 100 && !finished.load(); ++i) std::this_thread::sleep_for(50ms);
+        if (!finished.load()) loop.post([] {});
+    });
+    const auto start = clock_type::now();
+    loop.run([]() -> tandem::task<> {
+        co_await tandem::sleep_until(clock_type::time_point::min());
+        co_await tandem::sleep_until(clock_type::time_point{});
+        co_await tandem::sleep_until(clock_type::now() - 1h);
+        auto slow = []() -> tandem::task<> { co_await tandem::sleep_for(1h); };
+        CHECK_THROWS_AS(co_await tandem::with_deadline(clock_type::time_point::min(), slow()), tandem::timed_out);
+    }());
+    const auto took = clock_type::now() - start;
+    finished = true;
+    guard.join();
+    CHECK(took < 2s);
+}
+
+TEST_CASE("a timer armed from a timer's work at time_point::max() and at once both behave", "[time][edge]") {
+    tandem::sync_wait([]() -> tandem::task<> {
+        auto chain = []() -> tandem::task<int> {
+            co_await tandem::sleep_for(1ms);
+            // Armed in the same turn the previous timer fired.
+            co_await tandem::sleep_for(std::chrono::microseconds::max());
+            co_return 1;
+        };
+        auto h = tandem::spawn(chain());
+        for (int i = 0; i < 5; ++i) co_await tandem::sleep_for(1ms);
+        CHECK_FALSE(h.done());
+        CHECK(tandem::this_loop().timer_count() == 0);
+        h.cancel();
+        CHECK_THROWS_AS(co_await h, tandem::cancelled);
+        auto half = []() -> tandem::task<> { co_await tandem::sleep_for(std::chrono::hours::max() / 2); };
+        CHECK_THROWS_AS(co_await tandem::with_timeout(5ms, half()), tandem::timed_out); // past the clock: forever
+    }());
 }

@@ -6,6 +6,7 @@
 #include "tandem/time.hpp"
 
 #include <chrono>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -150,4 +151,95 @@ TEST_CASE("cancelling the awaiter of when_all cancels every child", "[when]") {
         CHECK(cancelled == 3);
     };
     tandem::sync_wait(body());
+}
+
+namespace {
+tandem::task<int> nested_any(int depth, std::uint32_t& state) {
+    if (depth == 0) {
+        state = state * 1664525u + 1013904223u;
+        co_await tandem::sleep_for(std::chrono::microseconds(state % 50));
+        co_return 1;
+    }
+    auto forever = []() -> tandem::task<int> {
+        co_await tandem::sleep_for(std::chrono::hours(1));
+        co_return 0;
+    };
+    state = state * 1664525u + 1013904223u;
+    if (state % 2 == 0) {
+        auto r = co_await tandem::when_any(nested_any(depth - 1, state), forever());
+        co_return std::get<0>(r) + 1;
+    }
+    auto r = co_await tandem::when_any(forever(), nested_any(depth - 1, state));
+    co_return std::get<1>(r) + 1;
+}
+} // namespace
+
+// Each level used to start its children by a nested resume(): SIGSEGV at 100,000 deep.
+TEST_CASE("100000 nested when_any do not depend on stack depth", "[when][deep]") {
+    std::uint32_t state = 12345;
+    CHECK(tandem::sync_wait(nested_any(100'000, state)) == 100'001);
+}
+
+namespace {
+tandem::task<int> nested_all_sync(int depth) {
+    if (depth == 0) co_return 1;
+    auto [a, b] = co_await tandem::when_all(nested_all_sync(depth - 1), []() -> tandem::task<int> { co_return 0; }());
+    co_return a + b + 1;
+}
+tandem::task<std::vector<int>> start_order(std::vector<int>& order, int depth, int id) {
+    order.push_back(id);
+    if (depth == 0) co_return std::vector<int>{};
+    co_await tandem::when_all(start_order(order, depth - 1, id * 10 + 1), start_order(order, depth - 1, id * 10 + 2));
+    co_return std::vector<int>{};
+}
+} // namespace
+
+TEST_CASE("100000 nested when_all whose leaves finish at once complete without stack growth", "[when][deep]") {
+    CHECK(tandem::sync_wait(nested_all_sync(100'000)) == 100'001);
+}
+
+TEST_CASE("nested when_all starts children depth first", "[when]") {
+    std::vector<int> order;
+    tandem::sync_wait(start_order(order, 2, 1));
+    CHECK(order == std::vector<int>{1, 11, 111, 112, 12, 121, 122});
+}
+
+namespace {
+tandem::task<> self_cancelling_child(tandem::join_handle<void>*& me, int& started, int& unwound, bool canceller) {
+    ++started;
+    if (canceller) me->cancel(); // the parent's when_all is still starting its children
+    try {
+        co_await tandem::sleep_for(std::chrono::hours(1));
+    } catch (const tandem::cancelled&) {
+        ++unwound;
+        throw;
+    }
+}
+tandem::task<> self_cancelling_parent(tandem::join_handle<void>*& me, int& started, int& unwound, bool nested) {
+    auto inner = [](tandem::join_handle<void>*& m, int& s, int& u) -> tandem::task<> {
+        co_await tandem::when_all(self_cancelling_child(m, s, u, false), self_cancelling_child(m, s, u, true));
+    };
+    if (nested)
+        co_await tandem::when_all(self_cancelling_child(me, started, unwound, false), inner(me, started, unwound),
+                                  self_cancelling_child(me, started, unwound, false));
+    else
+        co_await tandem::when_all(self_cancelling_child(me, started, unwound, false),
+                                  self_cancelling_child(me, started, unwound, true),
+                                  self_cancelling_child(me, started, unwound, false));
+}
+} // namespace
+
+TEST_CASE("a child that cancels its own task while when_all is starting it", "[when][cancel]") {
+    for (const bool nested : {false, true}) {
+        int started = 0, unwound = 0;
+        tandem::sync_wait([](bool n, int& s, int& u) -> tandem::task<> {
+            tandem::join_handle<void>* self = nullptr;
+            auto h = tandem::spawn(self_cancelling_parent(self, s, u, n));
+            self = &h;
+            CHECK_THROWS_AS(co_await h, tandem::cancelled);
+        }(nested, started, unwound));
+        INFO("nested " << nested);
+        CHECK(started == (nested ? 4 : 3));
+        CHECK(unwound == started);
+    }
 }

@@ -395,7 +395,7 @@ public:
     fd_wait& operator=(const fd_wait&) = delete;
     ~fd_wait() { m_loop->remove_io_waiter(*this); }
 
-    bool await_ready() noexcept { return m_loop->consume_readiness(fd, write); }
+    bool await_ready() const noexcept { return false; }
     using cancellable_wait::await_suspend;
     void await_resume() const {
         throw_if_cancelled();
@@ -405,6 +405,9 @@ public:
 private:
     friend cancellable_wait;
     bool start() {
+        // A remembered edge is consumed here, after the cancellation check: a wait in a task
+        // already cancelled must leave it for the next waiter.
+        if (m_loop->consume_readiness(fd, write)) return false;
         m_loop->add_io_waiter(*this);
         return true;
     }
@@ -750,8 +753,11 @@ inline std::optional<std::chrono::nanoseconds> event_loop::poll_timeout() noexce
         m_stop_requested.load(std::memory_order_relaxed) || !m_unhandled.empty())
         return nanoseconds::zero();
     if (m_timers.empty()) return std::nullopt;
-    const auto left = m_timers.next_deadline() - clock::now();
-    return left.count() > 0 ? std::chrono::duration_cast<nanoseconds>(left) : nanoseconds::zero();
+    // Compared before subtracting: a deadline far in the past (time_point::min()) minus now
+    // overflows, and the wrapped difference used to put the loop to sleep for centuries.
+    const clock::time_point next = m_timers.next_deadline(), now = clock::now();
+    if (next <= now) return nanoseconds::zero();
+    return std::chrono::duration_cast<nanoseconds>(next - now);
 }
 
 inline void event_loop::on_fd_event(int fd, bool readable, bool writable) noexcept {

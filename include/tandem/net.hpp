@@ -252,17 +252,7 @@ public:
             m_error = EBADF;
             return true;
         }
-        event_loop* loop = event_loop::current();
-        if (!m_try_first && !(loop && loop->consume_readiness(this->fd, this->write))) return false;
-        // About to complete without suspending: that takes a unit of the step's I/O budget.
-        // With none left, go round the loop first (a peer that always has data or room must
-        // not starve timers, accepts and other tasks): the operation is retried from the
-        // loop's next turn, before anything was moved, so the wait stays cancellable.
-        if (loop && !loop->take_io_budget()) {
-            m_budget_spent = true;
-            return false;
-        }
-        return attempt();
+        return false; // the first attempt is start()'s, after the cancellation check
     }
     using io_operation::cancellable_wait::await_suspend;
     std::size_t await_resume() const {
@@ -275,6 +265,18 @@ public:
 private:
     friend class cancellable_wait<io_operation<Op>, io_waiter>;
     bool start() {
+        // Attempted here rather than in await_ready: the protocol has checked cancellation
+        // first, so an operation in a task already cancelled (a when_any loser started after
+        // the winner) moves no data and consumes no readiness edge.
+        event_loop* loop = event_loop::current();
+        if (m_try_first || (loop && loop->consume_readiness(this->fd, this->write))) {
+            // About to complete without suspending: that takes a unit of the step's I/O
+            // budget. With none left, go round the loop first (a peer that always has data or
+            // room must not starve timers, accepts and other tasks): the operation is retried
+            // from the loop's next turn, before anything was moved, so it stays cancellable.
+            if (loop && !loop->take_io_budget()) m_budget_spent = true;
+            else if (attempt()) return false;
+        }
         m_loop = &this_loop();
         m_socket.bind_loop(*m_loop);
         if (m_budget_spent) {

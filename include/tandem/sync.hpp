@@ -29,6 +29,14 @@ namespace detail {
 /// cancelled waiter leaves the queue without taking anything.
 class sync_waiter : public list_hook, public suspended_wait {
 public:
+    /// Woken with something handed over (a mutex's ownership, a semaphore's unit) that
+    /// await_resume has not taken yet: a waiter destroyed in between (its loop torn down with
+    /// it queued) gives it back.
+    bool granted = false;
+    void grant() noexcept {
+        granted = true;
+        wake();
+    }
     void require_loop() const {
         if (!resumer) throw std::logic_error("tandem: waiting on a primitive outside an event loop");
     }
@@ -79,8 +87,14 @@ public:
     class lock_awaiter : public detail::cancellable_wait<lock_awaiter<Scoped>, detail::sync_waiter> {
     public:
         explicit lock_awaiter(async_mutex& m) noexcept : m_mutex(m) {}
+        lock_awaiter(const lock_awaiter&) = delete;
+        lock_awaiter& operator=(const lock_awaiter&) = delete;
+        ~lock_awaiter() {
+            if (this->granted) m_mutex.unlock();
+        }
         bool await_ready() noexcept { return m_mutex.try_lock(); }
         auto await_resume() {
+            this->granted = false;
             this->throw_if_cancelled();
             if constexpr (Scoped) return async_lock(m_mutex);
         }
@@ -105,7 +119,7 @@ public:
             m_locked = false;
             return;
         }
-        m_waiters.pop_front().wake(); // ownership passes; m_locked stays true
+        m_waiters.pop_front().grant(); // ownership passes; m_locked stays true
     }
 
 private:
@@ -135,8 +149,16 @@ public:
     class acquire_awaiter : public detail::cancellable_wait<acquire_awaiter, detail::sync_waiter> {
     public:
         explicit acquire_awaiter(semaphore& s) noexcept : m_sem(s) {}
+        acquire_awaiter(const acquire_awaiter&) = delete;
+        acquire_awaiter& operator=(const acquire_awaiter&) = delete;
+        ~acquire_awaiter() {
+            if (granted) m_sem.release();
+        }
         bool await_ready() noexcept { return m_sem.try_acquire(); }
-        void await_resume() const { throw_if_cancelled(); }
+        void await_resume() {
+            granted = false;
+            throw_if_cancelled();
+        }
 
     private:
         friend class semaphore;
@@ -154,7 +176,7 @@ public:
 
     /// Returns n units; each goes straight to a waiter if one is queued.
     void release(std::size_t n = 1) noexcept {
-        for (; n > 0 && !m_waiters.empty(); --n) m_waiters.pop_front().wake();
+        for (; n > 0 && !m_waiters.empty(); --n) m_waiters.pop_front().grant();
         m_available += n;
     }
 
@@ -251,10 +273,9 @@ public:
     public:
         send_awaiter(channel& c, T&& value) noexcept(std::is_nothrow_move_constructible_v<T>)
             : m_channel(c), m_value(std::move(value)) {}
-        bool await_ready() {
-            if (m_channel.m_closed) return true;
-            return m_channel.offer(m_value) ? (m_sent = true) : false;
-        }
+        // The offer happens in start(), after the cancellation check: a send in a task already
+        // cancelled (a when_any loser started after the winner) must not send.
+        bool await_ready() const noexcept { return m_channel.m_closed; }
         void await_resume() const {
             this->throw_if_cancelled();
             if (!m_sent) throw channel_closed{};
@@ -264,6 +285,10 @@ public:
         friend class channel;
         friend class detail::cancellable_wait<send_awaiter, detail::sync_waiter>;
         bool start() {
+            if (m_channel.offer(m_value)) {
+                m_sent = true;
+                return false;
+            }
             this->require_loop();
             m_channel.m_senders.push_back(*this);
             return true;
@@ -276,17 +301,24 @@ public:
     class receive_awaiter : public detail::cancellable_wait<receive_awaiter, detail::sync_waiter> {
     public:
         explicit receive_awaiter(channel& c) noexcept : m_channel(c) {}
-        bool await_ready() {
-            if (m_channel.unclaimed() > 0) {
-                m_value = m_channel.take();
-                return true;
-            }
-            return m_channel.m_closed && m_channel.m_size == 0;
+        receive_awaiter(const receive_awaiter&) = delete;
+        receive_awaiter& operator=(const receive_awaiter&) = delete;
+        /// Destroyed while woken for a value it never took (its loop was torn down with the
+        /// task queued): the claim is released, so the value stays receivable.
+        ~receive_awaiter() {
+            if (m_promised) --m_channel.m_claimed;
         }
+        // Taking happens in start(), after the cancellation check: a receive in a task already
+        // cancelled (a when_any loser started after the winner) must leave the value.
+        bool await_ready() const noexcept { return m_channel.m_closed && m_channel.m_size == 0; }
         std::optional<T> await_resume() {
             if (m_value || !std::exchange(m_promised, false)) {
                 this->throw_if_cancelled();
-                if (!m_value && m_channel.unclaimed() > 0) return m_channel.take(); // woken by close
+                if (!m_value && m_channel.unclaimed() > 0) { // woken by close, nothing claimed
+                    // Cancelled since (a when_any loser): the value is not ours to take.
+                    if (this->context && this->context->cancel_requested()) throw cancelled{};
+                    return m_channel.take();
+                }
                 return std::move(m_value);
             }
             // A value waits in the buffer for us. Cancelled before we could take it: leave it
@@ -303,6 +335,11 @@ public:
         friend class channel;
         friend class detail::cancellable_wait<receive_awaiter, detail::sync_waiter>;
         bool start() {
+            if (m_channel.unclaimed() > 0) {
+                m_value = m_channel.take();
+                return false;
+            }
+            if (m_channel.m_closed && m_channel.m_size == 0) return false;
             this->require_loop();
             m_channel.m_receivers.push_back(*this);
             return true;
@@ -366,6 +403,10 @@ private:
             s.wake();
             wake_receivers();
         }
+        // Closed and now drained: a receiver that arrived while the last values were promised
+        // to others waits for nothing more.
+        if (m_closed && m_size == 0)
+            while (!m_receivers.empty()) m_receivers.pop_front().wake();
         return value;
     }
 

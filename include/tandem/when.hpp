@@ -56,6 +56,7 @@ public:
     std::coroutine_handle<> finish() noexcept override { return m_owner->child_finished(m_index); }
 
     std::exception_ptr exception() const noexcept { return m_task.handle().promise().exception(); }
+    bool done() const noexcept { return m_task.done(); }
     promise_base& promise() const noexcept { return m_task.handle().promise(); }
     non_void_t<T> take() {
         if constexpr (std::is_void_v<T>) {
@@ -102,7 +103,13 @@ protected:
     virtual void on_child_done() noexcept {}
 
     void cancel_child() noexcept { m_child.request_cancel(); }
-    void throw_if_parent_cancelled() const { this->throw_if_cancelled(); }
+    /// A child that finished with a value despite the parent's cancellation (it had already
+    /// received, read or locked something) hands that value back: dropping it would lose data
+    /// (cancel safety). The parent's next suspension point throws instead.
+    void throw_if_parent_cancelled() const {
+        if (m_started && m_child.done() && !m_child.exception()) return;
+        this->throw_if_cancelled();
+    }
     std::exception_ptr child_exception() const noexcept { return m_child.exception(); }
     T take_result() {
         if constexpr (std::is_void_v<T>) {
@@ -120,6 +127,7 @@ private:
             this->resumer->schedule(this->handle, this->context);
             return std::noop_coroutine();
         }
+        m_started = true;
         std::coroutine_handle<> child = m_child.launch(*this, 0, this->context);
         if (m_awaiting) m_awaiting->set_awaited(child, m_child.promise());
         return child;
@@ -136,6 +144,15 @@ private:
 
     child_task<T> m_child;
     promise_base* m_awaiting = nullptr;
+    bool m_started = false;
+};
+
+class fan_out;
+/// The fan-out start in progress on this thread (see fan_out::start).
+struct fan_out_starter {
+    bool active = false;
+    scheduler* resumer = nullptr;
+    fan_out* deferred = nullptr;
 };
 
 /// Shared machinery of when_all/when_any: start the children, forward the parent's
@@ -171,9 +188,43 @@ private:
         // One extra count for the starting phase: a child finishing synchronously must not
         // resume the parent while we are still inside its await_suspend.
         m_pending = m_count + 1;
-        for (std::size_t i = 0; i < m_count; ++i) start_child(i, context);
+        starter& st = t_starter;
+        if (st.active && st.resumer == resumer) {
+            // Inside another fan-out's start (a child that awaits when_all/when_any at once):
+            // starting our children here would nest native frames per level. The outermost
+            // start does it from its loop, in the same depth-first order.
+            st.deferred = this;
+            return true;
+        }
+        const starter saved{st.active, st.resumer, st.deferred};
+        std::vector<std::pair<fan_out*, std::size_t>> stack; // (fan-out, next child to start)
+        st.active = true;
+        st.resumer = resumer;
+        st.deferred = nullptr;
+        stack.emplace_back(this, 0);
+        try {
+            while (!stack.empty()) {
+                auto [f, i] = stack.back();
+                if (i == f->m_count) {
+                    stack.pop_back();
+                    // A deferred fan-out whose children all started: release its starting count
+                    // and, if they all finished already, resume its parent (suspended in it).
+                    if (f != this && --f->m_pending == 0) f->complete().resume();
+                } else {
+                    ++stack.back().second;
+                    f->start_child(i, f->context);
+                }
+                if (fan_out* nested = std::exchange(st.deferred, nullptr)) stack.emplace_back(nested, 0);
+            }
+        } catch (...) {
+            st = saved;
+            throw;
+        }
+        st = saved;
         return --m_pending != 0;
     }
+    using starter = fan_out_starter;
+    inline static thread_local starter t_starter;
     bool stop() noexcept {
         mark_cancelled();
         cancel_children(); // we resume once they all have unwound
@@ -267,8 +318,11 @@ public:
         m_count = m_children.size();
     }
     Children& children() noexcept { return m_children; }
+    /// A winner hands back its result even if the parent was cancelled meanwhile (while the
+    /// losers unwound): dropping a value it had received would lose it (cancel safety). A
+    /// winner that ended by that cancellation rethrows it.
     std::size_t await_resume() const {
-        throw_if_parent_cancelled();
+        if (!m_has_winner) throw_if_parent_cancelled();
         return m_winner;
     }
 
