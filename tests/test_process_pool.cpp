@@ -159,22 +159,30 @@ TEST_CASE("co_await run keeps the loop going and 10000 small jobs all come back"
     tandem::process_pool pool({.workers = 2});
     tandem::event_loop loop;
     loop.run([&]() -> tandem::task<> {
-        // A tick keeps running while a job computes in another process.
+        // A tick keeps running while a job computes in another process. Event-driven, not
+        // timed: the job spins until the loop has ticked ten times and said so through a file
+        // (bounded at 20 s), so a loaded machine can slow it down but not fail it.
+        const std::string flag = "/tmp/tandem-ticks-" + std::to_string(::getpid());
+        ::unlink(flag.c_str());
         int ticks = 0;
-        auto ticker = tandem::spawn([](int& count) -> tandem::task<> { // state as a parameter: the lambda dies
+        auto ticker = tandem::spawn([](int& count, std::string path) -> tandem::task<> { // state as parameters
             for (;;) {
                 co_await tandem::sleep_for(1ms);
-                ++count;
+                if (++count == 10) std::ofstream(path).put('x');
             }
-        }(ticks));
-        const double r = co_await pool.run([](long n) {
+        }(ticks, flag));
+        const double r = co_await pool.run([](std::string path) {
             double s = 0;
-            const auto until = std::chrono::steady_clock::now() + 50ms;
-            for (long i = 0; i < n || std::chrono::steady_clock::now() < until; ++i) s += std::sqrt(static_cast<double>(i % n));
-            return s > 0 ? 1.0 : 0.0;
-        }, 1000L);
-        CHECK(r == 1.0);
-        CHECK(ticks >= 10); // the loop was free for the ~50 ms the job took
+            const auto until = std::chrono::steady_clock::now() + 20s;
+            for (long i = 1; std::chrono::steady_clock::now() < until; ++i) {
+                s += std::sqrt(static_cast<double>(i % 1000));
+                if (i % 1024 == 0 && ::access(path.c_str(), F_OK) == 0) return s > 0 ? 1.0 : 0.0;
+            }
+            return 0.0; // the loop never ticked ten times while this job ran
+        }, flag);
+        ::unlink(flag.c_str());
+        CHECK(r == 1.0); // the loop was free while the job computed
+        CHECK(ticks >= 10);
         ticker.cancel();
 
         std::vector<tandem::task<int>> jobs;
