@@ -119,7 +119,7 @@ int parser_status(std::string_view in) {
 
 } // namespace
 
-TEST_CASE("conformance table through the parser, with refusal at the first bad byte", "[http][conformance][parser]") {
+TEST_CASE("conformance table through the parser with refusal at the first bad byte", "[http][conformance][parser]") {
     for (const conformance_case& c : table()) {
         INFO(c.rfc);
         CHECK(parser_status(c.request) == c.parser);
@@ -174,7 +174,7 @@ TEST_CASE("conformance table through a live server", "[http][conformance][server
     tandem::sync_wait(main());
 }
 
-TEST_CASE("a response to HEAD never carries a body, errors included", "[http][conformance][server]") {
+TEST_CASE("a response to HEAD never carries a body errors included", "[http][conformance][server]") {
     http::router r;
     r.get("/", [](http::request&) -> tandem::task<http::response> { co_return http::response::text("ok"); });
     http_harness::with_server(std::move(r), {}, [](std::uint16_t port, http::server&) -> tandem::task<> {

@@ -338,7 +338,7 @@ TEST_CASE("a client that closes or resets its connection cancels its running han
     SECTION("reset") { tandem::sync_wait(main(true)); }
 }
 
-TEST_CASE("io_timeout cuts no progress, not a slow but steady download", "[http][delivery][timeout]") {
+TEST_CASE("io_timeout cuts no progress not a slow but steady download", "[http][delivery][timeout]") {
     http::router r;
     r.get("/big", [](http::request&) -> tandem::task<http::response> {
         co_return http::response::text(std::string(4 << 20, 'd'));

@@ -49,7 +49,7 @@ TEST_CASE("json: strings are escaped so any input stays valid JSON", "[http][jso
     }
 }
 
-TEST_CASE("json: numbers that JSON cannot say become null, misuse throws", "[http][json]") {
+TEST_CASE("json: numbers that JSON cannot say become null misuse throws", "[http][json]") {
     http::json j;
     j.array().value(std::numeric_limits<double>::quiet_NaN()).value(std::numeric_limits<double>::infinity()).end();
     CHECK(j.str() == "[null,null]");

@@ -21,7 +21,7 @@ namespace http = tandem::http;
 using http_harness::local;
 using http_harness::with_server;
 
-TEST_CASE("the error hook hears a handler's exception with its route, the access log every response", "[http][observe]") {
+TEST_CASE("the error hook hears a handler's exception with its route the access log every response", "[http][observe]") {
     std::vector<std::string> errors;
     std::vector<std::string> access;
     http::router r;
@@ -138,7 +138,7 @@ TEST_CASE("metrics_handler serves the figures in Prometheus text format", "[http
     });
 }
 
-TEST_CASE("http::serve binds, announces, and drains on SIGTERM", "[http][observe][serve]") {
+TEST_CASE("http::serve binds announces and drains on SIGTERM", "[http][observe][serve]") {
     tandem::event_loop loop;
     std::uint16_t port = 0;
     int served = 0;

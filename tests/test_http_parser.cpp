@@ -94,7 +94,7 @@ TEST_CASE("a simple GET parses into views of the buffer", "[http][parser]") {
     CHECK(head.find("missing").empty());
 }
 
-TEST_CASE("every prefix of valid requests is incomplete, the whole is complete", "[http][parser]") {
+TEST_CASE("every prefix of valid requests is incomplete the whole is complete", "[http][parser]") {
     const std::vector<std::string> valid = {
         "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
         "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n",
@@ -243,7 +243,7 @@ TEST_CASE("pipelined requests parse one after another", "[http][parser]") {
     CHECK(rest == "GET /c HTTP/1.1\r\n");
 }
 
-TEST_CASE("chunked bodies decode across any split, with extensions and trailers", "[http][parser][chunked]") {
+TEST_CASE("chunked bodies decode across any split with extensions and trailers", "[http][parser][chunked]") {
     const std::string body = "4;name=value\r\nWiki\r\n5\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nX-Trailer: t\r\n\r\nNEXT";
     for (std::size_t split = 0; split <= body.size(); ++split) {
         INFO("split at " << split);
@@ -289,7 +289,7 @@ TEST_CASE("bad chunked bodies are errors with a status", "[http][parser][chunked
     CHECK(r.status == 413);
 }
 
-TEST_CASE("responses: status line, framing, and bodiless statuses", "[http][parser][response]") {
+TEST_CASE("responses: status line framing and bodiless statuses", "[http][parser][response]") {
     std::array<tandem::http::header, 100> storage;
     tandem::http::response_head head;
     auto parse = [&](std::string_view text, bool head_request = false) {
@@ -317,7 +317,7 @@ TEST_CASE("responses: status line, framing, and bodiless statuses", "[http][pars
     CHECK(parse("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n").state == parse_state::incomplete);
 }
 
-TEST_CASE("head_scanner: fed a byte at a time, it answers as fed all at once, looking at each byte once", "[http][parser][scanner]") {
+TEST_CASE("head_scanner: fed a byte at a time it answers as fed all at once looking at each byte once", "[http][parser][scanner]") {
     const std::string inputs[] = {
         "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
         "\r\nPOST /x?y=1 HTTP/1.0\r\nContent-Length: 3, 3\r\nX:\r\nY: \t v \xe9\r\n\r\nabc",
@@ -346,7 +346,7 @@ TEST_CASE("head_scanner: fed a byte at a time, it answers as fed all at once, lo
     CHECK(head.head_method());
 }
 
-TEST_CASE("head_scanner: the request-line limit is exact, at every split", "[http][parser][scanner]") {
+TEST_CASE("head_scanner: the request-line limit is exact at every split", "[http][parser][scanner]") {
     tandem::http::limits lim;
     lim.max_request_line = 20;
     for (std::size_t line = 16; line <= 24; ++line) {

@@ -5,6 +5,7 @@
 #include "tandem/spawn.hpp"
 #include "tandem/time.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -47,11 +48,23 @@ struct report_sink {
         std::lock_guard lock(mutex);
         return reports.size();
     }
+    std::size_t running_count() {
+        std::lock_guard lock(mutex);
+        return static_cast<std::size_t>(std::count_if(reports.begin(), reports.end(), [](const auto& r) { return !r.finished; }));
+    }
+    /// Blocks the calling (loop) thread until the watchdog has reported n blocks while they ran:
+    /// a block that lasts until it is seen, not a fixed time a loaded machine may not give
+    /// the watchdog thread (capped at 10 s).
+    void block_until_reported(std::size_t n) {
+        const auto give_up = std::chrono::steady_clock::now() + 10s;
+        while (running_count() < n && std::chrono::steady_clock::now() < give_up) {
+        }
+    }
 };
 
 } // namespace
 
-TEST_CASE("latency_histogram: exact count/min/max/mean, percentiles within 6.25%", "[lag]") {
+TEST_CASE("latency_histogram: exact count/min/max/mean percentiles within 6.25%", "[lag]") {
     tandem::latency_histogram h;
     CHECK(h.count() == 0);
     CHECK(h.percentile(99) == 0ns);
@@ -113,7 +126,7 @@ TEST_CASE("loop delay reflects a deliberate 50 ms block", "[lag]") {
     CHECK(loop.stats().delay.count() == 0);
 }
 
-TEST_CASE("utilization: an idle loop is mostly idle, a busy one mostly busy", "[lag]") {
+TEST_CASE("utilization: an idle loop is mostly idle a busy one mostly busy", "[lag]") {
     tandem::event_loop loop;
     loop.run([]() -> tandem::task<> { co_await tandem::sleep_for(100ms); }());
     const double idle_loop = loop.stats().utilization();
@@ -185,17 +198,17 @@ TEST_CASE("the watchdog stays quiet for 5 ms steps", "[lag][watchdog]") {
     CHECK_FALSE(loop.watching_blocking());
 }
 
-TEST_CASE("the watchdog names unnamed tasks by spawn site, and blocking callbacks", "[lag][watchdog]") {
+TEST_CASE("the watchdog names unnamed tasks by spawn site and blocking callbacks", "[lag][watchdog]") {
     report_sink sink; // outlives the loop, whose watchdog thread calls it
     tandem::event_loop loop;
     loop.watch_blocking(30ms, sink.handler());
     loop.run([&]() -> tandem::task<> {
-        auto h = tandem::spawn([]() -> tandem::task<> {
-            block_for(100ms);
+        auto h = tandem::spawn([](report_sink& seen) -> tandem::task<> {
+            seen.block_until_reported(1);
             co_return;
-        }());
+        }(sink));
         co_await h;
-        loop.post([] { block_for(100ms); });
+        loop.post([&sink] { sink.block_until_reported(2); });
         co_await tandem::yield();
         co_await tandem::yield();
     }());

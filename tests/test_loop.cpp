@@ -123,7 +123,7 @@ TEST_CASE("stop from another thread wakes an idle loop", "[loop]") {
     CHECK(running.load());
 }
 
-TEST_CASE("posts from many threads all run on the loop thread, in order per thread", "[loop]") {
+TEST_CASE("posts from many threads all run on the loop thread in order per thread", "[loop]") {
     tandem::event_loop loop;
     constexpr int threads = 4;
     constexpr int per_thread = 10'000;
@@ -463,7 +463,7 @@ TEST_CASE("teardown of a 300000-deep suspended chain does not depend on stack de
     CHECK(v == 1);
 }
 
-TEST_CASE("stop from another thread at any moment: before, during and between runs", "[loop][stop]") {
+TEST_CASE("stop from another thread at any moment: before during and between runs", "[loop][stop]") {
     const unsigned seed = std::random_device{}();
     INFO("seed " << seed);
     tandem::event_loop loop;
@@ -506,7 +506,7 @@ TEST_CASE("stop from another thread at any moment: before, during and between ru
     CHECK(loop.run([]() -> tandem::task<int> { co_return 3; }()) == 3);
 }
 
-TEST_CASE("thousands of detached failures in one turn: bounded, each kept one surfaces, the loop goes on", "[loop][unhandled]") {
+TEST_CASE("thousands of detached failures in one turn: bounded each kept one surfaces the loop goes on", "[loop][unhandled]") {
     tandem::event_loop loop;
     constexpr int failures = 5000;
     int surfaced = 0;

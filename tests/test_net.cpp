@@ -166,7 +166,7 @@ TEST_CASE("a read with a timeout on an idle connection times out", "[net]") {
     tandem::sync_wait(body());
 }
 
-TEST_CASE("a peer reset surfaces as a system_error, never a crash or SIGPIPE", "[net]") {
+TEST_CASE("a peer reset surfaces as a system_error never a crash or SIGPIPE", "[net]") {
     auto body = []() -> tandem::task<> {
         auto listener = tandem::tcp_listener::bind(loopback());
         auto client = co_await tandem::tcp_stream::connect(listener.local_address());
@@ -305,7 +305,7 @@ TEST_CASE("socket_pair is a two-way pipe", "[net]") {
     tandem::sync_wait(body());
 }
 
-TEST_CASE("UDP datagrams round trip, unconnected and connected", "[net]") {
+TEST_CASE("UDP datagrams round trip unconnected and connected", "[net]") {
     auto body = []() -> tandem::task<> {
         auto server = tandem::udp_socket::bind(loopback());
         auto client = tandem::udp_socket::bind(loopback());
@@ -591,8 +591,8 @@ TEST_CASE("a reader of a socket that always has data does not starve timers or a
     INFO("bytes read " << r.bytes << ", other task's rounds " << r.yields << ", longest tick "
                         << std::chrono::duration_cast<std::chrono::microseconds>(r.longest_tick).count() << " us");
     CHECK(r.ticks == 20);
-    CHECK(r.took < 2s); // 20 ms of ticks; generous for a noisy box
-    CHECK(r.longest_tick < 200ms);
+    CHECK(r.took < 5s); // 20 ms of ticks; generous for a loaded CI box (starved: never)
+    CHECK(r.longest_tick < 1s); // 425 ms seen at load 20; starved: never
     CHECK(r.timer_fired);
     CHECK(r.accepted);
     CHECK(r.yields > 20);
@@ -730,7 +730,7 @@ TEST_CASE("the I/O budget is shared by a task's sockets and a budget-exhausted o
     }());
 }
 
-TEST_CASE("destroying a loop whose tasks wait on sockets, timers, channels, locks and retries frees everything", "[net][teardown]") {
+TEST_CASE("destroying a loop whose tasks wait on sockets timers channels locks and retries frees everything", "[net][teardown]") {
     tandem::channel<int> outside(1); // outlives the loop
     for (int order = 0; order < 2; ++order) {
         tandem::event_loop loop;

@@ -664,7 +664,7 @@ TEST_CASE("a job sent to a worker that died before taking it runs on another wor
     }
 }
 
-TEST_CASE("parked, queued and running jobs all fail promptly when the zygote dies", "[process_pool][zygote]") {
+TEST_CASE("parked queued and running jobs all fail promptly when the zygote dies", "[process_pool][zygote]") {
     const int code = in_child([]() -> int {
         beacon b;
         tandem::process_pool pool({.workers = 1, .max_queued = 1});

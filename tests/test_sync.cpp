@@ -133,7 +133,7 @@ TEST_CASE("a full channel suspends the sender until a receiver makes room", "[sy
     tandem::sync_wait(body());
 }
 
-TEST_CASE("a closed channel drains, then yields nullopt, and refuses sends", "[sync]") {
+TEST_CASE("a closed channel drains then yields nullopt and refuses sends", "[sync]") {
     auto body = []() -> tandem::task<> {
         tandem::channel<std::unique_ptr<std::string>> ch(4);
         co_await ch.send(std::make_unique<std::string>("a"));

@@ -75,7 +75,7 @@ tandem::task<void> until_open(tandem::thread_pool& waiter, gate& g) {
 
 } // namespace
 
-TEST_CASE("run returns the value on the awaiting loop thread, the job runs on a worker", "[thread_pool]") {
+TEST_CASE("run returns the value on the awaiting loop thread the job runs on a worker", "[thread_pool]") {
     tandem::thread_pool pool(2);
     auto body = [&]() -> tandem::task<> {
         const auto loop_thread = std::this_thread::get_id();
@@ -91,7 +91,7 @@ TEST_CASE("run returns the value on the awaiting loop thread, the job runs on a 
     tandem::sync_wait(body());
 }
 
-TEST_CASE("move-only arguments and results, and references, cross the pool", "[thread_pool]") {
+TEST_CASE("move-only arguments and results and references cross the pool", "[thread_pool]") {
     tandem::thread_pool pool(1);
     static int shared_value = 5;
     auto body = [&]() -> tandem::task<> {
@@ -116,7 +116,7 @@ TEST_CASE("an exception thrown by the job is rethrown to the awaiter with its ty
     tandem::sync_wait(body());
 }
 
-TEST_CASE("100,000 offloads from 4 loops in 4 threads share one pool", "[thread_pool]") {
+TEST_CASE("100 000 offloads from 4 loops in 4 threads share one pool", "[thread_pool]") {
     tandem::thread_pool pool(3);
     constexpr int loops = 4;
     constexpr int per_loop = 25'000;
@@ -323,7 +323,7 @@ TEST_CASE("submit() and post() from threads with no loop respect the queue bound
     CHECK(count.load() == 10);
 }
 
-TEST_CASE("submit() futures carry values, void and exceptions", "[thread_pool]") {
+TEST_CASE("submit() futures carry values void and exceptions", "[thread_pool]") {
     tandem::thread_pool pool(2);
     auto a = pool.submit([](int x) { return x * 2; }, 21);
     auto b = pool.submit([] {});
@@ -333,7 +333,7 @@ TEST_CASE("submit() futures carry values, void and exceptions", "[thread_pool]")
     CHECK_THROWS_AS(c.get(), std::invalid_argument);
 }
 
-TEST_CASE("destroying a pool cancels queued jobs, stops and waits for running ones", "[thread_pool]") {
+TEST_CASE("destroying a pool cancels queued jobs stops and waits for running ones", "[thread_pool]") {
     auto pool = std::make_unique<tandem::thread_pool>(tandem::thread_pool_options{.threads = 1});
     tandem::thread_pool waiter(1);
     gate started;

@@ -21,7 +21,7 @@ TEST_CASE("sleep_for waits at least the duration", "[time]") {
     tandem::sync_wait(body());
 }
 
-TEST_CASE("timers fire in deadline order, ties in arming order", "[time]") {
+TEST_CASE("timers fire in deadline order ties in arming order", "[time]") {
     auto body = []() -> tandem::task<> {
         std::vector<int> order;
         // Absolute deadlines, fixed before anything is armed: the order cannot depend on how

@@ -16,7 +16,7 @@ namespace {
 timer_node::clock::time_point at(long ns) { return timer_node::clock::time_point(std::chrono::nanoseconds(ns)); }
 } // namespace
 
-TEST_CASE("timer heap pops in deadline order, ties in arming order", "[timer_heap]") {
+TEST_CASE("timer heap pops in deadline order ties in arming order", "[timer_heap]") {
     timer_heap heap;
     std::vector<timer_node> nodes(6);
     const long deadlines[] = {50, 10, 30, 10, 30, 5};
@@ -30,7 +30,7 @@ TEST_CASE("timer heap pops in deadline order, ties in arming order", "[timer_hea
     for (auto& n : nodes) CHECK_FALSE(n.queued());
 }
 
-TEST_CASE("timer heap matches a reference under random push, erase and pop", "[timer_heap]") {
+TEST_CASE("timer heap matches a reference under random push erase and pop", "[timer_heap]") {
     std::mt19937_64 rng(12345);
     timer_heap heap;
     constexpr int count = 20'000;
