@@ -11,6 +11,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <fcntl.h>
 #include <poll.h>
@@ -743,4 +744,126 @@ TEST_CASE("more workers than descriptors is a clear error that names the limit",
         return 0;
     });
     CHECK(code == 0);
+}
+
+namespace {
+
+int identity(int x) { return x; }
+int abort_job(int) { std::abort(); }
+
+/// A job that forges its worker's reply: a result frame for some job, then its own answer.
+int forge_reply(int x) {
+    (void)tandem::detail::outgoing_payload::of(12345).send(tandem::detail::worker_channel_fd,
+                                                           tandem::detail::frame_header::result(0));
+    return x;
+}
+
+/// A job that forks and returns in both processes: two workers now answer on one channel.
+int fork_and_return(int x) {
+    (void)::fork();
+    return x;
+}
+
+int close_every_descriptor(int x) {
+    for (int fd = 0; fd < 1000; ++fd) ::close(fd);
+    return x;
+}
+int stop_self(int x) {
+    ::raise(SIGSTOP);
+    return x;
+}
+int throw_int(int) { throw 42; }
+
+} // namespace
+
+TEST_CASE("a timeout of milliseconds max means no timeout rather than an overflow", "[process_pool][timeout]") {
+    tandem::process_pool pool({.workers = 1});
+    CHECK(pool.submit(tandem::job_options{.timeout = std::chrono::milliseconds::max()}, add, 1, 2).get() == 3);
+    tandem::process_pool forever({.workers = 1, .job_timeout = std::chrono::milliseconds::max()});
+    CHECK(forever.submit(add, 1, 2).get() == 3);
+}
+
+TEST_CASE("a task still awaiting a destroyed process pool is destroyed with its loop without touching the pool",
+          "[process_pool][lifecycle]") {
+    // The pool lives in storage scribbled over once it is destroyed: an awaiter that reached
+    // into the dead pool (its mutex) would fail loudly instead of by chance.
+    alignas(tandem::process_pool) unsigned char storage[sizeof(tandem::process_pool)];
+    beacon b;
+    {
+        tandem::event_loop loop;
+        auto* pool = new (storage) tandem::process_pool(tandem::process_pool_options{.workers = 1});
+        loop.run([&]() -> tandem::task<> {
+            tandem::spawn(pool->run(hang, b.port())).detach();
+            tandem::spawn(pool->run(add, 1, 2)).detach(); // queued behind it
+            co_await tandem::yield();                     // both jobs are with the pool
+        }());
+        b.wait();
+        pool->shutdown_now(); // both fail with cancelled: posted to the loop, not resumed
+        pool->~process_pool();
+        std::memset(storage, 0xff, sizeof storage);
+    } // the loop destroys both suspended tasks
+    SUCCEED();
+}
+
+TEST_CASE("a reply to a job the worker is not running costs that worker and answers no other job",
+          "[process_pool][crash]") {
+    tandem::process_pool pool({.workers = 1});
+    tandem::event_loop loop;
+    loop.run([&]() -> tandem::task<> {
+        for (int round = 0; round < 10; ++round) {
+            // The second job waits in the queue, so it would be handed the forged or the
+            // forked copy's reply if the pool took any reply as its worker's answer.
+            auto forged = tandem::spawn(pool.run(forge_reply, 7));
+            auto forked = tandem::spawn(pool.run(fork_and_return, 8));
+            auto honest = tandem::spawn(pool.run(identity, round));
+            for (auto* h : {&forged, &forked}) {
+                try {
+                    const int got = co_await *h;
+                    CHECK((got == 7 || got == 8));
+                } catch (const tandem::detail::protocol_error&) {
+                } catch (const tandem::worker_crashed&) {
+                }
+            }
+            int got = -1;
+            try {
+                got = co_await honest;
+            } catch (const tandem::detail::protocol_error&) { // it was on the worker that broke
+                got = round;
+            }
+            CHECK(got == round);
+        }
+    }());
+}
+
+TEST_CASE("shutdown and shutdown_now from two threads at once", "[process_pool]") {
+    for (int round = 0; round < 10; ++round) {
+        tandem::process_pool pool({.workers = 2});
+        std::thread other([&] { pool.shutdown(); });
+        pool.shutdown_now();
+        other.join();
+    }
+}
+
+TEST_CASE("hostile jobs: closing every descriptor, SIGSTOP, a non-std exception", "[process_pool][crash]") {
+    tandem::process_pool pool({.workers = 1});
+    CHECK_THROWS_AS(pool.submit(close_every_descriptor, 1).get(), tandem::worker_crashed);
+    CHECK_THROWS_AS(pool.submit(throw_int, 1).get(), tandem::remote_error);
+    CHECK_THROWS_AS(pool.submit(tandem::job_options{.timeout = 200ms}, stop_self, 1).get(), tandem::timed_out);
+    CHECK(pool.submit(add, 1, 1).get() == 2);
+}
+
+TEST_CASE("many pools with killed workers and crashed jobs leak no descriptor and no child", "[process_pool][crash]") {
+    { tandem::process_pool warm({.workers = 1}); } // the zygote's descriptors stay
+    const auto before = tandem::process::open_descriptor_count();
+    pid_t zygote = 0;
+    for (int round = 0; round < 10; ++round) {
+        tandem::process_pool pool({.workers = 2});
+        zygote = pool.zygote_pid();
+        pool.wait_ready();
+        ::kill(pool.worker_pids()[0], SIGKILL);
+        CHECK(pool.submit(add, 1, 1).get() == 2);
+        CHECK_THROWS_AS(pool.submit(abort_job, 0).get(), tandem::worker_crashed);
+    }
+    CHECK(tandem::process::open_descriptor_count() == before);
+    CHECK(children_of(zygote).empty()); // every worker reaped
 }

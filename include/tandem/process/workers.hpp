@@ -153,6 +153,9 @@ public:
     /// Stops accepting jobs, cancels queued ones, lets running ones finish (or kills them),
     /// and waits for every worker to exit. Idempotent.
     void stop(bool finish_running) noexcept {
+        // One stop at a time: a second caller (another thread's shutdown, then the
+        // destructor) waits for the first to join the dispatcher, then finds nothing to do.
+        std::lock_guard stopping(m_stop_mutex);
         intrusive_list<process_job> abandoned;
         std::vector<process_job*> killed;
         {
@@ -290,10 +293,17 @@ private:
         job.m_sent_id = h.job_id();
         s.job = &job;
         if (job.m_timeout.count() > 0) {
-            s.deadline = clock::now() + job.m_timeout;
+            s.deadline = deadline_after(job.m_timeout);
             if (s.deadline < m_next_wake) m_wake.signal();
         }
         return true;
+    }
+
+    /// now + timeout, saturated: milliseconds::max() means "never", not an overflow into the past.
+    static clock::time_point deadline_after(std::chrono::milliseconds timeout) noexcept {
+        const auto now = clock::now();
+        const auto room = std::chrono::duration_cast<std::chrono::milliseconds>(clock::time_point::max() - now);
+        return timeout >= room ? clock::time_point::max() : now + timeout;
     }
 
     /// Worker i is free: give it the next queued job, if any.
@@ -581,6 +591,14 @@ private:
     /// one (or retire it). False if the worker can no longer be trusted.
     bool on_reply(std::unique_lock<std::mutex>& lock, std::uint64_t token, const incoming_frame& f) {
         worker_slot* s = slot_for(token);
+        // A reply must answer the job the worker has now. Another one (a job that wrote to
+        // the channel itself, or forked and returned in both processes) would be taken as
+        // the next job's answer: the worker cannot be trusted. A worker we stopped
+        // listening to (cancelled, timed out) may still answer; that reply is dropped.
+        if (s->job ? f.header.job_id() != s->job->m_sent_id : !s->leaving) {
+            on_malformed(lock, *s, make_failure<protocol_error>("tandem: a worker answered a job it was not running"));
+            return false;
+        }
         process_job* job = std::exchange(s->job, nullptr);
         s->deadline = clock::time_point::max();
         ++s->jobs_done;
@@ -654,6 +672,7 @@ private:
 
     process_pool_options m_options;
     mutable std::mutex m_mutex;
+    std::mutex m_stop_mutex;                 // held through stop(), joining included
     mutable std::condition_variable m_ready; // wait_ready()
     bounded_job_queue<process_job> m_queue;
     std::shared_ptr<zygote> m_zygote;
