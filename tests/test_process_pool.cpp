@@ -867,3 +867,31 @@ TEST_CASE("many pools with killed workers and crashed jobs leak no descriptor an
     CHECK(tandem::process::open_descriptor_count() == before);
     CHECK(children_of(zygote).empty()); // every worker reaped
 }
+
+TEST_CASE("a program that ignores SIGCHLD or blocks SIGTERM still hears of its workers' deaths", "[process_pool][crash]") {
+    // A daemon's habits (SIGCHLD ignored so no zombie is left, signals blocked for a
+    // signalfd) must not reach the zygote: with SIGCHLD ignored the kernel would reap the
+    // workers itself, their deaths would never be reported, and a crashed job would hang.
+    const int code = in_child([]() -> int {
+        ::signal(SIGCHLD, SIG_IGN);
+        sigset_t term;
+        sigemptyset(&term);
+        sigaddset(&term, SIGTERM);
+        ::sigprocmask(SIG_BLOCK, &term, nullptr);
+        tandem::process_pool pool({.workers = 1});
+        try {
+            (void)pool.submit(abort_job, 0).get();
+            return 1;
+        } catch (const tandem::worker_crashed& e) {
+            if (e.signal() != SIGABRT) return 2;
+        }
+        if (pool.submit(add, 2, 3).get() != 5) return 3;
+        // The zygote obeys SIGTERM (an operator's kill), and its pool hears of it.
+        const tandem::process::pidfd watch = tandem::process::pidfd::open(pool.zygote_pid());
+        ::kill(pool.zygote_pid(), SIGTERM);
+        pollfd p{watch.fd(), POLLIN, 0};
+        if (::poll(&p, 1, 10'000) != 1) return 4;
+        return 0;
+    });
+    CHECK(code == 0);
+}

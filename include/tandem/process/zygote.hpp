@@ -12,7 +12,8 @@
 //
 // The zygote closes every descriptor it inherited except its control channel (a worker never
 // inherits the parent's listening sockets), moves to its own process group (a Ctrl-C in the
-// terminal reaches the parent, which shuts the pool down, not the workers), reaps its
+// terminal reaches the parent, which shuts the pool down, not the workers), drops the
+// parent's signal dispositions and mask (it must see SIGCHLD to report), reaps its
 // workers and reports their exit status, and on end-of-stream from the parent kills them
 // and exits: no worker outlives the program, even after SIGKILL.
 #pragma once
@@ -332,6 +333,11 @@ private:
         control = worker_channel_fd;
         process::close_descriptors_from(control + 1);
         ::setpgid(0, 0);
+        // Nothing of the parent's signal set-up: with SIGCHLD ignored (a daemon's habit) the
+        // kernel would reap the workers itself and no death would ever be reported; a
+        // blocked SIGTERM would make the zygote deaf to an operator; a handler would run the
+        // parent's code on descriptors the zygote closed.
+        process::reset_signal_state();
         ::signal(SIGINT, SIG_IGN);
         ::signal(SIGPIPE, SIG_IGN);
         sigset_t chld;
