@@ -19,6 +19,10 @@
 #include <thread>
 #include <vector>
 
+#include <csignal>
+#include <sys/wait.h>
+#include <unistd.h>
+
 using namespace std::chrono_literals;
 
 namespace {
@@ -439,4 +443,27 @@ TEST_CASE("a task still awaiting a destroyed pool is destroyed with its loop wit
         std::memset(storage, 0xff, sizeof storage);
     } // the loop destroys both suspended tasks
     SUCCEED();
+}
+
+TEST_CASE("a forked copy of the program can neither use nor tear down its parent's pool", "[thread_pool][fork]") {
+    tandem::thread_pool pool(2);
+    CHECK(pool.submit([] { return 1; }).get() == 1); // its threads run, and sleep
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        ::alarm(20);
+        int code = 0;
+        try {
+            (void)pool.submit([] { return 2; }); // no thread here would ever run it
+            code = 1;
+        } catch (const std::logic_error&) {
+        }
+        pool.~thread_pool(); // what exit() does to a static pool: must not wait for threads it lacks
+        std::_Exit(code);
+    }
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    CHECK(pool.submit([] { return 3; }).get() == 3);
 }

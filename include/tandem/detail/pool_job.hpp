@@ -19,6 +19,7 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <thread>
 #include <utility>
@@ -308,6 +309,14 @@ public:
         m_space.wait(lock, [&] { return give_up() || !full_locked(); });
         --m_blocked;
         if (m_blocked == 0) m_all_left.notify_all(); // close_locked may wait for us
+    }
+    /// In a forked copy of the program: the submitters blocked here are the parent's threads,
+    /// which do not exist in this process; forget them, so the condition variables can be
+    /// destroyed here (destroying one with waiters would wait for them forever).
+    void forget_waiters_after_fork() noexcept {
+        new (&m_space) std::condition_variable();
+        new (&m_all_left) std::condition_variable();
+        m_blocked = 0;
     }
     /// Wakes every blocked submitter (to see that the pool closes or broke).
     void wake_blocked() noexcept { m_space.notify_all(); }

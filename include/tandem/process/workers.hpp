@@ -36,6 +36,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <pthread.h>
 #include <stdexcept>
@@ -44,6 +45,7 @@
 #include <sys/socket.h>
 #include <system_error>
 #include <thread>
+#include <unistd.h>
 #include <vector>
 
 namespace tandem::detail {
@@ -85,6 +87,7 @@ public:
 
     /// Loop thread: queues an awaited job (or parks it while the queue is full).
     void enqueue_awaited(process_job& job) {
+        check_not_forked();
         std::unique_lock lock(m_mutex);
         check_open_locked();
         job.add_ref(); // the pool's
@@ -99,6 +102,10 @@ public:
     /// Any thread: queues a job, waiting for room if the queue is bounded and full. Takes
     /// over the caller's reference.
     void enqueue_blocking(process_job& job) {
+        if (forked_copy()) {
+            job.release();
+            check_not_forked();
+        }
         std::unique_lock lock(m_mutex);
         m_queue.wait_for_room(lock, [&] { return m_closing || m_broken; });
         if (m_closing) {
@@ -155,6 +162,7 @@ public:
     void stop(bool finish_running) noexcept {
         // One stop at a time: a second caller (another thread's shutdown, then the
         // destructor) waits for the first to join the dispatcher, then finds nothing to do.
+        if (forked_copy()) return forget_forked_copy();
         std::lock_guard stopping(m_stop_mutex);
         intrusive_list<process_job> abandoned;
         std::vector<process_job*> killed;
@@ -238,6 +246,27 @@ private:
                                      std::to_string(limit.rlim_cur) + " (RLIMIT_NOFILE), " +
                                      std::to_string(process::open_descriptor_count()) +
                                      " of them open already: use fewer workers or raise the limit");
+    }
+
+    /// A forked copy of the program (fork() after the pool was built) shares the parent's
+    /// workers, channels and zygote but runs no dispatcher. It must neither use the pool (its
+    /// job would reach a parent's worker, and the reply the parent) nor stop it (a quit or a
+    /// kill sent from here would stop the parent's workers).
+    bool forked_copy() const noexcept { return ::getpid() != m_owner; }
+    void check_not_forked() const {
+        if (forked_copy())
+            throw std::logic_error("tandem: a process_pool serves only the process that created it, not a forked copy");
+    }
+    /// The forked copy's teardown: nothing is sent, nothing is joined. The dispatcher thread,
+    /// and any thread that held a lock or waited on a condition variable at fork time, exist
+    /// only in the parent, so they are forgotten (not destroyed); descriptors close as copies,
+    /// and the jobs (the parent's) are left alone.
+    void forget_forked_copy() noexcept {
+        new (&m_dispatcher) std::thread();
+        new (&m_mutex) std::mutex();
+        new (&m_stop_mutex) std::mutex();
+        new (&m_ready) std::condition_variable();
+        m_queue.forget_waiters_after_fork();
     }
 
     struct worker_slot {
@@ -671,6 +700,7 @@ private:
     }
 
     process_pool_options m_options;
+    pid_t m_owner = ::getpid(); // the process whose pool this is (forked_copy)
     mutable std::mutex m_mutex;
     std::mutex m_stop_mutex;                 // held through stop(), joining included
     mutable std::condition_variable m_ready; // wait_ready()
