@@ -781,6 +781,10 @@ TEST_CASE("a timeout of milliseconds max means no timeout rather than an overflo
     CHECK(pool.submit(tandem::job_options{.timeout = std::chrono::milliseconds::max()}, add, 1, 2).get() == 3);
     tandem::process_pool forever({.workers = 1, .job_timeout = std::chrono::milliseconds::max()});
     CHECK(forever.submit(add, 1, 2).get() == 3);
+    // A negative limit (a budget already spent) is refused, not taken as "no limit".
+    CHECK_THROWS_AS(pool.submit(tandem::job_options{.timeout = -1ms}, add, 1, 2), std::invalid_argument);
+    CHECK_THROWS_AS(tandem::process_pool({.workers = 1, .job_timeout = -1ms}), std::invalid_argument);
+    CHECK(pool.submit(add, 2, 2).get() == 4);
 }
 
 TEST_CASE("a task still awaiting a destroyed process pool is destroyed with its loop without touching the pool",

@@ -229,7 +229,8 @@ inline std::size_t default_pool_size() noexcept {
 ///
 /// Destruction stops accepting jobs, cancels queued ones (their awaiters get
 /// tandem::cancelled, their futures hold it), asks running ones to stop, waits for them and
-/// joins the threads.
+/// joins the threads. In a fork()ed copy of the program (which has none of the threads),
+/// run, submit and post throw std::logic_error and destruction waits for nothing.
 class thread_pool {
 public:
     using clock = std::chrono::steady_clock;

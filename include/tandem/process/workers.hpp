@@ -57,7 +57,7 @@ public:
     static constexpr const char* run_name = "process_pool::run";
 
     explicit worker_set(const process_pool_options& options)
-        : m_options(options), m_queue(options.max_queued), m_zygote(zygote::instance(options.allow_threads)) {
+        : m_options(checked(options)), m_queue(options.max_queued), m_zygote(zygote::instance(options.allow_threads)) {
         const std::size_t n = m_options.workers ? m_options.workers : hardware_threads();
         check_descriptor_room(n);
         m_slots.resize(n);
@@ -229,6 +229,12 @@ public:
     const process_pool_options& options() const noexcept { return m_options; }
 
 private:
+    /// Settings that cannot mean anything are refused before any process is forked.
+    static const process_pool_options& checked(const process_pool_options& o) {
+        if (o.job_timeout.count() < 0) throw std::invalid_argument("tandem: process_pool job_timeout cannot be negative (0: none)");
+        return o;
+    }
+
     /// Each worker holds one channel descriptor here, and the pool a few more: fail at once,
     /// naming the limit, rather than halfway through starting the workers.
     static void check_descriptor_room(std::size_t workers) {
