@@ -925,3 +925,126 @@ TEST_CASE("a forked copy of the program can neither use nor stop its parent's po
     CHECK(pool.worker_pids() == before);
     CHECK(pool.workers_started() == 2);
 }
+
+TEST_CASE("threads submitting through a bounded queue while workers and then the zygote are killed all get an answer",
+          "[process_pool][crash][stress]") {
+    // Every submit returns and every future resolves (in_child's alarm catches a hang): with
+    // the right value, worker_crashed, or once the zygote is gone its error. Never another job's
+    // value, never silence.
+    for (unsigned seed : {1u, 2u}) {
+        INFO("seed " << seed);
+        const int code = in_child([seed]() -> int {
+            tandem::process_pool pool({.workers = 3, .max_queued = 4});
+            std::atomic<bool> done{false};
+            std::atomic<int> bad{0}, answered{0};
+            std::thread killer([&] {
+                std::mt19937 rng(seed);
+                int last = 0;
+                bool zygote_killed = false;
+                while (!done) {
+                    const int now = answered;
+                    if (now >= last + 3) { // a worker every few answers, idle or busy
+                        last = now;
+                        const auto pids = pool.worker_pids();
+                        if (!pids.empty()) ::kill(pids[rng() % pids.size()], SIGKILL);
+                    }
+                    if (!zygote_killed && now >= 400) {
+                        zygote_killed = true;
+                        ::kill(pool.zygote_pid(), SIGKILL);
+                    }
+                    std::this_thread::yield();
+                }
+            });
+            std::vector<std::thread> submitters;
+            for (int t = 0; t < 3; ++t)
+                submitters.emplace_back([&, t] {
+                    for (int i = 0; i < 250; ++i) {
+                        try {
+                            if (pool.submit(add, i, t).get() != i + t) ++bad;
+                        } catch (const tandem::worker_crashed&) {
+                        } catch (const std::runtime_error& e) {
+                            if (std::string(e.what()).find("zygote") == std::string::npos) ++bad;
+                        }
+                        ++answered;
+                    }
+                });
+            for (auto& t : submitters) t.join();
+            done = true;
+            killer.join();
+            return bad == 0 && answered == 750 ? 0 : 1;
+        });
+        CHECK(code == 0);
+    }
+}
+
+TEST_CASE("submitters racing shutdown get a future that resolves or a logic_error", "[process_pool]") {
+    for (int round = 0; round < 5; ++round) {
+        tandem::process_pool pool({.workers = 2, .max_queued = 2});
+        std::atomic<int> bad{0};
+        std::vector<std::thread> submitters;
+        for (int t = 0; t < 3; ++t)
+            submitters.emplace_back([&, t] {
+                for (int i = 0; i < 200; ++i) {
+                    try {
+                        auto f = pool.submit(add, i, t);
+                        try {
+                            if (f.get() != i + t) ++bad;
+                        } catch (const tandem::cancelled&) {
+                        }
+                    } catch (const std::logic_error&) { // shutting down: refused
+                        return;
+                    }
+                }
+            });
+        if (round % 2) {
+            pool.shutdown();
+        } else {
+            pool.shutdown_now();
+        }
+        for (auto& t : submitters) t.join();
+        CHECK(bad == 0);
+    }
+}
+
+namespace {
+/// True if the task ended with tandem::cancelled (co_await kept out of CHECK).
+tandem::task<bool> ends_cancelled(tandem::join_handle<int>& h) {
+    try {
+        (void)co_await h;
+    } catch (const tandem::cancelled&) {
+        co_return true;
+    }
+    co_return false;
+}
+} // namespace
+
+TEST_CASE("cancelling parked, queued and running jobs: each leaves at once and the queue stays right", "[process_pool][cancel]") {
+    beacon b;
+    tandem::process_pool pool({.workers = 1, .max_queued = 1});
+    tandem::event_loop loop;
+    loop.run([&]() -> tandem::task<> {
+        auto running = tandem::spawn(pool.run(hang, b.port()));
+        auto queued = tandem::spawn(pool.run(identity, 1));
+        auto parked = tandem::spawn(pool.run(identity, 2));
+        auto parked_too = tandem::spawn(pool.run(identity, 3));
+        co_await tandem::yield();
+        b.wait(); // the first job runs in its worker
+        CHECK(pool.queued() == 1);
+        parked.cancel(); // parked: withdrawn, never runs, the queue's place is not freed twice
+        const bool parked_cancelled = co_await ends_cancelled(parked);
+        CHECK(parked_cancelled);
+        CHECK(pool.queued() == 1);
+        queued.cancel(); // queued: withdrawn; the parked one moves in
+        const bool queued_cancelled = co_await ends_cancelled(queued);
+        CHECK(queued_cancelled);
+        CHECK(pool.queued() == 1);
+        running.cancel(); // running: its worker is killed, the next job runs on a new one
+        const bool running_cancelled = co_await ends_cancelled(running);
+        CHECK(running_cancelled);
+        const int last = co_await parked_too;
+        CHECK(last == 3);
+        CHECK(pool.queued() == 0);
+        const int again = co_await pool.run(identity, 4);
+        CHECK(again == 4);
+    }());
+}
