@@ -39,7 +39,6 @@
 #include <string>
 #include <thread>
 #include <tuple>
-#include <unistd.h>
 #include <type_traits>
 #include <utility>
 #include <variant>
@@ -328,11 +327,8 @@ private:
     /// A forked copy of the program has none of the pool's threads (fork() copies only the
     /// caller): a job queued here would never run, and a teardown that joined them would
     /// wait forever.
-    bool forked_copy() const noexcept { return ::getpid() != m_owner; }
-    void check_not_forked() const {
-        if (forked_copy())
-            throw std::logic_error("tandem: a thread_pool serves only the process that created it, not a forked copy");
-    }
+    bool forked_copy() const noexcept { return m_owner.forked_copy(); }
+    void check_not_forked() const { m_owner.check("thread_pool"); }
     /// The forked copy's teardown: the threads, and whatever they locked or waited on at fork
     /// time, exist only in the parent; forget them (not destroy them), and leave the jobs,
     /// the parent's, alone.
@@ -462,7 +458,7 @@ private:
     }
 
     thread_pool_options m_options;
-    pid_t m_owner = ::getpid(); // the process whose threads these are (forked_copy)
+    detail::pool_owner m_owner; // the process whose threads these are (forked_copy)
     mutable std::mutex m_mutex;
     std::condition_variable m_work; // workers wait here for jobs
     detail::bounded_job_queue<detail::pool_job> m_queue{m_options.max_queued};

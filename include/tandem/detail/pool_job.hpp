@@ -21,7 +21,10 @@
 #include <mutex>
 #include <new>
 #include <optional>
+#include <stdexcept>
+#include <string>
 #include <thread>
+#include <unistd.h>
 #include <utility>
 
 namespace tandem::detail {
@@ -226,6 +229,23 @@ inline std::size_t hardware_threads() noexcept {
     const unsigned n = std::thread::hardware_concurrency();
     return n == 0 ? 1 : n;
 }
+
+/// The process a pool belongs to. fork() copies a pool's memory into the child but none of
+/// its threads, and a process pool's workers answer only the parent; so a forked copy must
+/// neither use the pool (its jobs would never run, or would reach the parent's workers) nor
+/// tear it down (joining threads it lacks, quitting workers that are not its own).
+class pool_owner {
+public:
+    bool forked_copy() const noexcept { return ::getpid() != m_pid; }
+    /// Throws std::logic_error in a forked copy; `pool` names it ("thread_pool").
+    void check(const char* pool) const {
+        if (forked_copy())
+            throw std::logic_error(std::string("tandem: a ") + pool + " serves only the process that created it, not a forked copy");
+    }
+
+private:
+    pid_t m_pid = ::getpid();
+};
 
 /// A pool's one FIFO queue of jobs no worker has yet, bounded by max_queued (0: no bound),
 /// with backpressure: past the bound an awaited job is parked (its awaiter stays suspended)

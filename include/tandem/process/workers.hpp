@@ -45,7 +45,6 @@
 #include <sys/socket.h>
 #include <system_error>
 #include <thread>
-#include <unistd.h>
 #include <vector>
 
 namespace tandem::detail {
@@ -258,11 +257,8 @@ private:
     /// workers, channels and zygote but runs no dispatcher. It must neither use the pool (its
     /// job would reach a parent's worker, and the reply the parent) nor stop it (a quit or a
     /// kill sent from here would stop the parent's workers).
-    bool forked_copy() const noexcept { return ::getpid() != m_owner; }
-    void check_not_forked() const {
-        if (forked_copy())
-            throw std::logic_error("tandem: a process_pool serves only the process that created it, not a forked copy");
-    }
+    bool forked_copy() const noexcept { return m_owner.forked_copy(); }
+    void check_not_forked() const { m_owner.check("process_pool"); }
     /// The forked copy's teardown: nothing is sent, nothing is joined. The dispatcher thread,
     /// and any thread that held a lock or waited on a condition variable at fork time, exist
     /// only in the parent, so they are forgotten (not destroyed); descriptors close as copies,
@@ -706,7 +702,7 @@ private:
     }
 
     process_pool_options m_options;
-    pid_t m_owner = ::getpid(); // the process whose pool this is (forked_copy)
+    pool_owner m_owner; // the process whose pool this is (forked_copy)
     mutable std::mutex m_mutex;
     std::mutex m_stop_mutex;                 // held through stop(), joining included
     mutable std::condition_variable m_ready; // wait_ready()
