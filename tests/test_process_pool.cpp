@@ -1041,3 +1041,28 @@ TEST_CASE("cancelling parked, queued and running jobs: each leaves at once and t
         CHECK(again == 4);
     }());
 }
+
+namespace {
+/// Forks; the copy returns only once the worker has answered and waits for its next message,
+/// so a copy that spoke on the channel would answer late, or take the worker's next message.
+int fork_and_return_late(int x) {
+    const pid_t worker = ::getpid();
+    if (::fork() == 0)
+        while (!asleep_in_recvmsg(worker) && ::kill(worker, 0) == 0) std::this_thread::yield();
+    return x;
+}
+} // namespace
+
+TEST_CASE("a job that forks leaves one reader on the channel: its copy neither answers nor takes the quit",
+          "[process_pool][crash]") {
+    const int code = in_child([]() -> int {
+        for (int round = 0; round < 8; ++round) {
+            tandem::process_pool pool({.workers = 1});
+            if (pool.submit(fork_and_return_late, round).get() != round) return 1;
+            if (pool.submit(add, round, 1).get() != round + 1) return 2;
+            pool.shutdown(); // the quit must reach the worker (in_child's alarm catches a hang)
+        }
+        return 0;
+    });
+    CHECK(code == 0);
+}

@@ -9,6 +9,7 @@
 #pragma once
 
 #include "tandem/loop.hpp"
+#include "tandem/detail/fork_generation.hpp"
 #include "tandem/detail/intrusive_list.hpp"
 
 #include <atomic>
@@ -21,11 +22,9 @@
 #include <mutex>
 #include <new>
 #include <optional>
-#include <pthread.h>
 #include <stdexcept>
 #include <string>
 #include <thread>
-#include <unistd.h>
 #include <utility>
 
 namespace tandem::detail {
@@ -237,9 +236,7 @@ inline std::size_t hardware_threads() noexcept {
 /// tear it down (joining threads it lacks, quitting workers that are not its own).
 class pool_owner {
 public:
-    bool forked_copy() const noexcept {
-        return registered() ? generation().load(std::memory_order_relaxed) != m_generation : ::getpid() != m_pid;
-    }
+    bool forked_copy() const noexcept { return m_process.forked_copy(); }
     /// Throws std::logic_error in a forked copy; `pool` names it ("thread_pool").
     void check(const char* pool) const {
         if (forked_copy())
@@ -247,20 +244,7 @@ public:
     }
 
 private:
-    /// fork()s this process descends from: a pthread_atfork handler counts them in every child,
-    /// so a job's check is one load, not a getpid() system call (600 ns on a busy VM).
-    static std::atomic<unsigned>& generation() noexcept {
-        static std::atomic<unsigned> forks{0};
-        return forks;
-    }
-    static bool registered() noexcept {
-        static const bool ok =
-            ::pthread_atfork(nullptr, nullptr, [] { generation().fetch_add(1, std::memory_order_relaxed); }) == 0;
-        return ok;
-    }
-
-    unsigned m_generation = (registered(), generation().load(std::memory_order_relaxed));
-    pid_t m_pid = ::getpid(); // where the handler could not be registered
+    fork_generation m_process;
 };
 
 /// A pool's one FIFO queue of jobs no worker has yet, bounded by max_queued (0: no bound),
