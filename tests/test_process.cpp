@@ -333,3 +333,24 @@ TEST_CASE("a malformed message on a channel is a protocol_error and leaks no des
     a.reset();
     CHECK(f.receive(b.get(), buffer.data()) == 0);
 }
+
+TEST_CASE("a memfd payload larger than the memory behind it is refused before it is mapped", "[process][channel]") {
+    // A sparse memfd costs its sender nothing; mapping and populating it would make the
+    // receiver allocate every page. Only memory the sender really filled is read.
+    using namespace tandem::detail;
+    auto [a, b] = make_channel();
+    std::vector<std::byte> buffer(max_message);
+    const std::size_t claimed = std::size_t{256} << 20;
+    unique_fd sparse(::memfd_create("sparse", MFD_CLOEXEC));
+    REQUIRE(sparse);
+    REQUIRE(::ftruncate(sparse.get(), static_cast<off_t>(claimed)) == 0);
+    const auto h = frame_header::result(1).with_payload(claimed, true);
+    REQUIRE(outgoing_payload::send_frame(a.get(), h, nullptr, 0, {sparse.get()}) == 0);
+    incoming_frame f;
+    CHECK_THROWS_AS(f.receive(b.get(), buffer.data()), protocol_error);
+    // A real large payload still crosses.
+    const std::vector<unsigned char> sent(max_inline * 3, 7);
+    REQUIRE(outgoing_payload::of(sent).send(a.get(), frame_header::result(2)) == 0);
+    REQUIRE(f.receive(b.get(), buffer.data()) == 1);
+    CHECK(tandem::decode<std::vector<unsigned char>>(f.data(), f.size()) == sent);
+}

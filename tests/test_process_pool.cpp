@@ -11,6 +11,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <fcntl.h>
 #include <poll.h>
@@ -747,6 +748,327 @@ TEST_CASE("more workers than descriptors is a clear error that names the limit",
         } catch (const std::system_error& e) {
             const std::string what = e.what();
             if (what.find("RLIMIT_NOFILE") == std::string::npos || what.find("100 workers") == std::string::npos) return 3;
+        }
+        return 0;
+    });
+    CHECK(code == 0);
+}
+
+namespace {
+
+int identity(int x) { return x; }
+int abort_job(int) { std::abort(); }
+
+/// A job that forges its worker's reply: a result frame for some job, then its own answer.
+int forge_reply(int x) {
+    (void)tandem::detail::outgoing_payload::of(12345).send(tandem::detail::worker_channel_fd,
+                                                           tandem::detail::frame_header::result(0));
+    return x;
+}
+
+/// A job that forks and returns in both processes: two workers now answer on one channel.
+int fork_and_return(int x) {
+    (void)::fork();
+    return x;
+}
+
+int close_every_descriptor(int x) {
+    for (int fd = 0; fd < 1000; ++fd) ::close(fd);
+    return x;
+}
+int stop_self(int x) {
+    ::raise(SIGSTOP);
+    return x;
+}
+int throw_int(int) { throw 42; }
+
+} // namespace
+
+TEST_CASE("a timeout of milliseconds max means no timeout rather than an overflow", "[process_pool][timeout]") {
+    tandem::process_pool pool({.workers = 1});
+    CHECK(pool.submit(tandem::job_options{.timeout = std::chrono::milliseconds::max()}, add, 1, 2).get() == 3);
+    tandem::process_pool forever({.workers = 1, .job_timeout = std::chrono::milliseconds::max()});
+    CHECK(forever.submit(add, 1, 2).get() == 3);
+    // A negative limit (a budget already spent) is refused, not taken as "no limit".
+    CHECK_THROWS_AS(pool.submit(tandem::job_options{.timeout = -1ms}, add, 1, 2), std::invalid_argument);
+    CHECK_THROWS_AS(tandem::process_pool({.workers = 1, .job_timeout = -1ms}), std::invalid_argument);
+    CHECK(pool.submit(add, 2, 2).get() == 4);
+}
+
+TEST_CASE("a task still awaiting a destroyed process pool is destroyed with its loop without touching the pool",
+          "[process_pool][lifecycle]") {
+    // The pool lives in storage scribbled over once it is destroyed: an awaiter that reached
+    // into the dead pool (its mutex) would fail loudly instead of by chance.
+    alignas(tandem::process_pool) unsigned char storage[sizeof(tandem::process_pool)];
+    beacon b;
+    {
+        tandem::event_loop loop;
+        auto* pool = new (storage) tandem::process_pool(tandem::process_pool_options{.workers = 1});
+        loop.run([&]() -> tandem::task<> {
+            tandem::spawn(pool->run(hang, b.port())).detach();
+            tandem::spawn(pool->run(add, 1, 2)).detach(); // queued behind it
+            co_await tandem::yield();                     // both jobs are with the pool
+        }());
+        b.wait();
+        pool->shutdown_now(); // both fail with cancelled: posted to the loop, not resumed
+        pool->~process_pool();
+        std::memset(storage, 0xff, sizeof storage);
+    } // the loop destroys both suspended tasks
+    SUCCEED();
+}
+
+TEST_CASE("a reply to a job the worker is not running costs that worker and answers no other job",
+          "[process_pool][crash]") {
+    tandem::process_pool pool({.workers = 1});
+    tandem::event_loop loop;
+    loop.run([&]() -> tandem::task<> {
+        for (int round = 0; round < 10; ++round) {
+            // The second job waits in the queue, so it would be handed the forged or the
+            // forked copy's reply if the pool took any reply as its worker's answer.
+            auto forged = tandem::spawn(pool.run(forge_reply, 7));
+            auto forked = tandem::spawn(pool.run(fork_and_return, 8));
+            auto honest = tandem::spawn(pool.run(identity, round));
+            for (auto* h : {&forged, &forked}) {
+                try {
+                    const int got = co_await *h;
+                    CHECK((got == 7 || got == 8));
+                } catch (const tandem::detail::protocol_error&) {
+                } catch (const tandem::worker_crashed&) {
+                }
+            }
+            int got = -1;
+            try {
+                got = co_await honest;
+            } catch (const tandem::detail::protocol_error&) { // it was on the worker that broke
+                got = round;
+            }
+            CHECK(got == round);
+        }
+    }());
+}
+
+TEST_CASE("shutdown and shutdown_now from two threads at once", "[process_pool]") {
+    for (int round = 0; round < 10; ++round) {
+        tandem::process_pool pool({.workers = 2});
+        std::thread other([&] { pool.shutdown(); });
+        pool.shutdown_now();
+        other.join();
+    }
+}
+
+TEST_CASE("hostile jobs: closing every descriptor, SIGSTOP, a non-std exception", "[process_pool][crash]") {
+    tandem::process_pool pool({.workers = 1});
+    CHECK_THROWS_AS(pool.submit(close_every_descriptor, 1).get(), tandem::worker_crashed);
+    CHECK_THROWS_AS(pool.submit(throw_int, 1).get(), tandem::remote_error);
+    CHECK_THROWS_AS(pool.submit(tandem::job_options{.timeout = 200ms}, stop_self, 1).get(), tandem::timed_out);
+    CHECK(pool.submit(add, 1, 1).get() == 2);
+}
+
+TEST_CASE("many pools with killed workers and crashed jobs leak no descriptor and no child", "[process_pool][crash]") {
+    { tandem::process_pool warm({.workers = 1}); } // the zygote's descriptors stay
+    const auto before = tandem::process::open_descriptor_count();
+    pid_t zygote = 0;
+    for (int round = 0; round < 10; ++round) {
+        tandem::process_pool pool({.workers = 2});
+        zygote = pool.zygote_pid();
+        pool.wait_ready();
+        ::kill(pool.worker_pids()[0], SIGKILL);
+        CHECK(pool.submit(add, 1, 1).get() == 2);
+        CHECK_THROWS_AS(pool.submit(abort_job, 0).get(), tandem::worker_crashed);
+    }
+    CHECK(tandem::process::open_descriptor_count() == before);
+    CHECK(children_of(zygote).empty()); // every worker reaped
+}
+
+TEST_CASE("a program that ignores SIGCHLD or blocks SIGTERM still hears of its workers' deaths", "[process_pool][crash]") {
+    // A daemon's habits (SIGCHLD ignored so no zombie is left, signals blocked for a
+    // signalfd) must not reach the zygote: with SIGCHLD ignored the kernel would reap the
+    // workers itself, their deaths would never be reported, and a crashed job would hang.
+    const int code = in_child([]() -> int {
+        ::signal(SIGCHLD, SIG_IGN);
+        sigset_t term;
+        sigemptyset(&term);
+        sigaddset(&term, SIGTERM);
+        ::sigprocmask(SIG_BLOCK, &term, nullptr);
+        tandem::process_pool pool({.workers = 1});
+        try {
+            (void)pool.submit(abort_job, 0).get();
+            return 1;
+        } catch (const tandem::worker_crashed& e) {
+            if (e.signal() != SIGABRT) return 2;
+        }
+        if (pool.submit(add, 2, 3).get() != 5) return 3;
+        // The zygote obeys SIGTERM (an operator's kill), and its pool hears of it.
+        const tandem::process::pidfd watch = tandem::process::pidfd::open(pool.zygote_pid());
+        ::kill(pool.zygote_pid(), SIGTERM);
+        pollfd p{watch.fd(), POLLIN, 0};
+        if (::poll(&p, 1, 10'000) != 1) return 4;
+        return 0;
+    });
+    CHECK(code == 0);
+}
+
+TEST_CASE("a forked copy of the program can neither use nor stop its parent's pool", "[process_pool][fork]") {
+    tandem::process_pool pool({.workers = 2});
+    pool.wait_ready();
+    const std::vector<pid_t> before = pool.worker_pids();
+    const int code = in_child([&]() -> int {
+        try {
+            (void)pool.submit(add, 1, 1); // would reach a parent's worker
+            return 1;
+        } catch (const std::logic_error&) {
+        }
+        pool.~process_pool(); // what exit() does to a static pool: must not quit the parent's workers
+        return 0;
+    });
+    CHECK(code == 0);
+    CHECK(pool.submit(add, 2, 2).get() == 4);
+    CHECK(pool.worker_pids() == before);
+    CHECK(pool.workers_started() == 2);
+}
+
+TEST_CASE("threads submitting through a bounded queue while workers and then the zygote are killed all get an answer",
+          "[process_pool][crash][stress]") {
+    // Every submit returns and every future resolves (in_child's alarm catches a hang): with
+    // the right value, worker_crashed, or once the zygote is gone its error. Never another job's
+    // value, never silence.
+    for (unsigned seed : {1u, 2u}) {
+        INFO("seed " << seed);
+        const int code = in_child([seed]() -> int {
+            tandem::process_pool pool({.workers = 3, .max_queued = 4});
+            std::atomic<bool> done{false};
+            std::atomic<int> bad{0}, answered{0};
+            std::thread killer([&] {
+                std::mt19937 rng(seed);
+                int last = 0;
+                bool zygote_killed = false;
+                while (!done) {
+                    const int now = answered;
+                    if (now >= last + 3) { // a worker every few answers, idle or busy
+                        last = now;
+                        const auto pids = pool.worker_pids();
+                        if (!pids.empty()) ::kill(pids[rng() % pids.size()], SIGKILL);
+                    }
+                    if (!zygote_killed && now >= 400) {
+                        zygote_killed = true;
+                        ::kill(pool.zygote_pid(), SIGKILL);
+                    }
+                    std::this_thread::yield();
+                }
+            });
+            std::vector<std::thread> submitters;
+            for (int t = 0; t < 3; ++t)
+                submitters.emplace_back([&, t] {
+                    for (int i = 0; i < 250; ++i) {
+                        try {
+                            if (pool.submit(add, i, t).get() != i + t) ++bad;
+                        } catch (const tandem::worker_crashed&) {
+                        } catch (const std::runtime_error& e) {
+                            if (std::string(e.what()).find("zygote") == std::string::npos) ++bad;
+                        }
+                        ++answered;
+                    }
+                });
+            for (auto& t : submitters) t.join();
+            done = true;
+            killer.join();
+            return bad == 0 && answered == 750 ? 0 : 1;
+        });
+        CHECK(code == 0);
+    }
+}
+
+TEST_CASE("submitters racing shutdown get a future that resolves or a logic_error", "[process_pool]") {
+    for (int round = 0; round < 5; ++round) {
+        tandem::process_pool pool({.workers = 2, .max_queued = 2});
+        std::atomic<int> bad{0};
+        std::vector<std::thread> submitters;
+        for (int t = 0; t < 3; ++t)
+            submitters.emplace_back([&, t] {
+                for (int i = 0; i < 200; ++i) {
+                    try {
+                        auto f = pool.submit(add, i, t);
+                        try {
+                            if (f.get() != i + t) ++bad;
+                        } catch (const tandem::cancelled&) {
+                        }
+                    } catch (const std::logic_error&) { // shutting down: refused
+                        return;
+                    }
+                }
+            });
+        if (round % 2) {
+            pool.shutdown();
+        } else {
+            pool.shutdown_now();
+        }
+        for (auto& t : submitters) t.join();
+        CHECK(bad == 0);
+    }
+}
+
+namespace {
+/// True if the task ended with tandem::cancelled (co_await kept out of CHECK).
+tandem::task<bool> ends_cancelled(tandem::join_handle<int>& h) {
+    try {
+        (void)co_await h;
+    } catch (const tandem::cancelled&) {
+        co_return true;
+    }
+    co_return false;
+}
+} // namespace
+
+TEST_CASE("cancelling parked, queued and running jobs: each leaves at once and the queue stays right", "[process_pool][cancel]") {
+    beacon b;
+    tandem::process_pool pool({.workers = 1, .max_queued = 1});
+    tandem::event_loop loop;
+    loop.run([&]() -> tandem::task<> {
+        auto running = tandem::spawn(pool.run(hang, b.port()));
+        auto queued = tandem::spawn(pool.run(identity, 1));
+        auto parked = tandem::spawn(pool.run(identity, 2));
+        auto parked_too = tandem::spawn(pool.run(identity, 3));
+        co_await tandem::yield();
+        b.wait(); // the first job runs in its worker
+        CHECK(pool.queued() == 1);
+        parked.cancel(); // parked: withdrawn, never runs, the queue's place is not freed twice
+        const bool parked_cancelled = co_await ends_cancelled(parked);
+        CHECK(parked_cancelled);
+        CHECK(pool.queued() == 1);
+        queued.cancel(); // queued: withdrawn; the parked one moves in
+        const bool queued_cancelled = co_await ends_cancelled(queued);
+        CHECK(queued_cancelled);
+        CHECK(pool.queued() == 1);
+        running.cancel(); // running: its worker is killed, the next job runs on a new one
+        const bool running_cancelled = co_await ends_cancelled(running);
+        CHECK(running_cancelled);
+        const int last = co_await parked_too;
+        CHECK(last == 3);
+        CHECK(pool.queued() == 0);
+        const int again = co_await pool.run(identity, 4);
+        CHECK(again == 4);
+    }());
+}
+
+namespace {
+/// Forks; the copy returns only once the worker has answered and waits for its next message,
+/// so a copy that spoke on the channel would answer late, or take the worker's next message.
+int fork_and_return_late(int x) {
+    const pid_t worker = ::getpid();
+    if (::fork() == 0)
+        while (!asleep_in_recvmsg(worker) && ::kill(worker, 0) == 0) std::this_thread::yield();
+    return x;
+}
+} // namespace
+
+TEST_CASE("a job that forks leaves one reader on the channel: its copy neither answers nor takes the quit",
+          "[process_pool][crash]") {
+    const int code = in_child([]() -> int {
+        for (int round = 0; round < 8; ++round) {
+            tandem::process_pool pool({.workers = 1});
+            if (pool.submit(fork_and_return_late, round).get() != round) return 1;
+            if (pool.submit(add, round, 1).get() != round + 1) return 2;
+            pool.shutdown(); // the quit must reach the worker (in_child's alarm catches a hang)
         }
         return 0;
     });

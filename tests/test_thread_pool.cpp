@@ -9,6 +9,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
+#include <cstring>
 #include <future>
 #include <memory>
 #include <mutex>
@@ -17,6 +18,10 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <csignal>
+#include <sys/wait.h>
+#include <unistd.h>
 
 using namespace std::chrono_literals;
 
@@ -413,4 +418,52 @@ TEST_CASE("a pool with polling off still delivers (workers and loop sleep in the
         CHECK(sum == 1999L * 2000 / 2);
     };
     tandem::sync_wait(body());
+}
+
+TEST_CASE("a task still awaiting a destroyed pool is destroyed with its loop without touching the pool", "[thread_pool][lifecycle]") {
+    // The pool lives in storage the test scribbles over once it is destroyed: an awaiter that
+    // reached into the dead pool (its mutex) would fail loudly instead of by chance.
+    alignas(tandem::thread_pool) unsigned char storage[sizeof(tandem::thread_pool)];
+    gate started;
+    {
+        tandem::event_loop loop;
+        auto* pool = new (storage) tandem::thread_pool(tandem::thread_pool_options{.threads = 1});
+        loop.run([&]() -> tandem::task<> {
+            tandem::spawn(pool->run([&](std::stop_token stop) {
+                started.open();
+                stoppable_gate never;
+                never.wait(stop);
+                return 1;
+            })).detach();
+            tandem::spawn(pool->run([] { return 2; })).detach(); // queued behind it
+            co_await tandem::yield();                            // both jobs are with the pool
+        }());
+        started.wait();
+        pool->~thread_pool(); // the running job stops, the queued one is cancelled: both posted, not resumed
+        std::memset(storage, 0xff, sizeof storage);
+    } // the loop destroys both suspended tasks
+    SUCCEED();
+}
+
+TEST_CASE("a forked copy of the program can neither use nor tear down its parent's pool", "[thread_pool][fork]") {
+    tandem::thread_pool pool(2);
+    CHECK(pool.submit([] { return 1; }).get() == 1); // its threads run, and sleep
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        ::alarm(20);
+        int code = 0;
+        try {
+            (void)pool.submit([] { return 2; }); // no thread here would ever run it
+            code = 1;
+        } catch (const std::logic_error&) {
+        }
+        pool.~thread_pool(); // what exit() does to a static pool: must not wait for threads it lacks
+        std::_Exit(code);
+    }
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    CHECK(pool.submit([] { return 3; }).get() == 3);
 }

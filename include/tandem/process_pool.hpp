@@ -34,6 +34,7 @@
 #include <cstddef>
 #include <future>
 #include <ranges>
+#include <stdexcept>
 #include <sys/types.h>
 #include <type_traits>
 #include <utility>
@@ -52,7 +53,9 @@ namespace tandem {
 /// process, so pass it as an argument. Arguments and results are any type codec<T> knows.
 ///
 /// Destruction (or shutdown()) finishes running jobs and cancels queued ones;
-/// shutdown_now() kills the running ones too.
+/// shutdown_now() kills the running ones too. The pool serves the process that built it: in
+/// a fork()ed copy, run and submit throw std::logic_error and destruction leaves the
+/// parent's workers alone.
 class process_pool {
 public:
     using clock = std::chrono::steady_clock;
@@ -159,6 +162,7 @@ private:
         using params = typename detail::remote_params<Fn, Args...>::type;
         using R = detail::remote_result_t<Fn, Args...>;
         using entry = detail::entry_for<R, Fn, params>;
+        if (o.timeout.count() < 0) throw std::invalid_argument("tandem: a job's timeout cannot be negative (0: the pool's)");
         const Fn& callable = fn;
         return new Job(entry::value, detail::callable_bits<Fn>(callable), entry::encode(static_cast<Args&&>(args)...),
                        o.timeout.count() ? o.timeout : options().job_timeout);

@@ -31,6 +31,7 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <pthread.h>
 #include <stdexcept>
@@ -227,7 +228,8 @@ inline std::size_t default_pool_size() noexcept {
 ///
 /// Destruction stops accepting jobs, cancels queued ones (their awaiters get
 /// tandem::cancelled, their futures hold it), asks running ones to stop, waits for them and
-/// joins the threads.
+/// joins the threads. In a fork()ed copy of the program (which has none of the threads),
+/// run, submit and post throw std::logic_error and destruction waits for nothing.
 class thread_pool {
 public:
     using clock = std::chrono::steady_clock;
@@ -322,8 +324,25 @@ private:
         if (m_closing) throw std::logic_error("tandem: thread_pool is shutting down");
     }
 
+    /// A forked copy of the program has none of the pool's threads (fork() copies only the
+    /// caller): a job queued here would never run, and a teardown that joined them would
+    /// wait forever.
+    bool forked_copy() const noexcept { return m_owner.forked_copy(); }
+    void check_not_forked() const { m_owner.check("thread_pool"); }
+    /// The forked copy's teardown: the threads, and whatever they locked or waited on at fork
+    /// time, exist only in the parent; forget them (not destroy them), and leave the jobs,
+    /// the parent's, alone.
+    void forget_forked_copy() noexcept {
+        for (std::thread& t : m_threads) new (&t) std::thread();
+        m_threads.clear();
+        new (&m_mutex) std::mutex();
+        new (&m_work) std::condition_variable();
+        m_queue.forget_waiters_after_fork();
+    }
+
     /// Loop thread: queues an awaited job, or parks it until there is room.
     void enqueue_awaited(detail::pool_job& job) {
+        check_not_forked();
         std::unique_lock lock(m_mutex);
         check_open();
         job.add_ref(); // the pool's
@@ -333,6 +352,10 @@ private:
 
     /// Any thread: queues a job, waiting for room if the queue is bounded and full.
     void enqueue_blocking(detail::pool_job& job) {
+        if (forked_copy()) {
+            job.release();
+            check_not_forked();
+        }
         std::unique_lock lock(m_mutex);
         m_queue.wait_for_room(lock, [&] { return m_closing; });
         if (m_closing) {
@@ -416,6 +439,7 @@ private:
     }
 
     void shut_down() noexcept {
+        if (forked_copy()) return forget_forked_copy();
         detail::intrusive_list<detail::pool_job> abandoned;
         {
             std::unique_lock lock(m_mutex);
@@ -434,6 +458,7 @@ private:
     }
 
     thread_pool_options m_options;
+    detail::pool_owner m_owner; // the process whose threads these are (forked_copy)
     mutable std::mutex m_mutex;
     std::condition_variable m_work; // workers wait here for jobs
     detail::bounded_job_queue<detail::pool_job> m_queue{m_options.max_queued};

@@ -63,15 +63,8 @@ private:
     }
 
     bool stop() noexcept {
-        Job& job = *m_job;
-        if (!m_pool->withdraw(job)) {
-            state expected = state::running;
-            if (!job.m_state.compare_exchange_strong(expected, state::detached, std::memory_order_acq_rel)) {
-                return false; // finished already: its completion is on the way and resumes us
-            }
-            m_pool->stop_running(job);
-        }
-        job.m_listener = nullptr;
+        if (!take_back()) return false; // finished already: its completion is on the way and resumes us
+        m_job->m_listener = nullptr;
         m_suspended = false;
         return true;
     }
@@ -84,15 +77,23 @@ private:
     /// Our frame dies while the job is out: make sure nobody will touch us or our loop.
     void abandon() noexcept {
         m_job->m_listener = nullptr;
-        if (m_pool->withdraw(*m_job)) return;
-        state expected = state::running;
-        if (m_job->m_state.compare_exchange_strong(expected, state::detached, std::memory_order_acq_rel)) {
-            m_pool->stop_running(*m_job);
-            return;
-        }
+        if (take_back()) return;
         // The completion is being posted to our loop, which may be on its way out: wait
         // until the post is done (a few instructions).
         while (m_job->m_state.load(std::memory_order_acquire) == state::finished) std::this_thread::yield();
+    }
+
+    /// Takes the job back from the pool: withdraws it while queued, detaches it while running
+    /// (and has the pool stop it). False once it has finished: its completion is on its way.
+    /// The pool is reached only while it still holds the job. A pool finishes or fails every
+    /// job before it is destroyed, so an awaiter that outlives its pool (a task suspended in a
+    /// loop destroyed after the pool) never touches the dead pool.
+    bool take_back() noexcept {
+        if (m_job->m_state.load(std::memory_order_acquire) == state::queued && m_pool->withdraw(*m_job)) return true;
+        state expected = state::running;
+        if (!m_job->m_state.compare_exchange_strong(expected, state::detached, std::memory_order_acq_rel)) return false;
+        m_pool->stop_running(*m_job);
+        return true;
     }
 
     Pool* m_pool;

@@ -9,6 +9,7 @@
 #pragma once
 
 #include "tandem/loop.hpp"
+#include "tandem/detail/fork_generation.hpp"
 #include "tandem/detail/intrusive_list.hpp"
 
 #include <atomic>
@@ -19,7 +20,10 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
+#include <stdexcept>
+#include <string>
 #include <thread>
 #include <utility>
 
@@ -226,6 +230,23 @@ inline std::size_t hardware_threads() noexcept {
     return n == 0 ? 1 : n;
 }
 
+/// The process a pool belongs to. fork() copies a pool's memory into the child but none of
+/// its threads, and a process pool's workers answer only the parent; so a forked copy must
+/// neither use the pool (its jobs would never run, or would reach the parent's workers) nor
+/// tear it down (joining threads it lacks, quitting workers that are not its own).
+class pool_owner {
+public:
+    bool forked_copy() const noexcept { return m_process.forked_copy(); }
+    /// Throws std::logic_error in a forked copy; `pool` names it ("thread_pool").
+    void check(const char* pool) const {
+        if (forked_copy())
+            throw std::logic_error(std::string("tandem: a ") + pool + " serves only the process that created it, not a forked copy");
+    }
+
+private:
+    fork_generation m_process;
+};
+
 /// A pool's one FIFO queue of jobs no worker has yet, bounded by max_queued (0: no bound),
 /// with backpressure: past the bound an awaited job is parked (its awaiter stays suspended)
 /// and a blocking submitter waits. Freeing a place moves the oldest parked job in, or lets
@@ -308,6 +329,14 @@ public:
         m_space.wait(lock, [&] { return give_up() || !full_locked(); });
         --m_blocked;
         if (m_blocked == 0) m_all_left.notify_all(); // close_locked may wait for us
+    }
+    /// In a forked copy of the program: the submitters blocked here are the parent's threads,
+    /// which do not exist in this process; forget them, so the condition variables can be
+    /// destroyed here (destroying one with waiters would wait for them forever).
+    void forget_waiters_after_fork() noexcept {
+        new (&m_space) std::condition_variable();
+        new (&m_all_left) std::condition_variable();
+        m_blocked = 0;
     }
     /// Wakes every blocked submitter (to see that the pool closes or broke).
     void wake_blocked() noexcept { m_space.notify_all(); }

@@ -7,7 +7,8 @@
 // is written once into shared pages and never streamed through a socket buffer.
 //
 // Nothing read from a channel is trusted: the receive buffer is fixed, truncated messages and
-// unexpected descriptors are errors, and a memfd payload's size is checked against the file.
+// unexpected descriptors are errors, and a memfd payload's size is checked against the file
+// and against the memory behind it (a sparse file would make the receiver allocate it).
 #pragma once
 
 #include "tandem/codec.hpp"
@@ -115,7 +116,7 @@ private:
     std::uint32_t m_magic = expected_magic;
     frame_kind m_kind{};
     std::uint8_t m_in_memfd = 0;
-    std::uint16_t m_reserved = 0;
+    [[maybe_unused]] std::uint16_t m_reserved = 0; // keeps the header 40 bytes with no padding of unknown value
     std::uint64_t m_id = 0;
     std::uint64_t m_entry = 0;
     std::uint64_t m_fn = 0;
@@ -359,6 +360,10 @@ public:
             if (::fstat(received[0].get(), &st) != 0 || st.st_size < 0 ||
                 static_cast<std::uint64_t>(st.st_size) < header.size() || header.size() <= max_inline)
                 throw protocol_error("tandem: memfd payload size does not match its message");
+            // Only memory the sender filled: a sparse memfd costs its sender nothing, and
+            // populating the mapping would make the receiver allocate every page of it.
+            if (st.st_blocks < 0 || static_cast<std::uint64_t>(st.st_blocks) < (header.size() + 511) / 512)
+                throw protocol_error("tandem: memfd payload claims more bytes than its sender wrote");
             void* map = ::mmap(nullptr, header.size(), PROT_READ, MAP_PRIVATE | MAP_POPULATE, received[0].get(), 0);
             if (map == MAP_FAILED) throw_errno("tandem: mmap of a received payload");
             m_map = map;

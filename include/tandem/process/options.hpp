@@ -18,6 +18,7 @@ struct process_pool_options {
     std::size_t max_queued = 0;
     /// Every job's time limit (0: none). Past it the worker is killed and replaced, and the
     /// job fails with tandem::timed_out. job_options::timeout overrides it per call.
+    /// milliseconds::max() never expires; a negative one is std::invalid_argument.
     std::chrono::milliseconds job_timeout{0};
     /// A worker exits after this many jobs and a fresh one takes its place (0: never);
     /// Python's max_tasks_per_child, for code that leaks.
@@ -37,7 +38,7 @@ struct process_pool_options {
 
 /// Per-call settings: pool.run(tandem::job_options{.timeout = 2s}, fn, args...).
 struct job_options {
-    std::chrono::milliseconds timeout{0}; // 0: the pool's job_timeout
+    std::chrono::milliseconds timeout{0}; // 0: the pool's job_timeout; negative: std::invalid_argument
 };
 
 } // namespace tandem

@@ -36,6 +36,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <pthread.h>
 #include <stdexcept>
@@ -55,7 +56,7 @@ public:
     static constexpr const char* run_name = "process_pool::run";
 
     explicit worker_set(const process_pool_options& options)
-        : m_options(options), m_queue(options.max_queued), m_zygote(zygote::instance(options.allow_threads)) {
+        : m_options(checked(options)), m_queue(options.max_queued), m_zygote(zygote::instance(options.allow_threads)) {
         const std::size_t n = m_options.workers ? m_options.workers : hardware_threads();
         check_descriptor_room(n);
         m_slots.resize(n);
@@ -85,6 +86,7 @@ public:
 
     /// Loop thread: queues an awaited job (or parks it while the queue is full).
     void enqueue_awaited(process_job& job) {
+        check_not_forked();
         std::unique_lock lock(m_mutex);
         check_open_locked();
         job.add_ref(); // the pool's
@@ -99,6 +101,10 @@ public:
     /// Any thread: queues a job, waiting for room if the queue is bounded and full. Takes
     /// over the caller's reference.
     void enqueue_blocking(process_job& job) {
+        if (forked_copy()) {
+            job.release();
+            check_not_forked();
+        }
         std::unique_lock lock(m_mutex);
         m_queue.wait_for_room(lock, [&] { return m_closing || m_broken; });
         if (m_closing) {
@@ -153,6 +159,10 @@ public:
     /// Stops accepting jobs, cancels queued ones, lets running ones finish (or kills them),
     /// and waits for every worker to exit. Idempotent.
     void stop(bool finish_running) noexcept {
+        // One stop at a time: a second caller (another thread's shutdown, then the
+        // destructor) waits for the first to join the dispatcher, then finds nothing to do.
+        if (forked_copy()) return forget_forked_copy();
+        std::lock_guard stopping(m_stop_mutex);
         intrusive_list<process_job> abandoned;
         std::vector<process_job*> killed;
         {
@@ -218,6 +228,12 @@ public:
     const process_pool_options& options() const noexcept { return m_options; }
 
 private:
+    /// Settings that cannot mean anything are refused before any process is forked.
+    static const process_pool_options& checked(const process_pool_options& o) {
+        if (o.job_timeout.count() < 0) throw std::invalid_argument("tandem: process_pool job_timeout cannot be negative (0: none)");
+        return o;
+    }
+
     /// Each worker holds one channel descriptor here, and the pool a few more: fail at once,
     /// naming the limit, rather than halfway through starting the workers.
     static void check_descriptor_room(std::size_t workers) {
@@ -235,6 +251,24 @@ private:
                                      std::to_string(limit.rlim_cur) + " (RLIMIT_NOFILE), " +
                                      std::to_string(process::open_descriptor_count()) +
                                      " of them open already: use fewer workers or raise the limit");
+    }
+
+    /// A forked copy of the program (fork() after the pool was built) shares the parent's
+    /// workers, channels and zygote but runs no dispatcher. It must neither use the pool (its
+    /// job would reach a parent's worker, and the reply the parent) nor stop it (a quit or a
+    /// kill sent from here would stop the parent's workers).
+    bool forked_copy() const noexcept { return m_owner.forked_copy(); }
+    void check_not_forked() const { m_owner.check("process_pool"); }
+    /// The forked copy's teardown: nothing is sent, nothing is joined. The dispatcher thread,
+    /// and any thread that held a lock or waited on a condition variable at fork time, exist
+    /// only in the parent, so they are forgotten (not destroyed); descriptors close as copies,
+    /// and the jobs (the parent's) are left alone.
+    void forget_forked_copy() noexcept {
+        new (&m_dispatcher) std::thread();
+        new (&m_mutex) std::mutex();
+        new (&m_stop_mutex) std::mutex();
+        new (&m_ready) std::condition_variable();
+        m_queue.forget_waiters_after_fork();
     }
 
     struct worker_slot {
@@ -290,10 +324,17 @@ private:
         job.m_sent_id = h.job_id();
         s.job = &job;
         if (job.m_timeout.count() > 0) {
-            s.deadline = clock::now() + job.m_timeout;
+            s.deadline = deadline_after(job.m_timeout);
             if (s.deadline < m_next_wake) m_wake.signal();
         }
         return true;
+    }
+
+    /// now + timeout, saturated: milliseconds::max() means "never", not an overflow into the past.
+    static clock::time_point deadline_after(std::chrono::milliseconds timeout) noexcept {
+        const auto now = clock::now();
+        const auto room = std::chrono::duration_cast<std::chrono::milliseconds>(clock::time_point::max() - now);
+        return timeout >= room ? clock::time_point::max() : now + timeout;
     }
 
     /// Worker i is free: give it the next queued job, if any.
@@ -581,6 +622,14 @@ private:
     /// one (or retire it). False if the worker can no longer be trusted.
     bool on_reply(std::unique_lock<std::mutex>& lock, std::uint64_t token, const incoming_frame& f) {
         worker_slot* s = slot_for(token);
+        // A reply must answer the job the worker has now. Another one (a job that wrote to
+        // the channel itself, or forked and returned in both processes) would be taken as
+        // the next job's answer: the worker cannot be trusted. A worker we stopped
+        // listening to (cancelled, timed out) may still answer; that reply is dropped.
+        if (s->job ? f.header.job_id() != s->job->m_sent_id : !s->leaving) {
+            on_malformed(lock, *s, make_failure<protocol_error>("tandem: a worker answered a job it was not running"));
+            return false;
+        }
         process_job* job = std::exchange(s->job, nullptr);
         s->deadline = clock::time_point::max();
         ++s->jobs_done;
@@ -653,7 +702,9 @@ private:
     }
 
     process_pool_options m_options;
+    pool_owner m_owner; // the process whose pool this is (forked_copy)
     mutable std::mutex m_mutex;
+    std::mutex m_stop_mutex;                 // held through stop(), joining included
     mutable std::condition_variable m_ready; // wait_ready()
     bounded_job_queue<process_job> m_queue;
     std::shared_ptr<zygote> m_zygote;

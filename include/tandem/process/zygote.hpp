@@ -12,7 +12,8 @@
 //
 // The zygote closes every descriptor it inherited except its control channel (a worker never
 // inherits the parent's listening sockets), moves to its own process group (a Ctrl-C in the
-// terminal reaches the parent, which shuts the pool down, not the workers), reaps its
+// terminal reaches the parent, which shuts the pool down, not the workers), drops the
+// parent's signal dispositions and mask (it must see SIGCHLD to report), reaps its
 // workers and reports their exit status, and on end-of-stream from the parent kills them
 // and exits: no worker outlives the program, even after SIGKILL.
 #pragma once
@@ -23,6 +24,7 @@
 #include "tandem/process/parent_death.hpp"
 #include "tandem/process/pidfd.hpp"
 #include "tandem/process/start_board.hpp"
+#include "tandem/detail/fork_generation.hpp"
 #include "tandem/detail/spin.hpp"
 #include "tandem/detail/syscall.hpp"
 #include "tandem/detail/unique_fd.hpp"
@@ -105,6 +107,11 @@ inline std::pair<std::string, std::string> describe_current_exception() {
         }
     }
     if (outgoing_payload{}.send(ch, frame_header::ready()) != 0) _exit(0);
+    // A job that fork()s and returns in both processes would leave two readers on one
+    // channel: the copy could answer for the worker, or take its next job or its quit (then
+    // the worker waits forever and so does the pool's shutdown). Only the worker speaks; a
+    // copy that comes back here leaves at once.
+    const fork_generation self;
     for (;;) {
         incoming_frame job;
         int got = -EAGAIN;
@@ -119,8 +126,10 @@ inline std::pair<std::string, std::string> describe_current_exception() {
         try {
             const auto entry = reinterpret_cast<job_entry>(job.header.entry());
             outgoing_payload result = entry(job.header.function(), job.data(), job.size());
+            if (self.forked_copy()) _exit(0);
             if (result.send(ch, frame_header::result(job.header.job_id())) != 0) _exit(0);
         } catch (...) {
+            if (self.forked_copy()) _exit(0);
             send_error(frame_header::error(job.header.job_id()));
         }
     }
@@ -332,6 +341,11 @@ private:
         control = worker_channel_fd;
         process::close_descriptors_from(control + 1);
         ::setpgid(0, 0);
+        // Nothing of the parent's signal set-up: with SIGCHLD ignored (a daemon's habit) the
+        // kernel would reap the workers itself and no death would ever be reported; a
+        // blocked SIGTERM would make the zygote deaf to an operator; a handler would run the
+        // parent's code on descriptors the zygote closed.
+        process::reset_signal_state();
         ::signal(SIGINT, SIG_IGN);
         ::signal(SIGPIPE, SIG_IGN);
         sigset_t chld;
@@ -414,6 +428,7 @@ private:
     [[noreturn]] static void become_worker(int channel, int board, std::size_t slot, pid_t zygote_pid,
                                            worker_initializer init, std::chrono::microseconds spin) noexcept {
         if (process::move_descriptor(channel, worker_channel_fd) < 0) _exit(100);
+        ::fcntl(worker_channel_fd, F_SETFD, FD_CLOEXEC); // a job's subprocess does not get the channel
         if (board >= 0 && process::move_descriptor(board, worker_board_fd) < 0) _exit(100);
         process::close_descriptors_from(board >= 0 ? worker_board_fd + 1 : worker_channel_fd + 1);
         const process::start_board started = process::start_board::attach(board >= 0 ? worker_board_fd : -1);
