@@ -203,7 +203,6 @@ private:
     task<void> sweep();
     task<void> wait_closed();
     task<void> begin_drain();
-    std::size_t count_idle() noexcept;
     void close_idle() noexcept;
     void cancel_remaining() noexcept;
     task<void> handle(tcp_stream s);
@@ -244,6 +243,7 @@ private:
     std::int64_t m_now = 0;    // the sweeper's clock (steady ns)
     std::int64_t m_period = 0; // its period (ns)
     bool m_draining = false;
+    bool m_linger_over = false; // draining, and idle keep-alive connections were told to go
     bool m_gave_up = false; // the drain ran out: connections are cut, late starters too
 };
 
@@ -502,7 +502,8 @@ inline task<void> server::wait_closed() {
 /// answered with Connection: close (serve_connection then returns); the rest close.
 inline task<void> server::begin_drain() {
     m_draining = true;
-    if (m_options.drain_linger > std::chrono::milliseconds::zero() && count_idle() != 0) {
+    // Any kept-alive connection may be between requests now or when its response is out.
+    if (m_options.drain_linger > std::chrono::milliseconds::zero() && m_connections_open != 0) {
         try {
             co_await with_timeout(m_options.drain_linger, wait_closed());
         } catch (const timed_out&) {
@@ -511,16 +512,15 @@ inline task<void> server::begin_drain() {
     close_idle();
 }
 
-/// Keep-alive connections between requests (a fresh one's first request may be on the wire).
-inline std::size_t server::count_idle() noexcept {
-    std::size_t n = 0;
-    m_connections.for_each([&](connection& c) { n += c.now == phase::idle && !c.fresh; });
-    return n;
-}
-
 inline void server::close_idle() noexcept {
+    m_linger_over = true;
     m_connections.for_each([](connection& c) {
-        if (c.now == phase::idle && !c.fresh) ::shutdown(c.fd, SHUT_RD); // between requests: just go
+        if (c.now != phase::idle || c.fresh) return;
+        // A request already in the socket (its task not yet resumed) is served, with
+        // Connection: close; shutting the read side under it would drop it.
+        char byte;
+        if (::recv(c.fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0) return;
+        ::shutdown(c.fd, SHUT_RD); // between requests: just go
     });
 }
 
@@ -568,7 +568,10 @@ inline task<void> server::serve_connection(tcp_stream& s, connection& c) {
         }
         if (!w || w->begin == w->end) {
             give_back(w); // EAGAIN: wait holding nothing
-            if (m_draining && !c.fresh) co_return;
+            // Draining: a connection whose last response kept it alive goes idle like the
+            // others, so a request its client already sent is still answered within
+            // drain_linger; once that is over, it just goes.
+            if (m_linger_over && !c.fresh) co_return;
             expect(c, phase::idle);
             co_await s.wait_readable();
             w = take_workspace();
