@@ -249,11 +249,6 @@ struct head_framing {
 inline void append_response_head(std::string& out, int version, int status,
                                  std::span<const std::pair<std::string, std::string>> headers, head_framing framing);
 
-/// A request head as the client sends it (Host first, then the caller's headers).
-inline void append_request_head(std::string& out, std::string_view method, std::string_view target,
-                                std::string_view host, std::span<const std::pair<std::string, std::string>> headers,
-                                std::optional<std::uint64_t> content_length);
-
 namespace detail {
 
 /// The IMF-fixdate for the Date header, formatted once per second per thread.
@@ -320,19 +315,6 @@ inline void append_response_head(std::string& out, int version, int status,
         out += "Connection: close\r\n";
     } else if (version == 10) {
         out += "Connection: keep-alive\r\n";
-    }
-    out += "\r\n";
-}
-
-inline void append_request_head(std::string& out, std::string_view method, std::string_view target,
-                                std::string_view host, std::span<const std::pair<std::string, std::string>> headers,
-                                std::optional<std::uint64_t> content_length) {
-    out.append(method).append(" ").append(target).append(" HTTP/1.1\r\nHost: ").append(host).append("\r\n");
-    detail::append_header_list(out, headers);
-    if (content_length) {
-        out += "Content-Length: ";
-        detail::append_decimal(out, *content_length);
-        out += "\r\n";
     }
     out += "\r\n";
 }
