@@ -4,6 +4,9 @@
 # median CPU seconds (user + sys, steadier than wall time on a shared machine).
 #   bench/compile_time.sh                       g++ -O0, the default headers
 #   CXX=clang++ FLAGS="-O0 -g" RUNS=5 bench/compile_time.sh tandem/core.hpp tandem/net.hpp
+#   BASE=/path/to/old/include bench/compile_time.sh    also each header from another include root
+#                                                      (e.g. `git archive c33a20b include | tar -x`),
+#                                                      interleaved in the same run: before/after
 # For where the time goes: clang++ -ftime-trace (a JSON per TU) or g++ -ftime-report.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -18,25 +21,37 @@ peer=asio.hpp
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
+base_root="${BASE:-}"
 declare -A times
 all=("${headers[@]}" ${peer:+"$peer"})
+# An entry "base:<header>" compiles <header> from $BASE instead of this checkout.
+entries=("${headers[@]}")
+[[ -n "$base_root" ]] && for header in "${headers[@]}"; do entries+=("base:$header"); done
+entries+=(${peer:+"$peer"})
 for ((run = 0; run < runs; ++run)); do
-    for header in "${all[@]}"; do
+    for entry in "${entries[@]}"; do
+        header="${entry#base:}"
+        include="$root/include"
+        [[ "$entry" == base:* ]] && include="$base_root"
         tu="$work/$(tr / _ <<<"$header").cpp"
         printf '#include <%s>\n' "$header" >"$tu"
         # shellcheck disable=SC2086
-        seconds=$({ /usr/bin/time -f '%U %S' "$cxx" -std=c++20 $flags -I"$root/include" -c "$tu" -o "$work/tu.o"; } 2>&1 |
+        seconds=$({ /usr/bin/time -f '%U %S' "$cxx" -std=c++20 $flags -I"$include" -c "$tu" -o "$work/tu.o"; } 2>&1 |
                   tail -1 | awk '{ printf "%.2f", $1 + $2 }')
-        times[$header]+="$seconds "
+        times[$entry]+="$seconds "
     done
 done
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 base=""
 [[ -n "$peer" ]] && base="$(median "${times[$peer]}")"
-printf '%s %s, median of %d, CPU s\n' "$cxx" "$flags" "$runs"
+printf '%s %s, median of %d, CPU s; load average %s\n' "$cxx" "$flags" "$runs" "$(cut -d' ' -f1-3 /proc/loadavg)"
+ratio() { [[ -n "$base" ]] && awk -v a="$1" -v b="$base" 'BEGIN { printf "%.2fx asio", a / b }'; }
 for header in "${all[@]}"; do
     m="$(median "${times[$header]}")"
-    ratio=""
-    [[ -n "$base" ]] && ratio="$(awk -v a="$m" -v b="$base" 'BEGIN { printf "%.2fx asio", a / b }')"
-    printf '  %-24s %5s s  %s\n' "$header" "$m" "$ratio"
+    line="$(printf '  %-24s %5s s  %s' "$header" "$m" "$(ratio "$m")")"
+    if [[ -n "$base_root" && -n "${times[base:$header]:-}" ]]; then
+        b="$(median "${times[base:$header]}")"
+        line+="$(printf '   (BASE: %5s s  %s)' "$b" "$(ratio "$b")")"
+    fi
+    printf '%s\n' "$line"
 done

@@ -50,7 +50,7 @@ namespace tandem::cluster {
 /// SIGTTOU are ignored (they are the primary's to act on) and SIGTERM requests the stop.
 template <class Serve>
 int run(const options& opts, Serve&& serve) {
-    detail::supervisor primary(opts, serve_function(std::forward<Serve>(serve)));
+    detail::supervisor<> primary(opts, serve_function(std::forward<Serve>(serve)));
     return primary.run();
 }
 

@@ -57,6 +57,7 @@ inline std::string describe_duration(std::int64_t ns) {
     return buf;
 }
 
+template <class = void> // compiled only where used (bench/README.md, "Include cost")
 class supervisor {
 public:
     supervisor(const options& o, serve_function serve) : m_opts(o), m_serve(std::move(serve)) {

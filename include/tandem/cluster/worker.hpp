@@ -115,7 +115,8 @@ inline std::chrono::milliseconds heartbeat_interval(const options& o) noexcept {
     return std::clamp<milliseconds>(o.stall_timeout / 4, milliseconds(10), milliseconds(250));
 }
 
-inline task<void> heartbeat(worker& w, seat& me, std::chrono::milliseconds interval) {
+template <class = void> // compiled only where used (bench/README.md, "Include cost")
+task<void> heartbeat(worker& w, seat& me, std::chrono::milliseconds interval) {
     event_loop& loop = this_loop();
     loop_stats before = loop.stats();
     for (;;) {
@@ -130,7 +131,8 @@ inline task<void> heartbeat(worker& w, seat& me, std::chrono::milliseconds inter
     }
 }
 
-inline task<void> stop_on_signal(signal_set& signals, worker& w) {
+template <class = void>
+task<void> stop_on_signal(signal_set& signals, worker& w) {
     (void)co_await signals.wait();
     worker_access::request_stop(w);
     // Close only once the serve function's acceptor has seen the stop: an acceptor that was
@@ -142,9 +144,11 @@ inline task<void> stop_on_signal(signal_set& signals, worker& w) {
     worker_access::close_listeners(w);
 }
 
-inline task<void> call_serve(const serve_function& serve, worker& w) { co_await serve(w); }
+template <class = void>
+task<void> call_serve(const serve_function& serve, worker& w) { co_await serve(w); }
 
-inline task<int> run_worker(worker& w, const worker_setup& s) {
+template <class = void>
+task<int> run_worker(worker& w, const worker_setup& s) {
     event_loop& loop = this_loop();
     signal_set stop_signals(loop, {SIGTERM});
     sigset_t term; // blocked since fork (see supervisor::become_worker): a pending one arrives now
@@ -202,7 +206,8 @@ inline task<int> run_worker(worker& w, const worker_setup& s) {
 }
 
 /// A worker's whole life, in the forked child. Never returns.
-[[noreturn]] inline void worker_main(const worker_setup& s) noexcept {
+template <class = void>
+[[noreturn]] void worker_main(const worker_setup& s) noexcept {
     int code = 1;
     try {
         std::vector<tcp_listener> listeners;

@@ -151,6 +151,7 @@ struct pooled_connection {
     /// Reads what is available after the pending bytes; returns the count, 0 at end of stream.
     /// The buffer grows only while nothing is consumed (a head being parsed: bounded by the
     /// parser's max_head), and is never zero-filled.
+    template <class = void> // compiled only where used (bench/README.md, "Include cost")
     task<std::size_t> read_more() {
         if (m_begin > 0 && (m_end == m_capacity || m_begin * 2 >= m_end)) {
             std::memmove(m_buffer.get(), m_buffer.get() + m_begin, m_end - m_begin);
@@ -233,6 +234,7 @@ public:
     /// while max_connections are in use; throws pool_overloaded when max_waiting requests
     /// wait already. Cancellable: a cancelled waiter leaves the queue and takes nothing.
     /// Connecting throws std::system_error (refused, unreachable) or the resolver's error.
+    template <class = void> // compiled only where used (bench/README.md, "Include cost")
     task<connection_lease> acquire() {
         if (!m_slots.try_acquire()) {
             if (m_waiting >= m_options.max_waiting) throw pool_overloaded(m_waiting);
@@ -354,6 +356,7 @@ private:
         m_slots.release();
     }
 
+    template <class = void> // compiled only where used (bench/README.md, "Include cost")
     task<tcp_stream> connect() {
         if (m_addresses.empty()) {
             // One lookup at a time: the others wait for its answer rather than repeat it.

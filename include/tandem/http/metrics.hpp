@@ -47,7 +47,8 @@ inline std::string metrics_text(const server_stats& server, const loop_stats& lo
 
 /// A handler answering the figures of the loop that runs it, of the server that calls it and
 /// of `pools`, as text/plain; version=0.0.4.
-inline handler metrics_handler(std::vector<pool_probe> pools = {}) {
+template <class = void> // compiled only where used (bench/README.md, "Include cost")
+handler metrics_handler(std::vector<pool_probe> pools = {}) {
     return [pools = std::move(pools)](request& req) -> task<response> {
         std::vector<pool_figures> figures;
         figures.reserve(pools.size());

@@ -35,7 +35,8 @@ struct serve_options {
 /// requests in flight finish (server_options::drain_timeout, then cancels them) and returns.
 /// Throws what bind throws (std::system_error: EADDRINUSE, ...). Loop thread only; end it with
 /// a signal (or raise(SIGTERM)), not by cancelling the calling task.
-inline task<void> serve(address at, router routes, server_options options = {}, serve_options how = {}) {
+template <class = void> // compiled only where used (bench/README.md, "Include cost")
+task<void> serve(address at, router routes, server_options options = {}, serve_options how = {}) {
     signal_set stop_signals({SIGINT, SIGTERM});
     tcp_listener listener = tcp_listener::bind(at, how.listen);
     server srv(std::move(routes), std::move(options));
