@@ -4,6 +4,7 @@
 # median CPU seconds (user + sys, steadier than wall time on a shared machine).
 #   bench/compile_time.sh                       g++ -O0, the default headers
 #   CXX=clang++ FLAGS="-O0 -g" RUNS=5 bench/compile_time.sh tandem/core.hpp tandem/net.hpp
+#   FLAGS=-O2 bench/compile_time.sh examples/hello_server.cpp     a source file of this checkout
 #   BASE=/path/to/old/include bench/compile_time.sh    also each header from another include root
 #                                                      (e.g. `git archive c33a20b include | tar -x`),
 #                                                      interleaved in the same run: before/after
@@ -33,8 +34,12 @@ for ((run = 0; run < runs; ++run)); do
         header="${entry#base:}"
         include="$root/include"
         [[ "$entry" == base:* ]] && include="$base_root"
-        tu="$work/$(tr / _ <<<"$header").cpp"
-        printf '#include <%s>\n' "$header" >"$tu"
+        if [[ "$header" == *.cpp ]]; then
+            tu="$root/$header" # a program of the project's own (examples/hello_server.cpp): what using costs
+        else
+            tu="$work/$(tr / _ <<<"$header").cpp"
+            printf '#include <%s>\n' "$header" >"$tu"
+        fi
         # shellcheck disable=SC2086
         seconds=$({ /usr/bin/time -f '%U %S' "$cxx" -std=c++20 $flags -I"$include" -c "$tu" -o "$work/tu.o"; } 2>&1 |
                   tail -1 | awk '{ printf "%.2f", $1 + $2 }')

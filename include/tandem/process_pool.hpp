@@ -24,6 +24,7 @@
 #include "tandem/task.hpp"
 #include "tandem/when.hpp"
 #include "tandem/detail/pool_awaiter.hpp"
+#include "tandem/detail/ranges.hpp"
 #include "tandem/process/job.hpp"
 #include "tandem/process/options.hpp"
 #include "tandem/process/remote_call.hpp"
@@ -33,7 +34,6 @@
 #include <chrono>
 #include <cstddef>
 #include <future>
-#include <ranges>
 #include <stdexcept>
 #include <sys/types.h>
 #include <type_traits>
@@ -101,9 +101,9 @@ public:
     /// fn applied to every element of inputs, in order, in chunks of chunk_size elements per
     /// job (one round trip per chunk). The inputs are encoded before map returns, so the
     /// range need not outlive the task. From plain code: sync_wait(pool.map(...)).
-    template <class F, std::ranges::input_range Range>
+    template <class F, detail::input_range Range>
     [[nodiscard]] auto map(F fn, const Range& inputs, std::size_t chunk_size = 1) {
-        using T = std::ranges::range_value_t<Range>;
+        using T = detail::range_value_t<Range>;
         using Fn = std::decay_t<F>;
         static_assert(detail::remote_callable<Fn>, "tandem: process_pool needs a function pointer or a capture-less lambda");
         using R = std::remove_cvref_t<std::invoke_result_t<Fn&, const T&>>;

@@ -7,12 +7,12 @@
 
 #include "tandem/task.hpp"
 #include "tandem/detail/cancellable_wait.hpp"
+#include "tandem/detail/ranges.hpp"
 
 #include <cstddef>
 #include <exception>
 #include <iterator>
 #include <memory>
-#include <ranges>
 #include <stdexcept>
 #include <tuple>
 #include <type_traits>
@@ -345,7 +345,7 @@ private:
 };
 
 template <class R>
-using range_task_value_t = typename std::remove_cvref_t<std::ranges::range_value_t<R>>::value_type;
+using range_task_value_t = typename std::remove_cvref_t<detail::range_value_t<R>>::value_type;
 
 } // namespace detail
 
@@ -363,7 +363,7 @@ task<std::tuple<detail::non_void_t<Ts>...>> when_all(task<Ts>... tasks) {
 
 /// Runs every task of a range concurrently; yields their results in order (nothing for
 /// task<void>). The first failure cancels the others and is rethrown after all finished.
-template <std::ranges::input_range Range>
+template <detail::input_range Range>
 auto when_all(Range&& tasks) -> task<std::conditional_t<std::is_void_v<detail::range_task_value_t<Range>>, void,
                                                           std::vector<detail::range_task_value_t<Range>>>> {
     using T = detail::range_task_value_t<Range>;
@@ -406,7 +406,7 @@ struct when_any_result {
 
 /// Range form of when_any. Yields when_any_result<T> (just the index for task<void>).
 /// Throws std::invalid_argument for an empty range.
-template <std::ranges::input_range Range>
+template <detail::input_range Range>
 auto when_any(Range&& tasks) -> task<std::conditional_t<std::is_void_v<detail::range_task_value_t<Range>>, std::size_t,
                                                           when_any_result<detail::range_task_value_t<Range>>>> {
     using T = detail::range_task_value_t<Range>;
