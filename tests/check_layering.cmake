@@ -19,7 +19,7 @@ endfunction()
 
 # The HTTP parser, messages, router and JSON writer are pure too: bytes in, values out.
 foreach(header task.hpp when.hpp sync.hpp error.hpp source_location.hpp codec.hpp detail/cancellable_wait.hpp
-               http/parser.hpp http/message.hpp http/router.hpp http/json.hpp)
+               http/parser.hpp http/message.hpp http/router.hpp http/json.hpp http/server_options.hpp)
     tandem_headers_reached(${header} reached)
     foreach(file IN LISTS reached)
         if(file MATCHES "tandem/loop\\.hpp$")
@@ -38,7 +38,7 @@ endforeach()
 # includes it pays for no socket, pool, process, signal or HTTP code (README, "Headers").
 tandem_headers_reached(core.hpp reached)
 foreach(file IN LISTS reached)
-    if(file MATCHES "tandem/(net|signal|thread_pool|process_pool|codec|http)\\.hpp$|tandem/(http|process)/|detail/(pool_awaiter|zygote|process_channel)\\.hpp$")
+    if(file MATCHES "tandem/(net|signal|thread_pool|process_pool|codec|http)\\.hpp$|tandem/(http|process|net)/|detail/(pool_awaiter|zygote|process_channel)\\.hpp$")
         message(FATAL_ERROR "core.hpp reaches ${file}, which is not the core")
     endif()
 endforeach()
@@ -99,6 +99,21 @@ list(LENGTH detail_headers nd)
 list(LENGTH process_headers np)
 message(STATUS "layer table: ${nd} detail/ headers (the offload floor excepted) do not reach the loop; "
                "the pools do not include each other; ${np} process/ headers stay below their face")
+
+# net/ is the I/O layer: none of it reaches a protocol. An address is a value: it does not
+# reach the loop. Name resolution needs addresses and the loop, not sockets.
+file(GLOB net_headers RELATIVE "${INCLUDE_DIR}/tandem" "${INCLUDE_DIR}/tandem/net/*.hpp")
+foreach(header IN LISTS net_headers)
+    tandem_forbid("${header}" "tandem/(http|process|cluster)/|tandem/(http|process_pool|cluster)\\.hpp$"
+        "the I/O layer knows nothing of protocols or pools")
+endforeach()
+tandem_forbid(net/address.hpp "tandem/loop\\.hpp$" "an address is a value")
+tandem_forbid(net/resolve.hpp "tandem/net/(socket|stream|tcp|unix|udp)\\.hpp$" "resolving opens no socket")
+# http::server's implementation parts (http/detail/server_*.hpp) are reached through the
+# server alone: the client side never pulls in the server.
+tandem_forbid(http/client.hpp "tandem/http/(server|server_options|detail/server_[a-z]+)\\.hpp$" "the client does not need the server")
+list(LENGTH net_headers nn)
+message(STATUS "net/: ${nn} headers reach no protocol; address.hpp not the loop, resolve.hpp no socket")
 
 # The cluster runs any protocol: cluster.hpp and its wing never reach http/.
 tandem_forbid(cluster.hpp "tandem/http" "the cluster does not know HTTP")

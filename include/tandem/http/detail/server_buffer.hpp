@@ -1,0 +1,119 @@
+// tandem — http::server's per-connection buffer: room for more bytes (compacting or growing
+// within the body-memory bound), reading into it, and the pool of spare workspaces.
+//
+// Layer: protocols. Part of http/server.hpp, which includes it at its end.
+#pragma once
+
+#include "tandem/http/server.hpp"
+
+namespace tandem::http {
+
+namespace detail {
+/// Moves the views of a parsed head that point into [from, from + size) by `delta` bytes:
+/// the buffer under them moved (compacted or reallocated), their contents did not change.
+inline void relocate(request_head& head, std::uintptr_t from, std::size_t size, std::ptrdiff_t delta,
+                     std::span<header> storage) noexcept {
+    auto fix = [&](std::string_view& v) {
+        const auto p = reinterpret_cast<std::uintptr_t>(v.data());
+        if (v.data() == nullptr || p < from || p > from + size) return; // a literal ("/"), not the buffer
+        v = std::string_view(reinterpret_cast<const char*>(p + static_cast<std::uintptr_t>(delta)), v.size());
+    };
+    fix(head.method);
+    fix(head.target);
+    fix(head.path);
+    fix(head.query);
+    for (header& h : storage.first(head.headers.size())) {
+        fix(h.name);
+        fix(h.value);
+    }
+}
+} // namespace detail
+
+/// Makes room for `want` more bytes after w.end: compacts, or grows, doubling but to no more
+/// than `at_most` bytes free (charged against max_body_memory). `pinned`, if any, is a parsed
+/// head whose views follow the bytes. False when the server-wide body memory would be passed.
+inline bool server::make_room(workspace& w, std::size_t want, std::size_t at_most, request_head* pinned) {
+    if (w.data.size() - w.end >= want) return true;
+    const auto old_base = reinterpret_cast<std::uintptr_t>(w.data.data());
+    const std::size_t old_size = w.data.size();
+    if (w.begin > 0 && w.end - w.begin + want <= w.data.size()) {
+        std::memmove(w.data.data(), w.data.data() + w.begin, w.end - w.begin);
+        if (pinned) detail::relocate(*pinned, old_base, old_size, -static_cast<std::ptrdiff_t>(w.begin), w.headers);
+        w.end -= w.begin;
+        w.begin = 0;
+        return true;
+    }
+    const std::size_t new_size = std::max(w.end + want, std::min(w.data.size() * 2, w.end + at_most));
+    const std::size_t new_charge = new_size > base_size ? new_size - base_size : 0;
+    if (new_charge > w.charged &&
+        m_stats.body_bytes_held + (new_charge - w.charged) > m_options.max_body_memory)
+        return false;
+    w.data.resize(new_size);
+    m_stats.body_bytes_held += new_charge - w.charged;
+    w.charged = new_charge;
+    const auto new_base = reinterpret_cast<std::uintptr_t>(w.data.data());
+    if (pinned && new_base != old_base)
+        detail::relocate(*pinned, old_base, old_size, static_cast<std::ptrdiff_t>(new_base - old_base), w.headers);
+    return true;
+}
+
+/// Reads more bytes into w, after making room for `want` (0: the caller made room). Returns 0
+/// at end of stream (or when no memory is left for the bytes).
+inline task<std::size_t> server::read_more(tcp_stream& s, std::unique_ptr<workspace>& w, std::size_t want,
+                                           request_head* pinned) {
+    if (want > 0 && !make_room(*w, want, want, pinned)) co_return 0;
+    if (w->data.size() == w->end) co_return 0;
+    for (;;) {
+        const auto n = s.try_read_some(std::span<char>(w->data.data() + w->end, w->data.size() - w->end));
+        if (n) {
+            w->end += *n;
+            m_stats.bytes_received += *n;
+            co_return *n;
+        }
+        co_await s.wait_readable(); // EAGAIN just now: the next edge is ours
+    }
+}
+
+/// After a large body: back to the base size if what is left fits, so a client that follows
+/// its upload with pipelined (or half-sent) requests does not keep the body's memory charged.
+inline void server::shrink(workspace& w) noexcept {
+    const std::size_t left = w.end - w.begin;
+    if (left > base_size) return;
+    std::vector<char> fresh;
+    try {
+        fresh.resize(base_size);
+    } catch (...) {
+        return; // keep the big one
+    }
+    std::memcpy(fresh.data(), w.data.data() + w.begin, left);
+    w.data.swap(fresh);
+    w.begin = 0;
+    w.end = left;
+    m_stats.body_bytes_held -= w.charged;
+    w.charged = 0;
+}
+
+inline std::unique_ptr<server::workspace> server::take_workspace() {
+    if (!m_spare.empty()) {
+        auto w = std::move(m_spare.back());
+        m_spare.pop_back();
+        return w;
+    }
+    auto w = std::make_unique<workspace>();
+    w->data.resize(base_size);
+    w->headers.resize(m_options.limits.max_headers);
+    return w;
+}
+
+inline void server::give_back(std::unique_ptr<workspace>& w) noexcept {
+    if (!w) return;
+    m_stats.body_bytes_held -= w->charged;
+    w->charged = 0;
+    w->begin = w->end = 0;
+    if (w->data.size() == base_size && m_spare.size() < 256) {
+        m_spare.push_back(std::move(w));
+    }
+    w.reset();
+}
+
+} // namespace tandem::http

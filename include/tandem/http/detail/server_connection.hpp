@@ -1,0 +1,198 @@
+// tandem — http::server's connections: serve, accept, the timeout sweeper, the drain, and the
+// loop of requests on one connection.
+//
+// Layer: protocols. Part of http/server.hpp, which includes it at its end.
+#pragma once
+
+#include "tandem/http/server.hpp"
+
+namespace tandem::http {
+
+inline task<void> server::serve(tcp_listener& listener) {
+    m_now = now_ns();
+    auto sweeper = spawn(sweep(), "http sweeper");
+    auto acceptor = spawn(accept_loop(listener), "http acceptor");
+    m_acceptor = &acceptor;
+    std::exception_ptr failure;
+    try {
+        co_await acceptor;
+    } catch (const cancelled&) {
+    } catch (...) {
+        failure = std::current_exception();
+    }
+    m_acceptor = nullptr;
+    co_await begin_drain();
+    if (m_connections_open != 0) {
+        bool drained = true;
+        try {
+            co_await with_timeout(m_options.drain_timeout, wait_closed());
+        } catch (const timed_out&) {
+            drained = false;
+        }
+        if (!drained) {
+            cancel_remaining();
+            co_await wait_closed();
+        }
+    }
+    sweeper.cancel();
+    try {
+        co_await sweeper;
+    } catch (const cancelled&) {
+    }
+    if (failure) std::rethrow_exception(failure);
+}
+
+inline task<void> server::accept_loop(tcp_listener& listener) {
+    for (;;) {
+        co_await m_slots.acquire();
+        tcp_stream s;
+        try {
+            s = co_await listener.accept();
+        } catch (...) {
+            m_slots.release();
+            throw;
+        }
+        s.set_nodelay(true);
+        // Counted now, not when the task first runs (the loop's next turn): a shutdown in
+        // between must wait for it, or serve() returns with the connection still to run.
+        ++m_connections_open;
+        ++m_stats.connections_accepted;
+        m_stats.connections_open = m_connections_open;
+        spawn(handle(std::move(s)), "http connection").detach();
+    }
+}
+
+inline task<void> server::sweep() {
+    const auto shortest = std::min({m_options.idle_timeout, m_options.header_timeout, m_options.io_timeout});
+    const auto period = std::clamp<std::chrono::milliseconds>(shortest / 4, std::chrono::milliseconds(10),
+                                                               std::chrono::milliseconds(1000));
+    m_period = std::chrono::duration_cast<std::chrono::nanoseconds>(period).count();
+    for (;;) {
+        co_await sleep_for(period);
+        const std::int64_t now = m_now = now_ns();
+        m_connections.for_each([&](connection& c) { sweep_one(c, now); });
+    }
+}
+
+namespace detail {
+/// Bytes the peer acknowledged on a TCP socket (tcp_info's tcpi_bytes_acked, which glibc's
+/// struct predates); nullopt where the kernel does not say.
+inline std::optional<std::uint64_t> bytes_acked(int fd) noexcept {
+    struct {
+        ::tcp_info base;
+        std::uint64_t pacing_rate, max_pacing_rate, bytes_acked;
+    } info{};
+    socklen_t len = sizeof info;
+    if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0 || len < sizeof info) return std::nullopt;
+    return info.bytes_acked;
+}
+} // namespace detail
+
+inline void server::sweep_one(connection& c, std::int64_t now) noexcept {
+    if (c.deadline == 0 || now < c.deadline) return;
+    if (c.now == phase::write) { // a slow reader that still reads is making progress
+        if (const auto acked = detail::bytes_acked(c.fd); acked && *acked != c.acked) {
+            c.acked = *acked;
+            c.deadline = now + std::chrono::duration_cast<std::chrono::nanoseconds>(m_options.io_timeout).count();
+            return;
+        }
+    }
+    c.deadline = 0;
+    c.timed_out = true;
+    ++m_stats.timeouts;
+    // Shutting the read side wakes the pending read with end of stream; a partial head still
+    // gets its 408. A stuck writer needs both sides.
+    ::shutdown(c.fd, c.now == phase::head ? SHUT_RD : SHUT_RDWR);
+}
+
+inline task<void> server::wait_closed() {
+    while (m_connections_open != 0) {
+        m_all_closed.reset();
+        co_await m_all_closed.wait();
+    }
+}
+
+/// Stops new requests on kept-alive connections: one that comes within drain_linger is
+/// answered with Connection: close (serve_connection then returns); the rest close.
+inline task<void> server::begin_drain() {
+    m_draining = true;
+    // Any kept-alive connection may be between requests now or when its response is out.
+    if (m_options.drain_linger > std::chrono::milliseconds::zero() && m_connections_open != 0) {
+        try {
+            co_await with_timeout(m_options.drain_linger, wait_closed());
+        } catch (const timed_out&) {
+        }
+    }
+    close_idle();
+}
+
+inline void server::close_idle() noexcept {
+    m_linger_over = true;
+    m_connections.for_each([](connection& c) {
+        if (c.now != phase::idle || c.fresh) return;
+        // A request already in the socket (its task not yet resumed) is served, with
+        // Connection: close; shutting the read side under it would drop it.
+        char byte;
+        if (::recv(c.fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0) return;
+        ::shutdown(c.fd, SHUT_RD); // between requests: just go
+    });
+}
+
+inline void server::cancel_remaining() noexcept {
+    m_gave_up = true;
+    m_connections.for_each([](connection& c) {
+        if (c.running) c.running->cancel();
+        ::shutdown(c.fd, SHUT_RDWR);
+    });
+}
+
+inline task<void> server::handle(tcp_stream s) {
+    connection c;
+    c.fd = s.native_handle();
+    m_connections.push_back(c);
+    try {
+        if (!m_gave_up) co_await serve_connection(s, c); // accepted just before the drain ran out: close
+    } catch (...) {
+        // A broken connection (reset, EPIPE, a timeout) ends only itself.
+    }
+    c.unlink();
+    s.close();
+    --m_connections_open;
+    m_stats.connections_open = m_connections_open;
+    m_slots.release();
+    if (m_connections_open == 0) m_all_closed.set();
+}
+
+/// The connection's life: wait for a request holding nothing but this small frame (an idle
+/// keep-alive connection costs a few hundred bytes), then serve it in a workspace that exists
+/// only while requests are buffered.
+inline task<void> server::serve_connection(tcp_stream& s, connection& c) {
+    workspace_lease lease{this, take_workspace()};
+    std::unique_ptr<workspace>& w = lease.w;
+    for (;;) {
+        if (w && w->begin == w->end) {
+            // Read before waiting for readiness: epoll is edge-triggered, and a read that
+            // filled the buffer, or a FIN that came with the last bytes, brings no new edge.
+            w->begin = w->end = 0;
+            if (const auto n = s.try_read_some(std::span<char>(w->data.data(), w->data.size()))) {
+                if (*n == 0) co_return;
+                w->end = *n;
+                m_stats.bytes_received += *n;
+            }
+        }
+        if (!w || w->begin == w->end) {
+            give_back(w); // EAGAIN: wait holding nothing
+            // Draining: a connection whose last response kept it alive goes idle like the
+            // others, so a request its client already sent is still answered within
+            // drain_linger; once that is over, it just goes.
+            if (m_linger_over && !c.fresh) co_return;
+            expect(c, phase::idle);
+            co_await s.wait_readable();
+            w = take_workspace();
+            continue;
+        }
+        if (!co_await serve_request(s, c, w)) co_return;
+    }
+}
+
+} // namespace tandem::http

@@ -1,0 +1,303 @@
+// tandem — http::server's one request: head, body, dispatch, response, and the refusals.
+//
+// Layer: protocols. Part of http/server.hpp, which includes it at its end.
+#pragma once
+
+#include "tandem/http/server.hpp"
+
+namespace tandem::http {
+
+/// Reads, handles and answers one request (bytes are already buffered in w). Returns false
+/// when the connection must close. Most requests arrive whole: head_buffered/body_buffered
+/// take them without the I/O stages (and without their coroutine frames).
+inline task<bool> server::serve_request(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w) {
+    exchange x;
+    if (m_options.access_log) x.started = now_ns();
+    if (!head_buffered(*w, x) && co_await read_head(s, c, w, x) == verdict::close) co_return false;
+    ++m_stats.requests;
+    if (!body_buffered(*w, x) && co_await read_body(s, c, w, x) == verdict::close) co_return false;
+    std::optional<response> resp = co_await dispatch(s, c, x);
+    if (!resp) co_return false; // the client left, or shutdown cancelled the handler
+    const bool keep = co_await write_response(s, c, *w, x, *resp);
+    c.fresh = false;
+    w->begin += x.consumed;
+    if (w->charged != 0) shrink(*w);
+    co_return keep;
+}
+
+/// The head, if it is all buffered and valid; false leaves the rest (reading, refusing) to
+/// read_head, with the scanner where it stopped.
+inline bool server::head_buffered(workspace& w, exchange& x) {
+    const parse_result scanned = x.scanner.scan(w.view(), m_options.limits);
+    if (scanned.state != parse_state::complete) return false;
+    x.head_size = scanned.head_size;
+    const parse_result parsed = parse_request_head(w.view().substr(0, x.head_size), x.head, w.headers, m_options.limits);
+    x.head_method = x.head.method == "HEAD";
+    return parsed.state == parse_state::complete; // else read_head parses again and refuses
+}
+
+/// The body, if it needs no reading (none, or a Content-Length body already buffered).
+inline bool server::body_buffered(workspace& w, exchange& x) {
+    x.consumed = x.head_size;
+    if (x.head.framing == body_framing::none) return true;
+    if (x.head.framing != body_framing::content_length) return false;
+    const std::size_t need = x.head_size + static_cast<std::size_t>(x.head.content_length);
+    if (w.end - w.begin < need) return false;
+    x.consumed = need;
+    x.body = w.view().substr(x.head_size, static_cast<std::size_t>(x.head.content_length));
+    return true;
+}
+
+inline task<server::verdict> server::read_head(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w,
+                                                exchange& x) {
+    const limits& lim = m_options.limits;
+    head_scanner& scanner = x.scanner;
+    if (x.head_size == 0) {
+        for (;;) {
+            const parse_result scanned = scanner.scan(w->view(), lim);
+            if (scanned.state == parse_state::complete) {
+                x.head_size = scanned.head_size;
+                break;
+            }
+            if (scanned.state == parse_state::error) {
+                co_await reject(s, c, w, scanned.status, scanned.reason, scanner.head_method());
+                co_return verdict::close;
+            }
+            expect(c, phase::head);
+            if (co_await read_more(s, w, 4096, nullptr) == 0) {
+                if (c.timed_out && c.now == phase::head)
+                    co_await reject(s, c, w, 408, "request head timed out", scanner.head_method());
+                co_return verdict::close;
+            }
+        }
+    }
+    // Parsed once, when complete; read_more keeps the views valid if the buffer moves.
+    const parse_result parsed = parse_request_head(w->view().substr(0, x.head_size), x.head, w->headers, lim);
+    x.head_method = x.head.method == "HEAD";
+    if (parsed.state == parse_state::error) {
+        co_await reject(s, c, w, parsed.status, parsed.reason, scanner.head_method());
+        co_return verdict::close;
+    }
+    co_return verdict::go_on;
+}
+
+inline task<server::verdict> server::read_body(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w,
+                                                exchange& x) {
+    request_head& head = x.head;
+    x.consumed = x.head_size;
+    if (head.framing == body_framing::none) co_return verdict::go_on;
+    if (head.expect_continue && w->end - w->begin == x.head_size)
+        co_await s.write_all(std::string_view("HTTP/1.1 100 Continue\r\n\r\n"));
+    if (head.framing == body_framing::content_length) {
+        const std::size_t need = x.head_size + static_cast<std::size_t>(head.content_length);
+        while (w->end - w->begin < need) {
+            expect(c, phase::body);
+            // Room in steps that follow what arrived (at most doubling), never what was announced.
+            const std::size_t left = need - (w->end - w->begin);
+            if (!make_room(*w, std::min(left, base_size), left, &head)) {
+                co_await reject(s, c, w, 503, "server busy: request-body memory is exhausted", x.head_method);
+                co_return verdict::close;
+            }
+            if (co_await read_more(s, w, 0, &head) == 0) co_return verdict::close;
+        }
+        x.consumed = need;
+        x.body = w->view().substr(x.head_size, static_cast<std::size_t>(head.content_length));
+        co_return verdict::go_on;
+    }
+    // Chunked: decoded in place (picohttpparser's way), so the body ends up contiguous behind
+    // the head as with Content-Length: [head][decoded body][raw bytes not yet decoded].
+    chunked_decoder decoder(m_options.limits.max_body);
+    std::size_t body_end = x.head_size; // offsets from w->begin
+    std::size_t raw = x.head_size;
+    for (;;) {
+        const auto r = decoder.decode(w->view().substr(raw), [&](std::string_view d) {
+            std::memmove(w->at(body_end), d.data(), d.size());
+            body_end += d.size();
+        });
+        raw += r.consumed;
+        if (r.state == parse_state::error) {
+            co_await reject(s, c, w, r.status, r.reason, x.head_method);
+            co_return verdict::close;
+        }
+        if (r.state == parse_state::complete) break;
+        // Drop the framing already decoded, so tiny chunks with long extensions cannot grow
+        // the buffer beyond the body plus one read.
+        if (raw > body_end) {
+            std::memmove(w->at(body_end), w->at(raw), w->end - w->begin - raw);
+            w->end -= raw - body_end;
+            raw = body_end;
+        }
+        expect(c, phase::body);
+        if (!make_room(*w, 4096, SIZE_MAX / 4, &head)) {
+            co_await reject(s, c, w, 503, "server busy: request-body memory is exhausted", x.head_method);
+            co_return verdict::close;
+        }
+        if (co_await read_more(s, w, 0, &head) == 0) co_return verdict::close;
+    }
+    x.consumed = raw;
+    x.body = w->view().substr(x.head_size, body_end - x.head_size);
+    co_return verdict::go_on;
+}
+
+inline task<std::optional<response>> server::dispatch(tcp_stream& s, connection& c, exchange& x) {
+    route_params params;
+    route_match match = m_router.find(x.head.method, x.head.path, params);
+    if (!match.found) {
+        response r(match.status, std::string(reason_phrase(match.status)) + "\n");
+        if (match.status == 405) r.set_header("Allow", std::move(match.allow));
+        co_return r;
+    }
+    x.route = match.found->label;
+    request req(x.head, x.body, params, m_stats);
+    expect(c, phase::handler);
+    std::optional<response> resp;
+    std::exception_ptr failure;
+    try {
+        handler_call call(match.found->fn(req), *match.found, s, c, m_options.cancel_on_disconnect);
+        resp = co_await call;
+        if (!resp) {
+            ++m_stats.clients_gone;
+            co_return std::nullopt;
+        }
+        check_response(*resp);
+    } catch (const cancelled&) {
+        co_return std::nullopt; // shutdown ran out of patience, or the connection was cancelled
+    } catch (...) {
+        failure = std::current_exception();
+    }
+    if (failure) {
+        report_failure(x, failure);
+        resp = response(500, "internal server error\n");
+    }
+    co_return resp;
+}
+
+inline void server::report_failure(const exchange& x, std::exception_ptr failure) noexcept {
+    ++m_stats.handler_errors;
+    const handler_error report{x.head.method, x.head.target, x.route, failure};
+    try {
+        if (m_options.on_error) {
+            m_options.on_error(report);
+        } else {
+            std::fprintf(stderr, "%s\n", report.describe().c_str());
+        }
+    } catch (...) {
+    }
+}
+
+/// What a handler returned must be sayable: a final status, headers that cannot split the
+/// response (`headers` is public, so set_header's check may have been bypassed). Throws
+/// std::invalid_argument, which dispatch reports like any handler error and answers 500.
+inline void server::check_response(const response& resp) {
+    if (resp.status < 200 || resp.status > 599)
+        throw std::invalid_argument("tandem::http: a handler answered status " + std::to_string(resp.status) +
+                                    " (a final status is 200-599)");
+    for (const auto& [n, v] : resp.headers)
+        if (!detail::valid_field(n, v))
+            throw std::invalid_argument("tandem::http: a handler's header '" + n + "' would split the response");
+}
+
+inline task<bool> server::write_response(tcp_stream& s, connection& c, workspace& w, exchange& x, response& resp) {
+    const request_head& head = x.head;
+    const bool bodiless = resp.status < 200 || resp.status == 204 || resp.status == 304;
+    const bool no_body = x.head_method || bodiless; // HEAD: the head GET would send, no body
+    const bool streaming = static_cast<bool>(resp.streamer) && !no_body;
+    const bool chunked_out = streaming && head.version == 11;
+    bool handler_closes = false;
+    for (const auto& [n, v] : resp.headers)
+        if (iequals(n, "connection"))
+            detail::for_each_list_element(v, [&](std::string_view option) { handler_closes |= iequals(option, "close"); });
+    const bool close_after = !head.keep_alive || m_draining || (streaming && !chunked_out) || handler_closes;
+    head_framing framing;
+    framing.chunked = chunked_out;
+    if (!resp.streamer && !bodiless) framing.content_length = resp.body.size();
+    framing.close = close_after;
+    w.out.clear();
+    append_response_head(w.out, head.version, resp.status, resp.headers, framing);
+    expect(c, phase::write);
+    c.acked = 0;
+    std::uint64_t body_bytes = 0;
+    if (no_body || streaming || resp.body.empty()) {
+        co_await s.write_all(w.out);
+    } else {
+        const std::string_view parts[] = {w.out, resp.body};
+        co_await s.write_all_gathered(parts);
+        body_bytes = resp.body.size();
+    }
+    m_stats.bytes_sent += w.out.size() + body_bytes;
+    if (streaming) {
+        stream_writer writer(*this, s, c, chunked_out);
+        std::exception_ptr failure;
+        try {
+            co_await resp.streamer(writer);
+        } catch (...) {
+            if (writer.broken()) throw; // the client's socket failed, not the handler
+            failure = std::current_exception();
+        }
+        if (failure) {
+            // The head is gone; all that is left to say is "cut short": close without the
+            // last chunk (or before the announced end), and tell the error hook.
+            report_failure(x, failure);
+            co_await linger(s);
+            co_return false;
+        }
+        if (chunked_out) co_await s.write_all(std::string_view("0\r\n\r\n"));
+        body_bytes = writer.bytes();
+    }
+    ++m_served;
+    count_response(resp.status);
+    if (m_options.access_log) {
+        try {
+            m_options.access_log(access_record{head.method, head.target, resp.status, body_bytes,
+                                               std::chrono::nanoseconds(now_ns() - x.started)});
+        } catch (...) {
+        }
+    }
+    if (close_after) {
+        co_await linger(s);
+        co_return false;
+    }
+    co_return true;
+}
+
+/// Answers a request that cannot be served (status >= 400), then closes with a lingering
+/// close: stop sending, then read (and drop) what the client still sends for a moment, so our
+/// close does not turn into a reset that destroys the answer.
+inline task<void> server::reject(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, int status,
+                                 std::string_view reason, bool head_method) {
+    give_back(w);
+    ++m_stats.rejected;
+    count_response(status);
+    std::string body(reason);
+    body += '\n';
+    response r(status, std::move(body));
+    if (status == 503) r.set_header("Retry-After", "1");
+    std::string out;
+    append_response_head(out, 11, status, r.headers, head_framing{r.body.size(), false, true});
+    if (!head_method) out += r.body;
+    expect(c, phase::write);
+    co_await s.write_all(out);
+    m_stats.bytes_sent += out.size();
+    co_await linger(s);
+}
+
+/// Closes after a last response without destroying it: stop sending (FIN after the data),
+/// then read and drop what the client still sends (its pipelined requests) until it closes,
+/// for at most a second and a MiB. Closing a socket with unread bytes sends a reset, which
+/// discards the response the kernel has not sent yet.
+inline task<void> server::linger(tcp_stream& s) {
+    s.shutdown_write();
+    try {
+        co_await with_timeout(std::chrono::seconds(1), [](tcp_stream& st) -> task<void> {
+            char sink[16384];
+            for (std::size_t total = 0; total < (std::size_t{1} << 20);) {
+                const std::size_t n = co_await st.read_some(std::span<char>(sink));
+                if (n == 0) break;
+                total += n;
+            }
+        }(s));
+    } catch (...) {
+    }
+}
+
+} // namespace tandem::http
