@@ -234,7 +234,7 @@ public:
     /// while max_connections are in use; throws pool_overloaded when max_waiting requests
     /// wait already. Cancellable: a cancelled waiter leaves the queue and takes nothing.
     /// Connecting throws std::system_error (refused, unreachable) or the resolver's error.
-    template <class = void> // compiled only where used (bench/README.md, "Include cost")
+    template <class = void>
     task<connection_lease> acquire() {
         if (!m_slots.try_acquire()) {
             if (m_waiting >= m_options.max_waiting) throw pool_overloaded(m_waiting);
@@ -356,7 +356,7 @@ private:
         m_slots.release();
     }
 
-    template <class = void> // compiled only where used (bench/README.md, "Include cost")
+    template <class = void>
     task<tcp_stream> connect() {
         if (m_addresses.empty()) {
             // One lookup at a time: the others wait for its answer rather than repeat it.

@@ -49,6 +49,7 @@ public:
 
     /// Accepts and serves connections until shutdown(); then finishes the requests in flight
     /// for up to drain_timeout, cancels what is left, and returns.
+    template <class = void> // compiled only where used, like every coroutine below (bench/README.md)
     task<void> serve(tcp_listener& listener);
 
     /// Stops accepting, lets requests in flight finish, closes idle connections; serve()
@@ -65,7 +66,8 @@ public:
 
 private:
     class handler_call;
-    class stream_writer;
+    template <class = void>
+    class stream_writer; // a template for the same reason: its write() is a coroutine
 
     /// What a connection is waiting for; the timeout policy (expect()) maps each to a deadline.
     enum class phase : std::uint8_t { idle, head, body, handler, write };
@@ -144,30 +146,44 @@ private:
     void sweep_one(connection& c, std::int64_t now) noexcept;
 
     // ---- connections --------------------------------------------------------------------------
+    template <class = void>
     task<void> accept_loop(tcp_listener& listener);
+    template <class = void>
     task<void> sweep();
+    template <class = void>
     task<void> wait_closed();
+    template <class = void>
     task<void> begin_drain();
     void close_idle() noexcept;
     void cancel_remaining() noexcept;
+    template <class = void>
     task<void> handle(tcp_stream s);
+    template <class = void>
     task<void> serve_connection(tcp_stream& s, connection& c);
 
     // ---- one request ----------------------------------------------------------------------------
+    template <class = void>
     task<bool> serve_request(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w);
     bool head_buffered(workspace& w, exchange& x);
     bool body_buffered(workspace& w, exchange& x);
+    template <class = void>
     task<verdict> read_head(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, exchange& x);
+    template <class = void>
     task<verdict> read_body(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, exchange& x);
+    template <class = void>
     task<std::optional<response>> dispatch(tcp_stream& s, connection& c, exchange& x);
     static void check_response(const response& resp);
     void report_failure(const exchange& x, std::exception_ptr failure) noexcept;
+    template <class = void>
     task<bool> write_response(tcp_stream& s, connection& c, workspace& w, exchange& x, response& resp);
+    template <class = void>
     static task<void> linger(tcp_stream& s);
+    template <class = void>
     task<void> reject(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, int status,
                       std::string_view reason, bool head_method);
 
     // ---- the buffer -------------------------------------------------------------------------------
+    template <class = void>
     task<std::size_t> read_more(tcp_stream& s, std::unique_ptr<workspace>& w, std::size_t want, request_head* pinned);
     bool make_room(workspace& w, std::size_t want, std::size_t at_most, request_head* pinned);
     std::unique_ptr<workspace> take_workspace();
@@ -293,6 +309,7 @@ private:
 };
 
 /// body_writer for streamed responses: one chunk per write, on the connection's socket.
+template <class>
 class server::stream_writer final : public body_writer {
 public:
     stream_writer(server& owner, tcp_stream& s, connection& c, bool chunked) noexcept

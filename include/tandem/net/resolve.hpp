@@ -165,7 +165,8 @@ private:
 /// never blocking the loop. Returns every address found, IPv4 and IPv6, without duplicates.
 /// Throws std::system_error (category "tandem.resolve") on failure. Cancellable: a cancelled
 /// lookup returns at once; the thread finishes it and throws the answer away.
-inline task<std::vector<address>> resolve(std::string host, std::uint16_t port) {
+template <class = void> // compiled only where used (bench/README.md, "Include cost")
+task<std::vector<address>> resolve(std::string host, std::uint16_t port) {
     co_return co_await detail::resolve_awaiter(std::move(host), port);
 }
 

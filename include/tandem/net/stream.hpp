@@ -66,6 +66,7 @@ public:
 
     /// Reads exactly buffer.size() bytes. Throws end_of_stream if the peer closes first.
     /// Not cancel-safe: a cancelled call may have consumed a prefix (close the stream).
+    template <class = void> // compiled only where used (bench/README.md, "Include cost")
     task<> read_exact(std::span<char> buffer) {
         const std::size_t n =
             co_await detail::make_io(*this, false, detail::recv_exact_op{native_handle(), buffer.data(), buffer.size()}, "recv");
@@ -77,6 +78,7 @@ public:
     /// sends the delimiter cannot grow the buffer without bound) and end_of_stream on EOF.
     /// Cancel-safe in the sense that matters for a retry: on any exception (cancelled,
     /// timed_out, errors) `buffer` holds exactly the bytes received, delimiter or not.
+    template <class = void>
     task<std::size_t> read_until(std::string& buffer, std::string_view delimiter, std::size_t max_bytes) {
         std::size_t searched = 0;
         for (;;) {
@@ -141,7 +143,8 @@ inline bool connection_gone(int error) noexcept {
 namespace detail {
 
 /// The accept loop shared by TCP and Unix listeners; returns the new connection's fd.
-inline task<int> accept_fd(socket_base& listener) {
+template <class = void>
+task<int> accept_fd(socket_base& listener) {
     using namespace std::chrono_literals;
     auto pause = 1ms;
     for (;;) {

@@ -41,6 +41,7 @@ public:
     }
 
     /// Receives one datagram (truncated to the buffer) and who sent it.
+    template <class = void> // compiled only where used (bench/README.md, "Include cost")
     task<datagram> receive_from(std::span<char> buffer) {
         sockaddr_storage from{};
         socklen_t from_size = sizeof from;

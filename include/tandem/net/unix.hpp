@@ -44,6 +44,7 @@ public:
 
     /// Connects to a socket path; "@name" is a Linux abstract name. Throws std::system_error
     /// (ENOENT, ECONNREFUSED, ...). Cancellable.
+    template <class = void> // compiled only where used (bench/README.md, "Include cost")
     static task<unix_stream> connect(std::string_view path) {
         const auto [addr, size] = detail::unix_address(path);
         unix_stream s(detail::make_socket(AF_UNIX, SOCK_STREAM));
@@ -72,6 +73,7 @@ public:
     }
 
     /// As tcp_listener::accept.
+    template <class = void>
     task<unix_stream> accept() { co_return unix_stream(co_await detail::accept_fd(*this)); }
 };
 

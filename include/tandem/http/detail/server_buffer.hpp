@@ -59,7 +59,8 @@ inline bool server::make_room(workspace& w, std::size_t want, std::size_t at_mos
 
 /// Reads more bytes into w, after making room for `want` (0: the caller made room). Returns 0
 /// at end of stream (or when no memory is left for the bytes).
-inline task<std::size_t> server::read_more(tcp_stream& s, std::unique_ptr<workspace>& w, std::size_t want,
+template <class>
+task<std::size_t> server::read_more(tcp_stream& s, std::unique_ptr<workspace>& w, std::size_t want,
                                            request_head* pinned) {
     if (want > 0 && !make_room(*w, want, want, pinned)) co_return 0;
     if (w->data.size() == w->end) co_return 0;

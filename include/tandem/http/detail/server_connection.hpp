@@ -8,7 +8,8 @@
 
 namespace tandem::http {
 
-inline task<void> server::serve(tcp_listener& listener) {
+template <class>
+task<void> server::serve(tcp_listener& listener) {
     m_now = now_ns();
     auto sweeper = spawn(sweep(), "http sweeper");
     auto acceptor = spawn(accept_loop(listener), "http acceptor");
@@ -42,7 +43,8 @@ inline task<void> server::serve(tcp_listener& listener) {
     if (failure) std::rethrow_exception(failure);
 }
 
-inline task<void> server::accept_loop(tcp_listener& listener) {
+template <class>
+task<void> server::accept_loop(tcp_listener& listener) {
     for (;;) {
         co_await m_slots.acquire();
         tcp_stream s;
@@ -62,7 +64,8 @@ inline task<void> server::accept_loop(tcp_listener& listener) {
     }
 }
 
-inline task<void> server::sweep() {
+template <class>
+task<void> server::sweep() {
     const auto shortest = std::min({m_options.idle_timeout, m_options.header_timeout, m_options.io_timeout});
     const auto period = std::clamp<std::chrono::milliseconds>(shortest / 4, std::chrono::milliseconds(10),
                                                                std::chrono::milliseconds(1000));
@@ -105,7 +108,8 @@ inline void server::sweep_one(connection& c, std::int64_t now) noexcept {
     ::shutdown(c.fd, c.now == phase::head ? SHUT_RD : SHUT_RDWR);
 }
 
-inline task<void> server::wait_closed() {
+template <class>
+task<void> server::wait_closed() {
     while (m_connections_open != 0) {
         m_all_closed.reset();
         co_await m_all_closed.wait();
@@ -114,7 +118,8 @@ inline task<void> server::wait_closed() {
 
 /// Stops new requests on kept-alive connections: one that comes within drain_linger is
 /// answered with Connection: close (serve_connection then returns); the rest close.
-inline task<void> server::begin_drain() {
+template <class>
+task<void> server::begin_drain() {
     m_draining = true;
     // Any kept-alive connection may be between requests now or when its response is out.
     if (m_options.drain_linger > std::chrono::milliseconds::zero() && m_connections_open != 0) {
@@ -146,7 +151,8 @@ inline void server::cancel_remaining() noexcept {
     });
 }
 
-inline task<void> server::handle(tcp_stream s) {
+template <class>
+task<void> server::handle(tcp_stream s) {
     connection c;
     c.fd = s.native_handle();
     m_connections.push_back(c);
@@ -166,7 +172,8 @@ inline task<void> server::handle(tcp_stream s) {
 /// The connection's life: wait for a request holding nothing but this small frame (an idle
 /// keep-alive connection costs a few hundred bytes), then serve it in a workspace that exists
 /// only while requests are buffered.
-inline task<void> server::serve_connection(tcp_stream& s, connection& c) {
+template <class>
+task<void> server::serve_connection(tcp_stream& s, connection& c) {
     workspace_lease lease{this, take_workspace()};
     std::unique_ptr<workspace>& w = lease.w;
     for (;;) {

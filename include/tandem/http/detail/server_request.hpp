@@ -10,7 +10,8 @@ namespace tandem::http {
 /// Reads, handles and answers one request (bytes are already buffered in w). Returns false
 /// when the connection must close. Most requests arrive whole: head_buffered/body_buffered
 /// take them without the I/O stages (and without their coroutine frames).
-inline task<bool> server::serve_request(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w) {
+template <class>
+task<bool> server::serve_request(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w) {
     exchange x;
     if (m_options.access_log) x.started = now_ns();
     if (!head_buffered(*w, x) && co_await read_head(s, c, w, x) == verdict::close) co_return false;
@@ -48,7 +49,8 @@ inline bool server::body_buffered(workspace& w, exchange& x) {
     return true;
 }
 
-inline task<server::verdict> server::read_head(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w,
+template <class>
+task<server::verdict> server::read_head(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w,
                                                 exchange& x) {
     const limits& lim = m_options.limits;
     head_scanner& scanner = x.scanner;
@@ -81,7 +83,8 @@ inline task<server::verdict> server::read_head(tcp_stream& s, connection& c, std
     co_return verdict::go_on;
 }
 
-inline task<server::verdict> server::read_body(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w,
+template <class>
+task<server::verdict> server::read_body(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w,
                                                 exchange& x) {
     request_head& head = x.head;
     x.consumed = x.head_size;
@@ -139,7 +142,8 @@ inline task<server::verdict> server::read_body(tcp_stream& s, connection& c, std
     co_return verdict::go_on;
 }
 
-inline task<std::optional<response>> server::dispatch(tcp_stream& s, connection& c, exchange& x) {
+template <class>
+task<std::optional<response>> server::dispatch(tcp_stream& s, connection& c, exchange& x) {
     route_params params;
     route_match match = m_router.find(x.head.method, x.head.path, params);
     if (!match.found) {
@@ -197,7 +201,8 @@ inline void server::check_response(const response& resp) {
             throw std::invalid_argument("tandem::http: a handler's header '" + n + "' would split the response");
 }
 
-inline task<bool> server::write_response(tcp_stream& s, connection& c, workspace& w, exchange& x, response& resp) {
+template <class>
+task<bool> server::write_response(tcp_stream& s, connection& c, workspace& w, exchange& x, response& resp) {
     const request_head& head = x.head;
     const bool bodiless = resp.status < 200 || resp.status == 204 || resp.status == 304;
     const bool no_body = x.head_method || bodiless; // HEAD: the head GET would send, no body
@@ -226,7 +231,7 @@ inline task<bool> server::write_response(tcp_stream& s, connection& c, workspace
     }
     m_stats.bytes_sent += w.out.size() + body_bytes;
     if (streaming) {
-        stream_writer writer(*this, s, c, chunked_out);
+        stream_writer<> writer(*this, s, c, chunked_out);
         std::exception_ptr failure;
         try {
             co_await resp.streamer(writer);
@@ -263,7 +268,8 @@ inline task<bool> server::write_response(tcp_stream& s, connection& c, workspace
 /// Answers a request that cannot be served (status >= 400), then closes with a lingering
 /// close: stop sending, then read (and drop) what the client still sends for a moment, so our
 /// close does not turn into a reset that destroys the answer.
-inline task<void> server::reject(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, int status,
+template <class>
+task<void> server::reject(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, int status,
                                  std::string_view reason, bool head_method) {
     give_back(w);
     ++m_stats.rejected;
@@ -285,7 +291,8 @@ inline task<void> server::reject(tcp_stream& s, connection& c, std::unique_ptr<w
 /// then read and drop what the client still sends (its pipelined requests) until it closes,
 /// for at most a second and a MiB. Closing a socket with unread bytes sends a reset, which
 /// discards the response the kernel has not sent yet.
-inline task<void> server::linger(tcp_stream& s) {
+template <class>
+task<void> server::linger(tcp_stream& s) {
     s.shutdown_write();
     try {
         co_await with_timeout(std::chrono::seconds(1), [](tcp_stream& st) -> task<void> {
