@@ -64,7 +64,7 @@ inline task<server::verdict> server::read_head(tcp_stream& s, connection& c, std
                 co_return verdict::close;
             }
             expect(c, phase::head);
-            if (co_await read_more(s, w, 4096, nullptr) == 0) {
+            if (co_await read_more(s, c, w, 4096, nullptr) == 0) {
                 if (c.timed_out && c.now == phase::head)
                     co_await reject(s, c, w, 408, "request head timed out", scanner.head_method());
                 co_return verdict::close;
@@ -98,7 +98,11 @@ inline task<server::verdict> server::read_body(tcp_stream& s, connection& c, std
                 co_await reject(s, c, w, 503, "server busy: request-body memory is exhausted", x.head_method);
                 co_return verdict::close;
             }
-            if (co_await read_more(s, w, 0, &head) == 0) co_return verdict::close;
+            if (co_await read_more(s, c, w, 0, &head) == 0) {
+                if (c.timed_out && c.now == phase::body) // no progress, or below min_body_rate
+                    co_await reject(s, c, w, 408, "request body timed out", x.head_method);
+                co_return verdict::close;
+            }
         }
         x.consumed = need;
         x.body = w->view().substr(x.head_size, static_cast<std::size_t>(head.content_length));
@@ -132,7 +136,11 @@ inline task<server::verdict> server::read_body(tcp_stream& s, connection& c, std
             co_await reject(s, c, w, 503, "server busy: request-body memory is exhausted", x.head_method);
             co_return verdict::close;
         }
-        if (co_await read_more(s, w, 0, &head) == 0) co_return verdict::close;
+        if (co_await read_more(s, c, w, 0, &head) == 0) {
+            if (c.timed_out && c.now == phase::body) // no progress, or below min_body_rate
+                co_await reject(s, c, w, 408, "request body timed out", x.head_method);
+            co_return verdict::close;
+        }
     }
     x.consumed = raw;
     x.body = w->view().substr(x.head_size, body_end - x.head_size);
@@ -143,8 +151,8 @@ inline task<std::optional<response>> server::dispatch(tcp_stream& s, connection&
     route_params params;
     route_match match = m_router.find(x.head.method, x.head.path, params);
     if (!match.found) {
-        response r(match.status, std::string(reason_phrase(match.status)) + "\n");
-        if (match.status == 405) r.set_header("Allow", std::move(match.allow));
+        response r(match.status, match.status == 204 ? std::string() : std::string(reason_phrase(match.status)) + "\n");
+        if (match.status == 405 || match.status == 204) r.set_header("Allow", std::move(match.allow));
         co_return r;
     }
     x.route = match.found->label;
