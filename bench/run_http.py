@@ -4,6 +4,7 @@ asyncio (stdlib Protocol), a standalone-asio coroutine server and a plain epoll 
 in one run, interleaved (see ../shared/BENCHMARKING.md).
 
     python3 bench/run_http.py build/release [--rounds 3] [--seconds 5] [--connections 64 256]
+        [--only asio main] [--also main=OTHER_BUILD/examples/hello_server]
 
 Server pinned to CPU 1, `wrk -t1` to CPU 0. One wrk thread saturates near 140k req/s here,
 so the figure that separates servers is server CPU per request (user + system from
@@ -70,6 +71,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--connections", type=int, nargs="+", default=[64, 256])
+    ap.add_argument("--only", nargs="+", help="run only these servers (tandem always runs)")
+    ap.add_argument("--also", nargs="+", default=[], metavar="NAME=BINARY",
+                    help="more servers, e.g. a baseline build: main=/tmp/main/build/release/examples/hello_server")
     args = ap.parse_args()
     py = subprocess.run(["python3", "-c", "import sys; print(sys.executable)"], capture_output=True, text=True).stdout.strip()
     servers = {"tandem": [f"{args.build}/examples/hello_server"],
@@ -77,6 +81,11 @@ def main():
                "epoll": [f"{args.build}/bench/epoll_http_server"],
                "node": ["node", f"{HERE}/peers/http_node.js"],
                "python": [py, f"{HERE}/peers/http_asyncio.py"]}
+    for extra in args.also:
+        name, binary = extra.split("=", 1)
+        servers[name] = [binary]
+    if args.only:
+        servers = {k: v for k, v in servers.items() if k == "tandem" or k in args.only}
     servers = {k: v for k, v in servers.items() if os.path.exists(v[-1]) or v[0] == "node"}
     names = list(servers)
     print(f"load average before: {open('/proc/loadavg').read().split()[:3]}", file=sys.stderr)

@@ -18,7 +18,7 @@ struct router_case {
     const char* method;
     const char* path;
     const char* route; // label of the expected route, or "" for none
-    int status;        // when none: 404, 405 or 501
+    int status;        // when none: 404, 405, 501 (or 204 for OPTIONS *)
     const char* params_or_allow;
 };
 
@@ -81,6 +81,44 @@ TEST_CASE("router table: exact params prefix trailing slash HEAD 404 405 and 501
             CHECK(m.allow == c.params_or_allow);
         }
     }
+}
+
+TEST_CASE("router table: Allow lists methods as exact tokens and OPTIONS * lists the server's", "[http][router]") {
+    http::router r;
+    r.get("/a", none());
+    r.route("GE", "/a", none());     // a prefix of GET
+    r.route("ETAG", "/a", none());   // contains GET's letters elsewhere
+    r.route("G", "/b", none());
+    r.route("GETX", "/b", none());   // GET is a prefix of it
+    r.route("HEAD", "/c", none());   // HEAD before GET: listed once
+    r.get("/c", none());
+
+    const router_case cases[] = {
+        {"POST", "/a", "", 405, "GET, HEAD, GE, ETAG"},
+        {"GET", "/b", "", 405, "G, GETX"},
+        {"POST", "/c", "", 405, "HEAD, GET"},
+        {"GE", "/a", "GE /a", 0, ""},
+        {"OPTIONS", "*", "", 204, "GET, HEAD, GE, ETAG, G, GETX, OPTIONS"},
+        {"GET", "*", "", 404, ""},
+    };
+    for (const router_case& c : cases) {
+        INFO(c.method << " " << c.path);
+        http::route_params params;
+        const http::route_match m = r.find(c.method, c.path, params);
+        if (*c.route) {
+            REQUIRE(m.found != nullptr);
+            CHECK(m.found->label == c.route);
+        } else {
+            CHECK(m.found == nullptr);
+            CHECK(m.status == c.status);
+            CHECK(m.allow == c.params_or_allow);
+        }
+    }
+    http::router empty;
+    http::route_params params;
+    const http::route_match m = empty.find("OPTIONS", "*", params);
+    CHECK(m.status == 204);
+    CHECK(m.allow == "OPTIONS");
 }
 
 TEST_CASE("routes remember where they were registered", "[http][router]") {

@@ -10,6 +10,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -308,5 +309,84 @@ TEST_CASE("max_connections holds further connections in the accept queue", "[htt
         first->close();
         const int status = co_await second;
         CHECK(status == 200);
+    });
+}
+
+TEST_CASE("a body trickled within io_timeout is cut at min_body_rate with 408 and a steady one passes", "[http][server][timeout]") {
+    http::server_options o;
+    o.io_timeout = 1s;         // each trickled byte comes well within it
+    o.min_body_rate = 100;     // bytes per second
+    o.body_rate_grace = 300ms;
+    with_server(test_routes(), o, [](std::uint16_t port, http::server& server) -> tandem::task<> {
+        { // 10 bytes per second for a 1000-byte body: would take 100 s
+            auto s = co_await tandem::tcp_stream::connect(local(port));
+            co_await s.write_all(std::string_view("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n"));
+            const auto start = std::chrono::steady_clock::now();
+            bool answered = false;
+            auto trickle = [](tandem::tcp_stream& st, const bool& stop) -> tandem::task<> {
+                try {
+                    for (int i = 0; i < 1000 && !stop; ++i) {
+                        co_await st.write_all(std::string_view("x"));
+                        co_await tandem::sleep_for(100ms);
+                    }
+                } catch (const std::system_error&) { // the server closed: EPIPE or a reset
+                }
+            };
+            auto read_reply = [](tandem::tcp_stream& st, bool& done) -> tandem::task<std::string> {
+                std::string reply;
+                char buf[1024];
+                for (;;) {
+                    const std::size_t n = co_await st.read_some(std::span<char>(buf));
+                    if (n == 0) break;
+                    reply.append(buf, n);
+                }
+                done = true;
+                co_return reply;
+            };
+            auto [ignored, reply] = co_await tandem::with_timeout(20s, tandem::when_all(trickle(s, answered), read_reply(s, answered)));
+            (void)ignored;
+            const auto took = std::chrono::steady_clock::now() - start;
+            INFO(reply);
+            CHECK(reply.rfind("HTTP/1.1 408 ", 0) == 0);
+            CHECK(took >= 250ms);
+            CHECK(took < 5s);
+            CHECK(server.stats().timeouts == 1);
+        }
+        { // 2000 bytes per second: above the minimum, answered
+            auto s = co_await tandem::tcp_stream::connect(local(port));
+            co_await s.write_all(std::string_view("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n"));
+            const std::string piece(100, 'y');
+            for (int i = 0; i < 10; ++i) {
+                co_await tandem::sleep_for(50ms);
+                co_await s.write_all(piece);
+            }
+            std::string reply;
+            char buf[4096];
+            for (;;) {
+                const std::size_t n = co_await s.read_some(std::span<char>(buf));
+                if (n == 0) break;
+                reply.append(buf, n);
+            }
+            CHECK(reply.rfind("HTTP/1.1 200 ", 0) == 0);
+            CHECK(reply.ends_with(std::string(1000, 'y')));
+        }
+    });
+}
+
+TEST_CASE("OPTIONS * is answered with the server's methods and Allow names a custom method beside GET", "[http][server]") {
+    http::router r = test_routes();
+    r.route("GE", "/", [](http::request&) -> tandem::task<http::response> { co_return http::response::text("ge"); });
+    with_server(std::move(r), {}, [](std::uint16_t port, http::server&) -> tandem::task<> {
+        const std::string options = co_await raw_exchange(port, "OPTIONS * HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        INFO(options);
+        CHECK(options.rfind("HTTP/1.1 204 ", 0) == 0);
+        CHECK(options.find("\r\nAllow: GET, HEAD, POST, GE, OPTIONS\r\n") != std::string::npos);
+        CHECK(options.find("Content-Length") == std::string::npos); // 204: no body, no length
+        const std::string post = co_await raw_exchange(port, "POST / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        INFO(post);
+        CHECK(post.rfind("HTTP/1.1 405 ", 0) == 0);
+        CHECK(post.find("\r\nAllow: GET, HEAD, GE\r\n") != std::string::npos);
+        const std::string ge = co_await raw_exchange(port, "GE / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        CHECK(ge.rfind("HTTP/1.1 200 ", 0) == 0);
     });
 }

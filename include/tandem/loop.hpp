@@ -208,6 +208,8 @@ public:
     void add_timer(detail::timer_node& node) { m_timers.push(node); }
     void remove_timer(detail::timer_node& node) noexcept { m_timers.erase(node); }
     bool consume_readiness(int fd, bool write) noexcept;
+    /// The peer hung up (end of stream or error reported for fd): a reader must not wait for an edge.
+    bool hung_up(int fd) const noexcept { return m_reactor.hung_up(fd); }
     void add_io_waiter(detail::io_waiter& w);
     void remove_io_waiter(detail::io_waiter& w) noexcept;
     void add_wake_listener(detail::wake_listener& l) noexcept { m_wake_listeners.push_back(l); }

@@ -53,6 +53,7 @@ public:
     }
 
     void forget(int fd) noexcept {
+        if (static_cast<std::size_t>(fd) < m_hung_up.size()) m_hung_up[fd] = false;
         if (static_cast<std::size_t>(fd) >= m_registered.size() || !m_registered[fd]) return;
         m_registered[fd] = false;
         // Fails harmlessly (EBADF/ENOENT) if the fd was already closed.
@@ -73,11 +74,23 @@ public:
         for (int i = 0; i < n; ++i) {
             const std::uint32_t e = m_events[i].events;
             const bool failed = (e & (EPOLLERR | EPOLLHUP)) != 0;
+            if (failed || (e & EPOLLRDHUP) != 0) note_hang_up(m_events[i].data.fd);
             on_event(m_events[i].data.fd, failed || (e & (EPOLLIN | EPOLLRDHUP)) != 0, failed || (e & EPOLLOUT) != 0);
         }
     }
 
+    /// True once fd reported the peer's end of stream (EPOLLRDHUP), a hang-up or an error,
+    /// until it is forgotten. Edges are one-shot but this is a state: a reader that emptied
+    /// the socket in one short read still has to read once more to see a FIN that came with
+    /// the last bytes, as no new edge will say so (tokio keeps READ_CLOSED sticky the same way).
+    bool hung_up(int fd) const noexcept { return static_cast<std::size_t>(fd) < m_hung_up.size() && m_hung_up[fd]; }
+
 private:
+    void note_hang_up(int fd) {
+        if (fd < 0) return;
+        if (static_cast<std::size_t>(fd) >= m_hung_up.size()) m_hung_up.resize(static_cast<std::size_t>(fd) + 1, false);
+        m_hung_up[fd] = true;
+    }
     void add(int fd, std::uint32_t events) {
         if (static_cast<std::size_t>(fd) < m_registered.size() && m_registered[fd]) return;
         epoll_event ev{};
@@ -123,6 +136,7 @@ private:
     static constexpr int max_events = 256;
     unique_fd m_epoll;
     std::vector<bool> m_registered;
+    std::vector<bool> m_hung_up;
     bool m_have_pwait2 = true;
     epoll_event m_events[max_events];
 };

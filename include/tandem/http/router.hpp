@@ -30,7 +30,8 @@ struct route {
 
 /// What router::find answers: the route, or the status that says why there is none (404: no
 /// route has this path; 405: the path exists for other methods, listed in `allow`; 501: no
-/// route uses this method and it is not one of HTTP's own, RFC 9110 9.1).
+/// route uses this method and it is not one of HTTP's own, RFC 9110 9.1), or 204 for
+/// `OPTIONS *` that no route takes: the server's methods, listed in `allow` (RFC 9110 9.3.7).
 struct route_match {
     const route* found = nullptr;
     int status = 0;
@@ -99,14 +100,15 @@ public:
             m.status = 501;
             return m;
         }
-        route_params scratch;
-        for (const entry& e : m_routes) {
-            if (!match(e, path, scratch)) continue;
-            if (m.allow.find(e.r.method) != std::string::npos) continue;
-            if (!m.allow.empty()) m.allow += ", ";
-            m.allow += e.r.method;
-            if (e.r.method == "GET" && m.allow.find("HEAD") == std::string::npos) m.allow += ", HEAD";
+        if (method == "OPTIONS" && path == "*") { // about the server, not a resource
+            for (const entry& e : m_routes) allow(m.allow, e.r.method);
+            allow(m.allow, "OPTIONS");
+            m.status = 204;
+            return m;
         }
+        route_params scratch;
+        for (const entry& e : m_routes)
+            if (match(e, path, scratch)) allow(m.allow, e.r.method);
         m.status = m.allow.empty() ? 404 : 405;
         return m;
     }
@@ -121,6 +123,17 @@ public:
     }
 
 private:
+    /// Adds `method` to an Allow list unless it is there (an exact element: "GE" is not
+    /// "GET"); GET brings HEAD, which falls back to it.
+    static void allow(std::string& list, std::string_view method) {
+        bool listed = false;
+        detail::for_each_list_element(list, [&](std::string_view m) { listed |= m == method; });
+        if (listed) return;
+        if (!list.empty()) list += ", ";
+        list += method;
+        if (method == "GET") allow(list, "HEAD");
+    }
+
     struct entry {
         http::route r;
         std::vector<std::string> segments;

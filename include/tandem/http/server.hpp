@@ -80,6 +80,9 @@ private:
         handler_call* running = nullptr;
         phase now = phase::idle;
         bool timed_out = false;
+        bool drained = false; // the last read was short: the socket was empty (see try_read)
+        std::int64_t body_started = 0;  // steady ns: the body's first read (min_body_rate)
+        std::uint64_t body_received = 0; // bytes read since
         // No request answered yet: its client opened it to send one, which may be on the
         // wire. Draining must not close it unanswered (a rolling reload would fail that
         // request); it closes after its first response, or at its idle deadline.
@@ -123,7 +126,8 @@ private:
 
     // ---- the timeout policy, in one place --------------------------------------------------
     /// Enters `p`: idle waits idle_timeout, a head header_timeout from its first byte, body
-    /// reads and response writes io_timeout from their last progress, a handler no deadline.
+    /// reads and response writes io_timeout from their last progress (and a body no later
+    /// than min_body_rate allows for the bytes it brought), a handler no deadline.
     void expect(connection& c, phase p) noexcept {
         const bool entering = c.now != p;
         c.now = p;
@@ -133,6 +137,12 @@ private:
             if (entering) c.deadline = after(m_options.header_timeout); // not renewed by progress
             break;
         case phase::body:
+            if (entering) {
+                c.body_started = m_now;
+                c.body_received = 0;
+            }
+            c.deadline = std::min(after(m_options.io_timeout), body_due(c));
+            break;
         case phase::write: c.deadline = after(m_options.io_timeout); break;
         case phase::handler: c.deadline = 0; break;
         }
@@ -142,6 +152,14 @@ private:
     /// requests read none; a timeout fires up to one sweep period late, never early.
     std::int64_t after(std::chrono::milliseconds d) const noexcept {
         return m_now + m_period + std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+    }
+    /// When a body that brought c.body_received bytes falls below min_body_rate.
+    std::int64_t body_due(const connection& c) const noexcept {
+        if (m_options.min_body_rate == 0) return INT64_MAX;
+        const double allowed = static_cast<double>(c.body_received) / static_cast<double>(m_options.min_body_rate) * 1e9;
+        const double due = static_cast<double>(c.body_started + m_period) + allowed +
+                           static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(m_options.body_rate_grace).count());
+        return due >= 9e18 ? INT64_MAX : static_cast<std::int64_t>(due);
     }
     void sweep_one(connection& c, std::int64_t now) noexcept;
 
@@ -184,7 +202,9 @@ private:
 
     // ---- the buffer -------------------------------------------------------------------------------
     template <class = void>
-    task<std::size_t> read_more(tcp_stream& s, std::unique_ptr<workspace>& w, std::size_t want, request_head* pinned);
+    task<std::size_t> read_more(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, std::size_t want,
+                                request_head* pinned);
+    static std::optional<std::size_t> try_read(tcp_stream& s, connection& c, std::span<char> into);
     bool make_room(workspace& w, std::size_t want, std::size_t at_most, request_head* pinned);
     std::unique_ptr<workspace> take_workspace();
     void shrink(workspace& w) noexcept;
@@ -263,6 +283,9 @@ public:
             if (m_parent_context) m_parent_context->disarm();
             return false;
         }
+        // The watch takes the read edges while it is armed (bytes that arrive end it quietly):
+        // the connection reads before waiting again.
+        m_conn->drained = false;
         if (m_watch_peer && m_watch.arm(*m_stream, &on_peer_gone, this)) on_peer_gone(this);
         return true;
     }

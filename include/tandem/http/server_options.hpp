@@ -41,9 +41,16 @@ struct server_options {
     std::chrono::milliseconds idle_timeout{5'000};
     /// From a request's first byte to its complete head (slowloris): 408, then close.
     std::chrono::milliseconds header_timeout{10'000};
-    /// No progress reading a body or writing a response for this long: close. Progress is
-    /// each read, and each byte the client acknowledges: a slow but steady download lives.
+    /// No progress reading a body (408, then close) or writing a response (close) for this
+    /// long. Progress is each read, and each byte the client acknowledges: a slow but steady
+    /// download lives.
     std::chrono::milliseconds io_timeout{30'000};
+    /// A request body must arrive at this many bytes per second at least, on average from
+    /// body_rate_grace after its first read on: one trickled a byte at a time, each within
+    /// io_timeout, would hold its connection forever. Too slow: 408, then close. The rate
+    /// and grace are ASP.NET Kestrel's defaults; 0 turns the minimum off.
+    std::size_t min_body_rate = 240;
+    std::chrono::milliseconds body_rate_grace{5'000};
     /// Graceful shutdown: requests in flight get this long; then their handlers are
     /// cancelled, their sockets shut, and serve() returns.
     std::chrono::milliseconds drain_timeout{10'000};

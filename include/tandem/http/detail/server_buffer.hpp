@@ -60,19 +60,36 @@ inline bool server::make_room(workspace& w, std::size_t want, std::size_t at_mos
 /// Reads more bytes into w, after making room for `want` (0: the caller made room). Returns 0
 /// at end of stream (or when no memory is left for the bytes).
 template <class>
-task<std::size_t> server::read_more(tcp_stream& s, std::unique_ptr<workspace>& w, std::size_t want,
-                                           request_head* pinned) {
+task<std::size_t> server::read_more(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w,
+                                    std::size_t want, request_head* pinned) {
     if (want > 0 && !make_room(*w, want, want, pinned)) co_return 0;
     if (w->data.size() == w->end) co_return 0;
     for (;;) {
-        const auto n = s.try_read_some(std::span<char>(w->data.data() + w->end, w->data.size() - w->end));
+        const auto n = try_read(s, c, std::span<char>(w->data.data() + w->end, w->data.size() - w->end));
         if (n) {
             w->end += *n;
             m_stats.bytes_received += *n;
+            if (c.now == phase::body) c.body_received += *n;
             co_return *n;
         }
-        co_await s.wait_readable(); // EAGAIN just now: the next edge is ours
+        co_await s.wait_readable(); // nothing there: the next edge is ours
+        c.drained = false;
     }
+}
+
+/// Reads what the socket holds, or nullopt when it holds nothing. A read shorter than asked
+/// emptied the socket's queue, so the next byte to arrive is a new edge-triggered event: the
+/// read after it skips its syscall (an EAGAIN per keep-alive request) and lets the caller's
+/// wait_readable() find that edge, remembered by the loop or still to come. A read that filled
+/// the buffer, or a peer that hung up (its FIN may have come with the last bytes, and brings
+/// no edge of its own), reads again; so does the first read after any wait. Tokio clears
+/// readiness after a short read the same way. (TCP urgent data also stops a read short, with
+/// bytes left behind: a client that sends it stalls only itself, until its timeout.)
+inline std::optional<std::size_t> server::try_read(tcp_stream& s, connection& c, std::span<char> into) {
+    if (c.drained && !this_loop().hung_up(c.fd)) return std::nullopt;
+    const auto n = s.try_read_some(into);
+    c.drained = n && *n != 0 && *n < into.size();
+    return n;
 }
 
 /// After a large body: back to the base size if what is left fits, so a client that follows

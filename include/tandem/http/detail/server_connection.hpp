@@ -103,9 +103,9 @@ inline void server::sweep_one(connection& c, std::int64_t now) noexcept {
     c.deadline = 0;
     c.timed_out = true;
     ++m_stats.timeouts;
-    // Shutting the read side wakes the pending read with end of stream; a partial head still
-    // gets its 408. A stuck writer needs both sides.
-    ::shutdown(c.fd, c.now == phase::head ? SHUT_RD : SHUT_RDWR);
+    // Shutting the read side wakes the pending read with end of stream; a partial head or body
+    // still gets its 408. A stuck writer needs both sides.
+    ::shutdown(c.fd, c.now == phase::head || c.now == phase::body ? SHUT_RD : SHUT_RDWR);
 }
 
 template <class>
@@ -178,10 +178,11 @@ task<void> server::serve_connection(tcp_stream& s, connection& c) {
     std::unique_ptr<workspace>& w = lease.w;
     for (;;) {
         if (w && w->begin == w->end) {
-            // Read before waiting for readiness: epoll is edge-triggered, and a read that
-            // filled the buffer, or a FIN that came with the last bytes, brings no new edge.
+            // Read before waiting for readiness unless the last read emptied the socket
+            // (try_read): epoll is edge-triggered, and a read that filled the buffer, or a
+            // FIN that came with the last bytes, brings no new edge.
             w->begin = w->end = 0;
-            if (const auto n = s.try_read_some(std::span<char>(w->data.data(), w->data.size()))) {
+            if (const auto n = try_read(s, c, std::span<char>(w->data.data(), w->data.size()))) {
                 if (*n == 0) co_return;
                 w->end = *n;
                 m_stats.bytes_received += *n;
@@ -195,6 +196,7 @@ task<void> server::serve_connection(tcp_stream& s, connection& c) {
             if (m_linger_over && !c.fresh) co_return;
             expect(c, phase::idle);
             co_await s.wait_readable();
+            c.drained = false;
             w = take_workspace();
             continue;
         }

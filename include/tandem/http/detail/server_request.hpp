@@ -66,7 +66,7 @@ task<server::verdict> server::read_head(tcp_stream& s, connection& c, std::uniqu
                 co_return verdict::close;
             }
             expect(c, phase::head);
-            if (co_await read_more(s, w, 4096, nullptr) == 0) {
+            if (co_await read_more(s, c, w, 4096, nullptr) == 0) {
                 if (c.timed_out && c.now == phase::head)
                     co_await reject(s, c, w, 408, "request head timed out", scanner.head_method());
                 co_return verdict::close;
@@ -101,7 +101,11 @@ task<server::verdict> server::read_body(tcp_stream& s, connection& c, std::uniqu
                 co_await reject(s, c, w, 503, "server busy: request-body memory is exhausted", x.head_method);
                 co_return verdict::close;
             }
-            if (co_await read_more(s, w, 0, &head) == 0) co_return verdict::close;
+            if (co_await read_more(s, c, w, 0, &head) == 0) {
+                if (c.timed_out && c.now == phase::body) // no progress, or below min_body_rate
+                    co_await reject(s, c, w, 408, "request body timed out", x.head_method);
+                co_return verdict::close;
+            }
         }
         x.consumed = need;
         x.body = w->view().substr(x.head_size, static_cast<std::size_t>(head.content_length));
@@ -135,7 +139,11 @@ task<server::verdict> server::read_body(tcp_stream& s, connection& c, std::uniqu
             co_await reject(s, c, w, 503, "server busy: request-body memory is exhausted", x.head_method);
             co_return verdict::close;
         }
-        if (co_await read_more(s, w, 0, &head) == 0) co_return verdict::close;
+        if (co_await read_more(s, c, w, 0, &head) == 0) {
+            if (c.timed_out && c.now == phase::body) // no progress, or below min_body_rate
+                co_await reject(s, c, w, 408, "request body timed out", x.head_method);
+            co_return verdict::close;
+        }
     }
     x.consumed = raw;
     x.body = w->view().substr(x.head_size, body_end - x.head_size);
@@ -147,8 +155,8 @@ task<std::optional<response>> server::dispatch(tcp_stream& s, connection& c, exc
     route_params params;
     route_match match = m_router.find(x.head.method, x.head.path, params);
     if (!match.found) {
-        response r(match.status, std::string(reason_phrase(match.status)) + "\n");
-        if (match.status == 405) r.set_header("Allow", std::move(match.allow));
+        response r(match.status, match.status == 204 ? std::string() : std::string(reason_phrase(match.status)) + "\n");
+        if (match.status == 405 || match.status == 204) r.set_header("Allow", std::move(match.allow));
         co_return r;
     }
     x.route = match.found->label;
@@ -270,7 +278,7 @@ task<bool> server::write_response(tcp_stream& s, connection& c, workspace& w, ex
 /// close does not turn into a reset that destroys the answer.
 template <class>
 task<void> server::reject(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, int status,
-                                 std::string_view reason, bool head_method) {
+                          std::string_view reason, bool head_method) {
     give_back(w);
     ++m_stats.rejected;
     count_response(status);
