@@ -333,15 +333,9 @@ TEST_CASE("a body trickled within io_timeout is cut at min_body_rate with 408 an
                 }
             };
             auto read_reply = [](tandem::tcp_stream& st, bool& done) -> tandem::task<std::string> {
-                std::string reply;
-                char buf[1024];
-                for (;;) {
-                    const std::size_t n = co_await st.read_some(std::span<char>(buf));
-                    if (n == 0) break;
-                    reply.append(buf, n);
-                }
+                http_harness::drained d = co_await http_harness::read_until_close(st);
                 done = true;
-                co_return reply;
+                co_return d.data;
             };
             auto [ignored, reply] = co_await tandem::with_timeout(20s, tandem::when_all(trickle(s, answered), read_reply(s, answered)));
             (void)ignored;
@@ -360,13 +354,8 @@ TEST_CASE("a body trickled within io_timeout is cut at min_body_rate with 408 an
                 co_await tandem::sleep_for(50ms);
                 co_await s.write_all(piece);
             }
-            std::string reply;
-            char buf[4096];
-            for (;;) {
-                const std::size_t n = co_await s.read_some(std::span<char>(buf));
-                if (n == 0) break;
-                reply.append(buf, n);
-            }
+            const http_harness::drained d = co_await http_harness::read_until_close(s);
+            const std::string& reply = d.data;
             CHECK(reply.rfind("HTTP/1.1 200 ", 0) == 0);
             CHECK(reply.ends_with(std::string(1000, 'y')));
         }

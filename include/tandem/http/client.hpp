@@ -35,36 +35,6 @@
 
 namespace tandem::http {
 
-/// Header name/value pairs in the order they are sent or were received.
-using header_list = std::vector<std::pair<std::string, std::string>>;
-
-namespace detail {
-
-/// The first value of `name` (case-insensitive), or an empty view.
-inline std::string_view find_header(const header_list& headers, std::string_view name) noexcept {
-    for (const auto& [n, v] : headers)
-        if (iequals(n, name)) return v;
-    return {};
-}
-
-inline bool has_header(const header_list& headers, std::string_view name) noexcept {
-    for (const auto& h : headers)
-        if (iequals(h.first, name)) return true;
-    return false;
-}
-
-/// Replaces the first header called `name` (case-insensitive), or appends it.
-inline void set_header(header_list& headers, std::string name, std::string value) {
-    for (auto& [n, v] : headers)
-        if (iequals(n, name)) {
-            v = std::move(value);
-            return;
-        }
-    headers.emplace_back(std::move(name), std::move(value));
-}
-
-} // namespace detail
-
 /// A response as the client received it; it owns its data.
 struct client_response {
     int status = 0;

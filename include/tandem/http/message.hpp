@@ -89,6 +89,35 @@ constexpr bool server_framing_header(std::string_view name) noexcept {
 }
 } // namespace detail
 
+/// Header name/value pairs in the order they are sent or were received.
+using header_list = std::vector<std::pair<std::string, std::string>>;
+
+namespace detail {
+/// The first header called `name` (case-insensitive), or nullptr. The one lookup behind
+/// response::header, client_response::header and the client's own checks.
+inline const std::string* header_value(const header_list& headers, std::string_view name) noexcept {
+    for (const auto& [n, v] : headers)
+        if (iequals(n, name)) return &v;
+    return nullptr;
+}
+inline std::string_view find_header(const header_list& headers, std::string_view name) noexcept {
+    const std::string* v = header_value(headers, name);
+    return v ? std::string_view(*v) : std::string_view();
+}
+inline bool has_header(const header_list& headers, std::string_view name) noexcept {
+    return header_value(headers, name) != nullptr;
+}
+/// Replaces the first header called `name` (case-insensitive), or appends it.
+inline void set_header(header_list& headers, std::string name, std::string value) {
+    for (auto& [n, v] : headers)
+        if (iequals(n, name)) {
+            v = std::move(value);
+            return;
+        }
+    headers.emplace_back(std::move(name), std::move(value));
+}
+} // namespace detail
+
 /// What a handler returns. Content-Length, Transfer-Encoding, Date and Connection are the
 /// server's: a handler's own Content-Length or Transfer-Encoding is ignored, and its
 /// `Connection: close` closes the connection after the response. The status is a final one
@@ -121,22 +150,13 @@ public:
     response& set_header(std::string name, std::string value) {
         if (!detail::valid_field(name, value))
             throw std::invalid_argument("tandem::http::response: header '" + name + "' would split the response");
-        for (auto& [n, v] : headers)
-            if (iequals(n, name)) {
-                v = std::move(value);
-                return *this;
-            }
-        headers.emplace_back(std::move(name), std::move(value));
+        detail::set_header(headers, std::move(name), std::move(value));
         return *this;
     }
-    std::string_view header(std::string_view name) const noexcept {
-        for (const auto& [n, v] : headers)
-            if (iequals(n, name)) return v;
-        return {};
-    }
+    std::string_view header(std::string_view name) const noexcept { return detail::find_header(headers, name); }
 
     int status = 200;
-    std::vector<std::pair<std::string, std::string>> headers;
+    header_list headers;
     std::string body;
     stream_function streamer;
 };
@@ -282,10 +302,10 @@ inline void append_decimal(std::string& out, std::uint64_t v) {
 // ============================================================================================
 
 namespace detail {
-inline void append_header_list(std::string& out, std::span<const std::pair<std::string, std::string>> headers,
-                               bool skip_framing = false) {
+/// A handler's headers, less the framing ones, which are the server's.
+inline void append_header_list(std::string& out, std::span<const std::pair<std::string, std::string>> headers) {
     for (const auto& [n, v] : headers) {
-        if (skip_framing && server_framing_header(n)) continue;
+        if (server_framing_header(n)) continue;
         out += n;
         out += ": ";
         out += v;
@@ -303,7 +323,7 @@ inline void append_response_head(std::string& out, int version, int status,
     out += "\r\nDate: ";
     out += detail::http_date();
     out += "\r\n";
-    detail::append_header_list(out, headers, true);
+    detail::append_header_list(out, headers);
     if (framing.chunked) {
         out += "Transfer-Encoding: chunked\r\n";
     } else if (framing.content_length) {

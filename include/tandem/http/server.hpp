@@ -189,6 +189,9 @@ private:
     template <class = void>
     task<verdict> read_body(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, exchange& x);
     template <class = void>
+    task<verdict> read_more_body(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, exchange& x,
+                                 std::size_t want, std::size_t at_most);
+    template <class = void>
     task<std::optional<response>> dispatch(tcp_stream& s, connection& c, exchange& x);
     static void check_response(const response& resp);
     void report_failure(const exchange& x, std::exception_ptr failure) noexcept;

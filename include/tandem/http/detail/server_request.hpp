@@ -94,18 +94,10 @@ task<server::verdict> server::read_body(tcp_stream& s, connection& c, std::uniqu
     if (head.framing == body_framing::content_length) {
         const std::size_t need = x.head_size + static_cast<std::size_t>(head.content_length);
         while (w->end - w->begin < need) {
-            expect(c, phase::body);
             // Room in steps that follow what arrived (at most doubling), never what was announced.
             const std::size_t left = need - (w->end - w->begin);
-            if (!make_room(*w, std::min(left, base_size), left, &head)) {
-                co_await reject(s, c, w, 503, "server busy: request-body memory is exhausted", x.head_method);
+            if (co_await read_more_body(s, c, w, x, std::min(left, base_size), left) == verdict::close)
                 co_return verdict::close;
-            }
-            if (co_await read_more(s, c, w, 0, &head) == 0) {
-                if (c.timed_out && c.now == phase::body) // no progress, or below min_body_rate
-                    co_await reject(s, c, w, 408, "request body timed out", x.head_method);
-                co_return verdict::close;
-            }
         }
         x.consumed = need;
         x.body = w->view().substr(x.head_size, static_cast<std::size_t>(head.content_length));
@@ -134,20 +126,28 @@ task<server::verdict> server::read_body(tcp_stream& s, connection& c, std::uniqu
             w->end -= raw - body_end;
             raw = body_end;
         }
-        expect(c, phase::body);
-        if (!make_room(*w, 4096, SIZE_MAX / 4, &head)) {
-            co_await reject(s, c, w, 503, "server busy: request-body memory is exhausted", x.head_method);
-            co_return verdict::close;
-        }
-        if (co_await read_more(s, c, w, 0, &head) == 0) {
-            if (c.timed_out && c.now == phase::body) // no progress, or below min_body_rate
-                co_await reject(s, c, w, 408, "request body timed out", x.head_method);
-            co_return verdict::close;
-        }
+        if (co_await read_more_body(s, c, w, x, 4096, SIZE_MAX / 4) == verdict::close) co_return verdict::close;
     }
     x.consumed = raw;
     x.body = w->view().substr(x.head_size, body_end - x.head_size);
     co_return verdict::go_on;
+}
+
+/// One more read of a body, into room for `want` bytes (growing by at most `at_most`): 503
+/// when the server's body memory is spent, 408 when the sweeper cut a body that made no
+/// progress for io_timeout or fell below min_body_rate.
+template <class>
+task<server::verdict> server::read_more_body(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w,
+                                              exchange& x, std::size_t want, std::size_t at_most) {
+    expect(c, phase::body);
+    if (!make_room(*w, want, at_most, &x.head)) {
+        co_await reject(s, c, w, 503, "server busy: request-body memory is exhausted", x.head_method);
+        co_return verdict::close;
+    }
+    const std::size_t n = co_await read_more(s, c, w, 0, &x.head);
+    if (n == 0 && c.timed_out && c.now == phase::body)
+        co_await reject(s, c, w, 408, "request body timed out", x.head_method);
+    co_return n == 0 ? verdict::close : verdict::go_on;
 }
 
 template <class>
