@@ -126,6 +126,37 @@ TEST_CASE("loop delay reflects a deliberate 50 ms block", "[lag]") {
     CHECK(loop.stats().delay.count() == 0);
 }
 
+TEST_CASE("statistics: one delay per step and one steps sample per batch", "[lag]") {
+    tandem::event_loop loop;
+    constexpr int posts = 100;
+    int ran = 0;
+    loop.run([](tandem::event_loop& l, int& count) -> tandem::task<> {
+        for (int i = 0; i < posts; ++i) l.post([&count] { ++count; }); // run in this batch
+        co_await tandem::yield();                                       // the next batch
+    }(loop, ran));
+    REQUIRE(ran == posts);
+    const tandem::loop_stats& s = loop.stats();
+    // main's first step, the callbacks, main after its yield: every step counted once.
+    CHECK(s.delay.count() == posts + 2);
+    CHECK(s.steps.count() == 2); // two batches
+    CHECK(s.steps.count() <= s.turns);
+    // The callbacks ran in the batch that posted them: zero delay, so the median is zero.
+    CHECK(s.delay.percentile(50) == 0ns);
+}
+
+TEST_CASE("statistics: work a long batch queues counts its delay from the batch's end", "[lag]") {
+    tandem::event_loop loop;
+    loop.run([]() -> tandem::task<> {
+        // Queued at the start of a 40 ms batch, runnable only once it ends.
+        auto queued = tandem::spawn([]() -> tandem::task<> { co_return; }());
+        block_for(40ms);
+        co_await queued;
+    }());
+    const tandem::loop_stats& s = loop.stats();
+    CHECK(s.steps.max() >= 40ms);
+    CHECK(s.delay.max() < 30ms); // generous: the turn between the batches is microseconds
+}
+
 TEST_CASE("utilization: an idle loop is mostly idle a busy one mostly busy", "[lag]") {
     tandem::event_loop loop;
     loop.run([]() -> tandem::task<> { co_await tandem::sleep_for(100ms); }());
@@ -196,6 +227,20 @@ TEST_CASE("the watchdog stays quiet for 5 ms steps", "[lag][watchdog]") {
     for (const auto& r : sink.wait_for(0)) UNSCOPED_INFO(r.describe()); // a loaded box can stall a 5 ms step
     CHECK(sink.count() == 0);
     CHECK_FALSE(loop.watching_blocking());
+}
+
+TEST_CASE("the watchdog times steps not batches: many short steps in one long batch stay quiet", "[lag][watchdog]") {
+    report_sink sink; // outlives the loop, whose watchdog thread calls it
+    tandem::event_loop loop;
+    loop.watch_blocking(40ms, sink.handler());
+    loop.run([](tandem::event_loop& l) -> tandem::task<> {
+        for (int i = 0; i < 400; ++i) l.post([] { block_for(250us); }); // one 100 ms batch
+        co_await tandem::yield();
+    }(loop));
+    loop.unwatch_blocking();
+    for (const auto& r : sink.wait_for(0)) UNSCOPED_INFO(r.describe());
+    CHECK(sink.count() == 0);
+    CHECK(loop.stats().steps.max() >= 100ms); // the batch, as the statistics see it
 }
 
 TEST_CASE("the watchdog names unnamed tasks by spawn site and blocking callbacks", "[lag][watchdog]") {
