@@ -54,6 +54,8 @@ struct task_info {
 
 namespace detail {
 
+class loop_access;
+
 /// Something that must look at the world whenever the loop's wake-up fd fires (signals).
 class wake_listener : public list_hook {
 public:
@@ -185,6 +187,11 @@ public:
     void unwatch_blocking() noexcept;
     bool watching_blocking() const noexcept { return m_watchdog != nullptr; }
 
+private:
+    // ---- Hooks for tandem's own awaiters: reached through detail::hooks(loop), never by
+    // users. Loop thread only. ----------------------------------------------------------------
+    friend class detail::loop_access;
+
     /// A hint from code that expects a post() from another thread soon (offload does): if
     /// the loop runs out of work before `deadline`, it polls for the post until then instead
     /// of sleeping in the kernel, which saves the wake-up (tens of µs on a VM whose CPU went
@@ -197,7 +204,6 @@ public:
     /// cannot be run before then anyway): no clock read.
     void expect_post_within(std::chrono::nanoseconds d) noexcept { m_spin_for = std::max(m_spin_for, d.count()); }
 
-    // ---- Hooks for tandem's own awaiters. Loop thread only. -------------------------------
     void schedule(std::coroutine_handle<> h, detail::task_context* ctx) noexcept override {
         m_ready.push(detail::ready_item{h, ctx, m_stamp});
     }
@@ -247,7 +253,6 @@ public:
     /// The task whose code is running right now (nullptr between tasks).
     const detail::task_context* current_task() const noexcept { return m_current_task; }
 
-private:
     /// Makes this the current loop of the thread for a scope (different loops may nest:
     /// sync_wait inside a task), and refuses to run a loop that is already running.
     class current_scope {
@@ -362,6 +367,46 @@ private:
     bool m_running = false;
 };
 
+namespace detail {
+
+/// The event loop's hooks for tandem's own awaiters and wings (ready queue, timers, fd
+/// waiters, spawned-task records, the running task's identity, offload hints): private in
+/// event_loop, reached as tandem::detail::hooks(loop).schedule(h, ctx). Not for users; the
+/// loop thread only. See event_loop's private section for what each one does.
+class loop_access {
+public:
+    explicit loop_access(event_loop& self) noexcept : m_self(&self) {}
+
+    void schedule(std::coroutine_handle<> h, task_context* ctx) const noexcept { m_self->schedule(h, ctx); }
+    void resume_now(std::coroutine_handle<> h, task_context* ctx) const noexcept { m_self->resume_now(h, ctx); }
+    void add_timer(timer_node& node) const { m_self->add_timer(node); }
+    void remove_timer(timer_node& node) const noexcept { m_self->remove_timer(node); }
+    bool consume_readiness(int fd, bool write) const noexcept { return m_self->consume_readiness(fd, write); }
+    void add_io_waiter(io_waiter& w) const { m_self->add_io_waiter(w); }
+    void remove_io_waiter(io_waiter& w) const noexcept { m_self->remove_io_waiter(w); }
+    void add_wake_listener(wake_listener& l) const noexcept { m_self->add_wake_listener(l); }
+    int wakeup_write_fd() const noexcept { return m_self->wakeup_write_fd(); }
+    void start_root(root_base& r) const noexcept { m_self->start_root(r); }
+    void report_unhandled(std::exception_ptr e, const task_context& ctx) const noexcept {
+        m_self->report_unhandled(std::move(e), ctx);
+    }
+    void set_current_task(task_context* ctx) const noexcept { m_self->set_current_task(ctx); }
+    void retire_root(const task_context& root) const noexcept { m_self->retire_root(root); }
+    bool take_io_budget() const noexcept { return m_self->take_io_budget(); }
+    void retry_io_soon(int fd, bool write) const { m_self->retry_io_soon(fd, write); }
+    void interrupt_wait() const noexcept { m_self->interrupt_wait(); }
+    const task_context* current_task() const noexcept { return m_self->current_task(); }
+    void expect_post_by(event_loop::clock::time_point deadline) const noexcept { m_self->expect_post_by(deadline); }
+    void expect_post_within(std::chrono::nanoseconds d) const noexcept { m_self->expect_post_within(d); }
+
+private:
+    event_loop* m_self;
+};
+
+inline loop_access hooks(event_loop& loop) noexcept { return loop_access(loop); }
+
+} // namespace detail
+
 /// The loop running on this thread. Throws std::logic_error outside a running loop.
 inline event_loop& this_loop() {
     event_loop* loop = event_loop::current();
@@ -385,7 +430,7 @@ public:
     }
     fd_wait(const fd_wait&) = delete;
     fd_wait& operator=(const fd_wait&) = delete;
-    ~fd_wait() { m_loop->remove_io_waiter(*this); }
+    ~fd_wait() { tandem::detail::hooks(*m_loop).remove_io_waiter(*this); }
 
     bool await_ready() const noexcept { return false; }
     using cancellable_wait::await_suspend;
@@ -399,12 +444,12 @@ private:
     bool start() {
         // A remembered edge is consumed here, after the cancellation check: a wait in a task
         // already cancelled must leave it for the next waiter.
-        if (m_loop->consume_readiness(fd, write)) return false;
-        m_loop->add_io_waiter(*this);
+        if (tandem::detail::hooks(*m_loop).consume_readiness(fd, write)) return false;
+        tandem::detail::hooks(*m_loop).add_io_waiter(*this);
         return true;
     }
     bool stop() noexcept {
-        m_loop->remove_io_waiter(*this);
+        tandem::detail::hooks(*m_loop).remove_io_waiter(*this);
         return true;
     }
     event_loop* m_loop;
@@ -466,7 +511,7 @@ inline bool root_base::worth_reporting(const std::exception_ptr& e) const noexce
 
 inline std::coroutine_handle<> root_base::finish() noexcept {
     m_done = true;
-    if (m_is_run_main) m_loop->interrupt_wait();
+    if (m_is_run_main) tandem::detail::hooks(*m_loop).interrupt_wait();
     static_cast<list_hook&>(*this).unlink();
     std::coroutine_handle<> next = on_finished();
     release(); // may delete this, and with it the frame we are finishing: allowed at final suspend
@@ -476,25 +521,25 @@ inline std::coroutine_handle<> root_base::finish() noexcept {
 inline std::coroutine_handle<> root_base::on_finished() noexcept {
     if (join_waiter* w = std::exchange(m_joiner, nullptr)) {
         std::coroutine_handle<> next = w->complete();
-        m_loop->set_current_task(w->context);
+        tandem::detail::hooks(*m_loop).set_current_task(w->context);
         return next;
     }
     if (!m_has_handle) {
-        if (std::exception_ptr e = exception(); worth_reporting(e)) m_loop->report_unhandled(e, *this);
+        if (std::exception_ptr e = exception(); worth_reporting(e)) tandem::detail::hooks(*m_loop).report_unhandled(e, *this);
     }
     return std::noop_coroutine();
 }
 
 inline void root_base::release() noexcept {
     if (--m_refs != 0) return;
-    m_loop->retire_root(*this);
+    tandem::detail::hooks(*m_loop).retire_root(*this);
     delete this;
 }
 
 inline void root_base::drop_handle(bool observed) noexcept {
     m_has_handle = false;
     if (m_done && !observed && !m_abandoned) { // an abandoned frame is gone: nothing to report
-        if (std::exception_ptr e = exception(); worth_reporting(e)) m_loop->report_unhandled(e, *this);
+        if (std::exception_ptr e = exception(); worth_reporting(e)) tandem::detail::hooks(*m_loop).report_unhandled(e, *this);
     }
     release();
 }
