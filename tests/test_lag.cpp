@@ -8,7 +8,10 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
+#include <cstdio>
 #include <mutex>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -241,6 +244,97 @@ TEST_CASE("the watchdog times steps not batches: many short steps in one long ba
     for (const auto& r : sink.wait_for(0)) UNSCOPED_INFO(r.describe());
     CHECK(sink.count() == 0);
     CHECK(loop.stats().steps.max() >= 100ms); // the batch, as the statistics see it
+}
+
+TEST_CASE("a watchdog started by a step watches the rest of its batch", "[lag][watchdog]") {
+    // The batch used to decide once, at its start, whether to probe its steps: a watchdog
+    // started by one callback missed a block by the next one in the same batch.
+    report_sink sink; // outlives the loop, whose watchdog thread calls it
+    tandem::event_loop loop;
+    loop.run([](tandem::event_loop& l, report_sink& seen) -> tandem::task<> {
+        l.post([&l, &seen] { l.watch_blocking(50ms, seen.handler()); });
+        l.post([&seen] { seen.block_until_reported(1); });
+        co_await tandem::yield();
+    }(loop, sink));
+    loop.unwatch_blocking();
+    REQUIRE(sink.running_count() == 1);
+    CHECK(sink.wait_for(1).front().in_callback);
+}
+
+TEST_CASE("statistics: reset_stats inside a batch measures only what follows it", "[lag]") {
+    tandem::event_loop loop;
+    loop.run([](tandem::event_loop& l) -> tandem::task<> {
+        for (int i = 0; i < 10; ++i) l.post([] { block_for(100us); });
+        l.post([&l] { l.reset_stats(); });
+        for (int i = 0; i < 10; ++i) l.post([] {}); // same batch, same stamp as those before it
+        co_await tandem::yield();
+    }(loop));
+    const tandem::loop_stats& s = loop.stats();
+    CHECK(s.delay.count() == 10 + 1); // the callbacks after the reset, then main after its yield
+    CHECK(s.steps.count() == 2);      // the rest of the batch, and the next one
+    CHECK(s.steps.max() < 1ms + 50ms); // not the 1 ms of callbacks before the reset (generous)
+}
+
+TEST_CASE("statistics: run_once counts work queued before it from its start", "[lag]") {
+    // run_once did not mark a run's start: a task spawned before the first call recorded a
+    // delay from the clock's epoch (hours: the machine's uptime).
+    tandem::event_loop loop;
+    auto h = tandem::spawn(loop, []() -> tandem::task<> { co_return; }());
+    while (loop.task_count() != 0) loop.run_once();
+    REQUIRE(loop.stats().delay.count() == 1);
+    CHECK(loop.stats().delay.max() < 1s);
+}
+
+TEST_CASE("statistics: recorded delays agree with what timed tasks see themselves", "[lag]") {
+    // Property: tasks sleep random short times and hold the loop a random while after each
+    // wake-up (so batches hold several steps). A step's recorded delay runs from its deadline
+    // to the start of its batch, so it is never more than the lateness the task measures on
+    // waking, and the difference is at most the part of the batch that ran before it.
+    const auto seed = std::random_device{}();
+    std::printf("statistics property seed %u\n", seed);
+    INFO("seed " << seed);
+    std::mt19937 rng(seed);
+    constexpr int tasks = 8, sleeps = 40;
+    struct sample {
+        std::int64_t lateness_ns = 0;
+    };
+    std::vector<std::vector<int>> plan(tasks);
+    for (auto& p : plan)
+        for (int i = 0; i < sleeps; ++i) p.push_back(static_cast<int>(rng() % 400)); // µs: sleep, then work/4
+    std::vector<std::int64_t> lateness;
+    tandem::event_loop loop;
+    const auto started = std::chrono::steady_clock::now();
+    loop.run([](const std::vector<std::vector<int>>& plans, std::vector<std::int64_t>& late) -> tandem::task<> {
+        std::vector<tandem::join_handle<void>> hs;
+        for (const auto& p : plans)
+            hs.push_back(tandem::spawn([](const std::vector<int>& steps, std::vector<std::int64_t>& out) -> tandem::task<> {
+                for (int us : steps) {
+                    const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(us);
+                    co_await tandem::sleep_until(deadline);
+                    out.push_back((std::chrono::steady_clock::now() - deadline).count());
+                    block_for(std::chrono::microseconds(us / 4));
+                }
+            }(p, late)));
+        for (auto& h : hs) co_await h;
+    }(plan, lateness));
+    const auto wall = std::chrono::steady_clock::now() - started;
+    const tandem::loop_stats& s = loop.stats();
+    REQUIRE(lateness.size() == std::size_t{tasks * sleeps});
+    // Every wake-up and every task start is a step with one delay sample; main adds its own.
+    CHECK(s.delay.count() >= lateness.size() + tasks);
+    CHECK(s.delay.max() <= wall);
+    CHECK(s.steps.count() <= s.turns);
+    CHECK(s.busy + s.idle <= wall);
+    std::int64_t observed = 0, worst = 0;
+    for (std::int64_t l : lateness) {
+        observed += l;
+        worst = std::max(worst, l);
+    }
+    // Timer wake-ups dominate the samples; the starts and main's resumptions add little.
+    const auto recorded_sum = s.delay.mean().count() * static_cast<std::int64_t>(s.delay.count());
+    CHECK(recorded_sum <= observed + static_cast<std::int64_t>(tasks + 4) * s.steps.max().count());
+    CHECK(s.delay.max().count() <= worst + s.steps.max().count());
+    CHECK(recorded_sum >= observed - static_cast<std::int64_t>(lateness.size()) * s.steps.max().count());
 }
 
 TEST_CASE("the watchdog names unnamed tasks by spawn site and blocking callbacks", "[lag][watchdog]") {

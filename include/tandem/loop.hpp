@@ -173,8 +173,9 @@ public:
     /// What this loop has measured about itself: each step's delay, each batch's duration,
     /// busy and idle time (see loop_stats). Loop thread only; copy it to keep a snapshot.
     const loop_stats& stats() const noexcept { return m_stats; }
-    /// Starts the measurements afresh.
-    void reset_stats() noexcept { m_stats = loop_stats{}; }
+    /// Starts the measurements afresh, from now: called by a step, the rest of the batch
+    /// it runs in is measured, what ran before it is not.
+    void reset_stats() noexcept;
 
     /// Starts a watchdog thread that reports, once and while it is still running, any single
     /// step of this loop (a task running between two suspensions, or a callback) that runs
@@ -284,6 +285,7 @@ private:
     bool spin_for_post(std::int64_t until);
     void take_remote() noexcept;
     class batch_delays;
+    batch_delays* m_batch = nullptr; // the batch running now, if statistics are on
     void mark_run_start() noexcept {
         m_last_mark = 0; // time outside run() is not the loop's busy time
         m_run_started = detail::steady_now_ns();
@@ -340,6 +342,24 @@ private:
     unsigned m_io_budget = io_budget;
     static constexpr unsigned max_polls_skipped = 8;
     static constexpr std::chrono::microseconds reply_spin{20};
+    // The reply spin adapts: a loop whose posts go unanswered (fire and forget: logging, a
+    // sink that never answers) would burn reply_spin of CPU per turn that posted. Each spin
+    // that ends with no post doubles the number of posting turns that skip it (up to 63);
+    // one that gets its answer resets it.
+    bool m_reply_wanted = false;        // this turn posted to another loop
+    bool m_reply_spinning = false;      // this turn's wait is a reply spin
+    unsigned m_reply_misses = 0;        // reply spins in a row that got nothing
+    unsigned m_reply_skip = 0;          // posting turns left that skip the reply spin
+    static constexpr unsigned max_reply_misses = 6;
+    void expect_reply() noexcept { m_reply_wanted = true; }
+    void note_reply(bool answered) noexcept {
+        if (answered) {
+            m_reply_misses = 0;
+            return;
+        }
+        m_reply_misses = std::min(m_reply_misses + 1, max_reply_misses);
+        m_reply_skip = (1u << m_reply_misses) - 1;
+    }
     detail::step_probe m_probe;
     std::unique_ptr<detail::blocking_watchdog> m_watchdog;
 
@@ -621,6 +641,7 @@ inline void event_loop::run() {
 
 inline void event_loop::run_once() {
     current_scope scope(this);
+    mark_run_start(); // work queued since the last call waited for the caller, not in the loop
     turn();
     rethrow_unhandled();
 }
@@ -639,11 +660,21 @@ inline void event_loop::turn() {
     //    timer and not at all if work is ready; I/O it reports is queued for the next turn.
     //    m_stamp is the end of the batch: fresh enough, no clock read.
     const std::int64_t waiting = m_stamp;
+    if (m_reply_wanted) { // post() to another loop in this turn: poll briefly for the answer
+        m_reply_wanted = false;
+        if (m_reply_skip == 0) {
+            m_spin_for = std::max<std::int64_t>(m_spin_for, std::chrono::nanoseconds(reply_spin).count());
+            m_reply_spinning = true;
+        } else {
+            --m_reply_skip;
+        }
+    }
     if (m_spin_for != 0) { // expect_post_within: from the end of the batch (without statistics, read it now)
         m_spin_until = std::max(m_spin_until, (detail::loop_stats_enabled ? waiting : detail::steady_now_ns()) + m_spin_for);
         m_spin_for = 0;
     }
     const std::int64_t woke = wait_for_work();
+    m_reply_spinning = false;
     // 4. Accounting: the turn was busy until it waited, idle while it waited.
     if constexpr (detail::loop_stats_enabled) {
         m_stats.busy += std::chrono::nanoseconds(waiting - m_last_mark);
@@ -698,13 +729,16 @@ inline bool event_loop::spin_for_post(std::int64_t until) {
     unsigned polls = 0;
     const auto deadline = clock::time_point(std::chrono::nanoseconds(until));
     // The shared policy yields rather than pauses: a worker sharing this CPU needs it to finish.
-    detail::spin_until_ready(deadline, [&] {
+    const bool ended_early = detail::spin_until_ready(deadline, [&] {
         if (m_wake_pending.load(std::memory_order_acquire)) return true;
         // Every few rounds look at I/O too: a socket must not wait for the whole spin.
         return ++polls % 16 == 0 && m_reactor.has_events_now();
     });
     m_spinning.store(false, std::memory_order_seq_cst);
     const bool arrived = m_wake_pending.load(std::memory_order_seq_cst);
+    // Only a spin that ran its course without a post is a miss (I/O may have cut it short).
+    if (m_reply_spinning && (arrived || !ended_early)) note_reply(arrived);
+    m_reply_spinning = false;
     if (!arrived) return false;
     m_stamp = detail::steady_now_ns();
     take_remote();
@@ -728,7 +762,12 @@ class event_loop::batch_delays {
 public:
     batch_delays(event_loop& loop, std::int64_t started) noexcept
         : m_loop(loop), m_started(started), m_token(token_of(loop.m_batches)),
-          m_previous_token(token_of(loop.m_batches + 1)) {}
+          m_previous_token(token_of(loop.m_batches + 1)), m_steps_from(started) {
+        loop.m_batch = this;
+    }
+    ~batch_delays() { m_loop.m_batch = nullptr; }
+    batch_delays(const batch_delays&) = delete;
+    batch_delays& operator=(const batch_delays&) = delete;
     std::int64_t token() const noexcept { return m_token; }
     void add(std::int64_t ready_at) noexcept {
         if (ready_at == m_ready_at) {
@@ -739,6 +778,13 @@ public:
         m_ready_at = ready_at;
         m_count = 1;
     }
+    /// reset_stats() from a step of this batch: drop what ran before it, and time the batch
+    /// from `now`.
+    void restart(std::int64_t now) noexcept {
+        m_count = 0;
+        m_steps_from = now;
+    }
+    std::int64_t steps_from() const noexcept { return m_steps_from; }
     void flush() noexcept {
         if (m_count == 0) return;
         std::int64_t delay = 0; // queued by this batch and run in it (callbacks a task posted)
@@ -757,7 +803,7 @@ private:
     // runs in the next batch at the latest.
     static std::int64_t token_of(std::uint64_t batch) noexcept { return -1 - static_cast<std::int64_t>(batch & 1); }
     event_loop& m_loop;
-    std::int64_t m_started, m_token, m_previous_token;
+    std::int64_t m_started, m_token, m_previous_token, m_steps_from;
     std::int64_t m_ready_at = 0;
     std::uint64_t m_count = 0;
 };
@@ -767,15 +813,18 @@ inline void event_loop::run_ready_batch(std::int64_t started) {
     // that keeps yielding cannot starve I/O and timers.
     std::size_t n = m_ready.size();
     if (n == 0 && m_callbacks.empty()) return;
-    // The watchdog needs each step's start (one clock read per step while it watches); the
-    // statistics only the batch's.
-    const bool watched = m_watchdog != nullptr;
+    // The watchdog needs each step's start (one clock read per step while it watches; a step
+    // may start or stop it, so each step looks); the statistics only the batch's.
+    bool watched = false;
     batch_delays delays(*this, started);
     if constexpr (detail::loop_stats_enabled) m_stamp = delays.token();
     for (; n > 0 && !m_ready.empty(); --n) {
         detail::ready_item item = m_ready.pop();
         if constexpr (detail::loop_stats_enabled) delays.add(item.ready_at);
-        if (watched) m_probe.begin(detail::steady_now_ns(), identity_of(item.context), false);
+        if (m_watchdog) {
+            watched = true;
+            m_probe.begin(detail::steady_now_ns(), identity_of(item.context), false);
+        }
         m_current_task = item.context;
         m_io_budget = io_budget;
         item.handle.resume();
@@ -784,7 +833,10 @@ inline void event_loop::run_ready_batch(std::int64_t started) {
     for (n = m_callbacks.size(); n > 0 && !m_callbacks.empty(); --n) {
         detail::posted_callback cb = m_callbacks.pop();
         if constexpr (detail::loop_stats_enabled) delays.add(cb.ready_at);
-        if (watched) m_probe.begin(detail::steady_now_ns(), nullptr, true);
+        if (m_watchdog) {
+            watched = true;
+            m_probe.begin(detail::steady_now_ns(), nullptr, true);
+        }
         m_io_budget = io_budget;
         run_callback(std::move(cb));
     }
@@ -793,7 +845,7 @@ inline void event_loop::run_ready_batch(std::int64_t started) {
     if (watched) m_probe.end(ended);
     if constexpr (detail::loop_stats_enabled) {
         delays.flush();
-        m_stats.steps.record(std::chrono::nanoseconds(ended - started));
+        m_stats.steps.record(std::chrono::nanoseconds(ended - delays.steps_from()));
         m_batch_ended = ended;
         ++m_batches;
     }
@@ -880,8 +932,9 @@ inline void event_loop::post_erased(detail::unique_function fn) {
     // A loop posting to another loop usually expects an answer (a request, a round trip):
     // poll for it briefly before sleeping in the kernel. On one core the yield hands the CPU
     // to the other loop, whose answer then needs no eventfd write; across cores the answer
-    // skips waking an idle vCPU. Bounded: at most reply_spin per turn that posted.
-    if (event_loop* poster = t_current_loop) poster->expect_post_within(reply_spin);
+    // skips waking an idle vCPU. Bounded: at most reply_spin per turn that posted, and
+    // rarer while posts go unanswered (see note_reply).
+    if (event_loop* poster = t_current_loop) poster->expect_reply();
 }
 
 inline void event_loop::watch_blocking(std::chrono::nanoseconds threshold, blocking_handler on_block) {
@@ -891,7 +944,23 @@ inline void event_loop::watch_blocking(std::chrono::nanoseconds threshold, block
     m_watchdog = std::make_unique<detail::blocking_watchdog>(m_probe, threshold, std::move(on_block));
 }
 
-inline void event_loop::unwatch_blocking() noexcept { m_watchdog.reset(); }
+inline void event_loop::unwatch_blocking() noexcept {
+    m_watchdog.reset();
+    // Called by a step: the batch stops probing, so leave the probe idle, or a watchdog
+    // started later would find this step's start and report a block that never was.
+    m_probe.started_ns.store(0, std::memory_order_relaxed);
+}
+
+inline void event_loop::reset_stats() noexcept {
+    m_stats = loop_stats{};
+    if constexpr (detail::loop_stats_enabled) {
+        if (!m_running) return;
+        // Inside the loop: busy time and the running batch count from now.
+        const std::int64_t now = detail::steady_now_ns();
+        if (m_last_mark != 0) m_last_mark = now;
+        if (m_batch) m_batch->restart(now);
+    }
+}
 
 inline void event_loop::stop() noexcept {
     if (t_current_loop == this) {
