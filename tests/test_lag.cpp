@@ -275,6 +275,20 @@ TEST_CASE("statistics: reset_stats inside a batch measures only what follows it"
     CHECK(s.steps.max() < 1ms + 50ms); // not the 1 ms of callbacks before the reset (generous)
 }
 
+TEST_CASE("statistics: a step reading them sees every step started so far", "[lag]") {
+    // Delays are recorded in runs at the end of a batch; a reader inside the batch must not
+    // see a count that lags behind the steps that ran.
+    tandem::event_loop loop;
+    std::uint64_t seen = 0;
+    loop.run([](tandem::event_loop& l, std::uint64_t& count) -> tandem::task<> {
+        for (int i = 0; i < 4; ++i) l.post([] {});
+        l.post([&l, &count] { count = l.stats().delay.count(); });
+        co_await tandem::yield();
+    }(loop, seen));
+    CHECK(seen == 1 + 5); // main's first step and the five callbacks, the reader included
+    CHECK(loop.stats().delay.count() == 1 + 5 + 1);
+}
+
 TEST_CASE("statistics: run_once counts work queued before it from its start", "[lag]") {
     // run_once did not mark a run's start: a task spawned before the first call recorded a
     // delay from the clock's epoch (hours: the machine's uptime).

@@ -231,6 +231,35 @@ TEST_CASE("a loop may be destroyed as soon as it has run a post from another thr
     }
 }
 
+TEST_CASE("a loop may be destroyed as soon as posts from several threads or a stop() from one ended its run", "[loop][post]") {
+    // Several threads inside post() at once, the last callback stopping the loop; then a
+    // stop() from another thread. Either way the loop is destroyed the moment run() returns,
+    // while those threads may still be writing its wake-up fd (ASan/TSan watch).
+    for (int i = 0; i < 200; ++i) {
+        constexpr int posters = 3;
+        auto loop = std::make_unique<tandem::event_loop>();
+        int arrived = 0;
+        std::vector<std::thread> threads;
+        for (int k = 0; k < posters; ++k)
+            threads.emplace_back([l = loop.get(), &arrived] {
+                l->post([l, &arrived] {
+                    if (++arrived == posters) l->stop();
+                });
+            });
+        loop->run();
+        loop.reset();
+        for (auto& t : threads) t.join();
+        CHECK(arrived == posters);
+    }
+    for (int i = 0; i < 200; ++i) {
+        auto loop = std::make_unique<tandem::event_loop>();
+        std::thread stopper([l = loop.get()] { l->stop(); });
+        loop->run();
+        loop.reset();
+        stopper.join();
+    }
+}
+
 TEST_CASE("an exception thrown by a posted callback reaches run()", "[loop]") {
     tandem::event_loop loop;
     loop.post([] { throw std::runtime_error("from callback"); });

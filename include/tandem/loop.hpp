@@ -172,7 +172,8 @@ public:
 
     /// What this loop has measured about itself: each step's delay, each batch's duration,
     /// busy and idle time (see loop_stats). Loop thread only; copy it to keep a snapshot.
-    const loop_stats& stats() const noexcept { return m_stats; }
+    /// Read by a step, it holds the delays of every step started so far, its own included.
+    const loop_stats& stats() const noexcept;
     /// Starts the measurements afresh, from now: called by a step, the rest of the batch
     /// it runs in is measured, what ran before it is not.
     void reset_stats() noexcept;
@@ -285,7 +286,7 @@ private:
     bool spin_for_post(std::int64_t until);
     void take_remote() noexcept;
     class batch_delays;
-    batch_delays* m_batch = nullptr; // the batch running now, if statistics are on
+    batch_delays* m_batch = nullptr; // the batch running now
     void mark_run_start() noexcept {
         m_last_mark = 0; // time outside run() is not the loop's busy time
         m_run_started = detail::steady_now_ns();
@@ -949,6 +950,12 @@ inline void event_loop::unwatch_blocking() noexcept {
     // Called by a step: the batch stops probing, so leave the probe idle, or a watchdog
     // started later would find this step's start and report a block that never was.
     m_probe.started_ns.store(0, std::memory_order_relaxed);
+}
+
+inline const loop_stats& event_loop::stats() const noexcept {
+    // The running batch records its steps' delays in runs; a reader inside it gets them now.
+    if (m_batch) m_batch->flush();
+    return m_stats;
 }
 
 inline void event_loop::reset_stats() noexcept {
