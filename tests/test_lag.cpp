@@ -8,7 +8,10 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
+#include <cstdio>
 #include <mutex>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -126,6 +129,37 @@ TEST_CASE("loop delay reflects a deliberate 50 ms block", "[lag]") {
     CHECK(loop.stats().delay.count() == 0);
 }
 
+TEST_CASE("statistics: one delay per step and one steps sample per batch", "[lag]") {
+    tandem::event_loop loop;
+    constexpr int posts = 100;
+    int ran = 0;
+    loop.run([](tandem::event_loop& l, int& count) -> tandem::task<> {
+        for (int i = 0; i < posts; ++i) l.post([&count] { ++count; }); // run in this batch
+        co_await tandem::yield();                                       // the next batch
+    }(loop, ran));
+    REQUIRE(ran == posts);
+    const tandem::loop_stats& s = loop.stats();
+    // main's first step, the callbacks, main after its yield: every step counted once.
+    CHECK(s.delay.count() == posts + 2);
+    CHECK(s.steps.count() == 2); // two batches
+    CHECK(s.steps.count() <= s.turns);
+    // The callbacks ran in the batch that posted them: zero delay, so the median is zero.
+    CHECK(s.delay.percentile(50) == 0ns);
+}
+
+TEST_CASE("statistics: work a long batch queues counts its delay from the batch's end", "[lag]") {
+    tandem::event_loop loop;
+    loop.run([]() -> tandem::task<> {
+        // Queued at the start of a 40 ms batch, runnable only once it ends.
+        auto queued = tandem::spawn([]() -> tandem::task<> { co_return; }());
+        block_for(40ms);
+        co_await queued;
+    }());
+    const tandem::loop_stats& s = loop.stats();
+    CHECK(s.steps.max() >= 40ms);
+    CHECK(s.delay.max() < 30ms); // generous: the turn between the batches is microseconds
+}
+
 TEST_CASE("utilization: an idle loop is mostly idle a busy one mostly busy", "[lag]") {
     tandem::event_loop loop;
     loop.run([]() -> tandem::task<> { co_await tandem::sleep_for(100ms); }());
@@ -196,6 +230,125 @@ TEST_CASE("the watchdog stays quiet for 5 ms steps", "[lag][watchdog]") {
     for (const auto& r : sink.wait_for(0)) UNSCOPED_INFO(r.describe()); // a loaded box can stall a 5 ms step
     CHECK(sink.count() == 0);
     CHECK_FALSE(loop.watching_blocking());
+}
+
+TEST_CASE("the watchdog times steps not batches: many short steps in one long batch stay quiet", "[lag][watchdog]") {
+    report_sink sink; // outlives the loop, whose watchdog thread calls it
+    tandem::event_loop loop;
+    loop.watch_blocking(40ms, sink.handler());
+    loop.run([](tandem::event_loop& l) -> tandem::task<> {
+        for (int i = 0; i < 400; ++i) l.post([] { block_for(250us); }); // one 100 ms batch
+        co_await tandem::yield();
+    }(loop));
+    loop.unwatch_blocking();
+    for (const auto& r : sink.wait_for(0)) UNSCOPED_INFO(r.describe());
+    CHECK(sink.count() == 0);
+    CHECK(loop.stats().steps.max() >= 100ms); // the batch, as the statistics see it
+}
+
+TEST_CASE("a watchdog started by a step watches the rest of its batch", "[lag][watchdog]") {
+    // The batch used to decide once, at its start, whether to probe its steps: a watchdog
+    // started by one callback missed a block by the next one in the same batch.
+    report_sink sink; // outlives the loop, whose watchdog thread calls it
+    tandem::event_loop loop;
+    loop.run([](tandem::event_loop& l, report_sink& seen) -> tandem::task<> {
+        l.post([&l, &seen] { l.watch_blocking(50ms, seen.handler()); });
+        l.post([&seen] { seen.block_until_reported(1); });
+        co_await tandem::yield();
+    }(loop, sink));
+    loop.unwatch_blocking();
+    REQUIRE(sink.running_count() == 1);
+    CHECK(sink.wait_for(1).front().in_callback);
+}
+
+TEST_CASE("statistics: reset_stats inside a batch measures only what follows it", "[lag]") {
+    tandem::event_loop loop;
+    loop.run([](tandem::event_loop& l) -> tandem::task<> {
+        for (int i = 0; i < 10; ++i) l.post([] { block_for(100us); });
+        l.post([&l] { l.reset_stats(); });
+        for (int i = 0; i < 10; ++i) l.post([] {}); // same batch, same stamp as those before it
+        co_await tandem::yield();
+    }(loop));
+    const tandem::loop_stats& s = loop.stats();
+    CHECK(s.delay.count() == 10 + 1); // the callbacks after the reset, then main after its yield
+    CHECK(s.steps.count() == 2);      // the rest of the batch, and the next one
+    CHECK(s.steps.max() < 1ms + 50ms); // not the 1 ms of callbacks before the reset (generous)
+}
+
+TEST_CASE("statistics: a step reading them sees every step started so far", "[lag]") {
+    // Delays are recorded in runs at the end of a batch; a reader inside the batch must not
+    // see a count that lags behind the steps that ran.
+    tandem::event_loop loop;
+    std::uint64_t seen = 0;
+    loop.run([](tandem::event_loop& l, std::uint64_t& count) -> tandem::task<> {
+        for (int i = 0; i < 4; ++i) l.post([] {});
+        l.post([&l, &count] { count = l.stats().delay.count(); });
+        co_await tandem::yield();
+    }(loop, seen));
+    CHECK(seen == 1 + 5); // main's first step and the five callbacks, the reader included
+    CHECK(loop.stats().delay.count() == 1 + 5 + 1);
+}
+
+TEST_CASE("statistics: run_once counts work queued before it from its start", "[lag]") {
+    // run_once did not mark a run's start: a task spawned before the first call recorded a
+    // delay from the clock's epoch (hours: the machine's uptime).
+    tandem::event_loop loop;
+    auto h = tandem::spawn(loop, []() -> tandem::task<> { co_return; }());
+    while (loop.task_count() != 0) loop.run_once();
+    REQUIRE(loop.stats().delay.count() == 1);
+    CHECK(loop.stats().delay.max() < 1s);
+}
+
+TEST_CASE("statistics: recorded delays agree with what timed tasks see themselves", "[lag]") {
+    // Property: tasks sleep random short times and hold the loop a random while after each
+    // wake-up (so batches hold several steps). A step's recorded delay runs from its deadline
+    // to the start of its batch, so it is never more than the lateness the task measures on
+    // waking, and the difference is at most the part of the batch that ran before it.
+    const auto seed = std::random_device{}();
+    std::printf("statistics property seed %u\n", seed);
+    INFO("seed " << seed);
+    std::mt19937 rng(seed);
+    constexpr int tasks = 8, sleeps = 40;
+    struct sample {
+        std::int64_t lateness_ns = 0;
+    };
+    std::vector<std::vector<int>> plan(tasks);
+    for (auto& p : plan)
+        for (int i = 0; i < sleeps; ++i) p.push_back(static_cast<int>(rng() % 400)); // µs: sleep, then work/4
+    std::vector<std::int64_t> lateness;
+    tandem::event_loop loop;
+    const auto started = std::chrono::steady_clock::now();
+    loop.run([](const std::vector<std::vector<int>>& plans, std::vector<std::int64_t>& late) -> tandem::task<> {
+        std::vector<tandem::join_handle<void>> hs;
+        for (const auto& p : plans)
+            hs.push_back(tandem::spawn([](const std::vector<int>& steps, std::vector<std::int64_t>& out) -> tandem::task<> {
+                for (int us : steps) {
+                    const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(us);
+                    co_await tandem::sleep_until(deadline);
+                    out.push_back((std::chrono::steady_clock::now() - deadline).count());
+                    block_for(std::chrono::microseconds(us / 4));
+                }
+            }(p, late)));
+        for (auto& h : hs) co_await h;
+    }(plan, lateness));
+    const auto wall = std::chrono::steady_clock::now() - started;
+    const tandem::loop_stats& s = loop.stats();
+    REQUIRE(lateness.size() == std::size_t{tasks * sleeps});
+    // Every wake-up and every task start is a step with one delay sample; main adds its own.
+    CHECK(s.delay.count() >= lateness.size() + tasks);
+    CHECK(s.delay.max() <= wall);
+    CHECK(s.steps.count() <= s.turns);
+    CHECK(s.busy + s.idle <= wall);
+    std::int64_t observed = 0, worst = 0;
+    for (std::int64_t l : lateness) {
+        observed += l;
+        worst = std::max(worst, l);
+    }
+    // Timer wake-ups dominate the samples; the starts and main's resumptions add little.
+    const auto recorded_sum = s.delay.mean().count() * static_cast<std::int64_t>(s.delay.count());
+    CHECK(recorded_sum <= observed + static_cast<std::int64_t>(tasks + 4) * s.steps.max().count());
+    CHECK(s.delay.max().count() <= worst + s.steps.max().count());
+    CHECK(recorded_sum >= observed - static_cast<std::int64_t>(lateness.size()) * s.steps.max().count());
 }
 
 TEST_CASE("the watchdog names unnamed tasks by spawn site and blocking callbacks", "[lag][watchdog]") {

@@ -12,8 +12,8 @@
 #define TANDEM_REACTOR_POLL 1
 #endif
 
-// Loop statistics (event_loop::stats(): delay and step histograms, utilization) cost one
-// clock read per step and are on by default, cheap enough for production. Define
+// Loop statistics (event_loop::stats(): delay and step histograms, utilization) cost two
+// clock reads per batch of ready work and are on by default, cheap enough for production. Define
 // TANDEM_LOOP_STATS=0 to measure what they cost; the blocking watchdog still works without.
 #ifndef TANDEM_LOOP_STATS
 #define TANDEM_LOOP_STATS 1

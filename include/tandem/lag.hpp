@@ -3,9 +3,10 @@
 // Layer: loop. The event loop records into these; nothing here knows the loop itself.
 //
 // Node samples loop delay with a timer (monitorEventLoopDelay) and so misses what happens
-// between samples. A tandem loop instead times every step: each resumed task or callback
-// records how long it waited in the ready queue (for a timer: how long after its deadline
-// it ran) and how long it ran. One clock read per step pays for both.
+// between samples. A tandem loop instead records every step's delay (how long the resumed
+// task or callback waited after becoming runnable), and times each batch of ready work, the
+// stretch during which it looks at neither timers nor I/O. It reads the clock once per batch,
+// not per step: a clock read costs as much as a small task's whole step.
 #pragma once
 
 #include "tandem/source_location.hpp"
@@ -35,11 +36,14 @@ class latency_histogram {
 public:
     using duration = std::chrono::nanoseconds;
 
-    void record(duration d) noexcept {
+    void record(duration d) noexcept { record(d, 1); }
+    /// Records `d` `times` times (no-op for zero).
+    void record(duration d, std::uint64_t times) noexcept {
+        if (times == 0) return;
         const std::uint64_t v = d.count() > 0 ? static_cast<std::uint64_t>(d.count()) : 0;
-        ++m_buckets[bucket_of(v)];
-        ++m_count;
-        m_sum += v;
+        m_buckets[bucket_of(v)] += times;
+        m_count += times;
+        m_sum += v * times;
         m_max = std::max(m_max, v);
         m_min = std::min(m_min, v);
     }
@@ -111,12 +115,23 @@ private:
 
 /// What a loop has measured about itself since it was created (or since reset_stats()).
 ///
-/// delay: for every step (a resumed task or a callback), how long it waited after becoming
-///   runnable: after its timer's deadline, after the reactor reported its fd, after the task
-///   that woke it ran. A long step shows up as the delay of everything queued behind it.
-/// steps: how long each step ran before giving the loop back.
+/// Each turn of the loop runs a batch of ready work (the tasks and callbacks that were ready
+/// when the batch began, plus the callbacks those tasks post) between its timers and its wait
+/// for I/O. A step is one resumed task or one callback. The loop reads the clock when a batch
+/// starts and when it ends, never in between (the blocking watchdog reads it per step).
+///
+/// delay: one sample per step: from when the step became runnable to the start of the batch
+///   that ran it. Runnable means: its timer's deadline passed, the reactor reported its fd,
+///   or the batch in which it was woken or posted ended. A long step therefore shows up in the
+///   delay of every timer, I/O completion and task queued behind it in later batches; work
+///   queued by a batch and run in that same batch (a callback a task posted) records zero.
+///   Work queued before run() started counts from run()'s start.
+/// steps: one sample per batch: how long it ran, i.e. how long the loop looked at neither
+///   timers nor I/O. steps.max() bounds the longest single step from above, and equals it
+///   when that step ran alone in its batch; steps.count() is the number of batches.
 /// busy / idle: time running work versus waiting in the reactor; utilization() is Node's
 ///   eventLoopUtilization().
+/// turns: loop turns (at most one batch each).
 struct loop_stats {
     latency_histogram delay;
     latency_histogram steps;

@@ -15,6 +15,7 @@
 #include "tandem/detail/reactor.hpp"
 #include "tandem/detail/ring_queue.hpp"
 #include "tandem/detail/scheduler.hpp"
+#include "tandem/detail/spin.hpp"
 #include "tandem/detail/timer_heap.hpp"
 #include "tandem/detail/unique_function.hpp"
 #include "tandem/detail/wakeup.hpp"
@@ -53,6 +54,8 @@ struct task_info {
 
 namespace detail {
 
+class loop_access;
+
 /// Something that must look at the world whenever the loop's wake-up fd fires (signals).
 class wake_listener : public list_hook {
 public:
@@ -62,10 +65,13 @@ protected:
     ~wake_listener() = default;
 };
 
+// ready_at (for loop_stats::delay): when the work became runnable, in steady_clock ns, or one
+// of the two batch tokens below for work queued while a batch of ready work runs (it becomes
+// runnable when that batch ends, a time known only then).
 struct ready_item {
     std::coroutine_handle<> handle;
     task_context* context = nullptr;
-    std::int64_t ready_at = 0; // steady_clock ns: when it became runnable (for loop_stats::delay)
+    std::int64_t ready_at = 0;
 };
 
 struct posted_callback {
@@ -115,7 +121,9 @@ public:
     /// than the next timer, not at all if work is ready).
     void run_once();
 
-    /// Queues fn to run on the loop thread. Thread-safe; wakes the loop if it sleeps.
+    /// Queues fn to run on the loop thread. Thread-safe; wakes the loop if it sleeps. Posted
+    /// from another running loop, it also makes that loop poll for an answer for up to
+    /// 20 µs before it sleeps (a request usually gets one), which spares both a kernel wake-up.
     template <class F>
     void post(F&& fn) {
         post_erased(detail::unique_function(static_cast<F&&>(fn)));
@@ -162,11 +170,13 @@ public:
 
     // ---- Lag, utilization and blocking ------------------------------------------------------
 
-    /// What this loop has measured about itself: loop delay and step durations per step,
+    /// What this loop has measured about itself: each step's delay, each batch's duration,
     /// busy and idle time (see loop_stats). Loop thread only; copy it to keep a snapshot.
-    const loop_stats& stats() const noexcept { return m_stats; }
-    /// Starts the measurements afresh.
-    void reset_stats() noexcept { m_stats = loop_stats{}; }
+    /// Read by a step, it holds the delays of every step started so far, its own included.
+    const loop_stats& stats() const noexcept;
+    /// Starts the measurements afresh, from now: called by a step, the rest of the batch
+    /// it runs in is measured, what ran before it is not.
+    void reset_stats() noexcept;
 
     /// Starts a watchdog thread that reports, once and while it is still running, any single
     /// step of this loop (a task running between two suspensions, or a callback) that runs
@@ -179,6 +189,11 @@ public:
     void unwatch_blocking() noexcept;
     bool watching_blocking() const noexcept { return m_watchdog != nullptr; }
 
+private:
+    // ---- Hooks for tandem's own awaiters: reached through detail::hooks(loop), never by
+    // users. Loop thread only. ----------------------------------------------------------------
+    friend class detail::loop_access;
+
     /// A hint from code that expects a post() from another thread soon (offload does): if
     /// the loop runs out of work before `deadline`, it polls for the post until then instead
     /// of sleeping in the kernel, which saves the wake-up (tens of µs on a VM whose CPU went
@@ -187,14 +202,10 @@ public:
         m_spin_until = std::max(m_spin_until, std::chrono::duration_cast<std::chrono::nanoseconds>(
                                                   deadline.time_since_epoch()).count());
     }
-    /// expect_post_by(now + d), where "now" is the start of the running step when the loop
-    /// times its steps anyway: no clock read.
-    void expect_post_within(std::chrono::nanoseconds d) noexcept {
-        const std::int64_t now = timing_steps() && m_step_started != 0 ? m_step_started : detail::steady_now_ns();
-        m_spin_until = std::max(m_spin_until, now + d.count());
-    }
+    /// Like expect_post_by, counted from the end of the current batch of ready work (the post
+    /// cannot be run before then anyway): no clock read.
+    void expect_post_within(std::chrono::nanoseconds d) noexcept { m_spin_for = std::max(m_spin_for, d.count()); }
 
-    // ---- Hooks for tandem's own awaiters. Loop thread only. -------------------------------
     void schedule(std::coroutine_handle<> h, detail::task_context* ctx) noexcept override {
         m_ready.push(detail::ready_item{h, ctx, m_stamp});
     }
@@ -246,7 +257,6 @@ public:
     /// The task whose code is running right now (nullptr between tasks).
     const detail::task_context* current_task() const noexcept { return m_current_task; }
 
-private:
     /// Makes this the current loop of the thread for a scope (different loops may nest:
     /// sync_wait inside a task), and refuses to run a loop that is already running.
     class current_scope {
@@ -277,40 +287,19 @@ private:
     /// Polls for an expected post() until `until` (ns); true if one arrived.
     bool spin_for_post(std::int64_t until);
     void take_remote() noexcept;
-    void begin_step(std::int64_t now, detail::task_context* ctx, bool callback) noexcept {
-        if constexpr (detail::loop_stats_enabled) {
-            if (m_step_started != 0) m_stats.steps.record(std::chrono::nanoseconds(now - m_step_started));
-        }
-        m_step_started = now;
-        m_stamp = now;
-        m_current_task = ctx;
-        if (m_watchdog) m_probe.begin(now, identity_of(ctx), callback);
-    }
-    void end_steps(std::int64_t now) noexcept {
-        if constexpr (detail::loop_stats_enabled) {
-            if (m_step_started != 0) m_stats.steps.record(std::chrono::nanoseconds(now - m_step_started));
-        }
-        m_step_started = 0;
-        m_stamp = now;
-        m_current_task = nullptr;
-        if (m_watchdog) m_probe.end(now);
-    }
-    void record_delay(std::int64_t now, std::int64_t ready_at) noexcept {
-        // Work queued before run() started waited for the loop, not in it.
-        m_stats.delay.record(std::chrono::nanoseconds(now - std::max(ready_at, m_run_started)));
-    }
+    class batch_delays;
+    batch_delays* m_batch = nullptr; // the batch running now
     void mark_run_start() noexcept {
         m_last_mark = 0; // time outside run() is not the loop's busy time
         m_run_started = detail::steady_now_ns();
     }
-    bool timing_steps() const noexcept { return detail::loop_stats_enabled || m_watchdog != nullptr; }
     /// The root whose name and spawn site describe ctx (nullptr if it has none).
     static const detail::task_context* identity_of(const detail::task_context* ctx) noexcept {
         while (ctx && !ctx->is_root()) ctx = ctx->parent();
         return ctx;
     }
     void expire_timers(clock::time_point now) noexcept;
-    void run_ready_batch();
+    void run_ready_batch(std::int64_t started);
     void run_callback(detail::posted_callback cb) noexcept;
     std::optional<std::chrono::nanoseconds> poll_timeout() noexcept;
     void on_fd_event(int fd, bool readable, bool writable) noexcept;
@@ -345,14 +334,35 @@ private:
     detail::task_context* m_current_task = nullptr;
 
     loop_stats m_stats;
-    std::int64_t m_stamp = 0;        // ready_at for work queued now (ns)
-    std::int64_t m_step_started = 0; // 0 outside a batch of steps
-    std::int64_t m_last_mark = 0;    // end of the last reactor wait: busy time starts here
+    std::int64_t m_stamp = 0;         // ready_at for work queued now (ns, or a batch token)
+    std::int64_t m_batch_ended = 0;   // when the last batch of ready work ended (ns)
+    std::uint64_t m_batches = 0;      // batches run: the parity picks the batch token
+    std::int64_t m_last_mark = 0;     // end of the last reactor wait: busy time starts here
     std::int64_t m_spin_until = 0;
+    std::int64_t m_spin_for = 0;      // expect_post_within, counted from the end of the batch
     std::int64_t m_run_started = 0;
     unsigned m_polls_skipped = 0;
     unsigned m_io_budget = io_budget;
     static constexpr unsigned max_polls_skipped = 8;
+    static constexpr std::chrono::microseconds reply_spin{20};
+    // The reply spin adapts: a loop whose posts go unanswered (fire and forget: logging, a
+    // sink that never answers) would burn reply_spin of CPU per turn that posted. Each spin
+    // that ends with no post doubles the number of posting turns that skip it (up to 63);
+    // one that gets its answer resets it.
+    bool m_reply_wanted = false;        // this turn posted to another loop
+    bool m_reply_spinning = false;      // this turn's wait is a reply spin
+    unsigned m_reply_misses = 0;        // reply spins in a row that got nothing
+    unsigned m_reply_skip = 0;          // posting turns left that skip the reply spin
+    static constexpr unsigned max_reply_misses = 6;
+    void expect_reply() noexcept { m_reply_wanted = true; }
+    void note_reply(bool answered) noexcept {
+        if (answered) {
+            m_reply_misses = 0;
+            return;
+        }
+        m_reply_misses = std::min(m_reply_misses + 1, max_reply_misses);
+        m_reply_skip = (1u << m_reply_misses) - 1;
+    }
     detail::step_probe m_probe;
     std::unique_ptr<detail::blocking_watchdog> m_watchdog;
 
@@ -362,6 +372,14 @@ private:
     std::atomic<bool> m_wake_pending{false};
     std::atomic<bool> m_spinning{false}; // polling for a post: posters need not signal
     std::atomic<bool> m_stop_requested{false};
+    std::atomic<unsigned> m_posters{0}; // threads inside post() or stop(): see post_erased
+    struct poster_scope {
+        explicit poster_scope(event_loop& l) noexcept : loop(l) { loop.m_posters.fetch_add(1, std::memory_order_relaxed); }
+        ~poster_scope() { loop.m_posters.fetch_sub(1, std::memory_order_release); }
+        poster_scope(const poster_scope&) = delete;
+        poster_scope& operator=(const poster_scope&) = delete;
+        event_loop& loop;
+    };
 
     exception_handler m_exception_handler;
     std::deque<std::exception_ptr> m_unhandled; // oldest first; at most max_unhandled
@@ -371,6 +389,47 @@ private:
     bool m_interrupted = false;
     bool m_running = false;
 };
+
+namespace detail {
+
+/// The event loop's hooks for tandem's own awaiters and wings (ready queue, timers, fd
+/// waiters, spawned-task records, the running task's identity, offload hints): private in
+/// event_loop, reached as tandem::detail::hooks(loop).schedule(h, ctx). Not for users; the
+/// loop thread only. See event_loop's private section for what each one does.
+class loop_access {
+public:
+    explicit loop_access(event_loop& self) noexcept : m_self(&self) {}
+
+    void schedule(std::coroutine_handle<> h, task_context* ctx) const noexcept { m_self->schedule(h, ctx); }
+    void resume_now(std::coroutine_handle<> h, task_context* ctx) const noexcept { m_self->resume_now(h, ctx); }
+    void add_timer(timer_node& node) const { m_self->add_timer(node); }
+    void remove_timer(timer_node& node) const noexcept { m_self->remove_timer(node); }
+    bool consume_readiness(int fd, bool write) const noexcept { return m_self->consume_readiness(fd, write); }
+    bool hung_up(int fd) const noexcept { return m_self->hung_up(fd); }
+    void add_io_waiter(io_waiter& w) const { m_self->add_io_waiter(w); }
+    void remove_io_waiter(io_waiter& w) const noexcept { m_self->remove_io_waiter(w); }
+    void add_wake_listener(wake_listener& l) const noexcept { m_self->add_wake_listener(l); }
+    int wakeup_write_fd() const noexcept { return m_self->wakeup_write_fd(); }
+    void start_root(root_base& r) const noexcept { m_self->start_root(r); }
+    void report_unhandled(std::exception_ptr e, const task_context& ctx) const noexcept {
+        m_self->report_unhandled(std::move(e), ctx);
+    }
+    void set_current_task(task_context* ctx) const noexcept { m_self->set_current_task(ctx); }
+    void retire_root(const task_context& root) const noexcept { m_self->retire_root(root); }
+    bool take_io_budget() const noexcept { return m_self->take_io_budget(); }
+    void retry_io_soon(int fd, bool write) const { m_self->retry_io_soon(fd, write); }
+    void interrupt_wait() const noexcept { m_self->interrupt_wait(); }
+    const task_context* current_task() const noexcept { return m_self->current_task(); }
+    void expect_post_by(event_loop::clock::time_point deadline) const noexcept { m_self->expect_post_by(deadline); }
+    void expect_post_within(std::chrono::nanoseconds d) const noexcept { m_self->expect_post_within(d); }
+
+private:
+    event_loop* m_self;
+};
+
+inline loop_access hooks(event_loop& loop) noexcept { return loop_access(loop); }
+
+} // namespace detail
 
 /// The loop running on this thread. Throws std::logic_error outside a running loop.
 inline event_loop& this_loop() {
@@ -395,7 +454,7 @@ public:
     }
     fd_wait(const fd_wait&) = delete;
     fd_wait& operator=(const fd_wait&) = delete;
-    ~fd_wait() { m_loop->remove_io_waiter(*this); }
+    ~fd_wait() { tandem::detail::hooks(*m_loop).remove_io_waiter(*this); }
 
     bool await_ready() const noexcept { return false; }
     using cancellable_wait::await_suspend;
@@ -409,12 +468,12 @@ private:
     bool start() {
         // A remembered edge is consumed here, after the cancellation check: a wait in a task
         // already cancelled must leave it for the next waiter.
-        if (m_loop->consume_readiness(fd, write)) return false;
-        m_loop->add_io_waiter(*this);
+        if (tandem::detail::hooks(*m_loop).consume_readiness(fd, write)) return false;
+        tandem::detail::hooks(*m_loop).add_io_waiter(*this);
         return true;
     }
     bool stop() noexcept {
-        m_loop->remove_io_waiter(*this);
+        tandem::detail::hooks(*m_loop).remove_io_waiter(*this);
         return true;
     }
     event_loop* m_loop;
@@ -476,7 +535,7 @@ inline bool root_base::worth_reporting(const std::exception_ptr& e) const noexce
 
 inline std::coroutine_handle<> root_base::finish() noexcept {
     m_done = true;
-    if (m_is_run_main) m_loop->interrupt_wait();
+    if (m_is_run_main) tandem::detail::hooks(*m_loop).interrupt_wait();
     static_cast<list_hook&>(*this).unlink();
     std::coroutine_handle<> next = on_finished();
     release(); // may delete this, and with it the frame we are finishing: allowed at final suspend
@@ -486,25 +545,25 @@ inline std::coroutine_handle<> root_base::finish() noexcept {
 inline std::coroutine_handle<> root_base::on_finished() noexcept {
     if (join_waiter* w = std::exchange(m_joiner, nullptr)) {
         std::coroutine_handle<> next = w->complete();
-        m_loop->set_current_task(w->context);
+        tandem::detail::hooks(*m_loop).set_current_task(w->context);
         return next;
     }
     if (!m_has_handle) {
-        if (std::exception_ptr e = exception(); worth_reporting(e)) m_loop->report_unhandled(e, *this);
+        if (std::exception_ptr e = exception(); worth_reporting(e)) tandem::detail::hooks(*m_loop).report_unhandled(e, *this);
     }
     return std::noop_coroutine();
 }
 
 inline void root_base::release() noexcept {
     if (--m_refs != 0) return;
-    m_loop->retire_root(*this);
+    tandem::detail::hooks(*m_loop).retire_root(*this);
     delete this;
 }
 
 inline void root_base::drop_handle(bool observed) noexcept {
     m_has_handle = false;
     if (m_done && !observed && !m_abandoned) { // an abandoned frame is gone: nothing to report
-        if (std::exception_ptr e = exception(); worth_reporting(e)) m_loop->report_unhandled(e, *this);
+        if (std::exception_ptr e = exception(); worth_reporting(e)) tandem::detail::hooks(*m_loop).report_unhandled(e, *this);
     }
     release();
 }
@@ -515,8 +574,9 @@ inline event_loop::event_loop() { m_reactor.watch(m_wakeup.read_fd(), true, fals
 
 inline event_loop::~event_loop() {
     m_watchdog.reset();
-    // A thread still inside post() or stop() finishes its critical section (and its eventfd
-    // write) before anything here goes away.
+    // A thread still inside post() or stop() finishes (its eventfd write included) before
+    // anything here goes away.
+    while (m_posters.load(std::memory_order_acquire) != 0) std::this_thread::yield();
     { std::lock_guard drain(m_remote_mutex); }
     m_destroying = true;
     // Destroying a root's frame destroys the coroutines it awaits; their awaiters unhook
@@ -585,6 +645,7 @@ inline void event_loop::run() {
 
 inline void event_loop::run_once() {
     current_scope scope(this);
+    mark_run_start(); // work queued since the last call waited for the caller, not in the loop
     turn();
     rethrow_unhandled();
 }
@@ -598,12 +659,26 @@ inline void event_loop::turn() {
     // 2. Ready work: retries owed to tasks that ran out of I/O budget, then the tasks and
     //    callbacks that are ready now (work they queue waits for the next turn).
     if (!m_io_retry.empty()) retry_io();
-    run_ready_batch();
+    run_ready_batch(started.time_since_epoch().count());
     // 3. Wait: for an expected post by spinning, else in the reactor, no longer than the next
     //    timer and not at all if work is ready; I/O it reports is queued for the next turn.
     //    m_stamp is the end of the batch: fresh enough, no clock read.
     const std::int64_t waiting = m_stamp;
+    if (m_reply_wanted) { // post() to another loop in this turn: poll briefly for the answer
+        m_reply_wanted = false;
+        if (m_reply_skip == 0) {
+            m_spin_for = std::max<std::int64_t>(m_spin_for, std::chrono::nanoseconds(reply_spin).count());
+            m_reply_spinning = true;
+        } else {
+            --m_reply_skip;
+        }
+    }
+    if (m_spin_for != 0) { // expect_post_within: from the end of the batch (without statistics, read it now)
+        m_spin_until = std::max(m_spin_until, (detail::loop_stats_enabled ? waiting : detail::steady_now_ns()) + m_spin_for);
+        m_spin_for = 0;
+    }
     const std::int64_t woke = wait_for_work();
+    m_reply_spinning = false;
     // 4. Accounting: the turn was busy until it waited, idle while it waited.
     if constexpr (detail::loop_stats_enabled) {
         m_stats.busy += std::chrono::nanoseconds(waiting - m_last_mark);
@@ -655,20 +730,19 @@ inline bool event_loop::spin_for_post(std::int64_t until) {
     // m_wake_pending ourselves. Clearing it and then re-reading m_wake_pending (both seq_cst,
     // against the poster's exchange-then-load) closes the race with a post that just missed.
     m_spinning.store(true, std::memory_order_seq_cst);
-    bool arrived = false;
-    for (unsigned i = 1;; ++i) {
-        if (m_wake_pending.load(std::memory_order_acquire)) {
-            arrived = true;
-            break;
-        }
-        if (detail::steady_now_ns() >= until) break;
+    unsigned polls = 0;
+    const auto deadline = clock::time_point(std::chrono::nanoseconds(until));
+    // The shared policy yields rather than pauses: a worker sharing this CPU needs it to finish.
+    const bool ended_early = detail::spin_until_ready(deadline, [&] {
+        if (m_wake_pending.load(std::memory_order_acquire)) return true;
         // Every few rounds look at I/O too: a socket must not wait for the whole spin.
-        if (i % 16 == 0 && m_reactor.has_events_now()) break;
-        // Yield rather than pause: when the worker shares this CPU it needs it to finish.
-        std::this_thread::yield();
-    }
+        return ++polls % 16 == 0 && m_reactor.has_events_now();
+    });
     m_spinning.store(false, std::memory_order_seq_cst);
-    if (!arrived) arrived = m_wake_pending.load(std::memory_order_seq_cst);
+    const bool arrived = m_wake_pending.load(std::memory_order_seq_cst);
+    // Only a spin that ran its course without a post is a miss (I/O may have cut it short).
+    if (m_reply_spinning && (arrived || !ended_early)) note_reply(arrived);
+    m_reply_spinning = false;
     if (!arrived) return false;
     m_stamp = detail::steady_now_ns();
     take_remote();
@@ -684,60 +758,102 @@ inline void event_loop::expire_timers(clock::time_point now) noexcept {
     m_stamp = now.time_since_epoch().count();
 }
 
-inline void event_loop::run_ready_batch() {
+// The statistics read the clock per batch, not per step: a clock read costs as much as a whole
+// step of a small task here (≈ 24 ns). Every step still records its delay, measured to the
+// start of its batch, and equal delays in a row are recorded as one run (work queued together
+// has one stamp), so a step pays a compare and an increment.
+class event_loop::batch_delays {
+public:
+    batch_delays(event_loop& loop, std::int64_t started) noexcept
+        : m_loop(loop), m_started(started), m_token(token_of(loop.m_batches)),
+          m_previous_token(token_of(loop.m_batches + 1)), m_steps_from(started) {
+        loop.m_batch = this;
+    }
+    ~batch_delays() { m_loop.m_batch = nullptr; }
+    batch_delays(const batch_delays&) = delete;
+    batch_delays& operator=(const batch_delays&) = delete;
+    std::int64_t token() const noexcept { return m_token; }
+    void add(std::int64_t ready_at) noexcept {
+        if (ready_at == m_ready_at) {
+            ++m_count;
+            return;
+        }
+        flush();
+        m_ready_at = ready_at;
+        m_count = 1;
+    }
+    /// reset_stats() from a step of this batch: drop what ran before it, and time the batch
+    /// from `now`.
+    void restart(std::int64_t now) noexcept {
+        m_count = 0;
+        m_steps_from = now;
+    }
+    std::int64_t steps_from() const noexcept { return m_steps_from; }
+    void flush() noexcept {
+        if (m_count == 0) return;
+        std::int64_t delay = 0; // queued by this batch and run in it (callbacks a task posted)
+        if (m_ready_at != m_token) {
+            // Queued by the previous batch: runnable from its end. Work queued before run()
+            // started waited for the loop, not in it.
+            const std::int64_t from = m_ready_at == m_previous_token ? m_loop.m_batch_ended : m_ready_at;
+            delay = m_started - std::max(from, m_loop.m_run_started);
+        }
+        m_loop.m_stats.delay.record(std::chrono::nanoseconds(delay), m_count);
+        m_count = 0;
+    }
+
+private:
+    // Negative: never a steady_clock reading. Two alternate, since the work a batch queues
+    // runs in the next batch at the latest.
+    static std::int64_t token_of(std::uint64_t batch) noexcept { return -1 - static_cast<std::int64_t>(batch & 1); }
+    event_loop& m_loop;
+    std::int64_t m_started, m_token, m_previous_token, m_steps_from;
+    std::int64_t m_ready_at = 0;
+    std::uint64_t m_count = 0;
+};
+
+inline void event_loop::run_ready_batch(std::int64_t started) {
     // Only what is ready now: work queued by this batch waits for the next turn, so a task
     // that keeps yielding cannot starve I/O and timers.
     std::size_t n = m_ready.size();
     if (n == 0 && m_callbacks.empty()) return;
-    if (!timing_steps()) {
-        for (; n > 0 && !m_ready.empty(); --n) {
-            detail::ready_item item = m_ready.pop();
-            m_current_task = item.context;
-            m_io_budget = io_budget;
-            item.handle.resume();
-        }
-        m_current_task = nullptr;
-        for (n = m_callbacks.size(); n > 0 && !m_callbacks.empty(); --n) {
-            m_io_budget = io_budget;
-            run_callback(m_callbacks.pop());
-        }
-        return;
-    }
-    // Work a step queues cannot run before the step ends: its delay counts from then. The
-    // next clock read (the next step's start) is that moment; stamp what the step queued.
-    std::size_t fresh_ready = 0, fresh_callbacks = 0;
-    auto next_step = [&]() noexcept {
-        const std::int64_t now = detail::steady_now_ns();
-        for (; fresh_ready > 0; --fresh_ready) m_ready.from_back(fresh_ready).ready_at = now;
-        for (; fresh_callbacks > 0; --fresh_callbacks) m_callbacks.from_back(fresh_callbacks).ready_at = now;
-        return now;
-    };
-    auto count_fresh = [&](std::size_t ready_before, std::size_t callbacks_before) noexcept {
-        fresh_ready = m_ready.size() - ready_before;
-        fresh_callbacks = m_callbacks.size() - callbacks_before;
-    };
+    // The watchdog needs each step's start (one clock read per step while it watches; a step
+    // may start or stop it, so each step looks); the statistics only the batch's.
+    bool watched = false;
+    batch_delays delays(*this, started);
+    if constexpr (detail::loop_stats_enabled) m_stamp = delays.token();
     for (; n > 0 && !m_ready.empty(); --n) {
         detail::ready_item item = m_ready.pop();
-        const std::int64_t now = next_step();
-        if constexpr (detail::loop_stats_enabled) record_delay(now, item.ready_at);
-        begin_step(now, item.context, false);
-        const std::size_t ready_before = m_ready.size(), callbacks_before = m_callbacks.size();
+        if constexpr (detail::loop_stats_enabled) delays.add(item.ready_at);
+        if (m_watchdog) {
+            watched = true;
+            m_probe.begin(detail::steady_now_ns(), identity_of(item.context), false);
+        }
+        m_current_task = item.context;
         m_io_budget = io_budget;
         item.handle.resume();
-        count_fresh(ready_before, callbacks_before);
     }
     m_current_task = nullptr;
     for (n = m_callbacks.size(); n > 0 && !m_callbacks.empty(); --n) {
         detail::posted_callback cb = m_callbacks.pop();
-        const std::int64_t now = next_step();
-        if constexpr (detail::loop_stats_enabled) record_delay(now, cb.ready_at);
-        begin_step(now, nullptr, true);
-        const std::size_t ready_before = m_ready.size(), callbacks_before = m_callbacks.size();
+        if constexpr (detail::loop_stats_enabled) delays.add(cb.ready_at);
+        if (m_watchdog) {
+            watched = true;
+            m_probe.begin(detail::steady_now_ns(), nullptr, true);
+        }
         m_io_budget = io_budget;
         run_callback(std::move(cb));
-        count_fresh(ready_before, callbacks_before);
     }
-    end_steps(next_step());
+    if (!detail::loop_stats_enabled && !watched) return;
+    const std::int64_t ended = detail::steady_now_ns();
+    if (watched) m_probe.end(ended);
+    if constexpr (detail::loop_stats_enabled) {
+        delays.flush();
+        m_stats.steps.record(std::chrono::nanoseconds(ended - delays.steps_from()));
+        m_batch_ended = ended;
+        ++m_batches;
+    }
+    m_stamp = ended;
 }
 
 inline void event_loop::run_callback(detail::posted_callback cb) noexcept {
@@ -803,14 +919,26 @@ inline void event_loop::post_erased(detail::unique_function fn) {
         m_callbacks.push(detail::posted_callback{std::move(fn), m_stamp});
         return;
     }
-    // Signal inside the critical section: the loop can only take fn through this mutex, so
-    // once it has, this thread is done touching the loop, and the loop may be destroyed (a
-    // thread_pool job's completion is often the last thing a loop waits for).
-    std::lock_guard lock(m_remote_mutex);
-    m_remote.push_back(std::move(fn));
-    if (!m_wake_pending.exchange(true, std::memory_order_seq_cst)) {
-        if (!m_spinning.load(std::memory_order_seq_cst)) m_wakeup.signal();
+    // The loop may be destroyed as soon as it has taken fn (a thread_pool job's completion is
+    // often the last thing a loop waits for), so the destructor waits for m_posters to drop
+    // to zero. Counting in before the push makes the count visible to the loop by the time
+    // fn is. The eventfd write happens outside the mutex: on a shared core the woken loop
+    // often runs at once, and finding the mutex held it would sleep again and switch back
+    // (a round trip on one core went from 5.4 to 16.5 µs that way).
+    const poster_scope counted(*this);
+    bool signal = false;
+    {
+        std::lock_guard lock(m_remote_mutex);
+        m_remote.push_back(std::move(fn));
+        signal = !m_wake_pending.exchange(true, std::memory_order_seq_cst) && !m_spinning.load(std::memory_order_seq_cst);
     }
+    if (signal) m_wakeup.signal();
+    // A loop posting to another loop usually expects an answer (a request, a round trip):
+    // poll for it briefly before sleeping in the kernel. On one core the yield hands the CPU
+    // to the other loop, whose answer then needs no eventfd write; across cores the answer
+    // skips waking an idle vCPU. Bounded: at most reply_spin per turn that posted, and
+    // rarer while posts go unanswered (see note_reply).
+    if (event_loop* poster = t_current_loop) poster->expect_reply();
 }
 
 inline void event_loop::watch_blocking(std::chrono::nanoseconds threshold, blocking_handler on_block) {
@@ -820,14 +948,36 @@ inline void event_loop::watch_blocking(std::chrono::nanoseconds threshold, block
     m_watchdog = std::make_unique<detail::blocking_watchdog>(m_probe, threshold, std::move(on_block));
 }
 
-inline void event_loop::unwatch_blocking() noexcept { m_watchdog.reset(); }
+inline void event_loop::unwatch_blocking() noexcept {
+    m_watchdog.reset();
+    // Called by a step: the batch stops probing, so leave the probe idle, or a watchdog
+    // started later would find this step's start and report a block that never was.
+    m_probe.started_ns.store(0, std::memory_order_relaxed);
+}
+
+inline const loop_stats& event_loop::stats() const noexcept {
+    // The running batch records its steps' delays in runs; a reader inside it gets them now.
+    if (m_batch) m_batch->flush();
+    return m_stats;
+}
+
+inline void event_loop::reset_stats() noexcept {
+    m_stats = loop_stats{};
+    if constexpr (detail::loop_stats_enabled) {
+        if (!m_running) return;
+        // Inside the loop: busy time and the running batch count from now.
+        const std::int64_t now = detail::steady_now_ns();
+        if (m_last_mark != 0) m_last_mark = now;
+        if (m_batch) m_batch->restart(now);
+    }
+}
 
 inline void event_loop::stop() noexcept {
     if (t_current_loop == this) {
         m_stop_requested.store(true, std::memory_order_release);
         return;
     }
-    std::lock_guard lock(m_remote_mutex); // see post_erased: the loop may die right after
+    const poster_scope counted(*this); // see post_erased: the loop may die right after
     m_stop_requested.store(true, std::memory_order_release);
     m_wakeup.signal();
 }

@@ -106,7 +106,7 @@ public:
             m_signals.push_back(entry{signo, detail::signals::deliveries[signo].load(std::memory_order_acquire)});
         }
         try {
-            m_wake_slot = detail::signals::add_wake_fd(loop.wakeup_write_fd());
+            m_wake_slot = detail::signals::add_wake_fd(tandem::detail::hooks(loop).wakeup_write_fd());
         } catch (...) {
             for (const entry& e : m_signals) detail::signals::uninstall(e.signo);
             throw;
@@ -145,7 +145,7 @@ public:
     private:
         friend cancellable_wait;
         bool start() noexcept {
-            m_set.m_loop->add_wake_listener(*this);
+            tandem::detail::hooks(*m_set.m_loop).add_wake_listener(*this);
             return true;
         }
         bool stop() noexcept {
@@ -155,7 +155,7 @@ public:
         void on_wake() noexcept override {
             if ((m_signo = m_set.poll()) == 0) return;
             unlink();
-            m_set.m_loop->schedule(complete(), context);
+            tandem::detail::hooks(*m_set.m_loop).schedule(complete(), context);
         }
         signal_set& m_set;
         int m_signo = 0;

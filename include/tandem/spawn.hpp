@@ -100,7 +100,7 @@ join_handle<T> spawn(event_loop& loop, task<T> t, std::string_view name = {},
                      source_location where = source_location::current()) {
     auto* r = new detail::root<T>(loop, std::move(t), name, where);
     r->add_handle();
-    loop.start_root(*r);
+    tandem::detail::hooks(loop).start_root(*r);
     return join_handle<T>(r);
 }
 

@@ -85,7 +85,7 @@ public:
         });
         if (m_failure) {
             detail::task_context none;
-            m_loop->report_unhandled(std::exchange(m_failure, nullptr), none);
+            tandem::detail::hooks(*m_loop).report_unhandled(std::exchange(m_failure, nullptr), none);
         }
     }
 
@@ -96,7 +96,7 @@ public:
         auto* r = new detail::group_root<T>(*m_loop, std::move(t), *this, name, where);
         m_children.push_back(r->hook);
         if (m_failure) r->request_cancel(); // a failed group starts nothing new
-        m_loop->start_root(*r);
+        tandem::detail::hooks(*m_loop).start_root(*r);
     }
 
     /// Cancels every running child.
@@ -158,7 +158,7 @@ private:
         if (!m_children.empty() || !m_joiner) return std::noop_coroutine();
         join_awaiter* j = std::exchange(m_joiner, nullptr);
         std::coroutine_handle<> next = j->complete();
-        m_loop->set_current_task(j->context);
+        tandem::detail::hooks(*m_loop).set_current_task(j->context);
         return next;
     }
 
@@ -177,7 +177,7 @@ std::coroutine_handle<> group_root<T>::on_finished() noexcept {
         hook.unlink();
         return g->child_finished(failed ? e : nullptr);
     }
-    if (failed) m_loop->report_unhandled(e, *this); // the group is gone: nobody else will see it
+    if (failed) tandem::detail::hooks(*m_loop).report_unhandled(e, *this); // the group is gone: nobody else will see it
     return std::noop_coroutine();
 }
 } // namespace detail

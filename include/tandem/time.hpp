@@ -44,7 +44,7 @@ public:
     sleep_awaiter(const sleep_awaiter&) = delete;
     sleep_awaiter& operator=(const sleep_awaiter&) = delete;
     ~sleep_awaiter() {
-        if (queued()) m_loop->remove_timer(*this);
+        if (queued()) tandem::detail::hooks(*m_loop).remove_timer(*this);
     }
 
     bool await_ready() const noexcept { return false; }
@@ -56,16 +56,16 @@ private:
     bool start() {
         m_loop = &this_loop();
         // The end of time never comes: no timer, only cancellation ends this wait.
-        if (deadline != event_loop::clock::time_point::max()) m_loop->add_timer(*this);
+        if (deadline != event_loop::clock::time_point::max()) tandem::detail::hooks(*m_loop).add_timer(*this);
         return true;
     }
     bool stop() noexcept {
-        if (queued()) m_loop->remove_timer(*this);
+        if (queued()) tandem::detail::hooks(*m_loop).remove_timer(*this);
         return true;
     }
     static void expire(detail::timer_node* node) noexcept {
         auto* self = static_cast<sleep_awaiter*>(node);
-        self->m_loop->schedule(self->complete(), self->context);
+        tandem::detail::hooks(*self->m_loop).schedule(self->complete(), self->context);
     }
 
     event_loop* m_loop = nullptr;
@@ -97,7 +97,7 @@ public:
         on_expire = &expire;
     }
     ~timeout_awaiter() {
-        if (queued()) m_loop->remove_timer(*this);
+        if (queued()) tandem::detail::hooks(*m_loop).remove_timer(*this);
     }
 
     decltype(auto) await_resume() {
@@ -115,11 +115,11 @@ public:
 private:
     bool before_start() override {
         m_loop = &this_loop();
-        if (deadline != event_loop::clock::time_point::max()) m_loop->add_timer(*this); // max: no deadline
+        if (deadline != event_loop::clock::time_point::max()) tandem::detail::hooks(*m_loop).add_timer(*this); // max: no deadline
         return true;
     }
     void on_child_done() noexcept override {
-        if (queued()) m_loop->remove_timer(*this);
+        if (queued()) tandem::detail::hooks(*m_loop).remove_timer(*this);
     }
     static void expire(timer_node* node) noexcept {
         auto* self = static_cast<timeout_awaiter*>(node);

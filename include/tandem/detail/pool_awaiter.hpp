@@ -58,7 +58,7 @@ private:
         m_job->m_listener = this;
         m_pool->enqueue_awaited(*m_job);
         m_suspended = true;
-        if (m_pool->spin().count() > 0) m_loop->expect_post_within(m_pool->spin());
+        if (m_pool->spin().count() > 0) tandem::detail::hooks(*m_loop).expect_post_within(m_pool->spin());
         return true;
     }
 
@@ -71,7 +71,7 @@ private:
 
     void on_job_done() noexcept override {
         m_suspended = false;
-        m_loop->resume_now(this->complete(), this->context);
+        tandem::detail::hooks(*m_loop).resume_now(this->complete(), this->context);
     }
 
     /// Our frame dies while the job is out: make sure nobody will touch us or our loop.

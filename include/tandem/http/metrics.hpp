@@ -140,7 +140,7 @@ inline std::string metrics_text(const server_stats& server, const loop_stats& lo
     e.gauge("tandem_http_body_memory_bytes", "Request-body memory held now.", static_cast<double>(server.body_bytes_held));
 
     e.summary("tandem_loop_delay_seconds", "How late ready work started (event-loop delay).", loop.delay);
-    e.summary("tandem_loop_step_seconds", "How long each step of the loop ran.", loop.steps);
+    e.summary("tandem_loop_step_seconds", "How long each batch of ready work ran (bounds its longest step).", loop.steps);
     e.counter("tandem_loop_busy_seconds_total", "Time the loop spent running work.",
               std::chrono::duration<double>(loop.busy).count());
     e.counter("tandem_loop_idle_seconds_total", "Time the loop spent waiting.", std::chrono::duration<double>(loop.idle).count());

@@ -253,7 +253,7 @@ public:
     ~handler_call() {
         m_watch.disarm();
         m_conn->running = nullptr;
-        if (m_loop) m_loop->retire_root(*this);
+        if (m_loop) tandem::detail::hooks(*m_loop).retire_root(*this);
     }
 
     std::string_view name() const noexcept override { return m_route->label; }
@@ -278,9 +278,9 @@ public:
         m_conn->running = this;
         m_starting = true;
         m_task.handle().promise().set_context(this);
-        m_loop->set_current_task(this); // a handler that blocks right away is named too
+        tandem::detail::hooks(*m_loop).set_current_task(this); // a handler that blocks right away is named too
         m_task.handle().resume();
-        m_loop->set_current_task(m_parent_context);
+        tandem::detail::hooks(*m_loop).set_current_task(m_parent_context);
         m_starting = false;
         if (m_done) {
             if (m_parent_context) m_parent_context->disarm();
@@ -305,7 +305,7 @@ private:
         m_watch.disarm();
         if (m_starting) return std::noop_coroutine(); // await_suspend sees m_done
         if (m_parent_context) m_parent_context->disarm();
-        m_loop->set_current_task(m_parent_context);
+        tandem::detail::hooks(*m_loop).set_current_task(m_parent_context);
         return m_parent;
     }
     static void forward_cancel(tandem::detail::cancel_slot* slot) noexcept {

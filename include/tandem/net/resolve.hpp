@@ -137,7 +137,7 @@ private:
         state.loop->post([keep = shared] {
             std::lock_guard relock(keep->mutex);
             if (keep->abandoned) return;
-            keep->loop->schedule(keep->waiter->complete(), keep->waiter->context);
+            tandem::detail::hooks(*keep->loop).schedule(keep->waiter->complete(), keep->waiter->context);
         });
     }
 

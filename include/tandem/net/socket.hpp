@@ -122,7 +122,7 @@ public:
     io_operation(const io_operation&) = delete;
     io_operation& operator=(const io_operation&) = delete;
     ~io_operation() {
-        if (m_loop) m_loop->remove_io_waiter(*this);
+        if (m_loop) tandem::detail::hooks(*m_loop).remove_io_waiter(*this);
     }
 
     bool await_ready() noexcept {
@@ -147,28 +147,28 @@ private:
         // first, so an operation in a task already cancelled (a when_any loser started after
         // the winner) moves no data and consumes no readiness edge.
         event_loop* loop = event_loop::current();
-        if (m_try_first || (loop && loop->consume_readiness(this->fd, this->write))) {
+        if (m_try_first || (loop && tandem::detail::hooks(*loop).consume_readiness(this->fd, this->write))) {
             // About to complete without suspending: that takes a unit of the step's I/O
             // budget. With none left, go round the loop first (a peer that always has data or
             // room must not starve timers, accepts and other tasks): the operation is retried
             // from the loop's next turn, before anything was moved, so it stays cancellable.
-            if (loop && !loop->take_io_budget()) m_budget_spent = true;
+            if (loop && !tandem::detail::hooks(*loop).take_io_budget()) m_budget_spent = true;
             else if (attempt()) return false;
         }
         m_loop = &this_loop();
         m_socket.bind_loop(*m_loop);
         if (m_budget_spent) {
-            m_loop->add_io_waiter(*this);
-            m_loop->retry_io_soon(this->fd, this->write);
+            tandem::detail::hooks(*m_loop).add_io_waiter(*this);
+            tandem::detail::hooks(*m_loop).retry_io_soon(this->fd, this->write);
             return true;
         }
         // EAGAIN just now (ours or the caller's) proves any remembered edge is stale.
-        m_loop->consume_readiness(this->fd, this->write);
-        m_loop->add_io_waiter(*this);
+        tandem::detail::hooks(*m_loop).consume_readiness(this->fd, this->write);
+        tandem::detail::hooks(*m_loop).add_io_waiter(*this);
         return true;
     }
     bool stop() noexcept {
-        m_loop->remove_io_waiter(*this);
+        tandem::detail::hooks(*m_loop).remove_io_waiter(*this);
         return true;
     }
     bool attempt() noexcept {
@@ -292,11 +292,11 @@ public:
         m_arg = arg;
         m_loop = &this_loop();
         s.bind_loop(*m_loop);
-        m_loop->add_io_waiter(*this);
+        tandem::detail::hooks(*m_loop).add_io_waiter(*this);
         return false;
     }
     void disarm() noexcept {
-        if (m_loop) std::exchange(m_loop, nullptr)->remove_io_waiter(*this);
+        if (m_loop) tandem::detail::hooks(*std::exchange(m_loop, nullptr)).remove_io_waiter(*this);
     }
 
 private:

@@ -86,7 +86,7 @@ task<std::size_t> server::read_more(tcp_stream& s, connection& c, std::unique_pt
 /// readiness after a short read the same way. (TCP urgent data also stops a read short, with
 /// bytes left behind: a client that sends it stalls only itself, until its timeout.)
 inline std::optional<std::size_t> server::try_read(tcp_stream& s, connection& c, std::span<char> into) {
-    if (c.drained && !this_loop().hung_up(c.fd)) return std::nullopt;
+    if (c.drained && !tandem::detail::hooks(this_loop()).hung_up(c.fd)) return std::nullopt;
     const auto n = s.try_read_some(into);
     c.drained = n && *n != 0 && *n < into.size();
     return n;
