@@ -31,6 +31,24 @@ std::string joined(const http::route_params& p) {
     return out;
 }
 
+template <std::size_t N>
+void check_table(const http::router& r, const router_case (&cases)[N]) {
+    for (const router_case& c : cases) {
+        INFO(c.method << " " << c.path);
+        http::route_params params;
+        const http::route_match m = r.find(c.method, c.path, params);
+        if (*c.route) {
+            REQUIRE(m.found != nullptr);
+            CHECK(m.found->label == c.route);
+            CHECK(joined(params) == c.params_or_allow);
+        } else {
+            CHECK(m.found == nullptr);
+            CHECK(m.status == c.status);
+            CHECK(m.allow == c.params_or_allow);
+        }
+    }
+}
+
 } // namespace
 
 TEST_CASE("router table: exact params prefix trailing slash HEAD 404 405 and 501", "[http][router]") {
@@ -67,20 +85,7 @@ TEST_CASE("router table: exact params prefix trailing slash HEAD 404 405 and 501
         {"BREW", "/", "", 405, "GET, HEAD"},
         {"get", "/", "", 501, ""},                // methods are case-sensitive (RFC 9110 9.1)
     };
-    for (const router_case& c : cases) {
-        INFO(c.method << " " << c.path);
-        http::route_params params;
-        const http::route_match m = r.find(c.method, c.path, params);
-        if (*c.route) {
-            REQUIRE(m.found != nullptr);
-            CHECK(m.found->label == c.route);
-            CHECK(joined(params) == c.params_or_allow);
-        } else {
-            CHECK(m.found == nullptr);
-            CHECK(m.status == c.status);
-            CHECK(m.allow == c.params_or_allow);
-        }
-    }
+    check_table(r, cases);
 }
 
 TEST_CASE("router table: Allow lists methods as exact tokens and OPTIONS * lists the server's", "[http][router]") {
@@ -101,19 +106,7 @@ TEST_CASE("router table: Allow lists methods as exact tokens and OPTIONS * lists
         {"OPTIONS", "*", "", 204, "GET, HEAD, GE, ETAG, G, GETX, OPTIONS"},
         {"GET", "*", "", 404, ""},
     };
-    for (const router_case& c : cases) {
-        INFO(c.method << " " << c.path);
-        http::route_params params;
-        const http::route_match m = r.find(c.method, c.path, params);
-        if (*c.route) {
-            REQUIRE(m.found != nullptr);
-            CHECK(m.found->label == c.route);
-        } else {
-            CHECK(m.found == nullptr);
-            CHECK(m.status == c.status);
-            CHECK(m.allow == c.params_or_allow);
-        }
-    }
+    check_table(r, cases);
     http::router empty;
     http::route_params params;
     const http::route_match m = empty.find("OPTIONS", "*", params);
