@@ -961,11 +961,11 @@ inline const loop_stats& event_loop::stats() const noexcept {
 inline void event_loop::reset_stats() noexcept {
     m_stats = loop_stats{};
     if constexpr (detail::loop_stats_enabled) {
-        if (!m_running) return;
-        // Inside the loop: busy time and the running batch count from now.
+        if (!m_batch) return;
+        // From a step: busy time and the running batch count from now.
         const std::int64_t now = detail::steady_now_ns();
-        if (m_last_mark != 0) m_last_mark = now;
-        if (m_batch) m_batch->restart(now);
+        m_last_mark = now;
+        m_batch->restart(now);
     }
 }
 
