@@ -3,9 +3,14 @@
 #include "catch.hpp"
 #include "tandem/loop.hpp"
 #include "tandem/spawn.hpp"
+#include "tandem/sync.hpp"
 #include "tandem/time.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -244,6 +249,90 @@ TEST_CASE("the watchdog times steps not batches: many short steps in one long ba
     for (const auto& r : sink.wait_for(0)) UNSCOPED_INFO(r.describe());
     CHECK(sink.count() == 0);
     CHECK(loop.stats().steps.max() >= 100ms); // the batch, as the statistics see it
+}
+
+TEST_CASE("statistics: delays of I/O and remote posts are never more than their senders measure", "[lag]") {
+    // Property across the other two sources of work: a thread writes its clock to a socket
+    // and posts a callback carrying it, round after round, while a ticker and random work
+    // make batches of several steps. A step's recorded delay (from the reactor's report or
+    // the post's arrival to its batch's start) is never more than what the step measures
+    // from the sender's clock, and never less by more than the batch before it ran.
+    const auto seed = std::random_device{}();
+    std::printf("statistics I/O property seed %u\n", seed);
+    INFO("seed " << seed);
+    int sv[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    REQUIRE(::fcntl(sv[0], F_SETFL, O_NONBLOCK) == 0);
+    constexpr int rounds = 300;
+    std::atomic<int> consumed{0};
+    tandem::event all_consumed; // loop thread: the main task waits for the last callback too
+    auto consume = [&consumed, &all_consumed] { // loop thread
+        if (consumed.fetch_add(1) + 1 == 2 * rounds) all_consumed.set();
+        consumed.notify_all();
+    };
+    std::atomic<bool> write_failed{false};
+    std::vector<std::int64_t> observed; // loop thread only
+    tandem::event_loop loop;
+    auto now_ns = [] { return std::chrono::steady_clock::now().time_since_epoch().count(); };
+    std::thread sender([&] {
+        std::mt19937 rng(seed);
+        for (int i = 0; i < rounds; ++i) {
+            const std::int64_t t = now_ns();
+            if (::write(sv[1], &t, sizeof t) != static_cast<ssize_t>(sizeof t)) write_failed = true; // Catch is not thread-safe
+            const std::int64_t p = now_ns();
+            const auto work = std::chrono::microseconds(rng() % 200);
+            loop.post([&observed, &consume, &now_ns, p, work] {
+                observed.push_back(now_ns() - p);
+                block_for(work);
+                consume();
+            });
+            // Both delivered before the next round: one sample each, nothing coalesced.
+            for (int c = consumed.load(); c < 2 * (i + 1); c = consumed.load()) consumed.wait(c);
+        }
+    });
+    const auto started = std::chrono::steady_clock::now();
+    loop.run([](int fd, std::vector<std::int64_t>& out, auto& consume, tandem::event& finished, auto now) -> tandem::task<> {
+        auto ticker = tandem::spawn([]() -> tandem::task<> {
+            for (;;) {
+                co_await tandem::sleep_for(150us);
+                block_for(50us);
+            }
+        }());
+        std::mt19937 rng(7);
+        for (int read = 0; read < rounds;) {
+            co_await tandem::wait_readable(fd);
+            std::int64_t t = 0;
+            while (::read(fd, &t, sizeof t) == static_cast<ssize_t>(sizeof t)) {
+                ++read;
+                out.push_back(now() - t);
+                block_for(std::chrono::microseconds(rng() % 200));
+                consume();
+            }
+        }
+        co_await finished.wait();
+        ticker.cancel();
+        try {
+            co_await ticker;
+        } catch (const tandem::cancelled&) {
+        }
+    }(sv[0], observed, consume, all_consumed, now_ns));
+    sender.join();
+    const auto wall = std::chrono::steady_clock::now() - started;
+    loop.forget(sv[0]);
+    ::close(sv[0]);
+    ::close(sv[1]);
+    CHECK_FALSE(write_failed.load());
+    const tandem::loop_stats& s = loop.stats();
+    REQUIRE(observed.size() == std::size_t{2 * rounds});
+    std::int64_t observed_sum = 0;
+    for (std::int64_t o : observed) observed_sum += o;
+    CHECK(s.delay.count() >= observed.size());
+    CHECK(s.delay.max() <= wall);
+    CHECK(s.busy + s.idle <= wall);
+    // The ticker's steps (timer wake-ups late by at most a batch) are the other samples.
+    const auto recorded_sum = s.delay.mean().count() * static_cast<std::int64_t>(s.delay.count());
+    const auto others = static_cast<std::int64_t>(s.delay.count() - observed.size());
+    CHECK(recorded_sum <= observed_sum + others * s.steps.max().count());
 }
 
 TEST_CASE("a watchdog started by a step watches the rest of its batch", "[lag][watchdog]") {
