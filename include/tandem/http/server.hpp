@@ -3,7 +3,8 @@
 // limit, graceful shutdown, and reports of what happened (error and access hooks, counters).
 //
 // Layer: protocols. One coroutine per connection on the calling loop. A request walks
-// read_head → read_body → dispatch → write_response. Timeouts cost no timer per request: a
+// read_head → read_body → dispatch → response, in one frame when
+// the request is buffered and the handler does not suspend (serve_request). Timeouts cost no timer per request: a
 // sweeper looks at every connection's deadline a few times per second and shuts down the
 // socket of one that is late (its read then returns end of stream). Which deadline applies is
 // decided in one place, server::expect().
@@ -191,12 +192,21 @@ private:
     template <class = void>
     task<verdict> read_more_body(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, exchange& x,
                                  std::size_t want, std::size_t at_most);
-    template <class = void>
-    task<std::optional<response>> dispatch(tcp_stream& s, connection& c, exchange& x);
+    const route* find_route(exchange& x, route_params& params, std::optional<response>& resp);
     static void check_response(const response& resp);
     void report_failure(const exchange& x, std::exception_ptr failure) noexcept;
+    /// How a response goes out (plan_response decides it).
+    struct response_plan {
+        bool send_body = false; // a body in memory, sent with the head in one gathered write
+        bool streaming = false; // a body from resp.streamer, after the head
+        bool chunked = false;   // ... in chunks (HTTP/1.1)
+        bool close = false;     // the connection closes after this response
+    };
+    response_plan plan_response(connection& c, workspace& w, const exchange& x, const response& resp);
     template <class = void>
-    task<bool> write_response(tcp_stream& s, connection& c, workspace& w, exchange& x, response& resp);
+    task<std::optional<std::uint64_t>> write_streamed(tcp_stream& s, connection& c, const exchange& x,
+                                                      response& resp, bool chunked);
+    void finish_response(const exchange& x, int status, std::uint64_t body_bytes) noexcept;
     template <class = void>
     static task<void> linger(tcp_stream& s);
     template <class = void>
