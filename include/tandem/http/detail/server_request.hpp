@@ -16,7 +16,8 @@ namespace tandem::http {
 /// coroutines of their own, entered only when needed.
 template <class>
 task<bool> server::serve_request(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w) {
-    exchange x;
+    exchange& x = w->x;
+    x = exchange{};
     if (m_options.access_log) x.started = now_ns();
     if (!head_buffered(*w, x) && co_await read_head(s, c, w, x) == verdict::close) co_return false;
     ++m_stats.requests;
@@ -30,11 +31,11 @@ task<bool> server::serve_request(tcp_stream& s, connection& c, std::unique_ptr<w
         std::exception_ptr failure;
         try {
             handler_call call(found->fn(req), *found, s, c, m_options.cancel_on_disconnect);
-            resp = co_await call;
-            if (!resp) {
+            if (!co_await call) {
                 ++m_stats.clients_gone;
                 co_return false;
             }
+            resp.emplace(call.take());
             check_response(*resp);
         } catch (const cancelled&) {
             co_return false; // shutdown ran out of patience, or the connection was cancelled
@@ -48,11 +49,15 @@ task<bool> server::serve_request(tcp_stream& s, connection& c, std::unique_ptr<w
     }
     // The response.
     const response_plan plan = plan_response(c, *w, x, *resp);
-    // One write, one awaiter in the frame (each co_await's awaiter has its own slot there).
+    // A small body went into w->out behind the head; a large one goes out beside it, gathered,
+    // from a coroutine of its own: its awaiter (16 iovecs) would more than double this frame.
     std::uint64_t body_bytes = plan.send_body ? resp->body.size() : 0;
-    const std::string_view parts[] = {w->out, std::string_view(resp->body).substr(0, body_bytes)};
-    co_await s.write_all_gathered(std::span<const std::string_view>(parts, plan.send_body ? 2 : 1));
-    m_stats.bytes_sent += w->out.size() + body_bytes;
+    if (plan.send_body && !plan.body_copied) {
+        co_await write_gathered(s, w->out, resp->body);
+    } else {
+        co_await s.write_all(w->out);
+    }
+    m_stats.bytes_sent += w->out.size() + (plan.body_copied ? 0 : body_bytes);
     if (plan.streaming) {
         const std::optional<std::uint64_t> streamed = co_await write_streamed(s, c, x, *resp, plan.chunked);
         if (!streamed) co_return false; // the handler failed mid-body: cut short, closed
@@ -254,6 +259,10 @@ inline server::response_plan server::plan_response(connection& c, workspace& w, 
     framing.close = plan.close;
     w.out.clear();
     append_response_head(w.out, head.version, resp.status, resp.headers, framing);
+    if (plan.send_body && resp.body.size() <= copied_body) {
+        w.out += resp.body;
+        plan.body_copied = true;
+    }
     expect(c, phase::write);
     c.acked = 0;
     return plan;
@@ -281,6 +290,13 @@ task<std::optional<std::uint64_t>> server::write_streamed(tcp_stream& s, connect
     }
     if (chunked) co_await s.write_all(std::string_view("0\r\n\r\n"));
     co_return writer.bytes();
+}
+
+/// A response head and a body too large to copy behind it, in one gathered write per attempt.
+template <class>
+task<void> server::write_gathered(tcp_stream& s, std::string_view head, std::string_view body) {
+    const std::string_view parts[] = {head, body};
+    co_await s.write_all_gathered(parts);
 }
 
 /// Counts a response that went out whole and tells the access log.
