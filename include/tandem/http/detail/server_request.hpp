@@ -12,7 +12,7 @@ namespace tandem::http {
 /// that does not suspend, with a body already in memory: for them this is the only frame the
 /// server allocates (besides the handler's own). head_buffered/body_buffered take the request
 /// without the I/O stages, the handler runs inline (handler_call), and plan_response and
-/// finish_response around one gathered write answer it; reading, streaming and closing are
+/// finish_response around one send answer it; reading, streaming and closing are
 /// coroutines of their own, entered only when needed.
 template <class>
 task<bool> server::serve_request(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w) {
