@@ -59,7 +59,8 @@ def run(cmd, connections, seconds):
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
     return {"req_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-            "p99_ms": to_ms(re.search(r"99%\s+(\S+)", out).group(1)),
+            # The distribution's line, not a "+/- Stdev" figure that ends in 99% (e.g. 70.99%).
+            "p99_ms": to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)),
             "cpu_us": (u1 - u0 + s1 - s0) * 1e6 / requests,
             "user_us": (u1 - u0) * 1e6 / requests,
             "errors": errors.group(0) if errors else ""}

@@ -129,7 +129,11 @@ public:
     response() = default;
     explicit response(int status, std::string body = {}, std::string content_type = "text/plain; charset=utf-8")
         : status(status), body(std::move(body)) {
-        if (!this->body.empty() || status >= 400) set_header("Content-Type", std::move(content_type));
+        if (this->body.empty() && status < 400) return;
+        // No header to replace yet: set_header's search is skipped, its check is not.
+        if (!detail::valid_field("Content-Type", content_type))
+            throw std::invalid_argument("tandem::http::response: header 'Content-Type' would split the response");
+        headers.emplace_back("Content-Type", std::move(content_type));
     }
 
     static response text(std::string body, int status = 200) { return response(status, std::move(body)); }

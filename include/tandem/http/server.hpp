@@ -3,7 +3,8 @@
 // limit, graceful shutdown, and reports of what happened (error and access hooks, counters).
 //
 // Layer: protocols. One coroutine per connection on the calling loop. A request walks
-// read_head → read_body → dispatch → write_response. Timeouts cost no timer per request: a
+// read_head → read_body → dispatch → response, in one frame when
+// the request is buffered and the handler does not suspend (serve_request). Timeouts cost no timer per request: a
 // sweeper looks at every connection's deadline a few times per second and shuts down the
 // socket of one that is late (its read then returns end of stream). Which deadline applies is
 // decided in one place, server::expect().
@@ -35,6 +36,7 @@
 #include <string_view>
 #include <sys/socket.h>
 #include <system_error>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -89,12 +91,29 @@ private:
         bool fresh = true;
     };
 
-    /// The buffer and header storage a connection needs only while a request is in it;
+    /// A request between its stages. It lives in the workspace, beside the bytes its views
+    /// point into, rather than in serve_request's frame: that frame then stays small enough
+    /// for the allocator's per-thread cache (about 1 KiB), and one is allocated per request.
+    /// Trivially destructible, so a workspace given back early (reject) leaves nothing to run.
+    struct exchange {
+        head_scanner scanner;
+        request_head head;
+        std::size_t head_size = 0;
+        std::size_t consumed = 0; // bytes of the buffer this request used (head, framed body)
+        std::string_view body;
+        std::string_view route; // the matched route's label, once dispatched
+        std::int64_t started = 0; // steady ns, only when an access log wants durations
+        bool head_method = false;
+    };
+    static_assert(std::is_trivially_destructible_v<exchange>);
+
+    /// The buffer and header storage (and the request) a connection needs only while a request is in it;
     /// idle connections give theirs back, so 10k idle clients cost their frames, not 16 KiB each.
     struct workspace {
         std::vector<char> data;
         std::vector<header> headers;
         std::string out; // the response head being written
+        exchange x;      // the request in it
         std::size_t begin = 0;
         std::size_t end = 0;
         std::size_t charged = 0; // bytes of data beyond base_size, counted in body_bytes_held
@@ -107,18 +126,6 @@ private:
         server* owner;
         std::unique_ptr<workspace> w;
         ~workspace_lease() { owner->give_back(w); }
-    };
-
-    /// A request between its stages.
-    struct exchange {
-        head_scanner scanner;
-        request_head head;
-        std::size_t head_size = 0;
-        std::size_t consumed = 0; // bytes of the buffer this request used (head, framed body)
-        std::string_view body;
-        std::string_view route; // the matched route's label, once dispatched
-        std::int64_t started = 0; // steady ns, only when an access log wants durations
-        bool head_method = false;
     };
 
     /// Where a request ends up when it cannot go on.
@@ -191,12 +198,27 @@ private:
     template <class = void>
     task<verdict> read_more_body(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, exchange& x,
                                  std::size_t want, std::size_t at_most);
-    template <class = void>
-    task<std::optional<response>> dispatch(tcp_stream& s, connection& c, exchange& x);
+    const route* find_route(exchange& x, route_params& params, std::optional<response>& resp);
     static void check_response(const response& resp);
     void report_failure(const exchange& x, std::exception_ptr failure) noexcept;
+    /// How a response goes out (plan_response decides it).
+    struct response_plan {
+        bool send_body = false; // a body in memory, sent with the head in one gathered write
+        bool streaming = false; // a body from resp.streamer, after the head
+        bool chunked = false;   // ... in chunks (HTTP/1.1)
+        bool close = false;     // the connection closes after this response
+        bool body_copied = false; // the body is in w.out, behind the head (copied_body)
+    };
+    /// Bodies up to this size are copied behind the head and sent with one send(): cheaper
+    /// than a gathered write's frame, and the head buffer keeps its capacity across requests.
+    static constexpr std::size_t copied_body = 2048;
     template <class = void>
-    task<bool> write_response(tcp_stream& s, connection& c, workspace& w, exchange& x, response& resp);
+    static task<void> write_gathered(tcp_stream& s, std::string_view head, std::string_view body);
+    response_plan plan_response(connection& c, workspace& w, const exchange& x, const response& resp);
+    template <class = void>
+    task<std::optional<std::uint64_t>> write_streamed(tcp_stream& s, connection& c, const exchange& x,
+                                                      response& resp, bool chunked);
+    void finish_response(const exchange& x, int status, std::uint64_t body_bytes) noexcept;
     template <class = void>
     static task<void> linger(tcp_stream& s);
     template <class = void>
@@ -292,12 +314,15 @@ public:
         if (m_watch_peer && m_watch.arm(*m_stream, &on_peer_gone, this)) on_peer_gone(this);
         return true;
     }
-    /// The handler's response; nullopt if the client left. Rethrows what the handler threw.
-    std::optional<response> await_resume() {
+    /// False if the client left; then take() the response. (A bool rather than the response
+    /// itself: the result of a co_await takes room in the awaiting frame, the result of a
+    /// plain call does not.)
+    bool await_resume() const {
         if (m_parent_cancelled) throw cancelled{};
-        if (m_client_gone) return std::nullopt;
-        return m_task.handle().promise().result();
+        return !m_client_gone;
     }
+    /// The handler's response. Rethrows what the handler threw.
+    response take() { return m_task.handle().promise().result(); }
 
 private:
     std::coroutine_handle<> finish() noexcept override {

@@ -8,22 +8,70 @@
 namespace tandem::http {
 
 /// Reads, handles and answers one request (bytes are already buffered in w). Returns false
-/// when the connection must close. Most requests arrive whole: head_buffered/body_buffered
-/// take them without the I/O stages (and without their coroutine frames).
+/// when the connection must close. Most requests arrive whole and are answered by a handler
+/// that does not suspend, with a body already in memory: for them this is the only frame the
+/// server allocates (besides the handler's own). head_buffered/body_buffered take the request
+/// without the I/O stages, the handler runs inline (handler_call), and plan_response and
+/// finish_response around one send answer it; reading, streaming and closing are
+/// coroutines of their own, entered only when needed.
 template <class>
 task<bool> server::serve_request(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w) {
-    exchange x;
+    exchange& x = w->x;
+    x = exchange{};
     if (m_options.access_log) x.started = now_ns();
     if (!head_buffered(*w, x) && co_await read_head(s, c, w, x) == verdict::close) co_return false;
     ++m_stats.requests;
     if (!body_buffered(*w, x) && co_await read_body(s, c, w, x) == verdict::close) co_return false;
-    std::optional<response> resp = co_await dispatch(s, c, x);
-    if (!resp) co_return false; // the client left, or shutdown cancelled the handler
-    const bool keep = co_await write_response(s, c, *w, x, *resp);
+    // Dispatch.
+    std::optional<response> resp;
+    route_params params;
+    if (const route* found = find_route(x, params, resp); found) {
+        request req(x.head, x.body, params, m_stats);
+        expect(c, phase::handler);
+        std::exception_ptr failure;
+        try {
+            handler_call call(found->fn(req), *found, s, c, m_options.cancel_on_disconnect);
+            if (!co_await call) {
+                ++m_stats.clients_gone;
+                co_return false;
+            }
+            resp.emplace(call.take());
+            check_response(*resp);
+        } catch (const cancelled&) {
+            co_return false; // shutdown ran out of patience, or the connection was cancelled
+        } catch (...) {
+            failure = std::current_exception();
+        }
+        if (failure) {
+            report_failure(x, failure);
+            resp.emplace(500, "internal server error\n");
+        }
+    }
+    // The response.
+    const response_plan plan = plan_response(c, *w, x, *resp);
+    // A small body went into w->out behind the head; a large one goes out beside it, gathered,
+    // from a coroutine of its own: its awaiter (16 iovecs) would more than double this frame.
+    std::uint64_t body_bytes = plan.send_body ? resp->body.size() : 0;
+    if (plan.send_body && !plan.body_copied) {
+        co_await write_gathered(s, w->out, resp->body);
+    } else {
+        co_await s.write_all(w->out);
+    }
+    m_stats.bytes_sent += w->out.size() + (plan.body_copied ? 0 : body_bytes);
+    if (plan.streaming) {
+        const std::optional<std::uint64_t> streamed = co_await write_streamed(s, c, x, *resp, plan.chunked);
+        if (!streamed) co_return false; // the handler failed mid-body: cut short, closed
+        body_bytes = *streamed;
+    }
+    finish_response(x, resp->status, body_bytes);
     c.fresh = false;
+    if (plan.close) {
+        co_await linger(s);
+        co_return false;
+    }
     w->begin += x.consumed;
     if (w->charged != 0) shrink(*w);
-    co_return keep;
+    co_return true;
 }
 
 /// The head, if it is all buffered and valid; false leaves the rest (reading, refusing) to
@@ -150,38 +198,18 @@ task<server::verdict> server::read_more_body(tcp_stream& s, connection& c, std::
     co_return n == 0 ? verdict::close : verdict::go_on;
 }
 
-template <class>
-task<std::optional<response>> server::dispatch(tcp_stream& s, connection& c, exchange& x) {
-    route_params params;
+/// The route that takes the request, or nullptr with `resp` set to the answer when none does:
+/// 404, 405 with Allow, or 204 with Allow (OPTIONS). A plain function, so that the match and
+/// its Allow list take no room in serve_request's frame.
+inline const route* server::find_route(exchange& x, route_params& params, std::optional<response>& resp) {
     route_match match = m_router.find(x.head.method, x.head.path, params);
-    if (!match.found) {
-        response r(match.status, match.status == 204 ? std::string() : std::string(reason_phrase(match.status)) + "\n");
-        if (match.status == 405 || match.status == 204) r.set_header("Allow", std::move(match.allow));
-        co_return r;
+    if (match.found) {
+        x.route = match.found->label;
+        return match.found;
     }
-    x.route = match.found->label;
-    request req(x.head, x.body, params, m_stats);
-    expect(c, phase::handler);
-    std::optional<response> resp;
-    std::exception_ptr failure;
-    try {
-        handler_call call(match.found->fn(req), *match.found, s, c, m_options.cancel_on_disconnect);
-        resp = co_await call;
-        if (!resp) {
-            ++m_stats.clients_gone;
-            co_return std::nullopt;
-        }
-        check_response(*resp);
-    } catch (const cancelled&) {
-        co_return std::nullopt; // shutdown ran out of patience, or the connection was cancelled
-    } catch (...) {
-        failure = std::current_exception();
-    }
-    if (failure) {
-        report_failure(x, failure);
-        resp = response(500, "internal server error\n");
-    }
-    co_return resp;
+    response& r = resp.emplace(match.status, match.status == 204 ? std::string() : std::string(reason_phrase(match.status)) + "\n");
+    if (match.status == 405 || match.status == 204) r.set_header("Allow", std::move(match.allow));
+    return nullptr;
 }
 
 inline void server::report_failure(const exchange& x, std::exception_ptr failure) noexcept {
@@ -209,68 +237,79 @@ inline void server::check_response(const response& resp) {
             throw std::invalid_argument("tandem::http: a handler's header '" + n + "' would split the response");
 }
 
-template <class>
-task<bool> server::write_response(tcp_stream& s, connection& c, workspace& w, exchange& x, response& resp) {
+/// Decides how `resp` is framed and whether the connection closes after it, and builds its
+/// head in w.out (reused across requests, so a kept-alive connection allocates it once).
+inline server::response_plan server::plan_response(connection& c, workspace& w, const exchange& x,
+                                                   const response& resp) {
     const request_head& head = x.head;
     const bool bodiless = resp.status < 200 || resp.status == 204 || resp.status == 304;
     const bool no_body = x.head_method || bodiless; // HEAD: the head GET would send, no body
-    const bool streaming = static_cast<bool>(resp.streamer) && !no_body;
-    const bool chunked_out = streaming && head.version == 11;
+    response_plan plan;
+    plan.streaming = static_cast<bool>(resp.streamer) && !no_body;
+    plan.chunked = plan.streaming && head.version == 11;
+    plan.send_body = !no_body && !plan.streaming && !resp.body.empty();
     bool handler_closes = false;
     for (const auto& [n, v] : resp.headers)
         if (iequals(n, "connection"))
             detail::for_each_list_element(v, [&](std::string_view option) { handler_closes |= iequals(option, "close"); });
-    const bool close_after = !head.keep_alive || m_draining || (streaming && !chunked_out) || handler_closes;
+    plan.close = !head.keep_alive || m_draining || (plan.streaming && !plan.chunked) || handler_closes;
     head_framing framing;
-    framing.chunked = chunked_out;
+    framing.chunked = plan.chunked;
     if (!resp.streamer && !bodiless) framing.content_length = resp.body.size();
-    framing.close = close_after;
+    framing.close = plan.close;
     w.out.clear();
     append_response_head(w.out, head.version, resp.status, resp.headers, framing);
+    if (plan.send_body && resp.body.size() <= copied_body) {
+        w.out += resp.body;
+        plan.body_copied = true;
+    }
     expect(c, phase::write);
     c.acked = 0;
-    std::uint64_t body_bytes = 0;
-    if (no_body || streaming || resp.body.empty()) {
-        co_await s.write_all(w.out);
-    } else {
-        const std::string_view parts[] = {w.out, resp.body};
-        co_await s.write_all_gathered(parts);
-        body_bytes = resp.body.size();
+    return plan;
+}
+
+/// A streamed body, after its head: the bytes it sent, or nullopt when the handler failed
+/// mid-body (reported; the connection is closed, the response cut short).
+template <class>
+task<std::optional<std::uint64_t>> server::write_streamed(tcp_stream& s, connection& c, const exchange& x,
+                                                          response& resp, bool chunked) {
+    stream_writer<> writer(*this, s, c, chunked);
+    std::exception_ptr failure;
+    try {
+        co_await resp.streamer(writer);
+    } catch (...) {
+        if (writer.broken()) throw; // the client's socket failed, not the handler
+        failure = std::current_exception();
     }
-    m_stats.bytes_sent += w.out.size() + body_bytes;
-    if (streaming) {
-        stream_writer<> writer(*this, s, c, chunked_out);
-        std::exception_ptr failure;
-        try {
-            co_await resp.streamer(writer);
-        } catch (...) {
-            if (writer.broken()) throw; // the client's socket failed, not the handler
-            failure = std::current_exception();
-        }
-        if (failure) {
-            // The head is gone; all that is left to say is "cut short": close without the
-            // last chunk (or before the announced end), and tell the error hook.
-            report_failure(x, failure);
-            co_await linger(s);
-            co_return false;
-        }
-        if (chunked_out) co_await s.write_all(std::string_view("0\r\n\r\n"));
-        body_bytes = writer.bytes();
+    if (failure) {
+        // The head is gone; all that is left to say is "cut short": close without the
+        // last chunk (or before the announced end), and tell the error hook.
+        report_failure(x, failure);
+        co_await linger(s);
+        co_return std::nullopt;
     }
+    if (chunked) co_await s.write_all(std::string_view("0\r\n\r\n"));
+    co_return writer.bytes();
+}
+
+/// A response head and a body too large to copy behind it, in one gathered write per attempt.
+template <class>
+task<void> server::write_gathered(tcp_stream& s, std::string_view head, std::string_view body) {
+    const std::string_view parts[] = {head, body};
+    co_await s.write_all_gathered(parts);
+}
+
+/// Counts a response that went out whole and tells the access log.
+inline void server::finish_response(const exchange& x, int status, std::uint64_t body_bytes) noexcept {
     ++m_served;
-    count_response(resp.status);
+    count_response(status);
     if (m_options.access_log) {
         try {
-            m_options.access_log(access_record{head.method, head.target, resp.status, body_bytes,
+            m_options.access_log(access_record{x.head.method, x.head.target, status, body_bytes,
                                                std::chrono::nanoseconds(now_ns() - x.started)});
         } catch (...) {
         }
     }
-    if (close_after) {
-        co_await linger(s);
-        co_return false;
-    }
-    co_return true;
 }
 
 /// Answers a request that cannot be served (status >= 400), then closes with a lingering
