@@ -122,6 +122,25 @@ http::handler until_cancelled(tandem::event& entered, int& cancellations, tandem
     };
 }
 
+/// Sends `data` on a socket from a thread of its own, in random splits with random pauses
+/// (pacing, so bytes land at every point of the server's turn), then half-closes if asked.
+void send_paced(int sock, const std::string& data, std::uint32_t seed, bool close) {
+    std::mt19937 wr(seed);
+    std::size_t at = 0;
+    while (at < data.size()) {
+        const std::size_t n = std::min<std::size_t>(data.size() - at, 1 + wr() % (wr() % 2 ? 9 : 5000));
+        pollfd p{sock, POLLOUT, 0};
+        ::poll(&p, 1, 10'000);
+        const ssize_t sent = ::send(sock, data.data() + at, n, MSG_NOSIGNAL);
+        if (sent < 0 && errno != EAGAIN) throw std::system_error(errno, std::generic_category(), "send");
+        if (sent > 0) at += static_cast<std::size_t>(sent);
+        const auto pause = wr() % 8;
+        if (pause == 0) std::this_thread::sleep_for(std::chrono::microseconds(wr() % 300));
+        if (pause == 1) std::this_thread::yield();
+    }
+    if (close) ::shutdown(sock, SHUT_WR);
+}
+
 } // namespace
 
 TEST_CASE("pipelined requests that end exactly on the read buffer's edge are all answered", "[http][delivery]") {
@@ -504,26 +523,10 @@ TEST_CASE("property: a client on its own thread with random splits and pauses ge
                           << (half_close ? ", half-closed" : ""));
             auto s = co_await tandem::tcp_stream::connect(local(port));
             const int fd = s.native_handle();
-            auto writer = [&pool](int sock, std::string data, std::uint32_t wseed, bool close) -> tandem::task<> {
-                co_await pool.run([=] {
-                    std::mt19937 wr(wseed);
-                    std::size_t at = 0;
-                    while (at < data.size()) {
-                        const std::size_t n = std::min<std::size_t>(data.size() - at, 1 + wr() % (wr() % 2 ? 9 : 5000));
-                        pollfd p{sock, POLLOUT, 0};
-                        ::poll(&p, 1, 10'000);
-                        const ssize_t sent = ::send(sock, data.data() + at, n, MSG_NOSIGNAL);
-                        if (sent < 0 && errno != EAGAIN) throw std::system_error(errno, std::generic_category(), "send");
-                        if (sent > 0) at += static_cast<std::size_t>(sent);
-                        const auto pause = wr() % 8; // pacing, so bytes land at every point of a turn
-                        if (pause == 0) std::this_thread::sleep_for(std::chrono::microseconds(wr() % 300));
-                        if (pause == 1) std::this_thread::yield();
-                    }
-                    if (close) ::shutdown(sock, SHUT_WR);
-                });
-            };
+            auto writer = [](tandem::thread_pool& p, int sock, const std::string& data, std::uint32_t wseed,
+                             bool close) -> tandem::task<> { co_await p.run(send_paced, sock, std::cref(data), wseed, close); };
             auto results = co_await tandem::with_timeout(
-                20s, tandem::when_all(writer(fd, batch, client_seed, half_close),
+                20s, tandem::when_all(writer(pool, fd, batch, client_seed, half_close),
                                       read_answers(s, static_cast<std::size_t>(count), half_close)));
             CHECK(std::get<1>(results) == ids(0, count));
         }
