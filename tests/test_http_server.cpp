@@ -367,6 +367,7 @@ TEST_CASE("min_body_rate counts the body bytes that came with the head", "[http]
     // with the head: above the rate, so answered (it was cut when the first burst went uncounted).
     http::server_options o;
     o.io_timeout = 5s;
+    o.header_timeout = 400ms; // the sweeper looks every 100 ms (it would cut at 0.4 s then)
     o.min_body_rate = 1000;
     o.body_rate_grace = 300ms;
     with_server(test_routes(), o, [](std::uint16_t port, http::server& server) -> tandem::task<> {
