@@ -112,6 +112,20 @@ TEST_CASE("every prefix of valid requests is incomplete the whole is complete", 
     }
 }
 
+TEST_CASE("an absolute-form OPTIONS with an empty path asks about the server as asterisk-form does", "[http][parser]") {
+    std::array<tandem::http::header, 8> storage;
+    tandem::http::request_head head;
+    REQUIRE(tandem::http::parse_request("OPTIONS http://example.com:8001 HTTP/1.1\r\nHost: example.com\r\n\r\n", head, storage)
+                .state == parse_state::complete);
+    CHECK(head.path == "*");
+    REQUIRE(tandem::http::parse_request("OPTIONS http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n", head, storage)
+                .state == parse_state::complete);
+    CHECK(head.path == "/");
+    REQUIRE(tandem::http::parse_request("GET http://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n", head, storage)
+                .state == parse_state::complete);
+    CHECK(head.path == "/");
+}
+
 TEST_CASE("framing and keep-alive rules", "[http][parser]") {
     std::array<tandem::http::header, 100> storage;
     tandem::http::request_head head;

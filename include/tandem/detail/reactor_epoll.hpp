@@ -31,12 +31,14 @@ public:
 
     /// Declares interest. epoll registers the fd on first use and ignores the directions:
     /// edge-triggered registration for both never needs changing.
-    void watch(int fd, bool /*read*/, bool /*write*/) { add(fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET); }
+    /// EPOLLPRI: TCP urgent data stops a read short at its mark with bytes left behind, so it
+    /// is remembered like a hang-up (see hung_up).
+    void watch(int fd, bool /*read*/, bool /*write*/) { add(fd, EPOLLIN | EPOLLPRI | EPOLLOUT | EPOLLRDHUP | EPOLLET); }
 
     /// Declares interest in readability alone, for a user that never waits to write on fd
     /// (the process pool's dispatcher): no EPOLLOUT edge, and so no wake-up, each time the
     /// peer drains the socket. Forget it before watching it otherwise.
-    void watch_read_only(int fd) { add(fd, EPOLLIN | EPOLLRDHUP | EPOLLET); }
+    void watch_read_only(int fd) { add(fd, EPOLLIN | EPOLLPRI | EPOLLRDHUP | EPOLLET); }
 
     /// Registers a listening socket that other processes' loops watch too (a prefork
     /// cluster's shared accept queue) so that a new connection wakes one waiting loop, not
@@ -74,15 +76,17 @@ public:
         for (int i = 0; i < n; ++i) {
             const std::uint32_t e = m_events[i].events;
             const bool failed = (e & (EPOLLERR | EPOLLHUP)) != 0;
-            if (failed || (e & EPOLLRDHUP) != 0) note_hang_up(m_events[i].data.fd);
-            on_event(m_events[i].data.fd, failed || (e & (EPOLLIN | EPOLLRDHUP)) != 0, failed || (e & EPOLLOUT) != 0);
+            if (failed || (e & (EPOLLRDHUP | EPOLLPRI)) != 0) note_hang_up(m_events[i].data.fd);
+            on_event(m_events[i].data.fd, failed || (e & (EPOLLIN | EPOLLPRI | EPOLLRDHUP)) != 0, failed || (e & EPOLLOUT) != 0);
         }
     }
 
-    /// True once fd reported the peer's end of stream (EPOLLRDHUP), a hang-up or an error,
-    /// until it is forgotten. Edges are one-shot but this is a state: a reader that emptied
+    /// True once fd reported the peer's end of stream (EPOLLRDHUP), a hang-up, an error or
+    /// TCP urgent data (EPOLLPRI), until it is forgotten: from then on a short read does not
+    /// prove the socket empty. Edges are one-shot but this is a state: a reader that emptied
     /// the socket in one short read still has to read once more to see a FIN that came with
-    /// the last bytes, as no new edge will say so (tokio keeps READ_CLOSED sticky the same way).
+    /// the last bytes, as no new edge will say so (tokio keeps READ_CLOSED sticky the same
+    /// way); a read stops short at an urgent byte's mark with the bytes after it still queued.
     bool hung_up(int fd) const noexcept { return static_cast<std::size_t>(fd) < m_hung_up.size() && m_hung_up[fd]; }
 
 private:

@@ -42,7 +42,8 @@ public:
     }
 
     /// Unknown here, and never needed: poll is level-triggered, so a wait sees an end of
-    /// stream that is already there (see epoll_reactor::hung_up).
+    /// stream, or bytes queued behind an urgent byte's mark, that are already there (see
+    /// epoll_reactor::hung_up).
     bool hung_up(int /*fd*/) const noexcept { return false; }
 
     /// True if a wait would report something now (level-triggered: nothing is consumed).

@@ -498,7 +498,9 @@ constexpr parse_result parse_request_head(std::string_view in, request_head& out
             if (slash == scheme + 3 || path.size() == scheme + 3)
                 return parse_result::fail(400, "absolute-form without an authority");
             if (slash == std::string_view::npos) {
-                path = "/";
+                // An empty path is "/", but for OPTIONS the whole server (RFC 9112 §3.2.4: the
+                // last proxy forwards "OPTIONS http://h" as "OPTIONS *").
+                path = out.method == "OPTIONS" ? std::string_view("*") : std::string_view("/");
             } else if (path[slash] == '?') {
                 out.query = path.substr(slash + 1);
                 path = "/";

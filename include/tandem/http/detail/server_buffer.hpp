@@ -83,8 +83,8 @@ task<std::size_t> server::read_more(tcp_stream& s, connection& c, std::unique_pt
 /// wait_readable() find that edge, remembered by the loop or still to come. A read that filled
 /// the buffer, or a peer that hung up (its FIN may have come with the last bytes, and brings
 /// no edge of its own), reads again; so does the first read after any wait. Tokio clears
-/// readiness after a short read the same way. (TCP urgent data also stops a read short, with
-/// bytes left behind: a client that sends it stalls only itself, until its timeout.)
+/// readiness after a short read the same way. TCP urgent data also stops a read short, with
+/// bytes left behind: the reactor remembers it like a hang-up, so such a socket reads again.
 inline std::optional<std::size_t> server::try_read(tcp_stream& s, connection& c, std::span<char> into) {
     if (c.drained && !tandem::detail::hooks(this_loop()).hung_up(c.fd)) return std::nullopt;
     const auto n = s.try_read_some(into);

@@ -139,6 +139,11 @@ task<server::verdict> server::read_body(tcp_stream& s, connection& c, std::uniqu
     if (head.framing == body_framing::none) co_return verdict::go_on;
     if (head.expect_continue && w->end - w->begin == x.head_size)
         co_await s.write_all(std::string_view("HTTP/1.1 100 Continue\r\n\r\n"));
+    // The body's clock starts now, and the bytes of it that came with the head count toward
+    // min_body_rate: an upload at the allowed rate whose first burst rode with the head is
+    // not cut for the bytes the rate never saw.
+    expect(c, phase::body);
+    c.body_received = w->end - w->begin - x.head_size;
     if (head.framing == body_framing::content_length) {
         const std::size_t need = x.head_size + static_cast<std::size_t>(head.content_length);
         while (w->end - w->begin < need) {
