@@ -49,6 +49,7 @@ using clock_type = std::chrono::steady_clock;
 namespace {
 
 int g_repeat = 5;
+const char* g_only = nullptr; // --only TEXT: run the rows whose name contains TEXT
 bool g_in_process = false; // --in-process: no fork, both contenders share one heap
 double g_scale = 1.0; // --quick shrinks the counts
 
@@ -289,6 +290,7 @@ void print(const std::vector<row>& rows) {
 template <class T, class A>
 row measure(const char* name, const char* unit, long n, T&& tandem_fn, A&& asio_fn) {
     std::vector<double> t, a;
+    if (g_only && !std::strstr(name, g_only)) return row{name, unit, 0, 0, 0};
     for (int i = 0; i < g_repeat; ++i) {
         t.push_back(ns_per_op(n, tandem_fn));
         a.push_back(ns_per_op(n, asio_fn));
@@ -309,6 +311,7 @@ int main(int argc, char** argv) {
     for (int i = 1; i < argc; ++i) {
         if (std::strcmp(argv[i], "--repeat") == 0 && i + 1 < argc) g_repeat = std::atoi(argv[++i]);
         else if (std::strcmp(argv[i], "--in-process") == 0) g_in_process = true;
+        else if (std::strcmp(argv[i], "--only") == 0 && i + 1 < argc) g_only = argv[++i];
         else if (std::strcmp(argv[i], "--quick") == 0) {
             g_scale = 0.05;
             g_repeat = 1;
@@ -323,8 +326,10 @@ int main(int argc, char** argv) {
     {
         row r = measure("1M timers (arm+fire)", "ns/timer", scaled(1'000'000), tb::timers, ab::callback_timers);
         std::vector<double> alt;
-        for (int i = 0; i < g_repeat; ++i) alt.push_back(ns_per_op(scaled(1'000'000), ab::coroutine_timers));
-        r.asio_alt = median(alt);
+        if (r.tandem > 0) {
+            for (int i = 0; i < g_repeat; ++i) alt.push_back(ns_per_op(scaled(1'000'000), ab::coroutine_timers));
+            r.asio_alt = median(alt);
+        }
         rows.push_back(r);
     }
     rows.push_back(measure("100k coroutine sleeps (1 ms)", "ns/sleep", scaled(100'000), tb::sleeps, ab::sleeps));
@@ -337,6 +342,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "asio not found: tandem only\n");
     auto only = [](const char* name, const char* unit, long n, auto fn) {
         std::vector<double> t;
+        if (g_only && !std::strstr(name, g_only)) return row{name, unit, 0, 0, 0};
         for (int i = 0; i < g_repeat; ++i) t.push_back(ns_per_op(n, fn));
         return row{name, unit, median(t), 0, 0};
     };

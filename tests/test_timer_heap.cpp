@@ -3,6 +3,8 @@
 #include "catch.hpp"
 
 #include <chrono>
+#include <cstdint>
+#include <limits>
 #include <map>
 #include <memory>
 #include <random>
@@ -30,9 +32,12 @@ TEST_CASE("timer heap pops in deadline order ties in arming order", "[timer_heap
     for (auto& n : nodes) CHECK_FALSE(n.queued());
 }
 
-TEST_CASE("timer heap matches a reference under random push erase and pop", "[timer_heap]") {
-    std::mt19937_64 rng(12345);
+namespace {
+/// Random pushes (many equal deadlines), erases and pops against a sorted reference.
+void check_against_reference(std::uint64_t seed, std::uint32_t first_sequence, long deadline_range) {
+    std::mt19937_64 rng(seed);
     timer_heap heap;
+    if (first_sequence != 0) heap.skip_sequence_to(first_sequence);
     constexpr int count = 20'000;
     std::vector<std::unique_ptr<timer_node>> nodes;
     std::multimap<std::pair<long, int>, timer_node*> reference; // (deadline, arming order)
@@ -43,7 +48,7 @@ TEST_CASE("timer heap matches a reference under random push erase and pop", "[ti
         if (op < 5 && nodes.size() < count) {
             nodes.push_back(std::make_unique<timer_node>());
             timer_node& n = *nodes.back();
-            const long d = static_cast<long>(rng() % 1000);
+            const long d = static_cast<long>(rng() % static_cast<std::uint64_t>(deadline_range));
             n.deadline = at(d);
             heap.push(n);
             reference.emplace(std::make_pair(d, armed), &n);
@@ -67,6 +72,35 @@ TEST_CASE("timer heap matches a reference under random push erase and pop", "[ti
         REQUIRE(heap.size() == reference.size());
         // Cancelled entries never pile up: compaction keeps them under half the heap.
         REQUIRE(heap.entries() <= 2 * heap.size() + 1024);
+    }
+    while (!reference.empty()) { // drain: the rest comes out in order too
+        REQUIRE(&heap.pop() == reference.begin()->second);
+        reference.erase(reference.begin());
+    }
+    CHECK(heap.empty());
+}
+} // namespace
+
+TEST_CASE("timer heap matches a reference under random push erase and pop", "[timer_heap]") {
+    check_against_reference(12345, 0, 1000);
+}
+
+TEST_CASE("timer heap keeps arming order across the wrap of its arming counter", "[timer_heap]") {
+    // The counter is 32 bits; near its end the live entries are renumbered in firing order.
+    check_against_reference(777, std::numeric_limits<std::uint32_t>::max() - 50'000, 50);
+    check_against_reference(778, std::numeric_limits<std::uint32_t>::max() - 3, 1000);
+}
+
+TEST_CASE("timer heap of equal deadlines is first in first out at any size", "[timer_heap]") {
+    for (std::size_t n : {1u, 3u, 4u, 5u, 17u, 4095u, 4096u, 4097u, 70'000u}) {
+        timer_heap heap;
+        std::vector<timer_node> nodes(n);
+        for (auto& node : nodes) {
+            node.deadline = at(42);
+            heap.push(node);
+        }
+        for (auto& node : nodes) REQUIRE(&heap.pop() == &node);
+        CHECK(heap.empty());
     }
 }
 

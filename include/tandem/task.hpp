@@ -51,7 +51,7 @@ public:
     void request_cancel() noexcept {
         if (m_cancel_requested) return;
         m_cancel_requested = true;
-        if (m_stop_source) m_stop_source->request_stop();
+        if (m_stop_source.stop_possible()) m_stop_source.request_stop();
         if (cancel_slot* slot = std::exchange(m_slot, nullptr)) deliver(slot);
     }
 
@@ -61,11 +61,11 @@ public:
     /// A std::stop_token that is stopped when this task is cancelled. Created on first use,
     /// so tasks that never ask pay nothing; safe to hand to another thread.
     std::stop_token stop_token() {
-        if (!m_stop_source) {
-            m_stop_source.emplace();
-            if (m_cancel_requested) m_stop_source->request_stop();
+        if (!m_stop_source.stop_possible()) {
+            m_stop_source = std::stop_source{};
+            if (m_cancel_requested) m_stop_source.request_stop();
         }
-        return m_stop_source->get_token();
+        return m_stop_source.get_token();
     }
 
     void set_parent(task_context* parent) noexcept { m_parent = parent; }
@@ -116,7 +116,7 @@ private:
 
     cancel_slot* m_slot = nullptr;
     task_context* m_parent = nullptr;
-    std::optional<std::stop_source> m_stop_source;
+    std::stop_source m_stop_source{std::nostopstate}; // 8 bytes, no state until first asked for
     bool m_cancel_requested = false;
     bool m_is_root = false;
 };
