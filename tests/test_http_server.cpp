@@ -6,11 +6,19 @@
 #include "tandem/time.hpp"
 #include "tandem/when.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <chrono>
+#include <future>
 #include <memory>
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -234,6 +242,60 @@ TEST_CASE("a slowloris client gets 408 after the header timeout idle keep-alive 
         r = co_await c.get("/");           // the client notices and reconnects
         CHECK(r.status == 200);
         CHECK(c.connections_opened() == 2);
+    });
+}
+
+TEST_CASE("a head begun while a handler blocked the loop is not timed out for the loop's stall", "[http][server][timeout]") {
+    // The peer began its request in time; the loop could not read it. Time the loop was stalled
+    // does not count against the peer's deadlines, including deadlines set from the sweeper's
+    // clock right after the stall.
+    std::promise<void> blocking;
+    std::promise<void> resumed;
+    auto loop_blocked = blocking.get_future();
+    auto loop_resumed = resumed.get_future();
+    http::router r = test_routes();
+    r.get("/block", [&blocking](http::request&) -> tandem::task<http::response> {
+        blocking.set_value();
+        std::this_thread::sleep_for(1500ms); // the defect under test: a handler that blocks the loop
+        co_return http::response::text("blocked");
+    });
+    http::server_options o;
+    o.idle_timeout = 500ms;
+    o.header_timeout = 500ms;
+    with_server(std::move(r), o, [&](std::uint16_t port, http::server& srv) -> tandem::task<> {
+        std::string reply;
+        std::atomic<bool> peer_done{false};
+        std::thread peer([&] {
+            const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+            sockaddr_in sa{};
+            sa.sin_family = AF_INET;
+            sa.sin_port = htons(port);
+            sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0) {
+                loop_blocked.wait(); // the first half while the loop is stuck, the rest after it
+                const std::string_view first = "GET / HTTP/1.1\r\n";
+                (void)!::send(fd, first.data(), first.size(), MSG_NOSIGNAL);
+                loop_resumed.wait();
+                const std::string_view rest = "Host: a\r\nConnection: close\r\n\r\n";
+                (void)!::send(fd, rest.data(), rest.size(), MSG_NOSIGNAL);
+                char buf[4096];
+                for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) reply.append(buf, static_cast<std::size_t>(n));
+            }
+            ::close(fd);
+            peer_done = true;
+        });
+        for (int i = 0; i < 5000 && srv.connection_count() == 0; ++i) co_await tandem::sleep_for(1ms);
+        const bool accepted = srv.connection_count() == 1;
+        http::client c(local(port));
+        auto blocked = co_await c.get("/block");
+        co_await tandem::sleep_for(100ms); // past two sweeps of the old clock, well within the timeout
+        resumed.set_value();
+        for (int i = 0; i < 10000 && !peer_done; ++i) co_await tandem::sleep_for(1ms); // the loop serves the peer meanwhile
+        peer.join();
+        CHECK(accepted);
+        CHECK(blocked.status == 200);
+        INFO(reply);
+        CHECK(reply.rfind("HTTP/1.1 200 ", 0) == 0);
     });
 }
 

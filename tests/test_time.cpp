@@ -386,7 +386,11 @@ TEST_CASE("random timers fire in deadline then arming order and never early whil
         if (s.deadline == clock_type::time_point::max()) REQUIRE_FALSE(s.fired);
         if (s.fired) REQUIRE(s.woke >= s.deadline); // never early
     }
-    CHECK(cancelled >= sleepers.size() / 20);
+    // At least every "never" sleeper was cancelled (the random cancels may find theirs fired).
+    const auto never = static_cast<std::size_t>(std::count_if(sleepers.begin(), sleepers.end(), [](const random_sleeper& s) {
+        return s.deadline == clock_type::time_point::max();
+    }));
+    CHECK(cancelled >= never);
     CHECK(fired.size() + cancelled == sleepers.size());
     for (std::size_t i = 1; i < fired.size(); ++i) {
         const auto& a = sleepers[static_cast<std::size_t>(fired[i - 1])];

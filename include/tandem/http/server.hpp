@@ -169,6 +169,11 @@ private:
         return due >= 9e18 ? INT64_MAX : static_cast<std::int64_t>(due);
     }
     void sweep_one(connection& c, std::int64_t now) noexcept;
+    /// Moves c's clocks `stalled` ns later: the loop could not serve it for that long.
+    static void forgive(connection& c, std::int64_t stalled) noexcept {
+        if (c.deadline != 0) c.deadline = c.deadline > INT64_MAX - stalled ? INT64_MAX : c.deadline + stalled;
+        if (c.now == phase::body) c.body_started += stalled;
+    }
 
     // ---- connections --------------------------------------------------------------------------
     template <class = void>
