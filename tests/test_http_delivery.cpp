@@ -16,7 +16,9 @@
 #include <chrono>
 #include <cstdio>
 #include <poll.h>
+#include <optional>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <sys/socket.h>
 #include <system_error>
@@ -530,5 +532,162 @@ TEST_CASE("property: a client on its own thread with random splits and pauses ge
                                       read_answers(s, static_cast<std::size_t>(count), half_close)));
             CHECK(std::get<1>(results) == ids(0, count));
         }
+    });
+}
+
+namespace {
+
+/// n bytes that differ with n and with their offset, so a lost, doubled or moved byte shows.
+std::string pattern_body(std::size_t n) {
+    std::string s(n, '\0');
+    for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>('a' + (i * 7 + n) % 26);
+    return s;
+}
+
+/// One response taken off the front of `in`: status and body (Content-Length or chunked);
+/// nullopt while it is incomplete.
+struct parsed_response {
+    int status = 0;
+    std::string body;
+    std::size_t content_length = 0;
+    bool has_length = false;
+};
+std::optional<parsed_response> take_response(std::string& in, bool head_request) {
+    const std::size_t end = in.find("\r\n\r\n");
+    if (end == std::string::npos) return std::nullopt;
+    parsed_response r;
+    r.status = std::stoi(in.substr(9, 3));
+    const std::string head = in.substr(0, end + 2);
+    bool chunked = false;
+    for (std::size_t pos = head.find("\r\n") + 2; pos < head.size();) {
+        const std::size_t eol = head.find("\r\n", pos);
+        const std::string line = head.substr(pos, eol - pos);
+        pos = eol + 2;
+        if (line.rfind("Content-Length: ", 0) == 0) {
+            r.content_length = std::stoull(line.substr(16));
+            r.has_length = true;
+        }
+        if (line == "Transfer-Encoding: chunked") chunked = true;
+    }
+    std::size_t at = end + 4;
+    if (head_request) {
+        in.erase(0, at);
+        return r;
+    }
+    if (chunked) {
+        for (;;) {
+            const std::size_t eol = in.find("\r\n", at);
+            if (eol == std::string::npos) return std::nullopt;
+            const std::size_t size = std::stoull(in.substr(at, eol - at), nullptr, 16);
+            if (in.size() < eol + 2 + size + 2) return std::nullopt;
+            r.body.append(in, eol + 2, size);
+            REQUIRE(in.substr(eol + 2 + size, 2) == "\r\n");
+            at = eol + 2 + size + 2;
+            if (size == 0) break;
+        }
+    } else {
+        if (in.size() < at + r.content_length) return std::nullopt;
+        r.body = in.substr(at, r.content_length);
+        at += r.content_length;
+    }
+    in.erase(0, at);
+    return r;
+}
+
+http::router sized_routes() {
+    http::router r;
+    r.get("/size/:n", [](http::request& req) -> tandem::task<http::response> {
+        co_return http::response::text(pattern_body(std::stoull(std::string(req.param("n")))));
+    });
+    r.get("/stream/:n", [](http::request& req) -> tandem::task<http::response> {
+        const std::size_t n = std::stoull(std::string(req.param("n")));
+        co_return http::response::stream("text/plain", [n](http::body_writer& w) -> tandem::task<void> {
+            const std::string all = pattern_body(n);
+            for (std::size_t at = 0; at < n; at += 3000) co_await w.write(std::string_view(all).substr(at, 3000));
+        });
+    });
+    r.get("/throw", [](http::request&) -> tandem::task<http::response> {
+        http::response partial = http::response::text(pattern_body(5000));
+        partial.set_header("X-Half", "built");
+        if (!partial.body.empty()) throw std::runtime_error("handler failed after building half a response");
+        co_return partial;
+    });
+    return r;
+}
+
+} // namespace
+
+TEST_CASE("a slow reader gets every response byte-exact and in order: every body size and HEAD", "[http][delivery][redteam]") {
+    struct item {
+        std::string method;
+        std::string target;
+        int status;
+        std::string body;          // what a GET gets
+        std::size_t announced = 0; // Content-Length a HEAD sees
+    };
+    std::vector<item> items;
+    const std::size_t sizes[] = {0, 1, 2, 2047, 2048, 2049, 4096, 16383, 16384, 16385, 65536, std::size_t{1} << 20};
+    for (std::size_t n : sizes) {
+        items.push_back({"GET", "/size/" + std::to_string(n), 200, pattern_body(n), n});
+        items.push_back({"HEAD", "/size/" + std::to_string(n), 200, "", n});
+        items.push_back({"GET", "/stream/" + std::to_string(n), 200, pattern_body(n), 0});
+        if (n == 2048) {
+            items.push_back({"GET", "/throw", 500, "internal server error\n", 0});
+            items.push_back({"GET", "/nothing/here", 404, "", 0});
+            items.push_back({"HEAD", "/throw", 500, "", 22});
+        }
+    }
+    std::vector<std::pair<int, std::uint64_t>> logged;
+    http::server_options options;
+    options.access_log = [&](const http::access_record& r) { logged.emplace_back(r.status, r.bytes); };
+    options.on_error = [](const http::handler_error&) {};
+    with_server(sized_routes(), options, [&](std::uint16_t port, http::server& server) -> tandem::task<> {
+        auto s = co_await tandem::tcp_stream::connect(local(port));
+        s.set_receive_buffer_size(16384);
+        std::string batch;
+        for (const item& it : items) batch += it.method + " " + it.target + " HTTP/1.1\r\nHost: x\r\n\r\n";
+        co_await s.write_all(batch);
+        std::string in;
+        char buf[1500];
+        std::size_t next = 0;
+        std::uint64_t received = 0;
+        const auto deadline = clock_type::now() + 60s;
+        while (next < items.size()) {
+            INFO("next " << next << " received " << received << " buffered " << in.size());
+            REQUIRE(clock_type::now() < deadline);
+            const std::size_t n = co_await s.read_some(std::span<char>(buf));
+            REQUIRE(n > 0);
+            received += n;
+            in.append(buf, n);
+            for (int i = 0; i < 3; ++i) co_await tandem::yield(); // read slowly: the server's sends come out partial
+            while (next < items.size()) {
+                const item& it = items[next];
+                auto r = take_response(in, it.method == "HEAD");
+                if (!r) break;
+                INFO(it.method << " " << it.target);
+                CHECK(r->status == it.status);
+                if (it.status == 404) {
+                    CHECK_FALSE(r->body.empty());
+                } else {
+                    CHECK(r->body == it.body);
+                }
+                if (it.method == "HEAD") {
+                    CHECK(r->has_length);
+                    CHECK(r->content_length == it.announced);
+                }
+                ++next;
+            }
+        }
+        CHECK(in.empty());
+        // The access log saw each response with the body bytes that went out.
+        REQUIRE(logged.size() == items.size());
+        for (std::size_t i = 0; i < items.size(); ++i) {
+            INFO(items[i].method << " " << items[i].target);
+            CHECK(logged[i].first == items[i].status);
+            if (items[i].status != 404) CHECK(logged[i].second == items[i].body.size());
+        }
+        CHECK(server.stats().responses[2] == 3 * std::size(sizes));
+        CHECK(server.stats().responses[5] == 2);
+        CHECK(server.stats().responses[4] == 1);
     });
 }
