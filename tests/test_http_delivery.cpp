@@ -691,3 +691,109 @@ TEST_CASE("a slow reader gets every response byte-exact and in order: every body
         CHECK(server.stats().responses[4] == 1);
     });
 }
+
+TEST_CASE("refusals in the middle of pipelines hand the workspace back while other connections reuse it", "[http][delivery][redteam]") {
+    // Each refusal gives its workspace back before its answer is written; the next connection
+    // takes that workspace at once. Under ASan a use of the old one after that shows.
+    http::server_options options;
+    options.limits.max_head = 4096;
+    options.max_body_memory = 64 * 1024;
+    options.limits.max_body = 1 << 20;
+    options.on_error = [](const http::handler_error&) {};
+    with_server(sized_routes(), options, [&](std::uint16_t port, http::server& server) -> tandem::task<> {
+        const std::string ok = "GET /size/2049 HTTP/1.1\r\nHost: x\r\n\r\nHEAD /size/10 HTTP/1.1\r\nHost: x\r\n\r\n";
+        const std::string bad[] = {
+            "GET /size/1 HTTP/1.1\r\nHost: x\r\n bad: fold\r\n\r\n",                         // 400
+            "GET /size/1 HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(8000, 'b') + "\r\n\r\n", // 431
+            "POST /size/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n",             // 413
+            "POST /size/1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2 junk\r\nab\r\n0\r\n\r\n", // 400
+            "GET /size/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\n",                  // 400
+        };
+        std::vector<tandem::task<http_harness::drained>> readers;
+        std::vector<tandem::tcp_stream> streams;
+        for (int round = 0; round < 4; ++round) {
+            for (const std::string& b : bad) {
+                auto s = co_await tandem::tcp_stream::connect(local(port));
+                const std::string all = ok + b + ok; // the second ok is never answered
+                co_await s.write_all(all);
+                streams.push_back(std::move(s));
+            }
+        }
+        for (std::size_t i = 0; i < streams.size(); ++i) {
+            auto d = co_await http_harness::read_until_close(streams[i]);
+            INFO("connection " << i);
+            std::string in = d.data;
+            auto r1 = take_response(in, false);
+            REQUIRE(r1);
+            CHECK(r1->body == pattern_body(2049));
+            auto r2 = take_response(in, true);
+            REQUIRE(r2);
+            CHECK(r2->content_length == 10);
+            auto r3 = take_response(in, false);
+            REQUIRE(r3);
+            CHECK(r3->status >= 400);
+            CHECK(in.empty());
+        }
+        CHECK(server.stats().responses[2] == 2 * streams.size());
+        CHECK(server.stats().responses[4] == streams.size());
+    });
+}
+
+TEST_CASE("a client that resets in the middle of a large response leaves the server serving others", "[http][delivery][redteam]") {
+    with_server(sized_routes(), {}, [&](std::uint16_t port, http::server& server) -> tandem::task<> {
+        for (const char* target : {"/size/1048576", "/stream/1048576", "/size/2048"}) {
+            for (int i = 0; i < 3; ++i) {
+                auto s = co_await tandem::tcp_stream::connect(local(port));
+                s.set_receive_buffer_size(4096);
+                const std::string req = std::string("GET ") + target + " HTTP/1.1\r\nHost: x\r\n\r\nGET /size/5 HTTP/1.1\r\nHost: x\r\n\r\n";
+                co_await s.write_all(req);
+                char buf[100];
+                const std::size_t n = co_await s.read_some(std::span<char>(buf));
+                REQUIRE(n > 0);
+                const ::linger lg{1, 0};
+                ::setsockopt(s.native_handle(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+                s.close();
+            }
+        }
+        const std::string reply = co_await http_harness::raw_exchange(port, "GET /size/3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        std::string in = reply;
+        auto r = take_response(in, false);
+        REQUIRE(r);
+        CHECK(r->body == pattern_body(3));
+        const auto gone = clock_type::now() + 10s;
+        while (server.connection_count() > 0 && clock_type::now() < gone) co_await tandem::yield();
+        CHECK(server.connection_count() == 0);
+    });
+}
+
+TEST_CASE("response heads larger than the workspace go out whole and their memory is not kept", "[http][delivery][redteam]") {
+    http::router r;
+    r.get("/big/:n", [](http::request& req) -> tandem::task<http::response> {
+        const std::size_t n = std::stoull(std::string(req.param("n")));
+        http::response resp = http::response::text("ok");
+        resp.set_header("X-Big", std::string(n, 'v'));
+        for (int i = 0; i < 200; ++i) resp.set_header("X-Many-" + std::to_string(i), std::to_string(i));
+        co_return resp;
+    });
+    r.get("/split", [](http::request&) -> tandem::task<http::response> {
+        co_return http::response(200, "x", "text/plain\r\nX-Injected: 1");
+    });
+    http::server_options options;
+    options.on_error = [](const http::handler_error&) {};
+    with_server(std::move(r), options, [&](std::uint16_t port, http::server&) -> tandem::task<> {
+        for (std::size_t n : {std::size_t{100}, std::size_t{20000}, std::size_t{1} << 20}) {
+            std::string in = co_await http_harness::raw_exchange(
+                port, "GET /big/" + std::to_string(n) + " HTTP/1.1\r\nHost: x\r\n\r\nGET /split HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            INFO("header of " << n);
+            CHECK(in.find("X-Big: " + std::string(n, 'v') + "\r\n") != std::string::npos);
+            CHECK(in.find("X-Many-199: 199\r\n") != std::string::npos);
+            auto r1 = take_response(in, false);
+            REQUIRE(r1);
+            CHECK(r1->body == "ok");
+            auto r2 = take_response(in, false);
+            REQUIRE(r2);
+            CHECK(r2->status == 500);
+            CHECK(in.find("X-Injected") == std::string::npos);
+        }
+    });
+}
