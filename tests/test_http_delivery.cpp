@@ -700,6 +700,8 @@ TEST_CASE("refusals in the middle of pipelines hand the workspace back while oth
     options.max_body_memory = 64 * 1024;
     options.limits.max_body = 1 << 20;
     options.on_error = [](const http::handler_error&) {};
+    std::vector<std::pair<std::string, int>> logged; // target, status
+    options.access_log = [&](const http::access_record& r) { logged.emplace_back(std::string(r.target), r.status); };
     with_server(sized_routes(), options, [&](std::uint16_t port, http::server& server) -> tandem::task<> {
         const std::string ok = "GET /size/2049 HTTP/1.1\r\nHost: x\r\n\r\nHEAD /size/10 HTTP/1.1\r\nHost: x\r\n\r\n";
         const std::string bad[] = {
@@ -736,6 +738,16 @@ TEST_CASE("refusals in the middle of pipelines hand the workspace back while oth
         }
         CHECK(server.stats().responses[2] == 2 * streams.size());
         CHECK(server.stats().responses[4] == streams.size());
+        // Every response is in the access log, refusals included, with the target when the
+        // head got that far.
+        REQUIRE(logged.size() == 3 * streams.size());
+        std::size_t refused = 0;
+        for (const auto& [target, status] : logged) {
+            if (status < 400) continue;
+            ++refused;
+            CHECK((target.empty() || target == "/size/1"));
+        }
+        CHECK(refused == streams.size());
     });
 }
 

@@ -219,6 +219,8 @@ private:
     task<std::optional<std::uint64_t>> write_streamed(tcp_stream& s, connection& c, const exchange& x,
                                                       response& resp, bool chunked);
     void finish_response(const exchange& x, int status, std::uint64_t body_bytes) noexcept;
+    void log_access(std::string_view method, std::string_view target, int status, std::uint64_t body_bytes,
+                    std::int64_t started) noexcept;
     template <class = void>
     static task<void> linger(tcp_stream& s);
     template <class = void>
