@@ -594,6 +594,12 @@ std::optional<parsed_response> take_response(std::string& in, bool head_request)
     return r;
 }
 
+std::size_t count_of(const std::string& haystack, std::string_view needle) {
+    std::size_t n = 0;
+    for (std::size_t pos = haystack.find(needle); pos != std::string::npos; pos = haystack.find(needle, pos + 1)) ++n;
+    return n;
+}
+
 http::router sized_routes() {
     http::router r;
     r.get("/size/:n", [](http::request& req) -> tandem::task<http::response> {
@@ -787,6 +793,12 @@ TEST_CASE("response heads larger than the workspace go out whole and their memor
         for (int i = 0; i < 200; ++i) resp.set_header("X-Many-" + std::to_string(i), std::to_string(i));
         co_return resp;
     });
+    r.get("/date", [](http::request&) -> tandem::task<http::response> {
+        http::response resp = http::response::text("dated");
+        resp.set_header("date", "Thu, 01 Jan 1970 00:00:00 GMT");
+        resp.set_header("Content-Length", "999");
+        co_return resp;
+    });
     r.get("/split", [](http::request&) -> tandem::task<http::response> {
         co_return http::response(200, "x", "text/plain\r\nX-Injected: 1");
     });
@@ -807,5 +819,13 @@ TEST_CASE("response heads larger than the workspace go out whole and their memor
             CHECK(r2->status == 500);
             CHECK(in.find("X-Injected") == std::string::npos);
         }
+        // Date, like the framing headers, is the server's: one, never the handler's second.
+        std::string in = co_await http_harness::raw_exchange(port, "GET /date HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        CHECK(count_of(in, "Date: ") + count_of(in, "date: ") == 1);
+        CHECK(in.find("1970") == std::string::npos);
+        CHECK(count_of(in, "Content-Length: ") == 1);
+        auto r = take_response(in, false);
+        REQUIRE(r);
+        CHECK(r->body == "dated");
     });
 }
