@@ -829,3 +829,36 @@ TEST_CASE("response heads larger than the workspace go out whole and their memor
         CHECK(r->body == "dated");
     });
 }
+
+TEST_CASE("bytes_sent counts every byte the client reads: copied, gathered, streamed and refused", "[http][delivery][redteam][metrics]") {
+    with_server(sized_routes(), {}, [&](std::uint16_t port, http::server& server) -> tandem::task<> {
+        std::uint64_t read_total = 0;
+        for (const char* target : {"/size/0", "/size/2048", "/size/2049", "/size/70000", "/stream/0", "/stream/7000", "/nope"}) {
+            for (const char* method : {"GET", "HEAD"}) {
+                const std::string reply = co_await http_harness::raw_exchange(
+                    port, std::string(method) + " " + target + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                read_total += reply.size();
+            }
+        }
+        const std::string refused = co_await http_harness::raw_exchange(port, "GET / HTTP/9.9\r\n\r\n");
+        read_total += refused.size();
+        {
+            // 100 Continue is on the wire too.
+            auto s = co_await tandem::tcp_stream::connect(local(port));
+            co_await s.write_all(std::string_view("POST /size/4 HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\nConnection: close\r\n\r\n"));
+            std::string got;
+            char buf[4096];
+            while (got.find("\r\n\r\n") == std::string::npos) {
+                const std::size_t n = co_await s.read_some(std::span<char>(buf));
+                REQUIRE(n > 0);
+                got.append(buf, n);
+            }
+            CHECK(got.rfind("HTTP/1.1 100 Continue\r\n\r\n", 0) == 0);
+            co_await s.write_all(std::string_view("abc"));
+            got += (co_await http_harness::read_until_close(s)).data;
+            CHECK(got.find("405") != std::string::npos);
+            read_total += got.size();
+        }
+        CHECK(server.stats().bytes_sent == read_total);
+    });
+}

@@ -371,16 +371,18 @@ public:
         if (data.empty()) co_return; // an empty chunk would end the body
         m_server->expect(*m_conn, phase::write);
         m_broken = true; // until the write is done: a throw here is the socket's
+        std::size_t framing = 0; // bytes_sent counts what the wire carried, chunk framing too
         if (m_chunked) {
             char size[20];
             const int n = std::snprintf(size, sizeof size, "%zx\r\n", data.size());
             const std::string_view parts[] = {std::string_view(size, static_cast<std::size_t>(n)), data, "\r\n"};
+            framing = static_cast<std::size_t>(n) + 2;
             co_await m_stream->write_all_gathered(parts);
         } else {
             co_await m_stream->write_all(data);
         }
         m_broken = false;
-        m_server->m_stats.bytes_sent += data.size();
+        m_server->m_stats.bytes_sent += data.size() + framing;
         m_bytes += data.size();
     }
     std::uint64_t bytes() const noexcept { return m_bytes; }

@@ -137,8 +137,11 @@ task<server::verdict> server::read_body(tcp_stream& s, connection& c, std::uniqu
     request_head& head = x.head;
     x.consumed = x.head_size;
     if (head.framing == body_framing::none) co_return verdict::go_on;
-    if (head.expect_continue && w->end - w->begin == x.head_size)
-        co_await s.write_all(std::string_view("HTTP/1.1 100 Continue\r\n\r\n"));
+    if (head.expect_continue && w->end - w->begin == x.head_size) {
+        constexpr std::string_view go_on = "HTTP/1.1 100 Continue\r\n\r\n";
+        co_await s.write_all(go_on);
+        m_stats.bytes_sent += go_on.size();
+    }
     // The body's clock starts now, and the bytes of it that came with the head count toward
     // min_body_rate: an upload at the allowed rate whose first burst rode with the head is
     // not cut for the bytes the rate never saw.
@@ -293,7 +296,11 @@ task<std::optional<std::uint64_t>> server::write_streamed(tcp_stream& s, connect
         co_await linger(s);
         co_return std::nullopt;
     }
-    if (chunked) co_await s.write_all(std::string_view("0\r\n\r\n"));
+    if (chunked) {
+        constexpr std::string_view last_chunk = "0\r\n\r\n";
+        co_await s.write_all(last_chunk);
+        m_stats.bytes_sent += last_chunk.size();
+    }
     co_return writer.bytes();
 }
 
