@@ -862,3 +862,32 @@ TEST_CASE("bytes_sent counts every byte the client reads: copied, gathered, stre
         CHECK(server.stats().bytes_sent == read_total);
     });
 }
+
+TEST_CASE("a handler that throws cancelled without being cancelled answers 500 and is reported", "[http][delivery][redteam]") {
+    http::router r;
+    r.get("/thrown", [](http::request&) -> tandem::task<http::response> {
+        throw tandem::cancelled{};
+        co_return http::response::text("unreachable");
+    });
+    r.get("/awaited", [](http::request&) -> tandem::task<http::response> {
+        // A task cancelled elsewhere: awaiting it throws cancelled into this handler.
+        auto job = tandem::spawn([]() -> tandem::task<void> { co_await tandem::sleep_for(1h); }());
+        job.cancel();
+        co_await job;
+        co_return http::response::text("unreachable");
+    });
+    int reported = 0;
+    http::server_options options;
+    options.on_error = [&](const http::handler_error&) { ++reported; };
+    with_server(std::move(r), options, [&](std::uint16_t port, http::server&) -> tandem::task<> {
+        std::string in = co_await http_harness::raw_exchange(
+            port, "GET /thrown HTTP/1.1\r\nHost: x\r\n\r\nGET /awaited HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        auto a = take_response(in, false);
+        REQUIRE(a);
+        CHECK(a->status == 500);
+        auto b = take_response(in, false);
+        REQUIRE(b);
+        CHECK(b->status == 500);
+        CHECK(reported == 2);
+    });
+}

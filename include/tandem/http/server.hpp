@@ -323,8 +323,18 @@ public:
         if (m_parent_cancelled) throw cancelled{};
         return !m_client_gone;
     }
-    /// The handler's response. Rethrows what the handler threw.
-    response take() { return m_task.handle().promise().result(); }
+    /// The handler's response. Rethrows what the handler threw, except a `cancelled` the
+    /// handler was not asked for (it awaited a task cancelled elsewhere, or threw one): that is
+    /// the handler's failure (500, error hook), not the connection's end, which would close it
+    /// unanswered and unreported.
+    response take() {
+        try {
+            return m_task.handle().promise().result();
+        } catch (const cancelled&) {
+            if (cancel_requested()) throw;
+            std::throw_with_nested(std::logic_error("tandem::http: the handler threw tandem::cancelled without being cancelled"));
+        }
+    }
 
 private:
     std::coroutine_handle<> finish() noexcept override {
