@@ -4,6 +4,7 @@
 #include "tandem/spawn.hpp"
 #include "tandem/time.hpp"
 
+#include <atomic>
 #include <chrono>
 #include <stop_token>
 #include <thread>
@@ -136,4 +137,56 @@ TEST_CASE("cancel reaches a task that only yields and one already cancelled yiel
     }(rounds, unwound));
     CHECK(unwound);
     CHECK(rounds >= 1);
+}
+
+// The stop_source is made on first ask, on the loop thread; its token then crosses to another
+// thread, which registers callbacks while the loop requests the stop (run under TSan).
+TEST_CASE("a task's stop token on another thread sees its cancellation however they race", "[cancel][stop_token]") {
+    using namespace std::chrono_literals;
+    for (int round = 0; round < 200; ++round) {
+        std::atomic<int> called{0};
+        auto body = [&called, round]() -> tandem::task<void> {
+            std::stop_token token = co_await tandem::this_task::stop_token();
+            std::thread watcher([token, &called, round] {
+                if (round % 2) std::this_thread::yield();
+                std::stop_callback cb(token, [&called] { called.fetch_add(1); });
+                while (!token.stop_requested()) std::this_thread::yield();
+            });
+            try {
+                co_await tandem::sleep_for(std::chrono::hours(1));
+            } catch (...) {
+                watcher.join();
+                throw;
+            }
+        };
+        auto outer = [&]() -> tandem::task<bool> {
+            try {
+                co_await tandem::with_timeout(std::chrono::microseconds(round % 5 * 50), body());
+            } catch (const tandem::timed_out&) {
+                co_return true;
+            }
+            co_return false;
+        };
+        CHECK(tandem::sync_wait(outer()));
+        CHECK(called.load() == 1);
+    }
+}
+
+TEST_CASE("a stop token first asked for after cancellation is already stopped", "[cancel][stop_token]") {
+    using namespace std::chrono_literals;
+    auto body = []() -> tandem::task<bool> {
+        try {
+            co_await tandem::sleep_for(std::chrono::hours(1));
+        } catch (const tandem::cancelled&) {
+        }
+        std::stop_token token = co_await tandem::this_task::stop_token();
+        co_return token.stop_requested();
+    };
+    auto outer = [&]() -> tandem::task<bool> {
+        auto t = tandem::spawn(body());
+        co_await tandem::yield();
+        t.cancel();
+        co_return co_await t;
+    };
+    CHECK(tandem::sync_wait(outer()));
 }

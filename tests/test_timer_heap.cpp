@@ -118,3 +118,80 @@ TEST_CASE("cancelling every timer leaves the heap empty and bounded", "[timer_he
         CHECK(heap.empty());
     }
 }
+
+TEST_CASE("property: the arming counter wraps again and again mid-run with extreme deadlines and re-arming from pops", "[timer_heap][property]") {
+    for (std::uint64_t seed = 1; seed <= 12; ++seed) {
+        INFO("seed " << seed);
+        std::mt19937_64 rng(seed);
+        timer_heap heap;
+        std::vector<std::unique_ptr<timer_node>> nodes;
+        std::multimap<std::pair<std::int64_t, std::uint64_t>, timer_node*> reference;
+        std::map<timer_node*, std::pair<std::int64_t, std::uint64_t>> key_of;
+        std::uint64_t armed = 0;
+        const std::int64_t extremes[] = {std::numeric_limits<std::int64_t>::min(), -1, 0, 1,
+                                         std::numeric_limits<std::int64_t>::max() - 1, std::numeric_limits<std::int64_t>::max()};
+        // Sizes crossing 4 (a group), 64 and 4096 (prefetching) one way and back.
+        const std::size_t target = std::size_t{1} << (2 + seed % 11);
+        auto arm = [&](timer_node& n, std::int64_t d) {
+            n.deadline = timer_node::clock::time_point(timer_node::clock::duration(d));
+            heap.push(n);
+            reference.emplace(std::make_pair(d, armed), &n);
+            key_of[&n] = {d, armed++};
+        };
+        auto fresh = [&]() -> timer_node& {
+            // Reuse a node that is not armed, as a loop reuses an awaiter's node.
+            for (int tries = 0; tries < 3 && !nodes.empty(); ++tries) {
+                timer_node& n = *nodes[rng() % nodes.size()];
+                if (!n.queued()) return n;
+            }
+            nodes.push_back(std::make_unique<timer_node>());
+            return *nodes.back();
+        };
+        auto deadline = [&]() -> std::int64_t {
+            if (rng() % 16 == 0) return extremes[rng() % std::size(extremes)];
+            return static_cast<std::int64_t>(rng() % 64);
+        };
+        for (int step = 0; step < 60'000; ++step) {
+            const auto op = rng() % 100;
+            if (op == 0) {
+                // The counter is about to wrap (again): the live entries get renumbered.
+                heap.skip_sequence_to(std::numeric_limits<std::uint32_t>::max() - static_cast<std::uint32_t>(rng() % 8));
+            } else if (op < 50 && reference.size() < 2 * target) {
+                arm(fresh(), deadline());
+            } else if (op < 75 && !key_of.empty()) {
+                auto it = key_of.begin();
+                std::advance(it, static_cast<long>(rng() % key_of.size()));
+                timer_node* n = it->first;
+                heap.erase(*n);
+                heap.erase(*n); // twice: a no-op
+                reference.erase(reference.find(it->second));
+                key_of.erase(it);
+            } else if (!reference.empty()) {
+                REQUIRE_FALSE(heap.empty());
+                REQUIRE(heap.next_deadline().time_since_epoch().count() == reference.begin()->first.first);
+                timer_node& popped = heap.pop();
+                REQUIRE(&popped == reference.begin()->second);
+                const std::int64_t at_pop = reference.begin()->first.first;
+                key_of.erase(&popped);
+                reference.erase(reference.begin());
+                // The expiring timer's handler re-arms itself at its own deadline (it fires
+                // after every equal one) and cancels another.
+                if (rng() % 3 == 0) arm(popped, at_pop);
+                if (rng() % 3 == 0 && !key_of.empty()) {
+                    auto it = key_of.begin();
+                    std::advance(it, static_cast<long>(rng() % key_of.size()));
+                    heap.erase(*it->first);
+                    reference.erase(reference.find(it->second));
+                    key_of.erase(it);
+                }
+            }
+            REQUIRE(heap.size() == reference.size());
+            REQUIRE(heap.entries() <= 2 * heap.size() + 1024);
+        }
+        while (!reference.empty()) {
+            REQUIRE(&heap.pop() == reference.begin()->second);
+            reference.erase(reference.begin());
+        }
+        CHECK(heap.empty());
+    }
+}

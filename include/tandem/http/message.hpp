@@ -83,9 +83,11 @@ constexpr bool valid_field(std::string_view name, std::string_view value) noexce
 }
 /// Framing is the server's: a handler's own Content-Length or Transfer-Encoding could disagree
 /// with the body sent (the client would read the next response as this one's body), and its
-/// Connection with what the server does next.
+/// Connection with what the server does next. Date is the server's too: a second one would
+/// make a singleton field ambiguous.
 constexpr bool server_framing_header(std::string_view name) noexcept {
-    return iequals(name, "content-length") || iequals(name, "transfer-encoding") || iequals(name, "connection");
+    return iequals(name, "content-length") || iequals(name, "transfer-encoding") || iequals(name, "connection") ||
+           iequals(name, "date");
 }
 } // namespace detail
 

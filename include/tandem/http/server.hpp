@@ -224,6 +224,8 @@ private:
     task<std::optional<std::uint64_t>> write_streamed(tcp_stream& s, connection& c, const exchange& x,
                                                       response& resp, bool chunked);
     void finish_response(const exchange& x, int status, std::uint64_t body_bytes) noexcept;
+    void log_access(std::string_view method, std::string_view target, int status, std::uint64_t body_bytes,
+                    std::int64_t started) noexcept;
     template <class = void>
     static task<void> linger(tcp_stream& s);
     template <class = void>
@@ -326,8 +328,18 @@ public:
         if (m_parent_cancelled) throw cancelled{};
         return !m_client_gone;
     }
-    /// The handler's response. Rethrows what the handler threw.
-    response take() { return m_task.handle().promise().result(); }
+    /// The handler's response. Rethrows what the handler threw, except a `cancelled` the
+    /// handler was not asked for (it awaited a task cancelled elsewhere, or threw one): that is
+    /// the handler's failure (500, error hook), not the connection's end, which would close it
+    /// unanswered and unreported.
+    response take() {
+        try {
+            return m_task.handle().promise().result();
+        } catch (const cancelled&) {
+            if (cancel_requested()) throw;
+            std::throw_with_nested(std::logic_error("tandem::http: the handler threw tandem::cancelled without being cancelled"));
+        }
+    }
 
 private:
     std::coroutine_handle<> finish() noexcept override {
@@ -374,16 +386,18 @@ public:
         if (data.empty()) co_return; // an empty chunk would end the body
         m_server->expect(*m_conn, phase::write);
         m_broken = true; // until the write is done: a throw here is the socket's
+        std::size_t framing = 0; // bytes_sent counts what the wire carried, chunk framing too
         if (m_chunked) {
             char size[20];
             const int n = std::snprintf(size, sizeof size, "%zx\r\n", data.size());
             const std::string_view parts[] = {std::string_view(size, static_cast<std::size_t>(n)), data, "\r\n"};
+            framing = static_cast<std::size_t>(n) + 2;
             co_await m_stream->write_all_gathered(parts);
         } else {
             co_await m_stream->write_all(data);
         }
         m_broken = false;
-        m_server->m_stats.bytes_sent += data.size();
+        m_server->m_stats.bytes_sent += data.size() + framing;
         m_bytes += data.size();
     }
     std::uint64_t bytes() const noexcept { return m_bytes; }

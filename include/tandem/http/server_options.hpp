@@ -75,7 +75,8 @@ struct server_options {
     http::limits limits{};
     /// A handler threw; the client got a 500. Default (empty): one line on stderr.
     std::function<void(const handler_error&)> on_error;
-    /// Each response written. Default (empty): nothing.
+    /// Each response written, refusals (400, 408, 413, 431, 503...) included: their method and
+    /// target are empty when the head never parsed. Default (empty): nothing.
     std::function<void(const access_record&)> access_log;
 };
 

@@ -137,8 +137,11 @@ task<server::verdict> server::read_body(tcp_stream& s, connection& c, std::uniqu
     request_head& head = x.head;
     x.consumed = x.head_size;
     if (head.framing == body_framing::none) co_return verdict::go_on;
-    if (head.expect_continue && w->end - w->begin == x.head_size)
-        co_await s.write_all(std::string_view("HTTP/1.1 100 Continue\r\n\r\n"));
+    if (head.expect_continue && w->end - w->begin == x.head_size) {
+        constexpr std::string_view go_on = "HTTP/1.1 100 Continue\r\n\r\n";
+        co_await s.write_all(go_on);
+        m_stats.bytes_sent += go_on.size();
+    }
     // The body's clock starts now, and the bytes of it that came with the head count toward
     // min_body_rate: an upload at the allowed rate whose first burst rode with the head is
     // not cut for the bytes the rate never saw.
@@ -293,7 +296,11 @@ task<std::optional<std::uint64_t>> server::write_streamed(tcp_stream& s, connect
         co_await linger(s);
         co_return std::nullopt;
     }
-    if (chunked) co_await s.write_all(std::string_view("0\r\n\r\n"));
+    if (chunked) {
+        constexpr std::string_view last_chunk = "0\r\n\r\n";
+        co_await s.write_all(last_chunk);
+        m_stats.bytes_sent += last_chunk.size();
+    }
     co_return writer.bytes();
 }
 
@@ -308,12 +315,17 @@ task<void> server::write_gathered(tcp_stream& s, std::string_view head, std::str
 inline void server::finish_response(const exchange& x, int status, std::uint64_t body_bytes) noexcept {
     ++m_served;
     count_response(status);
-    if (m_options.access_log) {
-        try {
-            m_options.access_log(access_record{x.head.method, x.head.target, status, body_bytes,
-                                               std::chrono::nanoseconds(now_ns() - x.started)});
-        } catch (...) {
-        }
+    log_access(x.head.method, x.head.target, status, body_bytes, x.started);
+}
+
+/// Tells the access log (if any) of a response written; `started` 0: no duration known.
+inline void server::log_access(std::string_view method, std::string_view target, int status,
+                               std::uint64_t body_bytes, std::int64_t started) noexcept {
+    if (!m_options.access_log) return;
+    try {
+        m_options.access_log(access_record{method, target, status, body_bytes,
+                                           std::chrono::nanoseconds(started == 0 ? 0 : now_ns() - started)});
+    } catch (...) {
     }
 }
 
@@ -323,6 +335,15 @@ inline void server::finish_response(const exchange& x, int status, std::uint64_t
 template <class>
 task<void> server::reject(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, int status,
                           std::string_view reason, bool head_method) {
+    // The access log hears of refusals too (an attack shows there as its 400s). What the
+    // head said is copied first: its bytes are in the workspace, given back here.
+    std::string method, target;
+    std::int64_t started = 0;
+    if (m_options.access_log && w) {
+        method = w->x.head.method;
+        target = w->x.head.target;
+        started = w->x.started;
+    }
     give_back(w);
     ++m_stats.rejected;
     count_response(status);
@@ -336,6 +357,7 @@ task<void> server::reject(tcp_stream& s, connection& c, std::unique_ptr<workspac
     expect(c, phase::write);
     co_await s.write_all(out);
     m_stats.bytes_sent += out.size();
+    log_access(method, target, status, head_method ? 0 : r.body.size(), started);
     co_await linger(s);
 }
 
