@@ -299,6 +299,63 @@ TEST_CASE("a head begun while a handler blocked the loop is not timed out for th
     });
 }
 
+TEST_CASE("a slowloris under a loop busy with short steps is still cut near its header timeout", "[http][server][timeout]") {
+    // Nothing blocks the loop, but its turns are long (many ready tasks, each a few ms of work):
+    // every sweep wakes late. Forgiving each late sweep's lateness again stretched the header
+    // timeout by (period + lateness) / period (40 sweeps of 10 ms, each ~100 ms late: ~4 s).
+    // A deadline is forgiven the longest stall it lived through, not their sum.
+    http::server_options o;
+    o.idle_timeout = 40ms; // a 10 ms sweep period
+    o.header_timeout = 400ms;
+    with_server(test_routes(), o, [](std::uint16_t port, http::server& srv) -> tandem::task<> {
+        std::atomic<bool> peer_done{false};
+        std::atomic<long long> cut_after_ms{-1};
+        bool stop = false;
+        auto busy = [&stop]() -> tandem::task<void> {
+            while (!stop) {
+                const auto until = std::chrono::steady_clock::now() + 4ms;
+                while (std::chrono::steady_clock::now() < until) {
+                }
+                co_await tandem::yield();
+            }
+        };
+        std::vector<tandem::join_handle<void>> load;
+        for (int i = 0; i < 25; ++i) load.push_back(tandem::spawn(busy(), "busy"));
+        std::thread peer([&] {
+            const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+            sockaddr_in sa{};
+            sa.sin_family = AF_INET;
+            sa.sin_port = htons(port);
+            sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0) {
+                const auto began = std::chrono::steady_clock::now();
+                const std::string_view first = "GET / HTTP/1.1\r\nHost: a\r\n";
+                (void)!::send(fd, first.data(), first.size(), MSG_NOSIGNAL);
+                // Never finishes the head; wait (bounded by SO_RCVTIMEO) for the server to give up.
+                timeval tv{10, 0};
+                ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+                char buf[4096];
+                ssize_t n;
+                while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) {
+                }
+                if (n == 0)
+                    cut_after_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - began).count();
+            }
+            ::close(fd);
+            peer_done = true;
+        });
+        const auto limit = std::chrono::steady_clock::now() + 12s;
+        while (!peer_done && std::chrono::steady_clock::now() < limit) co_await tandem::sleep_for(1ms);
+        stop = true;
+        for (auto& h : load) co_await h;
+        peer.join();
+        (void)srv;
+        INFO("cut after " << cut_after_ms.load() << " ms");
+        CHECK(cut_after_ms.load() >= 400);
+        CHECK(cut_after_ms.load() < 2500); // 400 ms + one stall (~100-200 ms) + slack for a noisy box
+    });
+}
+
 TEST_CASE("1 000 concurrent keep-alive clients", "[http][server][load]") {
     with_server(test_routes(), {}, [](std::uint16_t port, http::server& server) -> tandem::task<> {
         auto one = [](std::uint16_t p, int i) -> tandem::task<int> {

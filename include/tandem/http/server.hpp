@@ -85,6 +85,10 @@ private:
         bool drained = false; // the last read was short: the socket was empty (see try_read)
         std::int64_t body_started = 0;  // steady ns: the body's first read (min_body_rate)
         std::uint64_t body_received = 0; // bytes read since
+        // Loop stalls already forgiven (forgive()): the deadline since it was set, the body clock
+        // since the body began.
+        std::int64_t forgiven = 0;
+        std::int64_t body_forgiven = 0;
         // No request answered yet: its client opened it to send one, which may be on the
         // wire. Draining must not close it unanswered (a rolling reload would fail that
         // request); it closes after its first response, or at its idle deadline.
@@ -138,6 +142,7 @@ private:
     void expect(connection& c, phase p) noexcept {
         const bool entering = c.now != p;
         c.now = p;
+        if (entering || p != phase::head) c.forgiven = 0; // a deadline set now, from this clock
         switch (p) {
         case phase::idle: c.deadline = after(m_options.idle_timeout); break;
         case phase::head:
@@ -147,6 +152,7 @@ private:
             if (entering) {
                 c.body_started = m_now;
                 c.body_received = 0;
+                c.body_forgiven = 0;
             }
             c.deadline = std::min(after(m_options.io_timeout), body_due(c));
             break;
@@ -169,10 +175,21 @@ private:
         return due >= 9e18 ? INT64_MAX : static_cast<std::int64_t>(due);
     }
     void sweep_one(connection& c, std::int64_t now) noexcept;
-    /// Moves c's clocks `stalled` ns later: the loop could not serve it for that long.
+    /// Moves c's clocks up to `stalled` ns later: the loop could not serve it for that long.
+    /// A clock is moved by the longest stall it lived through, not by their sum: a peer needs
+    /// one stall forgiven (its deadline set from the stale clock, or its bytes unread until the
+    /// loop came back), and a loop merely busy (every sweep late, no handler blocking it) would
+    /// otherwise stretch every timeout by (period + lateness) / period, without a bound.
     static void forgive(connection& c, std::int64_t stalled) noexcept {
-        if (c.deadline != 0) c.deadline = c.deadline > INT64_MAX - stalled ? INT64_MAX : c.deadline + stalled;
-        if (c.now == phase::body) c.body_started += stalled;
+        if (c.deadline != 0 && stalled > c.forgiven) {
+            const std::int64_t more = stalled - c.forgiven;
+            c.forgiven = stalled;
+            c.deadline = c.deadline > INT64_MAX - more ? INT64_MAX : c.deadline + more;
+        }
+        if (c.now == phase::body && stalled > c.body_forgiven) {
+            c.body_started += stalled - c.body_forgiven;
+            c.body_forgiven = stalled;
+        }
     }
 
     // ---- connections --------------------------------------------------------------------------

@@ -106,6 +106,7 @@ inline void server::sweep_one(connection& c, std::int64_t now) noexcept {
         if (const auto acked = detail::bytes_acked(c.fd); acked && *acked != c.acked) {
             c.acked = *acked;
             c.deadline = now + std::chrono::duration_cast<std::chrono::nanoseconds>(m_options.io_timeout).count();
+            c.forgiven = 0;
             return;
         }
     }
