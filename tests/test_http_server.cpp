@@ -356,6 +356,28 @@ TEST_CASE("a slowloris under a loop busy with short steps is still cut near its 
     });
 }
 
+TEST_CASE("server timeouts at their extremes mean none", "[http][server][timeout][limits]") {
+    http::server_options o;
+    o.idle_timeout = std::chrono::milliseconds::max();
+    o.header_timeout = std::chrono::milliseconds::max();
+    o.io_timeout = std::chrono::milliseconds::max();
+    o.body_rate_grace = std::chrono::milliseconds::max();
+    with_server(test_routes(), o, [](std::uint16_t port, http::server& srv) -> tandem::task<> {
+        http::client c(local(port));
+        for (int i = 0; i < 3; ++i) {
+            auto r = co_await c.get("/");
+            CHECK(r.status == 200);
+            auto e = co_await c.post("/echo", std::string(5000, 'x'));
+            CHECK(e.status == 200);
+            CHECK(e.body.size() == 5000);
+            // Idle past a sweep (period 1 s): milliseconds::max() in ns used to wrap to -1 ms.
+            if (i == 0) co_await tandem::sleep_for(1300ms);
+        }
+        CHECK(c.connections_opened() == 1);
+        CHECK(srv.stats().timeouts == 0);
+    });
+}
+
 TEST_CASE("1 000 concurrent keep-alive clients", "[http][server][load]") {
     with_server(test_routes(), {}, [](std::uint16_t port, http::server& server) -> tandem::task<> {
         auto one = [](std::uint16_t p, int i) -> tandem::task<int> {

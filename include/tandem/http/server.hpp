@@ -163,15 +163,20 @@ private:
     static std::int64_t now_ns() noexcept { return std::chrono::steady_clock::now().time_since_epoch().count(); }
     /// A deadline `d` from now on the sweeper's clock: it reads the clock once per sweep, so
     /// requests read none; a timeout fires up to one sweep period late, never early.
-    std::int64_t after(std::chrono::milliseconds d) const noexcept {
-        return m_now + m_period + std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+    std::int64_t after(std::chrono::milliseconds d) const noexcept { return later(m_now + m_period, ns(d)); }
+    /// d in ns, saturated: milliseconds::max() means never, and its ns would wrap into the past.
+    static std::int64_t ns(std::chrono::milliseconds d) noexcept {
+        constexpr std::int64_t most = INT64_MAX / 1'000'000;
+        return d.count() <= 0 ? 0 : d.count() >= most ? INT64_MAX : d.count() * 1'000'000;
     }
+    /// t + d (d >= 0), saturated at INT64_MAX (never).
+    static std::int64_t later(std::int64_t t, std::int64_t d) noexcept { return d > INT64_MAX - t ? INT64_MAX : t + d; }
     /// When a body that brought c.body_received bytes falls below min_body_rate.
     std::int64_t body_due(const connection& c) const noexcept {
         if (m_options.min_body_rate == 0) return INT64_MAX;
         const double allowed = static_cast<double>(c.body_received) / static_cast<double>(m_options.min_body_rate) * 1e9;
         const double due = static_cast<double>(c.body_started + m_period) + allowed +
-                           static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(m_options.body_rate_grace).count());
+                           static_cast<double>(ns(m_options.body_rate_grace));
         return due >= 9e18 ? INT64_MAX : static_cast<std::int64_t>(due);
     }
     void sweep_one(connection& c, std::int64_t now) noexcept;
@@ -184,7 +189,7 @@ private:
         if (c.deadline != 0 && stalled > c.forgiven) {
             const std::int64_t more = stalled - c.forgiven;
             c.forgiven = stalled;
-            c.deadline = c.deadline > INT64_MAX - more ? INT64_MAX : c.deadline + more;
+            c.deadline = later(c.deadline, more);
         }
         if (c.now == phase::body && stalled > c.body_forgiven) {
             c.body_started += stalled - c.body_forgiven;

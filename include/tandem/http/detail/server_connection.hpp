@@ -73,11 +73,14 @@ task<void> server::sweep() {
     for (;;) {
         co_await sleep_for(period);
         const std::int64_t now = now_ns();
-        // A sweep that wakes more than a period late means the loop itself was blocked (a
-        // handler that did not yield): no peer could be read meanwhile, and deadlines set since
-        // then were counted from the stale clock. That time does not count against anyone.
+        // A sweep that wakes late means the loop was stalled (a handler that blocked it) or
+        // busy (long turns): peers' bytes may wait unread, and deadlines set since the last
+        // sweep were counted from the stale clock (after() allows one period of staleness, not
+        // more). The lateness does not count against anyone; forgive() bounds it to the longest
+        // stall each deadline lived through, so a loop late at every sweep stretches no timeout
+        // without end. Any lateness, not only past a period: a deadline is then never early.
         const std::int64_t late = now - m_now - m_period;
-        const std::int64_t forgiven = late > m_period ? late : 0;
+        const std::int64_t forgiven = late > 0 ? late : 0;
         m_now = now;
         m_connections.for_each([&](connection& c) {
             if (forgiven != 0) forgive(c, forgiven);
@@ -105,7 +108,7 @@ inline void server::sweep_one(connection& c, std::int64_t now) noexcept {
     if (c.now == phase::write) { // a slow reader that still reads is making progress
         if (const auto acked = detail::bytes_acked(c.fd); acked && *acked != c.acked) {
             c.acked = *acked;
-            c.deadline = now + std::chrono::duration_cast<std::chrono::nanoseconds>(m_options.io_timeout).count();
+            c.deadline = later(now, ns(m_options.io_timeout));
             c.forgiven = 0;
             return;
         }
