@@ -29,6 +29,15 @@ using http_harness::with_server;
 
 namespace {
 
+/// A blocking connect from a peer thread, for a peer the loop must not drive.
+bool connect_loopback(int fd, std::uint16_t port) {
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    return ::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0;
+}
+
 http::router test_routes(tandem::event* slow_entered = nullptr) {
     http::router r;
     r.get("/", [](http::request&) -> tandem::task<http::response> { co_return http::response::json(R"({"ok":true})"); });
@@ -267,11 +276,7 @@ TEST_CASE("a head begun while a handler blocked the loop is not timed out for th
         std::atomic<bool> peer_done{false};
         std::thread peer([&] {
             const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-            sockaddr_in sa{};
-            sa.sin_family = AF_INET;
-            sa.sin_port = htons(port);
-            sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-            if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0) {
+            if (connect_loopback(fd, port)) {
                 loop_blocked.wait(); // the first half while the loop is stuck, the rest after it
                 const std::string_view first = "GET / HTTP/1.1\r\n";
                 (void)!::send(fd, first.data(), first.size(), MSG_NOSIGNAL);
@@ -323,11 +328,7 @@ TEST_CASE("a slowloris under a loop busy with short steps is still cut near its 
         for (int i = 0; i < 25; ++i) load.push_back(tandem::spawn(busy(), "busy"));
         std::thread peer([&] {
             const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-            sockaddr_in sa{};
-            sa.sin_family = AF_INET;
-            sa.sin_port = htons(port);
-            sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-            if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0) {
+            if (connect_loopback(fd, port)) {
                 const auto began = std::chrono::steady_clock::now();
                 const std::string_view first = "GET / HTTP/1.1\r\nHost: a\r\n";
                 (void)!::send(fd, first.data(), first.size(), MSG_NOSIGNAL);
