@@ -40,7 +40,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (r.state == http::parse_state::complete) {
         require(r.head_size <= in.size());
         require(inside(req.method, in) && inside(req.target, in) && inside(req.query, in));
-        require(inside(req.path, in) || req.path == "/"); // "http://host" has the path "/"
+        require(inside(req.path, in) || req.path == "/" || req.path == "*"); // "http://host" has the path "/" ("*" for OPTIONS)
         for (const http::header& h : req.headers) require(inside(h.name, in) && inside(h.value, in) && !h.name.empty());
         require(req.version == 10 || req.version == 11);
         require(!(req.framing == http::body_framing::content_length && req.content_length == 0));
