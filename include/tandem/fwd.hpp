@@ -14,5 +14,11 @@ class event;
 template <class T> class channel;
 class cancelled;
 class timed_out;
+// The pools are class templates with one instantiation, so that including their headers
+// compiles none of their bodies (bench/README.md, "Include cost"); name them by the aliases.
+template <class = void> class basic_thread_pool;
+using thread_pool = basic_thread_pool<>;
+template <class = void> class basic_process_pool;
+using process_pool = basic_process_pool<>;
 
 } // namespace tandem

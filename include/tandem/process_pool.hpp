@@ -21,6 +21,7 @@
 
 #include "tandem/codec.hpp"
 #include "tandem/error.hpp"
+#include "tandem/fwd.hpp"
 #include "tandem/task.hpp"
 #include "tandem/when.hpp"
 #include "tandem/detail/pool_awaiter.hpp"
@@ -56,15 +57,20 @@ namespace tandem {
 /// shutdown_now() kills the running ones too. The pool serves the process that built it: in
 /// a fork()ed copy, run and submit throw std::logic_error and destruction leaves the
 /// parent's workers alone.
-class process_pool {
+///
+/// A class template only so that a translation unit that includes this header and never
+/// makes a pool compiles none of its bodies (bench/README.md, "Include cost"); the one
+/// instantiation is the alias tandem::process_pool (fwd.hpp declares both).
+template <class>
+class basic_process_pool {
 public:
     using clock = std::chrono::steady_clock;
 
-    explicit process_pool(process_pool_options options = {}) : m_workers(options) {}
-    explicit process_pool(std::size_t workers) : process_pool(process_pool_options{.workers = workers}) {}
-    process_pool(const process_pool&) = delete;
-    process_pool& operator=(const process_pool&) = delete;
-    ~process_pool() = default; // m_workers: shutdown()
+    explicit basic_process_pool(process_pool_options options = {}) : m_workers(options) {}
+    explicit basic_process_pool(std::size_t workers) : basic_process_pool(process_pool_options{.workers = workers}) {}
+    basic_process_pool(const basic_process_pool&) = delete;
+    basic_process_pool& operator=(const basic_process_pool&) = delete;
+    ~basic_process_pool() = default; // m_workers: shutdown()
 
     /// Runs fn(args...) in a worker process. The task yields the result, or throws
     /// remote_error (fn threw), worker_crashed (the worker died), timed_out (past the job's
@@ -169,7 +175,7 @@ private:
     }
 
     template <class R>
-    static task<R> await_job(process_pool& pool, detail::process_job_ref job) {
+    static task<R> await_job(basic_process_pool& pool, detail::process_job_ref job) {
         auto* raw = static_cast<detail::awaited_process_job<R>*>(job.release());
         if constexpr (std::is_void_v<R>) {
             co_await run_awaiter<R>(pool.m_workers, raw);

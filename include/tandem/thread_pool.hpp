@@ -11,6 +11,7 @@
 #pragma once
 
 #include "tandem/error.hpp"
+#include "tandem/fwd.hpp"
 #include "tandem/loop.hpp"
 #include "tandem/task.hpp"
 #include "tandem/detail/intrusive_list.hpp"
@@ -60,7 +61,6 @@ struct thread_pool_options {
     std::string name = "tandem-pool";
 };
 
-class thread_pool;
 
 namespace detail {
 
@@ -230,11 +230,16 @@ inline std::size_t default_pool_size() noexcept {
 /// tandem::cancelled, their futures hold it), asks running ones to stop, waits for them and
 /// joins the threads. In a fork()ed copy of the program (which has none of the threads),
 /// run, submit and post throw std::logic_error and destruction waits for nothing.
-class thread_pool {
+///
+/// A class template only so that a translation unit that includes this header and never
+/// makes a pool compiles none of its bodies (bench/README.md, "Include cost"); the one
+/// instantiation is the alias tandem::thread_pool (fwd.hpp declares both).
+template <class>
+class basic_thread_pool {
 public:
     using clock = std::chrono::steady_clock;
 
-    explicit thread_pool(thread_pool_options options = {}) : m_options(std::move(options)) {
+    explicit basic_thread_pool(thread_pool_options options = {}) : m_options(std::move(options)) {
         const std::size_t n = m_options.threads ? m_options.threads : detail::hardware_threads();
         m_threads.reserve(n);
         try {
@@ -244,10 +249,10 @@ public:
             throw;
         }
     }
-    explicit thread_pool(std::size_t threads) : thread_pool(thread_pool_options{.threads = threads}) {}
-    thread_pool(const thread_pool&) = delete;
-    thread_pool& operator=(const thread_pool&) = delete;
-    ~thread_pool() { shut_down(); }
+    explicit basic_thread_pool(std::size_t threads) : basic_thread_pool(thread_pool_options{.threads = threads}) {}
+    basic_thread_pool(const basic_thread_pool&) = delete;
+    basic_thread_pool& operator=(const basic_thread_pool&) = delete;
+    ~basic_thread_pool() { shut_down(); }
 
     /// Runs fn(args...) on a worker. The returned task, awaited on an event loop, yields the
     /// value or rethrows the exception on the awaiting task's loop; like any task it can be
@@ -301,7 +306,7 @@ private:
     template <class, class, class>
     friend class detail::pool_run_awaiter;
     template <class R>
-    using run_awaiter = detail::pool_run_awaiter<thread_pool, detail::awaited_job<R>, R>;
+    using run_awaiter = detail::pool_run_awaiter<basic_thread_pool, detail::awaited_job<R>, R>;
     static constexpr const char* run_name = "thread_pool::run";
     std::chrono::microseconds spin() const noexcept { return m_options.spin; }
     /// The awaiter left a running job: only a callable taking a std::stop_token notices.
@@ -311,7 +316,7 @@ private:
     }
 
     template <class R>
-    static task<R> await_job(thread_pool& pool, detail::job_ref job) {
+    static task<R> await_job(basic_thread_pool& pool, detail::job_ref job) {
         auto* raw = static_cast<detail::awaited_job<R>*>(job.release());
         if constexpr (std::is_void_v<R>) {
             co_await run_awaiter<R>(pool, raw);
@@ -475,7 +480,8 @@ private:
 /// The process-wide pool behind offload(): created on first use with TANDEM_THREADPOOL_SIZE
 /// threads (default: the hardware thread count), like libuv's UV_THREADPOOL_SIZE. Destroyed
 /// at exit, which waits for running jobs.
-inline thread_pool& default_thread_pool() {
+template <class = void>
+thread_pool& default_thread_pool() {
     static thread_pool pool(thread_pool_options{.threads = detail::default_pool_size()});
     return pool;
 }

@@ -49,13 +49,17 @@
 
 namespace tandem::detail {
 
-class worker_set {
+/// The workers of one process_pool, their queue and the dispatcher thread. A class template
+/// with one instantiation only so that including this header compiles none of its bodies
+/// (bench/README.md, "Include cost").
+template <class>
+class basic_worker_set {
 public:
     using clock = std::chrono::steady_clock;
     /// For pool_run_awaiter's "not on a loop" error.
     static constexpr const char* run_name = "process_pool::run";
 
-    explicit worker_set(const process_pool_options& options)
+    explicit basic_worker_set(const process_pool_options& options)
         : m_options(checked(options)), m_queue(options.max_queued), m_zygote(zygote::instance(options.allow_threads)) {
         const std::size_t n = m_options.workers ? m_options.workers : hardware_threads();
         check_descriptor_room(n);
@@ -78,9 +82,9 @@ public:
         }
         m_dispatcher = std::thread([this] { dispatch(); });
     }
-    worker_set(const worker_set&) = delete;
-    worker_set& operator=(const worker_set&) = delete;
-    ~worker_set() { stop(true); }
+    basic_worker_set(const basic_worker_set&) = delete;
+    basic_worker_set& operator=(const basic_worker_set&) = delete;
+    ~basic_worker_set() { stop(true); }
 
     // ---- submission (any thread) ------------------------------------------------------------
 
@@ -725,5 +729,6 @@ private:
     std::vector<std::uint64_t> m_token_by_fd; // channel descriptor → its worker's token
     std::thread m_dispatcher;
 };
+using worker_set = basic_worker_set<void>;
 
 } // namespace tandem::detail

@@ -216,17 +216,24 @@ private:
     std::unordered_map<key, link> m_links;
 };
 
+template <class>
+class basic_zygote;
+using zygote = basic_zygote<void>;
+
 /// The parent's handle on the zygote: one per process, shared by every pool.
-class zygote {
+/// A class template with one instantiation only so that including this header compiles none
+/// of its bodies (bench/README.md, "Include cost").
+template <class>
+class basic_zygote {
 public:
     /// The process's zygote, forked on first use. Forking needs a single-threaded process
     /// unless `allow_threads` (see process_pool_options::allow_threads).
-    static std::shared_ptr<zygote> instance(bool allow_threads) {
+    static std::shared_ptr<basic_zygote> instance(bool allow_threads) {
         registry& r = the_registry();
         std::lock_guard lock(r.mutex);
         if (r.owner != ::getpid()) {
             // A forked copy of the program: the zygote it remembers is its parent's.
-            new (&r.shared) std::shared_ptr<zygote>(); // forgotten, not destroyed
+            new (&r.shared) std::shared_ptr<basic_zygote>(); // forgotten, not destroyed
             r.owner = ::getpid();
         }
         if (r.shared && !r.shared->alive()) {
@@ -241,7 +248,7 @@ public:
         }
         if (!r.shared) {
             check_single_threaded(allow_threads);
-            r.shared = std::shared_ptr<zygote>(new zygote());
+            r.shared = std::shared_ptr<basic_zygote>(new basic_zygote());
         }
         return r.shared;
     }
@@ -258,9 +265,9 @@ public:
                 "process_pool_options::allow_threads forces it");
     }
 
-    zygote(const zygote&) = delete;
-    zygote& operator=(const zygote&) = delete;
-    ~zygote() {
+    basic_zygote(const basic_zygote&) = delete;
+    basic_zygote& operator=(const basic_zygote&) = delete;
+    ~basic_zygote() {
         m_control.reset(); // end of stream: the zygote kills what is left and exits
         int status;
         retry_on_eintr([&] { return ::waitpid(m_pid, &status, 0); });
@@ -297,7 +304,7 @@ public:
 private:
     struct registry {
         std::mutex mutex;
-        std::shared_ptr<zygote> shared;
+        std::shared_ptr<basic_zygote> shared;
         pid_t owner = ::getpid();
     };
     static registry& the_registry() noexcept {
@@ -310,12 +317,12 @@ private:
     /// destroyed: they describe the parent's resources.
     static void reset_registry_after_fork() noexcept {
         registry& r = the_registry();
-        new (&r.shared) std::shared_ptr<zygote>(); // the old value is the parent's: forget it
+        new (&r.shared) std::shared_ptr<basic_zygote>(); // the old value is the parent's: forget it
         new (&r.mutex) std::mutex();
         r.owner = ::getpid();
     }
 
-    zygote() {
+    basic_zygote() {
         auto [parent_end, zygote_end] = make_channel();
         const pid_t pid = process::fork_child();
         if (pid == 0) {
@@ -451,6 +458,9 @@ namespace tandem {
 
 /// Forks the process-pool zygote now. Call it at the top of main when process pools will be
 /// created later, after threads have started. Throws std::logic_error if threads already run.
-inline void start_zygote() { (void)detail::zygote::instance(false); }
+template <class = void>
+void start_zygote() {
+    (void)detail::zygote::instance(false);
+}
 
 } // namespace tandem
