@@ -64,6 +64,8 @@ namespace tandem {
 template <class>
 class basic_process_pool {
 public:
+    /// The public name inside the class too, so that `pool.~process_pool()` finds it.
+    using process_pool = basic_process_pool;
     using clock = std::chrono::steady_clock;
 
     explicit basic_process_pool(process_pool_options options = {}) : m_workers(options) {}

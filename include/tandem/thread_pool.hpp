@@ -237,6 +237,8 @@ inline std::size_t default_pool_size() noexcept {
 template <class>
 class basic_thread_pool {
 public:
+    /// The public name inside the class too, so that `pool.~thread_pool()` finds it.
+    using thread_pool = basic_thread_pool;
     using clock = std::chrono::steady_clock;
 
     explicit basic_thread_pool(thread_pool_options options = {}) : m_options(std::move(options)) {
