@@ -64,14 +64,16 @@ inline constexpr int worker_channel_fd = 3;
 /// Where a new worker finds its pool's start board (mapped, then closed).
 inline constexpr int worker_board_fd = 4;
 
-inline std::string demangle(const char* mangled) {
+template <class = void> // compiled only where used (bench/README.md, "Include cost")
+std::string demangle(const char* mangled) {
     int status = 0;
     std::unique_ptr<char, void (*)(void*)> name(abi::__cxa_demangle(mangled, nullptr, nullptr, &status), std::free);
     return status == 0 && name ? std::string(name.get()) : std::string(mangled);
 }
 
 /// (type name, what()) of the exception being handled.
-inline std::pair<std::string, std::string> describe_current_exception() {
+template <class = void>
+std::pair<std::string, std::string> describe_current_exception() {
     std::string type = "unknown exception";
     if (const std::type_info* t = abi::__cxa_current_exception_type()) type = demangle(t->name());
     try {
@@ -86,7 +88,8 @@ inline std::pair<std::string, std::string> describe_current_exception() {
 /// A worker's life: run the initializer, then jobs until the parent says quit or goes away.
 /// Between jobs it polls its channel for `spin` before blocking (see process_pool_options).
 /// Each job's id goes on the start board (slot `slot`) before the job runs.
-[[noreturn]] inline void worker_main(worker_initializer init, std::chrono::microseconds spin,
+template <class = void>
+[[noreturn]] void worker_main(worker_initializer init, std::chrono::microseconds spin,
                                      const process::start_board& board, std::size_t slot) noexcept {
     const int ch = worker_channel_fd;
     static std::byte buffer[max_message];
@@ -143,8 +146,10 @@ inline std::pair<std::string, std::string> describe_current_exception() {
 /// backlog until the socket has room. Otherwise a pool that sends many spawn requests before
 /// it reads any report (a constructor starting 1,000 workers) and a zygote whose reports
 /// fill the pool's socket would each wait for the other forever. A backlog holds at most a
-/// spawned and an exited report per worker the pool asked for.
-class report_links {
+/// spawned and an exited report per worker the pool asked for. (A class template only so
+/// that including this header compiles none of its bodies.)
+template <class>
+class basic_report_links {
 public:
     using key = std::uint64_t; // the socket's inode
     static constexpr key none = 0;
@@ -215,6 +220,8 @@ private:
 
     std::unordered_map<key, link> m_links;
 };
+
+using report_links = basic_report_links<void>;
 
 template <class>
 class basic_zygote;
