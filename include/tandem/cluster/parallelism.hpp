@@ -17,11 +17,11 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
-#include <fstream>
+#include <fcntl.h>
 #include <sched.h>
-#include <sstream>
 #include <string>
 #include <string_view>
+#include <unistd.h>
 
 namespace tandem::cluster {
 
@@ -52,27 +52,59 @@ inline std::size_t cpus_of_quota(std::int64_t quota, std::int64_t period) noexce
     return static_cast<std::size_t>(quota / period + (quota % period != 0));
 }
 
+/// The next field of `text` separated by any of `separators`, consumed from `text`
+/// (leading separators skipped; empty at the end). Plain string_view parsing: these files are
+/// tiny, and <sstream>/<fstream> would cost every includer more than this whole header
+/// (bench/README.md, "Include cost").
+inline std::string_view next_field(std::string_view& text, std::string_view separators) noexcept {
+    const std::size_t begin = text.find_first_not_of(separators);
+    if (begin == std::string_view::npos) {
+        text = {};
+        return {};
+    }
+    text.remove_prefix(begin);
+    const std::size_t end = text.find_first_of(separators) == std::string_view::npos ? text.size() : text.find_first_of(separators);
+    const std::string_view field = text.substr(0, end);
+    text.remove_prefix(end);
+    return field;
+}
+
+/// Decimal digits only; false if there are none, anything else, or too many.
+inline bool parse_decimal(std::string_view digits, std::int64_t& out) noexcept {
+    if (digits.empty()) return false;
+    std::int64_t v = 0;
+    for (char c : digits) {
+        if (c < '0' || c > '9' || v > (INT64_MAX - (c - '0')) / 10) return false;
+        v = v * 10 + (c - '0');
+    }
+    out = v;
+    return true;
+}
+
 /// A cgroup v2 `cpu.max` line: "max 100000" (no limit: 0) or "150000 100000" (2).
 inline std::size_t parse_cpu_max(std::string_view text) noexcept {
-    std::istringstream in{std::string(text)};
-    std::string quota;
-    std::int64_t period = 0;
-    if (!(in >> quota >> period) || quota == "max") return 0;
-    std::int64_t q = 0;
-    for (char c : quota) {
-        if (c < '0' || c > '9' || q > INT64_MAX / 10) return 0;
-        q = q * 10 + (c - '0');
-    }
+    constexpr std::string_view space = " \t\n\r\f\v";
+    const std::string_view quota = next_field(text, space);
+    std::int64_t q = 0, period = 0;
+    if (!parse_decimal(next_field(text, space), period) || quota == "max" || !parse_decimal(quota, q)) return 0;
     return cpus_of_quota(q, period);
 }
 
+/// The whole of a small file (/proc, /sys); false if it cannot be read.
 inline bool read_file(const std::string& path, std::string& out) {
-    std::ifstream in(path);
-    if (!in) return false;
-    std::ostringstream s;
-    s << in.rdbuf();
-    out = s.str();
-    return true;
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    out.clear();
+    char buf[4096];
+    for (;;) {
+        const ssize_t n = ::read(fd, buf, sizeof buf);
+        if (n > 0) {
+            out.append(buf, static_cast<std::size_t>(n));
+        } else if (n == 0 || errno != EINTR) {
+            ::close(fd);
+            return n == 0;
+        }
+    }
 }
 
 /// The tightest CPU quota on the way from `dir` up to `root` (both paths in the cgroup
@@ -109,24 +141,25 @@ inline std::size_t cgroup_quota_cpus(std::string root, std::string dir, bool v1)
 /// looked up under `mount` (normally /sys/fs/cgroup). v2's "0::/path" first; else the v1
 /// hierarchy with the cpu controller. 0: no limit found.
 inline std::size_t cgroup_cpu_limit(const std::string& mount, std::string_view proc_self_cgroup) {
-    std::istringstream lines{std::string(proc_self_cgroup)};
-    std::string line, v1_path, v1_dir;
-    while (std::getline(lines, line)) {
+    std::string v1_path, v1_dir;
+    while (!proc_self_cgroup.empty()) {
+        const std::size_t eol = proc_self_cgroup.find('\n');
+        const std::string_view line = proc_self_cgroup.substr(0, eol);
+        proc_self_cgroup.remove_prefix(eol == std::string_view::npos ? proc_self_cgroup.size() : eol + 1);
         const std::size_t a = line.find(':');
-        const std::size_t b = a == std::string::npos ? a : line.find(':', a + 1);
-        if (b == std::string::npos) continue;
-        const std::string controllers = line.substr(a + 1, b - a - 1);
-        std::string path = line.substr(b + 1);
+        const std::size_t b = a == std::string_view::npos ? a : line.find(':', a + 1);
+        if (b == std::string_view::npos) continue;
+        const std::string_view controllers = line.substr(a + 1, b - a - 1);
+        std::string path(line.substr(b + 1));
         if (path == "/") path.clear();
-        if (line.compare(0, a, "0") == 0 && controllers.empty()) {
+        if (line.substr(0, a) == "0" && controllers.empty()) {
             if (std::size_t n = cgroup_quota_cpus(mount, mount + path, false)) return n;
             continue;
         }
-        std::istringstream names(controllers);
-        for (std::string name; std::getline(names, name, ',');)
-            if (name == "cpu") {
+        for (std::string_view names = controllers; !names.empty();)
+            if (next_field(names, ",") == "cpu") {
                 v1_path = path;
-                v1_dir = mount + "/" + controllers;
+                v1_dir = mount + "/" + std::string(controllers);
             }
     }
     if (!v1_dir.empty()) return cgroup_quota_cpus(v1_dir, v1_dir + v1_path, true);
