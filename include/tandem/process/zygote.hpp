@@ -205,7 +205,7 @@ private:
         std::deque<frame_header> backlog;
         bool gone = false; // the pool closed its end: drop its reports
     };
-    using iterator = std::unordered_map<key, link>::iterator;
+    using iterator = typename std::unordered_map<key, link>::iterator;
 
     /// True if sent; false if it must wait (EAGAIN) or the pool is gone (then `gone`).
     static bool try_send(link& l, const frame_header& h) noexcept {
