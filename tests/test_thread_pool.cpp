@@ -1,6 +1,7 @@
 #include "tandem/thread_pool.hpp"
 
 #include "catch.hpp"
+#include "tandem/fwd.hpp"
 #include "tandem/spawn.hpp"
 #include "tandem/time.hpp"
 #include "tandem/when.hpp"
@@ -17,6 +18,7 @@
 #include <stop_token>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include <csignal>
@@ -466,4 +468,16 @@ TEST_CASE("a forked copy of the program can neither use nor tear down its parent
     CHECK(WIFEXITED(status));
     CHECK(WEXITSTATUS(status) == 0);
     CHECK(pool.submit([] { return 3; }).get() == 3);
+}
+
+// The pools are class templates behind aliases (so that including them compiles none of their
+// bodies: bench/README.md, "Include cost"); fwd.hpp names them the same way, and the public
+// name works where a class name is needed, as in pool.~thread_pool() above.
+static_assert(std::is_same_v<tandem::thread_pool, tandem::basic_thread_pool<>>);
+static std::size_t threads_of(tandem::thread_pool& pool) { return pool.size(); }
+
+TEST_CASE("thread_pool is the one instantiation of basic_thread_pool that fwd.hpp declares", "[thread_pool]") {
+    tandem::thread_pool pool(2);
+    CHECK(threads_of(pool) == 2);
+    CHECK(&tandem::default_thread_pool() == &tandem::default_thread_pool<>());
 }
