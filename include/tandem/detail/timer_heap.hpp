@@ -123,6 +123,14 @@ public:
         return node;
     }
 
+    /// Entries the queue's arrays have room for (test hook: memory stays bounded by the
+    /// largest number of entries it held, whatever the churn).
+    std::size_t reserved() const noexcept {
+        std::size_t n = m_early.capacity();
+        for (const std::vector<entry>& bucket : m_buckets) n += bucket.capacity();
+        return n;
+    }
+
     /// Test hook, from the days of a 32-bit arming counter: moves the counter of early
     /// entries forward. It is 64 bits now and cannot wrap.
     void skip_sequence_to(std::uint64_t next) noexcept {
@@ -213,8 +221,8 @@ private:
             --m_dead;
         }
         if (m_head < first.size()) return true;
-        first.clear();
         m_head = 0;
+        release_if_oversized(first);
         return false;
     }
 
