@@ -79,11 +79,15 @@ public:
     void push(timer_node& node) {
         if (m_in_buckets == 0) restart_buckets();
         const std::uint64_t key = key_of(node.deadline);
+        const auto note = [&]() noexcept {
+            if (m_earliest != unknown && key < m_earliest) m_earliest = key; // an equal one fires later
+        };
         if (key < m_base) {
-            m_early.reserve(m_early.size() + 1);
+            if (m_early.size() == m_early.capacity()) m_early.reserve(std::max<std::size_t>(16, 2 * m_early.size()));
             const std::uint32_t slot = take_slot(node);
             m_early.push_back(early_entry{key, m_next_sequence++, slot});
             std::push_heap(m_early.begin(), m_early.end(), later);
+            note();
             return;
         }
         const unsigned b = bucket_of(key);
@@ -92,6 +96,7 @@ public:
         bucket.push_back(entry{key, &node, take_slot(node)});
         ++m_in_buckets;
         if (b != 0) m_filled |= bit(b);
+        note();
     }
 
     /// Disarms a timer; O(1).
@@ -99,12 +104,14 @@ public:
         if (!node.queued()) return;
         m_slots[node.slot] = nullptr; // the entry stays until it is dropped or compacted
         node.slot = timer_node::no_slot;
+        m_earliest = unknown;
         if (++m_dead > entries() / 2 && m_dead >= min_compaction) compact();
     }
 
     /// Removes and returns the earliest armed timer; the queue must not be empty().
     timer_node& pop() noexcept {
         settle();
+        m_earliest = unknown;
         std::uint32_t slot;
         if (earliest_is_early()) {
             slot = m_early.front().slot;
@@ -244,6 +251,10 @@ private:
     /// `scan_limit` entries is searched in place; a larger one is redistributed, which pays
     /// for itself. False when no timer is armed.
     bool find_earliest(std::uint64_t& key) noexcept {
+        if (m_earliest != unknown) { // a loop looks more than once a turn
+            key = m_earliest;
+            return true;
+        }
         drop_dead_early();
         std::uint64_t least = std::numeric_limits<std::uint64_t>::max();
         bool found = false;
@@ -280,10 +291,11 @@ private:
             m_filled &= ~bit(b);
         }
         if (!m_early.empty() && (!found || m_early.front().key <= least)) {
-            key = m_early.front().key;
+            key = m_earliest = m_early.front().key;
             return true;
         }
         key = least;
+        if (found) m_earliest = least;
         return found;
     }
 
@@ -374,6 +386,11 @@ private:
     std::vector<timer_node*> m_slots; // slot → node; nullptr once cancelled
     std::vector<std::uint32_t> m_free;
     std::size_t m_dead = 0;
+    // The earliest armed key as last found, kept through arming; `unknown` after a pop or a
+    // cancellation. The largest key cannot be cached, so it stands for none: a queue whose
+    // earliest key is the end of time searches again, which costs nothing much.
+    static constexpr std::uint64_t unknown = std::numeric_limits<std::uint64_t>::max();
+    std::uint64_t m_earliest = unknown;
 };
 
 } // namespace tandem::detail
