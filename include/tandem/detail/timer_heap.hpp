@@ -201,6 +201,7 @@ private:
     void restart_buckets() noexcept {
         m_buckets[0].clear();
         m_head = 0;
+        m_filled = 0;
         m_base = m_floor;
     }
 
