@@ -20,10 +20,14 @@
 // arming counter) instead, so every timer still comes out in exact deadline order. Such a
 // key is smaller than every key in the buckets, and at equal keys it is the older one.
 //
-// Entries name a *slot*, not a node. Cancelling a timer empties its slot in O(1); the dead
-// entry is dropped when its bucket is emptied or it surfaces, and everything is compacted
-// whenever dead entries outnumber live ones, so memory stays proportional to the live
-// timers.
+// Entries name a *slot* (and carry the node only to prefetch it). Cancelling a timer empties
+// its slot in O(1); the dead entry is dropped when it reaches the front, and everything is
+// compacted whenever dead entries outnumber live ones, so entries stay proportional to the
+// live timers. A bucket emptied with far more room than the queue could refill soon gives
+// its memory back.
+//
+// A look at the next deadline does not move the base (see find_earliest), so a loop that
+// looks before it sleeps keeps filing later timers into buckets.
 #pragma once
 
 #include <algorithm>
