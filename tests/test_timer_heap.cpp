@@ -323,3 +323,61 @@ TEST_CASE("cancel and re-arm churn far below the next deadline keeps the queue s
     CHECK(heap.entries() <= 2 * heap.size() + 1024);
     CHECK(heap.reserved() <= reserved_early + 4096);
 }
+
+TEST_CASE("a burst of timers descending through the buckets leaves no room behind", "[timer_heap]") {
+    // 200000 sleep_for(1h) armed within 20 ms while a 10 ms ticker keeps taking timers: as
+    // the base catches up the burst moves down a bucket per bit, and each bucket it passed
+    // used to keep room for all of it (ten times the burst, still held after it fired).
+    {
+        timer_heap heap;
+        std::vector<timer_node> burst(200'000);
+        timer_node tick;
+        std::int64_t now = 3'600'000'000'123; // an hour of uptime
+        for (std::size_t i = 0; i < burst.size(); ++i) {
+            burst[i].deadline = at(now + 3'600'000'000'000 + static_cast<std::int64_t>(i) * 100);
+            heap.push(burst[i]);
+        }
+        const std::size_t peak = heap.entries() + 1;
+        tick.deadline = at(now + 10'000'000);
+        heap.push(tick);
+        std::size_t most_room = 0;
+        while (heap.size() > 1) {
+            now += 10'000'000;
+            while (timer_node* due = heap.pop_if_due(at(now))) {
+                if (due == &tick) {
+                    tick.deadline = at(now + 10'000'000);
+                    heap.push(tick);
+                }
+            }
+            REQUIRE(heap.next_deadline() > at(now));
+            most_room = std::max(most_room, heap.reserved());
+        }
+        CHECK(most_room <= 6 * peak + 65 * 4096);
+        CHECK(heap.reserved() <= 65 * 4096);
+    }
+    {
+        // The worst shape: one lone timer per bit in front of the bulk, so the bulk passes
+        // through sixty buckets.
+        timer_heap heap;
+        std::vector<timer_node> nodes(100'000);
+        std::size_t i = 0;
+        std::uint64_t bits = 0;
+        for (int level = 61; level >= 2; --level, ++i) {
+            bits |= std::uint64_t{1} << level;
+            nodes[i].deadline = at(static_cast<std::int64_t>(bits));
+            heap.push(nodes[i]);
+        }
+        for (; i < nodes.size(); ++i) {
+            nodes[i].deadline = at(static_cast<std::int64_t>(bits | 2));
+            heap.push(nodes[i]);
+        }
+        std::size_t most_room = 0;
+        for (const timer_node& n : nodes) {
+            REQUIRE(&heap.pop() == &n);
+            most_room = std::max(most_room, heap.reserved());
+        }
+        CHECK(heap.empty());
+        CHECK(most_room <= 6 * nodes.size() + 65 * 4096);
+        CHECK(heap.reserved() <= 65 * 4096);
+    }
+}

@@ -23,8 +23,8 @@
 // Entries name a *slot* (and carry the node only to prefetch it). Cancelling a timer empties
 // its slot in O(1); the dead entry is dropped when it reaches the front, and everything is
 // compacted whenever dead entries outnumber live ones, so entries stay proportional to the
-// live timers. A bucket emptied with far more room than the queue could refill soon gives
-// its memory back.
+// live timers. When a large bucket empties and the queue holds more than a few times the
+// room its entries need, empty buckets give their memory back and sparse ones shrink.
 //
 // A look at the next deadline does not move the base (see find_earliest), so a loop that
 // looks before it sleeps keeps filing later timers into buckets.
@@ -35,6 +35,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -121,6 +122,7 @@ public:
             slot = m_early.front().slot;
             std::pop_heap(m_early.begin(), m_early.end(), later);
             m_early.pop_back();
+            release_early_if_oversized();
         } else {
             const std::vector<entry>& first = m_buckets[0];
             slot = first[m_head].slot;
@@ -150,6 +152,7 @@ public:
 
 private:
     static constexpr std::size_t min_compaction = 1024;
+    static constexpr std::size_t small_bucket = 4096; // entries of room a bucket keeps whatever the churn
     static constexpr std::size_t scan_limit = 32;
     static constexpr unsigned prefetch_below = 3; // keys within 2^3 ticks of the base // entries searched in place by a look at the next deadline
     static constexpr unsigned bucket_count = 65; // a key differs from the base in bit 0 … 63, or not at all
@@ -336,11 +339,33 @@ private:
         release_if_oversized(from);
     }
 
-    /// An emptied bucket keeps its capacity for next time, unless that is far more than the
-    /// armed timers could fill again soon.
+    /// An emptied bucket keeps its capacity for next time, unless the queue as a whole holds
+    /// far more room than its entries. Judging each bucket alone is not enough: a group of
+    /// timers armed close together (a burst of sleep_for(1h)) descends through a bucket per
+    /// bit as the base catches up, and each bucket it passes kept room for all of it — ten
+    /// and more times the burst, kept after the timers fired.
     void release_if_oversized(std::vector<entry>& bucket) noexcept {
         bucket.clear();
-        if (bucket.capacity() > 4 * entries() + 4096) std::vector<entry>().swap(bucket);
+        if (bucket.capacity() > small_bucket) trim();
+    }
+    void release_early_if_oversized() noexcept {
+        if (m_early.empty() && m_early.capacity() > small_bucket) trim();
+    }
+
+    /// Gives back the room of empty buckets and shrinks sparse ones when the queue holds more
+    /// than a few times the room its entries need. Only looked at when a large bucket empties
+    /// or a compaction ran, so its walk over the buckets costs nothing much.
+    void trim() noexcept {
+        std::size_t room = m_early.capacity();
+        for (const std::vector<entry>& bucket : m_buckets) room += bucket.capacity();
+        const std::size_t needed = entries();
+        if (room <= 4 * needed + 4 * small_bucket) return;
+        const auto fit = [](auto& v) noexcept {
+            if (v.empty()) std::remove_reference_t<decltype(v)>().swap(v);
+            else if (v.capacity() > 2 * v.size() + small_bucket) v.shrink_to_fit(); // non-binding: keeps it if the copy cannot be made
+        };
+        for (std::vector<entry>& bucket : m_buckets) fit(bucket);
+        fit(m_early);
     }
 
     /// Drops every dead entry: O(n), amortized over the at least n/2 cancellations that
@@ -365,10 +390,7 @@ private:
             }
             bucket.resize(kept);
             m_in_buckets += kept;
-            if (kept == 0) {
-                m_filled &= ~bit(b);
-                release_if_oversized(bucket);
-            }
+            if (kept == 0) m_filled &= ~bit(b); // its room goes in the trim() below
         }
         kept = 0;
         for (const early_entry& e : m_early) {
@@ -378,6 +400,7 @@ private:
         m_early.resize(kept);
         std::make_heap(m_early.begin(), m_early.end(), later);
         m_dead = 0;
+        trim(); // buckets that kept few of many entries
     }
 
     std::vector<entry> m_buckets[bucket_count]; // bucket b: keys whose highest bit differing from m_base is b - 1
