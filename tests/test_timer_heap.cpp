@@ -4,10 +4,12 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <limits>
 #include <map>
 #include <memory>
 #include <random>
+#include <algorithm>
 #include <utility>
 #include <vector>
 
@@ -193,5 +195,189 @@ TEST_CASE("property: the arming counter wraps again and again mid-run with extre
             reference.erase(reference.begin());
         }
         CHECK(heap.empty());
+    }
+}
+
+TEST_CASE("property: a loop's use of the queue matches a reference with time moving on and memory bounded", "[timer_heap][property]") {
+    // Time moves forward; timers are armed around now (some in the past, some at the ends of
+    // the clock, many at equal deadlines), cancelled at random, the next deadline is looked
+    // at as a loop does before it sleeps, and every due timer is taken. Checked against a
+    // multimap keyed by (deadline, arming order).
+    std::vector<std::uint64_t> seeds = {1, 2, 3};
+    seeds.push_back(std::random_device{}());
+    for (const std::uint64_t seed : seeds) {
+        std::printf("timer heap loop property: seed %llu\n", static_cast<unsigned long long>(seed));
+        INFO("seed " << seed);
+        std::mt19937_64 rng(seed);
+        timer_heap heap;
+        std::vector<std::unique_ptr<timer_node>> pool;
+        std::vector<timer_node*> idle;
+        std::multimap<std::pair<std::int64_t, std::uint64_t>, timer_node*> reference;
+        std::map<timer_node*, std::pair<std::int64_t, std::uint64_t>> key_of;
+        std::uint64_t armed = 0;
+        std::int64_t now = static_cast<std::int64_t>(rng() % 1'000'000) - 500'000;
+        // Phases of different sizes: the lowest bucket is searched in place up to 32 entries.
+        const std::size_t live_limit = std::size_t{8} << (seed % 10);
+        std::size_t most_entries = 0;
+        auto node = [&]() -> timer_node& {
+            if (!idle.empty()) {
+                timer_node* n = idle.back();
+                idle.pop_back();
+                return *n;
+            }
+            pool.push_back(std::make_unique<timer_node>());
+            return *pool.back();
+        };
+        auto arm = [&](std::int64_t d) {
+            timer_node& n = node();
+            n.deadline = timer_node::clock::time_point(timer_node::clock::duration(d));
+            heap.push(n);
+            reference.emplace(std::make_pair(d, armed), &n);
+            key_of[&n] = {d, armed++};
+        };
+        auto cancel_one = [&] {
+            auto it = key_of.begin();
+            std::advance(it, static_cast<long>(rng() % key_of.size()));
+            timer_node* n = it->first;
+            heap.erase(*n);
+            REQUIRE_FALSE(n->queued());
+            reference.erase(reference.find(it->second));
+            key_of.erase(it);
+            idle.push_back(n);
+        };
+        for (int step = 0; step < 150'000; ++step) {
+            const auto op = rng() % 100;
+            if (op < 45 && reference.size() < live_limit) {
+                std::int64_t d;
+                const auto kind = rng() % 20;
+                if (kind == 0) d = std::numeric_limits<std::int64_t>::max();
+                else if (kind == 1) d = std::numeric_limits<std::int64_t>::min();
+                else if (kind == 2) d = now - static_cast<std::int64_t>(rng() % 1000); // in the past
+                else if (kind < 8) d = now + static_cast<std::int64_t>(rng() % 16);   // equal ones likely
+                else d = now + static_cast<std::int64_t>(rng() % 100'000);
+                arm(d);
+            } else if (op < 70 && !key_of.empty()) {
+                cancel_one();
+            } else if (op < 85) {
+                // A loop about to sleep looks at its next deadline.
+                if (reference.empty()) {
+                    REQUIRE(heap.empty());
+                } else {
+                    REQUIRE_FALSE(heap.empty());
+                    REQUIRE(heap.next_deadline().time_since_epoch().count() == reference.begin()->first.first);
+                }
+            } else {
+                now += static_cast<std::int64_t>(rng() % 20'000);
+                const auto at = timer_node::clock::time_point(timer_node::clock::duration(now));
+                while (timer_node* due = heap.pop_if_due(at)) {
+                    REQUIRE_FALSE(reference.empty());
+                    REQUIRE(due == reference.begin()->second);
+                    REQUIRE_FALSE(due->queued());
+                    reference.erase(reference.begin());
+                    key_of.erase(due);
+                    // A due timer's work cancels another or arms itself again, as work does.
+                    if (rng() % 4 == 0 && !key_of.empty()) cancel_one();
+                    if (rng() % 4 == 0 && reference.size() < live_limit) {
+                        due->deadline = timer_node::clock::time_point(timer_node::clock::duration(now + static_cast<std::int64_t>(rng() % 50)));
+                        heap.push(*due);
+                        reference.emplace(std::make_pair(due->deadline.time_since_epoch().count(), armed), due);
+                        key_of[due] = {due->deadline.time_since_epoch().count(), armed++};
+                    } else {
+                        idle.push_back(due);
+                    }
+                }
+                REQUIRE((reference.empty() || reference.begin()->first.first > now));
+            }
+            REQUIRE(heap.size() == reference.size());
+            REQUIRE(heap.entries() <= 2 * heap.size() + 1024);
+            most_entries = std::max(most_entries, heap.entries());
+        }
+        // Memory follows the most entries ever held, not the number of operations.
+        CHECK(heap.reserved() <= 8 * most_entries + 65 * 4096);
+        while (!reference.empty()) {
+            REQUIRE(&heap.pop() == reference.begin()->second);
+            reference.erase(reference.begin());
+        }
+        CHECK(heap.empty());
+    }
+}
+
+TEST_CASE("cancel and re-arm churn far below the next deadline keeps the queue small", "[timer_heap]") {
+    // A loop with one far timer (an idle sweep) and request timeouts armed and cancelled
+    // under it: a million arms, never more than a few live, memory stays put.
+    timer_heap heap;
+    timer_node far;
+    far.deadline = at(1'000'000'000);
+    heap.push(far);
+    std::vector<timer_node> nodes(64);
+    std::size_t reserved_early = 0;
+    for (long i = 0; i < 1'000'000; ++i) {
+        timer_node& n = nodes[static_cast<std::size_t>(i) % nodes.size()];
+        heap.erase(n);
+        n.deadline = at(i + 1000);
+        heap.push(n);
+        if (i % 7 == 0) REQUIRE(heap.next_deadline() <= at(i + 1000));
+        if (i == 100'000) reserved_early = heap.reserved();
+    }
+    CHECK(heap.size() == nodes.size() + 1);
+    CHECK(heap.entries() <= 2 * heap.size() + 1024);
+    CHECK(heap.reserved() <= reserved_early + 4096);
+}
+
+TEST_CASE("a burst of timers descending through the buckets leaves no room behind", "[timer_heap]") {
+    // 200000 sleep_for(1h) armed within 20 ms while a 10 ms ticker keeps taking timers: as
+    // the base catches up the burst moves down a bucket per bit, and each bucket it passed
+    // used to keep room for all of it (ten times the burst, still held after it fired).
+    {
+        timer_heap heap;
+        std::vector<timer_node> burst(200'000);
+        timer_node tick;
+        std::int64_t now = 3'600'000'000'123; // an hour of uptime
+        for (std::size_t i = 0; i < burst.size(); ++i) {
+            burst[i].deadline = at(now + 3'600'000'000'000 + static_cast<std::int64_t>(i) * 100);
+            heap.push(burst[i]);
+        }
+        const std::size_t peak = heap.entries() + 1;
+        tick.deadline = at(now + 10'000'000);
+        heap.push(tick);
+        std::size_t most_room = 0;
+        while (heap.size() > 1) {
+            now += 10'000'000;
+            while (timer_node* due = heap.pop_if_due(at(now))) {
+                if (due == &tick) {
+                    tick.deadline = at(now + 10'000'000);
+                    heap.push(tick);
+                }
+            }
+            REQUIRE(heap.next_deadline() > at(now));
+            most_room = std::max(most_room, heap.reserved());
+        }
+        CHECK(most_room <= 6 * peak + 65 * 4096);
+        CHECK(heap.reserved() <= 65 * 4096);
+    }
+    {
+        // The worst shape: one lone timer per bit in front of the bulk, so the bulk passes
+        // through sixty buckets.
+        timer_heap heap;
+        std::vector<timer_node> nodes(100'000);
+        std::size_t i = 0;
+        std::uint64_t bits = 0;
+        for (int level = 61; level >= 2; --level, ++i) {
+            bits |= std::uint64_t{1} << level;
+            nodes[i].deadline = at(static_cast<std::int64_t>(bits));
+            heap.push(nodes[i]);
+        }
+        for (; i < nodes.size(); ++i) {
+            nodes[i].deadline = at(static_cast<std::int64_t>(bits | 2));
+            heap.push(nodes[i]);
+        }
+        std::size_t most_room = 0;
+        for (const timer_node& n : nodes) {
+            REQUIRE(&heap.pop() == &n);
+            most_room = std::max(most_room, heap.reserved());
+        }
+        CHECK(heap.empty());
+        CHECK(most_room <= 6 * nodes.size() + 65 * 4096);
+        CHECK(heap.reserved() <= 65 * 4096);
     }
 }

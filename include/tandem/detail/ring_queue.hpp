@@ -29,6 +29,8 @@ public:
         --m_size;
         return value;
     }
+    /// The k-th item from the front (0: the next to pop). Requires k < size().
+    const T& from_front(std::size_t k) const noexcept { return m_items[(m_head + k) & (m_capacity - 1)]; }
     /// The k-th item from the back (1: the newest). Requires 1 <= k <= size().
     T& from_back(std::size_t k) noexcept { return m_items[(m_head + m_size - k) & (m_capacity - 1)]; }
     void clear() noexcept {

@@ -1,26 +1,42 @@
 // tandem — the loop's timer queue. Layer: detail.
 //
 // A node lives inside the awaiter that sleeps, so arming a timer allocates nothing beyond
-// the queue's reused arrays. The heap is 4-ary and holds its sort keys inline, so a sift
-// compares contiguous entries. Entries name a *slot*, not a node: a sift never writes to the
-// nodes (at a million timers each such write was a cache miss, about 45% of the cost).
-// An entry is 16 bytes and the array is laid out so that the four children of a node fill
-// exactly one 64-byte cache line: a sift touches one line per level, and it asks for the
-// next level's four candidate lines while it compares this one (at a million timers a pop
-// was a chain of cache misses, one or two per level).
-// Cancelling a timer empties its slot in O(1); the dead entry is dropped when it reaches the
-// top, and the heap is compacted whenever dead entries outnumber live ones, so memory stays
-// proportional to the live timers.
+// the queue's reused arrays.
+//
+// The queue is a radix heap (Ahuja, Mehlhorn, Orlin, Tarjan 1990): a loop only ever takes
+// timers that are due, so the keys it removes never decrease, and a monotone queue can file
+// each key by the highest bit in which it differs from the last key taken (`base`). Arming
+// appends to one of 65 buckets; taking the earliest empties the lowest bucket into the
+// buckets below it around its minimum. Every move is a sequential read or append: at a
+// million timers the 4-ary heap this replaces spent most of its time in dependent cache
+// misses, one or two per level of a sift over 16 MiB.
+//
+// Equal deadlines fire in arming order without a counter: equal keys always share a bucket,
+// appends go to the end, and a bucket is emptied in order, so their relative order never
+// changes.
+//
+// A deadline earlier than `base` (a timer armed in the past, or one earlier than the next
+// deadline once that was looked at) goes to a small binary heap ordered by (deadline,
+// arming counter) instead, so every timer still comes out in exact deadline order. Such a
+// key is smaller than every key in the buckets, and at equal keys it is the older one.
+//
+// Entries name a *slot* (and carry the node only to prefetch it). Cancelling a timer empties
+// its slot in O(1); the dead entry is dropped when it reaches the front, and everything is
+// compacted whenever dead entries outnumber live ones, so entries stay proportional to the
+// live timers. When a large bucket empties and the queue holds more than a few times the
+// room its entries need, empty buckets give their memory back and sparse ones shrink.
+//
+// A look at the next deadline does not move the base (see find_earliest), so a loop that
+// looks before it sleeps keeps filing later timers into buckets.
 #pragma once
 
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <limits>
-#include <memory>
-#include <new>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace tandem::detail {
@@ -38,203 +54,371 @@ struct timer_node {
 
 class timer_heap {
 public:
+    timer_heap() = default;
+    timer_heap(const timer_heap&) = delete;
+    timer_heap& operator=(const timer_heap&) = delete;
+
     /// Armed (not cancelled) timers.
-    std::size_t size() const noexcept { return m_size - m_dead; }
-    /// Heap entries including cancelled ones not yet dropped (bounded by about 2 × size()).
-    std::size_t entries() const noexcept { return m_size; }
+    std::size_t size() const noexcept { return entries() - m_dead; }
+    /// Entries including cancelled ones not yet dropped (bounded by about 2 × size()).
+    std::size_t entries() const noexcept { return m_in_buckets + m_early.size(); }
     bool empty() noexcept {
-        drop_dead_top();
-        return m_size == 0;
+        std::uint64_t key;
+        return !find_earliest(key);
     }
     /// Deadline of the earliest armed timer; the queue must not be empty().
     timer_node::clock::time_point next_deadline() noexcept {
-        drop_dead_top();
-        return timer_node::clock::time_point(timer_node::clock::duration(heap()[0].deadline));
+        std::uint64_t key = 0;
+        find_earliest(key);
+        return time_of(key);
+    }
+    /// Removes and returns the earliest armed timer if its deadline is at or before `now`,
+    /// else nullptr: one look at the queue where empty(), next_deadline() and pop() take three.
+    timer_node* pop_if_due(timer_node::clock::time_point now) noexcept {
+        std::uint64_t key;
+        if (!find_earliest(key) || key > key_of(now)) return nullptr;
+        return &pop();
     }
 
+    /// Arms `node` at node.deadline. Throws std::bad_alloc and changes nothing if memory runs out.
     void push(timer_node& node) {
-        if (m_size + pad >= m_capacity) grow(); // first: a failure leaves everything as it was
-        const std::uint32_t slot = take_slot();
-        m_slots[slot] = &node;
-        node.slot = slot;
-        if (m_next_sequence == std::numeric_limits<std::uint32_t>::max()) renumber();
-        heap()[m_size] = entry{node.deadline.time_since_epoch().count(), m_next_sequence++, slot};
-        sift_up(m_size++);
+        if (m_in_buckets == 0) restart_buckets();
+        const std::uint64_t key = key_of(node.deadline);
+        const auto note = [&]() noexcept {
+            if (m_earliest != unknown && key < m_earliest) m_earliest = key; // an equal one fires later
+        };
+        if (key < m_base) {
+            if (m_early.size() == m_early.capacity()) m_early.reserve(std::max<std::size_t>(16, 2 * m_early.size()));
+            const std::uint32_t slot = take_slot(node);
+            m_early.push_back(early_entry{key, m_next_sequence++, slot});
+            std::push_heap(m_early.begin(), m_early.end(), later);
+            note();
+            return;
+        }
+        const unsigned b = bucket_of(key);
+        std::vector<entry>& bucket = m_buckets[b];
+        if (bucket.size() == bucket.capacity()) bucket.reserve(std::max<std::size_t>(16, 2 * bucket.size()));
+        bucket.push_back(entry{key, &node, take_slot(node)});
+        ++m_in_buckets;
+        if (b != 0) m_filled |= bit(b);
+        note();
     }
 
     /// Disarms a timer; O(1).
     void erase(timer_node& node) noexcept {
         if (!node.queued()) return;
-        m_slots[node.slot] = nullptr; // the entry stays until it surfaces or a compaction
+        m_slots[node.slot] = nullptr; // the entry stays until it is dropped or compacted
         node.slot = timer_node::no_slot;
-        if (++m_dead > m_size / 2 && m_dead >= min_compaction) compact();
+        m_earliest = unknown;
+        if (++m_dead > entries() / 2 && m_dead >= min_compaction) compact();
     }
 
     /// Removes and returns the earliest armed timer; the queue must not be empty().
     timer_node& pop() noexcept {
-        drop_dead_top();
-        const std::uint32_t slot = heap()[0].slot;
+        settle();
+        m_earliest = unknown;
+        std::uint32_t slot;
+        if (earliest_is_early()) {
+            slot = m_early.front().slot;
+            std::pop_heap(m_early.begin(), m_early.end(), later);
+            m_early.pop_back();
+            release_early_if_oversized();
+        } else {
+            const std::vector<entry>& first = m_buckets[0];
+            slot = first[m_head].slot;
+            m_floor = m_base; // keys taken never decrease: none below it is armed into a bucket again
+            ++m_head;
+            --m_in_buckets;
+        }
         timer_node& node = *m_slots[slot];
         node.slot = timer_node::no_slot;
-        remove_top();
         release_slot(slot);
-        if (m_size >= prefetch_from) {
-            // Pops come in runs (every due timer of a turn): start the next pop's loads now.
-            // The next top's slot was asked for by the pop before (it was a child of the
-            // root), so its node can be; the one after is among the root's children.
-            const entry* h = heap();
-            if (timer_node* next = m_slots[h[0].slot]) __builtin_prefetch(next);
-            for (std::size_t c = 1; c <= arity && c < m_size; ++c) __builtin_prefetch(&m_slots[h[c].slot]);
-        }
         return node;
     }
 
-    /// Test hook: the arming counter wraps after 2^32 timers; this brings that moment near.
-    void skip_sequence_to(std::uint32_t next) noexcept {
-        renumber();
+    /// Entries the queue's arrays have room for (test hook: memory stays bounded by the
+    /// largest number of entries it held, whatever the churn).
+    std::size_t reserved() const noexcept {
+        std::size_t n = m_early.capacity();
+        for (const std::vector<entry>& bucket : m_buckets) n += bucket.capacity();
+        return n;
+    }
+
+    /// Test hook, from the days of a 32-bit arming counter: moves the counter of early
+    /// entries forward. It is 64 bits now and cannot wrap.
+    void skip_sequence_to(std::uint64_t next) noexcept {
         if (next > m_next_sequence) m_next_sequence = next;
     }
 
 private:
-    static constexpr std::size_t arity = 4; // 8 measured slower at a million timers
     static constexpr std::size_t min_compaction = 1024;
-    static constexpr std::size_t line = 64;
-    static constexpr std::size_t group = arity * 16; // bytes of one node's children
-    // The root sits at index `pad` of the buffer, so the children of logical node i,
-    // 4i+1 … 4i+4, start at byte 64(i+1): one aligned line.
-    static constexpr std::size_t pad = arity - 1;
-    // Below this many entries the heap lives in the nearest caches and prefetching is noise.
-    static constexpr std::size_t prefetch_from = 4096;
+    static constexpr std::size_t small_bucket = 4096; // entries of room a bucket keeps whatever the churn
+    static constexpr std::size_t scan_limit = 32;
+    static constexpr unsigned prefetch_below = 3; // keys within 2^3 ticks of the base // entries searched in place by a look at the next deadline
+    static constexpr unsigned bucket_count = 65; // a key differs from the base in bit 0 … 63, or not at all
 
     struct entry {
-        std::int64_t deadline; // steady_clock ticks
-        std::uint32_t sequence; // equal deadlines fire in arming order
+        std::uint64_t key; // deadline ticks, sign bit flipped: unsigned order is time order
+        timer_node* node;  // read only while the slot says it is armed; it is here to be prefetched
         std::uint32_t slot;
     };
-    static_assert(sizeof(entry) * arity == group);
-    static constexpr std::size_t alignment = group < line ? line : group;
-
-    struct aligned_delete {
-        void operator()(entry* p) const noexcept { ::operator delete[](p, std::align_val_t{alignment}); }
+    struct early_entry {
+        std::uint64_t key;
+        std::uint64_t sequence; // equal deadlines fire in arming order
+        std::uint32_t slot;
     };
-
-    static bool before(const entry& a, const entry& b) noexcept {
-        return a.deadline < b.deadline || (a.deadline == b.deadline && a.sequence < b.sequence);
+    // A max-heap comparator that puts the earliest (deadline, arming) first.
+    static bool later(const early_entry& a, const early_entry& b) noexcept {
+        return a.key > b.key || (a.key == b.key && a.sequence > b.sequence);
     }
 
-    entry* heap() const noexcept { return m_buffer.get() + pad; }
-
-    void grow() {
-        const std::size_t capacity = m_capacity == 0 ? 256 : 2 * m_capacity;
-        std::unique_ptr<entry[], aligned_delete> bigger(
-            static_cast<entry*>(::operator new[](capacity * sizeof(entry), std::align_val_t{alignment})));
-        if (m_size != 0) std::memcpy(bigger.get() + pad, heap(), m_size * sizeof(entry));
-        m_buffer = std::move(bigger);
-        m_capacity = capacity;
+    static std::uint64_t key_of(timer_node::clock::time_point t) noexcept {
+        return static_cast<std::uint64_t>(t.time_since_epoch().count()) ^ (std::uint64_t{1} << 63);
+    }
+    static timer_node::clock::time_point time_of(std::uint64_t key) noexcept {
+        return timer_node::clock::time_point(
+            timer_node::clock::duration(static_cast<timer_node::clock::rep>(key ^ (std::uint64_t{1} << 63))));
+    }
+    static std::uint64_t bit(unsigned b) noexcept { return std::uint64_t{1} << (b - 1); }
+    unsigned bucket_of(std::uint64_t key) const noexcept {
+        const std::uint64_t differ = key ^ m_base;
+        return differ == 0 ? 0 : 64 - static_cast<unsigned>(__builtin_clzll(differ));
     }
 
-    std::uint32_t take_slot() {
+    std::uint32_t take_slot(timer_node& node) {
+        std::uint32_t s;
         if (!m_free.empty()) {
-            const std::uint32_t s = m_free.back();
+            s = m_free.back();
             m_free.pop_back();
-            return s;
+        } else {
+            // Every slot may be free at once: reserve first so release_slot never allocates.
+            if (m_free.capacity() < m_slots.size() + 1) m_free.reserve(2 * m_slots.size() + 16);
+            m_slots.push_back(nullptr);
+            s = static_cast<std::uint32_t>(m_slots.size() - 1);
         }
-        m_slots.push_back(nullptr);
-        // Every slot may be free at once: reserve now so release_slot never allocates.
-        if (m_free.capacity() < m_slots.size()) m_free.reserve(2 * m_slots.size());
-        return static_cast<std::uint32_t>(m_slots.size() - 1);
+        m_slots[s] = &node;
+        node.slot = s;
+        return s;
     }
     void release_slot(std::uint32_t s) noexcept { m_free.push_back(s); }
-    bool dead(const entry& e) const noexcept { return m_slots[e.slot] == nullptr; }
+    bool dead(std::uint32_t slot) const noexcept { return m_slots[slot] == nullptr; }
 
-    void drop_dead_top() noexcept {
-        while (m_size != 0 && dead(heap()[0])) {
-            const std::uint32_t slot = heap()[0].slot;
-            remove_top();
+    /// The buckets hold nothing: file from the last key taken again. A base as low as that
+    /// sends the fewest deadlines to the early heap.
+    void restart_buckets() noexcept {
+        m_buckets[0].clear();
+        m_head = 0;
+        m_filled = 0;
+        m_base = m_floor;
+    }
+
+    bool earliest_is_early() const noexcept {
+        if (m_early.empty()) return false;
+        if (m_head == m_buckets[0].size()) return true;
+        return m_early.front().key <= m_buckets[0][m_head].key; // equal: the early one is older
+    }
+
+    void drop_dead_early() noexcept {
+        while (!m_early.empty() && dead(m_early.front().slot)) {
+            release_slot(m_early.front().slot);
+            std::pop_heap(m_early.begin(), m_early.end(), later);
+            m_early.pop_back();
             --m_dead;
-            release_slot(slot);
         }
     }
-
-    void remove_top() noexcept {
-        entry* h = heap();
-        const entry last = h[--m_size];
-        if (m_size == 0) return;
-        h[0] = last;
-        sift_down(0);
-    }
-
-    /// Drops every dead entry and rebuilds the heap bottom-up: O(n), amortized over the
-    /// at least n/2 cancellations that triggered it.
-    void compact() noexcept {
-        drop_dead();
-        for (std::size_t i = m_size / arity + 1; i-- > 0;)
-            if (i < m_size) sift_down(i);
-    }
-    void drop_dead() noexcept {
-        entry* h = heap();
-        std::size_t kept = 0;
-        for (std::size_t i = 0; i < m_size; ++i) {
-            if (dead(h[i])) release_slot(h[i].slot);
-            else h[kept++] = h[i];
+    /// Drops the dead entries at the front of bucket 0; false when it has no live one left.
+    bool live_head() noexcept {
+        std::vector<entry>& first = m_buckets[0];
+        while (m_head < first.size() && dead(first[m_head].slot)) {
+            release_slot(first[m_head].slot);
+            ++m_head;
+            --m_in_buckets;
+            --m_dead;
         }
-        m_size = kept;
-        m_dead = 0;
+        if (m_head < first.size()) return true;
+        m_head = 0;
+        release_if_oversized(first);
+        return false;
     }
 
-    /// The arming counter is about to wrap: number the live entries afresh, in firing order.
-    /// A sorted array is a heap. O(n log n) once per 2^32 timers armed.
-    void renumber() noexcept {
-        if (m_size != 0) {
-            drop_dead();
-            entry* h = heap();
-            std::sort(h, h + m_size, before);
-            for (std::size_t i = 0; i < m_size; ++i) h[i].sequence = static_cast<std::uint32_t>(i);
+    /// Drops dead entries from both fronts and brings the earliest bucketed key to the front
+    /// of bucket 0; false when no timer is armed.
+    bool settle() noexcept {
+        drop_dead_early();
+        while (!live_head()) {
+            if (m_filled == 0) return !m_early.empty();
+            redistribute(lowest_filled());
         }
-        m_next_sequence = static_cast<std::uint32_t>(m_size);
+        return true;
     }
 
-    void sift_up(std::size_t i) noexcept {
-        entry* h = heap();
-        const entry e = h[i];
-        while (i > 0) {
-            const std::size_t parent = (i - 1) / arity;
-            if (!before(e, h[parent])) break;
-            h[i] = h[parent];
-            i = parent;
+    /// The earliest armed key, without moving the base where that is cheap: a loop looks
+    /// at its next deadline before it sleeps, and a base raised to a deadline still in the
+    /// future would send every timer armed meanwhile with an earlier one to the early heap
+    /// (an idle sweep far ahead and request timeouts under it). A lowest bucket of up to
+    /// `scan_limit` entries is searched in place; a larger one is redistributed, which pays
+    /// for itself. False when no timer is armed.
+    bool find_earliest(std::uint64_t& key) noexcept {
+        if (m_earliest != unknown) { // a loop looks more than once a turn
+            key = m_earliest;
+            return true;
         }
-        h[i] = e;
-    }
-    void sift_down(std::size_t i) noexcept {
-        entry* h = heap();
-        const entry e = h[i];
-        const std::size_t count = m_size;
-        const bool prefetch = count >= prefetch_from;
+        drop_dead_early();
+        std::uint64_t least = std::numeric_limits<std::uint64_t>::max();
+        bool found = false;
         for (;;) {
-            const std::size_t first = arity * i + 1;
-            if (first >= count) break;
-            if (prefetch) { // the grandchildren: whichever child wins, its line is on its way
-                for (std::size_t g = arity * first + 1, k = 0; k < arity && g < count; ++k, g += arity)
-                    for (std::size_t b = 0; b < group; b += line) __builtin_prefetch(reinterpret_cast<const char*>(h + g) + b);
+            if (live_head()) {
+                least = m_buckets[0][m_head].key;
+                found = true;
+                break;
             }
-            std::size_t best = first;
-            const std::size_t end = std::min(first + arity, count);
-            for (std::size_t c = first + 1; c < end; ++c)
-                if (before(h[c], h[best])) best = c;
-            if (!before(h[best], e)) break;
-            h[i] = h[best];
-            i = best;
+            if (m_filled == 0) break;
+            const unsigned b = lowest_filled();
+            std::vector<entry>& bucket = m_buckets[b];
+            if (bucket.size() > scan_limit) {
+                redistribute(b);
+                continue;
+            }
+            // The least key, dead or alive, then its slot: one look at the slot table (a
+            // cache miss per entry at a million timers) instead of one per entry.
+            while (!bucket.empty()) {
+                std::size_t at = 0;
+                for (std::size_t i = 1; i < bucket.size(); ++i)
+                    if (bucket[i].key < bucket[at].key) at = i;
+                if (!dead(bucket[at].slot)) {
+                    least = bucket[at].key;
+                    found = true;
+                    break;
+                }
+                release_slot(bucket[at].slot);
+                --m_dead;
+                --m_in_buckets;
+                bucket.erase(bucket.begin() + static_cast<std::ptrdiff_t>(at)); // keeps arming order
+            }
+            if (found) break;
+            m_filled &= ~bit(b);
         }
-        h[i] = e;
+        if (!m_early.empty() && (!found || m_early.front().key <= least)) {
+            key = m_earliest = m_early.front().key;
+            return true;
+        }
+        key = least;
+        if (found) m_earliest = least;
+        return found;
     }
 
-    std::unique_ptr<entry[], aligned_delete> m_buffer; // `pad` unused entries, then the heap
-    std::size_t m_capacity = 0;                         // entries in m_buffer, pad included
-    std::size_t m_size = 0;
+    unsigned lowest_filled() const noexcept { return static_cast<unsigned>(__builtin_ctzll(m_filled)) + 1; }
+
+    /// Empties bucket b, the lowest one holding entries, into the buckets below it around its
+    /// smallest key, which becomes the base. Every bucket below b is empty, so the entries
+    /// stay in their order within each bucket. Dead entries move along: looking at their
+    /// slots here would cost a cache miss per entry and level; they are dropped when they
+    /// reach the front of bucket 0, or by a compaction.
+    void redistribute(unsigned b) noexcept {
+        std::vector<entry>& from = m_buckets[b];
+        m_filled &= ~bit(b);
+        if (from.empty()) return;
+        std::uint64_t least = std::numeric_limits<std::uint64_t>::max();
+        for (const entry& e : from) least = std::min(least, e.key);
+        m_base = least;
+        for (const entry& e : from) {
+            const unsigned to = bucket_of(e.key);
+            if (to <= prefetch_below) {
+                // Among the next few to be taken: their slots and nodes (each a cache miss
+                // at a million timers, in deadline order a random walk) start loading now,
+                // a few pops before they are needed.
+                __builtin_prefetch(e.node);
+                __builtin_prefetch(reinterpret_cast<const char*>(e.node) + 64); // an awaiter's own fields follow the node
+                __builtin_prefetch(&m_slots[e.slot]);
+            }
+            // Bucket growth here is the queue's only allocation outside push(); the capacity
+            // stays, so it happens while a bucket first grows to its size.
+            m_buckets[to].push_back(e);
+            if (to != 0) m_filled |= bit(to);
+        }
+        release_if_oversized(from);
+    }
+
+    /// An emptied bucket keeps its capacity for next time, unless the queue as a whole holds
+    /// far more room than its entries. Judging each bucket alone is not enough: a group of
+    /// timers armed close together (a burst of sleep_for(1h)) descends through a bucket per
+    /// bit as the base catches up, and each bucket it passes kept room for all of it — ten
+    /// and more times the burst, kept after the timers fired.
+    void release_if_oversized(std::vector<entry>& bucket) noexcept {
+        bucket.clear();
+        if (bucket.capacity() > small_bucket) trim();
+    }
+    void release_early_if_oversized() noexcept {
+        if (m_early.empty() && m_early.capacity() > small_bucket) trim();
+    }
+
+    /// Gives back the room of empty buckets and shrinks sparse ones when the queue holds more
+    /// than a few times the room its entries need. Only looked at when a large bucket empties
+    /// or a compaction ran, so its walk over the buckets costs nothing much.
+    void trim() noexcept {
+        std::size_t room = m_early.capacity();
+        for (const std::vector<entry>& bucket : m_buckets) room += bucket.capacity();
+        const std::size_t needed = entries();
+        if (room <= 4 * needed + 4 * small_bucket) return;
+        const auto fit = [](auto& v) noexcept {
+            if (v.empty()) std::remove_reference_t<decltype(v)>().swap(v);
+            else if (v.capacity() > 2 * v.size() + small_bucket) v.shrink_to_fit(); // non-binding: keeps it if the copy cannot be made
+        };
+        for (std::vector<entry>& bucket : m_buckets) fit(bucket);
+        fit(m_early);
+    }
+
+    /// Drops every dead entry: O(n), amortized over the at least n/2 cancellations that
+    /// triggered it.
+    void compact() noexcept {
+        std::vector<entry>& first = m_buckets[0];
+        std::size_t kept = 0;
+        for (std::size_t i = m_head; i < first.size(); ++i) {
+            if (dead(first[i].slot)) release_slot(first[i].slot);
+            else first[kept++] = first[i];
+        }
+        first.resize(kept);
+        m_head = 0;
+        m_in_buckets = kept;
+        for (unsigned b = 1; b < bucket_count; ++b) {
+            std::vector<entry>& bucket = m_buckets[b];
+            if (bucket.empty()) continue;
+            kept = 0;
+            for (const entry& e : bucket) {
+                if (dead(e.slot)) release_slot(e.slot);
+                else bucket[kept++] = e;
+            }
+            bucket.resize(kept);
+            m_in_buckets += kept;
+            if (kept == 0) m_filled &= ~bit(b); // its room goes in the trim() below
+        }
+        kept = 0;
+        for (const early_entry& e : m_early) {
+            if (dead(e.slot)) release_slot(e.slot);
+            else m_early[kept++] = e;
+        }
+        m_early.resize(kept);
+        std::make_heap(m_early.begin(), m_early.end(), later);
+        m_dead = 0;
+        trim(); // buckets that kept few of many entries
+    }
+
+    std::vector<entry> m_buckets[bucket_count]; // bucket b: keys whose highest bit differing from m_base is b - 1
+    std::size_t m_head = 0;                     // bucket 0 is taken from the front
+    std::uint64_t m_filled = 0;                 // bit b - 1: bucket b may hold entries
+    std::uint64_t m_base = 0;                   // ≤ every bucketed key
+    std::uint64_t m_floor = 0;                  // the last key taken from the buckets
+    std::size_t m_in_buckets = 0;               // entries in the buckets from m_head on, dead included
+    std::vector<early_entry> m_early;           // keys below m_base: a binary heap
+    std::uint64_t m_next_sequence = 0;
     std::vector<timer_node*> m_slots; // slot → node; nullptr once cancelled
     std::vector<std::uint32_t> m_free;
     std::size_t m_dead = 0;
-    std::uint32_t m_next_sequence = 0;
+    // The earliest armed key as last found, kept through arming; `unknown` after a pop or a
+    // cancellation. The largest key cannot be cached, so it stands for none: a queue whose
+    // earliest key is the end of time searches again, which costs nothing much.
+    static constexpr std::uint64_t unknown = std::numeric_limits<std::uint64_t>::max();
+    std::uint64_t m_earliest = unknown;
 };
 
 } // namespace tandem::detail
