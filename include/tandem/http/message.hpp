@@ -277,18 +277,21 @@ inline void append_response_head(std::string& out, int version, int status,
 
 namespace detail {
 
-/// The IMF-fixdate for the Date header, formatted once per second per thread.
+/// The IMF-fixdate for the Date header, formatted once per second per thread. std::time is
+/// the coarse clock (on Linux a vDSO read of the kernel's last tick, no timer hardware):
+/// seconds are all a Date says, and a server asks once per response.
 inline std::string_view http_date() {
     thread_local std::time_t cached_second = 0;
     thread_local char text[64] = {};
-    const std::time_t now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+    thread_local std::size_t length = 0;
+    const std::time_t now = std::time(nullptr);
     if (now != cached_second) {
         std::tm tm{};
         ::gmtime_r(&now, &tm);
-        std::strftime(text, sizeof text, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        length = std::strftime(text, sizeof text, "%a, %d %b %Y %H:%M:%S GMT", &tm);
         cached_second = now;
     }
-    return text;
+    return {text, length};
 }
 
 inline void append_decimal(std::string& out, std::uint64_t v) {

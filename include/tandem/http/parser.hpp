@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <span>
 #include <string_view>
+#include <type_traits>
 
 namespace tandem::http {
 
@@ -296,16 +297,63 @@ constexpr parse_result decide_framing(message_head& m, bool is_request, const li
 
 } // namespace detail
 
-/// Finds the end of a request head incrementally and rejects it at the first byte that
+/// Parses a request head incrementally, in one pass, and rejects it at the first byte that
 /// cannot continue a valid request line or header section (RFC 9112 2-5): a TLS ClientHello,
 /// a bad method or header-name character, a malformed version, a space before a header name
 /// or colon, a non-digit in Content-Length, a bare CR or LF, or a limit crossed. Each byte is
 /// looked at once however the head arrives (picohttpparser's `last_len`), so a slow client
-/// costs no re-scanning. Pass the whole buffer from the request's first byte on every call.
+/// costs no re-scanning, and the parts of the head are recorded as they pass: a complete head
+/// is not read again. Pass the whole buffer from the request's first byte on every call.
 class head_scanner {
 public:
-    /// complete (head_size = bytes through the empty line), incomplete, or error(status).
+    /// Finds the end of the head: complete (head_size = bytes through the empty line),
+    /// incomplete, or error(status). Records nothing.
     constexpr parse_result scan(std::string_view in, const limits& lim) noexcept {
+        return run(in, lim, nullptr, {});
+    }
+
+    /// As scan(), and a complete head is parsed: `out` holds views into `in` (headers into
+    /// `storage`, which should have `lim.max_headers` entries), and the rules that need the
+    /// whole head are applied (target form, one Host, framing: 400/501/505). Pass the same
+    /// `out` and `storage` on every call; between calls the bytes may have moved (a buffer
+    /// compacted or grown), not changed. `out` is written only when the head is complete.
+    /// Once complete or refused, later calls give the same answer.
+    constexpr parse_result parse(std::string_view in, request_head& out, std::span<header> storage,
+                                 const limits& lim) noexcept {
+        if (m_state == state::done) return {parse_state::complete, m_pos, 0, {}};
+        if (m_state == state::refused) return parse_result::fail(m_status, m_reason);
+        if (m_count != 0 && in.data() != m_base) rebase(in.data(), storage);
+        const parse_result scanned = run(in, lim, &out, storage);
+        m_base = in.data();
+        if (scanned.state != parse_state::complete) return scanned;
+        const parse_result r = finish(in, out, storage, lim);
+        if (r.state == parse_state::error) {
+            m_state = state::refused;
+            m_status = r.status;
+            m_reason = r.reason;
+            return r;
+        }
+        m_state = state::done;
+        return scanned;
+    }
+
+    /// True once the method is known to be HEAD (so an early error response has no body).
+    constexpr bool head_method() const noexcept { return m_head_method; }
+    /// Bytes looked at so far.
+    constexpr std::size_t scanned() const noexcept { return m_pos; }
+    constexpr void reset() noexcept { *this = head_scanner{}; }
+
+private:
+    enum class state : std::uint8_t {
+        lead, lead_lf, method, target, version, line_lf, field_start, name, value, final_lf, done, refused
+    };
+    // Header names whose values decide something about the whole head (finish()).
+    enum : std::uint8_t { seen_length = 1, seen_coding = 2, seen_connection = 4, seen_expect = 8 };
+
+    /// The scanner's state machine; `out` null: find the end only, else record each header
+    /// into storage as its line ends.
+    constexpr parse_result run(std::string_view in, const limits& lim, request_head* out,
+                               std::span<header> storage) noexcept {
         while (m_pos < in.size()) {
             // The bytes this state may look at: limits are checked per run, not per byte.
             std::size_t stop = in.size();
@@ -354,7 +402,8 @@ public:
                     return parse_result::fail(400, c == '\r' || c == '\n' ? "malformed request line"
                                                                           : "invalid character in the request target");
                 if (m_pos == m_mark) return parse_result::fail(400, "malformed request line");
-                m_mark = ++m_pos;
+                m_target = m_mark;
+                m_mark = m_version = ++m_pos;
                 m_state = state::version;
                 break;
             }
@@ -393,7 +442,8 @@ public:
                 } else if (!detail::is_tchar(c)) {
                     return parse_result::fail(400, c == '\n' ? "bare CR or LF in the head" : "invalid header name");
                 } else {
-                    if (++m_fields > lim.max_headers) return parse_result::fail(431, "too many headers");
+                    if (++m_fields > lim.max_headers || (out && m_fields > storage.size()))
+                        return parse_result::fail(431, "too many headers");
                     m_mark = m_pos;
                     m_state = state::name;
                 }
@@ -407,7 +457,8 @@ public:
                 if (c == ' ' || c == '\t') return parse_result::fail(400, "whitespace before a header colon");
                 if (c == '\r' || c == '\n') return parse_result::fail(400, "header line without a colon");
                 if (c != ':') return parse_result::fail(400, "invalid header name");
-                m_length_field = iequals(in.substr(m_mark, m_pos - m_mark), "content-length");
+                classify(in.substr(m_mark, m_pos - m_mark));
+                m_colon = m_pos;
                 m_state = state::value;
                 ++m_pos;
                 break;
@@ -425,6 +476,10 @@ public:
                 if (m_pos == stop) break;
                 const char c = in[m_pos];
                 if (c == '\r') {
+                    if (out) {
+                        storage[m_count++] = header{in.substr(m_mark, m_colon - m_mark),
+                                                    detail::trim_ows(in.substr(m_colon + 1, m_pos - m_colon - 1))};
+                    }
                     m_state = state::line_lf;
                     ++m_pos;
                     break;
@@ -438,127 +493,146 @@ public:
                 if (in[m_pos] != '\n') return parse_result::fail(400, "bare CR or LF in the head");
                 ++m_pos;
                 return {parse_state::complete, m_pos, 0, {}};
+            case state::done:
+            case state::refused:
+                return {}; // parse() answers these before running
             }
         }
         return {};
     }
 
-    /// True once the method is known to be HEAD (so an early error response has no body).
-    constexpr bool head_method() const noexcept { return m_head_method; }
-    /// Bytes looked at so far.
-    constexpr std::size_t scanned() const noexcept { return m_pos; }
-    constexpr void reset() noexcept { *this = head_scanner{}; }
+    /// Notes a header name that finish() must look at (names compared once, here).
+    constexpr void classify(std::string_view name) noexcept {
+        m_length_field = false;
+        switch (name.size()) {
+        case 4:
+            if (iequals(name, "host") && m_hosts < 2) ++m_hosts;
+            break;
+        case 6:
+            if (iequals(name, "expect")) m_seen |= seen_expect;
+            break;
+        case 10:
+            if (iequals(name, "connection")) m_seen |= seen_connection;
+            break;
+        case 14:
+            m_length_field = iequals(name, "content-length");
+            if (m_length_field) m_seen |= seen_length;
+            break;
+        case 17:
+            if (iequals(name, "transfer-encoding")) m_seen |= seen_coding;
+            break;
+        default: break;
+        }
+    }
 
-private:
-    enum class state : std::uint8_t { lead, lead_lf, method, target, version, line_lf, field_start, name, value, final_lf };
+    /// The headers recorded so far point into bytes that now start at `base`.
+    constexpr void rebase(const char* base, std::span<header> storage) const noexcept {
+        auto moved = [&](std::string_view v) {
+            // The old bytes may be freed: their addresses are compared as numbers.
+            const std::size_t offset =
+                std::is_constant_evaluated()
+                    ? static_cast<std::size_t>(v.data() - m_base)
+                    : reinterpret_cast<std::uintptr_t>(v.data()) - reinterpret_cast<std::uintptr_t>(m_base);
+            return std::string_view(base + offset, v.size());
+        };
+        for (header& h : storage.first(m_count)) {
+            h.name = moved(h.name);
+            h.value = moved(h.value);
+        }
+    }
+
+    /// The rules that need the whole head, on the parts recorded while scanning.
+    constexpr parse_result finish(std::string_view in, request_head& out, std::span<header> storage,
+                                  const limits& lim) const noexcept {
+        out = request_head{};
+        out.method = in.substr(m_start, m_target - 1 - m_start);
+        out.target = in.substr(m_target, m_version - 1 - m_target);
+        const std::string_view version = in.substr(m_version, 8); // "HTTP/d.d", checked by the scanner
+        if (version[5] != '1' || (version[7] != '0' && version[7] != '1'))
+            return parse_result::fail(505, "HTTP version not supported");
+        out.version = version[7] == '1' ? 11 : 10;
+
+        // Target forms: origin ("/p?q"), absolute ("http://h/p?q"), asterisk ("*", OPTIONS only).
+        std::string_view path = out.target;
+        if (path.front() != '/') {
+            if (path == "*") {
+                if (out.method != "OPTIONS") return parse_result::fail(400, "asterisk-form outside OPTIONS");
+            } else if (const std::size_t scheme = path.find("://");
+                       scheme != std::string_view::npos &&
+                       (iequals(path.substr(0, scheme), "http") || iequals(path.substr(0, scheme), "https"))) {
+                // The path starts at the first '/' or '?' after the authority ("http://h?q" has
+                // path "/" and query "q").
+                const std::size_t slash = path.find_first_of("/?", scheme + 3);
+                if (slash == scheme + 3 || path.size() == scheme + 3)
+                    return parse_result::fail(400, "absolute-form without an authority");
+                if (slash == std::string_view::npos) {
+                    // An empty path is "/", but for OPTIONS the whole server (RFC 9112 §3.2.4: the
+                    // last proxy forwards "OPTIONS http://h" as "OPTIONS *").
+                    path = out.method == "OPTIONS" ? std::string_view("*") : std::string_view("/");
+                } else if (path[slash] == '?') {
+                    out.query = path.substr(slash + 1);
+                    path = "/";
+                } else {
+                    path = path.substr(slash);
+                }
+            } else if (out.method == "CONNECT") {
+                return parse_result::fail(501, "CONNECT is not supported");
+            } else {
+                return parse_result::fail(400, "invalid request target");
+            }
+        }
+        if (const std::size_t q = path.find('?'); q != std::string_view::npos) {
+            out.query = path.substr(q + 1);
+            path = path.substr(0, q);
+        }
+        out.path = path;
+        out.headers = storage.first(m_count);
+
+        // HTTP/1.1 requests carry exactly one Host (RFC 9112 3.2).
+        if (m_hosts > 1 || (out.version == 11 && m_hosts == 0)) return parse_result::fail(400, "missing or repeated Host");
+
+        if (m_seen & (seen_length | seen_coding | seen_connection)) {
+            const parse_result framing = detail::decide_framing(out, true, lim);
+            if (framing.state == parse_state::error) return framing;
+        } else { // what decide_framing says of a request without those headers
+            out.framing = body_framing::none;
+            out.keep_alive = out.version == 11;
+        }
+        if (out.version == 11 && (m_seen & seen_expect)) {
+            for (const header& h : out.headers)
+                if (iequals(h.name, "expect") && iequals(h.value, "100-continue")) out.expect_continue = true;
+        }
+        return {parse_state::complete, m_pos, 0, {}};
+    }
+
     std::size_t m_pos = 0;
-    std::size_t m_start = 0; // the request line's first byte
-    std::size_t m_mark = 0;  // the current part's first byte
+    std::size_t m_start = 0;  // the request line's first byte
+    std::size_t m_mark = 0;   // the current part's first byte
+    std::size_t m_target = 0; // the target's first byte
+    std::size_t m_version = 0; // the version's first byte
+    std::size_t m_colon = 0;  // the current header's colon
     std::size_t m_fields = 0;
+    std::size_t m_count = 0;  // headers recorded into storage (parse)
+    const char* m_base = nullptr; // where `in` started when they were recorded
+    std::string_view m_reason; // refused: why
+    int m_status = 0;
     state m_state = state::lead;
+    std::uint8_t m_hosts = 0; // Host fields seen (up to 2)
+    std::uint8_t m_seen = 0;  // seen_* flags
     bool m_head_method = false;
     bool m_length_field = false;
     bool m_in_fields = false;
 };
 
-/// The second half of parse_request: `in` is a complete head (through its empty line) that
-/// head_scanner accepted — a precondition: it does not check again what the scanner checked.
-/// The server calls it once per request, after scanning as bytes came.
-constexpr parse_result parse_request_head(std::string_view in, request_head& out, std::span<header> storage,
-                                          const limits& lim) noexcept {
-    out = request_head{};
-    // The scanner checked every byte: what is left is finding the parts (memchr speed) and the
-    // rules that need a whole head.
-    std::size_t pos = 0;
-    while (pos + 1 < in.size() && in[pos] == '\r' && in[pos + 1] == '\n' && pos < 8) pos += 2;
-    const std::size_t end = in.find('\r', pos);
-    if (end == std::string_view::npos) return parse_result::fail(400, "malformed request line");
-    const std::string_view line = in.substr(pos, end - pos);
-    const std::size_t sp1 = line.find(' ');
-    const std::size_t sp2 = line.find(' ', sp1 + 1);
-    if (sp1 == std::string_view::npos || sp2 == std::string_view::npos) return parse_result::fail(400, "malformed request line");
-    out.method = line.substr(0, sp1);
-    out.target = line.substr(sp1 + 1, sp2 - sp1 - 1);
-    const std::string_view version = line.substr(sp2 + 1); // "HTTP/d.d"
-    if (version.size() != 8 || version[5] != '1' || (version[7] != '0' && version[7] != '1'))
-        return parse_result::fail(505, "HTTP version not supported");
-    out.version = version[7] == '1' ? 11 : 10;
-
-    // Target forms: origin ("/p?q"), absolute ("http://h/p?q"), asterisk ("*", OPTIONS only).
-    std::string_view path = out.target;
-    if (path.front() != '/') {
-        if (path == "*") {
-            if (out.method != "OPTIONS") return parse_result::fail(400, "asterisk-form outside OPTIONS");
-        } else if (const std::size_t scheme = path.find("://");
-                   scheme != std::string_view::npos &&
-                   (iequals(path.substr(0, scheme), "http") || iequals(path.substr(0, scheme), "https"))) {
-            // The path starts at the first '/' or '?' after the authority ("http://h?q" has
-            // path "/" and query "q").
-            const std::size_t slash = path.find_first_of("/?", scheme + 3);
-            if (slash == scheme + 3 || path.size() == scheme + 3)
-                return parse_result::fail(400, "absolute-form without an authority");
-            if (slash == std::string_view::npos) {
-                // An empty path is "/", but for OPTIONS the whole server (RFC 9112 §3.2.4: the
-                // last proxy forwards "OPTIONS http://h" as "OPTIONS *").
-                path = out.method == "OPTIONS" ? std::string_view("*") : std::string_view("/");
-            } else if (path[slash] == '?') {
-                out.query = path.substr(slash + 1);
-                path = "/";
-            } else {
-                path = path.substr(slash);
-            }
-        } else if (out.method == "CONNECT") {
-            return parse_result::fail(501, "CONNECT is not supported");
-        } else {
-            return parse_result::fail(400, "invalid request target");
-        }
-    }
-    if (const std::size_t q = path.find('?'); q != std::string_view::npos) {
-        out.query = path.substr(q + 1);
-        path = path.substr(0, q);
-    }
-    out.path = path;
-
-    std::size_t count = 0;
-    for (pos = end + 2; pos < in.size() && in[pos] != '\r';) {
-        const std::size_t line_end = in.find('\r', pos);
-        const std::size_t colon = in.find(':', pos);
-        if (line_end == std::string_view::npos || colon > line_end) return parse_result::fail(400, "header line without a colon");
-        if (count == lim.max_headers || count == storage.size()) return parse_result::fail(431, "too many headers");
-        storage[count++] = header{in.substr(pos, colon - pos), detail::trim_ows(in.substr(colon + 1, line_end - colon - 1))};
-        pos = line_end + 2;
-    }
-    if (pos + 2 > in.size()) return parse_result::fail(400, "incomplete head");
-    const parse_result r{parse_state::complete, pos + 2, 0, {}};
-    out.headers = storage.first(count);
-
-    // HTTP/1.1 requests carry exactly one Host (RFC 9112 3.2).
-    std::size_t hosts = 0;
-    for (const header& h : out.headers)
-        if (iequals(h.name, "host")) ++hosts;
-    if (hosts > 1 || (out.version == 11 && hosts == 0)) return parse_result::fail(400, "missing or repeated Host");
-
-    const parse_result framing = detail::decide_framing(out, true, lim);
-    if (framing.state == parse_state::error) return framing;
-    if (out.version == 11) {
-        for (const header& h : out.headers)
-            if (iequals(h.name, "expect") && iequals(h.value, "100-continue")) out.expect_continue = true;
-    }
-    return r;
-}
-
-/// Parses a request head at the start of `in`. `storage` receives the headers (give it at
-/// least `lim.max_headers` entries); `out` holds views into `in` and `storage`. An error is
-/// reported as soon as `in` holds a byte that cannot continue a valid head (head_scanner).
+/// Parses a request head at the start of `in`, in one pass (head_scanner::parse). `storage`
+/// receives the headers (give it at least `lim.max_headers` entries); `out` holds views into
+/// `in` and `storage`. An error is reported as soon as `in` holds a byte that cannot continue
+/// a valid head.
 constexpr parse_result parse_request(std::string_view in, request_head& out, std::span<header> storage,
                                      const limits& lim = {}) noexcept {
+    out = request_head{};
     head_scanner scanner;
-    const parse_result scanned = scanner.scan(in, lim);
-    if (scanned.state != parse_state::complete) {
-        out = request_head{};
-        return scanned;
-    }
-    return parse_request_head(in.substr(0, scanned.head_size), out, storage, lim);
+    return scanner.parse(in, out, storage, lim);
 }
 
 /// Parses a response head. A response to HEAD, and 1xx/204/304 responses, have no body
