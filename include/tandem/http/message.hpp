@@ -129,13 +129,15 @@ public:
     using stream_function = std::function<task<void>(body_writer&)>;
 
     response() = default;
-    explicit response(int status, std::string body = {}, std::string content_type = "text/plain; charset=utf-8")
+    /// `content_type` is a view, copied only when the response has a body to describe: a
+    /// bodiless response (204) allocates nothing.
+    explicit response(int status, std::string body = {}, std::string_view content_type = "text/plain; charset=utf-8")
         : status(status), body(std::move(body)) {
         if (this->body.empty() && status < 400) return;
         // No header to replace yet: set_header's search is skipped, its check is not.
         if (!detail::valid_field("Content-Type", content_type))
             throw std::invalid_argument("tandem::http::response: header 'Content-Type' would split the response");
-        headers.emplace_back("Content-Type", std::move(content_type));
+        headers.emplace_back("Content-Type", content_type);
     }
 
     static response text(std::string body, int status = 200) { return response(status, std::move(body)); }
