@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <functional>
 #include <optional>
@@ -76,10 +77,7 @@ namespace detail {
 /// A header a message may carry as given: the name a token, the value field characters only
 /// (no CR, LF or NUL: a value echoed from a decoded query must not start a header of its own).
 constexpr bool valid_field(std::string_view name, std::string_view value) noexcept {
-    if (!is_token(name)) return false;
-    for (char c : value)
-        if (!is_field_char(c)) return false;
-    return true;
+    return is_token(name) && skip_field_chars(value, 0, value.size()) == value.size();
 }
 /// Framing is the server's: a handler's own Content-Length or Transfer-Encoding could disagree
 /// with the body sent (the client would read the next response as this one's body), and its
@@ -296,14 +294,19 @@ inline std::string_view http_date() {
     return {text, length};
 }
 
-inline void append_decimal(std::string& out, std::uint64_t v) {
-    char buf[24];
-    int n = 0;
+/// Decimal digits of v into the end of buf; returns them.
+inline std::string_view format_decimal(std::uint64_t v, char (&buf)[24]) noexcept {
+    char* p = buf + sizeof buf;
     do {
-        buf[n++] = static_cast<char>('0' + v % 10);
+        *--p = static_cast<char>('0' + v % 10);
         v /= 10;
     } while (v);
-    while (n) out.push_back(buf[--n]);
+    return {p, static_cast<std::size_t>(buf + sizeof buf - p)};
+}
+
+inline void append_decimal(std::string& out, std::uint64_t v) {
+    char buf[24];
+    out += format_decimal(v, buf);
 }
 
 } // namespace detail
@@ -312,42 +315,57 @@ inline void append_decimal(std::string& out, std::uint64_t v) {
 // Implementation
 // ============================================================================================
 
-namespace detail {
-/// A handler's headers, less the framing ones, which are the server's.
-inline void append_header_list(std::string& out, std::span<const std::pair<std::string, std::string>> headers) {
-    for (const auto& [n, v] : headers) {
-        if (server_framing_header(n)) continue;
-        out += n;
-        out += ": ";
-        out += v;
-        out += "\r\n";
-    }
-}
-} // namespace detail
-
 inline void append_response_head(std::string& out, int version, int status,
                                  std::span<const std::pair<std::string, std::string>> headers, head_framing framing) {
-    out += "HTTP/1.1 ";
-    detail::append_decimal(out, static_cast<std::uint64_t>(status));
-    out += ' ';
-    out += reason_phrase(status);
-    out += "\r\nDate: ";
-    out += detail::http_date();
-    out += "\r\n";
-    detail::append_header_list(out, headers);
+    using namespace std::string_view_literals;
+    // Measured first, then written with plain copies into one resize: once per response, so
+    // no appends that each check capacity and measure a C string.
+    char status_buf[24], length_buf[24];
+    const std::string_view code = detail::format_decimal(static_cast<std::uint64_t>(status < 0 ? 0 : status), status_buf);
+    const std::string_view reason = reason_phrase(status);
+    const std::string_view date = detail::http_date();
+    std::string_view length_line, length;
     if (framing.chunked) {
-        out += "Transfer-Encoding: chunked\r\n";
+        length_line = "Transfer-Encoding: chunked\r\n"sv;
     } else if (framing.content_length) {
-        out += "Content-Length: ";
-        detail::append_decimal(out, *framing.content_length);
-        out += "\r\n";
+        length_line = "Content-Length: "sv;
+        length = detail::format_decimal(*framing.content_length, length_buf);
     }
-    if (framing.close) {
-        out += "Connection: close\r\n";
-    } else if (version == 10) {
-        out += "Connection: keep-alive\r\n";
+    const std::string_view connection = framing.close ? "Connection: close\r\n"sv
+                                        : version == 10 ? "Connection: keep-alive\r\n"sv
+                                                        : std::string_view();
+    std::size_t size = "HTTP/1.1 "sv.size() + code.size() + 1 + reason.size() + "\r\nDate: "sv.size() + date.size() + 2 +
+                       length_line.size() + (length.empty() ? 0 : length.size() + 2) + connection.size() + 2;
+    for (const auto& [n, v] : headers)
+        if (!detail::server_framing_header(n)) size += n.size() + 2 + v.size() + 2;
+    const std::size_t at = out.size();
+    out.resize(at + size);
+    char* p = out.data() + at;
+    auto put = [&p](std::string_view part) noexcept {
+        std::memcpy(p, part.data(), part.size());
+        p += part.size();
+    };
+    put("HTTP/1.1 "sv);
+    put(code);
+    put(" "sv);
+    put(reason);
+    put("\r\nDate: "sv);
+    put(date);
+    put("\r\n"sv);
+    for (const auto& [n, v] : headers) { // the handler's, less the framing ones (the server's)
+        if (detail::server_framing_header(n)) continue;
+        put(n);
+        put(": "sv);
+        put(v);
+        put("\r\n"sv);
     }
-    out += "\r\n";
+    put(length_line);
+    if (!length.empty()) {
+        put(length);
+        put("\r\n"sv);
+    }
+    put(connection);
+    put("\r\n"sv);
 }
 
 } // namespace tandem::http

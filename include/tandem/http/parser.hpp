@@ -13,6 +13,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <string_view>
 #include <type_traits>
@@ -77,6 +78,35 @@ constexpr bool is_field_char(char c) noexcept {
 constexpr bool is_target_char(char c) noexcept {
     const auto u = static_cast<unsigned char>(c);
     return u > 0x20 && u < 0x7f;
+}
+
+/// The end of the run of field characters (is_field_char) in [pos, stop). Eight bytes at a
+/// time where it can: a header value is most of a head's bytes.
+constexpr std::size_t skip_field_chars(std::string_view in, std::size_t pos, std::size_t stop) noexcept {
+    if (!std::is_constant_evaluated()) {
+        constexpr std::uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+        for (; pos + 8 <= stop; pos += 8) {
+            std::uint64_t x = 0;
+            std::memcpy(&x, in.data() + pos, 8);
+            // A byte below 0x20 (HTAB among them) or equal to 0x7f: bytes >= 0x80 (obs-text)
+            // never look like either. HTAB is rare: its word is looked at a byte at a time.
+            const std::uint64_t control = (x - ones * 0x20) & ~x & highs;
+            const std::uint64_t y = x ^ (ones * 0x7f);
+            const std::uint64_t del = (y - ones) & ~y & highs;
+            if ((control | del) != 0) break;
+        }
+    }
+    while (pos < stop && is_field_char(in[pos])) ++pos;
+    return pos;
+}
+
+/// `name` (a token) equals `lower` (lowercase letters and '-') ignoring case. Setting bit 5
+/// folds A-Z onto a-z; no other tchar folds onto a letter or '-'.
+constexpr bool token_equals_lower(std::string_view name, std::string_view lower) noexcept {
+    if (name.size() != lower.size()) return false;
+    for (std::size_t i = 0; i < name.size(); ++i)
+        if (static_cast<char>(name[i] | 0x20) != lower[i]) return false;
+    return true;
 }
 constexpr bool is_token(std::string_view s) noexcept {
     if (s.empty()) return false;
@@ -354,69 +384,84 @@ private:
     /// into storage as its line ends.
     constexpr parse_result run(std::string_view in, const limits& lim, request_head* out,
                                std::span<header> storage) noexcept {
-        while (m_pos < in.size()) {
+        // A local position, stored back on the way out: a member would be written at every
+        // byte, since the compiler must assume `in`'s chars may alias it.
+        std::size_t pos = m_pos;
+        struct store_back {
+            std::size_t& to;
+            const std::size_t& from;
+            constexpr ~store_back() { to = from; }
+        } keep{m_pos, pos};
+        while (pos < in.size()) {
             // The bytes this state may look at: limits are checked per run, not per byte.
             std::size_t stop = in.size();
             if (m_in_fields) {
-                if (m_pos >= lim.max_head) return parse_result::fail(431, "request head too large");
+                if (pos >= lim.max_head) return parse_result::fail(431, "request head too large");
                 stop = std::min(stop, lim.max_head);
             } else if (m_state == state::method || m_state == state::target || m_state == state::version) {
                 // The line may hold max_request_line bytes; only its CR may come after them.
-                const std::size_t used = m_pos - m_start;
+                const std::size_t used = pos - m_start;
                 if (used > lim.max_request_line ||
-                    (used == lim.max_request_line && !(m_state == state::version && in[m_pos] == '\r')))
+                    (used == lim.max_request_line && !(m_state == state::version && in[pos] == '\r')))
                     return parse_result::fail(414, "request line too long");
                 stop = std::min(stop, m_start + lim.max_request_line + (m_state == state::version ? 1 : 0));
             }
             switch (m_state) {
             case state::lead: // RFC 9112 2.2: empty lines before the request line are ignored
-                if (in[m_pos] == '\r' && m_pos < 8) {
+                if (in[pos] == '\r' && pos < 8) {
                     m_state = state::lead_lf;
-                    ++m_pos;
+                    ++pos;
                 } else {
-                    m_start = m_pos;
+                    m_start = pos;
                     m_state = state::method;
                 }
                 break;
             case state::lead_lf:
-                if (in[m_pos] != '\n') return parse_result::fail(400, "bare CR or LF in the request line");
+                if (in[pos] != '\n') return parse_result::fail(400, "bare CR or LF in the request line");
                 m_state = state::lead;
-                ++m_pos;
+                ++pos;
                 break;
             case state::method: {
-                while (m_pos < stop && detail::is_tchar(in[m_pos])) ++m_pos;
-                if (m_pos == stop) break;
-                const char c = in[m_pos];
+                while (pos < stop && detail::is_tchar(in[pos])) ++pos;
+                if (pos == stop) break;
+                const char c = in[pos];
                 if (c != ' ') return parse_result::fail(400, c == '\r' || c == '\n' ? "malformed request line" : "invalid method");
-                if (m_pos == m_start) return parse_result::fail(400, "malformed request line");
-                m_head_method = in.substr(m_start, m_pos - m_start) == "HEAD";
-                m_mark = ++m_pos;
+                if (pos == m_start) return parse_result::fail(400, "malformed request line");
+                m_head_method = in.substr(m_start, pos - m_start) == "HEAD";
+                m_mark = ++pos;
                 m_state = state::target;
                 break;
             }
             case state::target: {
-                while (m_pos < stop && detail::is_target_char(in[m_pos])) ++m_pos;
-                if (m_pos == stop) break;
-                const char c = in[m_pos];
+                while (pos < stop && detail::is_target_char(in[pos])) ++pos;
+                if (pos == stop) break;
+                const char c = in[pos];
                 if (c != ' ')
                     return parse_result::fail(400, c == '\r' || c == '\n' ? "malformed request line"
                                                                           : "invalid character in the request target");
-                if (m_pos == m_mark) return parse_result::fail(400, "malformed request line");
+                if (pos == m_mark) return parse_result::fail(400, "malformed request line");
                 m_target = m_mark;
-                m_mark = m_version = ++m_pos;
+                m_mark = m_version = ++pos;
                 m_state = state::version;
                 break;
             }
             case state::version: {
                 constexpr std::string_view shape = "HTTP/d.d";
-                for (; m_pos < stop; ++m_pos) {
-                    const char c = in[m_pos];
-                    const std::size_t i = m_pos - m_mark;
+                // The usual "HTTP/1.1\r" whole: one comparison, not a byte at a time.
+                if (pos == m_version && stop - pos >= 9 && in.substr(pos, 7) == "HTTP/1." && in[pos + 7] >= '0' &&
+                    in[pos + 7] <= '9' && in[pos + 8] == '\r') {
+                    pos += 9;
+                    m_state = state::line_lf;
+                    break;
+                }
+                for (; pos < stop; ++pos) {
+                    const char c = in[pos];
+                    const std::size_t i = pos - m_mark;
                     if (i == shape.size()) {
                         if (c == '\n') return parse_result::fail(400, "bare CR or LF in the head");
                         if (c != '\r') return parse_result::fail(400, "malformed HTTP version");
                         m_state = state::line_lf;
-                        ++m_pos;
+                        ++pos;
                         break;
                     }
                     if (shape[i] == 'd' ? (c < '0' || c > '9') : c != shape[i]) {
@@ -427,13 +472,13 @@ private:
                 break;
             }
             case state::line_lf:
-                if (in[m_pos] != '\n') return parse_result::fail(400, "bare CR or LF in the head");
+                if (in[pos] != '\n') return parse_result::fail(400, "bare CR or LF in the head");
                 m_state = state::field_start;
                 m_in_fields = true;
-                ++m_pos;
+                ++pos;
                 break;
             case state::field_start: {
-                const char c = in[m_pos];
+                const char c = in[pos];
                 if (c == '\r') {
                     m_state = state::final_lf;
                 } else if (c == ' ' || c == '\t') {
@@ -444,44 +489,44 @@ private:
                 } else {
                     if (++m_fields > lim.max_headers || (out && m_fields > storage.size()))
                         return parse_result::fail(431, "too many headers");
-                    m_mark = m_pos;
+                    m_mark = pos;
                     m_state = state::name;
                 }
-                ++m_pos;
+                ++pos;
                 break;
             }
             case state::name: {
-                while (m_pos < stop && detail::is_tchar(in[m_pos])) ++m_pos;
-                if (m_pos == stop) break;
-                const char c = in[m_pos];
+                while (pos < stop && detail::is_tchar(in[pos])) ++pos;
+                if (pos == stop) break;
+                const char c = in[pos];
                 if (c == ' ' || c == '\t') return parse_result::fail(400, "whitespace before a header colon");
                 if (c == '\r' || c == '\n') return parse_result::fail(400, "header line without a colon");
                 if (c != ':') return parse_result::fail(400, "invalid header name");
-                classify(in.substr(m_mark, m_pos - m_mark));
-                m_colon = m_pos;
+                classify(in.substr(m_mark, pos - m_mark));
+                m_colon = pos;
                 m_state = state::value;
-                ++m_pos;
+                ++pos;
                 break;
             }
             case state::value: {
                 if (m_length_field) { // 1*DIGIT, in a list with OWS: nothing else can be valid
-                    while (m_pos < stop) {
-                        const char c = in[m_pos];
+                    while (pos < stop) {
+                        const char c = in[pos];
                         if (!((c >= '0' && c <= '9') || c == ' ' || c == '\t' || c == ',')) break;
-                        ++m_pos;
+                        ++pos;
                     }
                 } else {
-                    while (m_pos < stop && in[m_pos] != '\r' && detail::is_field_char(in[m_pos])) ++m_pos;
+                    pos = detail::skip_field_chars(in, pos, stop); // CR is not a field character
                 }
-                if (m_pos == stop) break;
-                const char c = in[m_pos];
+                if (pos == stop) break;
+                const char c = in[pos];
                 if (c == '\r') {
                     if (out) {
                         storage[m_count++] = header{in.substr(m_mark, m_colon - m_mark),
-                                                    detail::trim_ows(in.substr(m_colon + 1, m_pos - m_colon - 1))};
+                                                    detail::trim_ows(in.substr(m_colon + 1, pos - m_colon - 1))};
                     }
                     m_state = state::line_lf;
-                    ++m_pos;
+                    ++pos;
                     break;
                 }
                 if (c == '\n') return parse_result::fail(400, "bare CR or LF in the head");
@@ -490,9 +535,9 @@ private:
                 return parse_result::fail(400, "invalid character in a header value");
             }
             case state::final_lf:
-                if (in[m_pos] != '\n') return parse_result::fail(400, "bare CR or LF in the head");
-                ++m_pos;
-                return {parse_state::complete, m_pos, 0, {}};
+                if (in[pos] != '\n') return parse_result::fail(400, "bare CR or LF in the head");
+                ++pos;
+                return {parse_state::complete, pos, 0, {}};
             case state::done:
             case state::refused:
                 return {}; // parse() answers these before running
@@ -504,22 +549,23 @@ private:
     /// Notes a header name that finish() must look at (names compared once, here).
     constexpr void classify(std::string_view name) noexcept {
         m_length_field = false;
+        using detail::token_equals_lower;
         switch (name.size()) {
         case 4:
-            if (iequals(name, "host") && m_hosts < 2) ++m_hosts;
+            if (token_equals_lower(name, "host") && m_hosts < 2) ++m_hosts;
             break;
         case 6:
-            if (iequals(name, "expect")) m_seen |= seen_expect;
+            if (token_equals_lower(name, "expect")) m_seen |= seen_expect;
             break;
         case 10:
-            if (iequals(name, "connection")) m_seen |= seen_connection;
+            if (token_equals_lower(name, "connection")) m_seen |= seen_connection;
             break;
         case 14:
-            m_length_field = iequals(name, "content-length");
+            m_length_field = token_equals_lower(name, "content-length");
             if (m_length_field) m_seen |= seen_length;
             break;
         case 17:
-            if (iequals(name, "transfer-encoding")) m_seen |= seen_coding;
+            if (token_equals_lower(name, "transfer-encoding")) m_seen |= seen_coding;
             break;
         default: break;
         }
