@@ -406,21 +406,25 @@ private:
                     return parse_result::fail(414, "request line too long");
                 stop = std::min(stop, m_start + lim.max_request_line + (m_state == state::version ? 1 : 0));
             }
+            // A state that ends inside `stop` falls through into the next one where that one's
+            // run may use the same `stop` (the request line's parts, a header's name and
+            // value); a head that arrives whole then takes three trips round this loop.
             switch (m_state) {
-            case state::lead: // RFC 9112 2.2: empty lines before the request line are ignored
-                if (in[pos] == '\r' && pos < 8) {
-                    m_state = state::lead_lf;
-                    ++pos;
-                } else {
-                    m_start = pos;
-                    m_state = state::method;
-                }
-                break;
             case state::lead_lf:
                 if (in[pos] != '\n') return parse_result::fail(400, "bare CR or LF in the request line");
                 m_state = state::lead;
                 ++pos;
                 break;
+            case state::lead: // RFC 9112 2.2: empty lines before the request line are ignored
+                if (in[pos] == '\r' && pos < 8) {
+                    m_state = state::lead_lf;
+                    ++pos;
+                    break;
+                }
+                m_start = pos;
+                m_state = state::method;
+                stop = std::min(stop, m_start + lim.max_request_line);
+                [[fallthrough]];
             case state::method: {
                 while (pos < stop && detail::is_tchar(in[pos])) ++pos;
                 if (pos == stop) break;
@@ -430,8 +434,8 @@ private:
                 m_head_method = in.substr(m_start, pos - m_start) == "HEAD";
                 m_mark = ++pos;
                 m_state = state::target;
-                break;
             }
+                [[fallthrough]];
             case state::target: {
                 while (pos < stop && detail::is_target_char(in[pos])) ++pos;
                 if (pos == stop) break;
@@ -443,15 +447,22 @@ private:
                 m_target = m_mark;
                 m_mark = m_version = ++pos;
                 m_state = state::version;
-                break;
             }
+                // With the line's `stop`, not the version's one byte more (its CR): at the
+                // limit the loop comes round and the top decides.
+                [[fallthrough]];
             case state::version: {
                 constexpr std::string_view shape = "HTTP/d.d";
-                // The usual "HTTP/1.1\r" whole: one comparison, not a byte at a time.
+                // The usual "HTTP/1.1\r\n" whole: one comparison, not a byte at a time.
                 if (pos == m_version && stop - pos >= 9 && in.substr(pos, 7) == "HTTP/1." && in[pos + 7] >= '0' &&
                     in[pos + 7] <= '9' && in[pos + 8] == '\r') {
                     pos += 9;
                     m_state = state::line_lf;
+                    if (pos < in.size() && in[pos] == '\n') {
+                        ++pos;
+                        m_state = state::field_start;
+                        m_in_fields = true;
+                    }
                     break;
                 }
                 for (; pos < stop; ++pos) {
@@ -481,20 +492,21 @@ private:
                 const char c = in[pos];
                 if (c == '\r') {
                     m_state = state::final_lf;
-                } else if (c == ' ' || c == '\t') {
+                    ++pos;
+                    if (pos < stop && in[pos] == '\n') return {parse_state::complete, ++pos, 0, {}};
+                    break;
+                }
+                if (c == ' ' || c == '\t')
                     return parse_result::fail(400, m_fields == 0 ? "whitespace before the first header"
                                                                  : "obsolete line folding");
-                } else if (!detail::is_tchar(c)) {
+                if (!detail::is_tchar(c))
                     return parse_result::fail(400, c == '\n' ? "bare CR or LF in the head" : "invalid header name");
-                } else {
-                    if (++m_fields > lim.max_headers || (out && m_fields > storage.size()))
-                        return parse_result::fail(431, "too many headers");
-                    m_mark = pos;
-                    m_state = state::name;
-                }
-                ++pos;
-                break;
+                if (++m_fields > lim.max_headers || (out && m_fields > storage.size()))
+                    return parse_result::fail(431, "too many headers");
+                m_mark = pos++;
+                m_state = state::name;
             }
+                [[fallthrough]]; // the name's first byte is checked: on to the rest of it
             case state::name: {
                 while (pos < stop && detail::is_tchar(in[pos])) ++pos;
                 if (pos == stop) break;
@@ -506,8 +518,8 @@ private:
                 m_colon = pos;
                 m_state = state::value;
                 ++pos;
-                break;
             }
+                [[fallthrough]];
             case state::value: {
                 if (m_length_field) { // 1*DIGIT, in a list with OWS: nothing else can be valid
                     while (pos < stop) {
@@ -527,6 +539,10 @@ private:
                     }
                     m_state = state::line_lf;
                     ++pos;
+                    if (pos < stop && in[pos] == '\n') {
+                        ++pos;
+                        m_state = state::field_start;
+                    }
                     break;
                 }
                 if (c == '\n') return parse_result::fail(400, "bare CR or LF in the head");
@@ -575,10 +591,11 @@ private:
     constexpr void rebase(const char* base, std::span<header> storage) const noexcept {
         auto moved = [&](std::string_view v) {
             // The old bytes may be freed: their addresses are compared as numbers.
-            const std::size_t offset =
-                std::is_constant_evaluated()
-                    ? static_cast<std::size_t>(v.data() - m_base)
-                    : reinterpret_cast<std::uintptr_t>(v.data()) - reinterpret_cast<std::uintptr_t>(m_base);
+            std::size_t offset = 0;
+            if (std::is_constant_evaluated())
+                offset = static_cast<std::size_t>(v.data() - m_base);
+            else
+                offset = reinterpret_cast<std::uintptr_t>(v.data()) - reinterpret_cast<std::uintptr_t>(m_base);
             return std::string_view(base + offset, v.size());
         };
         for (header& h : storage.first(m_count)) {
