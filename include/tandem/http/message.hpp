@@ -342,6 +342,7 @@ inline void append_response_head(std::string& out, int version, int status,
     out.resize(at + size);
     char* p = out.data() + at;
     auto put = [&p](std::string_view part) noexcept {
+        if (part.empty()) return; // an empty view's data() may be null, which memcpy must not see
         std::memcpy(p, part.data(), part.size());
         p += part.size();
     };
