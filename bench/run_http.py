@@ -107,7 +107,9 @@ def main():
             print(f"{k:8} {med[k]['req_s']:9.0f} {med[k]['p99_ms']:8.2f} {med[k]['cpu_us']:11.2f} {med[k]['user_us']:12.2f}")
         for peer in names[1:]:
             def paired(metric):
-                return statistics.median(t[metric] / p[metric] for t, p in zip(runs[("tandem", c)], runs[(peer, c)]))
+                # A round whose peer read 0 (user time comes in 10 ms ticks) has no ratio.
+                ratios = [t[metric] / p[metric] for t, p in zip(runs[("tandem", c)], runs[(peer, c)]) if p[metric] > 0]
+                return statistics.median(ratios) if ratios else float("nan")
             print(f"tandem/{peer}: CPU per request {paired('cpu_us'):.2f}x, user {paired('user_us'):.2f}x, "
                   f"req/s {paired('req_s'):.2f}x, p99 {paired('p99_ms'):.2f}x")
 

@@ -4,6 +4,8 @@
 
 #include <array>
 #include <cstring>
+#include <memory>
+#include <random>
 #include <string>
 #include <string_view>
 #include <sys/mman.h>
@@ -377,5 +379,84 @@ TEST_CASE("head_scanner: the request-line limit is exact at every split", "[http
                 CHECK(r.status == 414);
             }
         }
+    }
+}
+
+TEST_CASE("head_scanner::parse in random splits with the bytes moved between reads answers as one parse of the whole", "[http][parser][scanner][property]") {
+    using tandem::http::header;
+    using tandem::http::request_head;
+    const std::uint32_t seed = static_cast<std::uint32_t>(std::random_device{}());
+    INFO("seed " << seed);
+    std::mt19937 rng(seed);
+    const std::vector<std::string> fixed = {
+        "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        "\r\nPOST /x?y=1 HTTP/1.0\r\nContent-Length: 3, 3\r\nX:\r\nY: \t v \xe9\r\n\r\nabc",
+        "PUT http://h/p?q=2 HTTP/1.1\r\nhost: h\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n",
+        "OPTIONS * HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",       // repeated Host: 400 at the end
+        "GET / HTTP/2.0\r\nHost: a\r\n\r\n",                  // 505
+        "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 12a\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", // 501
+        "GET / HTTP/1.1\r\nHost: a\r\nHost : b\r\n\r\n",
+    };
+    auto random_request = [&] {
+        static constexpr const char* names[] = {"Host", "X-A", "content-length", "Connection", "Expect", "Accept", "host"};
+        static constexpr const char* values[] = {"a", " 5 ", "", "close", "keep-alive", "100-continue", "text/html, */*"};
+        std::string r = rng() % 4 == 0 ? "\r\n" : "";
+        r += rng() % 2 ? "GET" : "POST";
+        r += rng() % 3 ? " /p?q=" + std::to_string(rng() % 1000) : std::string(" http://h:1/z");
+        r += rng() % 5 ? " HTTP/1.1\r\n" : " HTTP/1.0\r\n";
+        for (std::uint32_t i = 0, n = rng() % 6; i < n; ++i) {
+            r += names[rng() % std::size(names)];
+            r += ':';
+            r += values[rng() % std::size(values)];
+            r += "\r\n";
+        }
+        r += "\r\n";
+        return r;
+    };
+    auto same = [](const request_head& a, const request_head& b) {
+        if (a.method != b.method || a.target != b.target || a.path != b.path || a.query != b.query ||
+            a.version != b.version || a.framing != b.framing || a.content_length != b.content_length ||
+            a.keep_alive != b.keep_alive || a.expect_continue != b.expect_continue ||
+            a.headers.size() != b.headers.size())
+            return false;
+        for (std::size_t i = 0; i < a.headers.size(); ++i)
+            if (a.headers[i].name != b.headers[i].name || a.headers[i].value != b.headers[i].value) return false;
+        return true;
+    };
+    for (int round = 0; round < 2000; ++round) {
+        const std::string text = round < static_cast<int>(fixed.size()) ? fixed[static_cast<std::size_t>(round)] : random_request();
+        INFO(text);
+        std::array<header, 100> whole_storage;
+        request_head whole;
+        const auto expected = tandem::http::parse_request(text, whole, whole_storage);
+
+        tandem::http::head_scanner parser;
+        std::array<header, 100> storage;
+        request_head head;
+        tandem::http::parse_result got{};
+        auto buffer = std::make_unique<std::string>();
+        for (std::size_t fed = 0; fed < text.size();) {
+            fed = std::min(text.size(), fed + 1 + rng() % 12);
+            // A new buffer for every read, the old one freed: what a compacting or growing
+            // connection buffer does to the bytes under a half-parsed head.
+            auto moved = std::make_unique<std::string>(text.substr(0, fed));
+            buffer = std::move(moved);
+            got = parser.parse(*buffer, head, storage, {});
+            if (got.state != parse_state::incomplete) break;
+        }
+        REQUIRE(got.state == expected.state);
+        CHECK(got.status == expected.status);
+        CHECK(got.head_size == expected.head_size);
+        if (got.state == parse_state::complete) {
+            CHECK(same(head, whole));
+            for (const header& h : head.headers) // views into the latest buffer, not a freed one
+                CHECK((h.name.data() >= buffer->data() && h.value.data() + h.value.size() <= buffer->data() + buffer->size()));
+        }
+        // Asked again, it answers the same without looking at anything.
+        const auto again = parser.parse(*buffer, head, storage, {});
+        CHECK(again.state == got.state);
+        CHECK(again.status == got.status);
     }
 }

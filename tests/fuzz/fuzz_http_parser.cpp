@@ -8,7 +8,8 @@
 // the input, every view points into the input, an error always carries a 4xx/5xx status,
 // a chunked body decodes to the same bytes however the input is split, and the incremental
 // head scanner gives the same answer however the head arrives (an error, once reported for
-// a prefix, stays the answer for every longer input).
+// a prefix, stays the answer for every longer input), and the one-pass parser fed in two
+// steps, the bytes moved between them, parses what parse_request parses.
 #include "tandem/http/parser.hpp"
 
 #include <array>
@@ -66,6 +67,27 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         const http::parse_result second = first.state == http::parse_state::incomplete ? twice.scan(in, {}) : first;
         require(whole.state == second.state && whole.status == second.status && whole.head_size == second.head_size);
         if (r.state == http::parse_state::error && whole.state == http::parse_state::error) require(r.status == whole.status);
+
+        // The one-pass parser fed the same two steps, the bytes moved to a new buffer in
+        // between (a connection buffer compacted or grown), agrees with parse_request.
+        http::head_scanner parser;
+        std::array<http::header, 100> parts_storage;
+        http::request_head parts;
+        const std::string before(in.substr(0, split));
+        http::parse_result p = parser.parse(before, parts, parts_storage, {});
+        const std::string after(in);
+        const bool twice_fed = p.state == http::parse_state::incomplete;
+        if (twice_fed) p = parser.parse(after, parts, parts_storage, {});
+        const std::string& last = twice_fed ? after : before; // the views point into the last bytes fed
+        require(p.state == r.state && p.status == r.status && p.head_size == r.head_size);
+        if (p.state == http::parse_state::complete) {
+            require(parts.method == req.method && parts.target == req.target && parts.path == req.path &&
+                    parts.query == req.query && parts.framing == req.framing && parts.keep_alive == req.keep_alive &&
+                    parts.headers.size() == req.headers.size());
+            for (std::size_t i = 0; i < parts.headers.size(); ++i)
+                require(inside(parts.headers[i].name, last) && inside(parts.headers[i].value, last) &&
+                        parts.headers[i].name == req.headers[i].name && parts.headers[i].value == req.headers[i].value);
+        }
     }
 
     http::response_head resp;

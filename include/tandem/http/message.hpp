@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <functional>
 #include <optional>
@@ -76,10 +77,7 @@ namespace detail {
 /// A header a message may carry as given: the name a token, the value field characters only
 /// (no CR, LF or NUL: a value echoed from a decoded query must not start a header of its own).
 constexpr bool valid_field(std::string_view name, std::string_view value) noexcept {
-    if (!is_token(name)) return false;
-    for (char c : value)
-        if (!is_field_char(c)) return false;
-    return true;
+    return is_token(name) && skip_field_chars(value, 0, value.size()) == value.size();
 }
 /// Framing is the server's: a handler's own Content-Length or Transfer-Encoding could disagree
 /// with the body sent (the client would read the next response as this one's body), and its
@@ -129,13 +127,15 @@ public:
     using stream_function = std::function<task<void>(body_writer&)>;
 
     response() = default;
-    explicit response(int status, std::string body = {}, std::string content_type = "text/plain; charset=utf-8")
+    /// `content_type` is a view, copied only when the response has a body to describe: a
+    /// bodiless response (204) allocates nothing.
+    explicit response(int status, std::string body = {}, std::string_view content_type = "text/plain; charset=utf-8")
         : status(status), body(std::move(body)) {
         if (this->body.empty() && status < 400) return;
         // No header to replace yet: set_header's search is skipped, its check is not.
         if (!detail::valid_field("Content-Type", content_type))
             throw std::invalid_argument("tandem::http::response: header 'Content-Type' would split the response");
-        headers.emplace_back("Content-Type", std::move(content_type));
+        headers.emplace_back("Content-Type", content_type);
     }
 
     static response text(std::string body, int status = 200) { return response(status, std::move(body)); }
@@ -277,28 +277,36 @@ inline void append_response_head(std::string& out, int version, int status,
 
 namespace detail {
 
-/// The IMF-fixdate for the Date header, formatted once per second per thread.
+/// The IMF-fixdate for the Date header, formatted once per second per thread. std::time is
+/// the coarse clock (on Linux a vDSO read of the kernel's last tick, no timer hardware):
+/// seconds are all a Date says, and a server asks once per response.
 inline std::string_view http_date() {
     thread_local std::time_t cached_second = 0;
     thread_local char text[64] = {};
-    const std::time_t now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+    thread_local std::size_t length = 0;
+    const std::time_t now = std::time(nullptr);
     if (now != cached_second) {
         std::tm tm{};
         ::gmtime_r(&now, &tm);
-        std::strftime(text, sizeof text, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        length = std::strftime(text, sizeof text, "%a, %d %b %Y %H:%M:%S GMT", &tm);
         cached_second = now;
     }
-    return text;
+    return {text, length};
+}
+
+/// Decimal digits of v into the end of buf; returns them.
+inline std::string_view format_decimal(std::uint64_t v, char (&buf)[24]) noexcept {
+    char* p = buf + sizeof buf;
+    do {
+        *--p = static_cast<char>('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return {p, static_cast<std::size_t>(buf + sizeof buf - p)};
 }
 
 inline void append_decimal(std::string& out, std::uint64_t v) {
     char buf[24];
-    int n = 0;
-    do {
-        buf[n++] = static_cast<char>('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n) out.push_back(buf[--n]);
+    out += format_decimal(v, buf);
 }
 
 } // namespace detail
@@ -307,42 +315,58 @@ inline void append_decimal(std::string& out, std::uint64_t v) {
 // Implementation
 // ============================================================================================
 
-namespace detail {
-/// A handler's headers, less the framing ones, which are the server's.
-inline void append_header_list(std::string& out, std::span<const std::pair<std::string, std::string>> headers) {
-    for (const auto& [n, v] : headers) {
-        if (server_framing_header(n)) continue;
-        out += n;
-        out += ": ";
-        out += v;
-        out += "\r\n";
-    }
-}
-} // namespace detail
-
 inline void append_response_head(std::string& out, int version, int status,
                                  std::span<const std::pair<std::string, std::string>> headers, head_framing framing) {
-    out += "HTTP/1.1 ";
-    detail::append_decimal(out, static_cast<std::uint64_t>(status));
-    out += ' ';
-    out += reason_phrase(status);
-    out += "\r\nDate: ";
-    out += detail::http_date();
-    out += "\r\n";
-    detail::append_header_list(out, headers);
+    using namespace std::string_view_literals;
+    // Measured first, then written with plain copies into one resize: once per response, so
+    // no appends that each check capacity and measure a C string.
+    char status_buf[24], length_buf[24];
+    const std::string_view code = detail::format_decimal(static_cast<std::uint64_t>(status < 0 ? 0 : status), status_buf);
+    const std::string_view reason = reason_phrase(status);
+    const std::string_view date = detail::http_date();
+    std::string_view length_line, length;
     if (framing.chunked) {
-        out += "Transfer-Encoding: chunked\r\n";
+        length_line = "Transfer-Encoding: chunked\r\n"sv;
     } else if (framing.content_length) {
-        out += "Content-Length: ";
-        detail::append_decimal(out, *framing.content_length);
-        out += "\r\n";
+        length_line = "Content-Length: "sv;
+        length = detail::format_decimal(*framing.content_length, length_buf);
     }
-    if (framing.close) {
-        out += "Connection: close\r\n";
-    } else if (version == 10) {
-        out += "Connection: keep-alive\r\n";
+    const std::string_view connection = framing.close ? "Connection: close\r\n"sv
+                                        : version == 10 ? "Connection: keep-alive\r\n"sv
+                                                        : std::string_view();
+    std::size_t size = "HTTP/1.1 "sv.size() + code.size() + 1 + reason.size() + "\r\nDate: "sv.size() + date.size() + 2 +
+                       length_line.size() + (length.empty() ? 0 : length.size() + 2) + connection.size() + 2;
+    for (const auto& [n, v] : headers)
+        if (!detail::server_framing_header(n)) size += n.size() + 2 + v.size() + 2;
+    const std::size_t at = out.size();
+    out.resize(at + size);
+    char* p = out.data() + at;
+    auto put = [&p](std::string_view part) noexcept {
+        if (part.empty()) return; // an empty view's data() may be null, which memcpy must not see
+        std::memcpy(p, part.data(), part.size());
+        p += part.size();
+    };
+    put("HTTP/1.1 "sv);
+    put(code);
+    put(" "sv);
+    put(reason);
+    put("\r\nDate: "sv);
+    put(date);
+    put("\r\n"sv);
+    for (const auto& [n, v] : headers) { // the handler's, less the framing ones (the server's)
+        if (detail::server_framing_header(n)) continue;
+        put(n);
+        put(": "sv);
+        put(v);
+        put("\r\n"sv);
     }
-    out += "\r\n";
+    put(length_line);
+    if (!length.empty()) {
+        put(length);
+        put("\r\n"sv);
+    }
+    put(connection);
+    put("\r\n"sv);
 }
 
 } // namespace tandem::http

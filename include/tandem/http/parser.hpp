@@ -13,8 +13,10 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <string_view>
+#include <type_traits>
 
 namespace tandem::http {
 
@@ -76,6 +78,35 @@ constexpr bool is_field_char(char c) noexcept {
 constexpr bool is_target_char(char c) noexcept {
     const auto u = static_cast<unsigned char>(c);
     return u > 0x20 && u < 0x7f;
+}
+
+/// The end of the run of field characters (is_field_char) in [pos, stop). Eight bytes at a
+/// time where it can: a header value is most of a head's bytes.
+constexpr std::size_t skip_field_chars(std::string_view in, std::size_t pos, std::size_t stop) noexcept {
+    if (!std::is_constant_evaluated()) {
+        constexpr std::uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+        for (; pos + 8 <= stop; pos += 8) {
+            std::uint64_t x = 0;
+            std::memcpy(&x, in.data() + pos, 8);
+            // A byte below 0x20 (HTAB among them) or equal to 0x7f: bytes >= 0x80 (obs-text)
+            // never look like either. HTAB is rare: its word is looked at a byte at a time.
+            const std::uint64_t control = (x - ones * 0x20) & ~x & highs;
+            const std::uint64_t y = x ^ (ones * 0x7f);
+            const std::uint64_t del = (y - ones) & ~y & highs;
+            if ((control | del) != 0) break;
+        }
+    }
+    while (pos < stop && is_field_char(in[pos])) ++pos;
+    return pos;
+}
+
+/// `name` (a token) equals `lower` (lowercase letters and '-') ignoring case. Setting bit 5
+/// folds A-Z onto a-z; no other tchar folds onto a letter or '-'.
+constexpr bool token_equals_lower(std::string_view name, std::string_view lower) noexcept {
+    if (name.size() != lower.size()) return false;
+    for (std::size_t i = 0; i < name.size(); ++i)
+        if (static_cast<char>(name[i] | 0x20) != lower[i]) return false;
+    return true;
 }
 constexpr bool is_token(std::string_view s) noexcept {
     if (s.empty()) return false;
@@ -296,78 +327,152 @@ constexpr parse_result decide_framing(message_head& m, bool is_request, const li
 
 } // namespace detail
 
-/// Finds the end of a request head incrementally and rejects it at the first byte that
+/// Parses a request head incrementally, in one pass, and rejects it at the first byte that
 /// cannot continue a valid request line or header section (RFC 9112 2-5): a TLS ClientHello,
 /// a bad method or header-name character, a malformed version, a space before a header name
 /// or colon, a non-digit in Content-Length, a bare CR or LF, or a limit crossed. Each byte is
 /// looked at once however the head arrives (picohttpparser's `last_len`), so a slow client
-/// costs no re-scanning. Pass the whole buffer from the request's first byte on every call.
+/// costs no re-scanning, and the parts of the head are recorded as they pass: a complete head
+/// is not read again. Pass the whole buffer from the request's first byte on every call.
 class head_scanner {
 public:
-    /// complete (head_size = bytes through the empty line), incomplete, or error(status).
+    /// Finds the end of the head: complete (head_size = bytes through the empty line),
+    /// incomplete, or error(status). Records nothing.
     constexpr parse_result scan(std::string_view in, const limits& lim) noexcept {
-        while (m_pos < in.size()) {
+        return run(in, lim, nullptr, {});
+    }
+
+    /// As scan(), and a complete head is parsed: `out` holds views into `in` (headers into
+    /// `storage`, which should have `lim.max_headers` entries), and the rules that need the
+    /// whole head are applied (target form, one Host, framing: 400/501/505). Pass the same
+    /// `out` and `storage` on every call; between calls the bytes may have moved (a buffer
+    /// compacted or grown), not changed. `out` is written only when the head is complete.
+    /// Once complete or refused, later calls give the same answer.
+    constexpr parse_result parse(std::string_view in, request_head& out, std::span<header> storage,
+                                 const limits& lim) noexcept {
+        if (m_state == state::done) return {parse_state::complete, m_pos, 0, {}};
+        if (m_state == state::refused) return parse_result::fail(m_status, m_reason);
+        if (m_count != 0 && in.data() != m_base) rebase(in.data(), storage);
+        const parse_result scanned = run(in, lim, &out, storage);
+        m_base = in.data();
+        if (scanned.state != parse_state::complete) return scanned;
+        const parse_result r = finish(in, out, storage, lim);
+        if (r.state == parse_state::error) {
+            m_state = state::refused;
+            m_status = r.status;
+            m_reason = r.reason;
+            return r;
+        }
+        m_state = state::done;
+        return scanned;
+    }
+
+    /// True once the method is known to be HEAD (so an early error response has no body).
+    constexpr bool head_method() const noexcept { return m_head_method; }
+    /// Bytes looked at so far.
+    constexpr std::size_t scanned() const noexcept { return m_pos; }
+    constexpr void reset() noexcept { *this = head_scanner{}; }
+
+private:
+    enum class state : std::uint8_t {
+        lead, lead_lf, method, target, version, line_lf, field_start, name, value, final_lf, done, refused
+    };
+    // Header names whose values decide something about the whole head (finish()).
+    enum : std::uint8_t { seen_length = 1, seen_coding = 2, seen_connection = 4, seen_expect = 8 };
+
+    /// The scanner's state machine; `out` null: find the end only, else record each header
+    /// into storage as its line ends.
+    constexpr parse_result run(std::string_view in, const limits& lim, request_head* out,
+                               std::span<header> storage) noexcept {
+        // A local position, stored back on the way out: a member would be written at every
+        // byte, since the compiler must assume `in`'s chars may alias it.
+        std::size_t pos = m_pos;
+        struct store_back {
+            std::size_t& to;
+            const std::size_t& from;
+            constexpr ~store_back() { to = from; }
+        } keep{m_pos, pos};
+        while (pos < in.size()) {
             // The bytes this state may look at: limits are checked per run, not per byte.
             std::size_t stop = in.size();
             if (m_in_fields) {
-                if (m_pos >= lim.max_head) return parse_result::fail(431, "request head too large");
+                if (pos >= lim.max_head) return parse_result::fail(431, "request head too large");
                 stop = std::min(stop, lim.max_head);
             } else if (m_state == state::method || m_state == state::target || m_state == state::version) {
                 // The line may hold max_request_line bytes; only its CR may come after them.
-                const std::size_t used = m_pos - m_start;
+                const std::size_t used = pos - m_start;
                 if (used > lim.max_request_line ||
-                    (used == lim.max_request_line && !(m_state == state::version && in[m_pos] == '\r')))
+                    (used == lim.max_request_line && !(m_state == state::version && in[pos] == '\r')))
                     return parse_result::fail(414, "request line too long");
                 stop = std::min(stop, m_start + lim.max_request_line + (m_state == state::version ? 1 : 0));
             }
+            // A state that ends inside `stop` falls through into the next one where that one's
+            // run may use the same `stop` (the request line's parts, a header's name and
+            // value); a head that arrives whole then takes three trips round this loop.
             switch (m_state) {
-            case state::lead: // RFC 9112 2.2: empty lines before the request line are ignored
-                if (in[m_pos] == '\r' && m_pos < 8) {
-                    m_state = state::lead_lf;
-                    ++m_pos;
-                } else {
-                    m_start = m_pos;
-                    m_state = state::method;
-                }
-                break;
             case state::lead_lf:
-                if (in[m_pos] != '\n') return parse_result::fail(400, "bare CR or LF in the request line");
+                if (in[pos] != '\n') return parse_result::fail(400, "bare CR or LF in the request line");
                 m_state = state::lead;
-                ++m_pos;
+                ++pos;
                 break;
+            case state::lead: // RFC 9112 2.2: empty lines before the request line are ignored
+                if (in[pos] == '\r' && pos < 8) {
+                    m_state = state::lead_lf;
+                    ++pos;
+                    break;
+                }
+                m_start = pos;
+                m_state = state::method;
+                stop = std::min(stop, m_start + lim.max_request_line);
+                [[fallthrough]];
             case state::method: {
-                while (m_pos < stop && detail::is_tchar(in[m_pos])) ++m_pos;
-                if (m_pos == stop) break;
-                const char c = in[m_pos];
+                while (pos < stop && detail::is_tchar(in[pos])) ++pos;
+                if (pos == stop) break;
+                const char c = in[pos];
                 if (c != ' ') return parse_result::fail(400, c == '\r' || c == '\n' ? "malformed request line" : "invalid method");
-                if (m_pos == m_start) return parse_result::fail(400, "malformed request line");
-                m_head_method = in.substr(m_start, m_pos - m_start) == "HEAD";
-                m_mark = ++m_pos;
+                if (pos == m_start) return parse_result::fail(400, "malformed request line");
+                m_head_method = in.substr(m_start, pos - m_start) == "HEAD";
+                m_mark = ++pos;
                 m_state = state::target;
-                break;
             }
+                [[fallthrough]];
             case state::target: {
-                while (m_pos < stop && detail::is_target_char(in[m_pos])) ++m_pos;
-                if (m_pos == stop) break;
-                const char c = in[m_pos];
+                while (pos < stop && detail::is_target_char(in[pos])) ++pos;
+                if (pos == stop) break;
+                const char c = in[pos];
                 if (c != ' ')
                     return parse_result::fail(400, c == '\r' || c == '\n' ? "malformed request line"
                                                                           : "invalid character in the request target");
-                if (m_pos == m_mark) return parse_result::fail(400, "malformed request line");
-                m_mark = ++m_pos;
+                if (pos == m_mark) return parse_result::fail(400, "malformed request line");
+                m_target = m_mark;
+                m_mark = m_version = ++pos;
                 m_state = state::version;
-                break;
             }
+                // With the line's `stop`, not the version's one byte more (its CR): at the
+                // limit the loop comes round and the top decides.
+                [[fallthrough]];
             case state::version: {
                 constexpr std::string_view shape = "HTTP/d.d";
-                for (; m_pos < stop; ++m_pos) {
-                    const char c = in[m_pos];
-                    const std::size_t i = m_pos - m_mark;
+                // The usual "HTTP/1.1\r\n" whole: one comparison, not a byte at a time.
+                if (pos == m_version && stop - pos >= 9 && in.substr(pos, 7) == "HTTP/1." && in[pos + 7] >= '0' &&
+                    in[pos + 7] <= '9' && in[pos + 8] == '\r') {
+                    pos += 9;
+                    m_state = state::line_lf;
+                    if (pos < in.size() && in[pos] == '\n') {
+                        ++pos;
+                        m_state = state::field_start;
+                        m_in_fields = true;
+                    }
+                    break;
+                }
+                for (; pos < stop; ++pos) {
+                    const char c = in[pos];
+                    const std::size_t i = pos - m_mark;
                     if (i == shape.size()) {
                         if (c == '\n') return parse_result::fail(400, "bare CR or LF in the head");
                         if (c != '\r') return parse_result::fail(400, "malformed HTTP version");
                         m_state = state::line_lf;
-                        ++m_pos;
+                        ++pos;
                         break;
                     }
                     if (shape[i] == 'd' ? (c < '0' || c > '9') : c != shape[i]) {
@@ -378,55 +483,66 @@ public:
                 break;
             }
             case state::line_lf:
-                if (in[m_pos] != '\n') return parse_result::fail(400, "bare CR or LF in the head");
+                if (in[pos] != '\n') return parse_result::fail(400, "bare CR or LF in the head");
                 m_state = state::field_start;
                 m_in_fields = true;
-                ++m_pos;
+                ++pos;
                 break;
             case state::field_start: {
-                const char c = in[m_pos];
+                const char c = in[pos];
                 if (c == '\r') {
                     m_state = state::final_lf;
-                } else if (c == ' ' || c == '\t') {
+                    ++pos;
+                    if (pos < stop && in[pos] == '\n') return {parse_state::complete, ++pos, 0, {}};
+                    break;
+                }
+                if (c == ' ' || c == '\t')
                     return parse_result::fail(400, m_fields == 0 ? "whitespace before the first header"
                                                                  : "obsolete line folding");
-                } else if (!detail::is_tchar(c)) {
+                if (!detail::is_tchar(c))
                     return parse_result::fail(400, c == '\n' ? "bare CR or LF in the head" : "invalid header name");
-                } else {
-                    if (++m_fields > lim.max_headers) return parse_result::fail(431, "too many headers");
-                    m_mark = m_pos;
-                    m_state = state::name;
-                }
-                ++m_pos;
-                break;
+                if (++m_fields > lim.max_headers || (out && m_fields > storage.size()))
+                    return parse_result::fail(431, "too many headers");
+                m_mark = pos++;
+                m_state = state::name;
             }
+                [[fallthrough]]; // the name's first byte is checked: on to the rest of it
             case state::name: {
-                while (m_pos < stop && detail::is_tchar(in[m_pos])) ++m_pos;
-                if (m_pos == stop) break;
-                const char c = in[m_pos];
+                while (pos < stop && detail::is_tchar(in[pos])) ++pos;
+                if (pos == stop) break;
+                const char c = in[pos];
                 if (c == ' ' || c == '\t') return parse_result::fail(400, "whitespace before a header colon");
                 if (c == '\r' || c == '\n') return parse_result::fail(400, "header line without a colon");
                 if (c != ':') return parse_result::fail(400, "invalid header name");
-                m_length_field = iequals(in.substr(m_mark, m_pos - m_mark), "content-length");
+                classify(in.substr(m_mark, pos - m_mark));
+                m_colon = pos;
                 m_state = state::value;
-                ++m_pos;
-                break;
+                ++pos;
             }
+                [[fallthrough]];
             case state::value: {
                 if (m_length_field) { // 1*DIGIT, in a list with OWS: nothing else can be valid
-                    while (m_pos < stop) {
-                        const char c = in[m_pos];
+                    while (pos < stop) {
+                        const char c = in[pos];
                         if (!((c >= '0' && c <= '9') || c == ' ' || c == '\t' || c == ',')) break;
-                        ++m_pos;
+                        ++pos;
                     }
                 } else {
-                    while (m_pos < stop && in[m_pos] != '\r' && detail::is_field_char(in[m_pos])) ++m_pos;
+                    pos = detail::skip_field_chars(in, pos, stop); // CR is not a field character
                 }
-                if (m_pos == stop) break;
-                const char c = in[m_pos];
+                if (pos == stop) break;
+                const char c = in[pos];
                 if (c == '\r') {
+                    if (out) {
+                        storage[m_count++] = header{in.substr(m_mark, m_colon - m_mark),
+                                                    detail::trim_ows(in.substr(m_colon + 1, pos - m_colon - 1))};
+                    }
                     m_state = state::line_lf;
-                    ++m_pos;
+                    ++pos;
+                    if (pos < stop && in[pos] == '\n') {
+                        ++pos;
+                        m_state = state::field_start;
+                    }
                     break;
                 }
                 if (c == '\n') return parse_result::fail(400, "bare CR or LF in the head");
@@ -435,130 +551,151 @@ public:
                 return parse_result::fail(400, "invalid character in a header value");
             }
             case state::final_lf:
-                if (in[m_pos] != '\n') return parse_result::fail(400, "bare CR or LF in the head");
-                ++m_pos;
-                return {parse_state::complete, m_pos, 0, {}};
+                if (in[pos] != '\n') return parse_result::fail(400, "bare CR or LF in the head");
+                ++pos;
+                return {parse_state::complete, pos, 0, {}};
+            case state::done:
+            case state::refused:
+                return {}; // parse() answers these before running
             }
         }
         return {};
     }
 
-    /// True once the method is known to be HEAD (so an early error response has no body).
-    constexpr bool head_method() const noexcept { return m_head_method; }
-    /// Bytes looked at so far.
-    constexpr std::size_t scanned() const noexcept { return m_pos; }
-    constexpr void reset() noexcept { *this = head_scanner{}; }
+    /// Notes a header name that finish() must look at (names compared once, here).
+    constexpr void classify(std::string_view name) noexcept {
+        m_length_field = false;
+        using detail::token_equals_lower;
+        switch (name.size()) {
+        case 4:
+            if (token_equals_lower(name, "host") && m_hosts < 2) ++m_hosts;
+            break;
+        case 6:
+            if (token_equals_lower(name, "expect")) m_seen |= seen_expect;
+            break;
+        case 10:
+            if (token_equals_lower(name, "connection")) m_seen |= seen_connection;
+            break;
+        case 14:
+            m_length_field = token_equals_lower(name, "content-length");
+            if (m_length_field) m_seen |= seen_length;
+            break;
+        case 17:
+            if (token_equals_lower(name, "transfer-encoding")) m_seen |= seen_coding;
+            break;
+        default: break;
+        }
+    }
 
-private:
-    enum class state : std::uint8_t { lead, lead_lf, method, target, version, line_lf, field_start, name, value, final_lf };
+    /// The headers recorded so far point into bytes that now start at `base`.
+    constexpr void rebase(const char* base, std::span<header> storage) const noexcept {
+        auto moved = [&](std::string_view v) {
+            // The old bytes may be freed: their addresses are compared as numbers.
+            std::size_t offset = 0;
+            if (std::is_constant_evaluated())
+                offset = static_cast<std::size_t>(v.data() - m_base);
+            else
+                offset = reinterpret_cast<std::uintptr_t>(v.data()) - reinterpret_cast<std::uintptr_t>(m_base);
+            return std::string_view(base + offset, v.size());
+        };
+        for (header& h : storage.first(m_count)) {
+            h.name = moved(h.name);
+            h.value = moved(h.value);
+        }
+    }
+
+    /// The rules that need the whole head, on the parts recorded while scanning.
+    constexpr parse_result finish(std::string_view in, request_head& out, std::span<header> storage,
+                                  const limits& lim) const noexcept {
+        out = request_head{};
+        out.method = in.substr(m_start, m_target - 1 - m_start);
+        out.target = in.substr(m_target, m_version - 1 - m_target);
+        const std::string_view version = in.substr(m_version, 8); // "HTTP/d.d", checked by the scanner
+        if (version[5] != '1' || (version[7] != '0' && version[7] != '1'))
+            return parse_result::fail(505, "HTTP version not supported");
+        out.version = version[7] == '1' ? 11 : 10;
+
+        // Target forms: origin ("/p?q"), absolute ("http://h/p?q"), asterisk ("*", OPTIONS only).
+        std::string_view path = out.target;
+        if (path.front() != '/') {
+            if (path == "*") {
+                if (out.method != "OPTIONS") return parse_result::fail(400, "asterisk-form outside OPTIONS");
+            } else if (const std::size_t scheme = path.find("://");
+                       scheme != std::string_view::npos &&
+                       (iequals(path.substr(0, scheme), "http") || iequals(path.substr(0, scheme), "https"))) {
+                // The path starts at the first '/' or '?' after the authority ("http://h?q" has
+                // path "/" and query "q").
+                const std::size_t slash = path.find_first_of("/?", scheme + 3);
+                if (slash == scheme + 3 || path.size() == scheme + 3)
+                    return parse_result::fail(400, "absolute-form without an authority");
+                if (slash == std::string_view::npos) {
+                    // An empty path is "/", but for OPTIONS the whole server (RFC 9112 §3.2.4: the
+                    // last proxy forwards "OPTIONS http://h" as "OPTIONS *").
+                    path = out.method == "OPTIONS" ? std::string_view("*") : std::string_view("/");
+                } else if (path[slash] == '?') {
+                    out.query = path.substr(slash + 1);
+                    path = "/";
+                } else {
+                    path = path.substr(slash);
+                }
+            } else if (out.method == "CONNECT") {
+                return parse_result::fail(501, "CONNECT is not supported");
+            } else {
+                return parse_result::fail(400, "invalid request target");
+            }
+        }
+        if (const std::size_t q = path.find('?'); q != std::string_view::npos) {
+            out.query = path.substr(q + 1);
+            path = path.substr(0, q);
+        }
+        out.path = path;
+        out.headers = storage.first(m_count);
+
+        // HTTP/1.1 requests carry exactly one Host (RFC 9112 3.2).
+        if (m_hosts > 1 || (out.version == 11 && m_hosts == 0)) return parse_result::fail(400, "missing or repeated Host");
+
+        if (m_seen & (seen_length | seen_coding | seen_connection)) {
+            const parse_result framing = detail::decide_framing(out, true, lim);
+            if (framing.state == parse_state::error) return framing;
+        } else { // what decide_framing says of a request without those headers
+            out.framing = body_framing::none;
+            out.keep_alive = out.version == 11;
+        }
+        if (out.version == 11 && (m_seen & seen_expect)) {
+            for (const header& h : out.headers)
+                if (iequals(h.name, "expect") && iequals(h.value, "100-continue")) out.expect_continue = true;
+        }
+        return {parse_state::complete, m_pos, 0, {}};
+    }
+
     std::size_t m_pos = 0;
-    std::size_t m_start = 0; // the request line's first byte
-    std::size_t m_mark = 0;  // the current part's first byte
+    std::size_t m_start = 0;  // the request line's first byte
+    std::size_t m_mark = 0;   // the current part's first byte
+    std::size_t m_target = 0; // the target's first byte
+    std::size_t m_version = 0; // the version's first byte
+    std::size_t m_colon = 0;  // the current header's colon
     std::size_t m_fields = 0;
+    std::size_t m_count = 0;  // headers recorded into storage (parse)
+    const char* m_base = nullptr; // where `in` started when they were recorded
+    std::string_view m_reason; // refused: why
+    int m_status = 0;
     state m_state = state::lead;
+    std::uint8_t m_hosts = 0; // Host fields seen (up to 2)
+    std::uint8_t m_seen = 0;  // seen_* flags
     bool m_head_method = false;
     bool m_length_field = false;
     bool m_in_fields = false;
 };
 
-/// The second half of parse_request: `in` is a complete head (through its empty line) that
-/// head_scanner accepted — a precondition: it does not check again what the scanner checked.
-/// The server calls it once per request, after scanning as bytes came.
-constexpr parse_result parse_request_head(std::string_view in, request_head& out, std::span<header> storage,
-                                          const limits& lim) noexcept {
-    out = request_head{};
-    // The scanner checked every byte: what is left is finding the parts (memchr speed) and the
-    // rules that need a whole head.
-    std::size_t pos = 0;
-    while (pos + 1 < in.size() && in[pos] == '\r' && in[pos + 1] == '\n' && pos < 8) pos += 2;
-    const std::size_t end = in.find('\r', pos);
-    if (end == std::string_view::npos) return parse_result::fail(400, "malformed request line");
-    const std::string_view line = in.substr(pos, end - pos);
-    const std::size_t sp1 = line.find(' ');
-    const std::size_t sp2 = line.find(' ', sp1 + 1);
-    if (sp1 == std::string_view::npos || sp2 == std::string_view::npos) return parse_result::fail(400, "malformed request line");
-    out.method = line.substr(0, sp1);
-    out.target = line.substr(sp1 + 1, sp2 - sp1 - 1);
-    const std::string_view version = line.substr(sp2 + 1); // "HTTP/d.d"
-    if (version.size() != 8 || version[5] != '1' || (version[7] != '0' && version[7] != '1'))
-        return parse_result::fail(505, "HTTP version not supported");
-    out.version = version[7] == '1' ? 11 : 10;
-
-    // Target forms: origin ("/p?q"), absolute ("http://h/p?q"), asterisk ("*", OPTIONS only).
-    std::string_view path = out.target;
-    if (path.front() != '/') {
-        if (path == "*") {
-            if (out.method != "OPTIONS") return parse_result::fail(400, "asterisk-form outside OPTIONS");
-        } else if (const std::size_t scheme = path.find("://");
-                   scheme != std::string_view::npos &&
-                   (iequals(path.substr(0, scheme), "http") || iequals(path.substr(0, scheme), "https"))) {
-            // The path starts at the first '/' or '?' after the authority ("http://h?q" has
-            // path "/" and query "q").
-            const std::size_t slash = path.find_first_of("/?", scheme + 3);
-            if (slash == scheme + 3 || path.size() == scheme + 3)
-                return parse_result::fail(400, "absolute-form without an authority");
-            if (slash == std::string_view::npos) {
-                // An empty path is "/", but for OPTIONS the whole server (RFC 9112 §3.2.4: the
-                // last proxy forwards "OPTIONS http://h" as "OPTIONS *").
-                path = out.method == "OPTIONS" ? std::string_view("*") : std::string_view("/");
-            } else if (path[slash] == '?') {
-                out.query = path.substr(slash + 1);
-                path = "/";
-            } else {
-                path = path.substr(slash);
-            }
-        } else if (out.method == "CONNECT") {
-            return parse_result::fail(501, "CONNECT is not supported");
-        } else {
-            return parse_result::fail(400, "invalid request target");
-        }
-    }
-    if (const std::size_t q = path.find('?'); q != std::string_view::npos) {
-        out.query = path.substr(q + 1);
-        path = path.substr(0, q);
-    }
-    out.path = path;
-
-    std::size_t count = 0;
-    for (pos = end + 2; pos < in.size() && in[pos] != '\r';) {
-        const std::size_t line_end = in.find('\r', pos);
-        const std::size_t colon = in.find(':', pos);
-        if (line_end == std::string_view::npos || colon > line_end) return parse_result::fail(400, "header line without a colon");
-        if (count == lim.max_headers || count == storage.size()) return parse_result::fail(431, "too many headers");
-        storage[count++] = header{in.substr(pos, colon - pos), detail::trim_ows(in.substr(colon + 1, line_end - colon - 1))};
-        pos = line_end + 2;
-    }
-    if (pos + 2 > in.size()) return parse_result::fail(400, "incomplete head");
-    const parse_result r{parse_state::complete, pos + 2, 0, {}};
-    out.headers = storage.first(count);
-
-    // HTTP/1.1 requests carry exactly one Host (RFC 9112 3.2).
-    std::size_t hosts = 0;
-    for (const header& h : out.headers)
-        if (iequals(h.name, "host")) ++hosts;
-    if (hosts > 1 || (out.version == 11 && hosts == 0)) return parse_result::fail(400, "missing or repeated Host");
-
-    const parse_result framing = detail::decide_framing(out, true, lim);
-    if (framing.state == parse_state::error) return framing;
-    if (out.version == 11) {
-        for (const header& h : out.headers)
-            if (iequals(h.name, "expect") && iequals(h.value, "100-continue")) out.expect_continue = true;
-    }
-    return r;
-}
-
-/// Parses a request head at the start of `in`. `storage` receives the headers (give it at
-/// least `lim.max_headers` entries); `out` holds views into `in` and `storage`. An error is
-/// reported as soon as `in` holds a byte that cannot continue a valid head (head_scanner).
+/// Parses a request head at the start of `in`, in one pass (head_scanner::parse). `storage`
+/// receives the headers (give it at least `lim.max_headers` entries); `out` holds views into
+/// `in` and `storage`. An error is reported as soon as `in` holds a byte that cannot continue
+/// a valid head.
 constexpr parse_result parse_request(std::string_view in, request_head& out, std::span<header> storage,
                                      const limits& lim = {}) noexcept {
+    out = request_head{};
     head_scanner scanner;
-    const parse_result scanned = scanner.scan(in, lim);
-    if (scanned.state != parse_state::complete) {
-        out = request_head{};
-        return scanned;
-    }
-    return parse_request_head(in.substr(0, scanned.head_size), out, storage, lim);
+    return scanner.parse(in, out, storage, lim);
 }
 
 /// Parses a response head. A response to HEAD, and 1xx/204/304 responses, have no body

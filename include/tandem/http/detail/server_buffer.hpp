@@ -128,6 +128,9 @@ inline void server::give_back(std::unique_ptr<workspace>& w) noexcept {
     m_stats.body_bytes_held -= w->charged;
     w->charged = 0;
     w->begin = w->end = 0;
+    // The response-head buffer keeps its capacity across requests (no allocation per
+    // response), but not a huge one (a handler's megabyte header) for every later request.
+    if (w->out.capacity() > base_size) std::string().swap(w->out);
     if (w->data.size() == base_size && m_spare.size() < 256) {
         m_spare.push_back(std::move(w));
     }

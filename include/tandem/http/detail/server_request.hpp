@@ -75,14 +75,12 @@ task<bool> server::serve_request(tcp_stream& s, connection& c, std::unique_ptr<w
 }
 
 /// The head, if it is all buffered and valid; false leaves the rest (reading, refusing) to
-/// read_head, with the scanner where it stopped.
+/// read_head, with the parser where it stopped.
 inline bool server::head_buffered(workspace& w, exchange& x) {
-    const parse_result scanned = x.scanner.scan(w.view(), m_options.limits);
-    if (scanned.state != parse_state::complete) return false;
-    x.head_size = scanned.head_size;
-    const parse_result parsed = parse_request_head(w.view().substr(0, x.head_size), x.head, w.headers, m_options.limits);
-    x.head_method = x.head.method == "HEAD";
-    return parsed.state == parse_state::complete; // else read_head parses again and refuses
+    const parse_result parsed = x.scanner.parse(w.view(), x.head, w.headers, m_options.limits);
+    x.head_size = parsed.head_size;
+    x.head_method = x.scanner.head_method();
+    return parsed.state == parse_state::complete;
 }
 
 /// The body, if it needs no reading (none, or a Content-Length body already buffered).
@@ -101,34 +99,27 @@ template <class>
 task<server::verdict> server::read_head(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w,
                                                 exchange& x) {
     const limits& lim = m_options.limits;
-    head_scanner& scanner = x.scanner;
-    if (x.head_size == 0) {
-        for (;;) {
-            const parse_result scanned = scanner.scan(w->view(), lim);
-            if (scanned.state == parse_state::complete) {
-                x.head_size = scanned.head_size;
-                break;
-            }
-            if (scanned.state == parse_state::error) {
-                co_await reject(s, c, w, scanned.status, scanned.reason, scanner.head_method());
-                co_return verdict::close;
-            }
-            expect(c, phase::head);
-            if (co_await read_more(s, c, w, 4096, nullptr) == 0) {
-                if (c.timed_out && c.now == phase::head)
-                    co_await reject(s, c, w, 408, "request head timed out", scanner.head_method());
-                co_return verdict::close;
-            }
+    head_scanner& parser = x.scanner;
+    for (;;) {
+        // Each call looks only at the bytes the last one had not seen; the head is parsed as
+        // they pass, so a complete one is not read again.
+        const parse_result parsed = parser.parse(w->view(), x.head, w->headers, lim);
+        if (parsed.state == parse_state::complete) {
+            x.head_size = parsed.head_size;
+            x.head_method = parser.head_method();
+            co_return verdict::go_on;
+        }
+        if (parsed.state == parse_state::error) {
+            co_await reject(s, c, w, parsed.status, parsed.reason, parser.head_method());
+            co_return verdict::close;
+        }
+        expect(c, phase::head);
+        if (co_await read_more(s, c, w, 4096, nullptr) == 0) {
+            if (c.timed_out && c.now == phase::head)
+                co_await reject(s, c, w, 408, "request head timed out", parser.head_method());
+            co_return verdict::close;
         }
     }
-    // Parsed once, when complete; read_more keeps the views valid if the buffer moves.
-    const parse_result parsed = parse_request_head(w->view().substr(0, x.head_size), x.head, w->headers, lim);
-    x.head_method = x.head.method == "HEAD";
-    if (parsed.state == parse_state::error) {
-        co_await reject(s, c, w, parsed.status, parsed.reason, scanner.head_method());
-        co_return verdict::close;
-    }
-    co_return verdict::go_on;
 }
 
 template <class>
