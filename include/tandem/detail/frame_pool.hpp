@@ -161,7 +161,7 @@ public:
 
     static void deallocate(void* p, std::size_t n) noexcept {
         if (n > max_block) {
-            ::operator delete(p, n);
+            ::operator delete(p); // unsized: clang 14 has no sized deallocation by default
             return;
         }
         slab* s = slab_of(p);
@@ -244,7 +244,7 @@ private:
     }
     static void release(slab& s) noexcept {
         s.~slab();
-        ::operator delete(static_cast<void*>(&s), slab_size, std::align_val_t{slab_size});
+        ::operator delete(static_cast<void*>(&s), std::align_val_t{slab_size});
     }
 
     [[gnu::noinline]] static void* allocate_slow(heap& h, unsigned cls) {
@@ -390,7 +390,7 @@ public:
     static constexpr std::size_t max_block = 0;
     static constexpr std::size_t max_idle_slabs = 0;
     static void* allocate(std::size_t n) { return ::operator new(n); }
-    static void deallocate(void* p, std::size_t n) noexcept { ::operator delete(p, n); }
+    static void deallocate(void* p, std::size_t) noexcept { ::operator delete(p); }
     static frame_pool_usage thread_usage() noexcept { return {}; }
     static std::size_t orphaned_slabs() noexcept { return 0; }
 };
