@@ -6,7 +6,7 @@
 // million spawned at once used to spend half their time in malloc and free: glibc consolidates
 // and unlinks chunks one by one. A bounded per-thread free list cannot help there (a burst of a
 // million allocates before it frees anything, so a list of N blocks serves N of them), but
-// slabs can: blocks of one size class are carved from 32 KiB slabs, a slab goes back to the
+// slabs can: blocks of one size class are carved from 64 KiB slabs, a slab goes back to the
 // system as a whole once its last block is freed, and a thread keeps at most max_idle_slabs
 // slabs with no block in use. Memory held is what is in use, rounded up to slabs, plus that cap.
 //
@@ -48,7 +48,7 @@ struct frame_pool_usage {
 
 namespace frame_pool_parts {
 
-inline constexpr std::size_t slab_size = 32 * 1024;
+inline constexpr std::size_t slab_size = 64 * 1024;
 inline constexpr std::size_t max_block = 1024;
 // Size classes: 16-byte steps up to 256 bytes (most frames and records), 64-byte steps up to
 // max_block.
