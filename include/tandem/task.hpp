@@ -6,6 +6,7 @@
 
 #include "tandem/config.hpp"
 #include "tandem/error.hpp"
+#include "tandem/detail/frame_pool.hpp"
 
 #include <coroutine>
 #include <cstddef>
@@ -135,7 +136,8 @@ task_context* context_of(std::coroutine_handle<Promise> h) noexcept {
     }
 }
 
-class promise_base {
+/// Every task frame comes from the per-thread frame pool (detail/frame_pool.hpp).
+class promise_base : public pooled {
 public:
     std::suspend_always initial_suspend() const noexcept { return {}; }
 

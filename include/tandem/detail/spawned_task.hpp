@@ -8,6 +8,7 @@
 #include "tandem/source_location.hpp"
 #include "tandem/task.hpp"
 #include "tandem/detail/cancellable_wait.hpp"
+#include "tandem/detail/frame_pool.hpp"
 #include "tandem/detail/intrusive_list.hpp"
 
 #include <coroutine>
@@ -24,7 +25,8 @@ namespace detail {
 
 /// The loop's record of one spawned task: its context, its frame, and who waits for it.
 /// Reference-counted by the loop (while it runs) and by its join_handle (while one exists).
-class root_base : public task_context, public list_hook {
+/// Allocated from the frame pool, like the frame it goes with.
+class root_base : public task_context, public list_hook, public pooled {
 public:
     struct join_waiter : suspended_wait {};
 

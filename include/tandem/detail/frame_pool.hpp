@@ -1,0 +1,407 @@
+// tandem — a per-thread slab allocator for coroutine frames and spawned-task records.
+//
+// Layer: core (detail). No OS headers, no event loop.
+//
+// Spawning a task costs two heap blocks (its frame and the loop's record of it) and a
+// million spawned at once used to spend half their time in malloc and free: glibc consolidates
+// and unlinks chunks one by one. A bounded per-thread free list cannot help there (a burst of a
+// million allocates before it frees anything, so a list of N blocks serves N of them), but
+// slabs can: blocks of one size class are carved from 64 KiB slabs, a slab goes back to the
+// system as a whole once its last block is freed, and a thread keeps at most max_idle_slabs
+// slabs with no block in use. Memory held is what is in use, rounded up to slabs, plus that cap.
+//
+// Threads. Each thread allocates from its own slabs without a lock. A block freed by the thread
+// that owns its slab goes back to the slab at once; a block freed by another thread (a loop
+// destroyed on another thread than the one that ran it, a task made on one thread and run on
+// another) is handed to the owner under a process-wide lock, and the owner takes such blocks
+// back when it next runs out of room. When a thread ends, its slabs with blocks in use are
+// orphaned: the last free of such a slab, from any thread, releases it. A thread whose
+// thread-local storage is being torn down (a thread_local destructor making a task) allocates
+// from orphaned slabs under the lock.
+//
+// Off (TANDEM_FRAME_POOL=0, the default under AddressSanitizer and MemorySanitizer): every
+// block comes from ::operator new, so a sanitizer or Valgrind sees each frame's lifetime.
+// Choose the same value in every translation unit of a program.
+//
+// After fork() in a process with other threads, the child must not free a block that another
+// thread of the parent allocated while that thread held the lock (as with any allocator that
+// is not fork-aware); tandem forks only single-threaded processes (the zygote).
+#pragma once
+
+#include "tandem/config.hpp"
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <new>
+#include <utility>
+
+namespace tandem::detail {
+
+/// What the pool holds for the calling thread (tests and diagnostics).
+struct frame_pool_usage {
+    std::size_t slabs = 0;      // slabs owned by this thread
+    std::size_t idle_slabs = 0; // of which no block is in use (at most frame_pool::max_idle_slabs)
+};
+
+#if TANDEM_FRAME_POOL
+
+namespace frame_pool_parts {
+
+inline constexpr std::size_t slab_size = 64 * 1024;
+inline constexpr std::size_t max_block = 1024;
+// Size classes: 16-byte steps up to 256 bytes (most frames and records), 64-byte steps up to
+// max_block.
+inline constexpr std::size_t small_max = 256;
+inline constexpr unsigned class_count = small_max / 16 + (max_block - small_max) / 64;
+constexpr unsigned class_of(std::size_t n) noexcept {
+    return n <= small_max ? static_cast<unsigned>((n + 15) / 16 - 1)
+                          : static_cast<unsigned>(small_max / 16 + (n - small_max + 63) / 64 - 1);
+}
+constexpr std::size_t block_size(unsigned cls) noexcept {
+    return cls < small_max / 16 ? (cls + 1) * 16 : small_max + (cls + 1 - small_max / 16) * 64;
+}
+
+struct block {
+    block* next;
+};
+struct heap;
+enum class state : unsigned char { current, partial, full, cached, orphaned };
+
+// The header at the start of every slab; blocks follow it. slab_size-aligned, so a block's
+// slab is its address rounded down.
+struct slab {
+    std::atomic<heap*> owner; // null once orphaned (or allocated after its thread ended)
+    block* free = nullptr;    // owner only
+    char* bump = nullptr;     // next never-used block
+    char* end = nullptr;
+    std::uint32_t used = 0; // blocks handed out; once orphaned, guarded by the lock
+    std::uint16_t cls = 0;
+    state where = state::current;
+    bool remote_listed = false;  // guarded by the lock
+    slab* prev = nullptr;        // in its bin's partial or full list, or the cache
+    slab* next = nullptr;
+    block* remote = nullptr;     // guarded by the lock: freed by other threads
+    slab* next_remote = nullptr; // guarded by the lock: the owner's slabs with remote frees
+
+    explicit slab(heap* h) noexcept : owner(h) {}
+    bool has_room() const noexcept { return free != nullptr || bump != end; }
+    void reset(unsigned c) noexcept;
+};
+inline constexpr std::size_t header_size = (sizeof(slab) + 63) / 64 * 64;
+static_assert(header_size + max_block <= slab_size);
+
+inline void slab::reset(unsigned c) noexcept {
+    cls = static_cast<std::uint16_t>(c);
+    free = nullptr;
+    bump = reinterpret_cast<char*>(this) + header_size;
+    const std::size_t bs = block_size(c);
+    end = bump + (slab_size - header_size) / bs * bs;
+}
+
+struct list {
+    slab* head = nullptr;
+    void push(slab& s) noexcept {
+        s.prev = nullptr;
+        s.next = head;
+        if (head) head->prev = &s;
+        head = &s;
+    }
+    void erase(slab& s) noexcept {
+        if (s.prev) s.prev->next = s.next;
+        else head = s.next;
+        if (s.next) s.next->prev = s.prev;
+        s.prev = s.next = nullptr;
+    }
+    slab* pop() noexcept {
+        slab* s = head;
+        if (s) erase(*s);
+        return s;
+    }
+};
+
+struct bin {
+    slab* current = nullptr; // allocated from
+    list partial;            // others with free blocks
+    list full;               // others without
+};
+
+// Constant-initialized and trivially destructible, so reaching it costs no TLS guard; the
+// thread-exit work is done by a separate thread_local (exit_guard), made with the first slab.
+struct heap {
+    bin bins[class_count];
+    list cached;                  // idle slabs that are no bin's current
+    std::size_t idle = 0;         // idle slabs: the cached ones and idle currents
+    std::size_t slabs = 0;
+    slab* remote_slabs = nullptr; // guarded by the lock
+    std::atomic<bool> has_remote{false};
+    bool ended = false;           // the thread's exit_guard ran
+};
+
+inline thread_local heap t_heap;
+
+} // namespace frame_pool_parts
+
+class frame_pool {
+public:
+    static constexpr std::size_t slab_size = frame_pool_parts::slab_size;
+    /// Larger blocks come from ::operator new.
+    static constexpr std::size_t max_block = frame_pool_parts::max_block;
+    /// Slabs a thread keeps with no block in use, to be reused without a trip to the system.
+    static constexpr std::size_t max_idle_slabs = 4;
+
+    static void* allocate(std::size_t n) {
+        if (n > max_block) return ::operator new(n);
+        heap& h = frame_pool_parts::t_heap;
+        const unsigned cls = frame_pool_parts::class_of(n);
+        slab* s = h.bins[cls].current;
+        if (s && s->has_room()) return take(h, *s);
+        return allocate_slow(h, cls);
+    }
+
+    static void deallocate(void* p, std::size_t n) noexcept {
+        if (n > max_block) {
+            ::operator delete(p); // unsized: clang 14 has no sized deallocation by default
+            return;
+        }
+        slab* s = slab_of(p);
+        heap& h = frame_pool_parts::t_heap;
+        if (s->owner.load(std::memory_order_relaxed) != &h) return deallocate_foreign(*s, p);
+        give_back(h, *s, p);
+    }
+
+    static frame_pool_usage thread_usage() noexcept {
+        return {frame_pool_parts::t_heap.slabs, frame_pool_parts::t_heap.idle};
+    }
+    /// Slabs of ended threads that still have blocks in use, process-wide.
+    static std::size_t orphaned_slabs() noexcept {
+        lock_guard lock;
+        return s_orphans;
+    }
+
+private:
+    using slab = frame_pool_parts::slab;
+    using heap = frame_pool_parts::heap;
+    using bin = frame_pool_parts::bin;
+    using block = frame_pool_parts::block;
+    using state = frame_pool_parts::state;
+
+    static slab* slab_of(void* p) noexcept {
+        return reinterpret_cast<slab*>(reinterpret_cast<std::uintptr_t>(p) & ~(std::uintptr_t{slab_size} - 1));
+    }
+
+    static void* take(heap& h, slab& s) noexcept {
+        void* p;
+        if (block* b = s.free) {
+            s.free = b->next;
+            p = b;
+        } else {
+            p = s.bump;
+            s.bump += frame_pool_parts::block_size(s.cls);
+        }
+        if (s.used++ == 0) --h.idle;
+        return p;
+    }
+
+    static void give_back(heap& h, slab& s, void* p) noexcept {
+        block* b = static_cast<block*>(p);
+        b->next = s.free;
+        s.free = b;
+        if (--s.used == 0) return went_idle(h, s);
+        if (s.where == state::full) return unfull(h, s);
+    }
+    [[gnu::noinline]] static void unfull(heap& h, slab& s) noexcept {
+        h.bins[s.cls].full.erase(s);
+        h.bins[s.cls].partial.push(s);
+        s.where = state::partial;
+    }
+
+    [[gnu::noinline]] static void went_idle(heap& h, slab& s) noexcept {
+        bin& b = h.bins[s.cls];
+        s.reset(s.cls); // the next blocks come in address order again
+        if (b.current == &s) {
+            if (h.idle < max_idle_slabs) {
+                ++h.idle;
+                return;
+            }
+            b.current = nullptr;
+        } else {
+            (s.where == state::full ? b.full : b.partial).erase(s);
+            if (h.idle < max_idle_slabs) {
+                s.where = state::cached;
+                h.cached.push(s);
+                ++h.idle;
+                return;
+            }
+        }
+        --h.slabs;
+        release(s);
+    }
+
+    static slab* new_slab(heap* owner) {
+        void* mem = ::operator new(slab_size, std::align_val_t{slab_size});
+        return ::new (mem) slab(owner);
+    }
+    static void release(slab& s) noexcept {
+        s.~slab();
+        ::operator delete(static_cast<void*>(&s), std::align_val_t{slab_size});
+    }
+
+    [[gnu::noinline]] static void* allocate_slow(heap& h, unsigned cls) {
+        if (h.ended) return allocate_orphaned(cls);
+        if (h.has_remote.load(std::memory_order_acquire)) {
+            lock_guard lock;
+            collect_remote(h);
+        }
+        bin& b = h.bins[cls];
+        slab* s = b.current;
+        if (s && !s->has_room()) {
+            s->where = state::full;
+            b.full.push(*s);
+            s = nullptr;
+        }
+        if (!s) {
+            if ((s = b.partial.pop()) == nullptr) {
+                if ((s = h.cached.pop()) == nullptr) {
+                    if (h.slabs == 0) register_exit();
+                    s = new_slab(&h);
+                    ++h.slabs;
+                    ++h.idle; // take() counts it out again
+                }
+                s->reset(cls);
+            }
+            s->where = state::current;
+            b.current = s;
+        }
+        return take(h, *s);
+    }
+
+    // Blocks freed by other threads, taken back by the owner. Under the lock.
+    static void collect_remote(heap& h) noexcept {
+        h.has_remote.store(false, std::memory_order_relaxed);
+        slab* s = std::exchange(h.remote_slabs, nullptr);
+        while (s) {
+            slab* next_slab = s->next_remote;
+            block* b = std::exchange(s->remote, nullptr);
+            s->remote_listed = false;
+            while (b) { // the slab may be released with the last of its blocks: read ahead
+                block* next = b->next;
+                give_back(h, *s, b);
+                b = next;
+            }
+            s = next_slab;
+        }
+    }
+
+    [[gnu::noinline]] static void deallocate_foreign(slab& s, void* p) noexcept {
+        lock_guard lock;
+        heap* owner = s.owner.load(std::memory_order_relaxed);
+        if (!owner) { // orphaned: its last block releases it
+            if (--s.used == 0) {
+                if (s_orphan_current[s.cls] == &s) s_orphan_current[s.cls] = nullptr;
+                --s_orphans;
+                release(s);
+            }
+            return;
+        }
+        block* b = static_cast<block*>(p);
+        b->next = s.remote;
+        s.remote = b;
+        if (!s.remote_listed) {
+            s.remote_listed = true;
+            s.next_remote = owner->remote_slabs;
+            owner->remote_slabs = &s;
+        }
+        owner->has_remote.store(true, std::memory_order_release);
+    }
+
+    // After the thread's exit_guard ran: carve from an ownerless slab, under the lock. Such a
+    // slab is orphaned from the start; a full one is left to its last free.
+    [[gnu::noinline]] static void* allocate_orphaned(unsigned cls) {
+        lock_guard lock;
+        slab* s = s_orphan_current[cls];
+        if (!s || s->bump == s->end) {
+            s = new_slab(nullptr);
+            s->reset(cls);
+            s->where = state::orphaned;
+            ++s_orphans;
+            s_orphan_current[cls] = s;
+        }
+        void* p = s->bump;
+        s->bump += frame_pool_parts::block_size(cls);
+        ++s->used;
+        return p;
+    }
+
+    // The thread ends: release its idle slabs, orphan the others.
+    struct exit_guard {
+        exit_guard() = default;
+        exit_guard(const exit_guard&) = delete;
+        exit_guard& operator=(const exit_guard&) = delete;
+        ~exit_guard() {
+            heap& h = frame_pool_parts::t_heap;
+            lock_guard lock;
+            collect_remote(h);
+            auto leave = [&h](slab& s) noexcept {
+                --h.slabs;
+                if (s.used == 0) return release(s);
+                s.where = state::orphaned;
+                ++s_orphans;
+                s.owner.store(nullptr, std::memory_order_relaxed); // others read it again under the lock
+            };
+            for (bin& b : h.bins) {
+                if (slab* s = std::exchange(b.current, nullptr)) leave(*s);
+                while (slab* s = b.partial.pop()) leave(*s);
+                while (slab* s = b.full.pop()) leave(*s);
+            }
+            while (slab* s = h.cached.pop()) leave(*s);
+            h.idle = 0;
+            h.ended = true;
+        }
+    };
+    static void register_exit() {
+        static thread_local exit_guard guard;
+        (void)guard;
+    }
+
+    // The process-wide lock of the rare paths: a spin lock that sleeps (std::atomic::wait)
+    // rather than <mutex>, which the core headers do not include.
+    inline static std::atomic<bool> s_locked{false};
+    struct lock_guard {
+        lock_guard() noexcept {
+            while (s_locked.exchange(true, std::memory_order_acquire)) s_locked.wait(true, std::memory_order_relaxed);
+        }
+        ~lock_guard() {
+            s_locked.store(false, std::memory_order_release);
+            s_locked.notify_one();
+        }
+        lock_guard(const lock_guard&) = delete;
+        lock_guard& operator=(const lock_guard&) = delete;
+    };
+    inline static slab* s_orphan_current[frame_pool_parts::class_count] = {}; // guarded by the lock
+    inline static std::size_t s_orphans = 0;                                  // guarded by the lock
+};
+
+#else // TANDEM_FRAME_POOL
+
+class frame_pool {
+public:
+    static constexpr std::size_t slab_size = 0;
+    static constexpr std::size_t max_block = 0;
+    static constexpr std::size_t max_idle_slabs = 0;
+    static void* allocate(std::size_t n) { return ::operator new(n); }
+    static void deallocate(void* p, std::size_t) noexcept { ::operator delete(p); }
+    static frame_pool_usage thread_usage() noexcept { return {}; }
+    static std::size_t orphaned_slabs() noexcept { return 0; }
+};
+
+#endif // TANDEM_FRAME_POOL
+
+/// Gives a class (a promise type, a task record) the frame pool's operator new and delete.
+/// The sized delete is the one called, so the pool learns each block's size class for free.
+struct pooled {
+    static void* operator new(std::size_t n) { return frame_pool::allocate(n); }
+    static void operator delete(void* p, std::size_t n) noexcept { frame_pool::deallocate(p, n); }
+};
+
+} // namespace tandem::detail

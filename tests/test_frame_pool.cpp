@@ -1,0 +1,283 @@
+#include "tandem/detail/frame_pool.hpp"
+
+#include "catch.hpp"
+#include "tandem/loop.hpp"
+#include "tandem/spawn.hpp"
+#include "tandem/task.hpp"
+
+#include <algorithm>
+#include <coroutine>
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <utility>
+#include <vector>
+
+using tandem::detail::frame_pool;
+
+namespace {
+
+constexpr bool pool_on = TANDEM_FRAME_POOL != 0;
+
+tandem::task<> count_up(long& done) {
+    ++done;
+    co_return;
+}
+
+// A frame of about `Pad` bytes more than count_up's: other size classes.
+// The array lives across a suspension point, so it is in the frame with either compiler.
+template <std::size_t Pad>
+tandem::task<int> padded(int seed) {
+    unsigned char bytes[Pad];
+    for (std::size_t i = 0; i < Pad; ++i) bytes[i] = static_cast<unsigned char>(seed + static_cast<int>(i));
+    co_await std::suspend_never{};
+    int sum = 0;
+    for (std::size_t i = 0; i < Pad; ++i) sum += bytes[i];
+    co_return sum;
+}
+
+int padded_sum(std::size_t pad, int seed) {
+    int sum = 0;
+    for (std::size_t i = 0; i < pad; ++i) sum += static_cast<unsigned char>(seed + static_cast<int>(i));
+    return sum;
+}
+
+std::vector<tandem::task<>> make_tasks(std::size_t n, long& done) {
+    std::vector<tandem::task<>> tasks;
+    tasks.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) tasks.push_back(count_up(done));
+    return tasks;
+}
+
+/// Hands values from one thread to another, one at a time (no sleeping to wait).
+template <class T>
+class handoff {
+public:
+    void put(T value) {
+        std::lock_guard lock(m_mutex);
+        m_value = std::move(value);
+        m_full = true;
+        m_changed.notify_all();
+    }
+    T take() {
+        std::unique_lock lock(m_mutex);
+        m_changed.wait(lock, [&] { return m_full; });
+        m_full = false;
+        return std::move(m_value);
+    }
+
+private:
+    std::mutex m_mutex;
+    std::condition_variable m_changed;
+    T m_value{};
+    bool m_full = false;
+};
+
+} // namespace
+
+TEST_CASE("a burst of a million spawned tasks leaves at most the idle cap in the pool", "[frame_pool]") {
+    // The thread may hold slabs from earlier tests: measure from an empty loop's view.
+    long done = 0;
+    std::size_t peak = 0;
+    {
+        tandem::event_loop loop;
+        constexpr long n = 1'000'000;
+        for (long i = 0; i < n; ++i) tandem::spawn(loop, count_up(done)).detach();
+        peak = frame_pool::thread_usage().slabs;
+        loop.run([](long& d) -> tandem::task<> {
+            while (d < n) co_await tandem::yield();
+        }(done));
+    }
+    CHECK(done == 1'000'000);
+    const tandem::detail::frame_pool_usage after = frame_pool::thread_usage();
+    if constexpr (pool_on) {
+        // A frame and a record per task: at least their bytes were in slabs at the peak.
+        CHECK(peak * frame_pool::slab_size >= 1'000'000u * 2 * 64);
+        CHECK(after.idle_slabs <= frame_pool::max_idle_slabs);
+        CHECK(after.slabs == after.idle_slabs); // nothing is in use any more
+    } else {
+        CHECK(peak == 0);
+        CHECK(after.slabs == 0);
+    }
+}
+
+TEST_CASE("blocks of every size class keep their contents and never overlap", "[frame_pool]") {
+    const auto seed = std::random_device{}();
+    std::printf("frame_pool property seed %u\n", seed);
+    std::mt19937 rng(seed);
+    struct live {
+        unsigned char* p;
+        std::size_t n;
+        unsigned char tag;
+    };
+    std::vector<live> blocks;
+    std::uniform_int_distribution<std::size_t> size(1, frame_pool::max_block + 300); // some above the pool's range
+    auto check = [](const live& b) {
+        for (std::size_t i = 0; i < b.n; ++i)
+            if (b.p[i] != b.tag) return false;
+        return true;
+    };
+    for (int round = 0; round < 40'000; ++round) {
+        if (blocks.empty() || rng() % 3 != 0) {
+            const std::size_t n = size(rng);
+            auto* p = static_cast<unsigned char*>(frame_pool::allocate(n));
+            REQUIRE(reinterpret_cast<std::uintptr_t>(p) % alignof(std::max_align_t) == 0);
+            const auto tag = static_cast<unsigned char>(rng());
+            std::memset(p, tag, n);
+            blocks.push_back({p, n, tag});
+        } else {
+            const std::size_t i = rng() % blocks.size();
+            REQUIRE(check(blocks[i]));
+            frame_pool::deallocate(blocks[i].p, blocks[i].n);
+            blocks[i] = blocks.back();
+            blocks.pop_back();
+        }
+    }
+    for (const live& b : blocks) {
+        REQUIRE(check(b));
+        frame_pool::deallocate(b.p, b.n);
+    }
+    CHECK(frame_pool::thread_usage().slabs == frame_pool::thread_usage().idle_slabs);
+    CHECK(frame_pool::thread_usage().idle_slabs <= frame_pool::max_idle_slabs);
+}
+
+TEST_CASE("frames destroyed on another thread go back to the thread that made them", "[frame_pool]") {
+    handoff<std::vector<tandem::task<>>> to_main;
+    handoff<int> destroyed;
+    handoff<tandem::detail::frame_pool_usage> usage_after;
+    long done = 0;
+    std::thread maker([&] {
+        to_main.put(make_tasks(50'000, done));
+        (void)destroyed.take();
+        // The next allocation that runs out of room takes the blocks back.
+        std::vector<tandem::task<>> more = make_tasks(50'000, done);
+        more.clear();
+        usage_after.put(frame_pool::thread_usage());
+    });
+    {
+        std::vector<tandem::task<>> tasks = to_main.take();
+        tasks.clear(); // frees 50,000 frames made on `maker`, which is still running
+    }
+    destroyed.put(1);
+    const tandem::detail::frame_pool_usage after = usage_after.take();
+    maker.join();
+    CHECK(after.slabs == after.idle_slabs);
+    CHECK(after.idle_slabs <= frame_pool::max_idle_slabs);
+    CHECK(done == 0);
+}
+
+TEST_CASE("blocks of an ended thread are released by whoever frees the last of them", "[frame_pool]") {
+    const std::size_t orphans_before = frame_pool::orphaned_slabs();
+    long done = 0;
+    std::vector<tandem::task<>> tasks;
+    std::thread maker([&] { tasks = make_tasks(20'000, done); });
+    maker.join();
+    if constexpr (pool_on) CHECK(frame_pool::orphaned_slabs() > orphans_before);
+    // Run half of them here, then drop them all.
+    tandem::event_loop loop;
+    for (std::size_t i = 0; i < tasks.size() / 2; ++i) tandem::spawn(loop, std::move(tasks[i])).detach();
+    loop.run([](long& d) -> tandem::task<> {
+        while (d < 10'000) co_await tandem::yield();
+    }(done));
+    tasks.clear();
+    CHECK(done == 10'000);
+    CHECK(frame_pool::orphaned_slabs() == orphans_before);
+}
+
+namespace {
+std::vector<tandem::task<int>>* g_late_tasks = nullptr;
+int g_late_result = 0;
+
+// Made before the thread's first frame, so destroyed after the pool's thread teardown.
+struct late_user {
+    bool armed = false;
+    ~late_user() {
+        if (!armed) return;
+        // Runs after the pool's own thread_local: allocates from ownerless slabs.
+        tandem::task<int> t = padded<40>(1);
+        tandem::event_loop loop;
+        g_late_result = loop.run(std::move(t));
+        g_late_tasks->push_back(padded<40>(2)); // outlives the thread
+    }
+};
+} // namespace
+
+TEST_CASE("a thread_local destructor can make and run tasks after the pool tore down", "[frame_pool]") {
+    const std::size_t orphans_before = frame_pool::orphaned_slabs();
+    std::vector<tandem::task<int>> late;
+    g_late_tasks = &late;
+    std::thread t([] {
+        static thread_local late_user user;
+        user.armed = true;
+        long done = 0;
+        tandem::event_loop loop; // a frame or two, so the pool registers its teardown after `user`
+        tandem::spawn(loop, count_up(done)).detach();
+        loop.run([](long& d) -> tandem::task<> {
+            while (d < 1) co_await tandem::yield();
+        }(done));
+    });
+    t.join();
+    CHECK(g_late_result == padded_sum(40, 1));
+    REQUIRE(late.size() == 1);
+    tandem::event_loop loop;
+    const int value = loop.run(std::move(late.front()));
+    CHECK(value == padded_sum(40, 2));
+    late.clear();
+    CHECK(frame_pool::orphaned_slabs() == orphans_before);
+}
+
+TEST_CASE("threads trading frames while others end keep the pool consistent", "[frame_pool]") {
+    // Each producer thread makes tasks of several size classes and hands them to a consumer
+    // that destroys or runs them; producers end at different times (their slabs are orphaned
+    // with blocks still in flight). TSan checks the hand-offs.
+    const std::size_t orphans_before = frame_pool::orphaned_slabs();
+    constexpr int producers = 4;
+    constexpr int per_producer = 4'000;
+    std::mutex m;
+    std::condition_variable cv;
+    std::vector<tandem::task<int>> queue;
+    int finished = 0;
+    std::vector<std::thread> threads;
+    for (int p = 0; p < producers; ++p) {
+        threads.emplace_back([&, p] {
+            for (int i = 0; i < per_producer * (p + 1) / producers; ++i) {
+                tandem::task<int> t = i % 4 == 0 ? padded<8>(i) : i % 4 == 1 ? padded<300>(i) : i % 4 == 2 ? padded<900>(i) : padded<1500>(i);
+                std::lock_guard lock(m);
+                queue.push_back(std::move(t));
+                cv.notify_one();
+            }
+            std::lock_guard lock(m);
+            ++finished;
+            cv.notify_one();
+        });
+    }
+    long run = 0, dropped = 0;
+    tandem::event_loop loop;
+    for (;;) {
+        std::vector<tandem::task<int>> batch;
+        {
+            std::unique_lock lock(m);
+            cv.wait(lock, [&] { return !queue.empty() || finished == producers; });
+            if (queue.empty()) break;
+            batch.swap(queue);
+        }
+        for (tandem::task<int>& t : batch) {
+            if ((run + dropped) % 2 == 0) {
+                (void)loop.run(std::move(t));
+                ++run;
+            } else {
+                t = {};
+                ++dropped;
+            }
+        }
+    }
+    for (std::thread& t : threads) t.join();
+    CHECK(run + dropped == per_producer / producers * (1 + 2 + 3 + 4));
+    CHECK(frame_pool::orphaned_slabs() == orphans_before);
+}
