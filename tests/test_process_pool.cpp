@@ -3,6 +3,7 @@
 #include "tandem/process/pidfd.hpp"
 
 #include "catch.hpp"
+#include "other_tu.hpp"
 #include "tandem/spawn.hpp"
 #include "tandem/time.hpp"
 #include "tandem/when.hpp"
@@ -1081,4 +1082,13 @@ TEST_CASE("a job that forks leaves one reader on the channel: its copy neither a
         return 0;
     });
     CHECK(code == 0);
+}
+
+TEST_CASE("the zygote is one per program across translation units", "[process_pool]") {
+    // The zygote lives in a class template's static (bench/README.md, "Include cost");
+    // other_tu.cpp is a second translation unit that includes process_pool.hpp.
+    tandem::process_pool pool(1);
+    const void* here = tandem::detail::zygote::instance(true).get();
+    CHECK(other_tu::zygote() == here);
+    CHECK(pool.submit([](int x) { return x + 1; }, 41).get() == 42);
 }

@@ -1,6 +1,7 @@
 #include "tandem/thread_pool.hpp"
 
 #include "catch.hpp"
+#include "other_tu.hpp"
 #include "tandem/fwd.hpp"
 #include "tandem/spawn.hpp"
 #include "tandem/time.hpp"
@@ -14,6 +15,7 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
@@ -480,4 +482,44 @@ TEST_CASE("thread_pool is the one instantiation of basic_thread_pool that fwd.hp
     tandem::thread_pool pool(2);
     CHECK(threads_of(pool) == 2);
     CHECK(&tandem::default_thread_pool() == &tandem::default_thread_pool<>());
+}
+
+TEST_CASE("default_thread_pool is one pool per program across translation units", "[thread_pool]") {
+    // A function template's static lives once per program (vague linkage), like an inline
+    // function's; other_tu.cpp is a second translation unit that includes thread_pool.hpp.
+    CHECK(&other_tu::default_pool() == &tandem::default_thread_pool());
+    tandem::thread_pool pool(3);
+    CHECK(other_tu::size_of(pool) == 3);
+}
+
+// The forms a user writes with a class name, which an alias of a class template must keep
+// working (README, "Include cost"): deriving with inherited constructors, a friend, the
+// pool as a member, in optional and smart pointers, a typed pointer to default_thread_pool.
+namespace {
+struct derived_pool : tandem::thread_pool {
+    using thread_pool::thread_pool;
+};
+class befriends {
+    friend tandem::thread_pool;
+};
+struct owns_pools {
+    tandem::thread_pool member{1};
+    std::optional<tandem::thread_pool> maybe;
+    std::unique_ptr<tandem::thread_pool> unique;
+    std::shared_ptr<tandem::thread_pool> shared;
+};
+} // namespace
+
+TEST_CASE("thread_pool works where a class name is written", "[thread_pool]") {
+    derived_pool derived(tandem::thread_pool_options{.threads = 1});
+    owns_pools owner;
+    owner.maybe.emplace(1);
+    owner.unique = std::make_unique<tandem::thread_pool>(1);
+    owner.shared = std::make_shared<tandem::thread_pool>(1);
+    tandem::thread_pool& (*typed)() = &tandem::default_thread_pool;
+    CHECK(&typed() == &tandem::default_thread_pool());
+    CHECK(derived.submit([] { return 1; }).get() + owner.member.submit([] { return 2; }).get() +
+              owner.maybe->submit([] { return 3; }).get() + owner.unique->submit([] { return 4; }).get() +
+              owner.shared->submit([] { return 5; }).get() ==
+          15);
 }

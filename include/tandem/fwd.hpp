@@ -16,6 +16,7 @@ class cancelled;
 class timed_out;
 // The pools are class templates with one instantiation, so that including their headers
 // compiles none of their bodies (bench/README.md, "Include cost"); name them by the aliases.
+// Include this header rather than writing `class thread_pool;`, which conflicts with the alias.
 template <class = void> class basic_thread_pool;
 using thread_pool = basic_thread_pool<>;
 template <class = void> class basic_process_pool;
