@@ -191,3 +191,54 @@ TEST_CASE("a response to HEAD never carries a body errors included", "[http][con
         }
     });
 }
+
+TEST_CASE("conformance table through a live server a byte at a time", "[http][conformance][server][redteam]") {
+    // The head is parsed as its bytes pass, across reads: one byte per write (the loop turning
+    // between them) must give every case the answer it gets whole.
+    auto main = []() -> tandem::task<> {
+        http::router r;
+        r.get("/", [](http::request&) -> tandem::task<http::response> { co_return http::response::text("ok"); });
+        r.post("/echo", [](http::request& req) -> tandem::task<http::response> {
+            co_return http::response::text(std::string(req.body()));
+        });
+        auto listener = tandem::tcp_listener::bind(tandem::address("127.0.0.1", 0));
+        const std::uint16_t port = listener.local_address().port();
+        http::server server(std::move(r));
+        auto serving = tandem::spawn(server.serve(listener), "server");
+        for (const conformance_case& c : table()) {
+            INFO(c.rfc);
+            auto s = co_await tandem::tcp_stream::connect(tandem::address("127.0.0.1", port));
+            const std::string_view sent =
+                c.first_bad >= 0 ? std::string_view(c.request).substr(0, static_cast<std::size_t>(c.first_bad) + 1)
+                                 : std::string_view(c.request);
+            bool refused = false;
+            for (std::size_t i = 0; i < sent.size() && !refused; ++i) {
+                try {
+                    co_await s.write_all(sent.substr(i, 1));
+                } catch (const std::system_error&) { // refused while we were still sending
+                    refused = true;
+                }
+                co_await tandem::yield();
+                co_await tandem::yield();
+            }
+            auto read_status = [](tandem::tcp_stream& st) -> tandem::task<std::string> {
+                std::string reply;
+                char buf[4096];
+                try {
+                    while (reply.find("\r\n") == std::string::npos) {
+                        const std::size_t n = co_await st.read_some(std::span<char>(buf));
+                        if (n == 0) break;
+                        reply.append(buf, n);
+                    }
+                } catch (const std::system_error&) {
+                }
+                co_return reply;
+            };
+            const std::string reply = co_await tandem::with_timeout(3s, read_status(s));
+            CHECK(reply.substr(0, 12) == "HTTP/1.1 " + std::to_string(c.server));
+        }
+        server.shutdown();
+        co_await serving;
+    };
+    tandem::sync_wait(main());
+}
