@@ -915,7 +915,7 @@ TEST_CASE("property: every header of pipelined heads that straddle the buffer's 
     });
     http::server_options o;
     o.idle_timeout = 30s;
-    o.limits.max_head = 12000; // heads up to most of the 16 KiB buffer
+    o.limits.max_head = 65536; // heads up to most of the 16 KiB buffer, and some that grow it
     with_server(std::move(r), o, [seed](std::uint16_t port, http::server&) -> tandem::task<> {
         std::mt19937 rng(seed);
         for (int round = 0; round < 30; ++round) {
@@ -928,7 +928,7 @@ TEST_CASE("property: every header of pipelined heads that straddle the buffer's 
                 std::string head = std::string("GET /h/") + digits + " HTTP/1.1\r\n";
                 std::string answer = digits;
                 const int fields = 1 + static_cast<int>(rng() % 40);
-                const std::size_t value_max = 1 + rng() % 400;
+                const std::size_t value_max = 1 + rng() % (rng() % 4 == 0 ? 1500 : 400);
                 for (int f = 0; f < fields; ++f) {
                     const std::string name = f == 0 ? "Host" : "X-F" + std::to_string(f);
                     std::string value;
