@@ -460,3 +460,40 @@ TEST_CASE("head_scanner::parse in random splits with the bytes moved between rea
         CHECK(again.status == got.status);
     }
 }
+
+TEST_CASE("head_scanner: asked again after a complete head or a refusal it gives the same answer", "[http][parser][scanner][redteam]") {
+    // A pipelined request's bytes after the head, and the same buffer offered twice, must not
+    // turn a complete head into "incomplete" or a refusal of the next request's first byte.
+    const std::string pipelined = "GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n";
+    const std::size_t first = pipelined.find("GET /next");
+    for (std::size_t split = 1; split <= pipelined.size(); ++split) {
+        INFO("split " << split);
+        tandem::http::head_scanner s;
+        auto r = s.scan(std::string_view(pipelined).substr(0, split), {});
+        if (r.state == parse_state::incomplete) r = s.scan(pipelined, {});
+        REQUIRE(r.state == parse_state::complete);
+        CHECK(r.head_size == first);
+        for (int again = 0; again < 3; ++again) {
+            const auto same = s.scan(pipelined, {});
+            CHECK(same.state == parse_state::complete);
+            CHECK(same.head_size == first);
+        }
+        tandem::http::head_scanner p;
+        std::array<tandem::http::header, 100> storage;
+        tandem::http::request_head head;
+        auto q = p.parse(std::string_view(pipelined).substr(0, split), head, storage, {});
+        if (q.state == parse_state::incomplete) q = p.parse(pipelined, head, storage, {});
+        REQUIRE(q.state == parse_state::complete);
+        const auto q2 = p.parse(pipelined, head, storage, {});
+        CHECK(q2.state == parse_state::complete);
+        CHECK(q2.head_size == first);
+        CHECK(head.target == "/");
+    }
+    const std::string bad = "GET / HTTP/1.1\r\nHo st: a\r\n\r\n";
+    tandem::http::head_scanner s;
+    const auto r = s.scan(bad, {});
+    REQUIRE(r.state == parse_state::error);
+    const auto again = s.scan(bad + "more", {});
+    CHECK(again.state == parse_state::error);
+    CHECK(again.status == r.status);
+}

@@ -13,6 +13,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <ctime>
+#include <optional>
 #include <future>
 #include <memory>
 #include <stdexcept>
@@ -545,5 +547,40 @@ TEST_CASE("OPTIONS * is answered with the server's methods and Allow names a cus
         CHECK(post.find("\r\nAllow: GET, HEAD, GE\r\n") != std::string::npos);
         const std::string ge = co_await raw_exchange(port, "GE / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
         CHECK(ge.rfind("HTTP/1.1 200 ", 0) == 0);
+    });
+}
+
+TEST_CASE("the Date header is an IMF-fixdate of the current second and follows the clock", "[http][server][redteam]") {
+    // Read from std::time (the kernel's coarse clock): it must agree with system_clock to the
+    // second and move on each second; an empty, stale or malformed Date would pass a presence test.
+    with_server(test_routes(), {}, [](std::uint16_t port, http::server&) -> tandem::task<> {
+        http::client c(local(port));
+        auto parse = [](std::string_view date) -> std::optional<std::time_t> {
+            if (date.size() != 29 || date.substr(25) != " GMT") return std::nullopt;
+            std::tm tm{};
+            const std::string text(date);
+            const char* end = ::strptime(text.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+            if (end == nullptr || *end != '\0') return std::nullopt;
+            return ::timegm(&tm);
+        };
+        auto r = co_await c.get("/users/1");
+        const std::string first(r.header("date"));
+        INFO("Date: " << first);
+        const auto when = parse(first);
+        REQUIRE(when.has_value());
+        const std::time_t now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+        CHECK(*when <= now);
+        CHECK(*when >= now - 2);
+        // Requests until the second turns (each one an event, bounded): the Date moves with it.
+        const auto give_up = std::chrono::steady_clock::now() + 3s;
+        std::string later = first;
+        while (later == first && std::chrono::steady_clock::now() < give_up) {
+            r = co_await c.get("/users/1");
+            later = std::string(r.header("date"));
+        }
+        INFO("later Date: " << later);
+        const auto moved = parse(later);
+        REQUIRE(moved.has_value());
+        CHECK(*moved > *when);
     });
 }

@@ -337,9 +337,13 @@ constexpr parse_result decide_framing(message_head& m, bool is_request, const li
 class head_scanner {
 public:
     /// Finds the end of the head: complete (head_size = bytes through the empty line),
-    /// incomplete, or error(status). Records nothing.
+    /// incomplete, or error(status). Records nothing. Once complete or refused, later calls
+    /// give the same answer (bytes after the head are the next request's, not this one's).
     constexpr parse_result scan(std::string_view in, const limits& lim) noexcept {
-        return run(in, lim, nullptr, {});
+        if (m_state == state::done) return {parse_state::complete, m_pos, 0, {}};
+        const parse_result r = run(in, lim, nullptr, {});
+        if (r.state == parse_state::complete) m_state = state::done;
+        return r;
     }
 
     /// As scan(), and a complete head is parsed: `out` holds views into `in` (headers into
