@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <clocale>
 #include <ctime>
 #include <optional>
 #include <future>
@@ -548,6 +549,17 @@ TEST_CASE("OPTIONS * is answered with the server's methods and Allow names a cus
         const std::string ge = co_await raw_exchange(port, "GE / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
         CHECK(ge.rfind("HTTP/1.1 200 ", 0) == 0);
     });
+}
+
+TEST_CASE("the Date header is formatted from fixed English names whatever the locale", "[http][server]") {
+    // strftime's %a and %b follow the program's locale; the Date must not (RFC 9110 §5.6.7).
+    std::setlocale(LC_ALL, "");
+    char out[32];
+    CHECK(http::detail::format_http_date(784111777, out) == "Sun, 06 Nov 1994 08:49:37 GMT"); // RFC 9110's example
+    CHECK(http::detail::format_http_date(0, out) == "Thu, 01 Jan 1970 00:00:00 GMT");
+    CHECK(http::detail::format_http_date(951782400, out) == "Tue, 29 Feb 2000 00:00:00 GMT");
+    CHECK(http::detail::format_http_date(4102444799, out) == "Thu, 31 Dec 2099 23:59:59 GMT");
+    std::setlocale(LC_ALL, "C");
 }
 
 TEST_CASE("the Date header is an IMF-fixdate of the current second and follows the clock", "[http][server][redteam]") {

@@ -277,21 +277,50 @@ inline void append_response_head(std::string& out, int version, int status,
 
 namespace detail {
 
-/// The IMF-fixdate for the Date header, formatted once per second per thread. std::time is
-/// the coarse clock (on Linux a vDSO read of the kernel's last tick, no timer hardware):
-/// seconds are all a Date says, and a server asks once per response.
+/// `t` as an IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT", RFC 9110 §5.6.7) into `out`;
+/// returns its 29 characters. The names are written from fixed tables, not by strftime,
+/// whose %a and %b follow the program's locale: a program that sets a French one must
+/// still send a Date every client can parse.
+inline std::string_view format_http_date(std::time_t t, char (&out)[32]) noexcept {
+    static constexpr char days[] = "SunMonTueWedThuFriSat";
+    static constexpr char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+    std::tm tm{};
+    ::gmtime_r(&t, &tm);
+    auto two = [](char* p, int v) { p[0] = static_cast<char>('0' + v / 10 % 10); p[1] = static_cast<char>('0' + v % 10); };
+    char* p = out;
+    std::memcpy(p, days + 3 * tm.tm_wday, 3);
+    p[3] = ',';
+    p[4] = ' ';
+    two(p + 5, tm.tm_mday);
+    p[7] = ' ';
+    std::memcpy(p + 8, months + 3 * tm.tm_mon, 3);
+    p[11] = ' ';
+    const int year = tm.tm_year + 1900; // four digits until 9999, which is what the grammar allows
+    two(p + 12, year / 100);
+    two(p + 14, year % 100);
+    p[16] = ' ';
+    two(p + 17, tm.tm_hour);
+    p[19] = ':';
+    two(p + 20, tm.tm_min);
+    p[22] = ':';
+    two(p + 23, tm.tm_sec);
+    std::memcpy(p + 25, " GMT", 4);
+    return {out, 29};
+}
+
+/// The Date header's value, formatted once per second per thread. std::time is the coarse
+/// clock (on Linux a vDSO read of the kernel's last tick, no timer hardware): seconds are
+/// all a Date says, and a server asks once per response.
 inline std::string_view http_date() {
-    thread_local std::time_t cached_second = 0;
-    thread_local char text[64] = {};
-    thread_local std::size_t length = 0;
+    thread_local std::time_t cached_second = -1;
+    thread_local char text[32] = {};
+    thread_local std::string_view formatted;
     const std::time_t now = std::time(nullptr);
     if (now != cached_second) {
-        std::tm tm{};
-        ::gmtime_r(&now, &tm);
-        length = std::strftime(text, sizeof text, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        formatted = format_http_date(now, text);
         cached_second = now;
     }
-    return {text, length};
+    return formatted;
 }
 
 /// Decimal digits of v into the end of buf; returns them.
