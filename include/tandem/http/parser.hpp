@@ -350,8 +350,11 @@ public:
     /// `storage`, which should have `lim.max_headers` entries), and the rules that need the
     /// whole head are applied (target form, one Host, framing: 400/501/505). Pass the same
     /// `out` and `storage` on every call; between calls the bytes may have moved (a buffer
-    /// compacted or grown), not changed. `out` is written only when the head is complete.
-    /// Once complete or refused, later calls give the same answer.
+    /// compacted or grown), not changed. `out` is complete only when the head is; a head
+    /// refused after its request line (a bad version, no Host) still leaves the method and
+    /// target there, so the refusal can be logged. Once complete or refused, later calls give
+    /// the same answer. Use one scanner for scan() or for parse(), not both: after scan()
+    /// completes, parse() records nothing.
     constexpr parse_result parse(std::string_view in, request_head& out, std::span<header> storage,
                                  const limits& lim) noexcept {
         if (m_state == state::done) return {parse_state::complete, m_pos, 0, {}};
