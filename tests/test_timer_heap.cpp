@@ -381,3 +381,44 @@ TEST_CASE("a burst of timers descending through the buckets leaves no room behin
         CHECK(heap.reserved() <= 65 * 4096);
     }
 }
+
+TEST_CASE("timers armed under a far base after an idle look go back to the buckets in order", "[timer_heap]") {
+    // An idle loop whose only timers are sweeps an hour ahead (more than are searched in
+    // place) looks at its next deadline: the base rises to the first sweep. Request timeouts
+    // armed after that lie under the base and went to the early heap (a binary heap, slower
+    // than the heap the buckets replaced) until the sweeps fired. They must be filed back
+    // into the buckets, and still come out in deadline then arming order.
+    const std::uint64_t seed = std::random_device{}();
+    std::printf("timer heap far base: seed %llu\n", static_cast<unsigned long long>(seed));
+    INFO("seed " << seed);
+    std::mt19937_64 rng(seed);
+    timer_heap heap;
+    const std::int64_t now = 5'000'000'000'000;
+    std::vector<timer_node> sweeps(100), requests(100'000);
+    std::multimap<std::pair<std::int64_t, std::size_t>, timer_node*> reference;
+    std::size_t armed = 0;
+    auto arm = [&](timer_node& n, std::int64_t d) {
+        n.deadline = at(d);
+        heap.push(n);
+        reference.emplace(std::make_pair(d, armed++), &n);
+    };
+    for (std::size_t i = 0; i < sweeps.size(); ++i) arm(sweeps[i], now + 3'600'000'000'000 + static_cast<std::int64_t>(i % 10));
+    REQUIRE(heap.next_deadline() == at(now + 3'600'000'000'000));
+    std::size_t most_early = 0;
+    for (timer_node& n : requests) {
+        // Many equal deadlines, some equal to a sweep's, some in the past.
+        const auto kind = rng() % 10;
+        const std::int64_t d = kind == 0 ? now + 3'600'000'000'000 + static_cast<std::int64_t>(rng() % 10)
+                             : kind == 1 ? now - static_cast<std::int64_t>(rng() % 1000)
+                                         : now + 30'000'000'000 + static_cast<std::int64_t>(rng() % 2000) * 1000;
+        arm(n, d);
+        if (rng() % 16 == 0) REQUIRE(heap.next_deadline() == at(reference.begin()->first.first));
+        most_early = std::max(most_early, heap.early_entries());
+    }
+    CHECK(most_early <= 2 * 4096 + 2);
+    while (!reference.empty()) {
+        REQUIRE(&heap.pop() == reference.begin()->second);
+        reference.erase(reference.begin());
+    }
+    CHECK(heap.empty());
+}

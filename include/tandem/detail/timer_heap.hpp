@@ -17,8 +17,11 @@
 //
 // A deadline earlier than `base` (a timer armed in the past, or one earlier than the next
 // deadline once that was looked at) goes to a small binary heap ordered by (deadline,
-// arming counter) instead, so every timer still comes out in exact deadline order. Such a
-// key is smaller than every key in the buckets, and at equal keys it is the older one.
+// arming counter) instead, so every timer still comes out in exact deadline order. At equal
+// keys the early one is the older: a key goes to the buckets only while the base is at or
+// below it, and the base passes a bucketed key only once that entry is gone. When the early
+// heap outgrows the buckets (a base raised to a far timer by a look, with timeouts armed
+// under it), everything is filed again around the least key (rebase).
 //
 // Entries name a *slot* (and carry the node only to prefetch it). Cancelling a timer empties
 // its slot in O(1); the dead entry is dropped when it reaches the front, and everything is
@@ -35,6 +38,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <new>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -93,6 +97,7 @@ public:
             m_early.push_back(early_entry{key, m_next_sequence++, slot});
             std::push_heap(m_early.begin(), m_early.end(), later);
             note();
+            if (m_early.size() > rebase_above && m_early.size() > m_in_buckets) rebase();
             return;
         }
         const unsigned b = bucket_of(key);
@@ -144,6 +149,10 @@ public:
         return n;
     }
 
+    /// Entries in the early heap, cancelled ones included (test hook: deadlines armed under
+    /// a far base do not stay there).
+    std::size_t early_entries() const noexcept { return m_early.size(); }
+
     /// Test hook, from the days of a 32-bit arming counter: moves the counter of early
     /// entries forward. It is 64 bits now and cannot wrap.
     void skip_sequence_to(std::uint64_t next) noexcept {
@@ -154,6 +163,7 @@ private:
     static constexpr std::size_t min_compaction = 1024;
     static constexpr std::size_t small_bucket = 4096; // entries of room a bucket keeps whatever the churn
     static constexpr std::size_t scan_limit = 32;
+    static constexpr std::size_t rebase_above = 4096; // early entries before they may be filed into buckets
     static constexpr unsigned prefetch_below = 3; // keys within 2^3 ticks of the base // entries searched in place by a look at the next deadline
     static constexpr unsigned bucket_count = 65; // a key differs from the base in bit 0 … 63, or not at all
 
@@ -180,9 +190,68 @@ private:
             timer_node::clock::duration(static_cast<timer_node::clock::rep>(key ^ (std::uint64_t{1} << 63))));
     }
     static std::uint64_t bit(unsigned b) noexcept { return std::uint64_t{1} << (b - 1); }
-    unsigned bucket_of(std::uint64_t key) const noexcept {
-        const std::uint64_t differ = key ^ m_base;
+    unsigned bucket_of(std::uint64_t key) const noexcept { return bucket_of(key, m_base); }
+    static unsigned bucket_of(std::uint64_t key, std::uint64_t base) noexcept {
+        const std::uint64_t differ = key ^ base;
         return differ == 0 ? 0 : 64 - static_cast<unsigned>(__builtin_clzll(differ));
+    }
+
+    /// Files every entry again around the least key, the early heap's into the buckets. The
+    /// base only rises between restarts, so once a look at the next deadline raised it to a
+    /// far timer (an idle loop whose only timers are more than `scan_limit` sweeps an hour
+    /// ahead), every request timeout armed under it went to the early heap, a binary heap
+    /// slower than the 4-ary one the buckets replaced, until the sweeps fired. Called when
+    /// the early heap outgrows the buckets, so its O(n) is paid for by the arms that grew
+    /// it. An optimisation: without the memory for it, things stay as they are.
+    void rebase() noexcept {
+        // Sorted by (key, arming), which is still a valid heap if what follows fails. Equal
+        // keys are filed early ones first: they were armed before any bucketed one.
+        std::sort(m_early.begin(), m_early.end(), [](const early_entry& a, const early_entry& b) { return later(b, a); });
+        std::uint64_t least = std::numeric_limits<std::uint64_t>::max();
+        std::size_t live = 0;
+        const auto look = [&](std::uint64_t key, std::uint32_t slot) noexcept {
+            if (dead(slot)) return;
+            least = std::min(least, key);
+            ++live;
+        };
+        for (const early_entry& e : m_early) look(e.key, e.slot);
+        for (unsigned b = 0; b < bucket_count; ++b)
+            for (std::size_t i = b == 0 ? m_head : 0; i < m_buckets[b].size(); ++i) look(m_buckets[b][i].key, m_buckets[b][i].slot);
+        if (live == 0) return;
+        std::size_t count[bucket_count] = {};
+        for (const early_entry& e : m_early)
+            if (!dead(e.slot)) ++count[bucket_of(e.key, least)];
+        for (unsigned b = 0; b < bucket_count; ++b)
+            for (std::size_t i = b == 0 ? m_head : 0; i < m_buckets[b].size(); ++i)
+                if (!dead(m_buckets[b][i].slot)) ++count[bucket_of(m_buckets[b][i].key, least)];
+        std::vector<entry> fresh[bucket_count];
+        try {
+            for (unsigned b = 0; b < bucket_count; ++b) fresh[b].reserve(count[b]);
+        } catch (const std::bad_alloc&) {
+            return;
+        }
+        // Nothing fails from here on: dead entries are dropped on the way.
+        const auto file = [&](std::uint64_t key, std::uint32_t slot) noexcept {
+            if (dead(slot)) {
+                release_slot(slot);
+                return;
+            }
+            fresh[bucket_of(key, least)].push_back(entry{key, m_slots[slot], slot});
+        };
+        for (const early_entry& e : m_early) file(e.key, e.slot);
+        m_early.clear();
+        for (unsigned b = 0; b < bucket_count; ++b)
+            for (std::size_t i = b == 0 ? m_head : 0; i < m_buckets[b].size(); ++i) file(m_buckets[b][i].key, m_buckets[b][i].slot);
+        m_filled = 0;
+        for (unsigned b = 0; b < bucket_count; ++b) {
+            m_buckets[b].swap(fresh[b]);
+            if (b != 0 && !m_buckets[b].empty()) m_filled |= bit(b);
+        }
+        m_head = 0;
+        m_in_buckets = live;
+        m_dead = 0;
+        m_base = least;
+        m_earliest = least;
     }
 
     std::uint32_t take_slot(timer_node& node) {
