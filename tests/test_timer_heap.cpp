@@ -328,6 +328,7 @@ TEST_CASE("a burst of timers descending through the buckets leaves no room behin
     // 200000 sleep_for(1h) armed within 20 ms while a 10 ms ticker keeps taking timers: as
     // the base catches up the burst moves down a bucket per bit, and each bucket it passed
     // used to keep room for all of it (ten times the burst, still held after it fired).
+    // Room is measured against the most entries ever held: a few times that, no more.
     {
         timer_heap heap;
         std::vector<timer_node> burst(200'000);
@@ -353,7 +354,7 @@ TEST_CASE("a burst of timers descending through the buckets leaves no room behin
             most_room = std::max(most_room, heap.reserved());
         }
         CHECK(most_room <= 6 * peak + 65 * 4096);
-        CHECK(heap.reserved() <= 65 * 4096);
+        CHECK(heap.reserved() <= 4 * peak + 65 * 4096); // kept for the next burst, no more
     }
     {
         // The worst shape: one lone timer per bit in front of the bulk, so the bulk passes
@@ -378,7 +379,7 @@ TEST_CASE("a burst of timers descending through the buckets leaves no room behin
         }
         CHECK(heap.empty());
         CHECK(most_room <= 6 * nodes.size() + 65 * 4096);
-        CHECK(heap.reserved() <= 65 * 4096);
+        CHECK(heap.reserved() <= 4 * nodes.size() + 65 * 4096);
     }
 }
 

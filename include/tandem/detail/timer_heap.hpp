@@ -26,8 +26,9 @@
 // Entries name a *slot* (and carry the node only to prefetch it). Cancelling a timer empties
 // its slot in O(1); the dead entry is dropped when it reaches the front, and everything is
 // compacted whenever dead entries outnumber live ones, so entries stay proportional to the
-// live timers. When a large bucket empties and the queue holds more than a few times the
-// room its entries need, empty buckets give their memory back and sparse ones shrink.
+// live timers. When a large bucket empties and the buckets together hold more than a few
+// times the room of the most entries ever armed, empty buckets give their memory back and
+// sparse ones shrink (see trim).
 //
 // A look at the next deadline does not move the base (see find_earliest), so a loop that
 // looks before it sleeps keeps filing later timers into buckets.
@@ -95,6 +96,7 @@ public:
             if (m_early.size() == m_early.capacity()) m_early.reserve(std::max<std::size_t>(16, 2 * m_early.size()));
             const std::uint32_t slot = take_slot(node);
             m_early.push_back(early_entry{key, m_next_sequence++, slot});
+            m_peak = std::max(m_peak, entries());
             std::push_heap(m_early.begin(), m_early.end(), later);
             note();
             if (m_early.size() > rebase_above && m_early.size() > m_in_buckets) rebase();
@@ -105,6 +107,7 @@ public:
         if (bucket.size() == bucket.capacity()) bucket.reserve(std::max<std::size_t>(16, 2 * bucket.size()));
         bucket.push_back(entry{key, &node, take_slot(node)});
         ++m_in_buckets;
+        m_peak = std::max(m_peak, entries());
         if (b != 0) m_filled |= bit(b);
         note();
     }
@@ -415,20 +418,24 @@ private:
     /// and more times the burst, kept after the timers fired.
     void release_if_oversized(std::vector<entry>& bucket) noexcept {
         bucket.clear();
-        if (bucket.capacity() > small_bucket) trim();
+        if (bucket.capacity() <= small_bucket) return;
+        if (bucket.capacity() > 4 * entries() + small_bucket) std::vector<entry>().swap(bucket);
+        trim();
     }
     void release_early_if_oversized() noexcept {
         if (m_early.empty() && m_early.capacity() > small_bucket) trim();
     }
 
     /// Gives back the room of empty buckets and shrinks sparse ones when the queue holds more
-    /// than a few times the room its entries need. Only looked at when a large bucket empties
-    /// or a compaction ran, so its walk over the buckets costs nothing much.
+    /// than a few times the most entries it ever held. Measured against that peak, not the
+    /// entries now: a loop that arms and fires bursts of timers reuses the room of the last
+    /// one (giving it back after each burst cost a third more page faults), as a heap in one
+    /// array would. Only looked at when a large bucket empties or a compaction ran, so its
+    /// walk over the buckets costs nothing much.
     void trim() noexcept {
         std::size_t room = m_early.capacity();
         for (const std::vector<entry>& bucket : m_buckets) room += bucket.capacity();
-        const std::size_t needed = entries();
-        if (room <= 4 * needed + 4 * small_bucket) return;
+        if (room <= 4 * m_peak + 4 * small_bucket) return;
         const auto fit = [](auto& v) noexcept {
             if (v.empty()) std::remove_reference_t<decltype(v)>().swap(v);
             else if (v.capacity() > 2 * v.size() + small_bucket) v.shrink_to_fit(); // non-binding: keeps it if the copy cannot be made
@@ -483,6 +490,7 @@ private:
     std::vector<timer_node*> m_slots; // slot → node; nullptr once cancelled
     std::vector<std::uint32_t> m_free;
     std::size_t m_dead = 0;
+    std::size_t m_peak = 0; // the most entries ever held: the measure of the room kept
     // The earliest armed key as last found, kept through arming; `unknown` after a pop or a
     // cancellation. The largest key cannot be cached, so it stands for none: a queue whose
     // earliest key is the end of time searches again, which costs nothing much.
