@@ -5,6 +5,8 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <new>
 #include <limits>
 #include <map>
 #include <memory>
@@ -15,6 +17,18 @@
 
 using tandem::detail::timer_heap;
 using tandem::detail::timer_node;
+
+// Memory that runs out on demand, to show the loop's noexcept calls into the queue survive it.
+namespace {
+bool out_of_memory = false;
+} // namespace
+void* operator new(std::size_t size) {
+    if (out_of_memory) throw std::bad_alloc();
+    if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
+    throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 namespace {
 timer_node::clock::time_point at(long ns) { return timer_node::clock::time_point(std::chrono::nanoseconds(ns)); }
@@ -422,4 +436,50 @@ TEST_CASE("timers armed under a far base after an idle look go back to the bucke
         reference.erase(reference.begin());
     }
     CHECK(heap.empty());
+}
+
+TEST_CASE("taking timers when memory runs out keeps them in order", "[timer_heap][edge]") {
+    // A look at the next deadline and a pop are noexcept (the loop calls them where it cannot
+    // take an exception) yet moving a bucket down may grow another: that growth failing used
+    // to end the process. Without the memory the queue searches the bucket where it lies.
+    const std::uint64_t seed = std::random_device{}();
+    std::printf("timer heap out of memory: seed %llu\n", static_cast<unsigned long long>(seed));
+    INFO("seed " << seed);
+    std::mt19937_64 rng(seed);
+    timer_heap heap;
+    std::vector<timer_node> nodes(20'000);
+    std::vector<std::pair<std::int64_t, std::size_t>> order; // (deadline, arming)
+    for (std::size_t i = 0; i < nodes.size(); ++i) {
+        const std::int64_t d = 1'000'000'000 + static_cast<std::int64_t>(rng() % 5000) * 1000;
+        nodes[i].deadline = at(d);
+        heap.push(nodes[i]);
+        order.emplace_back(d, i);
+    }
+    for (std::size_t i = 0; i < nodes.size(); i += 3) heap.erase(nodes[i]); // dead entries too
+    order.erase(std::remove_if(order.begin(), order.end(), [](const auto& o) { return o.second % 3 == 0; }), order.end());
+    std::sort(order.begin(), order.end());
+    std::vector<timer_node*> taken;
+    taken.reserve(nodes.size());
+    std::vector<timer_node::clock::time_point> looked;
+    looked.reserve(nodes.size());
+    out_of_memory = true;
+    for (std::size_t k = 0; k < order.size() / 2; ++k) {
+        looked.push_back(heap.next_deadline());
+        taken.push_back(&heap.pop());
+    }
+    while (timer_node* due = heap.pop_if_due(at(1'000'000'000 + 5'000'000))) taken.push_back(due);
+    const bool empty = heap.empty();
+    out_of_memory = false;
+    CHECK(empty);
+    REQUIRE(taken.size() == order.size());
+    for (std::size_t k = 0; k < order.size(); ++k) {
+        REQUIRE(taken[k] == &nodes[order[k].second]);
+        if (k < looked.size()) REQUIRE(looked[k] == at(order[k].first));
+    }
+    // With memory again it goes on as before.
+    for (std::size_t i = 0; i < 1000; ++i) {
+        nodes[i].deadline = at(static_cast<std::int64_t>(2000 - i / 2));
+        heap.push(nodes[i]);
+    }
+    for (std::size_t k = 0; k < 1000; ++k) REQUIRE(&heap.pop() == &nodes[998 - 2 * (k / 2) + k % 2]); // ties in arming order
 }

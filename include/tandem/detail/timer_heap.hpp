@@ -123,10 +123,24 @@ public:
 
     /// Removes and returns the earliest armed timer; the queue must not be empty().
     timer_node& pop() noexcept {
-        settle();
+        std::size_t at = 0;
+        const unsigned in = settle(at);
         m_earliest = unknown;
         std::uint32_t slot;
-        if (earliest_is_early()) {
+        if (in != 0) {
+            // No memory to move bucket `in` down: its earliest entry was found where it lies.
+            std::vector<entry>& bucket = m_buckets[in];
+            if (!m_early.empty() && m_early.front().key <= bucket[at].key) { // equal: the early one is older
+                slot = m_early.front().slot;
+                std::pop_heap(m_early.begin(), m_early.end(), later);
+                m_early.pop_back();
+            } else {
+                slot = bucket[at].slot;
+                bucket.erase(bucket.begin() + static_cast<std::ptrdiff_t>(at)); // keeps arming order
+                --m_in_buckets;
+                if (bucket.empty()) m_filled &= ~bit(in);
+            }
+        } else if (earliest_is_early()) {
             slot = m_early.front().slot;
             std::pop_heap(m_early.begin(), m_early.end(), later);
             m_early.pop_back();
@@ -314,14 +328,36 @@ private:
     }
 
     /// Drops dead entries from both fronts and brings the earliest bucketed key to the front
-    /// of bucket 0; false when no timer is armed.
-    bool settle() noexcept {
+    /// of bucket 0 (returns 0). Where memory to move a bucket down runs out, returns that
+    /// bucket instead, with its earliest live entry at `at`: slower, still in order.
+    unsigned settle(std::size_t& at) noexcept {
         drop_dead_early();
         while (!live_head()) {
-            if (m_filled == 0) return !m_early.empty();
-            redistribute(lowest_filled());
+            if (m_filled == 0) return 0;
+            const unsigned b = lowest_filled();
+            if (!redistribute(b) && least_in_place(b, at)) return b;
         }
-        return true;
+        return 0;
+    }
+
+    /// The first live entry with the least key in bucket b, searched where it lies; dead
+    /// entries met on the way are dropped. False (and the bucket marked empty) when none.
+    bool least_in_place(unsigned b, std::size_t& at) noexcept {
+        // The least key, dead or alive, then its slot: one look at the slot table (a cache
+        // miss per entry at a million timers) instead of one per entry.
+        std::vector<entry>& bucket = m_buckets[b];
+        while (!bucket.empty()) {
+            at = 0;
+            for (std::size_t i = 1; i < bucket.size(); ++i)
+                if (bucket[i].key < bucket[at].key) at = i;
+            if (!dead(bucket[at].slot)) return true;
+            release_slot(bucket[at].slot);
+            --m_dead;
+            --m_in_buckets;
+            bucket.erase(bucket.begin() + static_cast<std::ptrdiff_t>(at)); // keeps arming order
+        }
+        m_filled &= ~bit(b);
+        return false;
     }
 
     /// The earliest armed key, without moving the base where that is cheap: a loop looks
@@ -346,29 +382,13 @@ private:
             }
             if (m_filled == 0) break;
             const unsigned b = lowest_filled();
-            std::vector<entry>& bucket = m_buckets[b];
-            if (bucket.size() > scan_limit) {
-                redistribute(b);
-                continue;
+            if (m_buckets[b].size() > scan_limit && redistribute(b)) continue;
+            std::size_t at;
+            if (least_in_place(b, at)) { // a small bucket, or no memory to move a large one
+                least = m_buckets[b][at].key;
+                found = true;
+                break;
             }
-            // The least key, dead or alive, then its slot: one look at the slot table (a
-            // cache miss per entry at a million timers) instead of one per entry.
-            while (!bucket.empty()) {
-                std::size_t at = 0;
-                for (std::size_t i = 1; i < bucket.size(); ++i)
-                    if (bucket[i].key < bucket[at].key) at = i;
-                if (!dead(bucket[at].slot)) {
-                    least = bucket[at].key;
-                    found = true;
-                    break;
-                }
-                release_slot(bucket[at].slot);
-                --m_dead;
-                --m_in_buckets;
-                bucket.erase(bucket.begin() + static_cast<std::ptrdiff_t>(at)); // keeps arming order
-            }
-            if (found) break;
-            m_filled &= ~bit(b);
         }
         if (!m_early.empty() && (!found || m_early.front().key <= least)) {
             key = m_earliest = m_early.front().key;
@@ -386,13 +406,35 @@ private:
     /// stay in their order within each bucket. Dead entries move along: looking at their
     /// slots here would cost a cache miss per entry and level; they are dropped when they
     /// reach the front of bucket 0, or by a compaction.
-    void redistribute(unsigned b) noexcept {
+    ///
+    /// Moving may need memory (a bucket growing to a size it never had) where the loop cannot
+    /// take an exception; without it nothing changes and false says so. The buckets below b
+    /// were empty, so undoing is emptying them.
+    bool redistribute(unsigned b) noexcept {
         std::vector<entry>& from = m_buckets[b];
-        m_filled &= ~bit(b);
-        if (from.empty()) return;
+        if (from.empty()) {
+            m_filled &= ~bit(b);
+            return true;
+        }
         std::uint64_t least = std::numeric_limits<std::uint64_t>::max();
         for (const entry& e : from) least = std::min(least, e.key);
+        const std::uint64_t old_base = m_base;
         m_base = least;
+        std::uint64_t filled;
+        try {
+            filled = move_down(from);
+        } catch (const std::bad_alloc&) {
+            for (unsigned t = 0; t < b; ++t) m_buckets[t].clear();
+            m_base = old_base;
+            return false;
+        }
+        m_filled = (m_filled & ~bit(b)) | filled;
+        release_if_oversized(from);
+        return true;
+    }
+    /// The bits of the buckets it filled.
+    std::uint64_t move_down(const std::vector<entry>& from) {
+        std::uint64_t filled = 0;
         for (const entry& e : from) {
             const unsigned to = bucket_of(e.key);
             if (to <= prefetch_below) {
@@ -404,11 +446,12 @@ private:
                 __builtin_prefetch(&m_slots[e.slot]);
             }
             // Bucket growth here is the queue's only allocation outside push(); the capacity
-            // stays, so it happens while a bucket first grows to its size.
+            // stays, so it happens while a bucket first grows to its size. If it fails,
+            // redistribute() undoes the move.
             m_buckets[to].push_back(e);
-            if (to != 0) m_filled |= bit(to);
+            if (to != 0) filled |= bit(to);
         }
-        release_if_oversized(from);
+        return filled;
     }
 
     /// An emptied bucket keeps its capacity for next time, unless the queue as a whole holds
