@@ -179,9 +179,9 @@ public:
 private:
     static constexpr std::size_t min_compaction = 1024;
     static constexpr std::size_t small_bucket = 4096; // entries of room a bucket keeps whatever the churn
-    static constexpr std::size_t scan_limit = 32;
+    static constexpr std::size_t scan_limit = 32; // entries searched in place by a look at the next deadline
     static constexpr std::size_t rebase_above = 4096; // early entries before they may be filed into buckets
-    static constexpr unsigned prefetch_below = 3; // keys within 2^3 ticks of the base // entries searched in place by a look at the next deadline
+    static constexpr unsigned prefetch_below = 3; // keys within 2^3 ticks of the base
     static constexpr unsigned bucket_count = 65; // a key differs from the base in bit 0 … 63, or not at all
 
     struct entry {
@@ -454,8 +454,9 @@ private:
         return filled;
     }
 
-    /// An emptied bucket keeps its capacity for next time, unless the queue as a whole holds
-    /// far more room than its entries. Judging each bucket alone is not enough: a group of
+    /// An emptied bucket keeps its capacity for next time, unless it is far more than the
+    /// entries now, or the queue as a whole holds far more room than the most entries it
+    /// ever held. Judging each bucket alone is not enough: a group of
     /// timers armed close together (a burst of sleep_for(1h)) descends through a bucket per
     /// bit as the base catches up, and each bucket it passes kept room for all of it — ten
     /// and more times the burst, kept after the timers fired.
