@@ -17,14 +17,18 @@
 //
 // A deadline earlier than `base` (a timer armed in the past, or one earlier than the next
 // deadline once that was looked at) goes to a small binary heap ordered by (deadline,
-// arming counter) instead, so every timer still comes out in exact deadline order. Such a
-// key is smaller than every key in the buckets, and at equal keys it is the older one.
+// arming counter) instead, so every timer still comes out in exact deadline order. At equal
+// keys the early one is the older: a key goes to the buckets only while the base is at or
+// below it, and the base passes a bucketed key only once that entry is gone. When the early
+// heap outgrows the buckets (a base raised to a far timer by a look, with timeouts armed
+// under it), everything is filed again around the least key (rebase).
 //
 // Entries name a *slot* (and carry the node only to prefetch it). Cancelling a timer empties
 // its slot in O(1); the dead entry is dropped when it reaches the front, and everything is
 // compacted whenever dead entries outnumber live ones, so entries stay proportional to the
-// live timers. When a large bucket empties and the queue holds more than a few times the
-// room its entries need, empty buckets give their memory back and sparse ones shrink.
+// live timers. When a large bucket empties and the buckets together hold more than a few
+// times the room of the most entries ever armed, empty buckets give their memory back and
+// sparse ones shrink (see trim).
 //
 // A look at the next deadline does not move the base (see find_earliest), so a loop that
 // looks before it sleeps keeps filing later timers into buckets.
@@ -35,6 +39,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <new>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -91,8 +96,10 @@ public:
             if (m_early.size() == m_early.capacity()) m_early.reserve(std::max<std::size_t>(16, 2 * m_early.size()));
             const std::uint32_t slot = take_slot(node);
             m_early.push_back(early_entry{key, m_next_sequence++, slot});
+            m_peak = std::max(m_peak, entries());
             std::push_heap(m_early.begin(), m_early.end(), later);
             note();
+            if (m_early.size() > rebase_above && m_early.size() > m_in_buckets) rebase();
             return;
         }
         const unsigned b = bucket_of(key);
@@ -100,6 +107,7 @@ public:
         if (bucket.size() == bucket.capacity()) bucket.reserve(std::max<std::size_t>(16, 2 * bucket.size()));
         bucket.push_back(entry{key, &node, take_slot(node)});
         ++m_in_buckets;
+        m_peak = std::max(m_peak, entries());
         if (b != 0) m_filled |= bit(b);
         note();
     }
@@ -115,10 +123,24 @@ public:
 
     /// Removes and returns the earliest armed timer; the queue must not be empty().
     timer_node& pop() noexcept {
-        settle();
+        std::size_t at = 0;
+        const unsigned in = settle(at);
         m_earliest = unknown;
         std::uint32_t slot;
-        if (earliest_is_early()) {
+        if (in != 0) {
+            // No memory to move bucket `in` down: its earliest entry was found where it lies.
+            std::vector<entry>& bucket = m_buckets[in];
+            if (!m_early.empty() && m_early.front().key <= bucket[at].key) { // equal: the early one is older
+                slot = m_early.front().slot;
+                std::pop_heap(m_early.begin(), m_early.end(), later);
+                m_early.pop_back();
+            } else {
+                slot = bucket[at].slot;
+                bucket.erase(bucket.begin() + static_cast<std::ptrdiff_t>(at)); // keeps arming order
+                --m_in_buckets;
+                if (bucket.empty()) m_filled &= ~bit(in);
+            }
+        } else if (earliest_is_early()) {
             slot = m_early.front().slot;
             std::pop_heap(m_early.begin(), m_early.end(), later);
             m_early.pop_back();
@@ -144,6 +166,10 @@ public:
         return n;
     }
 
+    /// Entries in the early heap, cancelled ones included (test hook: deadlines armed under
+    /// a far base do not stay there).
+    std::size_t early_entries() const noexcept { return m_early.size(); }
+
     /// Test hook, from the days of a 32-bit arming counter: moves the counter of early
     /// entries forward. It is 64 bits now and cannot wrap.
     void skip_sequence_to(std::uint64_t next) noexcept {
@@ -153,8 +179,9 @@ public:
 private:
     static constexpr std::size_t min_compaction = 1024;
     static constexpr std::size_t small_bucket = 4096; // entries of room a bucket keeps whatever the churn
-    static constexpr std::size_t scan_limit = 32;
-    static constexpr unsigned prefetch_below = 3; // keys within 2^3 ticks of the base // entries searched in place by a look at the next deadline
+    static constexpr std::size_t scan_limit = 32; // entries searched in place by a look at the next deadline
+    static constexpr std::size_t rebase_above = 4096; // early entries before they may be filed into buckets
+    static constexpr unsigned prefetch_below = 3; // keys within 2^3 ticks of the base
     static constexpr unsigned bucket_count = 65; // a key differs from the base in bit 0 … 63, or not at all
 
     struct entry {
@@ -180,9 +207,68 @@ private:
             timer_node::clock::duration(static_cast<timer_node::clock::rep>(key ^ (std::uint64_t{1} << 63))));
     }
     static std::uint64_t bit(unsigned b) noexcept { return std::uint64_t{1} << (b - 1); }
-    unsigned bucket_of(std::uint64_t key) const noexcept {
-        const std::uint64_t differ = key ^ m_base;
+    unsigned bucket_of(std::uint64_t key) const noexcept { return bucket_of(key, m_base); }
+    static unsigned bucket_of(std::uint64_t key, std::uint64_t base) noexcept {
+        const std::uint64_t differ = key ^ base;
         return differ == 0 ? 0 : 64 - static_cast<unsigned>(__builtin_clzll(differ));
+    }
+
+    /// Files every entry again around the least key, the early heap's into the buckets. The
+    /// base only rises between restarts, so once a look at the next deadline raised it to a
+    /// far timer (an idle loop whose only timers are more than `scan_limit` sweeps an hour
+    /// ahead), every request timeout armed under it went to the early heap, a binary heap
+    /// slower than the 4-ary one the buckets replaced, until the sweeps fired. Called when
+    /// the early heap outgrows the buckets, so its O(n) is paid for by the arms that grew
+    /// it. An optimisation: without the memory for it, things stay as they are.
+    void rebase() noexcept {
+        // Sorted by (key, arming), which is still a valid heap if what follows fails. Equal
+        // keys are filed early ones first: they were armed before any bucketed one.
+        std::sort(m_early.begin(), m_early.end(), [](const early_entry& a, const early_entry& b) { return later(b, a); });
+        std::uint64_t least = std::numeric_limits<std::uint64_t>::max();
+        std::size_t live = 0;
+        const auto look = [&](std::uint64_t key, std::uint32_t slot) noexcept {
+            if (dead(slot)) return;
+            least = std::min(least, key);
+            ++live;
+        };
+        for (const early_entry& e : m_early) look(e.key, e.slot);
+        for (unsigned b = 0; b < bucket_count; ++b)
+            for (std::size_t i = b == 0 ? m_head : 0; i < m_buckets[b].size(); ++i) look(m_buckets[b][i].key, m_buckets[b][i].slot);
+        if (live == 0) return;
+        std::size_t count[bucket_count] = {};
+        for (const early_entry& e : m_early)
+            if (!dead(e.slot)) ++count[bucket_of(e.key, least)];
+        for (unsigned b = 0; b < bucket_count; ++b)
+            for (std::size_t i = b == 0 ? m_head : 0; i < m_buckets[b].size(); ++i)
+                if (!dead(m_buckets[b][i].slot)) ++count[bucket_of(m_buckets[b][i].key, least)];
+        std::vector<entry> fresh[bucket_count];
+        try {
+            for (unsigned b = 0; b < bucket_count; ++b) fresh[b].reserve(count[b]);
+        } catch (const std::bad_alloc&) {
+            return;
+        }
+        // Nothing fails from here on: dead entries are dropped on the way.
+        const auto file = [&](std::uint64_t key, std::uint32_t slot) noexcept {
+            if (dead(slot)) {
+                release_slot(slot);
+                return;
+            }
+            fresh[bucket_of(key, least)].push_back(entry{key, m_slots[slot], slot});
+        };
+        for (const early_entry& e : m_early) file(e.key, e.slot);
+        m_early.clear();
+        for (unsigned b = 0; b < bucket_count; ++b)
+            for (std::size_t i = b == 0 ? m_head : 0; i < m_buckets[b].size(); ++i) file(m_buckets[b][i].key, m_buckets[b][i].slot);
+        m_filled = 0;
+        for (unsigned b = 0; b < bucket_count; ++b) {
+            m_buckets[b].swap(fresh[b]);
+            if (b != 0 && !m_buckets[b].empty()) m_filled |= bit(b);
+        }
+        m_head = 0;
+        m_in_buckets = live;
+        m_dead = 0;
+        m_base = least;
+        m_earliest = least;
     }
 
     std::uint32_t take_slot(timer_node& node) {
@@ -242,14 +328,36 @@ private:
     }
 
     /// Drops dead entries from both fronts and brings the earliest bucketed key to the front
-    /// of bucket 0; false when no timer is armed.
-    bool settle() noexcept {
+    /// of bucket 0 (returns 0). Where memory to move a bucket down runs out, returns that
+    /// bucket instead, with its earliest live entry at `at`: slower, still in order.
+    unsigned settle(std::size_t& at) noexcept {
         drop_dead_early();
         while (!live_head()) {
-            if (m_filled == 0) return !m_early.empty();
-            redistribute(lowest_filled());
+            if (m_filled == 0) return 0;
+            const unsigned b = lowest_filled();
+            if (!redistribute(b) && least_in_place(b, at)) return b;
         }
-        return true;
+        return 0;
+    }
+
+    /// The first live entry with the least key in bucket b, searched where it lies; dead
+    /// entries met on the way are dropped. False (and the bucket marked empty) when none.
+    bool least_in_place(unsigned b, std::size_t& at) noexcept {
+        // The least key, dead or alive, then its slot: one look at the slot table (a cache
+        // miss per entry at a million timers) instead of one per entry.
+        std::vector<entry>& bucket = m_buckets[b];
+        while (!bucket.empty()) {
+            at = 0;
+            for (std::size_t i = 1; i < bucket.size(); ++i)
+                if (bucket[i].key < bucket[at].key) at = i;
+            if (!dead(bucket[at].slot)) return true;
+            release_slot(bucket[at].slot);
+            --m_dead;
+            --m_in_buckets;
+            bucket.erase(bucket.begin() + static_cast<std::ptrdiff_t>(at)); // keeps arming order
+        }
+        m_filled &= ~bit(b);
+        return false;
     }
 
     /// The earliest armed key, without moving the base where that is cheap: a loop looks
@@ -274,29 +382,13 @@ private:
             }
             if (m_filled == 0) break;
             const unsigned b = lowest_filled();
-            std::vector<entry>& bucket = m_buckets[b];
-            if (bucket.size() > scan_limit) {
-                redistribute(b);
-                continue;
+            if (m_buckets[b].size() > scan_limit && redistribute(b)) continue;
+            std::size_t at;
+            if (least_in_place(b, at)) { // a small bucket, or no memory to move a large one
+                least = m_buckets[b][at].key;
+                found = true;
+                break;
             }
-            // The least key, dead or alive, then its slot: one look at the slot table (a
-            // cache miss per entry at a million timers) instead of one per entry.
-            while (!bucket.empty()) {
-                std::size_t at = 0;
-                for (std::size_t i = 1; i < bucket.size(); ++i)
-                    if (bucket[i].key < bucket[at].key) at = i;
-                if (!dead(bucket[at].slot)) {
-                    least = bucket[at].key;
-                    found = true;
-                    break;
-                }
-                release_slot(bucket[at].slot);
-                --m_dead;
-                --m_in_buckets;
-                bucket.erase(bucket.begin() + static_cast<std::ptrdiff_t>(at)); // keeps arming order
-            }
-            if (found) break;
-            m_filled &= ~bit(b);
         }
         if (!m_early.empty() && (!found || m_early.front().key <= least)) {
             key = m_earliest = m_early.front().key;
@@ -314,13 +406,35 @@ private:
     /// stay in their order within each bucket. Dead entries move along: looking at their
     /// slots here would cost a cache miss per entry and level; they are dropped when they
     /// reach the front of bucket 0, or by a compaction.
-    void redistribute(unsigned b) noexcept {
+    ///
+    /// Moving may need memory (a bucket growing to a size it never had) where the loop cannot
+    /// take an exception; without it nothing changes and false says so. The buckets below b
+    /// were empty, so undoing is emptying them.
+    bool redistribute(unsigned b) noexcept {
         std::vector<entry>& from = m_buckets[b];
-        m_filled &= ~bit(b);
-        if (from.empty()) return;
+        if (from.empty()) {
+            m_filled &= ~bit(b);
+            return true;
+        }
         std::uint64_t least = std::numeric_limits<std::uint64_t>::max();
         for (const entry& e : from) least = std::min(least, e.key);
+        const std::uint64_t old_base = m_base;
         m_base = least;
+        std::uint64_t filled;
+        try {
+            filled = move_down(from);
+        } catch (const std::bad_alloc&) {
+            for (unsigned t = 0; t < b; ++t) m_buckets[t].clear();
+            m_base = old_base;
+            return false;
+        }
+        m_filled = (m_filled & ~bit(b)) | filled;
+        release_if_oversized(from);
+        return true;
+    }
+    /// The bits of the buckets it filled.
+    std::uint64_t move_down(const std::vector<entry>& from) {
+        std::uint64_t filled = 0;
         for (const entry& e : from) {
             const unsigned to = bucket_of(e.key);
             if (to <= prefetch_below) {
@@ -332,34 +446,40 @@ private:
                 __builtin_prefetch(&m_slots[e.slot]);
             }
             // Bucket growth here is the queue's only allocation outside push(); the capacity
-            // stays, so it happens while a bucket first grows to its size.
+            // stays, so it happens while a bucket first grows to its size. If it fails,
+            // redistribute() undoes the move.
             m_buckets[to].push_back(e);
-            if (to != 0) m_filled |= bit(to);
+            if (to != 0) filled |= bit(to);
         }
-        release_if_oversized(from);
+        return filled;
     }
 
-    /// An emptied bucket keeps its capacity for next time, unless the queue as a whole holds
-    /// far more room than its entries. Judging each bucket alone is not enough: a group of
+    /// An emptied bucket keeps its capacity for next time, unless it is far more than the
+    /// entries now, or the queue as a whole holds far more room than the most entries it
+    /// ever held. Judging each bucket alone is not enough: a group of
     /// timers armed close together (a burst of sleep_for(1h)) descends through a bucket per
     /// bit as the base catches up, and each bucket it passes kept room for all of it — ten
     /// and more times the burst, kept after the timers fired.
     void release_if_oversized(std::vector<entry>& bucket) noexcept {
         bucket.clear();
-        if (bucket.capacity() > small_bucket) trim();
+        if (bucket.capacity() <= small_bucket) return;
+        if (bucket.capacity() > 4 * entries() + small_bucket) std::vector<entry>().swap(bucket);
+        trim();
     }
     void release_early_if_oversized() noexcept {
         if (m_early.empty() && m_early.capacity() > small_bucket) trim();
     }
 
     /// Gives back the room of empty buckets and shrinks sparse ones when the queue holds more
-    /// than a few times the room its entries need. Only looked at when a large bucket empties
-    /// or a compaction ran, so its walk over the buckets costs nothing much.
+    /// than a few times the most entries it ever held. Measured against that peak, not the
+    /// entries now: a loop that arms and fires bursts of timers reuses the room of the last
+    /// one (giving it back after each burst cost a third more page faults), as a heap in one
+    /// array would. Only looked at when a large bucket empties or a compaction ran, so its
+    /// walk over the buckets costs nothing much.
     void trim() noexcept {
         std::size_t room = m_early.capacity();
         for (const std::vector<entry>& bucket : m_buckets) room += bucket.capacity();
-        const std::size_t needed = entries();
-        if (room <= 4 * needed + 4 * small_bucket) return;
+        if (room <= 4 * m_peak + 4 * small_bucket) return;
         const auto fit = [](auto& v) noexcept {
             if (v.empty()) std::remove_reference_t<decltype(v)>().swap(v);
             else if (v.capacity() > 2 * v.size() + small_bucket) v.shrink_to_fit(); // non-binding: keeps it if the copy cannot be made
@@ -414,6 +534,7 @@ private:
     std::vector<timer_node*> m_slots; // slot → node; nullptr once cancelled
     std::vector<std::uint32_t> m_free;
     std::size_t m_dead = 0;
+    std::size_t m_peak = 0; // the most entries ever held: the measure of the room kept
     // The earliest armed key as last found, kept through arming; `unknown` after a pop or a
     // cancellation. The largest key cannot be cached, so it stands for none: a queue whose
     // earliest key is the end of time searches again, which costs nothing much.
