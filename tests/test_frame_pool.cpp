@@ -281,3 +281,85 @@ TEST_CASE("threads trading frames while others end keep the pool consistent", "[
     CHECK(run + dropped == per_producer / producers * (1 + 2 + 3 + 4));
     CHECK(frame_pool::orphaned_slabs() == orphans_before);
 }
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace {
+// Waits for a child to end, at most `ms`; kills it if it did not. The exit status, or -1.
+int wait_child(pid_t pid, int ms) {
+    const int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+    REQUIRE(fd >= 0);
+    pollfd p{fd, POLLIN, 0};
+    const int ready = ::poll(&p, 1, ms);
+    ::close(fd);
+    if (ready != 1) ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    return ready == 1 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+} // namespace
+
+TEST_CASE("fork while other threads free blocks across threads leaves the child a working pool", "[frame_pool]") {
+    // One thread makes blocks, another frees them (each free takes the pool's process-wide
+    // lock), while this thread forks. A child that inherited the lock held would hang on its
+    // first cross-thread free or new slab.
+    std::atomic<bool> stop{false};
+    std::mutex m;
+    std::vector<void*> queue;
+    std::vector<void*> foreign; // made by `maker`, freed in the children
+    handoff<int> ready;
+    std::thread maker([&] {
+        for (int i = 0; i < 256; ++i) foreign.push_back(frame_pool::allocate(64));
+        ready.put(1);
+        while (!stop.load(std::memory_order_relaxed)) {
+            void* p = frame_pool::allocate(48);
+            std::lock_guard lock(m);
+            queue.push_back(p);
+        }
+    });
+    (void)ready.take();
+    std::thread freer([&] {
+        std::vector<void*> batch;
+        while (!stop.load(std::memory_order_relaxed)) {
+            {
+                std::lock_guard lock(m);
+                batch.swap(queue);
+            }
+            for (void* p : batch) frame_pool::deallocate(p, 48);
+            batch.clear();
+        }
+    });
+    int failed = 0;
+    constexpr int forks = 100;
+    for (int i = 0; i < forks && failed == 0; ++i) {
+        const pid_t pid = ::fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+            frame_pool::deallocate(foreign[static_cast<std::size_t>(i)], 64); // a cross-thread free
+            long done = 0;
+            {
+                tandem::event_loop loop;
+                for (int k = 0; k < 2'000; ++k) tandem::spawn(loop, count_up(done)).detach();
+                loop.run([](long& d) -> tandem::task<> {
+                    while (d < 2'000) co_await tandem::yield();
+                }(done));
+            }
+            std::vector<void*> blocks;
+            for (int k = 0; k < 20'000; ++k) blocks.push_back(frame_pool::allocate(200));
+            for (void* p : blocks) frame_pool::deallocate(p, 200);
+            ::_exit(done == 2'000 ? 0 : 2);
+        }
+        if (wait_child(pid, 20'000) != 0) ++failed;
+    }
+    stop = true;
+    maker.join();
+    freer.join();
+    for (std::size_t i = forks; i < foreign.size(); ++i) frame_pool::deallocate(foreign[i], 64);
+    for (int i = 0; i < forks; ++i) frame_pool::deallocate(foreign[static_cast<std::size_t>(i)], 64);
+    for (void* p : queue) frame_pool::deallocate(p, 48);
+    CHECK(failed == 0);
+}

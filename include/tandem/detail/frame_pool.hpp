@@ -23,9 +23,18 @@
 // block comes from ::operator new, so a sanitizer or Valgrind sees each frame's lifetime.
 // Choose the same value in every translation unit of a program.
 //
-// After fork() in a process with other threads, the child must not free a block that another
-// thread of the parent allocated while that thread held the lock (as with any allocator that
-// is not fork-aware); tandem forks only single-threaded processes (the zygote).
+// Slabs are carved from regions of slabs_per_region slabs, each one plain ::operator new block
+// (not an aligned one: glibc serves a 64 KiB-aligned request by splitting a larger chunk, and
+// the pieces it leaves around each slab kept a burst's memory from being reused by the next,
+// which then faulted in fresh pages: 100k sleeping tasks cost 1.3x main). A region goes back
+// when none of its slabs is in use; one empty region is kept. Worst case, one block in use
+// keeps its slab, and one slab in use keeps its region (1 MiB).
+//
+// fork(): the process-wide lock is taken around fork() (pthread_atfork), so the child never
+// inherits it held. In the child, the forking thread's slabs are its own as before; slabs of
+// the parent's other threads belong to threads that do not exist there: their blocks can still
+// be freed (into lists nobody collects) and their memory stays with the child: a bounded leak
+// of what those threads held at the fork, never a deadlock or a reuse.
 #pragma once
 
 #include "tandem/config.hpp"
@@ -35,6 +44,8 @@
 #include <cstdint>
 #include <new>
 #include <utility>
+
+#include <pthread.h>
 
 namespace tandem::detail {
 
@@ -49,6 +60,7 @@ struct frame_pool_usage {
 namespace frame_pool_parts {
 
 inline constexpr std::size_t slab_size = 64 * 1024;
+inline constexpr std::size_t slabs_per_region = 16;
 inline constexpr std::size_t max_block = 1024;
 // Size classes: 16-byte steps up to 256 bytes (most frames and records), 64-byte steps up to
 // max_block.
@@ -66,6 +78,7 @@ struct block {
     block* next;
 };
 struct heap;
+struct region;
 enum class state : unsigned char { current, partial, full, cached, orphaned };
 
 // The header at the start of every slab; blocks follow it. slab_size-aligned, so a block's
@@ -83,8 +96,9 @@ struct slab {
     slab* next = nullptr;
     block* remote = nullptr;     // guarded by the lock: freed by other threads
     slab* next_remote = nullptr; // guarded by the lock: the owner's slabs with remote frees
+    region* home;                // the region it was carved from
 
-    explicit slab(heap* h) noexcept : owner(h) {}
+    slab(heap* h, region* r) noexcept : owner(h), home(r) {}
     bool has_room() const noexcept { return free != nullptr || bump != end; }
     void reset(unsigned c) noexcept;
 };
@@ -98,6 +112,25 @@ inline void slab::reset(unsigned c) noexcept {
     const std::size_t bs = block_size(c);
     end = bump + (slab_size - header_size) / bs * bs;
 }
+
+// A run of slabs_per_region slab_size-aligned slabs in one ::operator new block; the header
+// sits in front of the first slab. Guarded by the lock.
+struct free_slab {
+    free_slab* next;
+};
+struct region {
+    region* prev = nullptr; // in the list of regions with room
+    region* next = nullptr;
+    void* memory;           // what ::operator new returned
+    char* first;            // the first slab
+    free_slab* free = nullptr;
+    unsigned carved = 0;    // slabs handed out at least once
+    unsigned in_use = 0;
+    bool listed = false;
+    explicit region(void* m, char* f) noexcept : memory(m), first(f) {}
+    bool has_room() const noexcept { return free != nullptr || carved < slabs_per_region; }
+};
+inline constexpr std::size_t region_bytes = slabs_per_region * slab_size + slab_size + sizeof(region);
 
 struct list {
     slab* head = nullptr;
@@ -173,6 +206,11 @@ public:
     static frame_pool_usage thread_usage() noexcept {
         return {frame_pool_parts::t_heap.slabs, frame_pool_parts::t_heap.idle};
     }
+    /// Regions of slabs held from the system, process-wide (each slabs_per_region slabs).
+    static std::size_t regions() noexcept {
+        lock_guard lock;
+        return s_region_count;
+    }
     /// Slabs of ended threads that still have blocks in use, process-wide.
     static std::size_t orphaned_slabs() noexcept {
         lock_guard lock;
@@ -203,11 +241,12 @@ private:
         return p;
     }
 
-    static void give_back(heap& h, slab& s, void* p) noexcept {
+    // `locked`: the caller holds the lock (taking blocks back from other threads).
+    static void give_back(heap& h, slab& s, void* p, bool locked = false) noexcept {
         block* b = static_cast<block*>(p);
         b->next = s.free;
         s.free = b;
-        if (--s.used == 0) return went_idle(h, s);
+        if (--s.used == 0) return went_idle(h, s, locked);
         if (s.where == state::full) return unfull(h, s);
     }
     [[gnu::noinline]] static void unfull(heap& h, slab& s) noexcept {
@@ -216,7 +255,7 @@ private:
         s.where = state::partial;
     }
 
-    [[gnu::noinline]] static void went_idle(heap& h, slab& s) noexcept {
+    [[gnu::noinline]] static void went_idle(heap& h, slab& s, bool locked) noexcept {
         bin& b = h.bins[s.cls];
         s.reset(s.cls); // the next blocks come in address order again
         if (b.current == &s) {
@@ -235,16 +274,71 @@ private:
             }
         }
         --h.slabs;
+        if (locked) return release(s);
+        lock_guard lock;
         release(s);
     }
 
+    // Slabs come from and go back to regions, under the lock.
     static slab* new_slab(heap* owner) {
-        void* mem = ::operator new(slab_size, std::align_val_t{slab_size});
-        return ::new (mem) slab(owner);
+        using frame_pool_parts::region;
+        region* r = s_regions;
+        if (!r) {
+            void* mem = ::operator new(frame_pool_parts::region_bytes); // may throw: nothing changed yet
+            const auto after_header = reinterpret_cast<std::uintptr_t>(mem) + sizeof(region);
+            char* first = reinterpret_cast<char*>((after_header + slab_size - 1) & ~(std::uintptr_t{slab_size} - 1));
+            r = ::new (mem) region(mem, first);
+            list_region(*r);
+            ++s_region_count;
+            ++s_empty_regions;
+        }
+        char* mem;
+        if (frame_pool_parts::free_slab* f = r->free) {
+            r->free = f->next;
+            mem = reinterpret_cast<char*>(f);
+        } else {
+            mem = r->first + r->carved++ * slab_size;
+        }
+        if (r->in_use++ == 0) --s_empty_regions;
+        if (!r->has_room()) unlist_region(*r);
+        return ::new (mem) slab(owner, r);
     }
     static void release(slab& s) noexcept {
+        using frame_pool_parts::region;
+        region* r = s.home;
         s.~slab();
-        ::operator delete(static_cast<void*>(&s), std::align_val_t{slab_size});
+        auto* f = ::new (static_cast<void*>(&s)) frame_pool_parts::free_slab{r->free};
+        r->free = f;
+        if (!r->listed) list_region(*r);
+        if (--r->in_use != 0) return;
+        if (s_empty_regions == 0) { // keep one, at the back: the others are filled first
+            ++s_empty_regions;
+            unlist_region(*r);
+            r->next = nullptr;
+            r->prev = s_regions_tail;
+            (s_regions_tail ? s_regions_tail->next : s_regions) = r;
+            s_regions_tail = r;
+            r->listed = true;
+            return;
+        }
+        unlist_region(*r);
+        --s_region_count;
+        void* mem = r->memory;
+        r->~region();
+        ::operator delete(mem);
+    }
+    static void list_region(frame_pool_parts::region& r) noexcept { // at the front
+        r.prev = nullptr;
+        r.next = s_regions;
+        (s_regions ? s_regions->prev : s_regions_tail) = &r;
+        s_regions = &r;
+        r.listed = true;
+    }
+    static void unlist_region(frame_pool_parts::region& r) noexcept {
+        (r.prev ? r.prev->next : s_regions) = r.next;
+        (r.next ? r.next->prev : s_regions_tail) = r.prev;
+        r.prev = r.next = nullptr;
+        r.listed = false;
     }
 
     [[gnu::noinline]] static void* allocate_slow(heap& h, unsigned cls) {
@@ -264,7 +358,10 @@ private:
             if ((s = b.partial.pop()) == nullptr) {
                 if ((s = h.cached.pop()) == nullptr) {
                     if (h.slabs == 0) register_exit();
-                    s = new_slab(&h);
+                    {
+                        lock_guard lock;
+                        s = new_slab(&h);
+                    }
                     ++h.slabs;
                     ++h.idle; // take() counts it out again
                 }
@@ -286,7 +383,7 @@ private:
             s->remote_listed = false;
             while (b) { // the slab may be released with the last of its blocks: read ahead
                 block* next = b->next;
-                give_back(h, *s, b);
+                give_back(h, *s, b, true);
                 b = next;
             }
             s = next_slab;
@@ -367,19 +464,35 @@ private:
     // The process-wide lock of the rare paths: a spin lock that sleeps (std::atomic::wait)
     // rather than <mutex>, which the core headers do not include.
     inline static std::atomic<bool> s_locked{false};
+    static void lock() noexcept {
+        while (s_locked.exchange(true, std::memory_order_acquire)) s_locked.wait(true, std::memory_order_relaxed);
+    }
+    static void unlock() noexcept {
+        s_locked.store(false, std::memory_order_release);
+        s_locked.notify_one();
+    }
     struct lock_guard {
         lock_guard() noexcept {
-            while (s_locked.exchange(true, std::memory_order_acquire)) s_locked.wait(true, std::memory_order_relaxed);
+            static const bool fork_safe = install_fork_handlers(); // before the lock is first held
+            (void)fork_safe;
+            lock();
         }
-        ~lock_guard() {
-            s_locked.store(false, std::memory_order_release);
-            s_locked.notify_one();
-        }
+        ~lock_guard() { unlock(); }
         lock_guard(const lock_guard&) = delete;
         lock_guard& operator=(const lock_guard&) = delete;
     };
     inline static slab* s_orphan_current[frame_pool_parts::class_count] = {}; // guarded by the lock
     inline static std::size_t s_orphans = 0;                                  // guarded by the lock
+    // Regions with a free slab, the ones in use first; guarded by the lock.
+    inline static frame_pool_parts::region* s_regions = nullptr;
+    inline static frame_pool_parts::region* s_regions_tail = nullptr;
+    inline static std::size_t s_region_count = 0;
+    inline static std::size_t s_empty_regions = 0; // at most 1
+
+    // fork(): the child must not inherit the lock held by a thread it does not have.
+    static bool install_fork_handlers() noexcept {
+        return ::pthread_atfork([] { lock(); }, [] { unlock(); }, [] { unlock(); }) == 0;
+    }
 };
 
 #else // TANDEM_FRAME_POOL
@@ -393,6 +506,7 @@ public:
     static void deallocate(void* p, std::size_t) noexcept { ::operator delete(p); }
     static frame_pool_usage thread_usage() noexcept { return {}; }
     static std::size_t orphaned_slabs() noexcept { return 0; }
+    static std::size_t regions() noexcept { return 0; }
 };
 
 #endif // TANDEM_FRAME_POOL
