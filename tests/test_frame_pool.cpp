@@ -12,6 +12,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <new>
 #include <cstring>
 #include <mutex>
 #include <random>
@@ -20,6 +22,21 @@
 #include <vector>
 
 using tandem::detail::frame_pool;
+
+#if TANDEM_FRAME_POOL
+// A global operator new that can refuse the pool's regions on this thread: the system out of
+// memory exactly when the pool needs a new region.
+namespace {
+thread_local bool t_refuse_regions = false;
+}
+void* operator new(std::size_t n) {
+    if (t_refuse_regions && n == tandem::detail::frame_pool_parts::region_bytes) throw std::bad_alloc();
+    if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
+    throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+#endif
 
 namespace {
 
@@ -362,4 +379,75 @@ TEST_CASE("fork while other threads free blocks across threads leaves the child 
     for (int i = 0; i < forks; ++i) frame_pool::deallocate(foreign[static_cast<std::size_t>(i)], 64);
     for (void* p : queue) frame_pool::deallocate(p, 48);
     CHECK(failed == 0);
+}
+
+TEST_CASE("out of memory for a slab throws std::bad_alloc from the coroutine call and the pool stays whole", "[frame_pool]") {
+    if constexpr (!pool_on) return;
+    // On a new thread, whose slabs are all its own: allocate until the system refuses a region,
+    // free some blocks of the slab that was full when it did, allocate again; every block keeps
+    // its contents (a slab listed twice hands out blocks past its end).
+    int refusals = 0;
+    bool coroutine_threw = false;
+    bool intact = true;
+    tandem::detail::frame_pool_usage after{};
+    std::thread t([&] {
+        struct live {
+            unsigned char* p;
+            unsigned char tag;
+        };
+        constexpr std::size_t n = 48;
+        std::vector<live> blocks;
+        unsigned char tag = 0;
+        auto fill = [&] {
+            while (blocks.size() < blocks.capacity()) {
+                try {
+                    auto* p = static_cast<unsigned char*>(frame_pool::allocate(n));
+                    const auto* home = reinterpret_cast<const tandem::detail::frame_pool_parts::slab*>(
+                        reinterpret_cast<std::uintptr_t>(p) & ~(std::uintptr_t{frame_pool::slab_size} - 1));
+                    if (reinterpret_cast<char*>(p) + n > home->end) intact = false; // past the end of its slab
+                    std::memset(p, ++tag, n);
+                    blocks.push_back({p, tag});
+                } catch (const std::bad_alloc&) {
+                    ++refusals;
+                    return;
+                }
+            }
+        };
+        auto drop = [&](std::size_t i) {
+            for (std::size_t k = 0; k < n; ++k)
+                if (blocks[i].p[k] != blocks[i].tag) intact = false;
+            frame_pool::deallocate(blocks[i].p, n);
+            blocks[i] = blocks.back();
+            blocks.pop_back();
+        };
+        blocks.reserve(100'000);
+        fill(); // some regions first
+        blocks.reserve(4'000'000);
+        t_refuse_regions = true;
+        for (int round = 0; round < 4; ++round) {
+            fill();
+            // The newest blocks are in the slab that was current when the allocation failed.
+            for (int i = 0; i < 40 && !blocks.empty(); ++i) drop(blocks.size() - 1);
+            for (std::size_t i = 0; i < 40 && i * 97 < blocks.size(); ++i) drop(i * 97);
+        }
+        long done = 0;
+        try {
+            for (int i = 0; i < 1'000'000; ++i) (void)padded<16>(i); // made and dropped: fills no slab
+            std::vector<tandem::task<int>> tasks;
+            tasks.reserve(4'000'000);
+            while (tasks.size() < tasks.capacity()) tasks.push_back(padded<16>(1));
+        } catch (const std::bad_alloc&) {
+            coroutine_threw = true;
+        }
+        t_refuse_regions = false;
+        fill();
+        (void)done;
+        while (!blocks.empty()) drop(blocks.size() - 1);
+        after = frame_pool::thread_usage();
+    });
+    t.join();
+    CHECK(refusals == 4);
+    CHECK(coroutine_threw);
+    CHECK(intact);
+    CHECK(after.slabs == after.idle_slabs);
 }

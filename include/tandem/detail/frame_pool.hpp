@@ -352,7 +352,7 @@ private:
         if (s && !s->has_room()) {
             s->where = state::full;
             b.full.push(*s);
-            s = nullptr;
+            b.current = s = nullptr; // consistent if no new slab can be had (bad_alloc)
         }
         if (!s) {
             if ((s = b.partial.pop()) == nullptr) {
