@@ -47,6 +47,19 @@
 
 #include <pthread.h>
 
+// Forced on under AddressSanitizer (TANDEM_FRAME_POOL=1), free blocks are poisoned: a use of a
+// freed frame is reported even though the pool, not malloc, holds it.
+#if defined(__SANITIZE_ADDRESS__)
+#define TANDEM_FRAME_POOL_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TANDEM_FRAME_POOL_ASAN 1
+#endif
+#endif
+#if TANDEM_FRAME_POOL && defined(TANDEM_FRAME_POOL_ASAN)
+#include <sanitizer/asan_interface.h>
+#endif
+
 namespace tandem::detail {
 
 /// What the pool holds for the calling thread (tests and diagnostics).
@@ -77,6 +90,20 @@ constexpr std::size_t block_size(unsigned cls) noexcept {
 struct block {
     block* next;
 };
+inline void poison(void* p, std::size_t n) noexcept {
+#if defined(TANDEM_FRAME_POOL_ASAN)
+    ASAN_POISON_MEMORY_REGION(p, n);
+#else
+    (void)p, (void)n;
+#endif
+}
+inline void unpoison(void* p, std::size_t n) noexcept {
+#if defined(TANDEM_FRAME_POOL_ASAN)
+    ASAN_UNPOISON_MEMORY_REGION(p, n);
+#else
+    (void)p, (void)n;
+#endif
+}
 struct heap;
 struct region;
 enum class state : unsigned char { current, partial, full, cached, orphaned };
@@ -231,11 +258,13 @@ private:
     static void* take(heap& h, slab& s) noexcept {
         void* p;
         if (block* b = s.free) {
+            frame_pool_parts::unpoison(b, frame_pool_parts::block_size(s.cls));
             s.free = b->next;
             p = b;
         } else {
             p = s.bump;
             s.bump += frame_pool_parts::block_size(s.cls);
+            frame_pool_parts::unpoison(p, frame_pool_parts::block_size(s.cls));
         }
         if (s.used++ == 0) --h.idle;
         return p;
@@ -246,6 +275,7 @@ private:
         block* b = static_cast<block*>(p);
         b->next = s.free;
         s.free = b;
+        frame_pool_parts::poison(b, frame_pool_parts::block_size(s.cls));
         if (--s.used == 0) return went_idle(h, s, locked);
         if (s.where == state::full) return unfull(h, s);
     }
@@ -394,6 +424,7 @@ private:
         lock_guard lock;
         heap* owner = s.owner.load(std::memory_order_relaxed);
         if (!owner) { // orphaned: its last block releases it
+            frame_pool_parts::poison(p, frame_pool_parts::block_size(s.cls));
             if (--s.used == 0) {
                 if (s_orphan_current[s.cls] == &s) s_orphan_current[s.cls] = nullptr;
                 --s_orphans;
@@ -426,6 +457,7 @@ private:
         }
         void* p = s->bump;
         s->bump += frame_pool_parts::block_size(cls);
+        frame_pool_parts::unpoison(p, frame_pool_parts::block_size(cls));
         ++s->used;
         return p;
     }
