@@ -80,7 +80,7 @@ inline constexpr std::size_t max_block = 1024;
 inline constexpr std::size_t small_max = 256;
 inline constexpr unsigned class_count = small_max / 16 + (max_block - small_max) / 64;
 constexpr unsigned class_of(std::size_t n) noexcept {
-    return n <= small_max ? static_cast<unsigned>((n + 15) / 16 - 1)
+    return n <= small_max ? static_cast<unsigned>((n + 15) / 16 - (n != 0)) // 0 bytes: the 16-byte class
                           : static_cast<unsigned>(small_max / 16 + (n - small_max + 63) / 64 - 1);
 }
 constexpr std::size_t block_size(unsigned cls) noexcept {
