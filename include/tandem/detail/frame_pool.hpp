@@ -21,7 +21,11 @@
 //
 // Off (TANDEM_FRAME_POOL=0, the default under AddressSanitizer and MemorySanitizer): every
 // block comes from ::operator new, so a sanitizer or Valgrind sees each frame's lifetime.
-// Choose the same value in every translation unit of a program.
+// Choose the same value in every translation unit of a program: mixed, a block could be taken
+// from the pool by a function of one TU and given to ::operator delete by an inline function of
+// another (the linker keeps one copy of each). That cannot be made to fail at link time in a
+// header-only library, so each TU records its value when it is initialized and the pool stops
+// the program (a message, then std::abort) at its first slab if it saw both.
 //
 // Slabs are carved from regions of slabs_per_region slabs, each one plain ::operator new block
 // (not an aligned one: glibc serves a 64 KiB-aligned request by splitting a larger chunk, and
@@ -42,6 +46,8 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <new>
 #include <utility>
 
@@ -61,6 +67,13 @@
 #endif
 
 namespace tandem::detail {
+
+// 1: a TU with the pool was initialized, 2: one without. See the top of the file.
+inline std::atomic<unsigned> frame_pool_settings_seen{0};
+namespace {
+[[maybe_unused]] const bool frame_pool_setting_recorded =
+    (frame_pool_settings_seen.fetch_or(TANDEM_FRAME_POOL ? 1u : 2u, std::memory_order_relaxed), true);
+} // namespace
 
 /// What the pool holds for the calling thread (tests and diagnostics).
 struct frame_pool_usage {
@@ -314,6 +327,7 @@ private:
         using frame_pool_parts::region;
         region* r = s_regions;
         if (!r) {
+            if (frame_pool_settings_seen.load(std::memory_order_relaxed) == 3) mixed_settings();
             void* mem = ::operator new(frame_pool_parts::region_bytes); // may throw: nothing changed yet
             const auto after_header = reinterpret_cast<std::uintptr_t>(mem) + sizeof(region);
             char* first = reinterpret_cast<char*>((after_header + slab_size - 1) & ~(std::uintptr_t{slab_size} - 1));
@@ -332,6 +346,12 @@ private:
         if (r->in_use++ == 0) --s_empty_regions;
         if (!r->has_room()) unlist_region(*r);
         return ::new (mem) slab(owner, r);
+    }
+    [[noreturn, gnu::cold]] static void mixed_settings() noexcept {
+        std::fputs("tandem: translation units built with TANDEM_FRAME_POOL=0 and =1 are linked into one "
+                   "program; their coroutine frames cannot be freed by each other. Build all with one value.\n",
+                   stderr);
+        std::abort();
     }
     static void release(slab& s) noexcept {
         using frame_pool_parts::region;
