@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <new>
@@ -329,7 +330,9 @@ int wait_child(pid_t pid, int ms) {
     const int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
     REQUIRE(fd >= 0);
     pollfd p{fd, POLLIN, 0};
-    const int ready = ::poll(&p, 1, ms);
+    int ready;
+    while ((ready = ::poll(&p, 1, ms)) < 0 && errno == EINTR) {
+    }
     ::close(fd);
     if (ready != 1) ::kill(pid, SIGKILL);
     int status = 0;
@@ -389,7 +392,10 @@ TEST_CASE("fork while other threads free blocks across threads leaves the child 
             for (void* p : blocks) frame_pool::deallocate(p, 200);
             ::_exit(done == 2'000 ? 0 : 2);
         }
-        if (wait_child(pid, 20'000) != 0) ++failed;
+        if (const int rc = wait_child(pid, 20'000); rc != 0) {
+            UNSCOPED_INFO("child " << i << ": " << (rc < 0 ? "killed after 20 s or by a signal" : "exit status ") << rc);
+            ++failed;
+        }
     }
     stop = true;
     maker.join();
