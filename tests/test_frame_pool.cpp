@@ -341,6 +341,10 @@ int wait_child(pid_t pid, int ms) {
 }
 } // namespace
 
+// Not under AddressSanitizer: g++ 12's runtime is not fork-safe itself (a child forked while
+// another thread is inside its allocator hangs or dies in malloc, pool or no pool: 1 child in
+// about 2,000 here).
+#if !defined(TANDEM_FRAME_POOL_ASAN)
 TEST_CASE("fork while other threads free blocks across threads leaves the child a working pool", "[frame_pool]") {
     // One thread makes blocks, another frees them (each free takes the pool's process-wide
     // lock), while this thread forks. A child that inherited the lock held would hang on its
@@ -405,6 +409,7 @@ TEST_CASE("fork while other threads free blocks across threads leaves the child 
     for (void* p : queue) frame_pool::deallocate(p, 48);
     CHECK(failed == 0);
 }
+#endif
 
 #if defined(TANDEM_TEST_NEW_HOOK)
 TEST_CASE("out of memory for a slab throws std::bad_alloc from the coroutine call and the pool stays whole", "[frame_pool]") {
