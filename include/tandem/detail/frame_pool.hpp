@@ -1,6 +1,6 @@
 // tandem — a per-thread slab allocator for coroutine frames and spawned-task records.
 //
-// Layer: core (detail). No OS headers, no event loop.
+// Layer: core (detail). No event loop; one OS header, <pthread.h>, for pthread_atfork (see fork()).
 //
 // Spawning a task costs two heap blocks (its frame and the loop's record of it) and a
 // million spawned at once used to spend half their time in malloc and free: glibc consolidates
