@@ -23,7 +23,7 @@
 // (detail/frame_pool.hpp): a spawn costs about half as much as with malloc. Off by default under
 // AddressSanitizer and MemorySanitizer, so they see every frame's lifetime (use after free of a
 // frame); define TANDEM_FRAME_POOL=0 for Valgrind or another allocator's tooling. Use one value
-// for the whole program.
+// for the whole program (a program that mixes them stops at the pool's first slab).
 #ifndef TANDEM_FRAME_POOL
 #if defined(__SANITIZE_ADDRESS__)
 #define TANDEM_FRAME_POOL 0

@@ -1,6 +1,6 @@
 // tandem — a per-thread slab allocator for coroutine frames and spawned-task records.
 //
-// Layer: core (detail). No OS headers, no event loop.
+// Layer: core (detail). No event loop; one OS header, <pthread.h>, for pthread_atfork (see fork()).
 //
 // Spawning a task costs two heap blocks (its frame and the loop's record of it) and a
 // million spawned at once used to spend half their time in malloc and free: glibc consolidates
@@ -21,11 +21,24 @@
 //
 // Off (TANDEM_FRAME_POOL=0, the default under AddressSanitizer and MemorySanitizer): every
 // block comes from ::operator new, so a sanitizer or Valgrind sees each frame's lifetime.
-// Choose the same value in every translation unit of a program.
+// Choose the same value in every translation unit of a program: mixed, a block could be taken
+// from the pool by a function of one TU and given to ::operator delete by an inline function of
+// another (the linker keeps one copy of each). That cannot be made to fail at link time in a
+// header-only library, so each TU records its value when it is initialized and the pool stops
+// the program (a message, then std::abort) at its first slab if it saw both.
 //
-// After fork() in a process with other threads, the child must not free a block that another
-// thread of the parent allocated while that thread held the lock (as with any allocator that
-// is not fork-aware); tandem forks only single-threaded processes (the zygote).
+// Slabs are carved from regions of slabs_per_region slabs, each one plain ::operator new block
+// (not an aligned one: glibc serves a 64 KiB-aligned request by splitting a larger chunk, and
+// the pieces it leaves around each slab kept a burst's memory from being reused by the next,
+// which then faulted in fresh pages: 100k sleeping tasks cost 1.3x main). A region goes back
+// when none of its slabs is in use; one empty region is kept. Worst case, one block in use
+// keeps its slab, and one slab in use keeps its region (1 MiB).
+//
+// fork(): the process-wide lock is taken around fork() (pthread_atfork), so the child never
+// inherits it held. In the child, the forking thread's slabs are its own as before; slabs of
+// the parent's other threads belong to threads that do not exist there: their blocks can still
+// be freed (into lists nobody collects) and their memory stays with the child: a bounded leak
+// of what those threads held at the fork, never a deadlock or a reuse.
 #pragma once
 
 #include "tandem/config.hpp"
@@ -33,10 +46,34 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <new>
 #include <utility>
 
+#include <pthread.h>
+
+// Forced on under AddressSanitizer (TANDEM_FRAME_POOL=1), free blocks are poisoned: a use of a
+// freed frame is reported even though the pool, not malloc, holds it.
+#if defined(__SANITIZE_ADDRESS__)
+#define TANDEM_FRAME_POOL_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TANDEM_FRAME_POOL_ASAN 1
+#endif
+#endif
+#if TANDEM_FRAME_POOL && defined(TANDEM_FRAME_POOL_ASAN)
+#include <sanitizer/asan_interface.h>
+#endif
+
 namespace tandem::detail {
+
+// 1: a TU with the pool was initialized, 2: one without. See the top of the file.
+inline std::atomic<unsigned> frame_pool_settings_seen{0};
+namespace {
+[[maybe_unused]] const bool frame_pool_setting_recorded =
+    (frame_pool_settings_seen.fetch_or(TANDEM_FRAME_POOL ? 1u : 2u, std::memory_order_relaxed), true);
+} // namespace
 
 /// What the pool holds for the calling thread (tests and diagnostics).
 struct frame_pool_usage {
@@ -49,13 +86,14 @@ struct frame_pool_usage {
 namespace frame_pool_parts {
 
 inline constexpr std::size_t slab_size = 64 * 1024;
+inline constexpr std::size_t slabs_per_region = 16;
 inline constexpr std::size_t max_block = 1024;
 // Size classes: 16-byte steps up to 256 bytes (most frames and records), 64-byte steps up to
 // max_block.
 inline constexpr std::size_t small_max = 256;
 inline constexpr unsigned class_count = small_max / 16 + (max_block - small_max) / 64;
 constexpr unsigned class_of(std::size_t n) noexcept {
-    return n <= small_max ? static_cast<unsigned>((n + 15) / 16 - 1)
+    return n <= small_max ? static_cast<unsigned>((n + 15) / 16 - (n != 0)) // 0 bytes: the 16-byte class
                           : static_cast<unsigned>(small_max / 16 + (n - small_max + 63) / 64 - 1);
 }
 constexpr std::size_t block_size(unsigned cls) noexcept {
@@ -65,7 +103,22 @@ constexpr std::size_t block_size(unsigned cls) noexcept {
 struct block {
     block* next;
 };
+inline void poison(void* p, std::size_t n) noexcept {
+#if defined(TANDEM_FRAME_POOL_ASAN)
+    ASAN_POISON_MEMORY_REGION(p, n);
+#else
+    (void)p, (void)n;
+#endif
+}
+inline void unpoison(void* p, std::size_t n) noexcept {
+#if defined(TANDEM_FRAME_POOL_ASAN)
+    ASAN_UNPOISON_MEMORY_REGION(p, n);
+#else
+    (void)p, (void)n;
+#endif
+}
 struct heap;
+struct region;
 enum class state : unsigned char { current, partial, full, cached, orphaned };
 
 // The header at the start of every slab; blocks follow it. slab_size-aligned, so a block's
@@ -83,8 +136,9 @@ struct slab {
     slab* next = nullptr;
     block* remote = nullptr;     // guarded by the lock: freed by other threads
     slab* next_remote = nullptr; // guarded by the lock: the owner's slabs with remote frees
+    region* home;                // the region it was carved from
 
-    explicit slab(heap* h) noexcept : owner(h) {}
+    slab(heap* h, region* r) noexcept : owner(h), home(r) {}
     bool has_room() const noexcept { return free != nullptr || bump != end; }
     void reset(unsigned c) noexcept;
 };
@@ -98,6 +152,25 @@ inline void slab::reset(unsigned c) noexcept {
     const std::size_t bs = block_size(c);
     end = bump + (slab_size - header_size) / bs * bs;
 }
+
+// A run of slabs_per_region slab_size-aligned slabs in one ::operator new block; the header
+// sits in front of the first slab. Guarded by the lock.
+struct free_slab {
+    free_slab* next;
+};
+struct region {
+    region* prev = nullptr; // in the list of regions with room
+    region* next = nullptr;
+    void* memory;           // what ::operator new returned
+    char* first;            // the first slab
+    free_slab* free = nullptr;
+    unsigned carved = 0;    // slabs handed out at least once
+    unsigned in_use = 0;
+    bool listed = false;
+    explicit region(void* m, char* f) noexcept : memory(m), first(f) {}
+    bool has_room() const noexcept { return free != nullptr || carved < slabs_per_region; }
+};
+inline constexpr std::size_t region_bytes = slabs_per_region * slab_size + slab_size + sizeof(region);
 
 struct list {
     slab* head = nullptr;
@@ -173,6 +246,11 @@ public:
     static frame_pool_usage thread_usage() noexcept {
         return {frame_pool_parts::t_heap.slabs, frame_pool_parts::t_heap.idle};
     }
+    /// Regions of slabs held from the system, process-wide (each slabs_per_region slabs).
+    static std::size_t regions() noexcept {
+        lock_guard lock;
+        return s_region_count;
+    }
     /// Slabs of ended threads that still have blocks in use, process-wide.
     static std::size_t orphaned_slabs() noexcept {
         lock_guard lock;
@@ -193,21 +271,25 @@ private:
     static void* take(heap& h, slab& s) noexcept {
         void* p;
         if (block* b = s.free) {
+            frame_pool_parts::unpoison(b, frame_pool_parts::block_size(s.cls));
             s.free = b->next;
             p = b;
         } else {
             p = s.bump;
             s.bump += frame_pool_parts::block_size(s.cls);
+            frame_pool_parts::unpoison(p, frame_pool_parts::block_size(s.cls));
         }
         if (s.used++ == 0) --h.idle;
         return p;
     }
 
-    static void give_back(heap& h, slab& s, void* p) noexcept {
+    // `locked`: the caller holds the lock (taking blocks back from other threads).
+    static void give_back(heap& h, slab& s, void* p, bool locked = false) noexcept {
         block* b = static_cast<block*>(p);
         b->next = s.free;
         s.free = b;
-        if (--s.used == 0) return went_idle(h, s);
+        frame_pool_parts::poison(b, frame_pool_parts::block_size(s.cls));
+        if (--s.used == 0) return went_idle(h, s, locked);
         if (s.where == state::full) return unfull(h, s);
     }
     [[gnu::noinline]] static void unfull(heap& h, slab& s) noexcept {
@@ -216,7 +298,7 @@ private:
         s.where = state::partial;
     }
 
-    [[gnu::noinline]] static void went_idle(heap& h, slab& s) noexcept {
+    [[gnu::noinline]] static void went_idle(heap& h, slab& s, bool locked) noexcept {
         bin& b = h.bins[s.cls];
         s.reset(s.cls); // the next blocks come in address order again
         if (b.current == &s) {
@@ -235,16 +317,78 @@ private:
             }
         }
         --h.slabs;
+        if (locked) return release(s);
+        lock_guard lock;
         release(s);
     }
 
+    // Slabs come from and go back to regions, under the lock.
     static slab* new_slab(heap* owner) {
-        void* mem = ::operator new(slab_size, std::align_val_t{slab_size});
-        return ::new (mem) slab(owner);
+        using frame_pool_parts::region;
+        region* r = s_regions;
+        if (!r) {
+            if (frame_pool_settings_seen.load(std::memory_order_relaxed) == 3) mixed_settings();
+            void* mem = ::operator new(frame_pool_parts::region_bytes); // may throw: nothing changed yet
+            const auto after_header = reinterpret_cast<std::uintptr_t>(mem) + sizeof(region);
+            char* first = reinterpret_cast<char*>((after_header + slab_size - 1) & ~(std::uintptr_t{slab_size} - 1));
+            r = ::new (mem) region(mem, first);
+            list_region(*r);
+            ++s_region_count;
+            ++s_empty_regions;
+        }
+        char* mem;
+        if (frame_pool_parts::free_slab* f = r->free) {
+            r->free = f->next;
+            mem = reinterpret_cast<char*>(f);
+        } else {
+            mem = r->first + r->carved++ * slab_size;
+        }
+        if (r->in_use++ == 0) --s_empty_regions;
+        if (!r->has_room()) unlist_region(*r);
+        return ::new (mem) slab(owner, r);
+    }
+    [[noreturn, gnu::cold]] static void mixed_settings() noexcept {
+        std::fputs("tandem: translation units built with TANDEM_FRAME_POOL=0 and =1 are linked into one "
+                   "program; their coroutine frames cannot be freed by each other. Build all with one value.\n",
+                   stderr);
+        std::abort();
     }
     static void release(slab& s) noexcept {
+        using frame_pool_parts::region;
+        region* r = s.home;
         s.~slab();
-        ::operator delete(static_cast<void*>(&s), std::align_val_t{slab_size});
+        auto* f = ::new (static_cast<void*>(&s)) frame_pool_parts::free_slab{r->free};
+        r->free = f;
+        if (!r->listed) list_region(*r);
+        if (--r->in_use != 0) return;
+        if (s_empty_regions == 0) { // keep one, at the back: the others are filled first
+            ++s_empty_regions;
+            unlist_region(*r);
+            r->next = nullptr;
+            r->prev = s_regions_tail;
+            (s_regions_tail ? s_regions_tail->next : s_regions) = r;
+            s_regions_tail = r;
+            r->listed = true;
+            return;
+        }
+        unlist_region(*r);
+        --s_region_count;
+        void* mem = r->memory;
+        r->~region();
+        ::operator delete(mem);
+    }
+    static void list_region(frame_pool_parts::region& r) noexcept { // at the front
+        r.prev = nullptr;
+        r.next = s_regions;
+        (s_regions ? s_regions->prev : s_regions_tail) = &r;
+        s_regions = &r;
+        r.listed = true;
+    }
+    static void unlist_region(frame_pool_parts::region& r) noexcept {
+        (r.prev ? r.prev->next : s_regions) = r.next;
+        (r.next ? r.next->prev : s_regions_tail) = r.prev;
+        r.prev = r.next = nullptr;
+        r.listed = false;
     }
 
     [[gnu::noinline]] static void* allocate_slow(heap& h, unsigned cls) {
@@ -258,13 +402,16 @@ private:
         if (s && !s->has_room()) {
             s->where = state::full;
             b.full.push(*s);
-            s = nullptr;
+            b.current = s = nullptr; // consistent if no new slab can be had (bad_alloc)
         }
         if (!s) {
             if ((s = b.partial.pop()) == nullptr) {
                 if ((s = h.cached.pop()) == nullptr) {
                     if (h.slabs == 0) register_exit();
-                    s = new_slab(&h);
+                    {
+                        lock_guard lock;
+                        s = new_slab(&h);
+                    }
                     ++h.slabs;
                     ++h.idle; // take() counts it out again
                 }
@@ -286,7 +433,7 @@ private:
             s->remote_listed = false;
             while (b) { // the slab may be released with the last of its blocks: read ahead
                 block* next = b->next;
-                give_back(h, *s, b);
+                give_back(h, *s, b, true);
                 b = next;
             }
             s = next_slab;
@@ -297,6 +444,7 @@ private:
         lock_guard lock;
         heap* owner = s.owner.load(std::memory_order_relaxed);
         if (!owner) { // orphaned: its last block releases it
+            frame_pool_parts::poison(p, frame_pool_parts::block_size(s.cls));
             if (--s.used == 0) {
                 if (s_orphan_current[s.cls] == &s) s_orphan_current[s.cls] = nullptr;
                 --s_orphans;
@@ -329,6 +477,7 @@ private:
         }
         void* p = s->bump;
         s->bump += frame_pool_parts::block_size(cls);
+        frame_pool_parts::unpoison(p, frame_pool_parts::block_size(cls));
         ++s->used;
         return p;
     }
@@ -367,19 +516,35 @@ private:
     // The process-wide lock of the rare paths: a spin lock that sleeps (std::atomic::wait)
     // rather than <mutex>, which the core headers do not include.
     inline static std::atomic<bool> s_locked{false};
+    static void lock() noexcept {
+        while (s_locked.exchange(true, std::memory_order_acquire)) s_locked.wait(true, std::memory_order_relaxed);
+    }
+    static void unlock() noexcept {
+        s_locked.store(false, std::memory_order_release);
+        s_locked.notify_one();
+    }
     struct lock_guard {
         lock_guard() noexcept {
-            while (s_locked.exchange(true, std::memory_order_acquire)) s_locked.wait(true, std::memory_order_relaxed);
+            static const bool fork_safe = install_fork_handlers(); // before the lock is first held
+            (void)fork_safe;
+            lock();
         }
-        ~lock_guard() {
-            s_locked.store(false, std::memory_order_release);
-            s_locked.notify_one();
-        }
+        ~lock_guard() { unlock(); }
         lock_guard(const lock_guard&) = delete;
         lock_guard& operator=(const lock_guard&) = delete;
     };
     inline static slab* s_orphan_current[frame_pool_parts::class_count] = {}; // guarded by the lock
     inline static std::size_t s_orphans = 0;                                  // guarded by the lock
+    // Regions with a free slab, the ones in use first; guarded by the lock.
+    inline static frame_pool_parts::region* s_regions = nullptr;
+    inline static frame_pool_parts::region* s_regions_tail = nullptr;
+    inline static std::size_t s_region_count = 0;
+    inline static std::size_t s_empty_regions = 0; // at most 1
+
+    // fork(): the child must not inherit the lock held by a thread it does not have.
+    static bool install_fork_handlers() noexcept {
+        return ::pthread_atfork([] { lock(); }, [] { unlock(); }, [] { unlock(); }) == 0;
+    }
 };
 
 #else // TANDEM_FRAME_POOL
@@ -393,6 +558,7 @@ public:
     static void deallocate(void* p, std::size_t) noexcept { ::operator delete(p); }
     static frame_pool_usage thread_usage() noexcept { return {}; }
     static std::size_t orphaned_slabs() noexcept { return 0; }
+    static std::size_t regions() noexcept { return 0; }
 };
 
 #endif // TANDEM_FRAME_POOL
