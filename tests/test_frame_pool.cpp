@@ -1,6 +1,7 @@
 #include "tandem/detail/frame_pool.hpp"
 
 #include "catch.hpp"
+#include "replace_new.hpp"
 #include "tandem/loop.hpp"
 #include "tandem/spawn.hpp"
 #include "tandem/task.hpp"
@@ -24,31 +25,16 @@
 
 using tandem::detail::frame_pool;
 
-// ThreadSanitizer's runtime defines the global operator new itself: no hook there.
-#if defined(__SANITIZE_THREAD__)
-#define TANDEM_TEST_NO_NEW_HOOK 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define TANDEM_TEST_NO_NEW_HOOK 1
-#endif
-#endif
-#if TANDEM_FRAME_POOL && !defined(TANDEM_TEST_NO_NEW_HOOK)
+#if TANDEM_FRAME_POOL && TANDEM_TEST_REPLACES_NEW
 #define TANDEM_TEST_NEW_HOOK 1
-// A global operator new that can refuse the pool's regions on this thread: the system out of
-// memory exactly when the pool needs a new region.
+#endif
+// The system out of memory exactly when the pool needs a new region, on this thread.
 namespace {
 thread_local bool t_refuse_regions = false;
 }
-void* operator new(std::size_t n) {
-    if (t_refuse_regions && n == tandem::detail::frame_pool_parts::region_bytes) throw std::bad_alloc();
-    if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
-    throw std::bad_alloc();
+bool test_new_allowed(std::size_t n) noexcept {
+    return !(t_refuse_regions && n == tandem::detail::frame_pool_parts::region_bytes);
 }
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return std::malloc(n == 0 ? 1 : n); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-#endif
 
 namespace {
 

@@ -1,6 +1,7 @@
 #include "tandem/detail/timer_heap.hpp"
 
 #include "catch.hpp"
+#include "replace_new.hpp"
 
 #include <chrono>
 #include <cstdint>
@@ -22,23 +23,7 @@ using tandem::detail::timer_node;
 namespace {
 bool out_of_memory = false;
 } // namespace
-// Every unaligned form is replaced, so each allocation and its release meet (ASan checks).
-void* operator new(std::size_t size) {
-    if (out_of_memory) throw std::bad_alloc();
-    if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
-    throw std::bad_alloc();
-}
-void* operator new[](std::size_t size) { return operator new(size); }
-void* operator new(std::size_t size, const std::nothrow_t&) noexcept {
-    return out_of_memory ? nullptr : std::malloc(size == 0 ? 1 : size);
-}
-void* operator new[](std::size_t size, const std::nothrow_t& n) noexcept { return operator new(size, n); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
+bool test_new_allowed(std::size_t) noexcept { return !out_of_memory; }
 
 namespace {
 timer_node::clock::time_point at(long ns) { return timer_node::clock::time_point(std::chrono::nanoseconds(ns)); }
