@@ -30,10 +30,14 @@ using tandem::detail::frame_pool;
 #endif
 // The system out of memory exactly when the pool needs a new region, on this thread.
 namespace {
-thread_local bool t_refuse_regions = false;
+[[maybe_unused]] thread_local bool t_refuse_regions = false;
 }
-bool test_new_allowed(std::size_t n) noexcept {
+bool test_new_allowed([[maybe_unused]] std::size_t n) noexcept {
+#if TANDEM_FRAME_POOL
     return !(t_refuse_regions && n == tandem::detail::frame_pool_parts::region_bytes);
+#else
+    return true; // no pool, no regions (AddressSanitizer, TANDEM_FRAME_POOL=0)
+#endif
 }
 
 namespace {
