@@ -8,6 +8,7 @@
 #include "tandem/time.hpp"
 #include "tandem/when.hpp"
 
+#include <algorithm>
 #include <arpa/inet.h>
 #include <chrono>
 #include <cmath>
@@ -650,6 +651,89 @@ TEST_CASE("workers killed while idle cost no job: only jobs that started on a ki
         CHECK(started_by(k) == pid); // it had started there: not an innocent job
     }
     CHECK(failures.empty()); // and by construction no job ran on a worker we killed
+    ::munmap(tracks, sizeof(job_track) * tracked_jobs);
+}
+
+// A reply whose decoding, in the pool's dispatcher thread, can be held: it keeps the
+// dispatcher busy while another worker finishes a job and dies.
+struct held_reply {
+    int value = 0;
+};
+std::atomic<bool> hold_decoding{false};
+std::atomic<bool> decoding_held{false};
+
+template <>
+struct tandem::codec<held_reply> {
+    static void encode(encoder& out, const held_reply& r) { out.write(&r.value, sizeof r.value); }
+    static held_reply decode(decoder& in) {
+        held_reply r;
+        in.read(&r.value, sizeof r.value);
+        if (hold_decoding.load()) {
+            decoding_held = true;
+            decoding_held.notify_all();
+            hold_decoding.wait(true);
+        }
+        return r;
+    }
+};
+
+namespace {
+held_reply make_held_reply() { return {7}; }
+} // namespace
+
+// Found by the CI's poll() stage: a worker's exit report and its last reply can be readable
+// at once, and the report was read first, so a job that had finished failed as crashed.
+TEST_CASE("a worker that dies after answering does not fail the job it answered", "[process_pool][crash]") {
+    char path[] = "/tmp/tandem-track-XXXXXX";
+    const int fd = ::mkstemp(path);
+    REQUIRE(fd >= 0);
+    REQUIRE(::ftruncate(fd, sizeof(job_track) * tracked_jobs) == 0);
+    auto* tracks = static_cast<job_track*>(
+        ::mmap(nullptr, sizeof(job_track) * tracked_jobs, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+    ::close(fd);
+    REQUIRE(tracks != MAP_FAILED);
+    auto started_by = [&](int k) { return std::atomic_ref<std::int32_t>(tracks[k].started_by).load(); };
+    auto finished = [&](int k) { return std::atomic_ref<std::int32_t>(tracks[k].finished).load() != 0; };
+
+    tandem::process_pool pool({.workers = 2, .spin = 0us});
+    pool.wait_ready();
+    for (int round = 0; round < 5; ++round) {
+        // The dispatcher decodes this reply and stays there until released.
+        hold_decoding = true;
+        decoding_held = false;
+        auto held = pool.submit(make_held_reply);
+        decoding_held.wait(false);
+
+        // The other worker takes job `round`, answers it, and is killed while the dispatcher
+        // is busy, so its answer and its exit report wait together.
+        auto answered = pool.submit(tracked_job, std::string(path), round);
+        const auto give_up = std::chrono::steady_clock::now() + 10s;
+        while (!(finished(round) && asleep_in_recvmsg(started_by(round))) && std::chrono::steady_clock::now() < give_up)
+            std::this_thread::yield();
+        REQUIRE(finished(round));
+        const pid_t worker = started_by(round);
+        ::kill(worker, SIGKILL);
+        // Reaped by the zygote, which then writes its report: give it a moment to.
+        while (::kill(worker, 0) == 0 && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
+        const auto report_sent = std::chrono::steady_clock::now() + 20ms;
+        while (std::chrono::steady_clock::now() < report_sent) std::this_thread::yield();
+
+        hold_decoding = false;
+        hold_decoding.notify_all();
+        CHECK(held.get().value == 7);
+        int got = -1;
+        CHECK_NOTHROW(got = answered.get());
+        CHECK(got == round);
+        // Its replacement, before the next round: a job sent to the dead worker would wait
+        // for a dispatcher that this test holds.
+        auto pids = pool.worker_pids();
+        while (std::find(pids.begin(), pids.end(), worker) != pids.end() && std::chrono::steady_clock::now() < give_up) {
+            std::this_thread::yield();
+            pids = pool.worker_pids();
+        }
+        pool.wait_ready();
+    }
+    ::unlink(path);
     ::munmap(tracks, sizeof(job_track) * tracked_jobs);
 }
 

@@ -526,10 +526,19 @@ private:
                 break;
             case frame_kind::exited:
                 for (std::size_t i = 0; i < m_slots.size(); ++i) {
-                    if (m_slots[i].alive && m_slots[i].pid == f.header.pid()) {
-                        worker_exited(lock, i, f.header.wait_status());
-                        break;
-                    }
+                    worker_slot& s = m_slots[i];
+                    if (!s.alive || s.pid != f.header.pid()) continue;
+                    // The report can be read before the worker's last reply, which the dead
+                    // worker's channel still holds: read that first, or a job the worker
+                    // finished would fail as crashed. Leaving: it gets no job meanwhile.
+                    s.leaving = true;
+                    const std::uint64_t token = (std::uint64_t{s.generation} << 32) | i;
+                    const int status = f.header.wait_status();
+                    lock.unlock();
+                    read_worker(token, buffer);
+                    lock.lock();
+                    if (slot_for(token) && m_slots[i].alive) worker_exited(lock, i, status);
+                    break;
                 }
                 break;
             default:
