@@ -533,6 +533,34 @@ job_track* map_tracks(const std::string& path) {
     return tracks;
 }
 
+/// The jobs' shared record, in a file the workers map (tracked_job) and this process reads.
+class job_tracks {
+public:
+    job_tracks() {
+        const int fd = ::mkstemp(m_path);
+        REQUIRE(fd >= 0);
+        REQUIRE(::ftruncate(fd, bytes) == 0);
+        void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        ::close(fd);
+        REQUIRE(p != MAP_FAILED);
+        m_tracks = static_cast<job_track*>(p);
+    }
+    job_tracks(const job_tracks&) = delete;
+    job_tracks& operator=(const job_tracks&) = delete;
+    ~job_tracks() {
+        ::munmap(m_tracks, bytes);
+        ::unlink(m_path);
+    }
+    std::string path() const { return m_path; }
+    pid_t started_by(int k) const { return std::atomic_ref<std::int32_t>(m_tracks[k].started_by).load(); }
+    bool finished(int k) const { return std::atomic_ref<std::int32_t>(m_tracks[k].finished).load() != 0; }
+
+private:
+    static constexpr std::size_t bytes = sizeof(job_track) * tracked_jobs;
+    char m_path[32] = "/tmp/tandem-track-XXXXXX";
+    job_track* m_tracks = nullptr;
+};
+
 /// Marks job k started by this worker (its first act), spins ~200 µs, marks it finished.
 int tracked_job(std::string path, int k) {
     job_track* t = map_tracks(path);
@@ -583,16 +611,10 @@ bool asleep_in_recvmsg(pid_t pid) {
 }
 
 TEST_CASE("workers killed while idle cost no job: only jobs that started on a killed worker fail", "[process_pool][crash][stress]") {
-    char path[] = "/tmp/tandem-track-XXXXXX";
-    const int fd = ::mkstemp(path);
-    REQUIRE(fd >= 0);
-    REQUIRE(::ftruncate(fd, sizeof(job_track) * tracked_jobs) == 0);
-    auto* tracks = static_cast<job_track*>(
-        ::mmap(nullptr, sizeof(job_track) * tracked_jobs, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
-    ::close(fd);
-    REQUIRE(tracks != MAP_FAILED);
-    auto started_by = [&](int k) { return std::atomic_ref<std::int32_t>(tracks[k].started_by).load(); };
-    auto finished = [&](int k) { return std::atomic_ref<std::int32_t>(tracks[k].finished).load() != 0; };
+    const job_tracks tracks;
+    const std::string path = tracks.path();
+    auto started_by = [&](int k) { return tracks.started_by(k); };
+    auto finished = [&](int k) { return tracks.finished(k); };
 
     // No polling between jobs: an idle worker sleeps in recvmsg, which the killer checks.
     tandem::process_pool pool({.workers = 3, .spin = 0us});
@@ -637,11 +659,10 @@ TEST_CASE("workers killed while idle cost no job: only jobs that started on a ki
     std::mt19937 rng(13);
     for (int k = 0; k < tracked_jobs; ++k) {
         if (k % 4 == 0 && rng() % 2 == 0) kill_an_idle_worker();
-        in_flight.emplace_back(k, pool.submit(tracked_job, std::string(path), k));
+        in_flight.emplace_back(k, pool.submit(tracked_job, path, k));
         if (in_flight.size() == 2) settle_oldest();
     }
     while (!in_flight.empty()) settle_oldest();
-    ::unlink(path);
 
     WARN(killed.size() << " idle workers killed, " << failures.size() << " jobs failed");
     CHECK(killed.size() >= 20);
@@ -651,7 +672,6 @@ TEST_CASE("workers killed while idle cost no job: only jobs that started on a ki
         CHECK(started_by(k) == pid); // it had started there: not an innocent job
     }
     CHECK(failures.empty()); // and by construction no job ran on a worker we killed
-    ::munmap(tracks, sizeof(job_track) * tracked_jobs);
 }
 
 // A reply whose decoding, in the pool's dispatcher thread, can be held: it keeps the
@@ -684,16 +704,10 @@ held_reply make_held_reply() { return {7}; }
 // Found by the CI's poll() stage: a worker's exit report and its last reply can be readable
 // at once, and the report was read first, so a job that had finished failed as crashed.
 TEST_CASE("a worker that dies after answering does not fail the job it answered", "[process_pool][crash]") {
-    char path[] = "/tmp/tandem-track-XXXXXX";
-    const int fd = ::mkstemp(path);
-    REQUIRE(fd >= 0);
-    REQUIRE(::ftruncate(fd, sizeof(job_track) * tracked_jobs) == 0);
-    auto* tracks = static_cast<job_track*>(
-        ::mmap(nullptr, sizeof(job_track) * tracked_jobs, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
-    ::close(fd);
-    REQUIRE(tracks != MAP_FAILED);
-    auto started_by = [&](int k) { return std::atomic_ref<std::int32_t>(tracks[k].started_by).load(); };
-    auto finished = [&](int k) { return std::atomic_ref<std::int32_t>(tracks[k].finished).load() != 0; };
+    const job_tracks tracks;
+    const std::string path = tracks.path();
+    auto started_by = [&](int k) { return tracks.started_by(k); };
+    auto finished = [&](int k) { return tracks.finished(k); };
 
     tandem::process_pool pool({.workers = 2, .spin = 0us});
     pool.wait_ready();
@@ -706,7 +720,7 @@ TEST_CASE("a worker that dies after answering does not fail the job it answered"
 
         // The other worker takes job `round`, answers it, and is killed while the dispatcher
         // is busy, so its answer and its exit report wait together.
-        auto answered = pool.submit(tracked_job, std::string(path), round);
+        auto answered = pool.submit(tracked_job, path, round);
         const auto give_up = std::chrono::steady_clock::now() + 10s;
         while (!(finished(round) && asleep_in_recvmsg(started_by(round))) && std::chrono::steady_clock::now() < give_up)
             std::this_thread::yield();
@@ -733,8 +747,6 @@ TEST_CASE("a worker that dies after answering does not fail the job it answered"
         }
         pool.wait_ready();
     }
-    ::unlink(path);
-    ::munmap(tracks, sizeof(job_track) * tracked_jobs);
 }
 
 TEST_CASE("a job sent to a worker that died before taking it runs on another worker", "[process_pool][crash]") {
