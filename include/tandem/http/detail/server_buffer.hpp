@@ -38,8 +38,9 @@ inline bool server::make_room(workspace& w, std::size_t want, std::size_t at_mos
     const std::size_t old_size = w.data.size();
     if (w.begin > 0 && w.end - w.begin + want <= w.data.size()) {
         std::memmove(w.data.data(), w.data.data() + w.begin, w.end - w.begin);
-        if (pinned) detail::relocate(*pinned, old_base, old_size, -static_cast<std::ptrdiff_t>(w.begin),
-                                          {w.headers.data(), w.headers.size()});
+        if (pinned)
+            detail::relocate(*pinned, old_base, old_size, -static_cast<std::ptrdiff_t>(w.begin),
+                             {w.headers.data(), w.headers.size()});
         w.end -= w.begin;
         w.begin = 0;
         return true;
