@@ -225,7 +225,7 @@ private:
                 next_tick = now + ms_ns(heartbeat_interval(m_opts));
                 const std::vector<worker_stats> all = m_board->snapshot();
                 try {
-                    m_opts.on_tick(all);
+                    m_opts.on_tick(std::span<const worker_stats>(all.data(), all.size()));
                 } catch (...) {
                     // An observer's failure is not the cluster's.
                 }
@@ -559,7 +559,7 @@ private:
         m_announced = true;
         if (!m_opts.on_ready) return;
         try {
-            m_opts.on_ready(m_bound);
+            m_opts.on_ready(std::span<const address>(m_bound.data(), m_bound.size()));
         } catch (const std::exception& e) {
             // Thrown out of run(), it would leave the workers running undrained until exit.
             log(m_opts, std::string("on_ready failed: ") + e.what());

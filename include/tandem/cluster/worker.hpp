@@ -46,7 +46,7 @@ public:
     /// This worker's listening socket (the first, if several addresses were given). In the
     /// shared mode every worker holds the same socket; in the reuseport mode, its own.
     tcp_listener& listener() noexcept { return m_listeners.front(); }
-    std::span<tcp_listener> listeners() noexcept { return m_listeners; }
+    std::span<tcp_listener> listeners() noexcept { return {m_listeners.data(), m_listeners.size()}; }
 
     /// Stop is requested when the primary asks this worker to go (SIGTERM: shutdown, reload,
     /// SIGTTOU). Stop accepting and let requests in flight finish, e.g.

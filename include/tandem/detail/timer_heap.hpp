@@ -38,6 +38,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <new>
 #include <type_traits>
@@ -223,7 +224,10 @@ private:
     void rebase() noexcept {
         // Sorted by (key, arming), which is still a valid heap if what follows fails. Equal
         // keys are filed early ones first: they were armed before any bucketed one.
-        std::sort(m_early.begin(), m_early.end(), [](const early_entry& a, const early_entry& b) { return later(b, a); });
+        // The heap's own comparator rather than std::sort with a new one: the heap functions
+        // are compiled for `later` anyway (bench/README.md, "Include cost").
+        std::sort_heap(m_early.begin(), m_early.end(), later); // latest first
+        std::reverse(m_early.begin(), m_early.end());
         std::uint64_t least = std::numeric_limits<std::uint64_t>::max();
         std::size_t live = 0;
         const auto look = [&](std::uint64_t key, std::uint32_t slot) noexcept {
@@ -480,12 +484,28 @@ private:
         std::size_t room = m_early.capacity();
         for (const std::vector<entry>& bucket : m_buckets) room += bucket.capacity();
         if (room <= 4 * m_peak + 4 * small_bucket) return;
-        const auto fit = [](auto& v) noexcept {
-            if (v.empty()) std::remove_reference_t<decltype(v)>().swap(v);
-            else if (v.capacity() > 2 * v.size() + small_bucket) v.shrink_to_fit(); // non-binding: keeps it if the copy cannot be made
-        };
         for (std::vector<entry>& bucket : m_buckets) fit(bucket);
         fit(m_early);
+    }
+    /// shrink_to_fit by hand, with members the queue compiles anyway: shrink_to_fit's own
+    /// copy cost every translation unit that includes the loop (bench/README.md, "Include
+    /// cost"). Non-binding like it: keeps the room if the smaller copy cannot be made.
+    template <class Entry>
+    static void fit(std::vector<Entry>& v) noexcept {
+        static_assert(std::is_trivially_copyable_v<Entry>);
+        if (v.empty()) {
+            std::vector<Entry>().swap(v);
+            return;
+        }
+        if (v.capacity() <= 2 * v.size() + small_bucket) return;
+        try {
+            std::vector<Entry> smaller;
+            smaller.reserve(v.size());
+            smaller.resize(v.size());
+            std::memcpy(smaller.data(), v.data(), v.size() * sizeof(Entry));
+            smaller.swap(v);
+        } catch (const std::bad_alloc&) {
+        }
     }
 
     /// Drops every dead entry: O(n), amortized over the at least n/2 cancellations that

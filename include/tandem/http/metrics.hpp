@@ -53,7 +53,7 @@ handler metrics_handler(std::vector<pool_probe> pools = {}) {
         std::vector<pool_figures> figures;
         figures.reserve(pools.size());
         for (const pool_probe& p : pools) figures.push_back(p());
-        co_return response(200, metrics_text(req.server_figures(), this_loop().stats(), figures),
+        co_return response(200, metrics_text(req.server_figures(), this_loop().stats(), {figures.data(), figures.size()}),
                            "text/plain; version=0.0.4; charset=utf-8");
     };
 }

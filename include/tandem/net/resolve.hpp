@@ -39,10 +39,11 @@ inline const std::error_category& resolver_category() noexcept {
 /// never starves other work (Node's shared 4-thread pool let dns.lookup block fs). Threads
 /// start on demand (at most 4) and exit after 10 s idle. Never destroyed: a thread may still
 /// sit in getaddrinfo when the process exits.
-class resolver_threads {
+template <class = void> // compiled only where used (bench/README.md, "Include cost")
+class basic_resolver_threads {
 public:
-    static resolver_threads& instance() {
-        static resolver_threads* pool = new resolver_threads;
+    static basic_resolver_threads& instance() {
+        static basic_resolver_threads* pool = new basic_resolver_threads;
         return *pool;
     }
     void submit(unique_function job) {
@@ -81,6 +82,7 @@ private:
     int m_threads = 0;
     int m_idle = 0;
 };
+using resolver_threads = basic_resolver_threads<>;
 
 /// Shared by a lookup's awaiter (loop thread) and its job (resolver thread).
 struct lookup_state {
@@ -92,20 +94,21 @@ struct lookup_state {
     suspended_wait* waiter = nullptr; // valid while not abandoned
 };
 
-class resolve_awaiter : public cancellable_wait<resolve_awaiter> {
+template <class = void> // compiled only where used, like resolve()
+class basic_resolve_awaiter : public cancellable_wait<basic_resolve_awaiter<>> {
 public:
-    resolve_awaiter(std::string host, std::uint16_t port)
+    basic_resolve_awaiter(std::string host, std::uint16_t port)
         : m_state(std::make_shared<lookup_state>()), m_host(std::move(host)), m_port(port) {}
-    resolve_awaiter(const resolve_awaiter&) = delete;
-    resolve_awaiter& operator=(const resolve_awaiter&) = delete;
-    ~resolve_awaiter() {
+    basic_resolve_awaiter(const basic_resolve_awaiter&) = delete;
+    basic_resolve_awaiter& operator=(const basic_resolve_awaiter&) = delete;
+    ~basic_resolve_awaiter() {
         std::lock_guard lock(m_state->mutex);
         m_state->abandoned = true;
     }
 
     bool await_ready() const noexcept { return false; }
     std::vector<address> await_resume() {
-        throw_if_cancelled();
+        this->throw_if_cancelled();
         if (m_state->error) throw std::system_error(m_state->error, resolver_category(), "resolve " + m_host);
         return std::move(m_state->addresses);
     }
@@ -141,7 +144,7 @@ private:
         });
     }
 
-    friend class cancellable_wait<resolve_awaiter>;
+    friend class cancellable_wait<basic_resolve_awaiter<>>;
     bool start() {
         m_state->loop = &this_loop();
         m_state->waiter = this;
@@ -158,6 +161,7 @@ private:
     std::string m_host;
     std::uint16_t m_port;
 };
+using resolve_awaiter = basic_resolve_awaiter<>;
 
 } // namespace detail
 
@@ -167,7 +171,7 @@ private:
 /// lookup returns at once; the thread finishes it and throws the answer away.
 template <class = void> // compiled only where used (bench/README.md, "Include cost")
 task<std::vector<address>> resolve(std::string host, std::uint16_t port) {
-    co_return co_await detail::resolve_awaiter(std::move(host), port);
+    co_return co_await detail::basic_resolve_awaiter<>(std::move(host), port);
 }
 
 } // namespace tandem

@@ -38,7 +38,9 @@ inline bool server::make_room(workspace& w, std::size_t want, std::size_t at_mos
     const std::size_t old_size = w.data.size();
     if (w.begin > 0 && w.end - w.begin + want <= w.data.size()) {
         std::memmove(w.data.data(), w.data.data() + w.begin, w.end - w.begin);
-        if (pinned) detail::relocate(*pinned, old_base, old_size, -static_cast<std::ptrdiff_t>(w.begin), w.headers);
+        if (pinned)
+            detail::relocate(*pinned, old_base, old_size, -static_cast<std::ptrdiff_t>(w.begin),
+                             {w.headers.data(), w.headers.size()});
         w.end -= w.begin;
         w.begin = 0;
         return true;
@@ -53,7 +55,8 @@ inline bool server::make_room(workspace& w, std::size_t want, std::size_t at_mos
     w.charged = new_charge;
     const auto new_base = reinterpret_cast<std::uintptr_t>(w.data.data());
     if (pinned && new_base != old_base)
-        detail::relocate(*pinned, old_base, old_size, static_cast<std::ptrdiff_t>(new_base - old_base), w.headers);
+        detail::relocate(*pinned, old_base, old_size, static_cast<std::ptrdiff_t>(new_base - old_base),
+                         {w.headers.data(), w.headers.size()});
     return true;
 }
 

@@ -77,7 +77,7 @@ task<bool> server::serve_request(tcp_stream& s, connection& c, std::unique_ptr<w
 /// The head, if it is all buffered and valid; false leaves the rest (reading, refusing) to
 /// read_head, with the parser where it stopped.
 inline bool server::head_buffered(workspace& w, exchange& x) {
-    const parse_result parsed = x.scanner.parse(w.view(), x.head, w.headers, m_options.limits);
+    const parse_result parsed = x.scanner.parse(w.view(), x.head, {w.headers.data(), w.headers.size()}, m_options.limits);
     x.head_size = parsed.head_size;
     x.head_method = x.scanner.head_method();
     return parsed.state == parse_state::complete;
@@ -103,7 +103,7 @@ task<server::verdict> server::read_head(tcp_stream& s, connection& c, std::uniqu
     for (;;) {
         // Each call looks only at the bytes the last one had not seen; the head is parsed as
         // they pass, so a complete one is not read again.
-        const parse_result parsed = parser.parse(w->view(), x.head, w->headers, lim);
+        const parse_result parsed = parser.parse(w->view(), x.head, {w->headers.data(), w->headers.size()}, lim);
         if (parsed.state == parse_state::complete) {
             x.head_size = parsed.head_size;
             x.head_method = parser.head_method();
@@ -257,7 +257,7 @@ inline server::response_plan server::plan_response(connection& c, workspace& w, 
     if (!resp.streamer && !bodiless) framing.content_length = resp.body.size();
     framing.close = plan.close;
     w.out.clear();
-    append_response_head(w.out, head.version, resp.status, resp.headers, framing);
+    append_response_head(w.out, head.version, resp.status, {resp.headers.data(), resp.headers.size()}, framing);
     if (plan.send_body && resp.body.size() <= copied_body) {
         w.out += resp.body;
         plan.body_copied = true;
@@ -343,7 +343,7 @@ task<void> server::reject(tcp_stream& s, connection& c, std::unique_ptr<workspac
     response r(status, std::move(body));
     if (status == 503) r.set_header("Retry-After", "1");
     std::string out;
-    append_response_head(out, 11, status, r.headers, head_framing{r.body.size(), false, true});
+    append_response_head(out, 11, status, {r.headers.data(), r.headers.size()}, head_framing{r.body.size(), false, true});
     if (!head_method) out += r.body;
     expect(c, phase::write);
     co_await s.write_all(out);
