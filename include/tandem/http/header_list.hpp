@@ -1,0 +1,360 @@
+// tandem — the headers a response or a client request carries: name/value pairs in order,
+// kept so that a typical message allocates nothing for them. The list holds a few headers in
+// place before it takes heap memory, and a header text equal to a content type the library
+// knows ("application/json", "text/plain; charset=utf-8", ...) views the library's constant
+// rather than copying it, so `response::json(body)` allocates its body and nothing else.
+//
+// Layer: protocols. Pure: no loop, no sockets.
+#pragma once
+
+#include "tandem/http/parser.hpp"
+
+#include <compare>
+#include <cstddef>
+#include <cstring>
+#include <initializer_list>
+#include <limits>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+namespace tandem::http {
+
+namespace detail {
+/// Texts a header often carries that are longer than a short string holds in place: the
+/// library's own content types and a few common ones. A field_text equal to one of them
+/// views this table's static storage; a caller's buffer is never viewed, so nothing dangles.
+inline constexpr std::string_view well_known_texts[] = {
+    "text/plain; charset=utf-8",   "application/json",         "text/html; charset=utf-8",
+    "application/json; charset=utf-8", "application/octet-stream", "text/event-stream",
+    "application/x-www-form-urlencoded", "text/plain; version=0.0.4; charset=utf-8",
+};
+/// The table's copy of `s`, or nullptr.
+inline const std::string_view* well_known_text(std::string_view s) noexcept {
+    if (s.size() < 16) return nullptr; // shorter ones fit a short string; none is in the table
+    for (const std::string_view& k : well_known_texts)
+        if (k.size() == s.size() && std::memcmp(k.data(), s.data(), s.size()) == 0) return &k;
+    return nullptr;
+}
+} // namespace detail
+
+/// A header's name or value as a header_list keeps it: its own std::string, or a view of a
+/// text the library knows (detail::well_known_texts), which costs no allocation. It reads
+/// like a std::string_view (it converts to one implicitly) and is always NUL-terminated.
+/// Build it from a std::string (moved in), a string view or a C string (copied, unless well
+/// known). The view is of static storage only: no field_text refers to a caller's buffer.
+class field_text {
+public:
+    field_text() noexcept : m_borrowed(true) { ::new (&m_view) std::string_view(""); }
+    field_text(std::string&& s) noexcept : m_borrowed(false) { ::new (&m_owned) std::string(std::move(s)); }
+    field_text(const std::string& s) : field_text(std::string_view(s)) {}
+    field_text(std::string_view s) {
+        if (const std::string_view* known = detail::well_known_text(s)) {
+            ::new (&m_view) std::string_view(*known);
+            m_borrowed = true;
+        } else {
+            ::new (&m_owned) std::string(s);
+            m_borrowed = false;
+        }
+    }
+    /// Throws std::invalid_argument for a null pointer (std::string would throw too).
+    field_text(const char* s) : field_text(checked(s)) {}
+
+    field_text(const field_text& other) : m_borrowed(other.m_borrowed) {
+        if (m_borrowed) {
+            ::new (&m_view) std::string_view(other.m_view);
+        } else {
+            ::new (&m_owned) std::string(other.m_owned);
+        }
+    }
+    field_text(field_text&& other) noexcept : m_borrowed(other.m_borrowed) {
+        if (m_borrowed) {
+            ::new (&m_view) std::string_view(other.m_view);
+        } else {
+            ::new (&m_owned) std::string(std::move(other.m_owned));
+        }
+    }
+    field_text& operator=(const field_text& other) {
+        if (this != &other) *this = field_text(other); // copy first: a throw leaves *this as it was
+        return *this;
+    }
+    field_text& operator=(field_text&& other) noexcept {
+        if (this == &other) return *this;
+        if (!m_borrowed && !other.m_borrowed) {
+            m_owned = std::move(other.m_owned); // keeps this string's capacity
+            return *this;
+        }
+        this->~field_text();
+        return *::new (this) field_text(std::move(other));
+    }
+    ~field_text() {
+        if (!m_borrowed) m_owned.~basic_string();
+    }
+
+    std::string_view view() const noexcept { return m_borrowed ? m_view : std::string_view(m_owned); }
+    operator std::string_view() const noexcept { return view(); }
+    std::string str() const { return std::string(view()); }
+    explicit operator std::string() const { return str(); }
+
+    const char* data() const noexcept { return m_borrowed ? m_view.data() : m_owned.data(); }
+    const char* c_str() const noexcept { return data(); } // both forms end in a NUL
+    std::size_t size() const noexcept { return m_borrowed ? m_view.size() : m_owned.size(); }
+    std::size_t length() const noexcept { return size(); }
+    bool empty() const noexcept { return size() == 0; }
+    const char* begin() const noexcept { return data(); }
+    const char* end() const noexcept { return data() + size(); }
+    char operator[](std::size_t i) const noexcept { return data()[i]; }
+
+    // One overload each: a field_text, a std::string and a literal all reach it through
+    // std::string_view, so no comparison is ambiguous (case-sensitive, like std::string's).
+    friend bool operator==(const field_text& a, std::string_view b) noexcept { return a.view() == b; }
+    friend std::strong_ordering operator<=>(const field_text& a, std::string_view b) noexcept { return a.view() <=> b; }
+    /// Streams the text (any std::ostream; <ostream> is the caller's to include).
+    template <class Stream>
+        requires requires(Stream& os, std::string_view v) { os << v; }
+    friend Stream& operator<<(Stream& os, const field_text& t) {
+        os << t.view();
+        return os;
+    }
+
+private:
+    static std::string_view checked(const char* s) {
+        if (!s) throw std::invalid_argument("tandem::http: a header text from a null pointer");
+        return s;
+    }
+
+    union {
+        std::string m_owned;
+        std::string_view m_view; // well-known text or "": static storage, NUL-terminated
+    };
+    bool m_borrowed;
+};
+
+/// Header name/value pairs in the order they are sent or were received: a vector-like
+/// sequence that holds inline_capacity headers in place and moves to the heap only beyond.
+/// Elements are std::pair<field_text, field_text>, so `for (const auto& [name, value] :
+/// list)` and `list.emplace_back("X-Name", value)` read as they did with a vector of string
+/// pairs. Iterators and references are invalidated by any insertion or erasure (as a vector's
+/// after it reallocates); moving a list whose headers are in place moves them one by one.
+class header_list {
+public:
+    using value_type = std::pair<field_text, field_text>;
+    using size_type = std::size_t;
+    using difference_type = std::ptrdiff_t;
+    using reference = value_type&;
+    using const_reference = const value_type&;
+    using pointer = value_type*;
+    using const_pointer = const value_type*;
+    using iterator = value_type*;
+    using const_iterator = const value_type*;
+
+    /// Headers held without a heap allocation: a response's Content-Type and a few more.
+    static constexpr size_type inline_capacity = 4;
+
+    header_list() noexcept = default;
+    header_list(std::initializer_list<value_type> init) : header_list() {
+        reserve(init.size());
+        for (const value_type& h : init) emplace_back(h);
+    }
+    /// From any other sequence of name/value pairs, such as the std::vector of string pairs
+    /// this list replaced: code that built one still compiles. An rvalue's strings are moved.
+    template <class Range>
+        requires(!std::is_same_v<std::remove_cvref_t<Range>, header_list>) &&
+                requires(Range& r) {
+                    r.begin() != r.end();
+                    r.size();
+                    requires std::is_constructible_v<value_type, decltype(*r.begin())>;
+                }
+    header_list(Range&& other) : header_list() {
+        reserve(static_cast<size_type>(other.size()));
+        for (auto& h : other) {
+            if constexpr (std::is_lvalue_reference_v<Range>) {
+                emplace_back(h);
+            } else {
+                emplace_back(std::move(h));
+            }
+        }
+    }
+    header_list(const header_list& other) : header_list() {
+        reserve(other.m_size);
+        for (const value_type& h : other) emplace_back(h);
+    }
+    header_list(header_list&& other) noexcept : header_list() { take(other); }
+    header_list& operator=(const header_list& other) {
+        if (this != &other) *this = header_list(other); // copy first: a throw leaves *this as it was
+        return *this;
+    }
+    header_list& operator=(header_list&& other) noexcept {
+        if (this != &other) {
+            release();
+            take(other);
+        }
+        return *this;
+    }
+    header_list& operator=(std::initializer_list<value_type> init) { return *this = header_list(init); }
+    ~header_list() { release(); }
+
+    iterator begin() noexcept { return m_data; }
+    iterator end() noexcept { return m_data + m_size; }
+    const_iterator begin() const noexcept { return m_data; }
+    const_iterator end() const noexcept { return m_data + m_size; }
+    const_iterator cbegin() const noexcept { return begin(); }
+    const_iterator cend() const noexcept { return end(); }
+    pointer data() noexcept { return m_data; }
+    const_pointer data() const noexcept { return m_data; }
+    size_type size() const noexcept { return m_size; }
+    bool empty() const noexcept { return m_size == 0; }
+    size_type capacity() const noexcept { return m_capacity; }
+    static constexpr size_type max_size() noexcept {
+        return std::numeric_limits<difference_type>::max() / sizeof(value_type);
+    }
+    reference operator[](size_type i) noexcept { return m_data[i]; }
+    const_reference operator[](size_type i) const noexcept { return m_data[i]; }
+    reference at(size_type i) {
+        if (i >= m_size) throw std::out_of_range("tandem::http::header_list::at");
+        return m_data[i];
+    }
+    const_reference at(size_type i) const { return const_cast<header_list&>(*this).at(i); }
+    reference front() noexcept { return m_data[0]; }
+    const_reference front() const noexcept { return m_data[0]; }
+    reference back() noexcept { return m_data[m_size - 1]; }
+    const_reference back() const noexcept { return m_data[m_size - 1]; }
+
+    void reserve(size_type n) {
+        if (n > m_capacity) reallocate(n);
+    }
+    /// Appends a header built from `args` (a name and a value, or a pair). `args` may refer to
+    /// a header of this list: the new one is built before any is moved.
+    template <class... Args>
+    reference emplace_back(Args&&... args) {
+        if (m_size < m_capacity) {
+            value_type* p = ::new (m_data + m_size) value_type(static_cast<Args&&>(args)...);
+            ++m_size;
+            return *p;
+        }
+        const size_type cap = grown(m_size + 1);
+        value_type* fresh = allocate(cap);
+        try {
+            ::new (fresh + m_size) value_type(static_cast<Args&&>(args)...);
+        } catch (...) {
+            deallocate(fresh, cap);
+            throw;
+        }
+        adopt(fresh, cap);
+        return m_data[m_size++];
+    }
+    void push_back(const value_type& h) { emplace_back(h); }
+    void push_back(value_type&& h) { emplace_back(std::move(h)); }
+    void pop_back() noexcept { m_data[--m_size].~value_type(); }
+    /// Removes [first, last); the headers after it move up, in order.
+    iterator erase(const_iterator first, const_iterator last) noexcept {
+        value_type* to = m_data + (first - m_data);
+        value_type* from = m_data + (last - m_data);
+        if (to == from) return to;
+        value_type* out = to;
+        for (value_type* in = from; in != end(); ++in, ++out) *out = std::move(*in);
+        while (end() != out) pop_back();
+        return to;
+    }
+    iterator erase(const_iterator at) noexcept { return erase(at, at + 1); }
+    void clear() noexcept {
+        while (m_size) pop_back();
+    }
+
+    friend bool operator==(const header_list& a, const header_list& b) noexcept {
+        if (a.m_size != b.m_size) return false;
+        for (size_type i = 0; i < a.m_size; ++i)
+            if (a.m_data[i] != b.m_data[i]) return false;
+        return true;
+    }
+
+private:
+    bool spilled() const noexcept { return m_data != inline_slots(); }
+    value_type* inline_slots() noexcept { return reinterpret_cast<value_type*>(m_inline); }
+    const value_type* inline_slots() const noexcept { return reinterpret_cast<const value_type*>(m_inline); }
+
+    size_type grown(size_type needed) const {
+        if (needed > max_size()) throw std::length_error("tandem::http::header_list: too many headers");
+        const size_type doubled = m_capacity > max_size() / 2 ? max_size() : m_capacity * 2;
+        return doubled > needed ? doubled : needed;
+    }
+    static value_type* allocate(size_type n) {
+        static_assert(alignof(value_type) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__);
+        return static_cast<value_type*>(::operator new(n * sizeof(value_type)));
+    }
+    static void deallocate(value_type* p, size_type n) noexcept {
+        ::operator delete(p, n * sizeof(value_type));
+    }
+    /// Moves the headers into `fresh` (capacity `cap`), which becomes the storage.
+    void adopt(value_type* fresh, size_type cap) noexcept {
+        for (size_type i = 0; i < m_size; ++i) {
+            ::new (fresh + i) value_type(std::move(m_data[i]));
+            m_data[i].~value_type();
+        }
+        if (spilled()) deallocate(m_data, m_capacity);
+        m_data = fresh;
+        m_capacity = cap;
+    }
+    void reallocate(size_type cap) {
+        if (cap > max_size()) throw std::length_error("tandem::http::header_list: too many headers");
+        adopt(allocate(cap), cap);
+    }
+    /// Destroys the headers and frees the heap storage: back to empty and in place.
+    void release() noexcept {
+        clear();
+        if (spilled()) deallocate(m_data, m_capacity);
+        m_data = inline_slots();
+        m_capacity = inline_capacity;
+    }
+    /// Takes other's headers (this list is empty and in place); other is left empty.
+    void take(header_list& other) noexcept {
+        if (other.spilled()) {
+            m_data = other.m_data;
+            m_capacity = other.m_capacity;
+            m_size = other.m_size;
+            other.m_data = other.inline_slots();
+            other.m_capacity = inline_capacity;
+            other.m_size = 0;
+            return;
+        }
+        for (size_type i = 0; i < other.m_size; ++i) ::new (m_data + i) value_type(std::move(other.m_data[i]));
+        m_size = other.m_size;
+        other.clear();
+    }
+
+    value_type* m_data = inline_slots();
+    size_type m_size = 0;
+    size_type m_capacity = inline_capacity;
+    alignas(value_type) unsigned char m_inline[inline_capacity * sizeof(value_type)];
+};
+
+namespace detail {
+/// The first header called `name` (case-insensitive), or nullptr. The one lookup behind
+/// response::header, client_response::header and the client's own checks.
+inline const field_text* header_value(const header_list& headers, std::string_view name) noexcept {
+    for (const auto& [n, v] : headers)
+        if (iequals(n, name)) return &v;
+    return nullptr;
+}
+inline std::string_view find_header(const header_list& headers, std::string_view name) noexcept {
+    const field_text* v = header_value(headers, name);
+    return v ? v->view() : std::string_view();
+}
+inline bool has_header(const header_list& headers, std::string_view name) noexcept {
+    return header_value(headers, name) != nullptr;
+}
+/// Replaces the first header called `name` (case-insensitive), or appends it.
+inline void set_header(header_list& headers, field_text name, field_text value) {
+    for (auto& [n, v] : headers)
+        if (iequals(n, name)) {
+            v = std::move(value);
+            return;
+        }
+    headers.emplace_back(std::move(name), std::move(value));
+}
+} // namespace detail
+
+} // namespace tandem::http
