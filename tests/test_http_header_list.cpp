@@ -1,0 +1,451 @@
+// header_list and field_text (tandem/http/header_list.hpp): headers held in place up to the
+// inline capacity and on the heap beyond, well-known texts viewed rather than copied, and the
+// response built on them. Its own executable: it counts allocations (replace_new.hpp), and
+// refuses some to check that a failed growth leaves a list as it was.
+#include "tandem/http/header_list.hpp"
+#include "tandem/http/message.hpp"
+
+#include "catch.hpp"
+#include "replace_new.hpp"
+
+#include <cstdio>
+#include <cstring>
+#include <new>
+#include <random>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace {
+thread_local std::size_t t_allocations = 0; // constant-initialised: safe inside operator new
+thread_local int t_refuse_after = -1;       // refuse the allocation after this many more; -1: never
+} // namespace
+
+bool test_new_allowed(std::size_t) noexcept {
+    if (t_refuse_after == 0) return false;
+    if (t_refuse_after > 0) --t_refuse_after;
+    ++t_allocations;
+    return true;
+}
+
+namespace http = tandem::http;
+
+namespace {
+
+/// Allocations made on this thread while `fn` runs.
+template <class F>
+std::size_t allocations_in(F&& fn) {
+    const std::size_t before = t_allocations;
+    fn();
+    return t_allocations - before;
+}
+
+bool is_well_known_storage(const char* p) {
+    for (std::string_view k : http::detail::well_known_texts)
+        if (p == k.data()) return true;
+    return false;
+}
+
+using model = std::vector<std::pair<std::string, std::string>>;
+
+bool same(const http::header_list& list, const model& m) {
+    if (list.size() != m.size() || list.empty() != m.empty()) return false;
+    std::size_t i = 0;
+    for (const auto& [n, v] : list) {
+        if (n != m[i].first || v != m[i].second) return false;
+        if (n.c_str()[n.size()] != '\0' || v.c_str()[v.size()] != '\0') return false;
+        ++i;
+    }
+    return true;
+}
+
+constexpr std::size_t N = http::header_list::inline_capacity;
+
+http::header_list filled(std::size_t count) {
+    http::header_list list;
+    for (std::size_t i = 0; i < count; ++i) list.emplace_back("X-" + std::to_string(i), std::string(40, char('a' + i % 26)));
+    return list;
+}
+
+model filled_model(std::size_t count) {
+    model m;
+    for (std::size_t i = 0; i < count; ++i) m.emplace_back("X-" + std::to_string(i), std::string(40, char('a' + i % 26)));
+    return m;
+}
+
+} // namespace
+
+TEST_CASE("a well-known text is a view of the library's constant however it was given", "[http][header_list]") {
+    // From a caller's buffer that then dies: the text does not point into it.
+    std::string caller = "application/json";
+    const http::field_text t(std::string_view{caller});
+    caller.assign("XXXXXXXXXXXXXXXX");
+    CHECK(t == "application/json");
+    CHECK(is_well_known_storage(t.data()));
+    CHECK(std::strlen(t.c_str()) == t.size());
+    if (TANDEM_TEST_REPLACES_NEW) {
+        CHECK(allocations_in([] { const http::field_text x("text/plain; charset=utf-8"); (void)x; }) == 0);
+        CHECK(allocations_in([] { const http::field_text x(std::string_view("text/event-stream")); (void)x; }) == 0);
+    }
+    // Copies and moves of a viewed text still view the constant.
+    http::field_text copy = t;
+    http::field_text moved = std::move(copy);
+    CHECK(is_well_known_storage(moved.data()));
+    // One character off is not well known: copied.
+    const std::string near = "application/jsoN";
+    const http::field_text other(near);
+    CHECK(other == near);
+    CHECK(other.data() != near.data());
+    CHECK_FALSE(is_well_known_storage(other.data()));
+    // A std::string is moved in, whatever it says: its buffer is kept.
+    std::string long_value(100, 'v');
+    const char* buffer = long_value.data();
+    const http::field_text owned(std::move(long_value));
+    CHECK(owned.data() == buffer);
+    CHECK(owned.size() == 100);
+}
+
+TEST_CASE("field_text compares and prints like a string", "[http][header_list]") {
+    const http::field_text a("abc"), b(std::string("abd")), known("application/json");
+    CHECK(a == "abc");
+    CHECK(a == std::string("abc"));
+    CHECK(a == std::string_view("abc"));
+    CHECK("abc" == a);
+    CHECK(std::string("abc") == a);
+    CHECK(a != b);
+    CHECK(a < b);
+    CHECK(b > "abc");
+    CHECK(known == http::field_text(std::string("application/json")));
+    CHECK(http::field_text() == "");
+    CHECK(http::field_text().empty());
+    CHECK(*http::field_text().c_str() == '\0');
+    std::ostringstream os;
+    os << a << '|' << known;
+    CHECK(os.str() == "abc|application/json");
+    const std::string s(a);
+    CHECK(s == "abc");
+    CHECK(a.str() == "abc");
+    std::string joined = "x";
+    joined.append(a).append(known);
+    CHECK(joined == "xabcapplication/json");
+    CHECK_THROWS_AS(http::field_text(static_cast<const char*>(nullptr)), std::invalid_argument);
+}
+
+TEST_CASE("field_text copy and move assignment cross both forms and survive self-assignment", "[http][header_list]") {
+    const http::field_text known("application/json"), owned(std::string(50, 'o'));
+    http::field_text t;
+    t = owned;
+    CHECK(t == owned);
+    t = known;
+    CHECK(is_well_known_storage(t.data()));
+    t = owned;
+    t = http::field_text(std::string(60, 'p'));
+    CHECK(t == std::string(60, 'p'));
+    http::field_text& alias = t;
+    t = alias;
+    CHECK(t == std::string(60, 'p'));
+    t = std::move(alias);
+    CHECK(t == std::string(60, 'p'));
+    t = http::field_text("text/event-stream");
+    t = std::move(alias);
+    CHECK(t == "text/event-stream");
+}
+
+TEST_CASE("a header list holds inline_capacity headers without allocating and spills at one more", "[http][header_list]") {
+    http::header_list list;
+    CHECK(list.capacity() == N);
+    for (std::size_t i = 0; i < N; ++i) {
+        const std::size_t made = allocations_in([&] { list.emplace_back("X-" + std::to_string(i), "v"); });
+        if (TANDEM_TEST_REPLACES_NEW) CHECK(made == 0);
+    }
+    CHECK(list.size() == N);
+    CHECK(list.capacity() == N);
+    const auto* in_place = list.data();
+    const std::size_t spill = allocations_in([&] { list.emplace_back("X-spill", "v"); });
+    if (TANDEM_TEST_REPLACES_NEW) CHECK(spill == 1);
+    CHECK(list.data() != in_place);
+    CHECK(list.size() == N + 1);
+    CHECK(list.capacity() >= N + 1);
+    for (std::size_t i = 0; i < N; ++i) CHECK(list[i].first == "X-" + std::to_string(i));
+    CHECK(list.back().first == "X-spill");
+    // Growth stays amortised: no reallocation per header.
+    const std::size_t many = allocations_in([&] {
+        for (int i = 0; i < 1000; ++i) list.emplace_back("Y", "w");
+    });
+    if (TANDEM_TEST_REPLACES_NEW) CHECK(many <= 12);
+}
+
+TEST_CASE("set_header replaces in place before and after the list spilled", "[http][header_list]") {
+    for (std::size_t count : {std::size_t(0), std::size_t(1), N - 1, N, N + 1, 2 * N + 3}) {
+        INFO("headers: " << count);
+        http::header_list list = filled(count);
+        model m = filled_model(count);
+        // Replace the first and the last, case-insensitively, then add one new.
+        if (count > 0) {
+            http::detail::set_header(list, "x-0", "first");
+            m[0].second = "first";
+            const std::string last = "X-" + std::to_string(count - 1);
+            http::detail::set_header(list, last, std::string(70, 'L'));
+            m[count - 1].second = std::string(70, 'L');
+        }
+        http::detail::set_header(list, "New", "application/json");
+        m.emplace_back("New", "application/json");
+        CHECK(same(list, m));
+        CHECK(list.front().first == m.front().first); // a replaced header keeps its name's case
+        CHECK(http::detail::find_header(list, "NEW") == "application/json");
+        CHECK(is_well_known_storage(http::detail::header_value(list, "new")->data()));
+    }
+}
+
+TEST_CASE("copies and moves of in-place and spilled lists are independent and leave the source empty", "[http][header_list]") {
+    for (std::size_t count : {std::size_t(0), std::size_t(1), N, N + 1, 3 * N}) {
+        INFO("headers: " << count);
+        const model m = filled_model(count);
+        http::header_list a = filled(count);
+        http::header_list b = a; // copy
+        CHECK(same(a, m));
+        CHECK(same(b, m));
+        if (count > 0) {
+            b[0].second = "changed";
+            CHECK(a[0].second == m[0].second);
+        }
+        http::header_list c = std::move(a); // move
+        CHECK(same(c, m));
+        CHECK(a.empty());
+        CHECK(a.capacity() == N); // back in place
+        a.emplace_back("Reused", "yes");
+        CHECK(a.size() == 1);
+        // Assignments across every pair of shapes.
+        for (std::size_t other : {std::size_t(0), std::size_t(2), N, N + 2}) {
+            http::header_list d = filled(other);
+            d = c;
+            CHECK(same(d, m));
+            http::header_list e = filled(other);
+            http::header_list tmp = c;
+            e = std::move(tmp);
+            CHECK(same(e, m));
+            CHECK(tmp.empty());
+            CHECK(tmp.capacity() == N);
+        }
+        // Self-assignment, through an alias so the compiler does not object.
+        http::header_list& alias = c;
+        c = alias;
+        CHECK(same(c, m));
+        c = std::move(alias);
+        CHECK(same(c, m));
+    }
+}
+
+TEST_CASE("emplace_back of one of the list's own headers survives the growth it causes", "[http][header_list]") {
+    for (std::size_t count : {N, 2 * N}) {
+        http::header_list list = filled(count);
+        if (count > N) list.reserve(list.size()); // full, so the next header reallocates
+        while (list.size() < list.capacity()) list.emplace_back("Pad", "p");
+        const std::size_t before = list.size();
+        list.push_back(list[0]);
+        CHECK(list.size() == before + 1);
+        CHECK(list.back() == list.front());
+        CHECK(list.back().second == std::string(40, 'a'));
+    }
+}
+
+TEST_CASE("a growth that runs out of memory leaves the list as it was", "[http][header_list]") {
+    if (!TANDEM_TEST_REPLACES_NEW) {
+        WARN("no operator new hook under ThreadSanitizer: nothing refused");
+        return;
+    }
+    for (std::size_t count : {N, 2 * N}) {
+        http::header_list list = filled(count);
+        while (list.size() < list.capacity()) list.emplace_back("Pad", "p");
+        http::header_list before = list;
+        t_refuse_after = 0; // the new storage
+        CHECK_THROWS_AS(list.emplace_back("X-Late", "v"), std::bad_alloc);
+        t_refuse_after = 1; // the storage, then the value's copy of a long text
+        CHECK_THROWS_AS(list.emplace_back("X-Late", std::string_view("a long value that is not well known")), std::bad_alloc);
+        t_refuse_after = -1;
+        CHECK(list == before);
+        // A copy that fails half-way frees what it made (LeakSanitizer would say otherwise).
+        t_refuse_after = 3;
+        CHECK_THROWS_AS(http::header_list(before), std::bad_alloc);
+        t_refuse_after = -1;
+    }
+}
+
+TEST_CASE("erase pop_back clear and at behave like a vector's", "[http][header_list]") {
+    http::header_list list = filled(N + 2);
+    model m = filled_model(N + 2);
+    list.erase(list.begin() + 1);
+    m.erase(m.begin() + 1);
+    CHECK(same(list, m));
+    list.erase(list.begin(), list.begin() + 2);
+    m.erase(m.begin(), m.begin() + 2);
+    CHECK(same(list, m));
+    list.erase(list.end(), list.end());
+    CHECK(same(list, m));
+    list.pop_back();
+    m.pop_back();
+    CHECK(same(list, m));
+    CHECK_THROWS_AS(list.at(list.size()), std::out_of_range);
+    list.clear();
+    CHECK(list.empty());
+    list = {{"A", "1"}, {"B", "application/json"}};
+    CHECK(list.size() == 2);
+    CHECK(list[1].second == "application/json");
+}
+
+TEST_CASE("a vector of string pairs converts to a header list", "[http][header_list]") {
+    std::vector<std::pair<std::string, std::string>> v{{"A", "1"}, {"B", std::string(30, 'b')}};
+    const http::header_list copied = v;
+    CHECK(copied.size() == 2);
+    CHECK(v[1].second.size() == 30); // copied from an lvalue
+    const char* buffer = v[1].second.data();
+    const http::header_list moved = std::move(v);
+    CHECK(moved[1].second.data() == buffer); // moved from an rvalue
+    CHECK(moved == copied);
+}
+
+TEST_CASE("random edits of a header list agree with a vector of strings", "[http][header_list]") {
+    const std::uint32_t seed = std::random_device{}();
+    std::printf("header_list property test seed: %u\n", seed);
+    INFO("seed " << seed);
+    std::mt19937 rng(seed);
+    auto pick = [&](std::size_t n) { return static_cast<std::size_t>(rng() % n); };
+    const std::string values[] = {"", "v", std::string(15, 's'), std::string(16, 'l'), std::string(200, 'h'),
+                                  "application/json", "text/plain; charset=utf-8", "text/event-stream"};
+    for (int round = 0; round < 200; ++round) {
+        http::header_list list;
+        model m;
+        for (int step = 0; step < 60; ++step) {
+            const std::string name = "H" + std::to_string(pick(2 * N + 2));
+            const std::string& value = values[pick(std::size(values))];
+            switch (pick(8)) {
+            case 0:
+            case 1:
+                list.emplace_back(name, std::string_view(value));
+                m.emplace_back(name, value);
+                break;
+            case 2: {
+                http::detail::set_header(list, name, value);
+                auto it = m.begin();
+                while (it != m.end() && !tandem::http::iequals(it->first, name)) ++it;
+                if (it != m.end()) {
+                    it->second = value;
+                } else {
+                    m.emplace_back(name, value);
+                }
+                break;
+            }
+            case 3:
+                if (!m.empty()) {
+                    const std::size_t at = pick(m.size());
+                    list.erase(list.begin() + static_cast<std::ptrdiff_t>(at));
+                    m.erase(m.begin() + static_cast<std::ptrdiff_t>(at));
+                }
+                break;
+            case 4: {
+                http::header_list copy = list;
+                list = std::move(copy);
+                break;
+            }
+            case 5: {
+                http::header_list other = filled(pick(2 * N));
+                other = list;
+                list.clear();
+                list = other;
+                break;
+            }
+            case 6:
+                if (pick(10) == 0) {
+                    list.clear();
+                    m.clear();
+                }
+                break;
+            default: {
+                http::header_list moved(std::move(list));
+                list = std::move(moved);
+                break;
+            }
+            }
+            REQUIRE(same(list, m));
+            REQUIRE(list.capacity() >= list.size());
+        }
+    }
+}
+
+TEST_CASE("many headers spill grow copy and free", "[http][header_list]") {
+    http::header_list list;
+    for (int i = 0; i < 100'000; ++i) list.emplace_back("X-" + std::to_string(i), i % 2 ? "application/json" : "v");
+    http::header_list copy = list;
+    CHECK(copy == list);
+    CHECK(http::detail::find_header(copy, "x-99999") == "application/json");
+    list = http::header_list();
+    CHECK(list.empty());
+    CHECK(list.capacity() == N);
+}
+
+TEST_CASE("a typical response allocates nothing beyond a body longer than the short-string buffer", "[http][header_list]") {
+    if (!TANDEM_TEST_REPLACES_NEW) {
+        WARN("no operator new hook under ThreadSanitizer: nothing counted");
+        return;
+    }
+    // Nothing Catch does runs inside the counted lambdas: its macros may allocate.
+    std::string body = R"({"message":"Hello from tandem"})";
+    std::string_view content_type;
+    const std::size_t json = allocations_in([&] {
+        const http::response r = http::response::json(std::move(body));
+        content_type = r.header("content-type");
+    });
+    CHECK(json == 0);
+    CHECK(content_type == "application/json"); // a view of the library's constant: still valid
+    CHECK(allocations_in([] { const http::response r = http::response::text("pong"); }) == 0);
+    CHECK(allocations_in([] { const http::response r(204); }) == 0);
+    CHECK(allocations_in([] {
+              const http::response r = http::response::stream("text/event-stream", [](http::body_writer&) -> tandem::task<void> { co_return; });
+          }) == 0);
+    // A response moved (as the handler's promise and the server do) allocates nothing either.
+    std::size_t kept = 0;
+    CHECK(allocations_in([&] {
+              http::response r = http::response::text("pong");
+              r.set_header("Cache-Control", "no-store");
+              http::response moved = std::move(r);
+              http::response again(std::move(moved));
+              kept = again.headers.size();
+          }) == 0);
+    CHECK(kept == 2);
+}
+
+TEST_CASE("the response's header paths still refuse what would split it", "[http][header_list]") {
+    http::response r(200, "x");
+    CHECK_THROWS_AS(r.set_header("X", http::field_text(std::string("a\r\nSet-Cookie: x=1"))), std::invalid_argument);
+    CHECK_THROWS_AS(r.set_header("X", std::string_view("a\nb")), std::invalid_argument);
+    CHECK_THROWS_AS(r.set_header(std::string("Bad Name"), "v"), std::invalid_argument);
+    CHECK_THROWS_AS(http::response(200, "x", "text/html\r\nX-Injected: 1"), std::invalid_argument);
+    CHECK_THROWS_AS(http::response::stream("text/event-stream\r\n", nullptr), std::invalid_argument);
+    // A refused header changes nothing.
+    CHECK(r.headers.size() == 1);
+    CHECK(r.header("content-type") == "text/plain; charset=utf-8");
+    // The replaced Content-Type of a streamed response is a content type still.
+    const http::response s = http::response::stream("text/event-stream", nullptr);
+    CHECK(s.header("Content-Type") == "text/event-stream");
+    CHECK(s.headers.size() == 1);
+}
+
+TEST_CASE("the response head lists in-place and spilled headers in order", "[http][header_list]") {
+    for (std::size_t count : {std::size_t(0), N - 1, N, N + 1, 40 * N}) {
+        INFO("headers: " << count);
+        http::response r = http::response::json("{}");
+        for (std::size_t i = 0; i < count; ++i) r.set_header("X-" + std::to_string(i), std::to_string(i));
+        std::string head;
+        http::append_response_head(head, 11, r.status, r.headers, http::head_framing{r.body.size(), false, false});
+        std::size_t at = head.find("Content-Type: application/json\r\n");
+        CHECK(at != std::string::npos);
+        for (std::size_t i = 0; i < count; ++i) {
+            const std::size_t next = head.find("X-" + std::to_string(i) + ": " + std::to_string(i) + "\r\n", at);
+            REQUIRE(next != std::string::npos);
+            at = next;
+        }
+        CHECK(head.ends_with("Content-Length: 2\r\n\r\n"));
+    }
+}
