@@ -1,8 +1,8 @@
 // tandem — the headers a response or a client request carries: name/value pairs in order,
 // kept so that a typical message allocates nothing for them. The list holds a few headers in
-// place before it takes heap memory, and a header text equal to a content type the library
-// knows ("application/json", "text/plain; charset=utf-8", ...) views the library's constant
-// rather than copying it, so `response::json(body)` allocates its body and nothing else.
+// place before it takes heap memory; a header text of up to 23 characters is held in place,
+// and a longer one equal to a text the library knows ("text/plain; charset=utf-8", ...)
+// views the library's constant: `response::json(body)` allocates its body and nothing else.
 //
 // Layer: protocols. Pure: no loop, no sockets.
 #pragma once
@@ -11,6 +11,7 @@
 
 #include <compare>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <initializer_list>
 #include <limits>
@@ -24,88 +25,109 @@
 namespace tandem::http {
 
 namespace detail {
-/// Texts a header often carries that are longer than a short string holds in place: the
-/// library's own content types and a few common ones. A field_text equal to one of them
-/// views this table's static storage; a caller's buffer is never viewed, so nothing dangles.
+/// Texts a header often carries that are too long to be held in place (field_text): the
+/// library's own content types and a few common ones. A field_text equal to one of them views
+/// this table's static storage; a caller's buffer is never viewed, so nothing dangles.
 inline constexpr std::string_view well_known_texts[] = {
-    "text/plain; charset=utf-8",   "application/json",         "text/html; charset=utf-8",
-    "application/json; charset=utf-8", "application/octet-stream", "text/event-stream",
-    "application/x-www-form-urlencoded", "text/plain; version=0.0.4; charset=utf-8",
+    "text/plain; charset=utf-8",
+    "text/html; charset=utf-8",
+    "application/json; charset=utf-8",
+    "application/octet-stream",
+    "application/problem+json",
+    "application/x-www-form-urlencoded",
+    "text/javascript; charset=utf-8",
+    "text/plain; version=0.0.4; charset=utf-8", // Prometheus (metrics_handler)
+    "Access-Control-Allow-Origin",
+    "Strict-Transport-Security",
+    "no-cache, no-store, must-revalidate",
 };
 /// The table's copy of `s`, or nullptr.
 inline const std::string_view* well_known_text(std::string_view s) noexcept {
-    if (s.size() < 16) return nullptr; // shorter ones fit a short string; none is in the table
     for (const std::string_view& k : well_known_texts)
         if (k.size() == s.size() && std::memcmp(k.data(), s.data(), s.size()) == 0) return &k;
     return nullptr;
 }
 } // namespace detail
 
-/// A header's name or value as a header_list keeps it: its own std::string, or a view of a
-/// text the library knows (detail::well_known_texts), which costs no allocation. It reads
-/// like a std::string_view (it converts to one implicitly) and is always NUL-terminated.
-/// Build it from a std::string (moved in), a string view or a C string (copied, unless well
-/// known). The view is of static storage only: no field_text refers to a caller's buffer.
+/// A header's name or value as a header_list keeps it, in one of three forms: up to
+/// inline_capacity characters in place, a view of a text the library knows
+/// (detail::well_known_texts), or its own heap copy of a longer one. Only the last
+/// allocates. It reads like a std::string_view (it converts to one implicitly), is always
+/// NUL-terminated, and never refers to a caller's buffer: a string, view or C string it is
+/// built from is copied (a long std::string too: its buffer cannot be taken over), unless it
+/// is well known, and then the view is of the library's static constant.
+///
+/// Moving one copies its 32 bytes and empties the source, with no allocation and no call:
+/// a response's headers move from the handler to the server as cheaply as a few pointers.
 class field_text {
 public:
-    field_text() noexcept : m_borrowed(true) { ::new (&m_view) std::string_view(""); }
-    field_text(std::string&& s) noexcept : m_borrowed(false) { ::new (&m_owned) std::string(std::move(s)); }
-    field_text(const std::string& s) : field_text(std::string_view(s)) {}
+    /// Characters held in place (plus the NUL): every header name in common use, most values.
+    static constexpr std::size_t inline_capacity = 23;
+
+    field_text() noexcept { set_empty(); }
     field_text(std::string_view s) {
-        if (const std::string_view* known = detail::well_known_text(s)) {
-            ::new (&m_view) std::string_view(*known);
-            m_borrowed = true;
+        if (s.size() <= inline_capacity) {
+            if (!s.empty()) std::memcpy(m_s.buf, s.data(), s.size());
+            m_s.buf[s.size()] = '\0';
+            m_size = static_cast<std::uint32_t>(s.size());
+            m_kind = kind::in_place;
+        } else if (const std::string_view* known = detail::well_known_text(s)) {
+            m_s.ptr = known->data();
+            m_size = static_cast<std::uint32_t>(known->size());
+            m_kind = kind::known;
         } else {
-            ::new (&m_owned) std::string(s);
-            m_borrowed = false;
+            if (s.size() > max_size()) throw std::length_error("tandem::http: a header text longer than 4 GiB");
+            char* p = static_cast<char*>(::operator new(s.size() + 1));
+            std::memcpy(p, s.data(), s.size());
+            p[s.size()] = '\0';
+            m_s.ptr = p;
+            m_size = static_cast<std::uint32_t>(s.size());
+            m_kind = kind::heap;
         }
     }
+    field_text(const std::string& s) : field_text(std::string_view(s)) {}
     /// Throws std::invalid_argument for a null pointer (std::string would throw too).
     field_text(const char* s) : field_text(checked(s)) {}
 
-    field_text(const field_text& other) : m_borrowed(other.m_borrowed) {
-        if (m_borrowed) {
-            ::new (&m_view) std::string_view(other.m_view);
-        } else {
-            ::new (&m_owned) std::string(other.m_owned);
+    field_text(const field_text& other) : m_s(other.m_s), m_size(other.m_size), m_kind(other.m_kind) {
+        if (m_kind == kind::heap) {
+            char* p = static_cast<char*>(::operator new(std::size_t(m_size) + 1));
+            std::memcpy(p, other.m_s.ptr, std::size_t(m_size) + 1);
+            m_s.ptr = p;
         }
     }
-    field_text(field_text&& other) noexcept : m_borrowed(other.m_borrowed) {
-        if (m_borrowed) {
-            ::new (&m_view) std::string_view(other.m_view);
-        } else {
-            ::new (&m_owned) std::string(std::move(other.m_owned));
-        }
+    field_text(field_text&& other) noexcept : m_s(other.m_s), m_size(other.m_size), m_kind(other.m_kind) {
+        other.set_empty();
     }
     field_text& operator=(const field_text& other) {
         if (this != &other) *this = field_text(other); // copy first: a throw leaves *this as it was
         return *this;
     }
     field_text& operator=(field_text&& other) noexcept {
-        if (this == &other) return *this;
-        if (!m_borrowed && !other.m_borrowed) {
-            m_owned = std::move(other.m_owned); // keeps this string's capacity
-            return *this;
+        if (this != &other) {
+            free();
+            m_s = other.m_s;
+            m_size = other.m_size;
+            m_kind = other.m_kind;
+            other.set_empty();
         }
-        this->~field_text();
-        return *::new (this) field_text(std::move(other));
+        return *this;
     }
-    ~field_text() {
-        if (!m_borrowed) m_owned.~basic_string();
-    }
+    ~field_text() { free(); }
 
-    std::string_view view() const noexcept { return m_borrowed ? m_view : std::string_view(m_owned); }
+    std::string_view view() const noexcept { return {data(), m_size}; }
     operator std::string_view() const noexcept { return view(); }
     std::string str() const { return std::string(view()); }
     explicit operator std::string() const { return str(); }
 
-    const char* data() const noexcept { return m_borrowed ? m_view.data() : m_owned.data(); }
-    const char* c_str() const noexcept { return data(); } // both forms end in a NUL
-    std::size_t size() const noexcept { return m_borrowed ? m_view.size() : m_owned.size(); }
-    std::size_t length() const noexcept { return size(); }
-    bool empty() const noexcept { return size() == 0; }
+    const char* data() const noexcept { return m_kind == kind::in_place ? m_s.buf : m_s.ptr; }
+    const char* c_str() const noexcept { return data(); } // every form ends in a NUL
+    std::size_t size() const noexcept { return m_size; }
+    std::size_t length() const noexcept { return m_size; }
+    bool empty() const noexcept { return m_size == 0; }
+    static constexpr std::size_t max_size() noexcept { return 0xffff'fffe; }
     const char* begin() const noexcept { return data(); }
-    const char* end() const noexcept { return data() + size(); }
+    const char* end() const noexcept { return data() + m_size; }
     char operator[](std::size_t i) const noexcept { return data()[i]; }
 
     // One overload each: a field_text, a std::string and a literal all reach it through
@@ -121,17 +143,36 @@ public:
     }
 
 private:
+    enum class kind : std::uint8_t { in_place, known, heap };
+    /// Plain bytes either way, so copying the union copies whichever form it holds.
+    union storage {
+        char buf[inline_capacity + 1];
+        const char* ptr; // known: the table's constant; heap: m_size + 1 bytes this text owns
+    };
+
     static std::string_view checked(const char* s) {
         if (!s) throw std::invalid_argument("tandem::http: a header text from a null pointer");
         return s;
     }
+    void set_empty() noexcept {
+        m_s.buf[0] = '\0';
+        m_size = 0;
+        m_kind = kind::in_place;
+    }
+    void free() noexcept {
+        if (m_kind == kind::heap) ::operator delete(const_cast<char*>(m_s.ptr), std::size_t(m_size) + 1);
+    }
 
-    union {
-        std::string m_owned;
-        std::string_view m_view; // well-known text or "": static storage, NUL-terminated
-    };
-    bool m_borrowed;
+    storage m_s;
+    std::uint32_t m_size;
+    kind m_kind;
 };
+static_assert(sizeof(field_text) == 32);
+static_assert([] {
+    for (std::string_view k : detail::well_known_texts)
+        if (k.size() <= field_text::inline_capacity) return false; // would be held in place, never viewed
+    return true;
+}());
 
 /// Header name/value pairs in the order they are sent or were received: a vector-like
 /// sequence that holds inline_capacity headers in place and moves to the heap only beyond.
@@ -154,13 +195,15 @@ public:
     /// Headers held without a heap allocation: a response's Content-Type and a few more.
     static constexpr size_type inline_capacity = 4;
 
-    header_list() noexcept = default;
+    // User-provided, not defaulted: `header_list()` would otherwise zero the inline slots
+    // first (value-initialisation), a few hundred bytes on every response built or moved.
+    header_list() noexcept {}
     header_list(std::initializer_list<value_type> init) : header_list() {
         reserve(init.size());
         for (const value_type& h : init) emplace_back(h);
     }
     /// From any other sequence of name/value pairs, such as the std::vector of string pairs
-    /// this list replaced: code that built one still compiles. An rvalue's strings are moved.
+    /// this list replaced: code that built one still compiles.
     template <class Range>
         requires(!std::is_same_v<std::remove_cvref_t<Range>, header_list>) &&
                 requires(Range& r) {
@@ -170,13 +213,7 @@ public:
                 }
     header_list(Range&& other) : header_list() {
         reserve(static_cast<size_type>(other.size()));
-        for (auto& h : other) {
-            if constexpr (std::is_lvalue_reference_v<Range>) {
-                emplace_back(h);
-            } else {
-                emplace_back(std::move(h));
-            }
-        }
+        for (const auto& h : other) emplace_back(h);
     }
     header_list(const header_list& other) : header_list() {
         reserve(other.m_size);

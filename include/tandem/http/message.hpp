@@ -99,10 +99,11 @@ public:
     using stream_function = std::function<task<void>(body_writer&)>;
 
     response() = default;
-    /// `content_type` is copied only when the response has a body to describe (a bodiless
-    /// 204 allocates nothing), and not even then when it is a content type the library knows
-    /// (the default, json()'s, detail::well_known_texts): those are kept as views of its
-    /// constants, so a typical response allocates its body and nothing else.
+    /// `content_type` is kept only when the response has a body to describe (a bodiless 204
+    /// allocates nothing), and keeping it allocates nothing either: up to 23 characters
+    /// ("application/json") are held in place, and a longer content type the library knows
+    /// (the default, detail::well_known_texts) is a view of its constant. A typical response
+    /// allocates its body, when that is too long for a short string, and nothing else.
     explicit response(int status, std::string body = {}, std::string_view content_type = "text/plain; charset=utf-8")
         : status(status), body(std::move(body)) {
         if (this->body.empty() && status < 400) return;
@@ -127,8 +128,8 @@ public:
 
     /// Replaces the first header called `name` (case-insensitive), or appends it. Throws
     /// std::invalid_argument for a name that is not a token or a value with CR, LF, NUL or
-    /// another control character but HTAB (response splitting). A std::string is moved in; a
-    /// literal is copied unless it is a content type the library knows.
+    /// another control character but HTAB (response splitting). Names and values are copied
+    /// (field_text): in place up to 23 characters, without allocating.
     response& set_header(field_text name, field_text value) {
         if (!detail::valid_field(name, value))
             throw std::invalid_argument("tandem::http::response: header '" + name.str() + "' would split the response");
