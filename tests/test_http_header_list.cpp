@@ -470,6 +470,46 @@ TEST_CASE("the response's header paths still refuse what would split it", "[http
     CHECK(s.headers.size() == 1);
 }
 
+TEST_CASE("a header checked once and then replaced is checked again", "[http][header_list]") {
+    using check = http::detail::field_check;
+    http::field_text name("X-Fine"), value("text/plain; charset=utf-8");
+    CHECK(check::valid_and_marked(name, value));
+    CHECK(check::valid(name, value));
+    // Assignment brings the new text's own state: unchecked, so it is scanned (and refused).
+    value = std::string_view("a\r\nSet-Cookie: x=1");
+    CHECK_FALSE(check::valid(name, value));
+    value = http::field_text(std::string(100, 'v') + "\n");
+    CHECK_FALSE(check::valid(name, value));
+    name = "Bad Name";
+    value = "ok";
+    CHECK_FALSE(check::valid(name, value));
+    // A copy or a move of a checked text is as valid as the text.
+    http::field_text good_name("X-A"), good_value(std::string(40, 'g'));
+    CHECK(check::valid_and_marked(good_name, good_value));
+    http::field_text n2 = good_name, v2 = std::move(good_value);
+    CHECK(check::valid(n2, v2));
+    // The moved-from text is empty: a valid value, not a valid name.
+    CHECK_FALSE(check::valid(good_value, v2));
+    // A refused pair is not marked.
+    http::field_text bad_name("A B"), some_value("v");
+    CHECK_FALSE(check::valid_and_marked(bad_name, some_value));
+    CHECK_FALSE(check::valid(bad_name, some_value));
+    // Every check refuses a CR, LF or NUL at each position of each form (in place, heap).
+    for (std::size_t length : {std::size_t(1), std::size_t(23), std::size_t(24), std::size_t(100)}) {
+        for (std::size_t at = 0; at < length; ++at) {
+            for (char bad : {'\r', '\n', '\0'}) {
+                std::string text(length, 'x');
+                text[at] = bad;
+                http::field_text n("X"), v(text);
+                REQUIRE_FALSE(check::valid_and_marked(n, v));
+                REQUIRE_FALSE(check::valid(n, v));
+                REQUIRE_THROWS_AS(http::response(200, "x").set_header("X", text), std::invalid_argument);
+                REQUIRE_THROWS_AS(http::response(200, "x", text), std::invalid_argument);
+            }
+        }
+    }
+}
+
 TEST_CASE("the response head lists in-place and spilled headers in order", "[http][header_list]") {
     for (std::size_t count : {std::size_t(0), N - 1, N, N + 1, 40 * N}) {
         INFO("headers: " << count);

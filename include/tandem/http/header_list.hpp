@@ -25,6 +25,8 @@
 namespace tandem::http {
 
 namespace detail {
+struct field_check;
+
 /// Texts a header often carries that are too long to be held in place (field_text): the
 /// library's own content types and a few common ones. A field_text equal to one of them views
 /// this table's static storage; a caller's buffer is never viewed, so nothing dangles.
@@ -75,6 +77,7 @@ public:
             m_s.ptr = known->data();
             m_size = static_cast<std::uint32_t>(known->size());
             m_kind = kind::known;
+            m_checks = value_ok; // every entry is made of field characters (the table's test)
         } else {
             if (s.size() > max_size()) throw std::length_error("tandem::http: a header text longer than 4 GiB");
             char* p = static_cast<char*>(::operator new(s.size() + 1));
@@ -89,14 +92,16 @@ public:
     /// Throws std::invalid_argument for a null pointer (std::string would throw too).
     field_text(const char* s) : field_text(checked(s)) {}
 
-    field_text(const field_text& other) : m_s(other.m_s), m_size(other.m_size), m_kind(other.m_kind) {
+    field_text(const field_text& other)
+        : m_s(other.m_s), m_size(other.m_size), m_kind(other.m_kind), m_checks(other.m_checks) {
         if (m_kind == kind::heap) {
             char* p = static_cast<char*>(::operator new(std::size_t(m_size) + 1));
             std::memcpy(p, other.m_s.ptr, std::size_t(m_size) + 1);
             m_s.ptr = p;
         }
     }
-    field_text(field_text&& other) noexcept : m_s(other.m_s), m_size(other.m_size), m_kind(other.m_kind) {
+    field_text(field_text&& other) noexcept
+        : m_s(other.m_s), m_size(other.m_size), m_kind(other.m_kind), m_checks(other.m_checks) {
         other.set_empty();
     }
     field_text& operator=(const field_text& other) {
@@ -109,6 +114,7 @@ public:
             m_s = other.m_s;
             m_size = other.m_size;
             m_kind = other.m_kind;
+            m_checks = other.m_checks;
             other.set_empty();
         }
         return *this;
@@ -143,7 +149,11 @@ public:
     }
 
 private:
+    friend struct detail::field_check;
     enum class kind : std::uint8_t { in_place, known, heap };
+    // What detail::field_check found this text to be: a text never changes once built, and
+    // an assignment brings the checks of the text it copies, so a mark stays true.
+    static constexpr std::uint8_t name_ok = 1, value_ok = 2;
     /// Plain bytes either way, so copying the union copies whichever form it holds.
     union storage {
         char buf[inline_capacity + 1];
@@ -158,6 +168,7 @@ private:
         m_s.buf[0] = '\0';
         m_size = 0;
         m_kind = kind::in_place;
+        m_checks = 0;
     }
     void free() noexcept {
         if (m_kind == kind::heap) ::operator delete(const_cast<char*>(m_s.ptr), std::size_t(m_size) + 1);
@@ -166,13 +177,45 @@ private:
     storage m_s;
     std::uint32_t m_size;
     kind m_kind;
+    std::uint8_t m_checks = 0;
 };
 static_assert(sizeof(field_text) == 32);
 static_assert([] {
-    for (std::string_view k : detail::well_known_texts)
+    for (std::string_view k : detail::well_known_texts) {
         if (k.size() <= field_text::inline_capacity) return false; // would be held in place, never viewed
+        if (detail::skip_field_chars(k, 0, k.size()) != k.size()) return false; // marked valid values
+    }
     return true;
 }());
+
+namespace detail {
+/// Whether a header can be sent as given: the name a token, the value field characters only
+/// (no CR, LF or NUL: a value echoed from a decoded query must not start a header of its
+/// own). A text found valid remembers it, so the server's look at every header of a response
+/// before sending it (headers is public: set_header's check may have been bypassed) is a
+/// flag test for the headers set_header and the constructors already checked.
+struct field_check {
+    static constexpr bool valid(std::string_view name, std::string_view value) noexcept {
+        return is_token(name) && skip_field_chars(value, 0, value.size()) == value.size();
+    }
+    static bool valid(const field_text& name, const field_text& value) noexcept {
+        return ((name.m_checks & field_text::name_ok) || is_token(name.view())) &&
+               ((value.m_checks & field_text::value_ok) ||
+                skip_field_chars(value.view(), 0, value.size()) == value.size());
+    }
+    /// valid(), remembered by both texts when true.
+    static bool valid_and_marked(field_text& name, field_text& value) noexcept {
+        if (!valid(name, value)) return false;
+        mark(name, value);
+        return true;
+    }
+    /// For a header whose texts were checked as views (valid(string_view, string_view)).
+    static void mark(field_text& name, field_text& value) noexcept {
+        name.m_checks |= field_text::name_ok;
+        value.m_checks |= field_text::value_ok;
+    }
+};
+} // namespace detail
 
 /// Header name/value pairs in the order they are sent or were received: a vector-like
 /// sequence that holds inline_capacity headers in place and moves to the heap only beyond.

@@ -75,11 +75,6 @@ public:
 };
 
 namespace detail {
-/// A header a message may carry as given: the name a token, the value field characters only
-/// (no CR, LF or NUL: a value echoed from a decoded query must not start a header of its own).
-constexpr bool valid_field(std::string_view name, std::string_view value) noexcept {
-    return is_token(name) && skip_field_chars(value, 0, value.size()) == value.size();
-}
 /// Framing is the server's: a handler's own Content-Length or Transfer-Encoding could disagree
 /// with the body sent (the client would read the next response as this one's body), and its
 /// Connection with what the server does next. Date is the server's too: a second one would
@@ -108,9 +103,11 @@ public:
         : status(status), body(std::move(body)) {
         if (this->body.empty() && status < 400) return;
         // No header to replace yet: set_header's search is skipped, its check is not.
-        if (!detail::valid_field("Content-Type", content_type))
+        // (Checked as views: the name's check is then done by the compiler.)
+        if (!detail::field_check::valid("Content-Type", content_type))
             throw std::invalid_argument("tandem::http::response: header 'Content-Type' would split the response");
-        headers.emplace_back("Content-Type", content_type);
+        auto& [name, value] = headers.emplace_back("Content-Type", content_type);
+        detail::field_check::mark(name, value);
     }
 
     static response text(std::string body, int status = 200) { return response(status, std::move(body)); }
@@ -131,7 +128,7 @@ public:
     /// another control character but HTAB (response splitting). Names and values are copied
     /// (field_text): in place up to 23 characters, without allocating.
     response& set_header(field_text name, field_text value) {
-        if (!detail::valid_field(name, value))
+        if (!detail::field_check::valid_and_marked(name, value))
             throw std::invalid_argument("tandem::http::response: header '" + name.str() + "' would split the response");
         detail::set_header(headers, std::move(name), std::move(value));
         return *this;

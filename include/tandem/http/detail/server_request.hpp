@@ -234,7 +234,7 @@ inline void server::check_response(const response& resp) {
         throw std::invalid_argument("tandem::http: a handler answered status " + std::to_string(resp.status) +
                                     " (a final status is 200-599)");
     for (const auto& [n, v] : resp.headers)
-        if (!detail::valid_field(n, v))
+        if (!detail::field_check::valid(n, v))
             throw std::invalid_argument("tandem::http: a handler's header '" + n.str() + "' would split the response");
 }
 
