@@ -331,6 +331,27 @@ TEST_CASE("erase pop_back clear and at behave like a vector's", "[http][header_l
     list = {{"A", "1"}, {"B", "application/json"}};
     CHECK(list.size() == 2);
     CHECK(list[1].second == "application/json");
+    // insert at the front, the middle and the end, in place and across the spill.
+    model expect{{"A", "1"}, {"B", "application/json"}};
+    for (std::size_t i = 0; i < 2 * N; ++i) {
+        const std::size_t at = i % 3 == 0 ? 0 : i % 3 == 1 ? list.size() / 2 : list.size();
+        const std::string name = "I" + std::to_string(i), value(i * 7, 'z');
+        const auto it = list.insert(list.begin() + static_cast<std::ptrdiff_t>(at), {name, value});
+        expect.insert(expect.begin() + static_cast<std::ptrdiff_t>(at), {name, value});
+        CHECK(it == list.begin() + static_cast<std::ptrdiff_t>(at));
+        REQUIRE(same(list, expect));
+    }
+    // Inserting one of its own headers (taken by value before the list grows).
+    list.insert(list.begin(), list.back());
+    expect.insert(expect.begin(), expect.back());
+    CHECK(same(list, expect));
+    // swap between a spilled and an in-place list.
+    http::header_list small{{"S", "1"}};
+    swap(list, small);
+    CHECK(same(small, expect));
+    CHECK(list.size() == 1);
+    list.swap(small);
+    CHECK(same(list, expect));
 }
 
 TEST_CASE("a vector of string pairs converts to a header list", "[http][header_list]") {

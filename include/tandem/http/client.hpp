@@ -407,7 +407,7 @@ private:
         out.reason = std::string(parsed.reason);
         out.version = parsed.version;
         out.headers.reserve(parsed.headers.size());
-        for (const header& h : parsed.headers) out.headers.emplace_back(std::string(h.name), std::string(h.value));
+        for (const header& h : parsed.headers) out.headers.emplace_back(h.name, h.value); // copied: no std::string between
         keep = parsed.keep_alive && !wants_close(r);
         const body_framing framing = parsed.framing;
         const std::uint64_t length = parsed.content_length;

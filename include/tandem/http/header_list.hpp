@@ -222,7 +222,9 @@ struct field_check {
 /// Elements are std::pair<field_text, field_text>, so `for (const auto& [name, value] :
 /// list)` and `list.emplace_back("X-Name", value)` read as they did with a vector of string
 /// pairs. Iterators and references are invalidated by any insertion or erasure (as a vector's
-/// after it reallocates); moving a list whose headers are in place moves them one by one.
+/// after it reallocates), and, unlike a vector's, by a move of the list (or of the response
+/// holding it): headers in place move one by one, and so do views of their in-place texts
+/// (response::header's result). A view of a well-known text stays valid for good.
 class header_list {
 public:
     using value_type = std::pair<field_text, field_text>;
@@ -326,6 +328,20 @@ public:
         adopt(fresh, cap);
         return m_data[m_size++];
     }
+    /// Inserts `h` before `at`; the headers from `at` on move down, in order.
+    iterator insert(const_iterator at, value_type h) {
+        const auto index = at - m_data;
+        emplace_back(std::move(h));
+        iterator to = m_data + index;
+        for (iterator p = end() - 1; p != to; --p) std::swap(*p, *(p - 1));
+        return to;
+    }
+    void swap(header_list& other) noexcept {
+        header_list tmp(std::move(other));
+        other = std::move(*this);
+        *this = std::move(tmp);
+    }
+    friend void swap(header_list& a, header_list& b) noexcept { a.swap(b); }
     void push_back(const value_type& h) { emplace_back(h); }
     void push_back(value_type&& h) { emplace_back(std::move(h)); }
     void pop_back() noexcept { m_data[--m_size].~value_type(); }
