@@ -58,7 +58,7 @@ struct client_request {
     std::string body;
 
     /// Replaces the header called `name` (case-insensitive), or adds it.
-    client_request& set_header(std::string name, std::string value) {
+    client_request& set_header(field_text name, field_text value) {
         detail::set_header(headers, std::move(name), std::move(value));
         return *this;
     }
