@@ -171,7 +171,8 @@ private:
         m_checks = 0;
     }
     void free() noexcept {
-        if (m_kind == kind::heap) ::operator delete(const_cast<char*>(m_s.ptr), std::size_t(m_size) + 1);
+        // Unsized: clang does not declare the sized form unless -fsized-deallocation.
+        if (m_kind == kind::heap) ::operator delete(const_cast<char*>(m_s.ptr));
     }
 
     storage m_s;
@@ -381,9 +382,7 @@ private:
         static_assert(alignof(value_type) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__);
         return static_cast<value_type*>(::operator new(n * sizeof(value_type)));
     }
-    static void deallocate(value_type* p, size_type n) noexcept {
-        ::operator delete(p, n * sizeof(value_type));
-    }
+    static void deallocate(value_type* p, size_type) noexcept { ::operator delete(p); }
     /// Moves the headers into `fresh` (capacity `cap`), which becomes the storage.
     void adopt(value_type* fresh, size_type cap) noexcept {
         for (size_type i = 0; i < m_size; ++i) {
