@@ -8,9 +8,11 @@
 #include "catch.hpp"
 #include "replace_new.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <new>
+#include <map>
 #include <random>
 #include <sstream>
 #include <string>
@@ -168,6 +170,13 @@ TEST_CASE("field_text compares and prints like a string", "[http][header_list]")
     joined.append(a).append(known);
     CHECK(joined == "xabcapplication/json; charset=utf-8");
     CHECK_THROWS_AS(http::field_text(static_cast<const char*>(nullptr)), std::invalid_argument);
+    // What code written for a vector of string pairs does with one: sort it, copy it into a map.
+    http::header_list list{{"B", "2"}, {"A", std::string(30, 'a')}, {"A", "1"}};
+    std::sort(list.begin(), list.end());
+    CHECK(list[0].second == "1");
+    CHECK(list[2].first == "B");
+    const std::map<std::string, std::string> by_name(list.begin(), list.end());
+    CHECK(by_name.at("B") == "2");
 }
 
 TEST_CASE("field_text copy and move assignment cross both forms and survive self-assignment", "[http][header_list]") {

@@ -136,10 +136,23 @@ public:
     const char* end() const noexcept { return data() + m_size; }
     char operator[](std::size_t i) const noexcept { return data()[i]; }
 
-    // One overload each: a field_text, a std::string and a literal all reach it through
-    // std::string_view, so no comparison is ambiguous (case-sensitive, like std::string's).
-    friend bool operator==(const field_text& a, std::string_view b) noexcept { return a.view() == b; }
-    friend std::strong_ordering operator<=>(const field_text& a, std::string_view b) noexcept { return a.view() <=> b; }
+    // Case-sensitive, like std::string's. Against anything else that views as a string
+    // (std::string, a literal) a template, an exact match: no comparison is ambiguous, and
+    // pairs of texts order (std::sort of a header list) with either compiler.
+    friend bool operator==(const field_text& a, const field_text& b) noexcept { return a.view() == b.view(); }
+    friend std::strong_ordering operator<=>(const field_text& a, const field_text& b) noexcept {
+        return a.view() <=> b.view();
+    }
+    template <class Text>
+        requires(!std::is_same_v<Text, field_text> && std::is_convertible_v<const Text&, std::string_view>)
+    friend bool operator==(const field_text& a, const Text& b) noexcept {
+        return a.view() == std::string_view(b);
+    }
+    template <class Text>
+        requires(!std::is_same_v<Text, field_text> && std::is_convertible_v<const Text&, std::string_view>)
+    friend std::strong_ordering operator<=>(const field_text& a, const Text& b) noexcept {
+        return a.view() <=> std::string_view(b);
+    }
     /// Streams the text (any std::ostream; <ostream> is the caller's to include).
     template <class Stream>
         requires requires(Stream& os, std::string_view v) { os << v; }
