@@ -484,6 +484,16 @@ TEST_CASE("a typical response allocates nothing beyond a body longer than the sh
     CHECK(kept == 2);
 }
 
+TEST_CASE("a view of a well-known content type outlives its response", "[http][header_list]") {
+    std::string_view type;
+    {
+        const http::response r = http::response::text(std::string(100, 'b'));
+        type = r.header("content-type");
+    }
+    CHECK(type == "text/plain; charset=utf-8");
+    CHECK(is_well_known_storage(type.data()));
+}
+
 TEST_CASE("the response's header paths still refuse what would split it", "[http][header_list]") {
     http::response r(200, "x");
     CHECK_THROWS_AS(r.set_header("X", http::field_text(std::string("a\r\nSet-Cookie: x=1"))), std::invalid_argument);

@@ -430,7 +430,9 @@ private:
         }
         for (size_type i = 0; i < other.m_size; ++i) ::new (m_data + i) value_type(std::move(other.m_data[i]));
         m_size = other.m_size;
-        other.clear();
+        // A moved-from field_text is empty and in place, owning nothing: its destructor would
+        // do nothing, so the slots are simply reused (a response moves three times a request).
+        other.m_size = 0;
     }
 
     value_type* m_data = inline_slots();
