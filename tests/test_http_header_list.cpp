@@ -139,6 +139,9 @@ TEST_CASE("a header text is held in place up to its inline capacity and copied t
         CHECK(*a.c_str() == '\0');
         if (n > cap) CHECK(c.data() == storage);
     }
+    // Past the largest text (4 GiB): refused before a byte is read or allocated.
+    const char tiny[] = "x";
+    CHECK_THROWS_AS(http::field_text(std::string_view(tiny, http::field_text::max_size() + 1)), std::length_error);
     // A long std::string is copied, not taken over: its buffer cannot be.
     std::string long_value(100, 'v');
     const http::field_text owned(std::move(long_value));
