@@ -19,7 +19,7 @@ endfunction()
 
 # The HTTP parser, messages, router and JSON writer are pure too: bytes in, values out.
 foreach(header task.hpp when.hpp sync.hpp error.hpp source_location.hpp codec.hpp detail/cancellable_wait.hpp
-               http/parser.hpp http/message.hpp http/router.hpp http/json.hpp http/server_options.hpp)
+               http/parser.hpp http/header_list.hpp http/message.hpp http/router.hpp http/json.hpp http/server_options.hpp)
     tandem_headers_reached(${header} reached)
     foreach(file IN LISTS reached)
         if(file MATCHES "tandem/loop\\.hpp$")

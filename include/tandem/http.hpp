@@ -3,6 +3,7 @@
 #pragma once
 
 #include "tandem/http/client.hpp"
+#include "tandem/http/header_list.hpp"
 #include "tandem/http/json.hpp"
 #include "tandem/http/message.hpp"
 #include "tandem/http/metrics.hpp"

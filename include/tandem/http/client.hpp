@@ -58,7 +58,7 @@ struct client_request {
     std::string body;
 
     /// Replaces the header called `name` (case-insensitive), or adds it.
-    client_request& set_header(std::string name, std::string value) {
+    client_request& set_header(field_text name, field_text value) {
         detail::set_header(headers, std::move(name), std::move(value));
         return *this;
     }
@@ -407,7 +407,7 @@ private:
         out.reason = std::string(parsed.reason);
         out.version = parsed.version;
         out.headers.reserve(parsed.headers.size());
-        for (const header& h : parsed.headers) out.headers.emplace_back(std::string(h.name), std::string(h.value));
+        for (const header& h : parsed.headers) out.headers.emplace_back(h.name, h.value); // copied: no std::string between
         keep = parsed.keep_alive && !wants_close(r);
         const body_framing framing = parsed.framing;
         const std::uint64_t length = parsed.content_length;

@@ -5,6 +5,7 @@
 // Layer: protocols.
 #pragma once
 
+#include "tandem/http/header_list.hpp"
 #include "tandem/http/parser.hpp"
 #include "tandem/task.hpp"
 
@@ -74,11 +75,6 @@ public:
 };
 
 namespace detail {
-/// A header a message may carry as given: the name a token, the value field characters only
-/// (no CR, LF or NUL: a value echoed from a decoded query must not start a header of its own).
-constexpr bool valid_field(std::string_view name, std::string_view value) noexcept {
-    return is_token(name) && skip_field_chars(value, 0, value.size()) == value.size();
-}
 /// Framing is the server's: a handler's own Content-Length or Transfer-Encoding could disagree
 /// with the body sent (the client would read the next response as this one's body), and its
 /// Connection with what the server does next. Date is the server's too: a second one would
@@ -86,35 +82,6 @@ constexpr bool valid_field(std::string_view name, std::string_view value) noexce
 constexpr bool server_framing_header(std::string_view name) noexcept {
     return iequals(name, "content-length") || iequals(name, "transfer-encoding") || iequals(name, "connection") ||
            iequals(name, "date");
-}
-} // namespace detail
-
-/// Header name/value pairs in the order they are sent or were received.
-using header_list = std::vector<std::pair<std::string, std::string>>;
-
-namespace detail {
-/// The first header called `name` (case-insensitive), or nullptr. The one lookup behind
-/// response::header, client_response::header and the client's own checks.
-inline const std::string* header_value(const header_list& headers, std::string_view name) noexcept {
-    for (const auto& [n, v] : headers)
-        if (iequals(n, name)) return &v;
-    return nullptr;
-}
-inline std::string_view find_header(const header_list& headers, std::string_view name) noexcept {
-    const std::string* v = header_value(headers, name);
-    return v ? std::string_view(*v) : std::string_view();
-}
-inline bool has_header(const header_list& headers, std::string_view name) noexcept {
-    return header_value(headers, name) != nullptr;
-}
-/// Replaces the first header called `name` (case-insensitive), or appends it.
-inline void set_header(header_list& headers, std::string name, std::string value) {
-    for (auto& [n, v] : headers)
-        if (iequals(n, name)) {
-            v = std::move(value);
-            return;
-        }
-    headers.emplace_back(std::move(name), std::move(value));
 }
 } // namespace detail
 
@@ -127,15 +94,20 @@ public:
     using stream_function = std::function<task<void>(body_writer&)>;
 
     response() = default;
-    /// `content_type` is a view, copied only when the response has a body to describe: a
-    /// bodiless response (204) allocates nothing.
+    /// `content_type` is kept only when the response has a body to describe (a bodiless 204
+    /// allocates nothing), and keeping it allocates nothing either: up to 23 characters
+    /// ("application/json") are held in place, and a longer content type the library knows
+    /// (the default, detail::well_known_texts) is a view of its constant. A typical response
+    /// allocates its body, when that is too long for a short string, and nothing else.
     explicit response(int status, std::string body = {}, std::string_view content_type = "text/plain; charset=utf-8")
         : status(status), body(std::move(body)) {
         if (this->body.empty() && status < 400) return;
         // No header to replace yet: set_header's search is skipped, its check is not.
-        if (!detail::valid_field("Content-Type", content_type))
+        // (Checked as views: the name's check is then done by the compiler.)
+        if (!detail::field_check::valid("Content-Type", content_type))
             throw std::invalid_argument("tandem::http::response: header 'Content-Type' would split the response");
-        headers.emplace_back("Content-Type", content_type);
+        auto& [name, value] = headers.emplace_back("Content-Type", content_type);
+        detail::field_check::mark(name, value);
     }
 
     static response text(std::string body, int status = 200) { return response(status, std::move(body)); }
@@ -144,18 +116,20 @@ public:
         return response(status, std::move(json), "application/json");
     }
     /// A body produced over time (long responses, server-sent events), sent chunked.
-    static response stream(std::string content_type, stream_function fn, int status = 200) {
+    static response stream(field_text content_type, stream_function fn, int status = 200) {
         response r(status);
         r.set_header("Content-Type", std::move(content_type));
         r.streamer = std::move(fn);
         return r;
     }
 
-    /// Throws std::invalid_argument for a name that is not a token or a value with CR, LF,
-    /// NUL or another control character but HTAB (response splitting).
-    response& set_header(std::string name, std::string value) {
-        if (!detail::valid_field(name, value))
-            throw std::invalid_argument("tandem::http::response: header '" + name + "' would split the response");
+    /// Replaces the first header called `name` (case-insensitive), or appends it. Throws
+    /// std::invalid_argument for a name that is not a token or a value with CR, LF, NUL or
+    /// another control character but HTAB (response splitting). Names and values are copied
+    /// (field_text): in place up to 23 characters, without allocating.
+    response& set_header(field_text name, field_text value) {
+        if (!detail::field_check::valid_and_marked(name, value))
+            throw std::invalid_argument("tandem::http::response: header '" + name.str() + "' would split the response");
         detail::set_header(headers, std::move(name), std::move(value));
         return *this;
     }
@@ -273,7 +247,7 @@ struct head_framing {
 /// framing the server decided. The status line says HTTP/1.1 whatever the request's version
 /// (RFC 9110 2.5); `version` is the request's, and a kept-alive HTTP/1.0 client is told so.
 inline void append_response_head(std::string& out, int version, int status,
-                                 std::span<const std::pair<std::string, std::string>> headers, head_framing framing);
+                                 std::span<const header_list::value_type> headers, head_framing framing);
 
 namespace detail {
 
@@ -345,7 +319,7 @@ inline void append_decimal(std::string& out, std::uint64_t v) {
 // ============================================================================================
 
 inline void append_response_head(std::string& out, int version, int status,
-                                 std::span<const std::pair<std::string, std::string>> headers, head_framing framing) {
+                                 std::span<const header_list::value_type> headers, head_framing framing) {
     using namespace std::string_view_literals;
     // Measured first, then written with plain copies into one resize: once per response, so
     // no appends that each check capacity and measure a C string.

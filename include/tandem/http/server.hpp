@@ -118,6 +118,7 @@ private:
         std::vector<header> headers;
         std::string out; // the response head being written
         exchange x;      // the request in it
+        std::optional<response> resp; // its answer, from dispatch until it is written
         std::size_t begin = 0;
         std::size_t end = 0;
         std::size_t charged = 0; // bytes of data beyond base_size, counted in body_bytes_held

@@ -128,6 +128,7 @@ inline std::unique_ptr<server::workspace> server::take_workspace() {
 
 inline void server::give_back(std::unique_ptr<workspace>& w) noexcept {
     if (!w) return;
+    w->resp.reset(); // a response cut short (client gone, cancelled) holds nothing for the next
     m_stats.body_bytes_held -= w->charged;
     w->charged = 0;
     w->begin = w->end = 0;

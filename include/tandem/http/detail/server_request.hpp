@@ -22,8 +22,9 @@ task<bool> server::serve_request(tcp_stream& s, connection& c, std::unique_ptr<w
     if (!head_buffered(*w, x) && co_await read_head(s, c, w, x) == verdict::close) co_return false;
     ++m_stats.requests;
     if (!body_buffered(*w, x) && co_await read_body(s, c, w, x) == verdict::close) co_return false;
-    // Dispatch.
-    std::optional<response> resp;
+    // Dispatch. The response lives in the workspace, not in this frame: with its headers in
+    // place it would take this frame past the frame pool's largest block.
+    std::optional<response>& resp = w->resp;
     route_params params;
     if (const route* found = find_route(x, params, resp); found) {
         request req(x.head, x.body, params, m_stats);
@@ -69,6 +70,7 @@ task<bool> server::serve_request(tcp_stream& s, connection& c, std::unique_ptr<w
         co_await linger(s);
         co_return false;
     }
+    resp.reset(); // the body and a stream's function go now, not when the next request comes
     w->begin += x.consumed;
     if (w->charged != 0) shrink(*w);
     co_return true;
@@ -232,8 +234,8 @@ inline void server::check_response(const response& resp) {
         throw std::invalid_argument("tandem::http: a handler answered status " + std::to_string(resp.status) +
                                     " (a final status is 200-599)");
     for (const auto& [n, v] : resp.headers)
-        if (!detail::valid_field(n, v))
-            throw std::invalid_argument("tandem::http: a handler's header '" + n + "' would split the response");
+        if (!detail::field_check::valid(n, v))
+            throw std::invalid_argument("tandem::http: a handler's header '" + n.str() + "' would split the response");
 }
 
 /// Decides how `resp` is framed and whether the connection closes after it, and builds its
