@@ -22,6 +22,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <dirent.h>
 #include <fstream>
 #include <map>
@@ -1187,4 +1188,190 @@ TEST_CASE("the zygote is one per program across translation units", "[process_po
     const void* here = tandem::detail::zygote::instance(true).get();
     CHECK(other_tu::zygote() == here);
     CHECK(pool.submit([](int x) { return x + 1; }, 41).get() == 42);
+}
+
+// ---- adversarial: workers dying at every point of a job's life ------------------------------
+
+namespace {
+
+/// A reply that can refuse to decode in the pool (poisoned), and that may be large enough
+/// to travel in a memfd.
+struct chaos_reply {
+    int k = 0;
+    bool poisoned = false;
+    std::string bytes;
+};
+
+enum chaos_mode : int {
+    chaos_plain,         // answers
+    chaos_die_answered,  // answers, then dies once back waiting for the next job
+    chaos_die_running,   // SIGKILLs itself mid-job
+    chaos_garbage,       // writes garbage on its channel, then exits
+    chaos_poison,        // answers with a reply that does not decode
+    chaos_die_any_time,  // answers, with a SIGALRM due at a random moment after (or before)
+    chaos_near_deadline, // runs about as long as its timeout
+    chaos_modes
+};
+
+/// True when the thread `tid` of this process sleeps in recvmsg.
+bool thread_waits_in_recvmsg(pid_t tid) {
+    const std::string dir = "/proc/self/task/" + std::to_string(tid);
+    std::ifstream stat(dir + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    const auto paren = line.rfind(')');
+    if (paren == std::string::npos || paren + 2 >= line.size() || line[paren + 2] != 'S') return false;
+    std::ifstream sys(dir + "/syscall");
+    long nr = -1;
+    sys >> nr;
+    return nr == SYS_recvmsg;
+}
+
+/// Set in a worker once a job has arranged its death: a later job there may die with it.
+std::atomic<bool> chaos_doomed{false};
+
+/// Records in `path` who started job k, in `doomed_path` whether its worker was doomed then.
+chaos_reply chaos_job(std::string path, std::string doomed_path, int k, int mode, std::size_t size, int delay_us) {
+    // Doomed first: a worker killed between the two marks leaves no start on record.
+    if (chaos_doomed.load()) {
+        // map_tracks remembers one file: the doomed record is read through its own mapping.
+        const int fd = ::open(doomed_path.c_str(), O_RDWR | O_CLOEXEC);
+        void* p = ::mmap(nullptr, sizeof(job_track) * tracked_jobs, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        ::close(fd);
+        std::atomic_ref<std::int32_t>(static_cast<job_track*>(p)[k].started_by).store(1);
+        ::munmap(p, sizeof(job_track) * tracked_jobs);
+    }
+    job_track* t = map_tracks(path);
+    std::atomic_ref<std::int32_t>(t[k].started_by).store(static_cast<std::int32_t>(::getpid()));
+    switch (mode) {
+    case chaos_die_answered:
+        chaos_doomed = true;
+        // A thread of the worker kills it once its main thread, reply sent, waits for the
+        // next job (it may take that job meanwhile: then that one dies with it).
+        std::thread([main = ::getpid()] {
+            while (!thread_waits_in_recvmsg(main)) std::this_thread::yield();
+            ::kill(main, SIGKILL);
+        }).detach();
+        break;
+    case chaos_die_running:
+        ::raise(SIGKILL);
+        break;
+    case chaos_garbage:
+        ::send(tandem::detail::worker_channel_fd, "\x54\x4e\x44\x4d garbage", 12, 0);
+        std::_Exit(3);
+    case chaos_die_any_time: {
+        chaos_doomed = true;
+        itimerval in{};
+        in.it_value.tv_usec = delay_us;
+        ::setitimer(ITIMER_REAL, &in, nullptr); // SIGALRM's default action ends the worker
+        break;
+    }
+    case chaos_near_deadline: {
+        const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(delay_us);
+        while (std::chrono::steady_clock::now() < until) {
+        }
+        break;
+    }
+    default:
+        break;
+    }
+    std::atomic_ref<std::int32_t>(t[k].finished).store(1);
+    return {k, mode == chaos_poison, std::string(size, static_cast<char>('a' + k % 26))};
+}
+
+} // namespace
+
+template <>
+struct tandem::codec<chaos_reply> {
+    static void encode(encoder& out, const chaos_reply& r) {
+        out.write(&r.k, sizeof r.k);
+        const std::uint8_t poisoned = r.poisoned;
+        out.write(&poisoned, 1);
+        codec<std::string>::encode(out, r.bytes);
+    }
+    static chaos_reply decode(decoder& in) {
+        chaos_reply r;
+        in.read(&r.k, sizeof r.k);
+        std::uint8_t poisoned = 0;
+        in.read(&poisoned, 1);
+        if (poisoned) throw tandem::codec_error("tandem test: a poisoned reply");
+        r.bytes = codec<std::string>::decode(in);
+        return r;
+    }
+};
+
+// Every job's outcome is checked against what its worker did: a job fails as crashed only
+// if it started on the worker that died, a job answered before its worker died succeeds,
+// and nothing hangs. Submitters on two threads, a bounded queue, recycling and reply sizes
+// around the channel's inline limit vary with the seed.
+TEST_CASE("workers dying at any point of a job's life fail only the jobs they had started", "[process_pool][crash][stress]") {
+    const job_tracks tracks, doomed;
+    const std::string path = tracks.path(), doomed_path = doomed.path();
+    const auto seed = std::random_device{}();
+    INFO("seed " << seed);
+    std::mt19937 rng(seed);
+    const std::size_t sizes[] = {0, 100, tandem::detail::max_inline - 64, tandem::detail::max_inline + 1, 200'000};
+    const std::size_t recycle[] = {0, 0, 1, 3};
+    const std::size_t bounds[] = {0, 2, 8};
+    const std::chrono::microseconds spins[] = {0us, 50us};
+    tandem::process_pool pool({.workers = 1 + rng() % 3,
+                               .max_queued = bounds[rng() % 3],
+                               .max_jobs_per_worker = recycle[rng() % 4],
+                               .spin = spins[rng() % 2]});
+    constexpr int jobs = 240;
+    struct planned {
+        int mode;
+        std::size_t size;
+        int delay_us;
+    };
+    std::vector<planned> plan;
+    for (int k = 0; k < jobs; ++k)
+        plan.push_back({static_cast<int>(rng() % chaos_modes), sizes[rng() % 5], static_cast<int>(rng() % 3000)});
+    std::vector<std::future<chaos_reply>> futures(jobs);
+    auto submit_from = [&](int first) {
+        for (int k = first; k < jobs; k += 2) {
+            const planned& p = plan[k];
+            const tandem::job_options o{.timeout = p.mode == chaos_near_deadline ? 2ms : 10s};
+            futures[k] = pool.submit(o, chaos_job, path, doomed_path, k, p.mode, p.size, p.delay_us);
+        }
+    };
+    std::thread other(submit_from, 1);
+    submit_from(0);
+    other.join();
+
+    int answered = 0, crashed = 0;
+    for (int k = 0; k < jobs; ++k) {
+        const planned& p = plan[k];
+        INFO("job " << k << " mode " << p.mode << " size " << p.size << " delay " << p.delay_us);
+        REQUIRE(futures[k].wait_for(20s) == std::future_status::ready);
+        try {
+            const chaos_reply r = futures[k].get();
+            ++answered;
+            CHECK(r.k == k);
+            CHECK(r.bytes == std::string(p.size, static_cast<char>('a' + k % 26)));
+            CHECK((p.mode == chaos_plain || p.mode == chaos_die_answered || p.mode == chaos_die_any_time ||
+                   p.mode == chaos_near_deadline));
+        } catch (const tandem::worker_crashed& e) {
+            ++crashed;
+            // Started on the worker that died (or taken by it and killed before the job's
+            // first line). Only a job that kills itself, or one on a worker an earlier job
+            // doomed, may crash: a job answered before its worker died must not fail.
+            const pid_t by = tracks.started_by(k);
+            CHECK((by == e.pid() || by == 0));
+            if (by != 0 && p.mode != chaos_die_running && p.mode != chaos_die_any_time && doomed.started_by(k) != 1) {
+                std::string history;
+                for (int j = 0; j < jobs; ++j)
+                    if (tracks.started_by(j) == by)
+                        history += " [" + std::to_string(j) + " mode " + std::to_string(plan[j].mode) + " fin " +
+                                   std::to_string(tracks.finished(j)) + " doomed " + std::to_string(doomed.started_by(j)) + "]";
+                FAIL_CHECK("crashed on an undoomed worker: " << e.what() << " jobs there:" << history);
+            }
+        } catch (const tandem::timed_out&) {
+            CHECK(p.mode == chaos_near_deadline);
+        } catch (const tandem::codec_error&) {
+            CHECK((p.mode == chaos_garbage || p.mode == chaos_poison));
+        }
+    }
+    WARN("seed " << seed << ": " << answered << " answered, " << crashed << " crashed, " << pool.workers_started()
+                 << " workers started");
 }
