@@ -750,6 +750,48 @@ TEST_CASE("a worker that dies after answering does not fail the job it answered"
     }
 }
 
+// The zygote's death, like a worker's exit report, can be read before a dead worker's
+// last reply: the poll() reactor handed the dispatcher the zygote's pidfd first and the
+// answered job failed as crashed.
+TEST_CASE("a job answered just before the zygote died is not failed", "[process_pool][zygote]") {
+    const int code = in_child([]() -> int {
+        const job_tracks tracks;
+        const std::string path = tracks.path();
+        tandem::process_pool pool({.workers = 2, .spin = 0us});
+        pool.wait_ready();
+        const auto zygote = tandem::process::pidfd::open(pool.zygote_pid());
+        // The dispatcher decodes this reply and stays there until released.
+        hold_decoding = true;
+        decoding_held = false;
+        auto held = pool.submit(make_held_reply);
+        decoding_held.wait(false);
+        // The other worker answers, then the zygote dies (and its workers with it) while
+        // the dispatcher is busy: the answer and the zygote's death wait together.
+        auto answered = pool.submit(tracked_job, path, 0);
+        const auto give_up = std::chrono::steady_clock::now() + 10s;
+        while (!(tracks.finished(0) && asleep_in_recvmsg(tracks.started_by(0))) && std::chrono::steady_clock::now() < give_up)
+            std::this_thread::yield();
+        if (!tracks.finished(0)) return 5;
+        const auto worker = tandem::process::pidfd::open(tracks.started_by(0));
+        ::kill(pool.zygote_pid(), SIGKILL);
+        for (const int fd : {zygote.fd(), worker.fd()}) {
+            pollfd p{fd, POLLIN, 0};
+            if (::poll(&p, 1, 10'000) != 1) return 6;
+        }
+        hold_decoding = false;
+        hold_decoding.notify_all();
+        if (held.get().value != 7) return 2;
+        try {
+            if (answered.get() != 0) return 3;
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "the answered job failed: %s\n", e.what());
+            return 1;
+        }
+        return 0;
+    });
+    CHECK(code == 0);
+}
+
 TEST_CASE("a job sent to a worker that died before taking it runs on another worker", "[process_pool][crash]") {
     tandem::process_pool pool({.workers = 1});
     pool.wait_ready();
