@@ -1417,3 +1417,73 @@ TEST_CASE("workers dying at any point of a job's life fail only the jobs they ha
     WARN("seed " << seed << ": " << answered << " answered, " << crashed << " crashed, " << pool.workers_started()
                  << " workers started");
 }
+
+// Teardown at any moment of the chaos above: graceful, immediate or by the destructor,
+// racing a submitter, with deaths and their reports still in flight. Every job gets an
+// answer it deserves, nothing hangs, and every worker that ever ran a job is reaped.
+TEST_CASE("a process pool torn down while its workers die answers every job and leaves no worker", "[process_pool][crash][stress]") {
+    const job_tracks tracks, doomed;
+    const std::string path = tracks.path(), doomed_path = doomed.path();
+    const auto seed = std::random_device{}();
+    INFO("seed " << seed);
+    std::mt19937 rng(seed);
+    const std::size_t sizes[] = {8, tandem::detail::max_inline + 1};
+    const int modes[] = {chaos_plain, chaos_die_answered, chaos_die_running, chaos_die_any_time, chaos_poison};
+    int next = 0;
+    for (int round = 0; round < 12 && next + 40 <= tracked_jobs; ++round) {
+        const int first = next, jobs = 10 + static_cast<int>(rng() % 30), how = static_cast<int>(rng() % 3);
+        const std::size_t bound = rng() % 2 ? 0 : 2;
+        next += jobs;
+        std::vector<int> mode(jobs);
+        for (int& m : mode) m = modes[rng() % 5];
+        std::vector<std::future<chaos_reply>> futures(jobs);
+        int refused = 0;
+        {
+            std::optional<tandem::process_pool> pool(
+                std::in_place, tandem::process_pool_options{.workers = 1 + rng() % 3, .max_queued = bound, .spin = 0us});
+            pool->wait_ready();
+            std::thread submitter([&] {
+                for (int j = 0; j < jobs; ++j) {
+                    try {
+                        futures[j] = pool->submit(chaos_job, path, doomed_path, first + j, mode[j], sizes[j % 2],
+                                                  static_cast<int>(j * 97 % 2000));
+                    } catch (const std::logic_error&) {
+                        ++refused; // submitted after the shutdown began
+                    }
+                }
+            });
+            const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(rng() % 8000);
+            while (std::chrono::steady_clock::now() < until) {
+            }
+            if (how == 0) pool->shutdown();
+            if (how == 1) pool->shutdown_now();
+            submitter.join();
+            pool.reset();
+        }
+        for (int j = 0; j < jobs; ++j) {
+            const int k = first + j;
+            INFO("round " << round << " teardown " << how << " job " << k << " mode " << mode[j]);
+            if (!futures[j].valid()) continue;
+            REQUIRE(futures[j].wait_for(10s) == std::future_status::ready);
+            try {
+                const chaos_reply r = futures[j].get();
+                CHECK(r.k == k);
+                CHECK(r.bytes.size() == sizes[j % 2]);
+            } catch (const tandem::worker_crashed& e) {
+                const pid_t by = tracks.started_by(k);
+                CHECK((by == e.pid() || by == 0));
+                if (by != 0 && mode[j] != chaos_die_running && mode[j] != chaos_die_any_time) CHECK(doomed.started_by(k) == 1);
+            } catch (const tandem::codec_error&) {
+                CHECK(mode[j] == chaos_poison);
+            } catch (const tandem::cancelled&) {
+                CHECK((how != 0 || tracks.started_by(k) == 0)); // a graceful shutdown finishes what started
+            }
+        }
+        // Destroyed means every worker was reaped: none of those that ran a job is left.
+        for (int k = first; k < first + jobs; ++k) {
+            const pid_t by = tracks.started_by(k);
+            if (by > 0) CHECK((::kill(by, 0) != 0 && errno == ESRCH));
+        }
+        WARN("seed " << seed << " round " << round << " teardown " << how << ": " << refused << " refused");
+    }
+}
