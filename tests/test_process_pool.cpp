@@ -1487,3 +1487,67 @@ TEST_CASE("a process pool torn down while its workers die answers every job and 
         WARN("seed " << seed << " round " << round << " teardown " << how << ": " << refused << " refused");
     }
 }
+
+// Awaiters leave (cancel) at random moments while workers answer, die and are replaced:
+// queued, parked, re-dispatched and running jobs are each taken back once, a job whose
+// awaiter stayed gets the answer it deserves, and the pool still serves after.
+TEST_CASE("awaiters leaving at random moments while workers die: each job ends once and rightly", "[process_pool][cancel][stress]") {
+    const job_tracks tracks, doomed;
+    const std::string path = tracks.path(), doomed_path = doomed.path();
+    const auto seed = std::random_device{}();
+    INFO("seed " << seed);
+    std::mt19937 rng(seed);
+    const std::size_t sizes[] = {0, tandem::detail::max_inline + 1};
+    const std::size_t bounds[] = {0, 2};
+    const std::size_t recycle[] = {0, 2};
+    const int modes[] = {chaos_plain, chaos_die_answered, chaos_die_running, chaos_die_any_time, chaos_near_deadline};
+    tandem::process_pool pool({.workers = 1 + rng() % 3,
+                               .max_queued = bounds[rng() % 2],
+                               .max_jobs_per_worker = recycle[rng() % 2],
+                               .spin = 0us});
+    constexpr int jobs = 150;
+    std::vector<int> mode(jobs), delay(jobs);
+    std::vector<bool> leave(jobs);
+    for (int k = 0; k < jobs; ++k) {
+        mode[k] = modes[rng() % 5];
+        delay[k] = static_cast<int>(rng() % 1500);
+        leave[k] = rng() % 3 == 0;
+    }
+    std::vector<int> outcome(jobs, -1); // 0 answered, 1 crashed, 2 cancelled
+    tandem::event_loop loop;
+    loop.run([&]() -> tandem::task<> {
+        std::vector<tandem::join_handle<chaos_reply>> handles;
+        handles.reserve(jobs);
+        for (int k = 0; k < jobs; ++k)
+            handles.push_back(tandem::spawn(pool.run(chaos_job, path, doomed_path, k, mode[k], sizes[k % 2], delay[k])));
+        for (int k = 0; k < jobs; ++k) {
+            if (!leave[k]) continue;
+            co_await tandem::sleep_for(std::chrono::microseconds(rng() % 400));
+            handles[k].cancel();
+        }
+        for (int k = 0; k < jobs; ++k) {
+            try {
+                const chaos_reply r = co_await handles[k];
+                outcome[k] = r.k == k && r.bytes.size() == sizes[k % 2] ? 0 : 9;
+            } catch (const tandem::worker_crashed& e) {
+                const pid_t by = tracks.started_by(k);
+                const bool innocent = by != 0 && mode[k] != chaos_die_running && mode[k] != chaos_die_any_time &&
+                                      doomed.started_by(k) != 1;
+                outcome[k] = (by == e.pid() || by == 0) && !innocent ? 1 : 8;
+            } catch (const tandem::cancelled&) {
+                outcome[k] = leave[k] ? 2 : 7;
+            }
+        }
+    }());
+    int count[3] = {};
+    for (int k = 0; k < jobs; ++k) {
+        INFO("job " << k << " mode " << mode[k] << " left " << leave[k] << " outcome " << outcome[k]);
+        CHECK((outcome[k] >= 0 && outcome[k] <= 2));
+        if (outcome[k] >= 0 && outcome[k] <= 2) ++count[outcome[k]];
+    }
+    CHECK(pool.running() == 0);
+    CHECK(pool.queued() == 0);
+    CHECK(pool.submit(add, 2, 3).get() == 5);
+    WARN("seed " << seed << ": " << count[0] << " answered, " << count[1] << " crashed, " << count[2] << " taken back, "
+                 << pool.workers_started() << " workers started");
+}
