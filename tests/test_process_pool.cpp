@@ -22,6 +22,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <dirent.h>
 #include <fstream>
 #include <map>
@@ -749,6 +750,48 @@ TEST_CASE("a worker that dies after answering does not fail the job it answered"
     }
 }
 
+// The zygote's death, like a worker's exit report, can be read before a dead worker's
+// last reply: the poll() reactor handed the dispatcher the zygote's pidfd first and the
+// answered job failed as crashed.
+TEST_CASE("a job answered just before the zygote died is not failed", "[process_pool][zygote]") {
+    const int code = in_child([]() -> int {
+        const job_tracks tracks;
+        const std::string path = tracks.path();
+        tandem::process_pool pool({.workers = 2, .spin = 0us});
+        pool.wait_ready();
+        const auto zygote = tandem::process::pidfd::open(pool.zygote_pid());
+        // The dispatcher decodes this reply and stays there until released.
+        hold_decoding = true;
+        decoding_held = false;
+        auto held = pool.submit(make_held_reply);
+        decoding_held.wait(false);
+        // The other worker answers, then the zygote dies (and its workers with it) while
+        // the dispatcher is busy: the answer and the zygote's death wait together.
+        auto answered = pool.submit(tracked_job, path, 0);
+        const auto give_up = std::chrono::steady_clock::now() + 10s;
+        while (!(tracks.finished(0) && asleep_in_recvmsg(tracks.started_by(0))) && std::chrono::steady_clock::now() < give_up)
+            std::this_thread::yield();
+        if (!tracks.finished(0)) return 5;
+        const auto worker = tandem::process::pidfd::open(tracks.started_by(0));
+        ::kill(pool.zygote_pid(), SIGKILL);
+        for (const int fd : {zygote.fd(), worker.fd()}) {
+            pollfd p{fd, POLLIN, 0};
+            if (::poll(&p, 1, 10'000) != 1) return 6;
+        }
+        hold_decoding = false;
+        hold_decoding.notify_all();
+        if (held.get().value != 7) return 2;
+        try {
+            if (answered.get() != 0) return 3;
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "the answered job failed: %s\n", e.what());
+            return 1;
+        }
+        return 0;
+    });
+    CHECK(code == 0);
+}
+
 TEST_CASE("a job sent to a worker that died before taking it runs on another worker", "[process_pool][crash]") {
     tandem::process_pool pool({.workers = 1});
     pool.wait_ready();
@@ -1187,4 +1230,351 @@ TEST_CASE("the zygote is one per program across translation units", "[process_po
     const void* here = tandem::detail::zygote::instance(true).get();
     CHECK(other_tu::zygote() == here);
     CHECK(pool.submit([](int x) { return x + 1; }, 41).get() == 42);
+}
+
+// ---- adversarial: workers dying at every point of a job's life ------------------------------
+
+namespace {
+
+// A worker that exits while a thread of its own runs (chaos_die_answered's killer) would
+// sleep a second in ThreadSanitizer's exit, for the reports of threads that are not there:
+// a recycled worker would hold its slot that long.
+#if defined(__SANITIZE_THREAD__)
+#define TANDEM_TEST_UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TANDEM_TEST_UNDER_TSAN 1
+#endif
+#endif
+#ifdef TANDEM_TEST_UNDER_TSAN
+extern "C" const char* __tsan_default_options() { return "atexit_sleep_ms=0"; }
+#endif
+
+/// The seed of a property test: TANDEM_TEST_SEED to replay one, a random one otherwise.
+std::uint32_t chaos_seed() {
+    if (const char* fixed = std::getenv("TANDEM_TEST_SEED")) return static_cast<std::uint32_t>(std::strtoul(fixed, nullptr, 10));
+    return std::random_device{}();
+}
+
+/// A reply that can refuse to decode in the pool (poisoned), and that may be large enough
+/// to travel in a memfd.
+struct chaos_reply {
+    int k = 0;
+    bool poisoned = false;
+    std::string bytes;
+};
+
+enum chaos_mode : int {
+    chaos_plain,         // answers
+    chaos_die_answered,  // answers, then dies once back waiting for the next job
+    chaos_die_running,   // SIGKILLs itself mid-job
+    chaos_garbage,       // writes garbage on its channel, then exits
+    chaos_poison,        // answers with a reply that does not decode
+    chaos_die_any_time,  // answers, with a SIGALRM due at a random moment after (or before)
+    chaos_near_deadline, // runs about as long as its timeout
+    chaos_modes
+};
+
+/// True when the thread `tid` of this process sleeps in recvmsg.
+bool thread_waits_in_recvmsg(pid_t tid) {
+    const std::string dir = "/proc/self/task/" + std::to_string(tid);
+    std::ifstream stat(dir + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    const auto paren = line.rfind(')');
+    if (paren == std::string::npos || paren + 2 >= line.size() || line[paren + 2] != 'S') return false;
+    std::ifstream sys(dir + "/syscall");
+    long nr = -1;
+    sys >> nr;
+    return nr == SYS_recvmsg;
+}
+
+/// Set in a worker once a job has arranged its death: a later job there may die with it.
+std::atomic<bool> chaos_doomed{false};
+
+/// Records in `path` who started job k, in `doomed_path` whether its worker was doomed then.
+chaos_reply chaos_job(std::string path, std::string doomed_path, int k, int mode, std::size_t size, int delay_us) {
+    // Doomed first: a worker killed between the two marks leaves no start on record.
+    if (chaos_doomed.load()) {
+        // map_tracks remembers one file: the doomed record is read through its own mapping.
+        const int fd = ::open(doomed_path.c_str(), O_RDWR | O_CLOEXEC);
+        void* p = ::mmap(nullptr, sizeof(job_track) * tracked_jobs, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        ::close(fd);
+        std::atomic_ref<std::int32_t>(static_cast<job_track*>(p)[k].started_by).store(1);
+        ::munmap(p, sizeof(job_track) * tracked_jobs);
+    }
+    job_track* t = map_tracks(path);
+    std::atomic_ref<std::int32_t>(t[k].started_by).store(static_cast<std::int32_t>(::getpid()));
+    switch (mode) {
+    case chaos_die_answered:
+        chaos_doomed = true;
+        // A thread of the worker kills it once its main thread, reply sent, waits for the
+        // next job (it may take that job meanwhile: then that one dies with it).
+        std::thread([main = ::getpid()] {
+            while (!thread_waits_in_recvmsg(main)) std::this_thread::yield();
+            ::kill(main, SIGKILL);
+        }).detach();
+        break;
+    case chaos_die_running:
+        ::raise(SIGKILL);
+        break;
+    case chaos_garbage:
+        ::send(tandem::detail::worker_channel_fd, "\x54\x4e\x44\x4d garbage", 12, 0);
+        std::_Exit(3);
+    case chaos_die_any_time: {
+        chaos_doomed = true;
+        itimerval in{};
+        in.it_value.tv_usec = delay_us;
+        ::setitimer(ITIMER_REAL, &in, nullptr); // SIGALRM's default action ends the worker
+        break;
+    }
+    case chaos_near_deadline: {
+        const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(delay_us);
+        while (std::chrono::steady_clock::now() < until) {
+        }
+        break;
+    }
+    default:
+        break;
+    }
+    std::atomic_ref<std::int32_t>(t[k].finished).store(1);
+    return {k, mode == chaos_poison, std::string(size, static_cast<char>('a' + k % 26))};
+}
+
+} // namespace
+
+template <>
+struct tandem::codec<chaos_reply> {
+    static void encode(encoder& out, const chaos_reply& r) {
+        out.write(&r.k, sizeof r.k);
+        const std::uint8_t poisoned = r.poisoned;
+        out.write(&poisoned, 1);
+        codec<std::string>::encode(out, r.bytes);
+    }
+    static chaos_reply decode(decoder& in) {
+        chaos_reply r;
+        in.read(&r.k, sizeof r.k);
+        std::uint8_t poisoned = 0;
+        in.read(&poisoned, 1);
+        if (poisoned) throw tandem::codec_error("tandem test: a poisoned reply");
+        r.bytes = codec<std::string>::decode(in);
+        return r;
+    }
+};
+
+namespace {
+/// Whether job k deserved to fail as crashed with worker `died`: it started there (or was
+/// taken and killed before its first line), and either it killed itself or an earlier job
+/// on that worker had doomed it. A job answered before its worker died must never crash.
+bool crash_deserved(const job_tracks& tracks, const job_tracks& doomed, int k, int mode, pid_t died) {
+    const pid_t by = tracks.started_by(k);
+    if (by == 0) return true;
+    if (by != died) return false;
+    return mode == chaos_die_running || mode == chaos_die_any_time || doomed.started_by(k) == 1;
+}
+} // namespace
+
+// Every job's outcome is checked against what its worker did: a job fails as crashed only
+// if it started on the worker that died, a job answered before its worker died succeeds,
+// and nothing hangs. Submitters on two threads, a bounded queue, recycling and reply sizes
+// around the channel's inline limit vary with the seed.
+TEST_CASE("workers dying at any point of a job's life fail only the jobs they had started", "[process_pool][crash][stress]") {
+    const job_tracks tracks, doomed;
+    const std::string path = tracks.path(), doomed_path = doomed.path();
+    const auto seed = chaos_seed();
+    INFO("seed " << seed);
+    std::mt19937 rng(seed);
+    const std::size_t sizes[] = {0, 100, tandem::detail::max_inline - 64, tandem::detail::max_inline + 1, 200'000};
+    const std::size_t recycle[] = {0, 0, 1, 3};
+    const std::size_t bounds[] = {0, 2, 8};
+    const std::chrono::microseconds spins[] = {0us, 50us};
+    tandem::process_pool pool({.workers = 1 + rng() % 3,
+                               .max_queued = bounds[rng() % 3],
+                               .max_jobs_per_worker = recycle[rng() % 4],
+                               .spin = spins[rng() % 2]});
+    constexpr int jobs = 240;
+    struct planned {
+        int mode;
+        std::size_t size;
+        int delay_us;
+    };
+    std::vector<planned> plan;
+    for (int k = 0; k < jobs; ++k)
+        plan.push_back({static_cast<int>(rng() % chaos_modes), sizes[rng() % 5], static_cast<int>(rng() % 3000)});
+    std::vector<std::future<chaos_reply>> futures(jobs);
+    auto submit_from = [&](int first) {
+        for (int k = first; k < jobs; k += 2) {
+            const planned& p = plan[k];
+            const tandem::job_options o{.timeout = p.mode == chaos_near_deadline ? 2ms : 10s};
+            futures[k] = pool.submit(o, chaos_job, path, doomed_path, k, p.mode, p.size, p.delay_us);
+        }
+    };
+    std::thread other(submit_from, 1);
+    submit_from(0);
+    other.join();
+
+    int answered = 0, crashed = 0;
+    for (int k = 0; k < jobs; ++k) {
+        const planned& p = plan[k];
+        INFO("job " << k << " mode " << p.mode << " size " << p.size << " delay " << p.delay_us);
+        REQUIRE(futures[k].wait_for(20s) == std::future_status::ready);
+        try {
+            const chaos_reply r = futures[k].get();
+            ++answered;
+            CHECK(r.k == k);
+            CHECK(r.bytes == std::string(p.size, static_cast<char>('a' + k % 26)));
+            CHECK((p.mode == chaos_plain || p.mode == chaos_die_answered || p.mode == chaos_die_any_time ||
+                   p.mode == chaos_near_deadline));
+        } catch (const tandem::worker_crashed& e) {
+            ++crashed;
+            // Started on the worker that died (or taken by it and killed before the job's
+            // first line). Only a job that kills itself, or one on a worker an earlier job
+            // doomed, may crash: a job answered before its worker died must not fail.
+            if (!crash_deserved(tracks, doomed, k, p.mode, e.pid())) {
+                const pid_t by = tracks.started_by(k);
+                std::string history;
+                for (int j = 0; j < jobs; ++j)
+                    if (tracks.started_by(j) == by)
+                        history += " [" + std::to_string(j) + " mode " + std::to_string(plan[j].mode) + " fin " +
+                                   std::to_string(tracks.finished(j)) + " doomed " + std::to_string(doomed.started_by(j)) + "]";
+                FAIL_CHECK("crashed though it did not deserve to: " << e.what() << " jobs there:" << history);
+            }
+        } catch (const tandem::timed_out&) {
+            CHECK(p.mode == chaos_near_deadline);
+        } catch (const tandem::codec_error&) {
+            CHECK((p.mode == chaos_garbage || p.mode == chaos_poison));
+        }
+    }
+    WARN("seed " << seed << ": " << answered << " answered, " << crashed << " crashed, " << pool.workers_started()
+                 << " workers started");
+}
+
+// Teardown at any moment of the chaos above: graceful, immediate or by the destructor,
+// racing a submitter, with deaths and their reports still in flight. Every job gets an
+// answer it deserves, nothing hangs, and every worker that ever ran a job is reaped.
+TEST_CASE("a process pool torn down while its workers die answers every job and leaves no worker", "[process_pool][crash][stress]") {
+    const job_tracks tracks, doomed;
+    const std::string path = tracks.path(), doomed_path = doomed.path();
+    const auto seed = chaos_seed();
+    INFO("seed " << seed);
+    std::mt19937 rng(seed);
+    const std::size_t sizes[] = {8, tandem::detail::max_inline + 1};
+    const int modes[] = {chaos_plain, chaos_die_answered, chaos_die_running, chaos_die_any_time, chaos_poison};
+    int next = 0;
+    for (int round = 0; round < 12 && next + 40 <= tracked_jobs; ++round) {
+        const int first = next, jobs = 10 + static_cast<int>(rng() % 30), how = static_cast<int>(rng() % 3);
+        const std::size_t bound = rng() % 2 ? 0 : 2;
+        next += jobs;
+        std::vector<int> mode(jobs);
+        for (int& m : mode) m = modes[rng() % 5];
+        std::vector<std::future<chaos_reply>> futures(jobs);
+        int refused = 0;
+        {
+            std::optional<tandem::process_pool> pool(
+                std::in_place, tandem::process_pool_options{.workers = 1 + rng() % 3, .max_queued = bound, .spin = 0us});
+            pool->wait_ready();
+            std::thread submitter([&] {
+                for (int j = 0; j < jobs; ++j) {
+                    try {
+                        futures[j] = pool->submit(chaos_job, path, doomed_path, first + j, mode[j], sizes[j % 2],
+                                                  static_cast<int>(j * 97 % 2000));
+                    } catch (const std::logic_error&) {
+                        ++refused; // submitted after the shutdown began
+                    }
+                }
+            });
+            const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(rng() % 8000);
+            while (std::chrono::steady_clock::now() < until) {
+            }
+            if (how == 0) pool->shutdown();
+            if (how == 1) pool->shutdown_now();
+            submitter.join();
+            pool.reset();
+        }
+        for (int j = 0; j < jobs; ++j) {
+            const int k = first + j;
+            INFO("round " << round << " teardown " << how << " job " << k << " mode " << mode[j]);
+            if (!futures[j].valid()) continue;
+            REQUIRE(futures[j].wait_for(10s) == std::future_status::ready);
+            try {
+                const chaos_reply r = futures[j].get();
+                CHECK(r.k == k);
+                CHECK(r.bytes.size() == sizes[j % 2]);
+            } catch (const tandem::worker_crashed& e) {
+                INFO("started by " << tracks.started_by(k) << " died " << e.pid() << " doomed " << doomed.started_by(k));
+                CHECK(crash_deserved(tracks, doomed, k, mode[j], e.pid()));
+            } catch (const tandem::codec_error&) {
+                CHECK(mode[j] == chaos_poison);
+            } catch (const tandem::cancelled&) {
+                CHECK((how != 0 || tracks.started_by(k) == 0)); // a graceful shutdown finishes what started
+            }
+        }
+        // Destroyed means every worker was reaped: none of those that ran a job is left.
+        for (int k = first; k < first + jobs; ++k) {
+            const pid_t by = tracks.started_by(k);
+            if (by > 0) CHECK((::kill(by, 0) != 0 && errno == ESRCH));
+        }
+        WARN("seed " << seed << " round " << round << " teardown " << how << ": " << refused << " refused");
+    }
+}
+
+// Awaiters leave (cancel) at random moments while workers answer, die and are replaced:
+// queued, parked, re-dispatched and running jobs are each taken back once, a job whose
+// awaiter stayed gets the answer it deserves, and the pool still serves after.
+TEST_CASE("awaiters leaving at random moments while workers die: each job ends once and rightly", "[process_pool][cancel][stress]") {
+    const job_tracks tracks, doomed;
+    const std::string path = tracks.path(), doomed_path = doomed.path();
+    const auto seed = chaos_seed();
+    INFO("seed " << seed);
+    std::mt19937 rng(seed);
+    const std::size_t sizes[] = {0, tandem::detail::max_inline + 1};
+    const std::size_t bounds[] = {0, 2};
+    const std::size_t recycle[] = {0, 2};
+    const int modes[] = {chaos_plain, chaos_die_answered, chaos_die_running, chaos_die_any_time, chaos_near_deadline};
+    tandem::process_pool pool({.workers = 1 + rng() % 3,
+                               .max_queued = bounds[rng() % 2],
+                               .max_jobs_per_worker = recycle[rng() % 2],
+                               .spin = 0us});
+    constexpr int jobs = 150;
+    std::vector<int> mode(jobs), delay(jobs);
+    std::vector<bool> leave(jobs);
+    for (int k = 0; k < jobs; ++k) {
+        mode[k] = modes[rng() % 5];
+        delay[k] = static_cast<int>(rng() % 1500);
+        leave[k] = rng() % 3 == 0;
+    }
+    std::vector<int> outcome(jobs, -1); // 0 answered, 1 crashed, 2 cancelled
+    tandem::event_loop loop;
+    loop.run([&]() -> tandem::task<> {
+        std::vector<tandem::join_handle<chaos_reply>> handles;
+        handles.reserve(jobs);
+        for (int k = 0; k < jobs; ++k)
+            handles.push_back(tandem::spawn(pool.run(chaos_job, path, doomed_path, k, mode[k], sizes[k % 2], delay[k])));
+        for (int k = 0; k < jobs; ++k) {
+            if (!leave[k]) continue;
+            co_await tandem::sleep_for(std::chrono::microseconds(rng() % 400));
+            handles[k].cancel();
+        }
+        for (int k = 0; k < jobs; ++k) {
+            try {
+                const chaos_reply r = co_await handles[k];
+                outcome[k] = r.k == k && r.bytes.size() == sizes[k % 2] ? 0 : 9;
+            } catch (const tandem::worker_crashed& e) {
+                outcome[k] = crash_deserved(tracks, doomed, k, mode[k], e.pid()) ? 1 : 8;
+            } catch (const tandem::cancelled&) {
+                outcome[k] = leave[k] ? 2 : 7;
+            }
+        }
+    }());
+    int count[3] = {};
+    for (int k = 0; k < jobs; ++k) {
+        INFO("job " << k << " mode " << mode[k] << " left " << leave[k] << " outcome " << outcome[k]);
+        CHECK((outcome[k] >= 0 && outcome[k] <= 2));
+        if (outcome[k] >= 0 && outcome[k] <= 2) ++count[outcome[k]];
+    }
+    CHECK(pool.running() == 0);
+    CHECK(pool.queued() == 0);
+    CHECK(pool.submit(add, 2, 3).get() == 5);
+    WARN("seed " << seed << ": " << count[0] << " answered, " << count[1] << " crashed, " << count[2] << " taken back, "
+                 << pool.workers_started() << " workers started");
 }

@@ -385,7 +385,7 @@ private:
         s = worker_slot{};
         s.generation = generation;
         auto [parent_end, worker_end] = make_channel();
-        const std::uint64_t token = (std::uint64_t{s.generation} << 32) | i;
+        const std::uint64_t token = token_of(i);
         if (const int err = m_zygote->spawn(worker_end.get(), m_reports_for_zygote.get(), m_board.fd(), token,
                                             m_options.initializer, m_options.spin)) {
             m_broken = make_failure<std::system_error>(err, std::system_category(),
@@ -421,16 +421,30 @@ private:
         return n;
     }
 
+    /// Worker i's name in its channel's watch and in the zygote's reports: its slot and
+    /// generation, so that nothing meant for a dead worker reaches its replacement.
+    std::uint64_t token_of(std::size_t i) const noexcept { return (std::uint64_t{m_slots[i].generation} << 32) | i; }
+
     worker_slot* slot_for(std::uint64_t token) noexcept {
         const std::size_t i = token & 0xffffffffu;
         if (i >= m_slots.size() || m_slots[i].generation != static_cast<std::uint32_t>(token >> 32)) return nullptr;
         return &m_slots[i];
     }
 
-    /// Worker i was reaped: fail its job if the worker had taken it (the start board says),
-    /// or give it to another worker if not, and replace the worker.
-    void worker_exited(std::unique_lock<std::mutex>& lock, std::size_t i, int status) {
+    /// Worker i is dead (reaped, or gone with the zygote): read what it sent before dying,
+    /// then fail its job if the worker had taken it (the start board says), or give it to
+    /// another worker if not, and replace the worker.
+    void worker_exited(std::unique_lock<std::mutex>& lock, std::size_t i, int status, std::byte* buffer) {
         worker_slot& s = m_slots[i];
+        // The news of its death (the zygote's report, the zygote's pidfd) can be read before
+        // the worker's last reply, which its channel still holds: read that first, or a job
+        // the worker finished would fail as crashed. Leaving: it gets no job meanwhile.
+        s.leaving = true;
+        const std::uint64_t token = token_of(i);
+        lock.unlock();
+        read_worker(token, buffer);
+        lock.lock();
+        if (!slot_for(token) || !s.alive) return;
         process_job* job = std::exchange(s.job, nullptr);
         const pid_t pid = s.pid;
         s.alive = false;
@@ -485,7 +499,7 @@ private:
                 } else if (fd == m_reports.get()) {
                     read_reports(buffer.data());
                 } else if (m_zygote_watch && fd == m_zygote_watch.fd()) {
-                    zygote_died();
+                    zygote_died(buffer.data());
                 } else if (static_cast<std::size_t>(fd) < m_token_by_fd.size() && m_token_by_fd[fd] != 0) {
                     read_worker(m_token_by_fd[fd], buffer.data());
                 }
@@ -526,18 +540,8 @@ private:
                 break;
             case frame_kind::exited:
                 for (std::size_t i = 0; i < m_slots.size(); ++i) {
-                    worker_slot& s = m_slots[i];
-                    if (!s.alive || s.pid != f.header.pid()) continue;
-                    // The report can be read before the worker's last reply, which the dead
-                    // worker's channel still holds: read that first, or a job the worker
-                    // finished would fail as crashed. Leaving: it gets no job meanwhile.
-                    s.leaving = true;
-                    const std::uint64_t token = (std::uint64_t{s.generation} << 32) | i;
-                    const int status = f.header.wait_status();
-                    lock.unlock();
-                    read_worker(token, buffer);
-                    lock.lock();
-                    if (slot_for(token) && m_slots[i].alive) worker_exited(lock, i, status);
+                    if (!m_slots[i].alive || m_slots[i].pid != f.header.pid()) continue;
+                    worker_exited(lock, i, f.header.wait_status(), buffer);
                     break;
                 }
                 break;
@@ -671,13 +675,13 @@ private:
 
     /// The zygote is gone: its workers die with it (PDEATHSIG), no worker can be started, and
     /// every job still waiting, queued or parked, fails.
-    void zygote_died() {
+    void zygote_died(std::byte* buffer) {
         std::unique_lock lock(m_mutex);
         m_reactor.forget(m_zygote_watch.fd());
         if (!m_broken)
             m_broken = make_failure<std::runtime_error>("tandem: the process-pool zygote died; the pool cannot start workers");
         for (std::size_t i = 0; i < m_slots.size(); ++i)
-            if (m_slots[i].alive) worker_exited(lock, i, SIGKILL);
+            if (m_slots[i].alive) worker_exited(lock, i, SIGKILL, buffer);
         m_queue.drain_locked(m_failing);
         m_ready.notify_all();
     }
