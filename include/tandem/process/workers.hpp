@@ -145,7 +145,7 @@ public:
                 s.job = nullptr;
                 s.leaving = true;
                 s.deadline = clock::time_point::max();
-                m_zygote->kill(s.pid);
+                kill_locked(s);
                 drop = true;
             } else if (job.m_requeued) {
                 // Back in the queue after its worker died idle (redispatch_locked).
@@ -179,12 +179,12 @@ public:
                 if (s.job && !finish_running) {
                     killed.push_back(std::exchange(s.job, nullptr));
                     s.leaving = true;
-                    if (s.spawned) m_zygote->kill(s.pid);
+                    kill_locked(s);
                 } else if (!s.job && s.ready) {
                     quit_locked(s);
                 } else if (!s.ready && s.spawned) {
                     s.leaving = true;
-                    m_zygote->kill(s.pid); // still starting: nothing to finish
+                    kill_locked(s); // still starting: nothing to finish
                 }
             }
             m_queue.wait_blocked_gone(lock);
@@ -284,6 +284,7 @@ private:
         bool ready = false;    // initializer done
         bool leaving = false;  // told to quit or killed: its exit is expected
         bool settling = false; // its last reply is being decoded: not idle yet
+        bool reaped = false;   // its death was reported: its pid may name another process now
         process_job* job = nullptr;
         clock::time_point deadline = clock::time_point::max();
         std::size_t jobs_done = 0;
@@ -312,13 +313,19 @@ private:
         return s.alive && s.spawned && s.ready && !s.leaving && !s.settling && s.job == nullptr;
     }
 
+    /// Asks the zygote to kill worker s, unless it has no pid yet or its death was already
+    /// reported: the zygote kills only pids it still tracks, but one could be a new worker's.
+    void kill_locked(const worker_slot& s) noexcept {
+        if (s.spawned && !s.reaped) m_zygote->kill(s.pid);
+    }
+
     /// Sends the job to worker i. False if the worker is gone (the job did not start).
     bool assign_locked(std::size_t i, process_job& job) {
         worker_slot& s = m_slots[i];
         const auto h = frame_header::job(++m_next_id, reinterpret_cast<std::uintptr_t>(job.m_entry), job.m_fn);
         if (job.m_args.send(s.channel.get(), h) != 0) {
             s.leaving = true; // dead or dying: its exit report replaces it
-            m_zygote->kill(s.pid);
+            kill_locked(s);
             return false;
         }
         // A queued job becomes running. A re-dispatched one is running already, or detached
@@ -440,6 +447,7 @@ private:
         // the worker's last reply, which its channel still holds: read that first, or a job
         // the worker finished would fail as crashed. Leaving: it gets no job meanwhile.
         s.leaving = true;
+        s.reaped = true; // no kill from here on: the pid is free for reuse
         const std::uint64_t token = token_of(i);
         lock.unlock();
         read_worker(token, buffer);
@@ -527,7 +535,7 @@ private:
                     s->pid = f.header.pid();
                     s->spawned = true;
                     m_ready.notify_all();
-                    if (s->leaving || m_closing) m_zygote->kill(s->pid);
+                    if (s->leaving || m_closing) kill_locked(*s);
                     feed_locked(static_cast<std::size_t>(s - m_slots.data()));
                 }
                 break;
@@ -596,7 +604,7 @@ private:
     /// End of stream: the worker died (its exit report follows) or closed its end.
     void on_end_of_stream(worker_slot& s) {
         unwatch_locked(s);
-        if (!s.leaving && s.spawned) m_zygote->kill(s.pid);
+        if (!s.leaving) kill_locked(s);
         s.leaving = true;
     }
 
@@ -629,7 +637,7 @@ private:
         process_job* job = std::exchange(s.job, nullptr);
         s.leaving = true;
         s.deadline = clock::time_point::max();
-        if (s.spawned) m_zygote->kill(s.pid);
+        kill_locked(s);
         unwatch_locked(s);
         lock.unlock();
         if (job) job->complete(nullptr, std::move(error));
@@ -661,7 +669,7 @@ private:
         s->settling = false;
         if (!decoded) {
             s->leaving = true;
-            m_zygote->kill(s->pid);
+            kill_locked(*s);
             unwatch_locked(*s);
             return false;
         }
@@ -710,7 +718,7 @@ private:
                     expired.push_back(std::exchange(s.job, nullptr));
                     s.deadline = clock::time_point::max();
                     s.leaving = true;
-                    m_zygote->kill(s.pid);
+                    kill_locked(s);
                 }
                 if (!s.alive && s.respawn_at <= now && !m_closing && !m_broken) spawn_locked(i);
             }
