@@ -707,3 +707,38 @@ TEST_CASE("a response reused from the workspace carries no header or body into t
         }
     });
 }
+
+TEST_CASE("a response with thousands of headers and a megabyte value is sent whole and leaves nothing behind", "[http][attack][header_list]") {
+    http::router r;
+    r.get("/ok", [](http::request&) -> tandem::task<http::response> { co_return http::response::text("ok"); });
+    r.get("/huge", [](http::request&) -> tandem::task<http::response> {
+        http::response resp(200, "huge");
+        for (int i = 0; i < 5000; ++i) resp.headers.emplace_back("X-H" + std::to_string(i), std::to_string(i)); // unchecked
+        resp.set_header("X-Mega", std::string(1 << 20, 'm'));
+        co_return resp;
+    });
+    r.get("/huge-bad", [](http::request&) -> tandem::task<http::response> {
+        http::response resp(200, "huge");
+        for (int i = 0; i < 5000; ++i) resp.set_header(i % 2 ? "X-A" : "X-B", std::to_string(i));
+        resp.headers.emplace_back("X-Mega", std::string(1 << 20, 'm') + "\n" + "evil");
+        co_return resp;
+    });
+    http::server_options o;
+    o.on_error = [](const http::handler_error&) {};
+    with_server(std::move(r), o, [](std::uint16_t port, http::server& server) -> tandem::task<> {
+        const std::string get = " HTTP/1.1\r\nHost: a\r\n\r\n";
+        const std::string reply = co_await raw_exchange(
+            port, "GET /huge" + get + "GET /huge-bad" + get + "GET /ok HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        const std::vector<std::string> answers = split_answers(reply);
+        REQUIRE(answers.size() == 3);
+        CHECK(count(answers[0], "\r\nX-H") == 5000);
+        CHECK(answers[0].find("\r\nX-H4999: 4999\r\n") != std::string::npos);
+        CHECK(answers[0].find("X-Mega: " + std::string(1 << 20, 'm') + "\r\n") != std::string::npos);
+        CHECK(answers[1].rfind("HTTP/1.1 500 ", 0) == 0);
+        CHECK(answers[1].find("evil") == std::string::npos);
+        CHECK(answers[1].size() < 1000);
+        CHECK(answers[2].size() < 1000);
+        CHECK(answers[2].substr(answers[2].size() - 4) == "\r\nok");
+        CHECK(server.stats().handler_errors == 1);
+    });
+}
