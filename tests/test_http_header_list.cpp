@@ -701,3 +701,65 @@ TEST_CASE("running out of memory at every allocation of every header operation l
         }
     }
 }
+
+TEST_CASE("the vector and string idioms of the former header vector still read the same", "[http][header_list]") {
+    // Against the vector of string pairs the list replaced, at every shape and position.
+    for (std::size_t count : {std::size_t(0), std::size_t(1), N - 1, N, N + 1, 3 * N}) {
+        for (std::size_t at = 0; at <= count; ++at) {
+            INFO(count << " headers, at " << at);
+            http::header_list list = filled(count);
+            model m = filled_model(count);
+            const model more = {{"X-In-1", "one"}, {"X-In-2", std::string(40, '2')}, {"X-In-3", "three"}};
+            list.insert(list.begin() + at, more.begin(), more.end());
+            m.insert(m.begin() + at, more.begin(), more.end());
+            REQUIRE(same(list, m));
+            list.emplace(list.begin() + at, "X-Emplaced", std::string(30, 'e'));
+            m.emplace(m.begin() + at, "X-Emplaced", std::string(30, 'e'));
+            REQUIRE(same(list, m));
+            list.insert(list.begin(), {{"X-A", "a"}, {"X-B", "b"}});
+            m.insert(m.begin(), {{"X-A", "a"}, {"X-B", "b"}});
+            REQUIRE(same(list, m));
+            // Inserting the list's own headers (room is made before any is read).
+            const model self(m.begin(), m.begin() + 2);
+            list.insert(list.begin() + at, list.begin(), list.begin() + 2);
+            m.insert(m.begin() + at, self.begin(), self.end());
+            REQUIRE(same(list, m));
+            model reversed(list.rbegin(), list.rend());
+            REQUIRE(reversed == model(m.rbegin(), m.rend()));
+            const std::size_t removed = erase_if(list, [](const auto& h) { return h.first.starts_with("X-In") || h.second.find('2') == 0; });
+            const std::size_t removed_m = std::erase_if(m, [](const auto& h) { return h.first.starts_with("X-In") || h.second.find('2') == 0; });
+            CHECK(removed == removed_m);
+            REQUIRE(same(list, m));
+        }
+    }
+    // A range insert that fails half-way leaves the list as it was.
+    if (TANDEM_TEST_REPLACES_NEW) {
+        const model more = {{"X-1", std::string(40, '1')}, {"X-2", std::string(40, '2')}, {"X-3", std::string(40, '3')}};
+        for (int k = 0; k < 8; ++k) {
+            http::header_list list = filled(N);
+            t_refuse_after = k;
+            bool refused = false;
+            try {
+                list.insert(list.begin() + 1, more.begin(), more.end());
+            } catch (const std::bad_alloc&) {
+                refused = true;
+            }
+            t_refuse_after = -1;
+            if (refused) CHECK(same(list, filled_model(N)));
+        }
+    }
+    http::header_list list;
+    list.assign({{"Content-Type", "application/json; charset=utf-8"}, {"Authorization", "Bearer abc.def"}});
+    const http::field_text& auth = list.back().second;
+    CHECK(auth.starts_with("Bearer "));
+    CHECK(auth.ends_with("def"));
+    CHECK(auth.find("abc") == 7);
+    CHECK(auth.find('.') == 10);
+    CHECK(auth.rfind('e') == 12);
+    CHECK(auth.find("zzz") == http::field_text::npos);
+    CHECK(auth.compare("Bearer abc.def") == 0);
+    CHECK(auth.compare(0, 6, "Bearer") == 0);
+    CHECK(auth.front() == 'B');
+    CHECK(auth.back() == 'f');
+    CHECK(list.front().second.find("json") != std::string::npos);
+}
