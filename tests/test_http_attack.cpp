@@ -535,6 +535,20 @@ http::router rewrite_routes() {
         resp = other;
         co_return resp;
     });
+    r.get("/emplace-at", [](http::request& req) -> tandem::task<http::response> {
+        http::response resp(200, "body");
+        resp.set_header("X-A", "fine");
+        resp.headers.emplace(resp.headers.begin() + 1, "X-B", query_v(req));
+        co_return resp;
+    });
+    r.get("/range-insert", [](http::request& req) -> tandem::task<http::response> {
+        http::response resp(200, "body");
+        resp.set_header("X-A", "fine");
+        const std::vector<std::pair<std::string, std::string>> more = {{"X-B", "fine"}, {"X-C", query_v(req)}};
+        resp.headers.insert(resp.headers.begin(), more.begin(), more.end());
+        resp.headers.insert(resp.headers.end(), resp.headers.begin(), resp.headers.begin() + 2); // its own, checked and not
+        co_return resp;
+    });
     r.get("/moved-text", [](http::request& req) -> tandem::task<http::response> {
         http::response resp(200, "body");
         resp.set_header("X-A", "fine");
@@ -553,7 +567,7 @@ TEST_CASE("a checked header changed through any path of the list is checked agai
     with_server(rewrite_routes(), o, [](std::uint16_t port, http::server& server) -> tandem::task<> {
         const std::vector<std::string> paths = {"/index", "/iterator", "/push-spilled", "/insert-spilled", "/erase-shift",
                                                 "/sorted", "/swap-lists", "/swap-spilled", "/from-vector", "/copy-response",
-                                                "/moved-text"};
+                                                "/moved-text", "/emplace-at", "/range-insert"};
         const std::vector<std::string> values = {"a%0d%0aSet-Cookie:%20evil=1", "%0aevil", "evil%00",
                                                  std::string(30, 'x') + "%0d%0aevil"};
         std::uint64_t errors = 0;
