@@ -8,6 +8,7 @@
 #include "tandem/spawn.hpp"
 #include "tandem/time.hpp"
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <memory>
@@ -442,5 +443,316 @@ TEST_CASE("after a large body the connection gives its memory back though more r
         co_await s.write_all(std::string_view("st: a\r\nConnection: close\r\n\r\n"));
         const http_harness::drained rest = co_await http_harness::read_until_close(s);
         CHECK(rest.data.substr(rest.data.size() - 4) == "\r\nok");
+    });
+}
+
+namespace {
+
+/// Handlers that first set a header through set_header (so it is checked and remembered as
+/// checked), then change the list through another path, with the query's `v` (decoded: it
+/// may carry CR LF) or a name that is not a token. The server must look again.
+std::string query_v(http::request& req) { return req.query_param("v").value_or(""); }
+
+http::router rewrite_routes() {
+    http::router r;
+    r.get("/ok", [](http::request&) -> tandem::task<http::response> { co_return http::response::text("ok"); });
+    // A checked value moved into the name's slot: fine as a value, not a token.
+    r.get("/value-as-name", [](http::request& req) -> tandem::task<http::response> {
+        http::response resp(200, "body");
+        resp.set_header("X-A", req.query_param("v").value_or(""));
+        auto& [name, value] = resp.headers.back();
+        name = value;
+        co_return resp;
+    });
+    r.get("/swap-texts", [](http::request& req) -> tandem::task<http::response> {
+        http::response resp(200, "body");
+        resp.set_header("X-A", req.query_param("v").value_or(""));
+        std::swap(resp.headers.back().first, resp.headers.back().second);
+        co_return resp;
+    });
+    r.get("/index", [](http::request& req) -> tandem::task<http::response> {
+        http::response resp(200, "body");
+        resp.set_header("X-A", "fine");
+        resp.headers[1] = {"X-A", query_v(req)};
+        co_return resp;
+    });
+    r.get("/iterator", [](http::request& req) -> tandem::task<http::response> {
+        http::response resp(200, "body");
+        resp.set_header("X-A", "fine");
+        (resp.headers.begin() + 1)->second = query_v(req);
+        co_return resp;
+    });
+    r.get("/push-spilled", [](http::request& req) -> tandem::task<http::response> {
+        http::response resp(200, "body");
+        for (int i = 0; i < 7; ++i) resp.set_header("X-" + std::to_string(i), "fine");
+        resp.headers.push_back({"X-Last", query_v(req)});
+        co_return resp;
+    });
+    r.get("/insert-spilled", [](http::request& req) -> tandem::task<http::response> {
+        http::response resp(200, "body");
+        for (int i = 0; i < 7; ++i) resp.set_header("X-" + std::to_string(i), "fine");
+        resp.headers.insert(resp.headers.begin() + 3, {"X-Mid", query_v(req)});
+        co_return resp;
+    });
+    // Erasing shifts an unchecked header into a slot a checked one held.
+    r.get("/erase-shift", [](http::request& req) -> tandem::task<http::response> {
+        http::response resp(200, "body");
+        resp.set_header("X-A", "fine");
+        resp.headers.emplace_back("X-B", query_v(req));
+        resp.headers.erase(resp.headers.begin() + 1);
+        co_return resp;
+    });
+    r.get("/sorted", [](http::request& req) -> tandem::task<http::response> {
+        http::response resp(200, "body");
+        for (int i = 0; i < 6; ++i) resp.set_header("X-" + std::to_string(9 - i), "fine");
+        resp.headers.emplace_back("X-0", query_v(req));
+        std::sort(resp.headers.begin(), resp.headers.end());
+        co_return resp;
+    });
+    r.get("/swap-lists", [](http::request& req) -> tandem::task<http::response> {
+        http::response resp(200, "body");
+        http::header_list other{{"X-Other", query_v(req)}};
+        resp.headers.swap(other);
+        co_return resp;
+    });
+    r.get("/swap-spilled", [](http::request& req) -> tandem::task<http::response> {
+        http::response resp(200, "body");
+        http::header_list other;
+        for (int i = 0; i < 9; ++i) other.emplace_back("X-" + std::to_string(i), i == 8 ? query_v(req) : "fine");
+        swap(resp.headers, other);
+        co_return resp;
+    });
+    r.get("/from-vector", [](http::request& req) -> tandem::task<http::response> {
+        http::response resp(200, "body");
+        resp.set_header("X-A", "fine");
+        resp.headers = std::vector<std::pair<std::string, std::string>>{{"Content-Type", "text/plain"}, {"X-A", query_v(req)}};
+        co_return resp;
+    });
+    r.get("/copy-response", [](http::request& req) -> tandem::task<http::response> {
+        http::response other(200, "other");
+        other.headers.emplace_back("X-A", query_v(req));
+        http::response resp = http::response::text("body");
+        resp = other;
+        co_return resp;
+    });
+    r.get("/emplace-at", [](http::request& req) -> tandem::task<http::response> {
+        http::response resp(200, "body");
+        resp.set_header("X-A", "fine");
+        resp.headers.emplace(resp.headers.begin() + 1, "X-B", query_v(req));
+        co_return resp;
+    });
+    r.get("/range-insert", [](http::request& req) -> tandem::task<http::response> {
+        http::response resp(200, "body");
+        resp.set_header("X-A", "fine");
+        const std::vector<std::pair<std::string, std::string>> more = {{"X-B", "fine"}, {"X-C", query_v(req)}};
+        resp.headers.insert(resp.headers.begin(), more.begin(), more.end());
+        resp.headers.insert(resp.headers.end(), resp.headers.begin(), resp.headers.begin() + 2); // its own, checked and not
+        co_return resp;
+    });
+    r.get("/moved-text", [](http::request& req) -> tandem::task<http::response> {
+        http::response resp(200, "body");
+        resp.set_header("X-A", "fine");
+        http::header_list other{{"X-B", query_v(req)}};
+        resp.headers.back().second = std::move(other.back().second);
+        co_return resp;
+    });
+    return r;
+}
+
+} // namespace
+
+TEST_CASE("a checked header changed through any path of the list is checked again by the server", "[http][attack][header_list]") {
+    http::server_options o;
+    o.on_error = [](const http::handler_error&) {}; // counted in handler_errors below
+    with_server(rewrite_routes(), o, [](std::uint16_t port, http::server& server) -> tandem::task<> {
+        const std::vector<std::string> paths = {"/index", "/iterator", "/push-spilled", "/insert-spilled", "/erase-shift",
+                                                "/sorted", "/swap-lists", "/swap-spilled", "/from-vector", "/copy-response",
+                                                "/moved-text", "/emplace-at", "/range-insert"};
+        const std::vector<std::string> values = {"a%0d%0aSet-Cookie:%20evil=1", "%0aevil", "evil%00",
+                                                 std::string(30, 'x') + "%0d%0aevil"};
+        std::uint64_t errors = 0;
+        // Each value at the sizes that change a text's form: in place (up to 23), on the heap.
+        for (const std::string& path : paths) {
+            for (const std::string& v : values) {
+                const std::string target = path + "?v=" + v;
+                INFO(target);
+                const std::string reply = co_await raw_exchange(
+                    port, "GET " + target + " HTTP/1.1\r\nHost: a\r\n\r\nGET /ok HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+                ++errors;
+                CHECK(reply.rfind("HTTP/1.1 500 ", 0) == 0);
+                CHECK(reply.find("evil") == std::string::npos);
+                CHECK(count(reply, "HTTP/1.1 ") == 2);
+                CHECK(reply.substr(reply.size() - 4) == "\r\nok");
+            }
+            // The same path with a harmless value is served as the handler built it.
+            const std::string reply = co_await raw_exchange(port, "GET " + path + "?v=fine%20too HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+            INFO(path << ": " << reply);
+            CHECK(reply.rfind("HTTP/1.1 200 ", 0) == 0);
+            CHECK(reply.find("fine too\r\n") != std::string::npos);
+        }
+        // A valid value is no valid name, however it got into the name's slot.
+        for (const char* path : {"/value-as-name", "/swap-texts"}) {
+            INFO(path);
+            const std::string reply = co_await raw_exchange(
+                port, std::string("GET ") + path + "?v=a%20b HTTP/1.1\r\nHost: a\r\n\r\nGET /ok HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+            ++errors;
+            CHECK(reply.rfind("HTTP/1.1 500 ", 0) == 0);
+            CHECK(reply.find("a b") == std::string::npos);
+            CHECK(reply.substr(reply.size() - 4) == "\r\nok");
+        }
+        CHECK(server.stats().handler_errors == errors);
+    });
+}
+
+namespace {
+
+http::router reuse_routes() {
+    http::router r;
+    r.get("/ok", [](http::request&) -> tandem::task<http::response> { co_return http::response::text("ok"); });
+    // Headers in place and spilled, one heap text, and a body the next answers must not carry.
+    r.get("/many", [](http::request&) -> tandem::task<http::response> {
+        http::response resp(200, "secret-body-" + std::string(100, 's'));
+        for (int i = 0; i < 10; ++i) resp.set_header("X-Leak-" + std::to_string(i), std::string(i * 5, 'L'));
+        co_return resp;
+    });
+    r.get("/throws", [](http::request&) -> tandem::task<http::response> {
+        http::response resp(200, "thrown-body");
+        for (int i = 0; i < 6; ++i) resp.set_header("X-Thrown-" + std::to_string(i), "t");
+        if (!resp.headers.empty()) throw std::runtime_error("after setting headers");
+        co_return resp;
+    });
+    r.get("/nocontent", [](http::request&) -> tandem::task<http::response> {
+        http::response resp(204, "dropped-204");
+        resp.set_header("X-Own", "204");
+        co_return resp;
+    });
+    r.get("/notmodified", [](http::request&) -> tandem::task<http::response> {
+        http::response resp(304, "dropped-304");
+        resp.set_header("X-Own", "304");
+        co_return resp;
+    });
+    r.get("/stream", [](http::request&) -> tandem::task<http::response> {
+        http::response resp = http::response::stream("text/event-stream", [](http::body_writer& w) -> tandem::task<void> {
+            co_await w.write("streamed-part");
+        });
+        for (int i = 0; i < 5; ++i) resp.set_header("X-Stream-" + std::to_string(i), "s");
+        co_return resp;
+    });
+    r.get("/stream-fails", [](http::request&) -> tandem::task<http::response> {
+        http::response resp = http::response::stream("text/plain", [](http::body_writer& w) -> tandem::task<void> {
+            co_await w.write("half");
+            throw std::runtime_error("mid-body");
+        });
+        for (int i = 0; i < 5; ++i) resp.set_header("X-Cut-" + std::to_string(i), "c");
+        co_return resp;
+    });
+    return r;
+}
+
+/// The answers in a pipelined reply, split at each status line.
+std::vector<std::string> split_answers(const std::string& reply) {
+    std::vector<std::string> out;
+    std::size_t at = reply.find("HTTP/1.1 ");
+    while (at != std::string::npos) {
+        const std::size_t next = reply.find("HTTP/1.1 ", at + 1);
+        out.push_back(reply.substr(at, next == std::string::npos ? std::string::npos : next - at));
+        at = next;
+    }
+    return out;
+}
+
+} // namespace
+
+TEST_CASE("a response reused from the workspace carries no header or body into the next answer", "[http][attack][header_list]") {
+    http::server_options o;
+    o.on_error = [](const http::handler_error&) {}; // the throwing handlers are expected
+    with_server(reuse_routes(), o, [](std::uint16_t port, http::server&) -> tandem::task<> {
+        const std::string get = " HTTP/1.1\r\nHost: a\r\n\r\n";
+        const std::string reply = co_await raw_exchange(
+            port, "GET /many" + get + "GET /throws" + get + "HEAD /many" + get + "GET /nocontent" + get + "GET /many" + get +
+                      "GET /notmodified" + get + "GET /stream" + get + "GET /missing" + get + "OPTIONS /many" + get +
+                      "DELETE /many" + get + "GET /ok HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        const std::vector<std::string> answers = split_answers(reply);
+        INFO(reply);
+        REQUIRE(answers.size() == 11);
+        CHECK(count(reply, "secret-body") == 2); // the two GETs of /many, not HEAD's
+        CHECK(reply.find("thrown") == std::string::npos);
+        CHECK(reply.find("X-Thrown") == std::string::npos);
+        CHECK(reply.find("dropped") == std::string::npos);
+        CHECK(count(reply, "X-Own") == 2);
+        CHECK(count(reply, "X-Stream-") == 5);
+        for (std::size_t i : {0, 2, 4}) {
+            INFO("answer " << i);
+            for (int h = 0; h < 10; ++h)
+                CHECK(count(answers[i], "X-Leak-" + std::to_string(h) + ": " + std::string(h * 5, 'L') + "\r\n") == 1);
+        }
+        for (std::size_t i : {1, 3, 5, 6, 7, 8, 9, 10}) {
+            INFO("answer " << i);
+            CHECK(answers[i].find("X-Leak") == std::string::npos);
+            CHECK(answers[i].find("secret") == std::string::npos);
+            CHECK(count(answers[i], "Content-Type") <= 1);
+            CHECK(count(answers[i], "Date:") == 1);
+        }
+        CHECK(answers[1].rfind("HTTP/1.1 500 ", 0) == 0);
+        CHECK(answers[3].rfind("HTTP/1.1 204 ", 0) == 0);
+        CHECK(answers[5].rfind("HTTP/1.1 304 ", 0) == 0);
+        CHECK(answers[6].find("streamed-part") != std::string::npos);
+        CHECK(answers[7].rfind("HTTP/1.1 404 ", 0) == 0);
+        CHECK(answers[8].rfind("HTTP/1.1 405 ", 0) == 0); // no OPTIONS route
+        CHECK(count(answers[8], "Allow: ") == 1);
+        CHECK(answers[9].rfind("HTTP/1.1 405 ", 0) == 0);
+        CHECK(count(answers[9], "Allow: ") == 1);
+        CHECK(answers[10].rfind("HTTP/1.1 200 ", 0) == 0);
+        CHECK(answers[10].substr(answers[10].size() - 4) == "\r\nok");
+        // A workspace given back by a connection cut short (a stream that failed mid-body, a
+        // client gone) serves the next connection clean.
+        for (int round = 0; round < 3; ++round) {
+            const std::string cut = co_await raw_exchange(port, "GET /stream-fails" + get);
+            CHECK(cut.find("X-Cut-4: c\r\n") != std::string::npos);
+            CHECK(cut.find("0\r\n\r\n") == std::string::npos); // no last chunk: cut short
+            {
+                auto gone = co_await tandem::tcp_stream::connect(http_harness::local(port));
+                co_await gone.write_all("GET /many" + get);
+            }
+            const std::string next = co_await raw_exchange(port, "GET /ok HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+            INFO(next);
+            CHECK(next.find("X-") == std::string::npos);
+            CHECK(next.substr(next.size() - 4) == "\r\nok");
+        }
+    });
+}
+
+TEST_CASE("a response with thousands of headers and a megabyte value is sent whole and leaves nothing behind", "[http][attack][header_list]") {
+    http::router r;
+    r.get("/ok", [](http::request&) -> tandem::task<http::response> { co_return http::response::text("ok"); });
+    r.get("/huge", [](http::request&) -> tandem::task<http::response> {
+        http::response resp(200, "huge");
+        for (int i = 0; i < 5000; ++i) resp.headers.emplace_back("X-H" + std::to_string(i), std::to_string(i)); // unchecked
+        resp.set_header("X-Mega", std::string(1 << 20, 'm'));
+        co_return resp;
+    });
+    r.get("/huge-bad", [](http::request&) -> tandem::task<http::response> {
+        http::response resp(200, "huge");
+        for (int i = 0; i < 5000; ++i) resp.set_header(i % 2 ? "X-A" : "X-B", std::to_string(i));
+        resp.headers.emplace_back("X-Mega", std::string(1 << 20, 'm') + "\n" + "evil");
+        co_return resp;
+    });
+    http::server_options o;
+    o.on_error = [](const http::handler_error&) {};
+    with_server(std::move(r), o, [](std::uint16_t port, http::server& server) -> tandem::task<> {
+        const std::string get = " HTTP/1.1\r\nHost: a\r\n\r\n";
+        const std::string reply = co_await raw_exchange(
+            port, "GET /huge" + get + "GET /huge-bad" + get + "GET /ok HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        const std::vector<std::string> answers = split_answers(reply);
+        REQUIRE(answers.size() == 3);
+        CHECK(count(answers[0], "\r\nX-H") == 5000);
+        CHECK(answers[0].find("\r\nX-H4999: 4999\r\n") != std::string::npos);
+        CHECK(answers[0].find("X-Mega: " + std::string(1 << 20, 'm') + "\r\n") != std::string::npos);
+        CHECK(answers[1].rfind("HTTP/1.1 500 ", 0) == 0);
+        CHECK(answers[1].find("evil") == std::string::npos);
+        CHECK(answers[1].size() < 1000);
+        CHECK(answers[2].size() < 1000);
+        CHECK(answers[2].substr(answers[2].size() - 4) == "\r\nok");
+        CHECK(server.stats().handler_errors == 1);
     });
 }

@@ -570,3 +570,196 @@ TEST_CASE("the response head lists in-place and spilled headers in order", "[htt
         CHECK(head.ends_with("Content-Length: 2\r\n\r\n"));
     }
 }
+
+TEST_CASE("a field_text never views a caller's buffer at any size", "[http][header_list]") {
+    // Every size around the in-place edge, every well-known text, a prefix of each and each
+    // with its last character changed: the text survives its source being overwritten, and
+    // only an exact well-known text is a view (of the library's constant, not of the buffer).
+    std::vector<std::string> sources;
+    for (std::size_t n = 0; n <= 50; ++n) sources.push_back(std::string(n, char('a' + n % 26)));
+    for (std::string_view k : http::detail::well_known_texts) {
+        sources.emplace_back(k);
+        sources.emplace_back(k.substr(0, k.size() - 1));
+        std::string changed(k);
+        changed.back() = char(changed.back() ^ 1);
+        sources.push_back(changed);
+        sources.push_back(std::string(k) + " ");
+    }
+    for (const std::string& source : sources) {
+        INFO("text: \"" << source << "\"");
+        std::string buffer = source;
+        std::vector<http::field_text> texts;
+        texts.emplace_back(buffer);
+        texts.emplace_back(std::string_view(buffer));
+        texts.emplace_back(buffer.c_str());
+        http::header_list list;
+        list.emplace_back(buffer, std::string_view(buffer));
+        const bool known = http::detail::well_known_text(source) != nullptr;
+        std::fill(buffer.begin(), buffer.end(), '#');
+        for (const http::field_text& t : texts) {
+            CHECK(t == source);
+            CHECK(t.c_str()[t.size()] == '\0');
+            CHECK(t.data() != buffer.data());
+            CHECK(is_well_known_storage(t.data()) == known);
+            CHECK((t.size() <= http::field_text::inline_capacity) == is_in_place(t));
+        }
+        CHECK(list.front().first == source);
+        CHECK(list.front().second == source);
+    }
+}
+
+TEST_CASE("swap between every pair of shapes keeps the headers and what was checked", "[http][header_list]") {
+    using check = http::detail::field_check;
+    auto marked = [](std::size_t count, char tag) {
+        http::header_list list;
+        for (std::size_t i = 0; i < count; ++i) {
+            http::field_text n("X-" + std::string(1, tag) + std::to_string(i)), v(std::string(i * 7, tag));
+            REQUIRE(check::valid_and_marked(n, v));
+            list.emplace_back(std::move(n), std::move(v));
+        }
+        return list;
+    };
+    const std::size_t shapes[] = {0, 1, N, N + 1, 5 * N};
+    for (std::size_t a_count : shapes) {
+        for (std::size_t b_count : shapes) {
+            INFO(a_count << " and " << b_count);
+            http::header_list a = marked(a_count, 'a'), b = marked(b_count, 'b');
+            const http::header_list a0 = a, b0 = b;
+            a.swap(b);
+            CHECK(a == b0);
+            CHECK(b == a0);
+            swap(a, b);
+            CHECK(a == a0);
+            CHECK(b == b0);
+            std::swap(a, b);
+            CHECK(a == b0);
+            CHECK(b == a0);
+            a.swap(a);
+            CHECK(a == b0);
+            for (const auto& [n, v] : a) CHECK(check::valid(n, v));
+            // An unchecked bad header swapped in is refused; the checked ones still pass.
+            http::header_list bad{{"X-Bad", std::string_view("a\r\nb")}};
+            a.swap(bad);
+            CHECK_FALSE(check::valid(a.front().first, a.front().second));
+            CHECK(bad == b0);
+            for (const auto& [n, v] : bad) CHECK(check::valid(n, v));
+        }
+    }
+}
+
+TEST_CASE("running out of memory at every allocation of every header operation leaks nothing and keeps the list whole", "[http][header_list]") {
+    if (!TANDEM_TEST_REPLACES_NEW) {
+        WARN("no operator new hook under ThreadSanitizer: nothing refused");
+        return;
+    }
+    const std::string long_value(60, 'v');
+    const model source_model = [&] {
+        model m;
+        for (std::size_t i = 0; i < 2 * N + 1; ++i)
+            m.emplace_back(i % 2 ? "X-" + std::to_string(i) : "X-Long-Name-" + std::string(20, 'n') + std::to_string(i),
+                           i % 3 ? long_value : "short");
+        return m;
+    }();
+    const http::header_list source(source_model);
+    for (std::size_t count : {std::size_t(0), N - 1, N, N + 1, 3 * N}) {
+        const model start_model = filled_model(count);
+        // Each operation, with the k-th allocation refused, k = 0 until it succeeds.
+        const std::vector<std::pair<const char*, void (*)(http::header_list&, const http::header_list&, const model&)>> ops = {
+            {"copy-assign", [](http::header_list& l, const http::header_list& s, const model&) { l = s; }},
+            {"from-vector", [](http::header_list& l, const http::header_list&, const model& m) { l = m; }},
+            {"initializer", [](http::header_list& l, const http::header_list&, const model&) {
+                 l = {{"X-A", std::string(40, 'i')}, {"X-B", "b"}, {std::string(30, 'c'), std::string(30, 'c')},
+                      {"X-D", "d"}, {"X-E", std::string(25, 'e')}};
+             }},
+            {"push-back", [](http::header_list& l, const http::header_list& s, const model&) { l.push_back(s.front()); }},
+            {"insert", [](http::header_list& l, const http::header_list& s, const model&) { l.insert(l.begin(), s.back()); }},
+            {"own-header", [](http::header_list& l, const http::header_list&, const model&) {
+                 if (!l.empty()) l.push_back(l.back());
+             }},
+            {"reserve", [](http::header_list& l, const http::header_list&, const model&) { l.reserve(l.capacity() + 9); }},
+        };
+        for (const auto& [name, op] : ops) {
+            INFO(name << " on " << count << " headers");
+            bool done = false;
+            for (int k = 0; !done && k < 200; ++k) {
+                http::header_list list = filled(count);
+                t_refuse_after = k;
+                try {
+                    op(list, source, source_model);
+                    done = true;
+                } catch (const std::bad_alloc&) {
+                }
+                t_refuse_after = -1;
+                if (!done) REQUIRE(same(list, start_model)); // refused: as it was
+                // Whole either way: it copies, grows and frees (LeakSanitizer checks the rest).
+                http::header_list copy = list;
+                REQUIRE(copy == list);
+                list.emplace_back("X-After", long_value);
+                REQUIRE(list.back().second == long_value);
+            }
+            CHECK(done);
+        }
+    }
+}
+
+TEST_CASE("the vector and string idioms of the former header vector still read the same", "[http][header_list]") {
+    // Against the vector of string pairs the list replaced, at every shape and position.
+    for (std::size_t count : {std::size_t(0), std::size_t(1), N - 1, N, N + 1, 3 * N}) {
+        for (std::size_t at = 0; at <= count; ++at) {
+            INFO(count << " headers, at " << at);
+            http::header_list list = filled(count);
+            model m = filled_model(count);
+            const model more = {{"X-In-1", "one"}, {"X-In-2", std::string(40, '2')}, {"X-In-3", "three"}};
+            list.insert(list.begin() + at, more.begin(), more.end());
+            m.insert(m.begin() + at, more.begin(), more.end());
+            REQUIRE(same(list, m));
+            list.emplace(list.begin() + at, "X-Emplaced", std::string(30, 'e'));
+            m.emplace(m.begin() + at, "X-Emplaced", std::string(30, 'e'));
+            REQUIRE(same(list, m));
+            list.insert(list.begin(), {{"X-A", "a"}, {"X-B", "b"}});
+            m.insert(m.begin(), {{"X-A", "a"}, {"X-B", "b"}});
+            REQUIRE(same(list, m));
+            // Inserting the list's own headers (room is made before any is read).
+            const model self(m.begin(), m.begin() + 2);
+            list.insert(list.begin() + at, list.begin(), list.begin() + 2);
+            m.insert(m.begin() + at, self.begin(), self.end());
+            REQUIRE(same(list, m));
+            model reversed(list.rbegin(), list.rend());
+            REQUIRE(reversed == model(m.rbegin(), m.rend()));
+            const std::size_t removed = erase_if(list, [](const auto& h) { return h.first.starts_with("X-In") || h.second.find('2') == 0; });
+            const std::size_t removed_m = std::erase_if(m, [](const auto& h) { return h.first.starts_with("X-In") || h.second.find('2') == 0; });
+            CHECK(removed == removed_m);
+            REQUIRE(same(list, m));
+        }
+    }
+    // A range insert that fails half-way leaves the list as it was.
+    if (TANDEM_TEST_REPLACES_NEW) {
+        const model more = {{"X-1", std::string(40, '1')}, {"X-2", std::string(40, '2')}, {"X-3", std::string(40, '3')}};
+        for (int k = 0; k < 8; ++k) {
+            http::header_list list = filled(N);
+            t_refuse_after = k;
+            bool refused = false;
+            try {
+                list.insert(list.begin() + 1, more.begin(), more.end());
+            } catch (const std::bad_alloc&) {
+                refused = true;
+            }
+            t_refuse_after = -1;
+            if (refused) CHECK(same(list, filled_model(N)));
+        }
+    }
+    http::header_list list;
+    list.assign({{"Content-Type", "application/json; charset=utf-8"}, {"Authorization", "Bearer abc.def"}});
+    const http::field_text& auth = list.back().second;
+    CHECK(auth.starts_with("Bearer "));
+    CHECK(auth.ends_with("def"));
+    CHECK(auth.find("abc") == 7);
+    CHECK(auth.find('.') == 10);
+    CHECK(auth.rfind('e') == 12);
+    CHECK(auth.find("zzz") == http::field_text::npos);
+    CHECK(auth.compare("Bearer abc.def") == 0);
+    CHECK(auth.compare(0, 6, "Bearer") == 0);
+    CHECK(auth.front() == 'B');
+    CHECK(auth.back() == 'f');
+    CHECK(list.front().second.find("json") != std::string::npos);
+}

@@ -13,7 +13,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <initializer_list>
+#include <iterator>
 #include <limits>
 #include <new>
 #include <stdexcept>
@@ -135,6 +137,31 @@ public:
     const char* begin() const noexcept { return data(); }
     const char* end() const noexcept { return data() + m_size; }
     char operator[](std::size_t i) const noexcept { return data()[i]; }
+    char front() const noexcept { return data()[0]; }
+    char back() const noexcept { return data()[m_size - 1]; }
+    // The searches and tests of std::string_view (and of the std::string this text replaced),
+    // so that `value.find("gzip")` or `value.starts_with("Bearer ")` reads as it did.
+    static constexpr std::size_t npos = std::string_view::npos;
+    template <class... Args>
+    std::size_t find(Args&&... args) const noexcept(noexcept(std::string_view().find(args...))) {
+        return view().find(args...);
+    }
+    template <class... Args>
+    std::size_t rfind(Args&&... args) const noexcept(noexcept(std::string_view().rfind(args...))) {
+        return view().rfind(args...);
+    }
+    template <class... Args>
+    int compare(Args&&... args) const noexcept(noexcept(std::string_view().compare(args...))) {
+        return view().compare(args...);
+    }
+    template <class Arg>
+    bool starts_with(Arg&& arg) const noexcept {
+        return view().starts_with(arg);
+    }
+    template <class Arg>
+    bool ends_with(Arg&& arg) const noexcept {
+        return view().ends_with(arg);
+    }
 
     // Case-sensitive, like std::string's. Against anything else that views as a string
     // (std::string, a literal) a template, an exact match: no comparison is ambiguous, and
@@ -250,6 +277,8 @@ public:
     using const_pointer = const value_type*;
     using iterator = value_type*;
     using const_iterator = const value_type*;
+    using reverse_iterator = std::reverse_iterator<iterator>;
+    using const_reverse_iterator = std::reverse_iterator<const_iterator>;
 
     /// Headers held without a heap allocation: a response's Content-Type and a few more.
     static constexpr size_type inline_capacity = 4;
@@ -299,6 +328,12 @@ public:
     const_iterator end() const noexcept { return m_data + m_size; }
     const_iterator cbegin() const noexcept { return begin(); }
     const_iterator cend() const noexcept { return end(); }
+    reverse_iterator rbegin() noexcept { return reverse_iterator(end()); }
+    reverse_iterator rend() noexcept { return reverse_iterator(begin()); }
+    const_reverse_iterator rbegin() const noexcept { return const_reverse_iterator(end()); }
+    const_reverse_iterator rend() const noexcept { return const_reverse_iterator(begin()); }
+    const_reverse_iterator crbegin() const noexcept { return rbegin(); }
+    const_reverse_iterator crend() const noexcept { return rend(); }
     pointer data() noexcept { return m_data; }
     const_pointer data() const noexcept { return m_data; }
     size_type size() const noexcept { return m_size; }
@@ -342,14 +377,52 @@ public:
         adopt(fresh, cap);
         return m_data[m_size++];
     }
-    /// Inserts `h` before `at`; the headers from `at` on move down, in order.
-    iterator insert(const_iterator at, value_type h) {
-        const auto index = at - m_data;
-        emplace_back(std::move(h));
-        iterator to = m_data + index;
-        for (iterator p = end() - 1; p != to; --p) std::swap(*p, *(p - 1));
-        return to;
+    /// Inserts a header built from `args` before `at`; the headers from `at` on move down, in
+    /// order. `args` may refer to a header of this list (as for emplace_back).
+    template <class... Args>
+    iterator emplace(const_iterator at, Args&&... args) {
+        const size_type index = static_cast<size_type>(at - m_data);
+        emplace_back(static_cast<Args&&>(args)...);
+        return rotate_in(index, 1);
     }
+    /// Inserts `h` before `at`; the headers from `at` on move down, in order.
+    iterator insert(const_iterator at, value_type h) { return emplace(at, std::move(h)); }
+    /// Inserts the headers of [first, last) (name/value pairs of any kind) before `at`. Room
+    /// is made first, so a header that fails to build leaves the list as it was.
+    template <class Iterator>
+        requires requires(Iterator i) { *i; ++i; }
+    iterator insert(const_iterator at, Iterator first, Iterator last) {
+        if constexpr (std::is_convertible_v<Iterator, const_pointer>) {
+            const_pointer f = first;
+            if (first != last && !std::less<const_pointer>()(f, m_data) && std::less<const_pointer>()(f, m_data + m_size)) {
+                // The list's own headers: copied before room is made, which may move them.
+                header_list copy;
+                copy.insert(copy.end(), first, last);
+                return insert(at, std::make_move_iterator(copy.begin()), std::make_move_iterator(copy.end()));
+            }
+        }
+        const size_type index = static_cast<size_type>(at - m_data), before = m_size;
+        if constexpr (requires { last - first; }) {
+            const auto n = last - first;
+            if (n > 0) {
+                if (static_cast<size_type>(n) > max_size() - m_size)
+                    throw std::length_error("tandem::http::header_list: too many headers");
+                reserve(m_size + static_cast<size_type>(n));
+            }
+        }
+        try {
+            for (; first != last; ++first) emplace_back(*first);
+        } catch (...) {
+            while (m_size > before) pop_back();
+            throw;
+        }
+        return rotate_in(index, m_size - before);
+    }
+    iterator insert(const_iterator at, std::initializer_list<value_type> init) {
+        return insert(at, init.begin(), init.end());
+    }
+    /// Replaces the headers with those of `init`; a throw leaves them as they were.
+    void assign(std::initializer_list<value_type> init) { *this = header_list(init); }
     void swap(header_list& other) noexcept {
         header_list tmp(std::move(other));
         other = std::move(*this);
@@ -359,6 +432,20 @@ public:
     void push_back(const value_type& h) { emplace_back(h); }
     void push_back(value_type&& h) { emplace_back(std::move(h)); }
     void pop_back() noexcept { m_data[--m_size].~value_type(); }
+    /// Removes the headers for which `pred` holds (found by argument-dependent lookup, as
+    /// std::erase_if is for a vector); returns how many.
+    template <class Pred>
+    friend size_type erase_if(header_list& list, Pred pred) {
+        iterator out = list.begin();
+        for (iterator in = list.begin(); in != list.end(); ++in)
+            if (!pred(std::as_const(*in))) {
+                if (out != in) *out = std::move(*in);
+                ++out;
+            }
+        const size_type removed = static_cast<size_type>(list.end() - out);
+        list.erase(out, list.end());
+        return removed;
+    }
     /// Removes [first, last); the headers after it move up, in order.
     iterator erase(const_iterator first, const_iterator last) noexcept {
         value_type* to = m_data + (first - m_data);
@@ -386,6 +473,13 @@ private:
     value_type* inline_slots() noexcept { return reinterpret_cast<value_type*>(m_inline); }
     const value_type* inline_slots() const noexcept { return reinterpret_cast<const value_type*>(m_inline); }
 
+    /// Moves the last `n` headers to `index`, the ones from `index` on after them, in order.
+    iterator rotate_in(size_type index, size_type n) noexcept {
+        iterator to = m_data + index;
+        for (size_type k = 0; k < n; ++k)
+            for (iterator p = m_data + (m_size - n + k); p != to + k; --p) std::swap(*p, *(p - 1));
+        return to;
+    }
     size_type grown(size_type needed) const {
         if (needed > max_size()) throw std::length_error("tandem::http::header_list: too many headers");
         const size_type doubled = m_capacity > max_size() / 2 ? max_size() : m_capacity * 2;
