@@ -265,8 +265,9 @@ private:
             if (static_cast<unsigned char>(c) <= ' ' || c == 0x7f) bad("character in the target", r.target);
         for (const auto& [n, v] : r.headers) {
             if (n.empty() || !detail::is_token(n)) bad("header name", n);
-            for (char c : v)
-                if (c == '\r' || c == '\n' || c == '\0') bad("header value", v);
+            // The server's rule for its own headers: field characters only (CR, LF, NUL and
+            // other controls but HTAB would split the request or be refused by the peer).
+            if (detail::skip_field_chars(v, 0, v.size()) != v.size()) bad("header value", v);
             // The client frames the body itself. A length that disagrees with the body, or a
             // transfer coding the body is not in, would leave bytes the server reads as the
             // start of another request (request smuggling; the responses desynchronise).
