@@ -614,8 +614,6 @@ bool asleep_in_recvmsg(pid_t pid) {
 TEST_CASE("workers killed while idle cost no job: only jobs that started on a killed worker fail", "[process_pool][crash][stress]") {
     const job_tracks tracks;
     const std::string path = tracks.path();
-    auto started_by = [&](int k) { return tracks.started_by(k); };
-    auto finished = [&](int k) { return tracks.finished(k); };
 
     // No polling between jobs: an idle worker sleeps in recvmsg, which the killer checks.
     tandem::process_pool pool({.workers = 3, .spin = 0us});
@@ -641,14 +639,14 @@ TEST_CASE("workers killed while idle cost no job: only jobs that started on a ki
         const auto give_up = std::chrono::steady_clock::now() + 5s;
         while (std::chrono::steady_clock::now() < give_up) {
             bool settled = pool.queued() == 0;
-            for (auto& [k, f] : in_flight) settled = settled && started_by(k) != 0;
+            for (auto& [k, f] : in_flight) settled = settled && tracks.started_by(k) != 0;
             if (!settled) {
                 std::this_thread::yield();
                 continue;
             }
             for (pid_t pid : pool.worker_pids()) {
                 bool busy = killed.count(pid) != 0;
-                for (auto& [k, f] : in_flight) busy = busy || (started_by(k) == pid && !finished(k));
+                for (auto& [k, f] : in_flight) busy = busy || (tracks.started_by(k) == pid && !tracks.finished(k));
                 if (busy || !asleep_in_recvmsg(pid)) continue;
                 killed.insert(pid);
                 ::kill(pid, SIGKILL);
@@ -670,7 +668,7 @@ TEST_CASE("workers killed while idle cost no job: only jobs that started on a ki
     for (auto [k, pid] : failures) {
         INFO("job " << k << " failed with worker " << pid);
         CHECK(killed.count(pid) == 1);
-        CHECK(started_by(k) == pid); // it had started there: not an innocent job
+        CHECK(tracks.started_by(k) == pid); // it had started there: not an innocent job
     }
     CHECK(failures.empty()); // and by construction no job ran on a worker we killed
 }
@@ -707,8 +705,6 @@ held_reply make_held_reply() { return {7}; }
 TEST_CASE("a worker that dies after answering does not fail the job it answered", "[process_pool][crash]") {
     const job_tracks tracks;
     const std::string path = tracks.path();
-    auto started_by = [&](int k) { return tracks.started_by(k); };
-    auto finished = [&](int k) { return tracks.finished(k); };
 
     tandem::process_pool pool({.workers = 2, .spin = 0us});
     pool.wait_ready();
@@ -723,10 +719,10 @@ TEST_CASE("a worker that dies after answering does not fail the job it answered"
         // is busy, so its answer and its exit report wait together.
         auto answered = pool.submit(tracked_job, path, round);
         const auto give_up = std::chrono::steady_clock::now() + 10s;
-        while (!(finished(round) && asleep_in_recvmsg(started_by(round))) && std::chrono::steady_clock::now() < give_up)
+        while (!(tracks.finished(round) && asleep_in_recvmsg(tracks.started_by(round))) && std::chrono::steady_clock::now() < give_up)
             std::this_thread::yield();
-        REQUIRE(finished(round));
-        const pid_t worker = started_by(round);
+        REQUIRE(tracks.finished(round));
+        const pid_t worker = tracks.started_by(round);
         ::kill(worker, SIGKILL);
         // Reaped by the zygote, which then writes its report: give it a moment to.
         while (::kill(worker, 0) == 0 && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
