@@ -118,3 +118,20 @@ message(STATUS "net/: ${nn} headers reach no protocol; address.hpp not the loop,
 # The cluster runs any protocol: cluster.hpp and its wing never reach http/.
 tandem_forbid(cluster.hpp "tandem/http" "the cluster does not know HTTP")
 message(STATUS "cluster.hpp: does not reach http/")
+
+# Include cost: the standard headers that cost most and give tandem least come in through the
+# lean headers in detail/ (libstdc++'s internal parts of <chrono>, <functional>, <algorithm>),
+# and the map codec needs neither <map> nor <unordered_map> (bench/README.md, "Include cost").
+file(GLOB_RECURSE all_headers "${INCLUDE_DIR}/tandem/*.hpp")
+set(heavy_pattern "#[ \t]*include[ \t]*<(chrono|functional|algorithm|map|unordered_map)>")
+foreach(file IN LISTS all_headers)
+    if(file MATCHES "tandem/detail/std_(chrono|function|algorithm)\\.hpp$")
+        continue()
+    endif()
+    file(STRINGS "${file}" heavy REGEX "${heavy_pattern}")
+    if(heavy)
+        message(FATAL_ERROR "${file} includes ${heavy}: include tandem/detail/std_chrono.hpp, std_function.hpp "
+                            "or std_algorithm.hpp instead (a map type is recognised by shape in codec.hpp)")
+    endif()
+endforeach()
+message(STATUS "no tandem header includes <chrono>, <functional>, <algorithm>, <map> or <unordered_map> directly")

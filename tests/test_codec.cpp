@@ -85,6 +85,40 @@ TEST_CASE("every built-in codec type round-trips", "[codec]") {
     CHECK(round_trip(nested) == nested);
 }
 
+namespace {
+// A map that is neither std::map nor std::unordered_map: a sorted vector with their shape.
+struct flat_map {
+    using key_type = int;
+    using mapped_type = std::string;
+    std::vector<std::pair<int, std::string>> entries;
+    std::size_t size() const { return entries.size(); }
+    auto begin() const { return entries.begin(); }
+    auto end() const { return entries.end(); }
+    std::pair<std::vector<std::pair<int, std::string>>::iterator, bool> emplace(int k, std::string v) {
+        auto at = entries.begin();
+        while (at != entries.end() && at->first < k) ++at;
+        if (at != entries.end() && at->first == k) return {at, false};
+        return {entries.emplace(at, k, std::move(v)), true};
+    }
+    bool operator==(const flat_map&) const = default;
+};
+} // namespace
+
+TEST_CASE("maps are recognised by shape: any unique-key map works and a multimap has no codec", "[codec]") {
+    flat_map m;
+    m.emplace(3, "three");
+    m.emplace(1, "one");
+    CHECK(round_trip(m) == m);
+    CHECK(tandem::encode(m) == tandem::encode(std::map<int, std::string>{{1, "one"}, {3, "three"}}));
+    // A duplicate key is malformed for every map, the user's too.
+    std::vector<std::byte> twice = tandem::encode(std::uint64_t{2}, 5, std::string("a"), 5, std::string("b"));
+    CHECK_THROWS_AS(tandem::decode<flat_map>(twice.data(), twice.size()), tandem::codec_error);
+    // emplace returns no bool for a multimap: its duplicates would not survive a decode.
+    STATIC_REQUIRE_FALSE(tandem::detail::unique_key_map<std::multimap<int, int>>);
+    STATIC_REQUIRE(tandem::detail::unique_key_map<std::unordered_map<std::string, int>>);
+    STATIC_REQUIRE(tandem::detail::has_codec<std::map<int, std::vector<std::map<int, int>>>>);
+}
+
 TEST_CASE("user types: bytewise opt-in and a codec specialization", "[codec]") {
     CHECK(round_trip(point{3, -4}) == point{3, -4});
     const std::vector<point> path{{1, 2}, {3, 4}};

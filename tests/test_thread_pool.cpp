@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <future>
 #include <memory>
 #include <mutex>
@@ -110,6 +111,27 @@ TEST_CASE("move-only arguments and results and references cross the pool", "[thr
         CHECK(*p == 42);
         int& ref = co_await pool.run([]() -> int& { return shared_value; });
         CHECK(&ref == &shared_value);
+    };
+    tandem::sync_wait(body());
+}
+
+TEST_CASE("a pointer to a member is a job called on an object a pointer or a reference_wrapper", "[thread_pool]") {
+    struct account {
+        int balance = 10;
+        int add(int n) { return balance += n; }
+        int read() const { return balance; }
+    };
+    tandem::thread_pool pool(1);
+    account a;
+    CHECK(pool.submit(&account::add, &a, 5).get() == 15);
+    CHECK(pool.submit(&account::add, std::ref(a), 1).get() == 16);
+    CHECK(pool.submit(&account::read, a).get() == 16); // a copy, taken at submit
+    CHECK(pool.submit(&account::balance, &a).get() == 16);
+    auto body = [&]() -> tandem::task<> {
+        const int after = co_await pool.run(&account::add, &a, 4);
+        CHECK(after == 20);
+        int& balance = co_await pool.run(&account::balance, std::ref(a));
+        CHECK(&balance == &a.balance);
     };
     tandem::sync_wait(body());
 }

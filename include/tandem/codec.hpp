@@ -5,7 +5,8 @@
 // Layer: offload. Knows nothing of pools, pipes or the loop: bytes in, values out.
 //
 // Built in: arithmetic types, enums, std::string, std::vector, std::array, std::pair,
-// std::tuple, std::optional, std::map, std::unordered_map, nested. A vector or array of
+// std::tuple, std::optional, maps with unique keys (std::map, std::unordered_map, or any type
+// with their key_type, mapped_type and emplace), nested. A vector or array of
 // bytewise elements (arithmetic, enums, and types opted in with bytewise_codec) is one memcpy.
 // User types either opt in as bytewise or specialize codec:
 //
@@ -20,16 +21,15 @@
 #pragma once
 
 #include <array>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <map>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <tuple>
 #include <type_traits>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -311,10 +311,26 @@ struct min_encoded_size<std::pair<A, B>>
 
 } // namespace detail
 
-template <class K, class V, class C, class A>
-struct codec<std::map<K, V, C, A>> : detail::map_codec<std::map<K, V, C, A>> {};
-template <class K, class V, class H, class E, class A>
-struct codec<std::unordered_map<K, V, H, E, A>> : detail::map_codec<std::unordered_map<K, V, H, E, A>> {};
+namespace detail {
+
+/// A map whose keys are unique: std::map, std::unordered_map, and the like. Recognised by shape
+/// rather than named, so this header need not include <map> and <unordered_map> (a tenth of a
+/// billion compiler instructions in every translation unit, used by few) and other maps work too.
+/// A multimap's emplace returns no bool, so multimaps are not maps here.
+template <class M>
+concept unique_key_map = requires(M& m, const M& c, typename M::key_type&& k, typename M::mapped_type&& v) {
+    typename M::key_type;
+    typename M::mapped_type;
+    { c.size() } -> std::convertible_to<std::size_t>;
+    { m.emplace(std::move(k), std::move(v)).second } -> std::convertible_to<bool>;
+    c.begin()->first;
+    c.begin()->second;
+};
+
+} // namespace detail
+
+template <detail::unique_key_map M>
+struct codec<M> : detail::map_codec<M> {};
 
 /// The encoded size of values, without encoding them.
 template <class... T>

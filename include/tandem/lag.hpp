@@ -9,18 +9,18 @@
 // not per step: a clock read costs as much as a small task's whole step.
 #pragma once
 
+#include "tandem/detail/std_algorithm.hpp"
+#include "tandem/detail/std_chrono.hpp"
+#include "tandem/detail/std_function.hpp"
 #include "tandem/source_location.hpp"
 #include "tandem/task.hpp"
 
-#include <algorithm>
 #include <array>
 #include <atomic>
 #include <bit>
-#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
-#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>

@@ -5,30 +5,30 @@
 #pragma once
 
 #include "tandem/config.hpp"
-#include "tandem/error.hpp"
-#include "tandem/lag.hpp"
-#include "tandem/task.hpp"
 #include "tandem/detail/cancellable_wait.hpp"
 #include "tandem/detail/fd_table.hpp"
-#include "tandem/detail/spawned_task.hpp"
 #include "tandem/detail/intrusive_list.hpp"
 #include "tandem/detail/reactor.hpp"
 #include "tandem/detail/ring_queue.hpp"
 #include "tandem/detail/scheduler.hpp"
+#include "tandem/detail/spawned_task.hpp"
 #include "tandem/detail/spin.hpp"
+#include "tandem/detail/std_chrono.hpp"
+#include "tandem/detail/std_function.hpp"
 #include "tandem/detail/timer_heap.hpp"
 #include "tandem/detail/unique_function.hpp"
 #include "tandem/detail/wakeup.hpp"
+#include "tandem/error.hpp"
+#include "tandem/lag.hpp"
+#include "tandem/task.hpp"
 
 #include <atomic>
-#include <chrono>
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <deque>
 #include <exception>
-#include <functional>
 #include <mutex>
 #include <memory>
 #include <optional>

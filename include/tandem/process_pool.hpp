@@ -20,19 +20,19 @@
 #pragma once
 
 #include "tandem/codec.hpp"
-#include "tandem/error.hpp"
-#include "tandem/fwd.hpp"
-#include "tandem/task.hpp"
-#include "tandem/when.hpp"
 #include "tandem/detail/pool_awaiter.hpp"
 #include "tandem/detail/ranges.hpp"
+#include "tandem/detail/std_chrono.hpp"
+#include "tandem/error.hpp"
+#include "tandem/fwd.hpp"
 #include "tandem/process/job.hpp"
 #include "tandem/process/options.hpp"
 #include "tandem/process/remote_call.hpp"
 #include "tandem/process/workers.hpp"
 #include "tandem/process/zygote.hpp"
+#include "tandem/task.hpp"
+#include "tandem/when.hpp"
 
-#include <chrono>
 #include <cstddef>
 #include <future>
 #include <stdexcept>

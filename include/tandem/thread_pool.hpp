@@ -10,25 +10,25 @@
 // in both cases resumes the awaiter at once with tandem::cancelled.
 #pragma once
 
-#include "tandem/error.hpp"
-#include "tandem/fwd.hpp"
-#include "tandem/loop.hpp"
-#include "tandem/task.hpp"
 #include "tandem/detail/intrusive_list.hpp"
 #include "tandem/detail/pool_awaiter.hpp"
 #include "tandem/detail/pool_job.hpp"
 #include "tandem/detail/spin.hpp"
+#include "tandem/detail/std_algorithm.hpp"
+#include "tandem/detail/std_chrono.hpp"
+#include "tandem/detail/std_function.hpp"
+#include "tandem/error.hpp"
+#include "tandem/fwd.hpp"
+#include "tandem/loop.hpp"
+#include "tandem/task.hpp"
 
-#include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <condition_variable>
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <exception>
-#include <functional>
 #include <future>
 #include <memory>
 #include <mutex>
@@ -99,10 +99,10 @@ decltype(auto) invoke_job(Fn& fn, Tuple& args, std::stop_token token) {
     return std::apply(
         [&](auto&... a) -> decltype(auto) {
             if constexpr (std::is_invocable_v<Fn&, std::stop_token, decltype(std::move(a))...>) {
-                return std::invoke(fn, std::move(token), std::move(a)...);
+                return std::apply(fn, std::forward_as_tuple(std::move(token), std::move(a)...));
             } else {
                 (void)token;
-                return std::invoke(fn, std::move(a)...);
+                return std::apply(fn, std::forward_as_tuple(std::move(a)...));
             }
         },
         args);

@@ -5,11 +5,11 @@
 // epoll_pwait2/ppoll, never rounded to whole milliseconds.
 #pragma once
 
+#include "tandem/detail/std_chrono.hpp"
 #include "tandem/loop.hpp"
 #include "tandem/task.hpp"
 #include "tandem/when.hpp"
 
-#include <chrono>
 #include <coroutine>
 #include <exception>
 #include <utility>

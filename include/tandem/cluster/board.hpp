@@ -12,10 +12,10 @@
 // watchdog thread: a sequence lock keeps readers from mixing two records.
 #pragma once
 
+#include "tandem/detail/std_chrono.hpp"
 #include "tandem/detail/syscall.hpp"
 
 #include <atomic>
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <new>

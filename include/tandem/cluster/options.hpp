@@ -4,12 +4,12 @@
 #pragma once
 
 #include "tandem/cluster/board.hpp"
+#include "tandem/detail/std_chrono.hpp"
+#include "tandem/detail/std_function.hpp"
 #include "tandem/net.hpp"
 
-#include <chrono>
 #include <cstddef>
 #include <cstdio>
-#include <functional>
 #include <span>
 #include <string>
 #include <string_view>

@@ -15,16 +15,16 @@
 #include "tandem/cluster/options.hpp"
 #include "tandem/cluster/parallelism.hpp"
 #include "tandem/cluster/worker.hpp"
+#include "tandem/detail/std_algorithm.hpp"
+#include "tandem/detail/std_chrono.hpp"
+#include "tandem/detail/syscall.hpp"
+#include "tandem/detail/unique_fd.hpp"
 #include "tandem/process/exit_status.hpp"
 #include "tandem/process/fork.hpp"
 #include "tandem/process/parent_death.hpp"
 #include "tandem/process/pidfd.hpp"
-#include "tandem/detail/syscall.hpp"
-#include "tandem/detail/unique_fd.hpp"
 
-#include <algorithm>
 #include <cerrno>
-#include <chrono>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>

@@ -7,6 +7,8 @@
 
 #include "tandem/cluster/board.hpp"
 #include "tandem/cluster/options.hpp"
+#include "tandem/detail/std_chrono.hpp"
+#include "tandem/detail/std_function.hpp"
 #include "tandem/loop.hpp"
 #include "tandem/net.hpp"
 #include "tandem/signal.hpp"
@@ -14,12 +16,10 @@
 #include "tandem/task.hpp"
 #include "tandem/time.hpp"
 
-#include <chrono>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
-#include <functional>
 #include <span>
 #include <stop_token>
 #include <string>

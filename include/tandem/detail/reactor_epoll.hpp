@@ -4,12 +4,12 @@
 // (Linux 5.11+); older kernels fall back to epoll_wait with the timeout rounded up.
 #pragma once
 
+#include "tandem/detail/std_algorithm.hpp"
+#include "tandem/detail/std_chrono.hpp"
 #include "tandem/detail/syscall.hpp"
 #include "tandem/detail/unique_fd.hpp"
 
-#include <chrono>
 #include <cstdint>
-#include <algorithm>
 #include <limits>
 #include <optional>
 #include <poll.h>

@@ -3,9 +3,9 @@
 // Level-triggered: only fds with a waiter are polled. Layer: detail (loop).
 #pragma once
 
+#include "tandem/detail/std_chrono.hpp"
 #include "tandem/detail/syscall.hpp"
 
-#include <chrono>
 #include <optional>
 #include <poll.h>
 #include <signal.h>

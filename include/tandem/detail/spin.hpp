@@ -7,7 +7,8 @@
 // (thread_pool_options::spin, process_pool_options::spin) and only then sleeps.
 #pragma once
 
-#include <chrono>
+#include "tandem/detail/std_chrono.hpp"
+
 #include <thread>
 
 namespace tandem::detail {

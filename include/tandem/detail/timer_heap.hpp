@@ -34,8 +34,9 @@
 // looks before it sleeps keeps filing later timers into buckets.
 #pragma once
 
-#include <algorithm>
-#include <chrono>
+#include "tandem/detail/std_algorithm.hpp"
+#include "tandem/detail/std_chrono.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <cstring>

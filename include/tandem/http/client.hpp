@@ -6,6 +6,8 @@
 // Layer: protocols.
 #pragma once
 
+#include "tandem/detail/std_algorithm.hpp"
+#include "tandem/detail/std_chrono.hpp"
 #include "tandem/http/connection_pool.hpp"
 #include "tandem/http/message.hpp"
 #include "tandem/http/parser.hpp"
@@ -17,10 +19,8 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
-#include <algorithm>
 #include <array>
 #include <cerrno>
-#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <exception>

@@ -6,6 +6,7 @@
 // one event loop; a multi-threaded program has a client per loop.
 #pragma once
 
+#include "tandem/detail/std_chrono.hpp"
 #include "tandem/loop.hpp"
 #include "tandem/net.hpp"
 #include "tandem/sync.hpp"
@@ -16,7 +17,6 @@
 #include <sys/socket.h>
 
 #include <cerrno>
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>

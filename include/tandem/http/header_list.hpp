@@ -7,13 +7,13 @@
 // Layer: protocols. Pure: no loop, no sockets.
 #pragma once
 
+#include "tandem/detail/std_function.hpp"
 #include "tandem/http/parser.hpp"
 
 #include <compare>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <functional>
 #include <initializer_list>
 #include <iterator>
 #include <limits>

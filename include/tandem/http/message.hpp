@@ -5,17 +5,17 @@
 // Layer: protocols.
 #pragma once
 
+#include "tandem/detail/std_chrono.hpp"
+#include "tandem/detail/std_function.hpp"
 #include "tandem/http/header_list.hpp"
 #include "tandem/http/parser.hpp"
 #include "tandem/task.hpp"
 
 #include <array>
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
-#include <functional>
 #include <optional>
 #include <span>
 #include <stdexcept>

@@ -8,14 +8,14 @@
 // neither pool's.
 #pragma once
 
+#include "tandem/detail/std_chrono.hpp"
+#include "tandem/detail/std_function.hpp"
 #include "tandem/http/message.hpp"
 #include "tandem/http/router.hpp"
 #include "tandem/lag.hpp"
 #include "tandem/loop.hpp"
 
-#include <chrono>
 #include <cstdio>
-#include <functional>
 #include <span>
 #include <string>
 #include <string_view>

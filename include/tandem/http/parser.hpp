@@ -9,7 +9,8 @@
 // transfer codings other than chunked (501), versions other than 1.0/1.1 (505).
 #pragma once
 
-#include <algorithm>
+#include "tandem/detail/std_algorithm.hpp"
+
 #include <array>
 #include <cstddef>
 #include <cstdint>

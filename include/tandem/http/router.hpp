@@ -5,11 +5,11 @@
 // ("GET /compute"): the server names a handler that blocks the loop by them.
 #pragma once
 
+#include "tandem/detail/std_function.hpp"
 #include "tandem/http/message.hpp"
 #include "tandem/source_location.hpp"
 #include "tandem/task.hpp"
 
-#include <functional>
 #include <stdexcept>
 #include <string>
 #include <string_view>

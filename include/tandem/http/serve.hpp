@@ -11,6 +11,7 @@
 // Layer: protocols.
 #pragma once
 
+#include "tandem/detail/std_function.hpp"
 #include "tandem/http/server.hpp"
 #include "tandem/net.hpp"
 #include "tandem/signal.hpp"
@@ -18,7 +19,6 @@
 
 #include <csignal>
 #include <cstdio>
-#include <functional>
 #include <utility>
 
 namespace tandem::http {

@@ -10,6 +10,10 @@
 // decided in one place, server::expect().
 #pragma once
 
+#include "tandem/detail/intrusive_list.hpp"
+#include "tandem/detail/std_algorithm.hpp"
+#include "tandem/detail/std_chrono.hpp"
+#include "tandem/detail/std_function.hpp"
 #include "tandem/http/message.hpp"
 #include "tandem/http/parser.hpp"
 #include "tandem/http/router.hpp"
@@ -19,15 +23,11 @@
 #include "tandem/sync.hpp"
 #include "tandem/task.hpp"
 #include "tandem/time.hpp"
-#include "tandem/detail/intrusive_list.hpp"
 
-#include <algorithm>
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <exception>
-#include <functional>
 #include <memory>
 #include <netinet/tcp.h>
 #include <optional>

@@ -4,13 +4,13 @@
 // Layer: protocols, pure: values and callbacks; no sockets, no loop.
 #pragma once
 
+#include "tandem/detail/std_chrono.hpp"
+#include "tandem/detail/std_function.hpp"
 #include "tandem/http/parser.hpp"
 
-#include <chrono>
 #include <cstdint>
 #include <cstddef>
 #include <exception>
-#include <functional>
 #include <string>
 #include <string_view>
 

@@ -3,11 +3,11 @@
 // Layer: I/O. The only part of the I/O layer with threads of its own.
 #pragma once
 
+#include "tandem/detail/std_chrono.hpp"
 #include "tandem/loop.hpp"
-#include "tandem/task.hpp"
 #include "tandem/net/address.hpp"
+#include "tandem/task.hpp"
 
-#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>

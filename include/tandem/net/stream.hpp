@@ -4,12 +4,12 @@
 // Layer: I/O. A peer reset is a std::system_error, end of stream is read_some() returning 0.
 #pragma once
 
+#include "tandem/detail/std_algorithm.hpp"
+#include "tandem/detail/std_chrono.hpp"
 #include "tandem/net/socket.hpp"
 #include "tandem/task.hpp"
 #include "tandem/time.hpp"
 
-#include <algorithm>
-#include <chrono>
 #include <cstddef>
 #include <optional>
 #include <span>

@@ -3,10 +3,10 @@
 // Layer: I/O.
 #pragma once
 
+#include "tandem/detail/std_chrono.hpp"
 #include "tandem/net/stream.hpp"
 #include "tandem/task.hpp"
 
-#include <chrono>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>

@@ -4,11 +4,11 @@
 // Layer: I/O.
 #pragma once
 
+#include "tandem/detail/std_chrono.hpp"
 #include "tandem/net/stream.hpp"
 #include "tandem/task.hpp"
 #include "tandem/time.hpp"
 
-#include <chrono>
 #include <cstddef>
 #include <cstring>
 #include <stdexcept>

@@ -6,13 +6,13 @@
 // knows nothing of worker slots or the dispatcher.
 #pragma once
 
-#include "tandem/error.hpp"
 #include "tandem/detail/pool_job.hpp"
+#include "tandem/detail/std_chrono.hpp"
+#include "tandem/error.hpp"
 #include "tandem/process/channel.hpp"
 #include "tandem/process/exit_status.hpp"
 #include "tandem/process/remote_call.hpp"
 
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <exception>

@@ -5,7 +5,8 @@
 // the wing below the face (workers.hpp) need not include the face.
 #pragma once
 
-#include <chrono>
+#include "tandem/detail/std_chrono.hpp"
+
 #include <cstddef>
 
 namespace tandem {

@@ -8,12 +8,12 @@
 #pragma once
 
 #include "tandem/codec.hpp"
+#include "tandem/detail/std_function.hpp"
 #include "tandem/error.hpp"
 #include "tandem/process/channel.hpp"
 
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <string>
 #include <tuple>
 #include <type_traits>

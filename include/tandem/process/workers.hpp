@@ -12,12 +12,14 @@
 // with the mutex released.
 #pragma once
 
-#include "tandem/error.hpp"
 #include "tandem/detail/intrusive_list.hpp"
 #include "tandem/detail/pool_job.hpp"
 #include "tandem/detail/reactor.hpp"
 #include "tandem/detail/spin.hpp"
+#include "tandem/detail/std_algorithm.hpp"
+#include "tandem/detail/std_chrono.hpp"
 #include "tandem/detail/wakeup.hpp"
+#include "tandem/error.hpp"
 #include "tandem/process/channel.hpp"
 #include "tandem/process/descriptors.hpp"
 #include "tandem/process/exit_status.hpp"
@@ -27,9 +29,7 @@
 #include "tandem/process/start_board.hpp"
 #include "tandem/process/zygote.hpp"
 
-#include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <condition_variable>
 #include <csignal>
 #include <cstdint>

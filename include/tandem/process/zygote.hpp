@@ -18,19 +18,20 @@
 // and exits: no worker outlives the program, even after SIGKILL.
 #pragma once
 
+#include "tandem/detail/fork_generation.hpp"
+#include "tandem/detail/spin.hpp"
+#include "tandem/detail/std_algorithm.hpp"
+#include "tandem/detail/std_chrono.hpp"
+#include "tandem/detail/syscall.hpp"
+#include "tandem/detail/unique_fd.hpp"
 #include "tandem/process/channel.hpp"
 #include "tandem/process/descriptors.hpp"
 #include "tandem/process/fork.hpp"
 #include "tandem/process/parent_death.hpp"
 #include "tandem/process/pidfd.hpp"
 #include "tandem/process/start_board.hpp"
-#include "tandem/detail/fork_generation.hpp"
-#include "tandem/detail/spin.hpp"
-#include "tandem/detail/syscall.hpp"
-#include "tandem/detail/unique_fd.hpp"
 
 #include <atomic>
-#include <chrono>
 #include <sched.h>
 #include <cerrno>
 #include <csignal>
@@ -54,7 +55,6 @@
 #include <typeinfo>
 #include <unistd.h>
 #include <deque>
-#include <unordered_map>
 #include <vector>
 
 namespace tandem::detail {
@@ -159,13 +159,15 @@ public:
         struct stat st {};
         if (!fd || ::fstat(fd.get(), &st) != 0) return none;
         const key k = static_cast<key>(st.st_ino) + 1;
-        link& l = m_links[k];
+        auto it = find(k);
+        if (it == m_links.end()) it = m_links.emplace(m_links.end(), k, link{});
+        link& l = it->second;
         if (!l.fd) l.fd = std::move(fd); // else: a duplicate, closed here
         ++l.users;
         return k;
     }
     void send(key k, const frame_header& h) {
-        auto it = m_links.find(k);
+        auto it = find(k);
         if (it == m_links.end() || it->second.gone) return;
         link& l = it->second;
         if (l.backlog.empty() && try_send(l, h)) return;
@@ -173,7 +175,7 @@ public:
     }
     /// A worker of the pool was reaped (or never started).
     void drop_user(key k) {
-        auto it = m_links.find(k);
+        auto it = find(k);
         if (it == m_links.end()) return;
         if (it->second.users > 0) --it->second.users;
         close_if_done(it);
@@ -205,7 +207,14 @@ private:
         std::deque<frame_header> backlog;
         bool gone = false; // the pool closed its end: drop its reports
     };
-    using iterator = typename std::unordered_map<key, link>::iterator;
+    // A vector searched in order, not a hash map: a process has a handful of pools, and
+    // <unordered_map> would cost every translation unit that includes tandem (bench/README.md,
+    // "Include cost").
+    using iterator = typename std::vector<std::pair<key, link>>::iterator;
+
+    iterator find(key k) {
+        return std::find_if(m_links.begin(), m_links.end(), [k](const auto& entry) { return entry.first == k; });
+    }
 
     /// True if sent; false if it must wait (EAGAIN) or the pool is gone (then `gone`).
     static bool try_send(link& l, const frame_header& h) noexcept {
@@ -218,7 +227,7 @@ private:
         if (it->second.users == 0 && (it->second.backlog.empty() || it->second.gone)) m_links.erase(it);
     }
 
-    std::unordered_map<key, link> m_links;
+    std::vector<std::pair<key, link>> m_links;
 };
 
 using report_links = basic_report_links<void>;
@@ -371,16 +380,29 @@ private:
         ::prctl(PR_SET_NAME, "tandem-zygote");
 
         report_links links;
-        std::unordered_map<pid_t, report_links::key> workers; // pid → its pool's report link
+        // Each worker's pool's report link, sorted by pid.
+        struct worker_link {
+            pid_t pid;
+            report_links::key link;
+        };
+        std::vector<worker_link> workers;
+        auto worker_at = [&](pid_t pid) {
+            return std::lower_bound(workers.begin(), workers.end(), pid,
+                                    [](const worker_link& w, pid_t p) { return w.pid < p; });
+        };
+        auto find_worker = [&](pid_t pid) {
+            auto it = worker_at(pid);
+            return it != workers.end() && it->pid == pid ? it : workers.end();
+        };
         static std::byte buffer[max_message];
         auto reap = [&] {
             int status = 0;
             pid_t pid;
             while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
-                auto it = workers.find(pid);
+                auto it = find_worker(pid);
                 if (it == workers.end()) continue;
-                links.send(it->second, frame_header::exited(pid, status));
-                links.drop_user(it->second);
+                links.send(it->link, frame_header::exited(pid, status));
+                links.drop_user(it->link);
                 workers.erase(it);
             }
         };
@@ -408,7 +430,7 @@ private:
             if (got <= 0) break; // the parent is gone
             if (cmd.header.kind() == frame_kind::kill) {
                 const pid_t pid = cmd.header.pid();
-                if (workers.count(pid)) ::kill(pid, SIGKILL);
+                if (find_worker(pid) != workers.end()) ::kill(pid, SIGKILL);
             } else if (cmd.header.kind() == frame_kind::spawn && cmd.passed[0] && cmd.passed[1]) {
                 const report_links::key link = links.adopt(std::move(cmd.passed[1]));
                 if (link == report_links::none) continue;
@@ -426,15 +448,15 @@ private:
                     continue;
                 }
                 links.send(link, frame_header::spawned(pid, cmd.header.token()));
-                workers.emplace(pid, link);
+                workers.insert(worker_at(pid), worker_link{pid, link}); // a pid is unique until reaped
             }
         }
-        for (auto& [pid, link] : workers) ::kill(pid, SIGKILL);
+        for (const worker_link& w : workers) ::kill(w.pid, SIGKILL);
         while (!workers.empty()) {
             int status;
             const pid_t pid = ::waitpid(-1, &status, 0);
             if (pid < 0 && errno != EINTR) break;
-            workers.erase(pid);
+            if (auto it = find_worker(pid); it != workers.end()) workers.erase(it);
         }
         _exit(0);
     }
