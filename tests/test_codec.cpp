@@ -104,6 +104,33 @@ struct flat_map {
 };
 } // namespace
 
+// Map-shaped types whose owners wrote their own codec, in the two C++20 ways: theirs is used.
+struct map_with_requires_codec : std::map<int, int> {};
+struct map_with_enable_if_codec : std::map<int, int> {};
+
+template <class T>
+    requires std::same_as<T, map_with_requires_codec>
+struct tandem::codec<T> {
+    static void encode(tandem::encoder& out, const T& m) {
+        out(std::uint8_t{0xA1});
+        out(static_cast<std::uint32_t>(m.size()));
+    }
+    static T decode(tandem::decoder& in) {
+        if (in.get<std::uint8_t>() != 0xA1) throw tandem::codec_error("not mine");
+        T m;
+        for (std::uint32_t i = 0, n = in.get<std::uint32_t>(); i < n; ++i) m.emplace(static_cast<int>(i), 0);
+        return m;
+    }
+};
+template <class T>
+struct tandem::codec<T, std::enable_if_t<std::is_same_v<T, map_with_enable_if_codec>>> {
+    static void encode(tandem::encoder& out, const T&) { out(std::uint8_t{0xB2}); }
+    static T decode(tandem::decoder& in) {
+        if (in.get<std::uint8_t>() != 0xB2) throw tandem::codec_error("not mine");
+        return {};
+    }
+};
+
 TEST_CASE("maps are recognised by shape: any unique-key map works and a multimap has no codec", "[codec]") {
     flat_map m;
     m.emplace(3, "three");
@@ -114,6 +141,14 @@ TEST_CASE("maps are recognised by shape: any unique-key map works and a multimap
     std::vector<std::byte> twice = tandem::encode(std::uint64_t{2}, 5, std::string("a"), 5, std::string("b"));
     CHECK_THROWS_AS(tandem::decode<flat_map>(twice.data(), twice.size()), tandem::codec_error);
     // emplace returns no bool for a multimap: its duplicates would not survive a decode.
+    // A map-shaped type with a codec of its own gets that codec, however it was written.
+    map_with_requires_codec mine;
+    mine.emplace(7, 7);
+    mine.emplace(9, 9);
+    CHECK(tandem::encode(mine) == tandem::encode(std::uint8_t{0xA1}, std::uint32_t{2}));
+    CHECK(round_trip(mine).size() == 2);
+    CHECK(tandem::encode(map_with_enable_if_codec{}) == tandem::encode(std::uint8_t{0xB2}));
+    CHECK(round_trip(map_with_enable_if_codec{}).empty());
     STATIC_REQUIRE_FALSE(tandem::detail::unique_key_map<std::multimap<int, int>>);
     STATIC_REQUIRE(tandem::detail::unique_key_map<std::unordered_map<std::string, int>>);
     STATIC_REQUIRE(tandem::detail::has_codec<std::map<int, std::vector<std::map<int, int>>>>);

@@ -54,12 +54,16 @@ template <class T>
 inline constexpr bool no_codec_for = false; // dependent: fires only when instantiated
 } // namespace detail
 
-/// Specialize for your own types (see the header comment). This primary template is what a
-/// type without one reaches: one static_assert that names the type (in the "required from"
-/// line above it) and the two ways to opt in, instead of pages of template errors.
-template <class T, class = void>
-struct codec {
-    static_assert(detail::no_codec_for<T>,
+namespace detail {
+/// What codec<T> is when nothing more specialised matches: a map's codec for a type shaped like
+/// one (defined below), else one static_assert that names the type (in the "required from"
+/// lines above it) and the two ways to opt in, instead of pages of template errors.
+template <class T>
+struct default_codec;
+
+template <class T>
+struct no_codec {
+    static_assert(no_codec_for<T>,
                   "tandem: no codec<T> for this type (named in the instantiation above). Opt in with "
                   "`template <> inline constexpr bool tandem::bytewise_codec<T> = true;` for a trivially "
                   "copyable type without pointers, or specialize `tandem::codec<T>` with static encode(encoder&, "
@@ -69,6 +73,13 @@ struct codec {
     static void encode(encoder&, const T&);
     static T decode(decoder&);
 };
+} // namespace detail
+
+/// Specialize for your own types (see the header comment). Maps are served by this primary
+/// template itself, not by a specialisation, so that any specialisation of a user's, however
+/// written (on the type, with `requires`, or with the second parameter), is the one chosen.
+template <class T, class = void>
+struct codec : detail::default_codec<T> {};
 
 /// Writes encoded bytes. A counting encoder (no buffer) only measures, so a payload is sized
 /// first and then encoded once, straight into its destination.
@@ -327,10 +338,12 @@ concept unique_key_map = requires(M& m, const M& c, typename M::key_type&& k, ty
     c.begin()->second;
 };
 
-} // namespace detail
+template <class T>
+struct default_codec : no_codec<T> {};
+template <unique_key_map M>
+struct default_codec<M> : map_codec<M> {};
 
-template <detail::unique_key_map M>
-struct codec<M> : detail::map_codec<M> {};
+} // namespace detail
 
 /// The encoded size of values, without encoding them.
 template <class... T>
