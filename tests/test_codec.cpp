@@ -5,9 +5,11 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <map>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <unordered_map>
@@ -152,6 +154,73 @@ TEST_CASE("maps are recognised by shape: any unique-key map works and a multimap
     STATIC_REQUIRE_FALSE(tandem::detail::unique_key_map<std::multimap<int, int>>);
     STATIC_REQUIRE(tandem::detail::unique_key_map<std::unordered_map<std::string, int>>);
     STATIC_REQUIRE(tandem::detail::has_codec<std::map<int, std::vector<std::map<int, int>>>>);
+}
+
+namespace {
+// A map whose entries name their members first and second, in the other order and beside a
+// third (as a hash map that caches each key's hash might): the codec reads .first and .second,
+// the shape unique_key_map asks for, not the members in declaration order.
+struct cached_entry {
+    int second;
+    std::size_t hash;
+    int first;
+};
+struct reordered_map {
+    using key_type = int;
+    using mapped_type = int;
+    std::vector<cached_entry> entries;
+    std::size_t size() const { return entries.size(); }
+    auto begin() const { return entries.begin(); }
+    auto end() const { return entries.end(); }
+    std::pair<std::vector<cached_entry>::iterator, bool> emplace(int k, int v) {
+        for (auto it = entries.begin(); it != entries.end(); ++it)
+            if (it->first == k) return {it, false};
+        entries.push_back(cached_entry{v, static_cast<std::size_t>(k) * 31, k});
+        return {entries.end() - 1, true};
+    }
+    int at(int k) const {
+        for (const cached_entry& e : entries)
+            if (e.first == k) return e.second;
+        throw std::out_of_range("no such key");
+    }
+};
+
+// A user's partial specialisation on std::map itself beats the built-in map codec.
+struct tagged {
+    int n;
+};
+} // namespace
+
+template <class C, class A>
+struct tandem::codec<std::map<std::string, tagged, C, A>> {
+    static void encode(tandem::encoder& out, const std::map<std::string, tagged, C, A>& m) {
+        out(std::uint8_t{0xC3});
+        out(static_cast<std::uint32_t>(m.size()));
+    }
+    static std::map<std::string, tagged, C, A> decode(tandem::decoder& in) {
+        if (in.get<std::uint8_t>() != 0xC3) throw tandem::codec_error("not mine");
+        std::map<std::string, tagged, C, A> m;
+        for (std::uint32_t i = 0, n = in.get<std::uint32_t>(); i < n; ++i) m.emplace(std::to_string(i), tagged{0});
+        return m;
+    }
+};
+
+TEST_CASE("a map's entries are read by .first and .second and a user's std::map codec wins", "[codec]") {
+    reordered_map m;
+    m.emplace(1, 100);
+    m.emplace(2, 200);
+    CHECK(tandem::encode(m) == tandem::encode(std::map<int, int>{{1, 100}, {2, 200}}));
+    const reordered_map back = round_trip(m);
+    REQUIRE(back.size() == 2);
+    CHECK(back.at(1) == 100);
+    CHECK(back.at(2) == 200);
+    // A comparator and an allocator of one's own: still std::map's codec, in the map's order.
+    const std::map<int, std::string, std::greater<>> down{{1, "a"}, {2, "b"}, {3, "c"}};
+    CHECK(round_trip(down) == down);
+    CHECK(tandem::encode(down) == tandem::encode(std::uint64_t{3}, 3, std::string("c"), 2, std::string("b"), 1, std::string("a")));
+    const std::map<std::string, tagged> mine{{"x", {1}}, {"y", {2}}};
+    CHECK(tandem::encode(mine) == tandem::encode(std::uint8_t{0xC3}, std::uint32_t{2}));
+    CHECK(round_trip(mine).size() == 2);
 }
 
 TEST_CASE("user types: bytewise opt-in and a codec specialization", "[codec]") {

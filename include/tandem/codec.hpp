@@ -20,6 +20,8 @@
 // malformed message is a codec_error, never a huge allocation or an over-read.
 #pragma once
 
+#include "tandem/detail/std_map.hpp"
+
 #include <array>
 #include <concepts>
 #include <cstddef>
@@ -288,9 +290,11 @@ struct map_codec {
     static void encode(encoder& out, const Map& m) {
         const std::uint64_t n = m.size();
         out.write(&n, sizeof n);
-        for (const auto& [k, v] : m) {
-            codec<key>::encode(out, k);
-            codec<mapped>::encode(out, v);
+        // .first and .second, what unique_key_map asks of an entry: a structured binding would
+        // take an entry's members in declaration order, whatever they are called.
+        for (const auto& entry : m) {
+            codec<key>::encode(out, entry.first);
+            codec<mapped>::encode(out, entry.second);
         }
     }
     static Map decode(decoder& in) {
