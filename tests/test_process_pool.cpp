@@ -26,6 +26,7 @@
 #include <dirent.h>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <netinet/in.h>
 #include <numeric>
 #include <optional>
@@ -1573,4 +1574,60 @@ TEST_CASE("awaiters leaving at random moments while workers die: each job ends o
     CHECK(pool.submit(add, 2, 3).get() == 5);
     WARN("seed " << seed << ": " << count[0] << " answered, " << count[1] << " crashed, " << count[2] << " taken back, "
                  << pool.workers_started() << " workers started");
+}
+
+namespace {
+/// Swaps the two levels of a map of maps, and says which worker did it.
+std::pair<int, std::map<std::string, std::map<int, int>>> transpose(std::map<int, std::map<std::string, int>> m) {
+    std::map<std::string, std::map<int, int>> out;
+    for (const auto& [row, cells] : m)
+        for (const auto& [column, value] : cells) out[column][row] = value;
+    return {static_cast<int>(::getpid()), out};
+}
+} // namespace
+
+TEST_CASE("forty pools alive at once, workers killed and pools destroyed in random order: each pool answers from its own workers",
+          "[process_pool][zygote][stress]") {
+    { tandem::process_pool warm({.workers = 1}); } // the zygote's descriptors stay
+    const auto before = tandem::process::open_descriptor_count();
+    const unsigned seed = std::random_device{}();
+    INFO("seed " << seed);
+    std::mt19937 rng(seed);
+    constexpr int pools_alive = 40;
+    std::vector<std::unique_ptr<tandem::process_pool>> pools;
+    pid_t zygote = 0;
+    for (int i = 0; i < pools_alive; ++i) {
+        pools.push_back(std::make_unique<tandem::process_pool>(tandem::process_pool_options{.workers = 1 + static_cast<std::size_t>(i % 3)}));
+        zygote = pools.back()->zygote_pid();
+    }
+    const std::map<int, std::map<std::string, int>> grid{{1, {{"a", 11}, {"b", 12}}}, {2, {{"a", 21}}}, {3, {}}};
+    const std::map<std::string, std::map<int, int>> expected{{"a", {{1, 11}, {2, 21}}}, {"b", {{1, 12}}}};
+    auto check_all = [&] {
+        for (auto& pool : pools) {
+            const auto [pid, result] = pool->submit(transpose, grid).get();
+            CHECK(result == expected);
+            const std::vector<pid_t> mine = pool->worker_pids();
+            CHECK(std::find(mine.begin(), mine.end(), pid) != mine.end()); // its own worker, not another pool's
+        }
+    };
+    check_all();
+    while (!pools.empty()) {
+        // Kill a few workers of random pools (the zygote reaps them and reports to the right pool)...
+        for (int k = 0; k < 3; ++k) {
+            auto& pool = *pools[rng() % pools.size()];
+            pool.wait_ready();
+            const std::vector<pid_t> pids = pool.worker_pids();
+            if (!pids.empty()) ::kill(pids[rng() % pids.size()], SIGKILL);
+        }
+        // ...crash a job in another...
+        CHECK_THROWS_AS(pools[rng() % pools.size()]->submit(abort_job, 0).get(), tandem::worker_crashed);
+        // ...destroy one, not the newest...
+        pools.erase(pools.begin() + static_cast<std::ptrdiff_t>(rng() % pools.size()));
+        // ...and now and then start a new one in its place while fewer than half remain.
+        if (pools.size() < pools_alive / 2 && rng() % 4 == 0)
+            pools.push_back(std::make_unique<tandem::process_pool>(tandem::process_pool_options{.workers = 2}));
+        if (pools.size() % 8 == 0) check_all();
+    }
+    CHECK(tandem::process::open_descriptor_count() == before);
+    CHECK(children_of(zygote).empty()); // every worker reaped
 }
