@@ -545,3 +545,59 @@ TEST_CASE("thread_pool works where a class name is written", "[thread_pool]") {
               owner.shared->submit([] { return 5; }).get() ==
           15);
 }
+
+namespace {
+// Callables of every shape std::invoke accepts: a job calls each as std::invoke(fn&, args&&...)
+// would, with the stored callable as an lvalue and the stored arguments as rvalues.
+struct ref_qualified {
+    int operator()() & { return 1; }
+    int operator()() && { return 2; }
+    int operator()() const& { return 3; }
+};
+struct token_taker {
+    bool operator()(const std::stop_token& t, int) const { return t.stop_possible(); }
+};
+struct widget {
+    int value = 5;
+    int& ref() { return value; }
+    int take(std::unique_ptr<int>&& p) const { return *p + value; }
+    bool with_token(std::stop_token t) const { return t.stop_possible(); }
+};
+int& global_ref() {
+    static int g = 9;
+    return g;
+}
+int twice(int n) noexcept { return 2 * n; }
+std::string moved_from(std::string&& s) { return std::move(s); }
+} // namespace
+
+TEST_CASE("jobs call their callable as std::invoke would: a table of callable shapes", "[thread_pool]") {
+    tandem::thread_pool pool(1);
+    widget w;
+    ref_qualified rq;
+    // The result types first: what std::invoke on an lvalue callable and rvalue arguments gives.
+    STATIC_REQUIRE(std::is_same_v<decltype(pool.submit(&widget::ref, &w)), std::future<int&>>);
+    STATIC_REQUIRE(std::is_same_v<decltype(pool.submit(&widget::value, std::ref(w))), std::future<int&>>);
+    STATIC_REQUIRE(std::is_same_v<decltype(pool.submit(global_ref)), std::future<int&>>);
+    STATIC_REQUIRE(std::is_same_v<decltype(pool.submit(moved_from, std::string())), std::future<std::string>>);
+    CHECK(pool.submit(rq).get() == std::invoke(rq));               // the stored copy, an lvalue: 1
+    CHECK(pool.submit(std::cref(rq)).get() == std::invoke(std::cref(rq))); // through a const reference: 3
+    CHECK(&pool.submit(&widget::ref, &w).get() == &w.value);
+    CHECK(&pool.submit(global_ref).get() == &global_ref());
+    CHECK(pool.submit(&widget::take, std::cref(w), std::make_unique<int>(1)).get() == 6);
+    CHECK(pool.submit(&twice, 21).get() == 42);
+    CHECK(pool.submit(moved_from, std::string(100, 'x')).get() == std::string(100, 'x'));
+    // A callable that takes a std::stop_token first gets the pool's; a member function that
+    // takes one does not (the object comes first), as std::invoke would not.
+    CHECK(pool.submit(token_taker{}, 1).get());
+    CHECK_FALSE(pool.submit(&widget::with_token, &w, std::stop_token{}).get());
+    auto body = [&]() -> tandem::task<> {
+        int& r = co_await pool.run(&widget::ref, std::ref(w));
+        CHECK(&r == &w.value);
+        const int rvalue_or_lvalue = co_await pool.run(ref_qualified{});
+        CHECK(rvalue_or_lvalue == 1);
+        const bool saw_token = co_await pool.run(token_taker{}, 2);
+        CHECK(saw_token);
+    };
+    tandem::sync_wait(body());
+}
