@@ -396,10 +396,14 @@ public:
         if constexpr (std::is_convertible_v<Iterator, const_pointer>) {
             const_pointer f = first;
             if (first != last && !std::less<const_pointer>()(f, m_data) && std::less<const_pointer>()(f, m_data + m_size)) {
-                // The list's own headers: copied before room is made, which may move them.
+                // The list's own headers: copied before room is made, which may move them, then
+                // moved in (after the reserve, nothing here can throw).
                 header_list copy;
                 copy.insert(copy.end(), first, last);
-                return insert(at, std::make_move_iterator(copy.begin()), std::make_move_iterator(copy.end()));
+                const size_type index = static_cast<size_type>(at - m_data), before = m_size;
+                reserve(m_size + copy.m_size);
+                for (value_type& h : copy) emplace_back(std::move(h));
+                return rotate_in(index, m_size - before);
             }
         }
         const size_type index = static_cast<size_type>(at - m_data), before = m_size;
