@@ -190,7 +190,7 @@ class basic_connection_pool;
 template <class = void>
 class basic_connection_lease;
 /// The pool and its lease: class templates' one instantiation behind aliases, so that a
-/// translation unit that makes no client analyses none of their bodies (README, "API cost").
+/// translation unit that makes no client analyses none of their bodies (README, "Headers").
 using connection_pool = basic_connection_pool<>;
 using connection_lease = basic_connection_lease<>;
 
@@ -399,12 +399,12 @@ private:
 };
 
 template <class T>
-void basic_connection_lease<T>::recycle() noexcept {
+inline void basic_connection_lease<T>::recycle() noexcept {
     if (basic_connection_pool<T>* p = std::exchange(m_pool, nullptr)) p->give_back(std::move(m_conn));
 }
 
 template <class T>
-void basic_connection_lease<T>::drop() noexcept {
+inline void basic_connection_lease<T>::drop() noexcept {
     if (basic_connection_pool<T>* p = std::exchange(m_pool, nullptr)) p->discard(m_conn);
 }
 

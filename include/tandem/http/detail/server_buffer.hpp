@@ -33,7 +33,7 @@ inline void relocate(request_head& head, std::uintptr_t from, std::size_t size, 
 /// than `at_most` bytes free (charged against max_body_memory). `pinned`, if any, is a parsed
 /// head whose views follow the bytes. False when the server-wide body memory would be passed.
 template <class S>
-bool basic_server<S>::make_room(workspace& w, std::size_t want, std::size_t at_most, request_head* pinned) {
+inline bool basic_server<S>::make_room(workspace& w, std::size_t want, std::size_t at_most, request_head* pinned) {
     if (w.data.size() - w.end >= want) return true;
     const auto old_base = reinterpret_cast<std::uintptr_t>(w.data.data());
     const std::size_t old_size = w.data.size();
@@ -90,7 +90,7 @@ task<std::size_t> basic_server<S>::read_more(tcp_stream& s, connection& c, std::
 /// readiness after a short read the same way. TCP urgent data also stops a read short, with
 /// bytes left behind: the reactor remembers it like a hang-up, so such a socket reads again.
 template <class S>
-std::optional<std::size_t> basic_server<S>::try_read(tcp_stream& s, connection& c, std::span<char> into) {
+inline std::optional<std::size_t> basic_server<S>::try_read(tcp_stream& s, connection& c, std::span<char> into) {
     if (c.drained && !tandem::detail::hooks(this_loop()).hung_up(c.fd)) return std::nullopt;
     const auto n = s.try_read_some(into);
     c.drained = n && *n != 0 && *n < into.size();
@@ -100,7 +100,7 @@ std::optional<std::size_t> basic_server<S>::try_read(tcp_stream& s, connection& 
 /// After a large body: back to the base size if what is left fits, so a client that follows
 /// its upload with pipelined (or half-sent) requests does not keep the body's memory charged.
 template <class S>
-void basic_server<S>::shrink(workspace& w) noexcept {
+inline void basic_server<S>::shrink(workspace& w) noexcept {
     const std::size_t left = w.end - w.begin;
     if (left > base_size) return;
     std::vector<char> fresh;
@@ -118,7 +118,7 @@ void basic_server<S>::shrink(workspace& w) noexcept {
 }
 
 template <class S>
-std::unique_ptr<typename basic_server<S>::workspace> basic_server<S>::take_workspace() {
+inline std::unique_ptr<typename basic_server<S>::workspace> basic_server<S>::take_workspace() {
     if (!m_spare.empty()) {
         auto w = std::move(m_spare.back());
         m_spare.pop_back();
@@ -131,7 +131,7 @@ std::unique_ptr<typename basic_server<S>::workspace> basic_server<S>::take_works
 }
 
 template <class S>
-void basic_server<S>::give_back(std::unique_ptr<workspace>& w) noexcept {
+inline void basic_server<S>::give_back(std::unique_ptr<workspace>& w) noexcept {
     if (!w) return;
     w->resp.reset(); // a response cut short (client gone, cancelled) holds nothing for the next
     m_stats.body_bytes_held -= w->charged;

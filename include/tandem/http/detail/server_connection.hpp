@@ -104,7 +104,7 @@ inline std::optional<std::uint64_t> bytes_acked(int fd) noexcept {
 } // namespace detail
 
 template <class S>
-void basic_server<S>::sweep_one(connection& c, std::int64_t now) noexcept {
+inline void basic_server<S>::sweep_one(connection& c, std::int64_t now) noexcept {
     if (c.deadline == 0 || now < c.deadline) return;
     if (c.now == phase::write) { // a slow reader that still reads is making progress
         if (const auto acked = detail::bytes_acked(c.fd); acked && *acked != c.acked) {
@@ -146,7 +146,7 @@ task<void> basic_server<S>::begin_drain() {
 }
 
 template <class S>
-void basic_server<S>::close_idle() noexcept {
+inline void basic_server<S>::close_idle() noexcept {
     m_linger_over = true;
     m_connections.for_each([](connection& c) {
         if (c.now != phase::idle || c.fresh) return;
@@ -159,7 +159,7 @@ void basic_server<S>::close_idle() noexcept {
 }
 
 template <class S>
-void basic_server<S>::cancel_remaining() noexcept {
+inline void basic_server<S>::cancel_remaining() noexcept {
     m_gave_up = true;
     m_connections.for_each([](connection& c) {
         if (c.running) c.running->cancel();

@@ -79,7 +79,7 @@ task<bool> basic_server<S>::serve_request(tcp_stream& s, connection& c, std::uni
 /// The head, if it is all buffered and valid; false leaves the rest (reading, refusing) to
 /// read_head, with the parser where it stopped.
 template <class S>
-bool basic_server<S>::head_buffered(workspace& w, exchange& x) {
+inline bool basic_server<S>::head_buffered(workspace& w, exchange& x) {
     const parse_result parsed = x.scanner.parse(w.view(), x.head, {w.headers.data(), w.headers.size()}, m_options.limits);
     x.head_size = parsed.head_size;
     x.head_method = x.scanner.head_method();
@@ -88,7 +88,7 @@ bool basic_server<S>::head_buffered(workspace& w, exchange& x) {
 
 /// The body, if it needs no reading (none, or a Content-Length body already buffered).
 template <class S>
-bool basic_server<S>::body_buffered(workspace& w, exchange& x) {
+inline bool basic_server<S>::body_buffered(workspace& w, exchange& x) {
     x.consumed = x.head_size;
     if (x.head.framing == body_framing::none) return true;
     if (x.head.framing != body_framing::content_length) return false;
@@ -205,7 +205,7 @@ task<typename basic_server<S>::verdict> basic_server<S>::read_more_body(tcp_stre
 /// 404, 405 with Allow, or 204 with Allow (OPTIONS). A plain function, so that the match and
 /// its Allow list take no room in serve_request's frame.
 template <class S>
-const route* basic_server<S>::find_route(exchange& x, route_params& params, std::optional<response>& resp) {
+inline const route* basic_server<S>::find_route(exchange& x, route_params& params, std::optional<response>& resp) {
     route_match match = m_router.find(x.head.method, x.head.path, params);
     if (match.found) {
         x.route = match.found->label;
@@ -217,7 +217,7 @@ const route* basic_server<S>::find_route(exchange& x, route_params& params, std:
 }
 
 template <class S>
-void basic_server<S>::report_failure(const exchange& x, std::exception_ptr failure) noexcept {
+inline void basic_server<S>::report_failure(const exchange& x, std::exception_ptr failure) noexcept {
     ++m_stats.handler_errors;
     const handler_error report{x.head.method, x.head.target, x.route, failure};
     try {
@@ -234,7 +234,7 @@ void basic_server<S>::report_failure(const exchange& x, std::exception_ptr failu
 /// response (`headers` is public, so set_header's check may have been bypassed). Throws
 /// std::invalid_argument, which dispatch reports like any handler error and answers 500.
 template <class S>
-void basic_server<S>::check_response(const response& resp) {
+inline void basic_server<S>::check_response(const response& resp) {
     if (resp.status < 200 || resp.status > 599)
         throw std::invalid_argument("tandem::http: a handler answered status " + std::to_string(resp.status) +
                                     " (a final status is 200-599)");
@@ -246,7 +246,7 @@ void basic_server<S>::check_response(const response& resp) {
 /// Decides how `resp` is framed and whether the connection closes after it, and builds its
 /// head in w.out (reused across requests, so a kept-alive connection allocates it once).
 template <class S>
-typename basic_server<S>::response_plan basic_server<S>::plan_response(connection& c, workspace& w, const exchange& x,
+inline typename basic_server<S>::response_plan basic_server<S>::plan_response(connection& c, workspace& w, const exchange& x,
                                                    const response& resp) {
     const request_head& head = x.head;
     const bool bodiless = resp.status < 200 || resp.status == 204 || resp.status == 304;
@@ -312,7 +312,7 @@ task<void> basic_server<S>::write_gathered(tcp_stream& s, std::string_view head,
 
 /// Counts a response that went out whole and tells the access log.
 template <class S>
-void basic_server<S>::finish_response(const exchange& x, int status, std::uint64_t body_bytes) noexcept {
+inline void basic_server<S>::finish_response(const exchange& x, int status, std::uint64_t body_bytes) noexcept {
     ++m_served;
     count_response(status);
     log_access(x.head.method, x.head.target, status, body_bytes, x.started);
@@ -320,7 +320,7 @@ void basic_server<S>::finish_response(const exchange& x, int status, std::uint64
 
 /// Tells the access log (if any) of a response written; `started` 0: no duration known.
 template <class S>
-void basic_server<S>::log_access(std::string_view method, std::string_view target, int status,
+inline void basic_server<S>::log_access(std::string_view method, std::string_view target, int status,
                                std::uint64_t body_bytes, std::int64_t started) noexcept {
     if (!m_options.access_log) return;
     try {
