@@ -91,7 +91,7 @@ struct client_options {
 template <class = void>
 class basic_client;
 /// The client: a class template's one instantiation behind an alias, so that a translation
-/// unit that makes no client analyses none of its bodies (README, "API cost").
+/// unit that makes no client analyses none of its bodies (README, "Headers").
 using client = basic_client<>;
 
 /// One-shot options for fetch().

@@ -322,7 +322,7 @@ public:
     const_iterator cbegin() const noexcept { return begin(); }
     const_iterator cend() const noexcept { return end(); }
     // Templates whose iterator type is a parameter, so that std::reverse_iterator (costly to
-    // instantiate since C++20) is compiled only where one is asked for (README, "API cost").
+    // instantiate since C++20) is compiled only where one is asked for (README, "Headers").
     template <class It = iterator>
     std::reverse_iterator<It> rbegin() noexcept { return std::reverse_iterator<It>(end()); }
     template <class It = iterator>

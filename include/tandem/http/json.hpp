@@ -88,7 +88,7 @@ inline void append_json_string(std::string& out, std::string_view text) {
 template <class = void>
 class basic_json;
 /// The writer: a class template's one instantiation behind an alias, so that a translation
-/// unit that writes no JSON compiles none of its bodies (README, "API cost").
+/// unit that writes no JSON compiles none of its bodies (README, "Headers").
 using json = basic_json<>;
 
 template <class>

@@ -43,7 +43,7 @@ class basic_router;
 /// Routes by method and path: exact segments, `:name` segments (request::param), and a
 /// final `*` matching any rest (a prefix). First match wins. HEAD falls back to GET. A class
 /// template's one instantiation behind an alias, so that a translation unit that routes
-/// nothing analyses none of its bodies (README, "API cost").
+/// nothing analyses none of its bodies (README, "Headers").
 using router = basic_router<>;
 
 template <class>

@@ -45,7 +45,7 @@ namespace tandem::http {
 template <class = void>
 class basic_server;
 /// The server. A class template's one instantiation behind an alias, so that a translation
-/// unit that serves nothing analyses none of its bodies (README, "API cost").
+/// unit that serves nothing analyses none of its bodies (README, "Headers").
 using server = basic_server<>;
 
 template <class>
