@@ -50,6 +50,17 @@ bool is_well_known_storage(const char* p) {
     return false;
 }
 
+// Every well-known text is too long to be held in place (else it would never be viewed) and
+// made of field characters (field_text marks it a valid value without looking). Checked here
+// rather than in the header, whose includers would all evaluate it.
+static_assert([] {
+    for (std::string_view k : http::detail::well_known_texts) {
+        if (k.size() <= http::field_text::inline_capacity) return false;
+        if (http::detail::skip_field_chars(k, 0, k.size()) != k.size()) return false;
+    }
+    return true;
+}());
+
 using model = std::vector<std::pair<std::string, std::string>>;
 
 bool same(const http::header_list& list, const model& m) {

@@ -88,7 +88,11 @@ struct client_options {
     std::string host;
 };
 
-class client;
+template <class = void>
+class basic_client;
+/// The client: a class template's one instantiation behind an alias, so that a translation
+/// unit that makes no client analyses none of its bodies (README, "Headers").
+using client = basic_client<>;
 
 /// One-shot options for fetch().
 struct fetch_options {
@@ -108,10 +112,11 @@ struct fetch_options {
 /// Cancel safety: every request may be cancelled (or time out) at any suspension point. A
 /// request that ends without a complete response closes its connection rather than give
 /// it back, so no later request can read a stale response.
-class client {
+template <class>
+class basic_client {
 public:
     /// A client for a numeric address; Host is options.host or the address.
-    explicit client(address to, client_options options = {}) {
+    explicit basic_client(address to, client_options options = {}) {
         options = checked(std::move(options));
         if (options.host.empty()) options.host = to.port() == 80 ? bracketed_ip(to) : to.to_string();
         const pool_options p = pool_of(options);
@@ -120,45 +125,39 @@ public:
 
     /// A client for "http://host[:port]"; the host name is resolved off the loop on first
     /// use. Throws std::invalid_argument for other schemes, and with advice for https://.
-    explicit client(std::string_view url, client_options options = {}) : client(origin_only(url), std::move(options)) {}
-    explicit client(const char* url, client_options options = {}) : client(std::string_view(url), std::move(options)) {}
-    explicit client(origin o, client_options options = {}) {
+    explicit basic_client(std::string_view url, client_options options = {}) : basic_client(origin_only(url), std::move(options)) {}
+    explicit basic_client(const char* url, client_options options = {}) : basic_client(std::string_view(url), std::move(options)) {}
+    explicit basic_client(origin o, client_options options = {}) {
         options = checked(std::move(options));
         if (options.host.empty()) options.host = o.host_header();
         const pool_options p = pool_of(options);
         m_state = std::make_shared<state>(std::move(options), std::move(o.host), o.port, p);
     }
 
-    client(const client&) = delete;
-    client& operator=(const client&) = delete;
+    basic_client(const basic_client&) = delete;
+    basic_client& operator=(const basic_client&) = delete;
 
     /// Sends `r` and reads the whole response. Retries once on a new connection when the
     /// request provably was not processed: a reused connection failed before any of the
     /// request was written, or (idempotent methods) closed or reset before any response
     /// byte. Throws tandem::timed_out, protocol_error, pool_overloaded, std::system_error
     /// (connect/IO failures), std::invalid_argument (a malformed request). Cancellable.
-    template <class = void> // compiled only where used (bench/README.md, "Include cost")
     task<client_response> send(client_request r) { return run(m_state, std::move(r)); }
 
-    template <class = void>
     task<client_response> request(std::string method, std::string target, std::string body = {},
                                   header_list headers = {}) {
         return send(client_request{std::move(method), std::move(target), std::move(headers), std::move(body)});
     }
-    template <class = void>
     task<client_response> get(std::string target, header_list headers = {}) {
         return request("GET", std::move(target), {}, std::move(headers));
     }
-    template <class = void>
     task<client_response> head(std::string target, header_list headers = {}) {
         return request("HEAD", std::move(target), {}, std::move(headers));
     }
-    template <class = void>
     task<client_response> post(std::string target, std::string body,
                                std::string content_type = "application/octet-stream") {
         return request("POST", std::move(target), std::move(body), {{"Content-Type", std::move(content_type)}});
     }
-    template <class = void>
     task<client_response> put(std::string target, std::string body,
                               std::string content_type = "application/octet-stream") {
         return request("PUT", std::move(target), std::move(body), {{"Content-Type", std::move(content_type)}});
@@ -207,7 +206,6 @@ private:
     };
 
     /// The request's coroutine: its parameters (the shared state and the request) are its own.
-    template <class = void>
     static task<client_response> run(std::shared_ptr<state> s, client_request r) {
         validate(r);
         s->enter_loop();
@@ -310,7 +308,6 @@ private:
     /// How far an exchange got before it failed: what decides whether a retry is safe.
     enum class progress : std::uint8_t { nothing_written, written, response_started };
 
-    template <class = void>
     static task<client_response> perform(state& s, const client_request& r) {
         const std::string head = head_of(s.options, r);
         for (int attempt = 0;; ++attempt) {
@@ -334,7 +331,6 @@ private:
         return p == progress::nothing_written || (p == progress::written && idempotent(method));
     }
 
-    template <class = void>
     static task<client_response> exchange(const client_options& options, connection_lease& lease,
                                           const client_request& r, const std::string& head, progress& p) {
         pooled_connection& c = *lease;
@@ -361,7 +357,6 @@ private:
     /// A server may answer before it has read the whole body (413, 401) and close: the
     /// write then fails (write_error), but its answer may be waiting in the socket. Only if
     /// no complete head comes does the write's error stand.
-    template <class = void>
     static task<client_response> read_response(const client_options& options, pooled_connection& c,
                                                const client_request& r, progress& p,
                                                const std::exception_ptr& write_error, bool& keep) {
@@ -475,7 +470,6 @@ private:
 
     /// Writes what send_now() left. A peer that closed or reset the connection is recorded
     /// in write_error rather than thrown: its answer may still be read.
-    template <class = void>
     static task<> write_rest(pooled_connection& c, const std::string& head, const std::string& body, std::size_t sent,
                              std::exception_ptr& write_error) {
         std::string_view rest[2];

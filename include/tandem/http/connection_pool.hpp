@@ -185,19 +185,28 @@ private:
     std::size_t m_end = 0;
 };
 
-class connection_pool;
+template <class = void>
+class basic_connection_pool;
+template <class = void>
+class basic_connection_lease;
+/// The pool and its lease: class templates' one instantiation behind aliases, so that a
+/// translation unit that makes no client analyses none of their bodies (README, "Headers").
+using connection_pool = basic_connection_pool<>;
+using connection_lease = basic_connection_lease<>;
 
 /// A connection lent by a pool. Dropping it closes the connection: only a request that
 /// read a complete response gives it back (recycle()), so an exchange that ended any other
 /// way (cancelled, timed out, bad response) can never leave bytes for the next request.
-class connection_lease {
+template <class T>
+class basic_connection_lease {
 public:
-    connection_lease() noexcept = default;
-    connection_lease(connection_pool& pool, pooled_connection c) noexcept : m_pool(&pool), m_conn(std::move(c)) {}
-    connection_lease(connection_lease&& other) noexcept
+    basic_connection_lease() noexcept = default;
+    basic_connection_lease(basic_connection_pool<T>& pool, pooled_connection c) noexcept
+        : m_pool(&pool), m_conn(std::move(c)) {}
+    basic_connection_lease(basic_connection_lease&& other) noexcept
         : m_pool(std::exchange(other.m_pool, nullptr)), m_conn(std::move(other.m_conn)) {}
-    connection_lease& operator=(connection_lease&&) = delete;
-    ~connection_lease() { drop(); }
+    basic_connection_lease& operator=(basic_connection_lease&&) = delete;
+    ~basic_connection_lease() { drop(); }
 
     pooled_connection& operator*() noexcept { return m_conn; }
     pooled_connection* operator->() noexcept { return &m_conn; }
@@ -209,33 +218,33 @@ public:
     void drop() noexcept;
 
 private:
-    connection_pool* m_pool = nullptr;
+    basic_connection_pool<T>* m_pool = nullptr;
     pooled_connection m_conn;
 };
 
 /// The connections to one origin. Waiting is FIFO and cancellable; the pool never holds
 /// more than max_connections open, nor more than max_waiting requests in its queue.
-class connection_pool {
+template <class T>
+class basic_connection_pool {
 public:
     /// A pool for `host` (a name, resolved off the loop on first use) or fixed addresses.
-    connection_pool(std::string host, std::uint16_t port, pool_options options)
+    basic_connection_pool(std::string host, std::uint16_t port, pool_options options)
         : m_host(std::move(host)), m_port(port), m_options(options), m_slots(checked(options).max_connections) {
         if (numeric(m_host)) m_addresses.emplace_back(m_host, port); // no lookup needed
     }
-    connection_pool(address to, pool_options options)
+    basic_connection_pool(address to, pool_options options)
         : m_port(to.port()), m_options(options), m_slots(checked(options).max_connections) {
         m_addresses.push_back(std::move(to));
     }
-    connection_pool(const connection_pool&) = delete;
-    connection_pool& operator=(const connection_pool&) = delete;
-    ~connection_pool() = default; // leases must not outlive the pool (they point into it)
+    basic_connection_pool(const basic_connection_pool&) = delete;
+    basic_connection_pool& operator=(const basic_connection_pool&) = delete;
+    ~basic_connection_pool() = default; // leases must not outlive the pool (they point into it)
 
     /// Lends a connection: an idle one that is still open, else a new one. Waits (FIFO)
     /// while max_connections are in use; throws pool_overloaded when max_waiting requests
     /// wait already. Cancellable: a cancelled waiter leaves the queue and takes nothing.
     /// Connecting throws std::system_error (refused, unreachable) or the resolver's error.
-    template <class = void>
-    task<connection_lease> acquire() {
+    task<basic_connection_lease<T>> acquire() {
         if (!m_slots.try_acquire()) {
             if (m_waiting >= m_options.max_waiting) throw pool_overloaded(m_waiting);
             ++m_waiting;
@@ -247,7 +256,7 @@ public:
         }
         // From here the slot is ours; a lease carries it, and so does this guard until then.
         struct slot_guard {
-            connection_pool* pool;
+            basic_connection_pool* pool;
             ~slot_guard() {
                 if (pool) pool->m_slots.release();
             }
@@ -259,7 +268,7 @@ public:
             if (still_open(c)) {
                 c.reused = true;
                 slot.pool = nullptr;
-                co_return connection_lease(*this, std::move(c));
+                co_return basic_connection_lease<T>(*this, std::move(c));
             }
             closed_one(c);
         }
@@ -270,7 +279,7 @@ public:
         ++m_open;
         ++m_opened;
         slot.pool = nullptr;
-        co_return connection_lease(*this, std::move(c));
+        co_return basic_connection_lease<T>(*this, std::move(c));
     }
 
     /// Closes the idle connections now; those lent out close when their request ends.
@@ -308,7 +317,7 @@ public:
     const pool_options& options() const noexcept { return m_options; }
 
 private:
-    friend class connection_lease;
+    friend class basic_connection_lease<T>;
 
     static const pool_options& checked(const pool_options& o) {
         if (o.max_connections == 0) throw std::invalid_argument("tandem::http: max_connections must be at least 1");
@@ -356,7 +365,6 @@ private:
         m_slots.release();
     }
 
-    template <class = void>
     task<tcp_stream> connect() {
         if (m_addresses.empty()) {
             // One lookup at a time: the others wait for its answer rather than repeat it.
@@ -390,12 +398,14 @@ private:
     std::uint64_t m_generation = 0;
 };
 
-inline void connection_lease::recycle() noexcept {
-    if (connection_pool* p = std::exchange(m_pool, nullptr)) p->give_back(std::move(m_conn));
+template <class T>
+inline void basic_connection_lease<T>::recycle() noexcept {
+    if (basic_connection_pool<T>* p = std::exchange(m_pool, nullptr)) p->give_back(std::move(m_conn));
 }
 
-inline void connection_lease::drop() noexcept {
-    if (connection_pool* p = std::exchange(m_pool, nullptr)) p->discard(m_conn);
+template <class T>
+inline void basic_connection_lease<T>::drop() noexcept {
+    if (basic_connection_pool<T>* p = std::exchange(m_pool, nullptr)) p->discard(m_conn);
 }
 
 } // namespace tandem::http

@@ -79,7 +79,7 @@ public:
             m_s.ptr = known->data();
             m_size = static_cast<std::uint32_t>(known->size());
             m_kind = kind::known;
-            m_checks = value_ok; // every entry is made of field characters (the table's test)
+            m_checks = value_ok; // every entry is made of field characters (tests/test_http_header_list.cpp checks it)
         } else {
             if (s.size() > max_size()) throw std::length_error("tandem::http: a header text longer than 4 GiB");
             char* p = static_cast<char*>(::operator new(s.size() + 1));
@@ -221,13 +221,6 @@ private:
     std::uint8_t m_checks = 0;
 };
 static_assert(sizeof(field_text) == 32);
-static_assert([] {
-    for (std::string_view k : detail::well_known_texts) {
-        if (k.size() <= field_text::inline_capacity) return false; // would be held in place, never viewed
-        if (detail::skip_field_chars(k, 0, k.size()) != k.size()) return false; // marked valid values
-    }
-    return true;
-}());
 
 namespace detail {
 /// Whether a header can be sent as given: the name a token, the value field characters only
@@ -328,12 +321,20 @@ public:
     const_iterator end() const noexcept { return m_data + m_size; }
     const_iterator cbegin() const noexcept { return begin(); }
     const_iterator cend() const noexcept { return end(); }
-    reverse_iterator rbegin() noexcept { return reverse_iterator(end()); }
-    reverse_iterator rend() noexcept { return reverse_iterator(begin()); }
-    const_reverse_iterator rbegin() const noexcept { return const_reverse_iterator(end()); }
-    const_reverse_iterator rend() const noexcept { return const_reverse_iterator(begin()); }
-    const_reverse_iterator crbegin() const noexcept { return rbegin(); }
-    const_reverse_iterator crend() const noexcept { return rend(); }
+    // Templates whose iterator type is a parameter, so that std::reverse_iterator (costly to
+    // instantiate since C++20) is compiled only where one is asked for (README, "Headers").
+    template <class It = iterator>
+    std::reverse_iterator<It> rbegin() noexcept { return std::reverse_iterator<It>(end()); }
+    template <class It = iterator>
+    std::reverse_iterator<It> rend() noexcept { return std::reverse_iterator<It>(begin()); }
+    template <class It = const_iterator>
+    std::reverse_iterator<It> rbegin() const noexcept { return std::reverse_iterator<It>(end()); }
+    template <class It = const_iterator>
+    std::reverse_iterator<It> rend() const noexcept { return std::reverse_iterator<It>(begin()); }
+    template <class It = const_iterator>
+    std::reverse_iterator<It> crbegin() const noexcept { return std::reverse_iterator<It>(end()); }
+    template <class It = const_iterator>
+    std::reverse_iterator<It> crend() const noexcept { return std::reverse_iterator<It>(begin()); }
     pointer data() noexcept { return m_data; }
     const_pointer data() const noexcept { return m_data; }
     size_type size() const noexcept { return m_size; }
@@ -395,10 +396,14 @@ public:
         if constexpr (std::is_convertible_v<Iterator, const_pointer>) {
             const_pointer f = first;
             if (first != last && !std::less<const_pointer>()(f, m_data) && std::less<const_pointer>()(f, m_data + m_size)) {
-                // The list's own headers: copied before room is made, which may move them.
+                // The list's own headers: copied before room is made, which may move them, then
+                // moved in (after the reserve, nothing here can throw).
                 header_list copy;
                 copy.insert(copy.end(), first, last);
-                return insert(at, std::make_move_iterator(copy.begin()), std::make_move_iterator(copy.end()));
+                const size_type index = static_cast<size_type>(at - m_data), before = m_size;
+                reserve(m_size + copy.m_size);
+                for (value_type& h : copy) emplace_back(std::move(h));
+                return rotate_in(index, m_size - before);
             }
         }
         const size_type index = static_cast<size_type>(at - m_data), before = m_size;

@@ -85,12 +85,19 @@ inline void append_json_string(std::string& out, std::string_view text) {
     out += '"';
 }
 
-class json {
+template <class = void>
+class basic_json;
+/// The writer: a class template's one instantiation behind an alias, so that a translation
+/// unit that writes no JSON compiles none of its bodies (README, "Headers").
+using json = basic_json<>;
+
+template <class>
+class basic_json {
 public:
-    json& object() { return open('{'); }
-    json& array() { return open('['); }
+    basic_json& object() { return open('{'); }
+    basic_json& array() { return open('['); }
     /// Closes the innermost open object or array.
-    json& end() {
+    basic_json& end() {
         if (m_open.empty() || m_key_due_value) throw std::logic_error("tandem::http::json: nothing to end");
         m_out += m_open.back() == '{' ? '}' : ']';
         m_open.pop_back();
@@ -98,7 +105,7 @@ public:
         return *this;
     }
     /// The next member's name (inside an object).
-    json& key(std::string_view name) {
+    basic_json& key(std::string_view name) {
         if (m_open.empty() || m_open.back() != '{' || m_key_due_value)
             throw std::logic_error("tandem::http::json: a key outside an object");
         comma();
@@ -107,26 +114,26 @@ public:
         m_key_due_value = true;
         return *this;
     }
-    json& value(std::string_view s) {
+    basic_json& value(std::string_view s) {
         before_value();
         append_json_string(m_out, s);
         return *this;
     }
-    json& value(const char* s) { return value(std::string_view(s)); }
-    json& value(const std::string& s) { return value(std::string_view(s)); }
-    json& value(bool b) {
+    basic_json& value(const char* s) { return value(std::string_view(s)); }
+    basic_json& value(const std::string& s) { return value(std::string_view(s)); }
+    basic_json& value(bool b) {
         before_value();
         m_out += b ? "true" : "false";
         return *this;
     }
-    json& value(std::nullptr_t) {
+    basic_json& value(std::nullptr_t) {
         before_value();
         m_out += "null";
         return *this;
     }
     template <class Number>
         requires(std::is_arithmetic_v<Number> && !std::is_same_v<Number, bool> && !std::is_same_v<Number, char>)
-    json& value(Number n) {
+    basic_json& value(Number n) {
         before_value();
         if constexpr (std::is_floating_point_v<Number>) {
             // JSON has no NaN or infinity; n - n is 0 for every finite n and NaN for the rest (no
@@ -145,7 +152,7 @@ public:
     }
     /// key(name).value(v) in one call.
     template <class T>
-    json& field(std::string_view name, const T& v) {
+    basic_json& field(std::string_view name, const T& v) {
         key(name);
         return value(v);
     }
@@ -157,7 +164,7 @@ public:
     }
 
 private:
-    json& open(char bracket) {
+    basic_json& open(char bracket) {
         before_value();
         m_out += bracket;
         m_open.push_back(bracket);

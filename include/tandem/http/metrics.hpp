@@ -42,8 +42,10 @@ pool_probe pool_metrics(std::string name, const Pool& pool) {
     return [name = std::move(name), &pool] { return pool_figures{name, pool.size(), pool.queued(), pool.running()}; };
 }
 
-/// The exposition text for these figures (pure: testable without a server).
-inline std::string metrics_text(const server_stats& server, const loop_stats& loop, std::span<const pool_figures> pools);
+/// The exposition text for these figures (pure: testable without a server). A template, like
+/// metrics_handler, so that only a translation unit that calls it compiles it.
+template <class = void>
+std::string metrics_text(const server_stats& server, const loop_stats& loop, std::span<const pool_figures> pools);
 
 /// A handler answering the figures of the loop that runs it, of the server that calls it and
 /// of `pools`, as text/plain; version=0.0.4.
@@ -64,6 +66,7 @@ handler metrics_handler(std::vector<pool_probe> pools = {}) {
 
 namespace detail {
 
+template <class>
 class exposition {
 public:
     explicit exposition(std::string& out) noexcept : m_out(&out) {}
@@ -102,7 +105,8 @@ private:
     std::string* m_out;
 };
 
-inline std::string label_value(std::string_view v) {
+template <class = void>
+std::string label_value(std::string_view v) {
     std::string out;
     for (char c : v) {
         if (c == '\\' || c == '"') out += '\\';
@@ -117,10 +121,11 @@ inline std::string label_value(std::string_view v) {
 
 } // namespace detail
 
-inline std::string metrics_text(const server_stats& server, const loop_stats& loop, std::span<const pool_figures> pools) {
+template <class T>
+std::string metrics_text(const server_stats& server, const loop_stats& loop, std::span<const pool_figures> pools) {
     std::string out;
     out.reserve(4096);
-    detail::exposition e(out);
+    detail::exposition<T> e(out);
     e.counter("tandem_http_requests_total", "Requests whose head was read.", static_cast<double>(server.requests));
     e.family("tandem_http_responses_total", "counter", "Responses written, by status class.");
     for (int k = 1; k <= 5; ++k)
@@ -157,7 +162,7 @@ inline std::string metrics_text(const server_stats& server, const loop_stats& lo
             e.family(families[f].first, "gauge", families[f].second);
             for (const pool_figures& p : pools) {
                 const std::size_t v = f == 0 ? p.workers : f == 1 ? p.queued : p.running;
-                e.sample(families[f].first, static_cast<double>(v), "pool=\"" + detail::label_value(p.name) + "\"");
+                e.sample(families[f].first, static_cast<double>(v), "pool=\"" + detail::label_value<T>(p.name) + "\"");
             }
         }
     }

@@ -42,16 +42,22 @@
 
 namespace tandem::http {
 
-class server {
+template <class = void>
+class basic_server;
+/// The server. A class template's one instantiation behind an alias, so that a translation
+/// unit that serves nothing analyses none of its bodies (README, "Headers").
+using server = basic_server<>;
+
+template <class>
+class basic_server {
 public:
-    explicit server(router routes, server_options options = {})
+    explicit basic_server(router routes, server_options options = {})
         : m_router(std::move(routes)), m_options(std::move(options)), m_slots(m_options.max_connections) {}
-    server(const server&) = delete;
-    server& operator=(const server&) = delete;
+    basic_server(const basic_server&) = delete;
+    basic_server& operator=(const basic_server&) = delete;
 
     /// Accepts and serves connections until shutdown(); then finishes the requests in flight
     /// for up to drain_timeout, cancels what is left, and returns.
-    template <class = void> // compiled only where used, like every coroutine below (bench/README.md)
     task<void> serve(tcp_listener& listener);
 
     /// Stops accepting, lets requests in flight finish, closes idle connections; serve()
@@ -68,8 +74,7 @@ public:
 
 private:
     class handler_call;
-    template <class = void>
-    class stream_writer; // a template for the same reason: its write() is a coroutine
+    class stream_writer;
 
     /// What a connection is waiting for; the timeout policy (expect()) maps each to a deadline.
     enum class phase : std::uint8_t { idle, head, body, handler, write };
@@ -128,7 +133,7 @@ private:
     static constexpr std::size_t base_size = 16 * 1024;
     /// Gives a connection's workspace back however its coroutine ends.
     struct workspace_lease {
-        server* owner;
+        basic_server* owner;
         std::unique_ptr<workspace> w;
         ~workspace_lease() { owner->give_back(w); }
     };
@@ -199,31 +204,21 @@ private:
     }
 
     // ---- connections --------------------------------------------------------------------------
-    template <class = void>
     task<void> accept_loop(tcp_listener& listener);
-    template <class = void>
     task<void> sweep();
-    template <class = void>
     task<void> wait_closed();
-    template <class = void>
     task<void> begin_drain();
     void close_idle() noexcept;
     void cancel_remaining() noexcept;
-    template <class = void>
     task<void> handle(tcp_stream s);
-    template <class = void>
     task<void> serve_connection(tcp_stream& s, connection& c);
 
     // ---- one request ----------------------------------------------------------------------------
-    template <class = void>
     task<bool> serve_request(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w);
     bool head_buffered(workspace& w, exchange& x);
     bool body_buffered(workspace& w, exchange& x);
-    template <class = void>
     task<verdict> read_head(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, exchange& x);
-    template <class = void>
     task<verdict> read_body(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, exchange& x);
-    template <class = void>
     task<verdict> read_more_body(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, exchange& x,
                                  std::size_t want, std::size_t at_most);
     const route* find_route(exchange& x, route_params& params, std::optional<response>& resp);
@@ -240,23 +235,18 @@ private:
     /// Bodies up to this size are copied behind the head and sent with one send(): cheaper
     /// than a gathered write's frame, and the head buffer keeps its capacity across requests.
     static constexpr std::size_t copied_body = 2048;
-    template <class = void>
     static task<void> write_gathered(tcp_stream& s, std::string_view head, std::string_view body);
     response_plan plan_response(connection& c, workspace& w, const exchange& x, const response& resp);
-    template <class = void>
     task<std::optional<std::uint64_t>> write_streamed(tcp_stream& s, connection& c, const exchange& x,
                                                       response& resp, bool chunked);
     void finish_response(const exchange& x, int status, std::uint64_t body_bytes) noexcept;
     void log_access(std::string_view method, std::string_view target, int status, std::uint64_t body_bytes,
                     std::int64_t started) noexcept;
-    template <class = void>
     static task<void> linger(tcp_stream& s);
-    template <class = void>
     task<void> reject(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, int status,
                       std::string_view reason, bool head_method);
 
     // ---- the buffer -------------------------------------------------------------------------------
-    template <class = void>
     task<std::size_t> read_more(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, std::size_t want,
                                 request_head* pinned);
     static std::optional<std::size_t> try_read(tcp_stream& s, connection& c, std::span<char> into);
@@ -291,7 +281,8 @@ private:
 /// Runs one handler as a task of its own under the connection: the blocking watchdog names it
 /// by its route ("GET /compute") and registration site, shutdown can cancel it, and while it
 /// runs a peer_watch cancels it if the client goes away.
-class server::handler_call final : public tandem::detail::task_context, tandem::detail::cancel_slot {
+template <class S>
+class basic_server<S>::handler_call final : public tandem::detail::task_context, tandem::detail::cancel_slot {
 public:
     handler_call(task<response> t, const route& r, tcp_stream& s, connection& c, bool watch) noexcept
         : m_task(std::move(t)), m_route(&r), m_stream(&s), m_conn(&c), m_watch_peer(watch) {
@@ -400,10 +391,10 @@ private:
 };
 
 /// body_writer for streamed responses: one chunk per write, on the connection's socket.
-template <class>
-class server::stream_writer final : public body_writer {
+template <class S>
+class basic_server<S>::stream_writer final : public body_writer {
 public:
-    stream_writer(server& owner, tcp_stream& s, connection& c, bool chunked) noexcept
+    stream_writer(basic_server& owner, tcp_stream& s, connection& c, bool chunked) noexcept
         : m_server(&owner), m_stream(&s), m_conn(&c), m_chunked(chunked) {}
     task<void> write(std::string_view data) override {
         if (data.empty()) co_return; // an empty chunk would end the body
@@ -428,7 +419,7 @@ public:
     bool broken() const noexcept { return m_broken; }
 
 private:
-    server* m_server;
+    basic_server* m_server;
     tcp_stream* m_stream;
     connection* m_conn;
     std::uint64_t m_bytes = 0;

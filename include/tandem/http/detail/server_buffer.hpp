@@ -32,7 +32,8 @@ inline void relocate(request_head& head, std::uintptr_t from, std::size_t size, 
 /// Makes room for `want` more bytes after w.end: compacts, or grows, doubling but to no more
 /// than `at_most` bytes free (charged against max_body_memory). `pinned`, if any, is a parsed
 /// head whose views follow the bytes. False when the server-wide body memory would be passed.
-inline bool server::make_room(workspace& w, std::size_t want, std::size_t at_most, request_head* pinned) {
+template <class S>
+inline bool basic_server<S>::make_room(workspace& w, std::size_t want, std::size_t at_most, request_head* pinned) {
     if (w.data.size() - w.end >= want) return true;
     const auto old_base = reinterpret_cast<std::uintptr_t>(w.data.data());
     const std::size_t old_size = w.data.size();
@@ -62,8 +63,8 @@ inline bool server::make_room(workspace& w, std::size_t want, std::size_t at_mos
 
 /// Reads more bytes into w, after making room for `want` (0: the caller made room). Returns 0
 /// at end of stream (or when no memory is left for the bytes).
-template <class>
-task<std::size_t> server::read_more(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w,
+template <class S>
+task<std::size_t> basic_server<S>::read_more(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w,
                                     std::size_t want, request_head* pinned) {
     if (want > 0 && !make_room(*w, want, want, pinned)) co_return 0;
     if (w->data.size() == w->end) co_return 0;
@@ -88,7 +89,8 @@ task<std::size_t> server::read_more(tcp_stream& s, connection& c, std::unique_pt
 /// no edge of its own), reads again; so does the first read after any wait. Tokio clears
 /// readiness after a short read the same way. TCP urgent data also stops a read short, with
 /// bytes left behind: the reactor remembers it like a hang-up, so such a socket reads again.
-inline std::optional<std::size_t> server::try_read(tcp_stream& s, connection& c, std::span<char> into) {
+template <class S>
+inline std::optional<std::size_t> basic_server<S>::try_read(tcp_stream& s, connection& c, std::span<char> into) {
     if (c.drained && !tandem::detail::hooks(this_loop()).hung_up(c.fd)) return std::nullopt;
     const auto n = s.try_read_some(into);
     c.drained = n && *n != 0 && *n < into.size();
@@ -97,7 +99,8 @@ inline std::optional<std::size_t> server::try_read(tcp_stream& s, connection& c,
 
 /// After a large body: back to the base size if what is left fits, so a client that follows
 /// its upload with pipelined (or half-sent) requests does not keep the body's memory charged.
-inline void server::shrink(workspace& w) noexcept {
+template <class S>
+inline void basic_server<S>::shrink(workspace& w) noexcept {
     const std::size_t left = w.end - w.begin;
     if (left > base_size) return;
     std::vector<char> fresh;
@@ -114,7 +117,8 @@ inline void server::shrink(workspace& w) noexcept {
     w.charged = 0;
 }
 
-inline std::unique_ptr<server::workspace> server::take_workspace() {
+template <class S>
+inline std::unique_ptr<typename basic_server<S>::workspace> basic_server<S>::take_workspace() {
     if (!m_spare.empty()) {
         auto w = std::move(m_spare.back());
         m_spare.pop_back();
@@ -126,7 +130,8 @@ inline std::unique_ptr<server::workspace> server::take_workspace() {
     return w;
 }
 
-inline void server::give_back(std::unique_ptr<workspace>& w) noexcept {
+template <class S>
+inline void basic_server<S>::give_back(std::unique_ptr<workspace>& w) noexcept {
     if (!w) return;
     w->resp.reset(); // a response cut short (client gone, cancelled) holds nothing for the next
     m_stats.body_bytes_held -= w->charged;

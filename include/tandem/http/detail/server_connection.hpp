@@ -8,8 +8,8 @@
 
 namespace tandem::http {
 
-template <class>
-task<void> server::serve(tcp_listener& listener) {
+template <class S>
+task<void> basic_server<S>::serve(tcp_listener& listener) {
     m_now = now_ns();
     auto sweeper = spawn(sweep(), "http sweeper");
     auto acceptor = spawn(accept_loop(listener), "http acceptor");
@@ -43,8 +43,8 @@ task<void> server::serve(tcp_listener& listener) {
     if (failure) std::rethrow_exception(failure);
 }
 
-template <class>
-task<void> server::accept_loop(tcp_listener& listener) {
+template <class S>
+task<void> basic_server<S>::accept_loop(tcp_listener& listener) {
     for (;;) {
         co_await m_slots.acquire();
         tcp_stream s;
@@ -64,8 +64,8 @@ task<void> server::accept_loop(tcp_listener& listener) {
     }
 }
 
-template <class>
-task<void> server::sweep() {
+template <class S>
+task<void> basic_server<S>::sweep() {
     const auto shortest = std::min({m_options.idle_timeout, m_options.header_timeout, m_options.io_timeout});
     const auto period = std::clamp<std::chrono::milliseconds>(shortest / 4, std::chrono::milliseconds(10),
                                                                std::chrono::milliseconds(1000));
@@ -103,7 +103,8 @@ inline std::optional<std::uint64_t> bytes_acked(int fd) noexcept {
 }
 } // namespace detail
 
-inline void server::sweep_one(connection& c, std::int64_t now) noexcept {
+template <class S>
+inline void basic_server<S>::sweep_one(connection& c, std::int64_t now) noexcept {
     if (c.deadline == 0 || now < c.deadline) return;
     if (c.now == phase::write) { // a slow reader that still reads is making progress
         if (const auto acked = detail::bytes_acked(c.fd); acked && *acked != c.acked) {
@@ -121,8 +122,8 @@ inline void server::sweep_one(connection& c, std::int64_t now) noexcept {
     ::shutdown(c.fd, c.now == phase::head || c.now == phase::body ? SHUT_RD : SHUT_RDWR);
 }
 
-template <class>
-task<void> server::wait_closed() {
+template <class S>
+task<void> basic_server<S>::wait_closed() {
     while (m_connections_open != 0) {
         m_all_closed.reset();
         co_await m_all_closed.wait();
@@ -131,8 +132,8 @@ task<void> server::wait_closed() {
 
 /// Stops new requests on kept-alive connections: one that comes within drain_linger is
 /// answered with Connection: close (serve_connection then returns); the rest close.
-template <class>
-task<void> server::begin_drain() {
+template <class S>
+task<void> basic_server<S>::begin_drain() {
     m_draining = true;
     // Any kept-alive connection may be between requests now or when its response is out.
     if (m_options.drain_linger > std::chrono::milliseconds::zero() && m_connections_open != 0) {
@@ -144,7 +145,8 @@ task<void> server::begin_drain() {
     close_idle();
 }
 
-inline void server::close_idle() noexcept {
+template <class S>
+inline void basic_server<S>::close_idle() noexcept {
     m_linger_over = true;
     m_connections.for_each([](connection& c) {
         if (c.now != phase::idle || c.fresh) return;
@@ -156,7 +158,8 @@ inline void server::close_idle() noexcept {
     });
 }
 
-inline void server::cancel_remaining() noexcept {
+template <class S>
+inline void basic_server<S>::cancel_remaining() noexcept {
     m_gave_up = true;
     m_connections.for_each([](connection& c) {
         if (c.running) c.running->cancel();
@@ -164,8 +167,8 @@ inline void server::cancel_remaining() noexcept {
     });
 }
 
-template <class>
-task<void> server::handle(tcp_stream s) {
+template <class S>
+task<void> basic_server<S>::handle(tcp_stream s) {
     connection c;
     c.fd = s.native_handle();
     m_connections.push_back(c);
@@ -185,8 +188,8 @@ task<void> server::handle(tcp_stream s) {
 /// The connection's life: wait for a request holding nothing but this small frame (an idle
 /// keep-alive connection costs a few hundred bytes), then serve it in a workspace that exists
 /// only while requests are buffered.
-template <class>
-task<void> server::serve_connection(tcp_stream& s, connection& c) {
+template <class S>
+task<void> basic_server<S>::serve_connection(tcp_stream& s, connection& c) {
     workspace_lease lease{this, take_workspace()};
     std::unique_ptr<workspace>& w = lease.w;
     for (;;) {

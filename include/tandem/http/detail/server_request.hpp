@@ -14,8 +14,8 @@ namespace tandem::http {
 /// without the I/O stages, the handler runs inline (handler_call), and plan_response and
 /// finish_response around one send answer it; reading, streaming and closing are
 /// coroutines of their own, entered only when needed.
-template <class>
-task<bool> server::serve_request(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w) {
+template <class S>
+task<bool> basic_server<S>::serve_request(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w) {
     exchange& x = w->x;
     x = exchange{};
     if (m_options.access_log) x.started = now_ns();
@@ -78,7 +78,8 @@ task<bool> server::serve_request(tcp_stream& s, connection& c, std::unique_ptr<w
 
 /// The head, if it is all buffered and valid; false leaves the rest (reading, refusing) to
 /// read_head, with the parser where it stopped.
-inline bool server::head_buffered(workspace& w, exchange& x) {
+template <class S>
+inline bool basic_server<S>::head_buffered(workspace& w, exchange& x) {
     const parse_result parsed = x.scanner.parse(w.view(), x.head, {w.headers.data(), w.headers.size()}, m_options.limits);
     x.head_size = parsed.head_size;
     x.head_method = x.scanner.head_method();
@@ -86,7 +87,8 @@ inline bool server::head_buffered(workspace& w, exchange& x) {
 }
 
 /// The body, if it needs no reading (none, or a Content-Length body already buffered).
-inline bool server::body_buffered(workspace& w, exchange& x) {
+template <class S>
+inline bool basic_server<S>::body_buffered(workspace& w, exchange& x) {
     x.consumed = x.head_size;
     if (x.head.framing == body_framing::none) return true;
     if (x.head.framing != body_framing::content_length) return false;
@@ -97,8 +99,8 @@ inline bool server::body_buffered(workspace& w, exchange& x) {
     return true;
 }
 
-template <class>
-task<server::verdict> server::read_head(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w,
+template <class S>
+task<typename basic_server<S>::verdict> basic_server<S>::read_head(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w,
                                                 exchange& x) {
     const limits& lim = m_options.limits;
     head_scanner& parser = x.scanner;
@@ -124,8 +126,8 @@ task<server::verdict> server::read_head(tcp_stream& s, connection& c, std::uniqu
     }
 }
 
-template <class>
-task<server::verdict> server::read_body(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w,
+template <class S>
+task<typename basic_server<S>::verdict> basic_server<S>::read_body(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w,
                                                 exchange& x) {
     request_head& head = x.head;
     x.consumed = x.head_size;
@@ -185,8 +187,8 @@ task<server::verdict> server::read_body(tcp_stream& s, connection& c, std::uniqu
 /// One more read of a body, into room for `want` bytes (growing by at most `at_most`): 503
 /// when the server's body memory is spent, 408 when the sweeper cut a body that made no
 /// progress for io_timeout or fell below min_body_rate.
-template <class>
-task<server::verdict> server::read_more_body(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w,
+template <class S>
+task<typename basic_server<S>::verdict> basic_server<S>::read_more_body(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w,
                                               exchange& x, std::size_t want, std::size_t at_most) {
     expect(c, phase::body);
     if (!make_room(*w, want, at_most, &x.head)) {
@@ -202,7 +204,8 @@ task<server::verdict> server::read_more_body(tcp_stream& s, connection& c, std::
 /// The route that takes the request, or nullptr with `resp` set to the answer when none does:
 /// 404, 405 with Allow, or 204 with Allow (OPTIONS). A plain function, so that the match and
 /// its Allow list take no room in serve_request's frame.
-inline const route* server::find_route(exchange& x, route_params& params, std::optional<response>& resp) {
+template <class S>
+inline const route* basic_server<S>::find_route(exchange& x, route_params& params, std::optional<response>& resp) {
     route_match match = m_router.find(x.head.method, x.head.path, params);
     if (match.found) {
         x.route = match.found->label;
@@ -213,7 +216,8 @@ inline const route* server::find_route(exchange& x, route_params& params, std::o
     return nullptr;
 }
 
-inline void server::report_failure(const exchange& x, std::exception_ptr failure) noexcept {
+template <class S>
+inline void basic_server<S>::report_failure(const exchange& x, std::exception_ptr failure) noexcept {
     ++m_stats.handler_errors;
     const handler_error report{x.head.method, x.head.target, x.route, failure};
     try {
@@ -229,7 +233,8 @@ inline void server::report_failure(const exchange& x, std::exception_ptr failure
 /// What a handler returned must be sayable: a final status, headers that cannot split the
 /// response (`headers` is public, so set_header's check may have been bypassed). Throws
 /// std::invalid_argument, which dispatch reports like any handler error and answers 500.
-inline void server::check_response(const response& resp) {
+template <class S>
+inline void basic_server<S>::check_response(const response& resp) {
     if (resp.status < 200 || resp.status > 599)
         throw std::invalid_argument("tandem::http: a handler answered status " + std::to_string(resp.status) +
                                     " (a final status is 200-599)");
@@ -240,7 +245,8 @@ inline void server::check_response(const response& resp) {
 
 /// Decides how `resp` is framed and whether the connection closes after it, and builds its
 /// head in w.out (reused across requests, so a kept-alive connection allocates it once).
-inline server::response_plan server::plan_response(connection& c, workspace& w, const exchange& x,
+template <class S>
+inline typename basic_server<S>::response_plan basic_server<S>::plan_response(connection& c, workspace& w, const exchange& x,
                                                    const response& resp) {
     const request_head& head = x.head;
     const bool bodiless = resp.status < 200 || resp.status == 204 || resp.status == 304;
@@ -271,10 +277,10 @@ inline server::response_plan server::plan_response(connection& c, workspace& w, 
 
 /// A streamed body, after its head: the bytes it sent, or nullopt when the handler failed
 /// mid-body (reported; the connection is closed, the response cut short).
-template <class>
-task<std::optional<std::uint64_t>> server::write_streamed(tcp_stream& s, connection& c, const exchange& x,
+template <class S>
+task<std::optional<std::uint64_t>> basic_server<S>::write_streamed(tcp_stream& s, connection& c, const exchange& x,
                                                           response& resp, bool chunked) {
-    stream_writer<> writer(*this, s, c, chunked);
+    stream_writer writer(*this, s, c, chunked);
     std::exception_ptr failure;
     try {
         co_await resp.streamer(writer);
@@ -298,21 +304,23 @@ task<std::optional<std::uint64_t>> server::write_streamed(tcp_stream& s, connect
 }
 
 /// A response head and a body too large to copy behind it, in one gathered write per attempt.
-template <class>
-task<void> server::write_gathered(tcp_stream& s, std::string_view head, std::string_view body) {
+template <class S>
+task<void> basic_server<S>::write_gathered(tcp_stream& s, std::string_view head, std::string_view body) {
     const std::string_view parts[] = {head, body};
     co_await s.write_all_gathered(parts);
 }
 
 /// Counts a response that went out whole and tells the access log.
-inline void server::finish_response(const exchange& x, int status, std::uint64_t body_bytes) noexcept {
+template <class S>
+inline void basic_server<S>::finish_response(const exchange& x, int status, std::uint64_t body_bytes) noexcept {
     ++m_served;
     count_response(status);
     log_access(x.head.method, x.head.target, status, body_bytes, x.started);
 }
 
 /// Tells the access log (if any) of a response written; `started` 0: no duration known.
-inline void server::log_access(std::string_view method, std::string_view target, int status,
+template <class S>
+inline void basic_server<S>::log_access(std::string_view method, std::string_view target, int status,
                                std::uint64_t body_bytes, std::int64_t started) noexcept {
     if (!m_options.access_log) return;
     try {
@@ -325,8 +333,8 @@ inline void server::log_access(std::string_view method, std::string_view target,
 /// Answers a request that cannot be served (status >= 400), then closes with a lingering
 /// close: stop sending, then read (and drop) what the client still sends for a moment, so our
 /// close does not turn into a reset that destroys the answer.
-template <class>
-task<void> server::reject(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, int status,
+template <class S>
+task<void> basic_server<S>::reject(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, int status,
                           std::string_view reason, bool head_method) {
     // The access log hears of refusals too (an attack shows there as its 400s). What the
     // head said is copied first: its bytes are in the workspace, given back here.
@@ -358,8 +366,8 @@ task<void> server::reject(tcp_stream& s, connection& c, std::unique_ptr<workspac
 /// then read and drop what the client still sends (its pipelined requests) until it closes,
 /// for at most a second and a MiB. Closing a socket with unread bytes sends a reset, which
 /// discards the response the kernel has not sent yet.
-template <class>
-task<void> server::linger(tcp_stream& s) {
+template <class S>
+task<void> basic_server<S>::linger(tcp_stream& s) {
     s.shutdown_write();
     try {
         co_await with_timeout(std::chrono::seconds(1), [](tcp_stream& st) -> task<void> {
