@@ -26,7 +26,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
-#include <deque>
 #include <exception>
 #include <functional>
 #include <mutex>
@@ -185,6 +184,9 @@ public:
     ///   tandem: event loop blocked for 212 ms by task 'compute' (server.cpp:41)
     /// `on_block` replaces it; it runs on the watchdog thread. Calling again replaces the
     /// watchdog. Call from the loop's thread (or before the loop runs).
+    /// (A member template only so that a translation unit that never calls it compiles no
+    /// watchdog; calls read as before.)
+    template <class = void>
     void watch_blocking(std::chrono::nanoseconds threshold, blocking_handler on_block = {});
     /// Stops the watchdog (no-op without one).
     void unwatch_blocking() noexcept;
@@ -368,7 +370,7 @@ private:
         m_reply_skip = (1u << m_reply_misses) - 1;
     }
     detail::step_probe m_probe;
-    std::unique_ptr<detail::blocking_watchdog> m_watchdog;
+    std::unique_ptr<detail::watchdog_base> m_watchdog;
 
     std::mutex m_remote_mutex;
     std::vector<detail::unique_function> m_remote;   // guarded by m_remote_mutex
@@ -386,7 +388,7 @@ private:
     };
 
     exception_handler m_exception_handler;
-    std::deque<std::exception_ptr> m_unhandled; // oldest first; at most max_unhandled
+    detail::ring_queue<std::exception_ptr> m_unhandled; // oldest first; at most max_unhandled
     std::size_t m_unhandled_dropped = 0;
     static constexpr std::size_t max_unhandled = 1024;
     bool m_destroying = false;
@@ -601,7 +603,7 @@ inline void event_loop::report_lost_failures() noexcept {
     if (lost == 0) return;
     std::string what = "(not a std::exception)";
     try {
-        if (!m_unhandled.empty()) std::rethrow_exception(m_unhandled.front());
+        if (!m_unhandled.empty()) std::rethrow_exception(m_unhandled.from_front(0));
     } catch (const std::exception& e) {
         what = e.what();
     } catch (...) {
@@ -962,7 +964,8 @@ inline void event_loop::post_erased(detail::unique_function fn) {
     if (event_loop* poster = t_current_loop) poster->expect_reply();
 }
 
-inline void event_loop::watch_blocking(std::chrono::nanoseconds threshold, blocking_handler on_block) {
+template <class>
+void event_loop::watch_blocking(std::chrono::nanoseconds threshold, blocking_handler on_block) {
     if (threshold <= std::chrono::nanoseconds::zero())
         throw std::invalid_argument("tandem: watch_blocking needs a positive threshold");
     m_watchdog.reset();
@@ -1047,15 +1050,13 @@ inline void event_loop::report_unhandled(std::exception_ptr e, const detail::tas
             e = std::current_exception(); // a throwing handler escalates to run()
         }
     }
-    if (m_unhandled.size() < max_unhandled) m_unhandled.push_back(std::move(e));
+    if (m_unhandled.size() < max_unhandled) m_unhandled.push(std::move(e));
     else ++m_unhandled_dropped; // a storm of failures must not grow memory: counted, reported at teardown
 }
 
 inline std::exception_ptr event_loop::take_unhandled() noexcept {
     if (m_unhandled.empty()) return nullptr;
-    std::exception_ptr e = std::move(m_unhandled.front());
-    m_unhandled.pop_front();
-    return e;
+    return m_unhandled.pop();
 }
 
 inline void event_loop::rethrow_unhandled() {
