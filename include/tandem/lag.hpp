@@ -256,20 +256,29 @@ struct step_probe {
     }
 };
 
+/// What the loop holds of its watchdog: only the destructor, so that the watchdog itself (its
+/// thread, condition variable and handler) is compiled only where watch_blocking is called.
+class watchdog_base {
+public:
+    virtual ~watchdog_base() = default;
+};
+
 /// The watchdog thread: samples the probe a few times per threshold and reports a step that
-/// has run past the threshold, once per step, while it is still running.
-class blocking_watchdog {
+/// has run past the threshold, once per step, while it is still running. A class template
+/// only so that a translation unit that never calls watch_blocking compiles none of it.
+template <class = void>
+class basic_blocking_watchdog final : public watchdog_base {
 public:
     using clock = std::chrono::steady_clock;
 
-    blocking_watchdog(step_probe& probe, std::chrono::nanoseconds threshold, blocking_handler handler)
+    basic_blocking_watchdog(step_probe& probe, std::chrono::nanoseconds threshold, blocking_handler handler)
         : m_probe(&probe), m_threshold(threshold), m_handler(std::move(handler)) {
         if (!m_handler) m_handler = &print_to_stderr;
         m_thread = std::thread([this] { watch(); });
     }
-    blocking_watchdog(const blocking_watchdog&) = delete;
-    blocking_watchdog& operator=(const blocking_watchdog&) = delete;
-    ~blocking_watchdog() {
+    basic_blocking_watchdog(const basic_blocking_watchdog&) = delete;
+    basic_blocking_watchdog& operator=(const basic_blocking_watchdog&) = delete;
+    ~basic_blocking_watchdog() override {
         {
             std::lock_guard lock(m_mutex);
             m_stopping = true;
@@ -354,6 +363,8 @@ private:
     bool m_stopping = false;
     std::thread m_thread;
 };
+
+using blocking_watchdog = basic_blocking_watchdog<>;
 
 } // namespace detail
 

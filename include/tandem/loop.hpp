@@ -27,7 +27,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
-#include <deque>
 #include <exception>
 #include <mutex>
 #include <memory>
@@ -115,10 +114,14 @@ public:
     T run(task<T> main, source_location where = source_location::current());
 
     /// Runs until stop() is called (from any thread, or from a task).
+    /// (run and run_once are member templates only so that the loop's turn is compiled only
+    /// in the translation units that run a loop; calls read as before.)
+    template <class = void>
     void run();
 
     /// One turn: expire timers, run a bounded batch of ready work, wait for I/O (no longer
     /// than the next timer, not at all if work is ready).
+    template <class = void>
     void run_once();
 
     /// Queues fn to run on the loop thread. Thread-safe; wakes the loop if it sleeps. Posted
@@ -185,6 +188,9 @@ public:
     ///   tandem: event loop blocked for 212 ms by task 'compute' (server.cpp:41)
     /// `on_block` replaces it; it runs on the watchdog thread. Calling again replaces the
     /// watchdog. Call from the loop's thread (or before the loop runs).
+    /// (A member template only so that a translation unit that never calls it compiles no
+    /// watchdog; calls read as before.)
+    template <class = void>
     void watch_blocking(std::chrono::nanoseconds threshold, blocking_handler on_block = {});
     /// Stops the watchdog (no-op without one).
     void unwatch_blocking() noexcept;
@@ -217,6 +223,7 @@ private:
         h.resume();
         set_current_task(nullptr);
     }
+    template <class = void> // the timer queue's push is compiled only where a timer is armed
     void add_timer(detail::timer_node& node) { m_timers.push(node); }
     void remove_timer(detail::timer_node& node) noexcept { m_timers.erase(node); }
     bool consume_readiness(int fd, bool write) noexcept;
@@ -283,11 +290,16 @@ private:
     };
 
     void post_erased(detail::unique_function fn);
+    // The turn and its phases are templates like run(): compiled only where a loop runs.
+    template <class = void>
     void turn();
     /// Turn phase 3: waits for work; returns when it woke (steady ns).
+    template <class = void>
     std::int64_t wait_for_work();
     /// Polls for an expected post() until `until` (ns); true if one arrived.
+    template <class = void>
     bool spin_for_post(std::int64_t until);
+    template <class = void>
     void take_remote() noexcept;
     class batch_delays;
     batch_delays* m_batch = nullptr; // the batch running now
@@ -301,11 +313,17 @@ private:
         while (ctx && !ctx->is_root()) ctx = ctx->parent();
         return ctx;
     }
+    template <class = void>
     void expire_timers(clock::time_point now) noexcept;
+    template <class = void>
     void run_ready_batch(std::int64_t started);
+    template <class = void>
     void run_callback(detail::posted_callback cb) noexcept;
+    template <class = void>
     std::optional<std::chrono::nanoseconds> poll_timeout() noexcept;
+    template <class = void>
     void on_fd_event(int fd, bool readable, bool writable) noexcept;
+    template <class = void>
     void on_wakeup() noexcept;
     void rethrow_unhandled();
     void report_lost_failures() noexcept;
@@ -320,6 +338,7 @@ private:
         bool write;
     };
     std::vector<io_retry> m_io_retry, m_io_retry_spare;
+    template <class = void>
     void retry_io() noexcept {
         m_io_retry_spare.swap(m_io_retry);
         for (const io_retry& r : m_io_retry_spare) complete_io(m_fds.retry(r.fd, r.write));
@@ -368,7 +387,7 @@ private:
         m_reply_skip = (1u << m_reply_misses) - 1;
     }
     detail::step_probe m_probe;
-    std::unique_ptr<detail::blocking_watchdog> m_watchdog;
+    std::unique_ptr<detail::watchdog_base> m_watchdog;
 
     std::mutex m_remote_mutex;
     std::vector<detail::unique_function> m_remote;   // guarded by m_remote_mutex
@@ -386,7 +405,7 @@ private:
     };
 
     exception_handler m_exception_handler;
-    std::deque<std::exception_ptr> m_unhandled; // oldest first; at most max_unhandled
+    detail::ring_queue<std::exception_ptr> m_unhandled; // oldest first; at most max_unhandled
     std::size_t m_unhandled_dropped = 0;
     static constexpr std::size_t max_unhandled = 1024;
     bool m_destroying = false;
@@ -406,6 +425,7 @@ public:
 
     void schedule(std::coroutine_handle<> h, task_context* ctx) const noexcept { m_self->schedule(h, ctx); }
     void resume_now(std::coroutine_handle<> h, task_context* ctx) const noexcept { m_self->resume_now(h, ctx); }
+    template <class = void>
     void add_timer(timer_node& node) const { m_self->add_timer(node); }
     void remove_timer(timer_node& node) const noexcept { m_self->remove_timer(node); }
     bool consume_readiness(int fd, bool write) const noexcept { return m_self->consume_readiness(fd, write); }
@@ -601,7 +621,7 @@ inline void event_loop::report_lost_failures() noexcept {
     if (lost == 0) return;
     std::string what = "(not a std::exception)";
     try {
-        if (!m_unhandled.empty()) std::rethrow_exception(m_unhandled.front());
+        if (!m_unhandled.empty()) std::rethrow_exception(m_unhandled.from_front(0));
     } catch (const std::exception& e) {
         what = e.what();
     } catch (...) {
@@ -637,7 +657,8 @@ T event_loop::run(task<T> main, source_location where) {
     return r->result();
 }
 
-inline void event_loop::run() {
+template <class>
+void event_loop::run() {
     current_scope scope(this);
     mark_run_start();
     while (!m_stop_requested.exchange(false, std::memory_order_acq_rel)) {
@@ -647,7 +668,8 @@ inline void event_loop::run() {
     rethrow_unhandled();
 }
 
-inline void event_loop::run_once() {
+template <class>
+void event_loop::run_once() {
     current_scope scope(this);
     mark_run_start(); // work queued since the last call waited for the caller, not in the loop
     turn();
@@ -655,7 +677,8 @@ inline void event_loop::run_once() {
 }
 
 // One turn, in the order libuv's uv_run runs its phases.
-inline void event_loop::turn() {
+template <class>
+void event_loop::turn() {
     // 1. Timers: everything due by the start of the turn. With statistics on, the last turn's
     //    wake-up read the clock a moment ago (run() goes straight from one turn to the next).
     const clock::time_point started =
@@ -695,7 +718,8 @@ inline void event_loop::turn() {
     }
 }
 
-inline std::int64_t event_loop::wait_for_work() {
+template <class>
+std::int64_t event_loop::wait_for_work() {
     auto timeout = poll_timeout();
     if (m_spin_until != 0 && timeout != std::chrono::nanoseconds::zero() && m_spin_until > m_stamp) {
         std::int64_t limit = m_spin_until;
@@ -732,7 +756,8 @@ inline std::int64_t event_loop::wait_for_work() {
     return woke;
 }
 
-inline bool event_loop::spin_for_post(std::int64_t until) {
+template <class>
+bool event_loop::spin_for_post(std::int64_t until) {
     // Seen by post(): while set, a poster need not write the eventfd because we look at
     // m_wake_pending ourselves. Clearing it and then re-reading m_wake_pending (both seq_cst,
     // against the poster's exchange-then-load) closes the race with a post that just missed.
@@ -756,7 +781,8 @@ inline bool event_loop::spin_for_post(std::int64_t until) {
     return true;
 }
 
-inline void event_loop::expire_timers(clock::time_point now) noexcept {
+template <class>
+void event_loop::expire_timers(clock::time_point now) noexcept {
     while (detail::timer_node* due = m_timers.pop_if_due(now)) {
         detail::timer_node& node = *due;
         m_stamp = node.deadline.time_since_epoch().count(); // a timer's work is due at its deadline
@@ -819,7 +845,8 @@ private:
     std::uint64_t m_count = 0;
 };
 
-inline void event_loop::run_ready_batch(std::int64_t started) {
+template <class>
+void event_loop::run_ready_batch(std::int64_t started) {
     // Only what is ready now: work queued by this batch waits for the next turn, so a task
     // that keeps yielding cannot starve I/O and timers.
     std::size_t n = m_ready.size();
@@ -874,7 +901,8 @@ inline void event_loop::run_ready_batch(std::int64_t started) {
     m_stamp = ended;
 }
 
-inline void event_loop::run_callback(detail::posted_callback cb) noexcept {
+template <class>
+void event_loop::run_callback(detail::posted_callback cb) noexcept {
     try {
         cb.fn();
     } catch (...) {
@@ -883,7 +911,8 @@ inline void event_loop::run_callback(detail::posted_callback cb) noexcept {
     }
 }
 
-inline std::optional<std::chrono::nanoseconds> event_loop::poll_timeout() noexcept {
+template <class>
+std::optional<std::chrono::nanoseconds> event_loop::poll_timeout() noexcept {
     using std::chrono::nanoseconds;
     if (!m_ready.empty() || !m_callbacks.empty() || !m_io_retry.empty() || m_interrupted ||
         m_stop_requested.load(std::memory_order_relaxed) || !m_unhandled.empty())
@@ -899,7 +928,8 @@ inline std::optional<std::chrono::nanoseconds> event_loop::poll_timeout() noexce
     return std::chrono::duration_cast<nanoseconds>(next - now);
 }
 
-inline void event_loop::on_fd_event(int fd, bool readable, bool writable) noexcept {
+template <class>
+void event_loop::on_fd_event(int fd, bool readable, bool writable) noexcept {
     if (fd == m_wakeup.read_fd()) {
         on_wakeup();
         return;
@@ -911,7 +941,8 @@ inline void event_loop::on_fd_event(int fd, bool readable, bool writable) noexce
     m_reactor.watch(fd, left.read, left.write); // poll: drop satisfied interest
 }
 
-inline void event_loop::on_wakeup() noexcept {
+template <class>
+void event_loop::on_wakeup() noexcept {
 #if defined(TANDEM_REACTOR_POLL) || !defined(__linux__)
     m_wakeup.drain(); // level-triggered, or a pipe that would fill up: empty it
 #else
@@ -923,7 +954,8 @@ inline void event_loop::on_wakeup() noexcept {
     m_wake_listeners.for_each([](detail::wake_listener& l) { l.on_wake(); });
 }
 
-inline void event_loop::take_remote() noexcept {
+template <class>
+void event_loop::take_remote() noexcept {
     // Clear before taking the queue: a post racing with us either lands in this swap or
     // sees the flag clear and signals again.
     m_wake_pending.store(false, std::memory_order_seq_cst);
@@ -962,7 +994,8 @@ inline void event_loop::post_erased(detail::unique_function fn) {
     if (event_loop* poster = t_current_loop) poster->expect_reply();
 }
 
-inline void event_loop::watch_blocking(std::chrono::nanoseconds threshold, blocking_handler on_block) {
+template <class>
+void event_loop::watch_blocking(std::chrono::nanoseconds threshold, blocking_handler on_block) {
     if (threshold <= std::chrono::nanoseconds::zero())
         throw std::invalid_argument("tandem: watch_blocking needs a positive threshold");
     m_watchdog.reset();
@@ -1047,15 +1080,13 @@ inline void event_loop::report_unhandled(std::exception_ptr e, const detail::tas
             e = std::current_exception(); // a throwing handler escalates to run()
         }
     }
-    if (m_unhandled.size() < max_unhandled) m_unhandled.push_back(std::move(e));
+    if (m_unhandled.size() < max_unhandled) m_unhandled.push(std::move(e));
     else ++m_unhandled_dropped; // a storm of failures must not grow memory: counted, reported at teardown
 }
 
 inline std::exception_ptr event_loop::take_unhandled() noexcept {
     if (m_unhandled.empty()) return nullptr;
-    std::exception_ptr e = std::move(m_unhandled.front());
-    m_unhandled.pop_front();
-    return e;
+    return m_unhandled.pop();
 }
 
 inline void event_loop::rethrow_unhandled() {

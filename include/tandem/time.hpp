@@ -53,6 +53,7 @@ public:
 
 private:
     friend cancellable_wait;
+    template <class = void> // arms the timer: the queue's push is compiled only where a sleep is awaited
     bool start() {
         m_loop = &this_loop();
         // The end of time never comes: no timer, only cancellation ends this wait.

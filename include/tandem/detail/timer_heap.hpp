@@ -59,11 +59,14 @@ struct timer_node {
     bool queued() const noexcept { return slot != no_slot; }
 };
 
-class timer_heap {
+/// A class template only so that a translation unit compiles the members it uses (one that
+/// arms timers but never runs a loop compiles no pop); timer_heap names the one instantiation.
+template <class = void>
+class basic_timer_heap {
 public:
-    timer_heap() = default;
-    timer_heap(const timer_heap&) = delete;
-    timer_heap& operator=(const timer_heap&) = delete;
+    basic_timer_heap() = default;
+    basic_timer_heap(const basic_timer_heap&) = delete;
+    basic_timer_heap& operator=(const basic_timer_heap&) = delete;
 
     /// Armed (not cancelled) timers.
     std::size_t size() const noexcept { return entries() - m_dead; }
@@ -562,5 +565,7 @@ private:
     static constexpr std::uint64_t unknown = std::numeric_limits<std::uint64_t>::max();
     std::uint64_t m_earliest = unknown;
 };
+
+using timer_heap = basic_timer_heap<>;
 
 } // namespace tandem::detail

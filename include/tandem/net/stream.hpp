@@ -35,11 +35,13 @@ public:
 
     /// Reads what is available (at least one byte), waiting if nothing is. 0 = end of stream.
     /// Cancel-safe: a read that throws tandem::cancelled read nothing.
+    template <class = void> // compiled only where used: the first io_operation costs a TU ~0.2 G instructions
     auto read_some(std::span<char> buffer) {
         return detail::make_io(*this, false,
                                [fd = native_handle(), buffer] { return ::recv(fd, buffer.data(), buffer.size(), 0); },
                                "recv");
     }
+    template <class = void>
     auto read_some(std::span<std::byte> buffer) {
         return read_some(std::span<char>(reinterpret_cast<char*>(buffer.data()), buffer.size()));
     }
@@ -60,6 +62,7 @@ public:
     /// Waits for the socket to become readable (data, end of stream or an error), consuming
     /// nothing and holding no buffer. Meant after try_read_some returned std::nullopt: it
     /// waits for the next readiness edge without a syscall of its own.
+    template <class = void>
     auto wait_readable() {
         return detail::make_io(*this, false, [] { return ssize_t{0}; }, "wait readable", false);
     }
@@ -102,9 +105,11 @@ public:
 
     /// Writes all of `data`, suspending while the socket buffer is full (backpressure: nothing
     /// is queued in user space). Not cancel-safe: a cancelled call may have written a prefix.
+    template <class = void>
     auto write_all(std::string_view data) {
         return detail::make_io(*this, true, detail::send_all_op{native_handle(), data.data(), data.size()}, "send");
     }
+    template <class = void>
     auto write_all(std::span<const std::byte> data) {
         return write_all(std::string_view(reinterpret_cast<const char*>(data.data()), data.size()));
     }
@@ -112,6 +117,7 @@ public:
     /// Writes several buffers in order with one sendmsg (writev) per attempt; at most 16.
     /// Not cancel-safe, as write_all.
     /// Build the parts in a local array first (g++ 12 rejects braced lists inside co_await).
+    template <class = void>
     auto write_all_gathered(std::span<const std::string_view> parts) {
         if (parts.size() > detail::send_gather_op::max_parts) throw std::invalid_argument("tandem: at most 16 buffers");
         detail::send_gather_op op{native_handle(), {}, 0};

@@ -32,6 +32,7 @@ public:
     }
 
     /// Sends one datagram to `to`; returns its size. Suspends only if the send buffer is full.
+    template <class = void> // compiled only where used: the first io_operation costs a TU ~0.2 G instructions
     auto send_to(std::string_view data, const address& to) {
         return detail::make_io(*this, true,
                                [fd = native_handle(), data, to] {
@@ -60,11 +61,13 @@ public:
     void connect(const address& to) {
         if (::connect(native_handle(), to.native(), to.native_size()) != 0) detail::throw_errno("connect");
     }
+    template <class = void>
     auto send(std::string_view data) {
         return detail::make_io(*this, true,
                                [fd = native_handle(), data] { return ::send(fd, data.data(), data.size(), MSG_NOSIGNAL); },
                                "send");
     }
+    template <class = void>
     auto receive(std::span<char> buffer) {
         return detail::make_io(*this, false,
                                [fd = native_handle(), buffer] { return ::recv(fd, buffer.data(), buffer.size(), 0); },
