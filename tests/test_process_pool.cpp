@@ -19,7 +19,9 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <random>
+#include <sched.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
@@ -1630,4 +1632,57 @@ TEST_CASE("forty pools alive at once, workers killed and pools destroyed in rand
     }
     CHECK(tandem::process::open_descriptor_count() == before);
     CHECK(children_of(zygote).empty()); // every worker reaped
+}
+
+TEST_CASE("workers whose pids come in any order are each reaped and replaced: a pid namespace deals them",
+          "[process_pool][zygote]") {
+    // The zygote keeps its workers sorted by pid. Pids normally grow, so every new worker would
+    // go last; in a pid namespace of its own the test sets the next pid (ns_last_pid) before each
+    // replacement, so new workers land before, between and after the others. A worker the
+    // zygote failed to find when reaping it would never be reported dead nor replaced: the
+    // wait below would hang into the watchdog.
+    const unsigned seed = std::random_device{}();
+    INFO("seed " << seed);
+    const int code = in_child([seed]() -> int {
+        if (::unshare(CLONE_NEWPID) != 0) return 77; // no CAP_SYS_ADMIN here: skipped
+        return in_child([seed]() -> int { // pid 1 of the new namespace
+            // Pid 1 ignores signals it has no handler for, the watchdog's SIGALRM too; and its
+            // death takes the namespace's every process (the zygote, the workers) with it.
+            std::signal(SIGALRM, [](int) { std::_Exit(114); });
+            ::alarm(30);
+            ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+            auto next_pid = [](int n) {
+                std::ofstream("/proc/sys/kernel/ns_last_pid") << n;
+            };
+            std::mt19937 rng(seed);
+            next_pid(20000);
+            tandem::process_pool pool({.workers = 4});
+            pool.wait_ready();
+            for (int round = 0; round < 30; ++round) {
+                const std::vector<pid_t> pids = pool.worker_pids();
+                const pid_t victim = pids[rng() % pids.size()];
+                // Below the others, then above them, in turn.
+                next_pid(round % 2 ? 100 + static_cast<int>(rng() % 1000) : 25000 + static_cast<int>(rng() % 5000));
+                ::kill(victim, SIGKILL);
+                for (;;) {
+                    pool.wait_ready();
+                    const std::vector<pid_t> now = pool.worker_pids();
+                    const std::set<pid_t> live(now.begin(), now.end());
+                    if (live.size() == 4 && !live.count(victim)) break;
+                    try {
+                        (void)pool.submit(worker_pid).get();
+                    } catch (const tandem::worker_crashed&) {
+                    }
+                }
+                for (int j = 0; j < 8; ++j)
+                    if (pool.submit(add, j, 1).get() != j + 1) return 2;
+            }
+            return 0;
+        });
+    });
+    if (code == 77) {
+        WARN("skipped: unshare(CLONE_NEWPID) needs CAP_SYS_ADMIN");
+        return;
+    }
+    CHECK(code == 0);
 }
