@@ -41,9 +41,9 @@ public:
                                [fd = native_handle(), buffer] { return ::recv(fd, buffer.data(), buffer.size(), 0); },
                                "recv");
     }
-    template <class = void>
+    template <class T = void> // T named in the call: g++ would deduce read_some's type, so compile it, at once
     auto read_some(std::span<std::byte> buffer) {
-        return read_some(std::span<char>(reinterpret_cast<char*>(buffer.data()), buffer.size()));
+        return read_some<T>(std::span<char>(reinterpret_cast<char*>(buffer.data()), buffer.size()));
     }
 
     /// Reads what is available without waiting: std::nullopt if nothing is (EAGAIN), 0 at
@@ -81,7 +81,7 @@ public:
     /// sends the delimiter cannot grow the buffer without bound) and end_of_stream on EOF.
     /// Cancel-safe in the sense that matters for a retry: on any exception (cancelled,
     /// timed_out, errors) `buffer` holds exactly the bytes received, delimiter or not.
-    template <class = void>
+    template <class T = void>
     task<std::size_t> read_until(std::string& buffer, std::string_view delimiter, std::size_t max_bytes) {
         std::size_t searched = 0;
         for (;;) {
@@ -93,7 +93,7 @@ public:
             buffer.resize(std::min(max_bytes, old + 4096));
             std::size_t n = 0;
             try {
-                n = co_await read_some(std::span<char>(buffer.data() + old, buffer.size() - old));
+                n = co_await read_some<T>(std::span<char>(buffer.data() + old, buffer.size() - old));
             } catch (...) {
                 buffer.resize(old); // cancelled, timed out, failed: keep exactly what arrived
                 throw;
@@ -109,9 +109,9 @@ public:
     auto write_all(std::string_view data) {
         return detail::make_io(*this, true, detail::send_all_op{native_handle(), data.data(), data.size()}, "send");
     }
-    template <class = void>
+    template <class T = void> // as read_some(std::span<std::byte>)
     auto write_all(std::span<const std::byte> data) {
-        return write_all(std::string_view(reinterpret_cast<const char*>(data.data()), data.size()));
+        return write_all<T>(std::string_view(reinterpret_cast<const char*>(data.data()), data.size()));
     }
 
     /// Writes several buffers in order with one sendmsg (writev) per attempt; at most 16.
