@@ -48,8 +48,13 @@ class basic_server;
 /// unit that serves nothing analyses none of its bodies (README, "Headers").
 using server = basic_server<>;
 
-template <class>
+template <class S>
 class basic_server {
+    /// tcp_stream, spelt so that it depends on S: g++ then leaves every expression on the
+    /// connection's stream in the bodies below unanalysed until basic_server<> is instantiated
+    /// (a non-dependent co_await is checked at the template's definition, in every includer).
+    using stream_type = std::conditional_t<sizeof(S*) != 0, tcp_stream, void>;
+
 public:
     explicit basic_server(router routes, server_options options = {})
         : m_router(std::move(routes)), m_options(std::move(options)), m_slots(m_options.max_connections) {}
@@ -210,16 +215,16 @@ private:
     task<void> begin_drain();
     void close_idle() noexcept;
     void cancel_remaining() noexcept;
-    task<void> handle(tcp_stream s);
-    task<void> serve_connection(tcp_stream& s, connection& c);
+    task<void> handle(stream_type s);
+    task<void> serve_connection(stream_type& s, connection& c);
 
     // ---- one request ----------------------------------------------------------------------------
-    task<bool> serve_request(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w);
+    task<bool> serve_request(stream_type& s, connection& c, std::unique_ptr<workspace>& w);
     bool head_buffered(workspace& w, exchange& x);
     bool body_buffered(workspace& w, exchange& x);
-    task<verdict> read_head(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, exchange& x);
-    task<verdict> read_body(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, exchange& x);
-    task<verdict> read_more_body(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, exchange& x,
+    task<verdict> read_head(stream_type& s, connection& c, std::unique_ptr<workspace>& w, exchange& x);
+    task<verdict> read_body(stream_type& s, connection& c, std::unique_ptr<workspace>& w, exchange& x);
+    task<verdict> read_more_body(stream_type& s, connection& c, std::unique_ptr<workspace>& w, exchange& x,
                                  std::size_t want, std::size_t at_most);
     const route* find_route(exchange& x, route_params& params, std::optional<response>& resp);
     static void check_response(const response& resp);
@@ -235,21 +240,21 @@ private:
     /// Bodies up to this size are copied behind the head and sent with one send(): cheaper
     /// than a gathered write's frame, and the head buffer keeps its capacity across requests.
     static constexpr std::size_t copied_body = 2048;
-    static task<void> write_gathered(tcp_stream& s, std::string_view head, std::string_view body);
+    static task<void> write_gathered(stream_type& s, std::string_view head, std::string_view body);
     response_plan plan_response(connection& c, workspace& w, const exchange& x, const response& resp);
-    task<std::optional<std::uint64_t>> write_streamed(tcp_stream& s, connection& c, const exchange& x,
+    task<std::optional<std::uint64_t>> write_streamed(stream_type& s, connection& c, const exchange& x,
                                                       response& resp, bool chunked);
     void finish_response(const exchange& x, int status, std::uint64_t body_bytes) noexcept;
     void log_access(std::string_view method, std::string_view target, int status, std::uint64_t body_bytes,
                     std::int64_t started) noexcept;
-    static task<void> linger(tcp_stream& s);
-    task<void> reject(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, int status,
+    static task<void> linger(stream_type& s);
+    task<void> reject(stream_type& s, connection& c, std::unique_ptr<workspace>& w, int status,
                       std::string_view reason, bool head_method);
 
     // ---- the buffer -------------------------------------------------------------------------------
-    task<std::size_t> read_more(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, std::size_t want,
+    task<std::size_t> read_more(stream_type& s, connection& c, std::unique_ptr<workspace>& w, std::size_t want,
                                 request_head* pinned);
-    static std::optional<std::size_t> try_read(tcp_stream& s, connection& c, std::span<char> into);
+    static std::optional<std::size_t> try_read(stream_type& s, connection& c, std::span<char> into);
     bool make_room(workspace& w, std::size_t want, std::size_t at_most, request_head* pinned);
     std::unique_ptr<workspace> take_workspace();
     void shrink(workspace& w) noexcept;

@@ -64,7 +64,7 @@ inline bool basic_server<S>::make_room(workspace& w, std::size_t want, std::size
 /// Reads more bytes into w, after making room for `want` (0: the caller made room). Returns 0
 /// at end of stream (or when no memory is left for the bytes).
 template <class S>
-task<std::size_t> basic_server<S>::read_more(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w,
+task<std::size_t> basic_server<S>::read_more(stream_type& s, connection& c, std::unique_ptr<workspace>& w,
                                     std::size_t want, request_head* pinned) {
     if (want > 0 && !make_room(*w, want, want, pinned)) co_return 0;
     if (w->data.size() == w->end) co_return 0;
@@ -90,7 +90,7 @@ task<std::size_t> basic_server<S>::read_more(tcp_stream& s, connection& c, std::
 /// readiness after a short read the same way. TCP urgent data also stops a read short, with
 /// bytes left behind: the reactor remembers it like a hang-up, so such a socket reads again.
 template <class S>
-inline std::optional<std::size_t> basic_server<S>::try_read(tcp_stream& s, connection& c, std::span<char> into) {
+inline std::optional<std::size_t> basic_server<S>::try_read(stream_type& s, connection& c, std::span<char> into) {
     if (c.drained && !tandem::detail::hooks(this_loop()).hung_up(c.fd)) return std::nullopt;
     const auto n = s.try_read_some(into);
     c.drained = n && *n != 0 && *n < into.size();

@@ -47,7 +47,7 @@ template <class S>
 task<void> basic_server<S>::accept_loop(tcp_listener& listener) {
     for (;;) {
         co_await m_slots.acquire();
-        tcp_stream s;
+        stream_type s;
         try {
             s = co_await listener.accept();
         } catch (...) {
@@ -168,7 +168,7 @@ inline void basic_server<S>::cancel_remaining() noexcept {
 }
 
 template <class S>
-task<void> basic_server<S>::handle(tcp_stream s) {
+task<void> basic_server<S>::handle(stream_type s) {
     connection c;
     c.fd = s.native_handle();
     m_connections.push_back(c);
@@ -189,7 +189,7 @@ task<void> basic_server<S>::handle(tcp_stream s) {
 /// keep-alive connection costs a few hundred bytes), then serve it in a workspace that exists
 /// only while requests are buffered.
 template <class S>
-task<void> basic_server<S>::serve_connection(tcp_stream& s, connection& c) {
+task<void> basic_server<S>::serve_connection(stream_type& s, connection& c) {
     workspace_lease lease{this, take_workspace()};
     std::unique_ptr<workspace>& w = lease.w;
     for (;;) {

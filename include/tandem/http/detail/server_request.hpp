@@ -15,7 +15,7 @@ namespace tandem::http {
 /// finish_response around one send answer it; reading, streaming and closing are
 /// coroutines of their own, entered only when needed.
 template <class S>
-task<bool> basic_server<S>::serve_request(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w) {
+task<bool> basic_server<S>::serve_request(stream_type& s, connection& c, std::unique_ptr<workspace>& w) {
     exchange& x = w->x;
     x = exchange{};
     if (m_options.access_log) x.started = now_ns();
@@ -100,7 +100,7 @@ inline bool basic_server<S>::body_buffered(workspace& w, exchange& x) {
 }
 
 template <class S>
-task<typename basic_server<S>::verdict> basic_server<S>::read_head(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w,
+task<typename basic_server<S>::verdict> basic_server<S>::read_head(stream_type& s, connection& c, std::unique_ptr<workspace>& w,
                                                 exchange& x) {
     const limits& lim = m_options.limits;
     head_scanner& parser = x.scanner;
@@ -127,7 +127,7 @@ task<typename basic_server<S>::verdict> basic_server<S>::read_head(tcp_stream& s
 }
 
 template <class S>
-task<typename basic_server<S>::verdict> basic_server<S>::read_body(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w,
+task<typename basic_server<S>::verdict> basic_server<S>::read_body(stream_type& s, connection& c, std::unique_ptr<workspace>& w,
                                                 exchange& x) {
     request_head& head = x.head;
     x.consumed = x.head_size;
@@ -188,7 +188,7 @@ task<typename basic_server<S>::verdict> basic_server<S>::read_body(tcp_stream& s
 /// when the server's body memory is spent, 408 when the sweeper cut a body that made no
 /// progress for io_timeout or fell below min_body_rate.
 template <class S>
-task<typename basic_server<S>::verdict> basic_server<S>::read_more_body(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w,
+task<typename basic_server<S>::verdict> basic_server<S>::read_more_body(stream_type& s, connection& c, std::unique_ptr<workspace>& w,
                                               exchange& x, std::size_t want, std::size_t at_most) {
     expect(c, phase::body);
     if (!make_room(*w, want, at_most, &x.head)) {
@@ -278,7 +278,7 @@ inline typename basic_server<S>::response_plan basic_server<S>::plan_response(co
 /// A streamed body, after its head: the bytes it sent, or nullopt when the handler failed
 /// mid-body (reported; the connection is closed, the response cut short).
 template <class S>
-task<std::optional<std::uint64_t>> basic_server<S>::write_streamed(tcp_stream& s, connection& c, const exchange& x,
+task<std::optional<std::uint64_t>> basic_server<S>::write_streamed(stream_type& s, connection& c, const exchange& x,
                                                           response& resp, bool chunked) {
     stream_writer writer(*this, s, c, chunked);
     std::exception_ptr failure;
@@ -305,7 +305,7 @@ task<std::optional<std::uint64_t>> basic_server<S>::write_streamed(tcp_stream& s
 
 /// A response head and a body too large to copy behind it, in one gathered write per attempt.
 template <class S>
-task<void> basic_server<S>::write_gathered(tcp_stream& s, std::string_view head, std::string_view body) {
+task<void> basic_server<S>::write_gathered(stream_type& s, std::string_view head, std::string_view body) {
     const std::string_view parts[] = {head, body};
     co_await s.write_all_gathered(parts);
 }
@@ -334,7 +334,7 @@ inline void basic_server<S>::log_access(std::string_view method, std::string_vie
 /// close: stop sending, then read (and drop) what the client still sends for a moment, so our
 /// close does not turn into a reset that destroys the answer.
 template <class S>
-task<void> basic_server<S>::reject(tcp_stream& s, connection& c, std::unique_ptr<workspace>& w, int status,
+task<void> basic_server<S>::reject(stream_type& s, connection& c, std::unique_ptr<workspace>& w, int status,
                           std::string_view reason, bool head_method) {
     // The access log hears of refusals too (an attack shows there as its 400s). What the
     // head said is copied first: its bytes are in the workspace, given back here.
@@ -367,10 +367,10 @@ task<void> basic_server<S>::reject(tcp_stream& s, connection& c, std::unique_ptr
 /// for at most a second and a MiB. Closing a socket with unread bytes sends a reset, which
 /// discards the response the kernel has not sent yet.
 template <class S>
-task<void> basic_server<S>::linger(tcp_stream& s) {
+task<void> basic_server<S>::linger(stream_type& s) {
     s.shutdown_write();
     try {
-        co_await with_timeout(std::chrono::seconds(1), [](tcp_stream& st) -> task<void> {
+        co_await with_timeout(std::chrono::seconds(1), [](stream_type& st) -> task<void> {
             char sink[16384];
             for (std::size_t total = 0; total < (std::size_t{1} << 20);) {
                 const std::size_t n = co_await st.read_some(std::span<char>(sink));
