@@ -1,4 +1,23 @@
 // The router on its own: a table of (method, path) → expected route, params or status.
+
+// First, as a user's header would, the HTTP wing's types named through fwd.hpp alone (they are
+// aliases of class templates, so `class router;` conflicts; fwd.hpp declares them).
+#include "tandem/fwd.hpp"
+
+#include <cstddef>
+
+namespace fwd_only {
+struct app {
+    tandem::http::server* server = nullptr;
+    tandem::http::router* routes = nullptr;
+    tandem::http::client* client = nullptr;
+    tandem::http::connection_pool* pool = nullptr;
+    tandem::http::connection_lease* lease = nullptr;
+    tandem::http::json* json = nullptr;
+};
+bool has_route(const tandem::http::router& r, const char* method, const char* path);
+} // namespace fwd_only
+
 #include "tandem/http/router.hpp"
 
 #include "catch.hpp"
@@ -129,4 +148,18 @@ TEST_CASE("bad patterns are refused", "[http][router]") {
     http::router r;
     CHECK_THROWS_AS(r.get("nope", none()), std::invalid_argument);
     CHECK_THROWS_AS(r.get("/a/*/b", none()), std::invalid_argument);
+}
+
+bool fwd_only::has_route(const tandem::http::router& r, const char* method, const char* path) {
+    http::route_params params;
+    return r.find(method, path, params).found != nullptr;
+}
+
+TEST_CASE("a router named through fwd.hpp is the router the header defines") {
+    http::router r;
+    r.get("/x", none());
+    fwd_only::app a;
+    a.routes = &r;
+    CHECK(fwd_only::has_route(*a.routes, "GET", "/x"));
+    CHECK_FALSE(fwd_only::has_route(*a.routes, "GET", "/y"));
 }

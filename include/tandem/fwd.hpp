@@ -22,4 +22,20 @@ using thread_pool = basic_thread_pool<>;
 template <class = void> class basic_process_pool;
 using process_pool = basic_process_pool<>;
 
+namespace http {
+// The HTTP wing's classes with many bodies, for the same reason (README, "Headers").
+template <class = void> class basic_server;
+using server = basic_server<>;
+template <class = void> class basic_router;
+using router = basic_router<>;
+template <class = void> class basic_client;
+using client = basic_client<>;
+template <class = void> class basic_connection_pool;
+using connection_pool = basic_connection_pool<>;
+template <class = void> class basic_connection_lease;
+using connection_lease = basic_connection_lease<>;
+template <class = void> class basic_json;
+using json = basic_json<>;
+} // namespace http
+
 } // namespace tandem

@@ -6,6 +6,7 @@
 // Layer: protocols.
 #pragma once
 
+#include "tandem/fwd.hpp"
 #include "tandem/detail/std_algorithm.hpp"
 #include "tandem/detail/std_chrono.hpp"
 #include "tandem/http/connection_pool.hpp"
@@ -88,11 +89,9 @@ struct client_options {
     std::string host;
 };
 
-template <class = void>
-class basic_client;
 /// The client: a class template's one instantiation behind an alias, so that a translation
 /// unit that makes no client analyses none of its bodies (README, "Headers").
-using client = basic_client<>;
+// (declared, with the alias tandem::http::client, in fwd.hpp)
 
 /// One-shot options for fetch().
 struct fetch_options {

@@ -6,6 +6,7 @@
 // one event loop; a multi-threaded program has a client per loop.
 #pragma once
 
+#include "tandem/fwd.hpp"
 #include "tandem/detail/std_chrono.hpp"
 #include "tandem/loop.hpp"
 #include "tandem/net.hpp"
@@ -185,14 +186,9 @@ private:
     std::size_t m_end = 0;
 };
 
-template <class = void>
-class basic_connection_pool;
-template <class = void>
-class basic_connection_lease;
 /// The pool and its lease: class templates' one instantiation behind aliases, so that a
 /// translation unit that makes no client analyses none of their bodies (README, "Headers").
-using connection_pool = basic_connection_pool<>;
-using connection_lease = basic_connection_lease<>;
+// (declared, with the aliases, in fwd.hpp)
 
 /// A connection lent by a pool. Dropping it closes the connection: only a request that
 /// read a complete response gives it back (recycle()), so an exchange that ended any other

@@ -10,6 +10,8 @@
 // open, str() with something open) throws std::logic_error.
 #pragma once
 
+#include "tandem/fwd.hpp"
+
 #include <cstdint>
 #include <cstdio>
 #include <stdexcept>
@@ -85,11 +87,9 @@ inline void append_json_string(std::string& out, std::string_view text) {
     out += '"';
 }
 
-template <class = void>
-class basic_json;
 /// The writer: a class template's one instantiation behind an alias, so that a translation
 /// unit that writes no JSON compiles none of its bodies (README, "Headers").
-using json = basic_json<>;
+// (declared, with the alias tandem::http::json, in fwd.hpp)
 
 template <class>
 class basic_json {

@@ -5,6 +5,7 @@
 // ("GET /compute"): the server names a handler that blocks the loop by them.
 #pragma once
 
+#include "tandem/fwd.hpp"
 #include "tandem/detail/std_function.hpp"
 #include "tandem/http/message.hpp"
 #include "tandem/source_location.hpp"
@@ -38,13 +39,11 @@ struct route_match {
     std::string allow;
 };
 
-template <class = void>
-class basic_router;
 /// Routes by method and path: exact segments, `:name` segments (request::param), and a
 /// final `*` matching any rest (a prefix). First match wins. HEAD falls back to GET. A class
 /// template's one instantiation behind an alias, so that a translation unit that routes
 /// nothing analyses none of its bodies (README, "Headers").
-using router = basic_router<>;
+// (declared, with the alias tandem::http::router, in fwd.hpp)
 
 template <class>
 class basic_router {

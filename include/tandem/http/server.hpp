@@ -10,6 +10,7 @@
 // decided in one place, server::expect().
 #pragma once
 
+#include "tandem/fwd.hpp"
 #include "tandem/detail/intrusive_list.hpp"
 #include "tandem/detail/std_algorithm.hpp"
 #include "tandem/detail/std_chrono.hpp"
@@ -42,11 +43,9 @@
 
 namespace tandem::http {
 
-template <class = void>
-class basic_server;
 /// The server. A class template's one instantiation behind an alias, so that a translation
 /// unit that serves nothing analyses none of its bodies (README, "Headers").
-using server = basic_server<>;
+// (declared, with the alias tandem::http::server, in fwd.hpp)
 
 template <class S>
 class basic_server {
