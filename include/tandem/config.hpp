@@ -1,4 +1,4 @@
-// tandem — configuration macros. Layer: detail (included by everything, includes nothing).
+// tandem — configuration macros. Layer: detail (included by everything, includes only <version>).
 #pragma once
 
 #define TANDEM_VERSION_MAJOR 0
@@ -35,6 +35,15 @@
 #endif
 #ifndef TANDEM_FRAME_POOL
 #define TANDEM_FRAME_POOL 1
+#endif
+
+// Standard headers. With libstdc++, tandem includes only the parts of <chrono>, <functional> and
+// <algorithm> it uses, from libstdc++'s internal headers, and neither <map> nor <unordered_map>
+// (detail/std_chrono.hpp says why). Define TANDEM_FULL_STD_HEADERS for the public headers; other
+// standard libraries always get them. detail/std_*.hpp follow this one rule.
+#include <version> // defines __GLIBCXX__
+#if defined(__GLIBCXX__) && !defined(TANDEM_FULL_STD_HEADERS)
+#define TANDEM_DETAIL_LEAN_STD_HEADERS 1
 #endif
 
 namespace tandem::detail {

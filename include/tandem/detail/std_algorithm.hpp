@@ -7,9 +7,9 @@
 // libraries, or a build with TANDEM_FULL_STD_HEADERS defined, get <algorithm>.
 #pragma once
 
-#include <version>
+#include "tandem/config.hpp"
 
-#if defined(__GLIBCXX__) && !defined(TANDEM_FULL_STD_HEADERS) && __has_include(<bits/stl_algo.h>)
+#if defined(TANDEM_DETAIL_LEAN_STD_HEADERS) && __has_include(<bits/stl_algo.h>)
 #include <bits/stl_algo.h>
 #else
 #include <algorithm>

@@ -9,9 +9,9 @@
 // <chrono> itself, as it should.
 #pragma once
 
-#include <version>
+#include "tandem/config.hpp"
 
-#if defined(__GLIBCXX__) && !defined(TANDEM_FULL_STD_HEADERS) && __has_include(<bits/chrono.h>)
+#if defined(TANDEM_DETAIL_LEAN_STD_HEADERS) && __has_include(<bits/chrono.h>)
 #include <bits/chrono.h>
 #else
 #include <chrono>

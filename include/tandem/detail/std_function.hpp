@@ -9,9 +9,9 @@
 // only <functional> declares: std::apply over std::forward_as_tuple does the same from <tuple>.
 #pragma once
 
-#include <version>
+#include "tandem/config.hpp"
 
-#if defined(__GLIBCXX__) && !defined(TANDEM_FULL_STD_HEADERS) && __has_include(<bits/std_function.h>)
+#if defined(TANDEM_DETAIL_LEAN_STD_HEADERS) && __has_include(<bits/std_function.h>)
 #include <bits/std_function.h>
 #else
 #include <functional>

@@ -6,9 +6,9 @@
 // standard header tandem used to include, not only three of the five.
 #pragma once
 
-#include <version>
+#include "tandem/config.hpp"
 
-#if !defined(__GLIBCXX__) || defined(TANDEM_FULL_STD_HEADERS)
+#if !defined(TANDEM_DETAIL_LEAN_STD_HEADERS)
 #include <map>
 #include <unordered_map>
 #endif
