@@ -179,10 +179,7 @@ public:
     void take() {
         if (m_error) std::rethrow_exception(std::exchange(m_error, nullptr));
     }
-    // A template: this class is not one, and promise<void>'s members (std::function,
-    // call_once, make_shared) would otherwise be compiled in every translation unit.
-    template <class Promise> // std::promise<void>
-    void deliver_to(Promise& p) noexcept {
+    void deliver_to(std::promise<void>& p) noexcept {
         try {
             if (m_error) {
                 p.set_exception(std::exchange(m_error, nullptr));
