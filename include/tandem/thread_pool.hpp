@@ -485,16 +485,16 @@ private:
 /// The process-wide pool behind offload(): created on first use with TANDEM_THREADPOOL_SIZE
 /// threads (default: the hardware thread count), like libuv's UV_THREADPOOL_SIZE. Destroyed
 /// at exit, which waits for running jobs.
-template <class = void>
-thread_pool& default_thread_pool() {
-    static thread_pool pool(thread_pool_options{.threads = detail::default_pool_size()});
+template <class Deferred = void> // Deferred: see detail/dependent.hpp
+basic_thread_pool<Deferred>& default_thread_pool() {
+    static basic_thread_pool<Deferred> pool(thread_pool_options{.threads = detail::default_pool_size()});
     return pool;
 }
 
 /// co_await offload(fn, args...): runs fn on the default pool (see thread_pool::run).
 template <class F, class... Args>
 [[nodiscard]] auto offload(F&& fn, Args&&... args) {
-    return default_thread_pool().run(static_cast<F&&>(fn), static_cast<Args&&>(args)...);
+    return default_thread_pool<detail::dependent_t<void, F>>().run(static_cast<F&&>(fn), static_cast<Args&&>(args)...);
 }
 
 } // namespace tandem

@@ -534,7 +534,7 @@ private:
         } catch (...) {
             ::_exit(1);
         }
-        worker_main(setup);
+        worker_main<Deferred>(setup);
     }
 
     void read_notifications() {

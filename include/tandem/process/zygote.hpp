@@ -491,9 +491,9 @@ namespace tandem {
 
 /// Forks the process-pool zygote now. Call it at the top of main when process pools will be
 /// created later, after threads have started. Throws std::logic_error if threads already run.
-template <class = void>
+template <class Deferred = void> // Deferred: see detail/dependent.hpp
 void start_zygote() {
-    (void)detail::zygote::instance(false);
+    (void)detail::basic_zygote<Deferred>::instance(false);
 }
 
 } // namespace tandem
