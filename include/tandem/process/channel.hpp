@@ -394,11 +394,18 @@ private:
     const std::byte* m_data = nullptr;
 };
 
+/// The two ends of a channel (not a std::pair, whose constexpr members would be compiled in
+/// every translation unit: detail/dependent.hpp).
+struct channel_ends {
+    unique_fd first;
+    unique_fd second;
+};
+
 /// A connected SOCK_SEQPACKET pair, both ends close-on-exec, with room for a whole message.
-inline std::pair<unique_fd, unique_fd> make_channel() {
+inline channel_ends make_channel() {
     int fds[2];
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) != 0) throw_errno("tandem: socketpair");
-    std::pair<unique_fd, unique_fd> ends{unique_fd(fds[0]), unique_fd(fds[1])};
+    channel_ends ends{unique_fd(fds[0]), unique_fd(fds[1])};
     const int buffer = 4 * static_cast<int>(max_message);
     for (int fd : fds) ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer, sizeof buffer);
     return ends;

@@ -92,13 +92,13 @@ dependent_t<std::pair<std::string, std::string>, Deferred> describe_current_exce
 /// A worker's life: run the initializer, then jobs until the parent says quit or goes away.
 /// Between jobs it polls its channel for `spin` before blocking (see process_pool_options).
 /// Each job's id goes on the start board (slot `slot`) before the job runs.
-template <class = void>
+template <class Deferred = void> // Deferred: see detail/dependent.hpp
 [[noreturn]] void worker_main(worker_initializer init, std::chrono::microseconds spin,
                                      const process::start_board& board, std::size_t slot) noexcept {
     const int ch = worker_channel_fd;
     static std::byte buffer[max_message];
     auto send_error = [&](frame_header h) {
-        auto [type, what] = describe_current_exception();
+        auto [type, what] = describe_current_exception<Deferred>();
         try {
             outgoing_payload::of(type, what).send(ch, h);
         } catch (...) {
@@ -476,7 +476,7 @@ private:
         if (!process::die_with_parent(zygote_pid)) _exit(0);
         process::reset_signal_state();
         ::prctl(PR_SET_NAME, "tandem-worker");
-        worker_main(init, spin, started, slot);
+        worker_main<Deferred>(init, spin, started, slot);
     }
 
     pid_t m_pid = -1;
