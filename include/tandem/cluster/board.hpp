@@ -95,7 +95,10 @@ struct seat {
         std::uint32_t line = 0;
     };
     /// A consistent copy of the block record (a few retries while the worker writes it).
-    bool read_block(block_record& out) const {
+    /// (Record is block_record: a template only so that the string copies are compiled
+    /// where it is called, tandem/detail/dependent.hpp.)
+    template <class Record>
+    bool read_block(Record& out) const {
         for (int attempt = 0; attempt < 100; ++attempt) {
             const std::uint32_t s1 = block_seq.load(std::memory_order_acquire);
             if (s1 & 1u) continue;
