@@ -358,11 +358,10 @@ std::size_t encoded_size(const T&... values) {
     return counter.size();
 }
 
-/// Encodes values into a new byte vector (tests, custom transports).
+/// Encodes values into a new byte vector (tests, custom transports). (The vector is named
+/// through T, so that clang compiles it only where encode is used: detail/dependent.hpp.)
 template <class... T>
-std::vector<std::byte> encode(const T&... values) {
-    // Dependent, so that clang compiles the vector's members only where encode is used
-    // (detail/dependent.hpp).
+detail::dependent_t<std::vector<std::byte>, void(const T&...)> encode(const T&... values) {
     detail::dependent_t<std::vector<std::byte>, void(const T&...)> bytes(encoded_size(values...));
     encoder out(bytes.data(), bytes.size());
     (out(values), ...);
