@@ -122,8 +122,9 @@ inline std::chrono::milliseconds heartbeat_interval(const options& o) noexcept {
     return std::clamp<milliseconds>(o.stall_timeout / 4, milliseconds(10), milliseconds(250));
 }
 
-template <class = void> // compiled only where used (bench/README.md, "Include cost")
-task<void> heartbeat(worker& w, seat& me, std::chrono::milliseconds interval) {
+// Deferred: compiled only where used, by clang too (tandem/detail/dependent.hpp).
+template <class Deferred = void>
+task<void> heartbeat(worker& w, seat& me, tandem::detail::dependent_t<std::chrono::milliseconds, Deferred> interval) {
     event_loop& loop = this_loop();
     loop_stats before = loop.stats();
     for (;;) {
@@ -138,8 +139,8 @@ task<void> heartbeat(worker& w, seat& me, std::chrono::milliseconds interval) {
     }
 }
 
-template <class = void>
-task<void> stop_on_signal(signal_set& signals, worker& w) {
+template <class Deferred = void>
+task<void> stop_on_signal(tandem::detail::dependent_t<signal_set, Deferred>& signals, worker& w) {
     (void)co_await signals.wait();
     worker_access::request_stop(w);
     // Close only once the serve function's acceptor has seen the stop: an acceptor that was
@@ -180,13 +181,13 @@ task<int> run_worker(worker& w, const tandem::detail::dependent_t<worker_setup, 
         });
     }
     auto serving = spawn(call_serve(*s.serve, w), "cluster serve");
-    auto beating = spawn(heartbeat(w, me, heartbeat_interval(*s.opts)), "cluster heartbeat");
+    auto beating = spawn(heartbeat<Deferred>(w, me, heartbeat_interval(*s.opts)), "cluster heartbeat");
     // Two turns: the serve function has reached its first accept (and, for http::server,
     // can be shut down). Only then listen for the stop: a SIGTERM that came earlier waits
     // in the signal_set.
     co_await yield();
     co_await yield();
-    auto stopping = spawn(stop_on_signal(stop_signals, w), "cluster stop");
+    auto stopping = spawn(stop_on_signal<Deferred>(stop_signals, w), "cluster stop");
     const std::uint32_t ready[2] = {static_cast<std::uint32_t>(s.seat), s.generation};
     [[maybe_unused]] auto n = ::write(s.notify_fd, ready, sizeof ready); // atomic: under PIPE_BUF
     int code = 0;
