@@ -358,10 +358,11 @@ std::size_t encoded_size(const T&... values) {
     return counter.size();
 }
 
-/// Encodes values into a new byte vector (tests, custom transports). (The vector is named
-/// through T, so that clang compiles it only where encode is used: detail/dependent.hpp.)
+/// Encodes values into a new byte vector (tests, custom transports).
 template <class... T>
-detail::dependent_t<std::vector<std::byte>, void(const T&...)> encode(const T&... values) {
+std::vector<std::byte> encode(const T&... values) {
+    // Named through T, so that clang compiles the vector's members only where encode is used
+    // (detail/dependent.hpp). (The return type stays plain: the class is needed anyway.)
     detail::dependent_t<std::vector<std::byte>, void(const T&...)> bytes(encoded_size(values...));
     encoder out(bytes.data(), bytes.size());
     (out(values), ...);
