@@ -29,6 +29,7 @@
 #include "tandem/cluster/parallelism.hpp"
 #include "tandem/cluster/supervisor.hpp"
 #include "tandem/cluster/worker.hpp"
+#include "tandem/detail/dependent.hpp"
 
 #include <utility>
 
@@ -50,7 +51,8 @@ namespace tandem::cluster {
 /// SIGTTOU are ignored (they are the primary's to act on) and SIGTERM requests the stop.
 template <class Serve>
 int run(const options& opts, Serve&& serve) {
-    detail::supervisor<> primary(opts, serve_function(std::forward<Serve>(serve)));
+    // Named through Serve, so that clang compiles the supervisor only where run() is used.
+    detail::supervisor<tandem::detail::dependent_t<void, Serve>> primary(opts, serve_function(std::forward<Serve>(serve)));
     return primary.run();
 }
 

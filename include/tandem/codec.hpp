@@ -20,6 +20,7 @@
 // malformed message is a codec_error, never a huge allocation or an over-read.
 #pragma once
 
+#include "tandem/detail/dependent.hpp"
 #include "tandem/detail/std_map.hpp"
 
 #include <array>
@@ -360,7 +361,9 @@ std::size_t encoded_size(const T&... values) {
 /// Encodes values into a new byte vector (tests, custom transports).
 template <class... T>
 std::vector<std::byte> encode(const T&... values) {
-    std::vector<std::byte> bytes(encoded_size(values...));
+    // Named through T, so that clang compiles the vector's members only where encode is used
+    // (detail/dependent.hpp). (The return type stays plain: the class is needed anyway.)
+    detail::dependent_t<std::vector<std::byte>, void(const T&...)> bytes(encoded_size(values...));
     encoder out(bytes.data(), bytes.size());
     (out(values), ...);
     return bytes;

@@ -60,8 +60,9 @@ namespace tandem {
 ///
 /// A class template only so that a translation unit that includes this header and never
 /// makes a pool compiles none of its bodies (bench/README.md, "Include cost"); the one
-/// instantiation is the alias tandem::process_pool (fwd.hpp declares both).
-template <class>
+/// instantiation is the alias tandem::process_pool (fwd.hpp declares both). Its worker set
+/// depends on Deferred, so that clang does not compile that either (detail/dependent.hpp).
+template <class Deferred>
 class basic_process_pool {
 public:
     /// The public name inside the class too, so that `pool.~process_pool()` finds it.
@@ -159,7 +160,7 @@ public:
 
 private:
     template <class R>
-    using run_awaiter = detail::pool_run_awaiter<detail::worker_set, detail::awaited_process_job<R>, R>;
+    using run_awaiter = detail::pool_run_awaiter<detail::basic_worker_set<Deferred>, detail::awaited_process_job<R>, R>;
 
     template <class Job, class F, class... Args>
     Job* make_job(const job_options& o, const F& fn, Args&&... args) {
@@ -198,7 +199,7 @@ private:
         co_return out;
     }
 
-    detail::worker_set m_workers;
+    detail::basic_worker_set<Deferred> m_workers;
 };
 
 } // namespace tandem

@@ -10,6 +10,7 @@
 // in both cases resumes the awaiter at once with tandem::cancelled.
 #pragma once
 
+#include "tandem/detail/dependent.hpp"
 #include "tandem/detail/intrusive_list.hpp"
 #include "tandem/detail/pool_awaiter.hpp"
 #include "tandem/detail/pool_job.hpp"
@@ -233,8 +234,10 @@ inline std::size_t default_pool_size() noexcept {
 ///
 /// A class template only so that a translation unit that includes this header and never
 /// makes a pool compiles none of its bodies (bench/README.md, "Include cost"); the one
-/// instantiation is the alias tandem::thread_pool (fwd.hpp declares both).
-template <class>
+/// instantiation is the alias tandem::thread_pool (fwd.hpp declares both). What names std
+/// containers depends on Deferred, so that clang does not compile it either
+/// (detail/dependent.hpp).
+template <class Deferred>
 class basic_thread_pool {
 public:
     /// The public name inside the class too, so that `pool.~thread_pool()` finds it.
@@ -476,22 +479,22 @@ private:
     std::atomic<unsigned> m_spinners{0};
     std::size_t m_running = 0;
     std::stop_source m_stop;
-    std::vector<std::thread> m_threads;
+    detail::dependent_t<std::vector<std::thread>, Deferred> m_threads;
 };
 
 /// The process-wide pool behind offload(): created on first use with TANDEM_THREADPOOL_SIZE
 /// threads (default: the hardware thread count), like libuv's UV_THREADPOOL_SIZE. Destroyed
 /// at exit, which waits for running jobs.
-template <class = void>
-thread_pool& default_thread_pool() {
-    static thread_pool pool(thread_pool_options{.threads = detail::default_pool_size()});
+template <class Deferred = void> // Deferred: see detail/dependent.hpp
+basic_thread_pool<Deferred>& default_thread_pool() {
+    static basic_thread_pool<Deferred> pool(thread_pool_options{.threads = detail::default_pool_size()});
     return pool;
 }
 
 /// co_await offload(fn, args...): runs fn on the default pool (see thread_pool::run).
 template <class F, class... Args>
 [[nodiscard]] auto offload(F&& fn, Args&&... args) {
-    return default_thread_pool().run(static_cast<F&&>(fn), static_cast<Args&&>(args)...);
+    return default_thread_pool<detail::dependent_t<void, F>>().run(static_cast<F&&>(fn), static_cast<Args&&>(args)...);
 }
 
 } // namespace tandem

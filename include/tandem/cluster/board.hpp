@@ -12,6 +12,7 @@
 // watchdog thread: a sequence lock keeps readers from mixing two records.
 #pragma once
 
+#include "tandem/detail/dependent.hpp"
 #include "tandem/detail/std_chrono.hpp"
 #include "tandem/detail/syscall.hpp"
 
@@ -94,7 +95,10 @@ struct seat {
         std::uint32_t line = 0;
     };
     /// A consistent copy of the block record (a few retries while the worker writes it).
-    bool read_block(block_record& out) const {
+    /// (Record is block_record: a template only so that the string copies are compiled
+    /// where it is called, tandem/detail/dependent.hpp.)
+    template <class Record>
+    bool read_block(Record& out) const {
         for (int attempt = 0; attempt < 100; ++attempt) {
             const std::uint32_t s1 = block_seq.load(std::memory_order_acquire);
             if (s1 & 1u) continue;
@@ -164,9 +168,12 @@ public:
     detail::seat& operator[](std::size_t i) noexcept { return m_seats[i]; }
     const detail::seat& operator[](std::size_t i) const noexcept { return m_seats[i]; }
 
-    /// Every occupied seat's figures, in seat order. Cheap: no syscall but the clock.
-    std::vector<worker_stats> snapshot() const {
-        std::vector<worker_stats> out;
+    /// Every occupied seat's figures, in seat order. Cheap: no syscall but the clock. (A
+    /// template only so that the vector's members are compiled where it is called:
+    /// tandem/detail/dependent.hpp.)
+    template <class Deferred = void>
+    tandem::detail::dependent_t<std::vector<worker_stats>, Deferred> snapshot() const {
+        tandem::detail::dependent_t<std::vector<worker_stats>, Deferred> out;
         const std::int64_t now = detail::now_ns();
         for (std::size_t i = 0; i < m_count; ++i)
             if (m_seats[i].state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(worker_state::free))

@@ -15,6 +15,7 @@
 #include "tandem/cluster/options.hpp"
 #include "tandem/cluster/parallelism.hpp"
 #include "tandem/cluster/worker.hpp"
+#include "tandem/detail/dependent.hpp"
 #include "tandem/detail/std_algorithm.hpp"
 #include "tandem/detail/std_chrono.hpp"
 #include "tandem/detail/syscall.hpp"
@@ -57,8 +58,13 @@ inline std::string describe_duration(std::int64_t ns) {
     return buf;
 }
 
-template <class = void> // compiled only where used (bench/README.md, "Include cost")
+// Deferred: what names the standard containers is compiled only where the class is
+// instantiated, by clang too (see tandem/detail/dependent.hpp).
+template <class Deferred = void>
 class supervisor {
+    template <class T>
+    using deferred = tandem::detail::dependent_t<T, Deferred>;
+
 public:
     supervisor(const options& o, serve_function serve) : m_opts(o), m_serve(std::move(serve)) {
         validate(m_opts);
@@ -98,13 +104,13 @@ private:
     static constexpr std::size_t max_workers_limit = 4096;
 
     /// Bad options are a clear error before anything is bound or forked.
-    static void validate(const options& o) {
+    static void validate(const deferred<options>& o) {
         auto fail = [](const std::string& what) { throw std::invalid_argument("tandem cluster: " + what); };
         if (o.listen.empty()) fail("no address to listen on");
         if (o.workers > max_workers_limit)
             fail("workers = " + std::to_string(o.workers) + " is more than the limit of " +
                  std::to_string(max_workers_limit));
-        const std::pair<const char*, std::chrono::milliseconds> durations[] = {
+        const deferred<std::pair<const char*, std::chrono::milliseconds>> durations[] = {
             {"drain_timeout", o.drain_timeout}, {"stall_timeout", o.stall_timeout},
             {"restart_delay", o.restart_delay}, {"max_restart_delay", o.max_restart_delay},
             {"min_uptime", o.min_uptime}};
@@ -216,14 +222,14 @@ private:
     // ---- the loop ----------------------------------------------------------------------
 
     void loop() {
-        std::vector<pollfd> fds;
+        deferred<std::vector<pollfd>> fds;
         std::int64_t next_tick = 0;
         for (;;) {
             const std::int64_t now = now_ns();
             check_timers(now);
             if (m_opts.on_tick && now >= next_tick) {
                 next_tick = now + ms_ns(heartbeat_interval(m_opts));
-                const std::vector<worker_stats> all = m_board->snapshot();
+                const deferred<std::vector<worker_stats>> all = m_board->snapshot();
                 try {
                     m_opts.on_tick(std::span<const worker_stats>(all.data(), all.size()));
                 } catch (...) {
@@ -242,7 +248,7 @@ private:
             if (fds[1].revents) read_notifications();
             // Reap after reading notifications: a worker that said "ready" and then died is
             // seen in that order.
-            std::vector<pid_t> ended;
+            deferred<std::vector<pid_t>> ended;
             for (std::size_t i = 2; i < fds.size(); ++i)
                 if (fds[i].revents) ended.push_back(m_children[i - 2].pid);
             for (pid_t pid : ended) reap(pid);
@@ -286,11 +292,11 @@ private:
 
     void check_stall(child& c, std::int64_t now) {
         if (c.stalled) return;
-        const seat& s = (*m_board)[c.seat];
+        const deferred<seat>& s = (*m_board)[c.seat];
         const std::int64_t beat = s.heartbeat_ns.load(std::memory_order_relaxed);
         const std::int64_t seen = std::max(beat, m_stall_epoch); // a pause of us all is no stall
         if (now - seen < ms_ns(m_opts.stall_timeout)) return;
-        seat::block_record block;
+        typename deferred<seat>::block_record block;
         std::string line;
         if (s.read_block(block) && block.since_ns > beat) {
             // The heartbeat stops up to one interval before the blocking step starts: judge
@@ -510,7 +516,7 @@ private:
         ::close(m_signal_fd);
         ::close(m_notify_read.get());
         for (const child& c : m_children) ::close(c.fd.fd());
-        worker_setup setup;
+        deferred<worker_setup> setup;
         setup.opts = &m_opts;
         setup.serve = &m_serve;
         setup.status = m_board.get();
@@ -528,7 +534,7 @@ private:
         } catch (...) {
             ::_exit(1);
         }
-        worker_main(setup);
+        worker_main<Deferred>(setup);
     }
 
     void read_notifications() {
@@ -571,7 +577,7 @@ private:
     void reap(pid_t pid) {
         auto it = std::find_if(m_children.begin(), m_children.end(), [&](const child& c) { return c.pid == pid; });
         if (it == m_children.end()) return;
-        std::optional<process::exit_status> status;
+        deferred<std::optional<process::exit_status>> status;
         try {
             status = it->fd.try_reap();
         } catch (const std::exception&) {
@@ -629,17 +635,17 @@ private:
         next_reload_step();
     }
 
-    options m_opts;
+    deferred<options> m_opts;
     serve_function m_serve;
     pid_t m_primary = 0;
-    std::vector<tcp_listener> m_listeners; // shared: the listening sockets; reuseport: port holders
-    std::vector<address> m_bound;
-    std::unique_ptr<board> m_board;
+    deferred<std::vector<tcp_listener>> m_listeners; // shared: the listening sockets; reuseport: port holders
+    deferred<std::vector<address>> m_bound;
+    deferred<std::unique_ptr<board>> m_board;
     unique_fd m_notify_read, m_notify_write;
     int m_signal_fd = -1;
     std::vector<child> m_children;
     std::vector<position> m_positions;
-    std::deque<pid_t> m_reload;
+    deferred<std::deque<pid_t>> m_reload;
     std::size_t m_target = 0;
     bool m_reload_started = false;
     std::int64_t m_last_check = 0; // when check_timers last ran

@@ -7,6 +7,7 @@
 
 #include "tandem/cluster/board.hpp"
 #include "tandem/cluster/options.hpp"
+#include "tandem/detail/dependent.hpp"
 #include "tandem/detail/std_chrono.hpp"
 #include "tandem/detail/std_function.hpp"
 #include "tandem/loop.hpp"
@@ -45,8 +46,8 @@ public:
 
     /// This worker's listening socket (the first, if several addresses were given). In the
     /// shared mode every worker holds the same socket; in the reuseport mode, its own.
-    tcp_listener& listener() noexcept { return m_listeners.front(); }
-    std::span<tcp_listener> listeners() noexcept { return {m_listeners.data(), m_listeners.size()}; }
+    tcp_listener& listener() noexcept { return m_listeners[0]; }
+    std::span<tcp_listener> listeners() noexcept { return m_listeners; }
 
     /// Stop is requested when the primary asks this worker to go (SIGTERM: shutdown, reload,
     /// SIGTTOU). Stop accepting and let requests in flight finish, e.g.
@@ -61,10 +62,16 @@ public:
     void count_requests(std::function<std::uint64_t()> counter) { m_counter = std::move(counter); }
 
     /// Every live worker's figures, read from the shared board (no message, no syscall).
-    std::vector<worker_stats> cluster_stats() const { return m_board->snapshot(); }
+    /// (A template only so that the vector's members are compiled where it is called:
+    /// tandem/detail/dependent.hpp.)
+    template <class Deferred = void>
+    tandem::detail::dependent_t<std::vector<worker_stats>, Deferred> cluster_stats() const {
+        return m_board->snapshot<Deferred>();
+    }
 
-    worker(std::size_t index, std::vector<tcp_listener> listeners, board& b, std::size_t seat)
-        : m_index(index), m_pid(::getpid()), m_listeners(std::move(listeners)), m_board(&b), m_seat(seat) {}
+    /// `listeners` are the worker process's own (worker_main holds them for its life).
+    worker(std::size_t index, std::span<tcp_listener> listeners, board& b, std::size_t seat)
+        : m_index(index), m_pid(::getpid()), m_listeners(listeners), m_board(&b), m_seat(seat) {}
     worker(const worker&) = delete;
     worker& operator=(const worker&) = delete;
 
@@ -72,7 +79,7 @@ private:
     friend struct worker_access;
     std::size_t m_index;
     pid_t m_pid;
-    std::vector<tcp_listener> m_listeners;
+    std::span<tcp_listener> m_listeners; // not a vector: see cluster_stats()
     board* m_board;
     std::size_t m_seat;
     std::stop_source m_stop;
@@ -115,8 +122,9 @@ inline std::chrono::milliseconds heartbeat_interval(const options& o) noexcept {
     return std::clamp<milliseconds>(o.stall_timeout / 4, milliseconds(10), milliseconds(250));
 }
 
-template <class = void> // compiled only where used (bench/README.md, "Include cost")
-task<void> heartbeat(worker& w, seat& me, std::chrono::milliseconds interval) {
+// Deferred: compiled only where used, by clang too (tandem/detail/dependent.hpp).
+template <class Deferred = void>
+task<void> heartbeat(worker& w, seat& me, tandem::detail::dependent_t<std::chrono::milliseconds, Deferred> interval) {
     event_loop& loop = this_loop();
     loop_stats before = loop.stats();
     for (;;) {
@@ -131,8 +139,8 @@ task<void> heartbeat(worker& w, seat& me, std::chrono::milliseconds interval) {
     }
 }
 
-template <class = void>
-task<void> stop_on_signal(signal_set& signals, worker& w) {
+template <class Deferred = void>
+task<void> stop_on_signal(tandem::detail::dependent_t<signal_set, Deferred>& signals, worker& w) {
     (void)co_await signals.wait();
     worker_access::request_stop(w);
     // Close only once the serve function's acceptor has seen the stop: an acceptor that was
@@ -147,8 +155,8 @@ task<void> stop_on_signal(signal_set& signals, worker& w) {
 template <class = void>
 task<void> call_serve(const serve_function& serve, worker& w) { co_await serve(w); }
 
-template <class = void>
-task<int> run_worker(worker& w, const worker_setup& s) {
+template <class Deferred = void> // Deferred: see tandem/detail/dependent.hpp
+task<int> run_worker(worker& w, const tandem::detail::dependent_t<worker_setup, Deferred>& s) {
     event_loop& loop = this_loop();
     signal_set stop_signals(loop, {SIGTERM});
     sigset_t term; // blocked since fork (see supervisor::become_worker): a pending one arrives now
@@ -173,13 +181,13 @@ task<int> run_worker(worker& w, const worker_setup& s) {
         });
     }
     auto serving = spawn(call_serve(*s.serve, w), "cluster serve");
-    auto beating = spawn(heartbeat(w, me, heartbeat_interval(*s.opts)), "cluster heartbeat");
+    auto beating = spawn(heartbeat<Deferred>(w, me, heartbeat_interval(*s.opts)), "cluster heartbeat");
     // Two turns: the serve function has reached its first accept (and, for http::server,
     // can be shut down). Only then listen for the stop: a SIGTERM that came earlier waits
     // in the signal_set.
     co_await yield();
     co_await yield();
-    auto stopping = spawn(stop_on_signal(stop_signals, w), "cluster stop");
+    auto stopping = spawn(stop_on_signal<Deferred>(stop_signals, w), "cluster stop");
     const std::uint32_t ready[2] = {static_cast<std::uint32_t>(s.seat), s.generation};
     [[maybe_unused]] auto n = ::write(s.notify_fd, ready, sizeof ready); // atomic: under PIPE_BUF
     int code = 0;
@@ -206,17 +214,17 @@ task<int> run_worker(worker& w, const worker_setup& s) {
 }
 
 /// A worker's whole life, in the forked child. Never returns.
-template <class = void>
-[[noreturn]] void worker_main(const worker_setup& s) noexcept {
+template <class Deferred = void> // Deferred: see tandem/detail/dependent.hpp
+[[noreturn]] void worker_main(const tandem::detail::dependent_t<worker_setup, Deferred>& s) noexcept {
     int code = 1;
     try {
-        std::vector<tcp_listener> listeners;
+        tandem::detail::dependent_t<std::vector<tcp_listener>, Deferred> listeners;
         for (int fd : s.inherited) listeners.emplace_back(fd);
         for (const address& a : s.bound)
             listeners.push_back(tcp_listener::bind(a, {.backlog = s.opts->backlog, .reuse_port = true}));
-        worker w(s.index, std::move(listeners), *s.status, s.seat);
+        worker w(s.index, listeners, *s.status, s.seat);
         event_loop loop;
-        code = loop.run(run_worker(w, s));
+        code = loop.run(run_worker<Deferred>(w, s));
     } catch (const std::exception& e) {
         log(*s.opts, "worker " + std::to_string(s.index) + " (pid " + std::to_string(::getpid()) + "): " + e.what());
     } catch (...) {

@@ -165,9 +165,8 @@ public:
         {
             std::lock_guard lock(m_mutex);
             forget_if_forked();
-            if (!m_files.empty()) {
-                entry e = std::move(m_files.back());
-                m_files.pop_back();
+            if (m_count > 0) {
+                entry e = std::move(m_files[--m_count]);
                 m_bytes -= e.size;
                 if (e.size >= size || ::ftruncate(e.fd.get(), static_cast<off_t>(size)) == 0) return std::move(e.fd);
             }
@@ -184,13 +183,9 @@ public:
         const auto size = static_cast<std::size_t>(st.st_size);
         std::lock_guard lock(m_mutex);
         forget_if_forked();
-        if (m_files.size() >= max_files || m_bytes + size > max_bytes) return;
+        if (m_count >= max_files || m_bytes + size > max_bytes) return;
         m_bytes += size;
-        try {
-            m_files.push_back(entry{std::move(fd), size});
-        } catch (...) {
-            m_bytes -= size;
-        }
+        m_files[m_count++] = entry{std::move(fd), size};
     }
 
     static constexpr std::size_t max_files = 4;
@@ -199,30 +194,38 @@ public:
 private:
     struct entry {
         unique_fd fd;
-        std::size_t size;
+        std::size_t size = 0;
     };
     void forget_if_forked() noexcept {
         if (m_owner == ::getpid()) return;
-        for (entry& e : m_files) e.fd.release(); // not ours: the zygote closed them
-        m_files.clear();
+        for (std::size_t i = 0; i < m_count; ++i) m_files[i].fd.release(); // not ours: the zygote closed them
+        m_count = 0;
         m_bytes = 0;
         m_owner = ::getpid();
     }
     std::mutex m_mutex;
-    std::vector<entry> m_files;
+    // A fixed array, not a std::vector: the cache is small and bounded, and a vector's
+    // constexpr members would be compiled in every translation unit (detail/dependent.hpp).
+    entry m_files[max_files];
+    std::size_t m_count = 0;
     std::size_t m_bytes = 0;
     pid_t m_owner = ::getpid();
 };
 
-/// Bytes to send: a small vector, or a memfd for large payloads.
+/// Bytes to send: a small heap buffer, or a memfd for large payloads.
 class outgoing_payload {
 public:
     outgoing_payload() = default;
-    outgoing_payload(outgoing_payload&&) noexcept = default;
+    outgoing_payload(outgoing_payload&& other) noexcept
+        : m_size(other.m_size), m_inline(other.m_inline), m_memfd(std::move(other.m_memfd)) {
+        other.m_inline = nullptr;
+    }
     outgoing_payload& operator=(outgoing_payload&& other) noexcept {
+        if (this == &other) return *this;
         recycle();
         m_size = other.m_size;
-        m_inline = std::move(other.m_inline);
+        m_inline = other.m_inline;
+        other.m_inline = nullptr;
         m_memfd = std::move(other.m_memfd);
         return *this;
     }
@@ -236,8 +239,8 @@ public:
         outgoing_payload p;
         p.m_size = encoded_size(values...);
         if (p.m_size <= max_inline) {
-            p.m_inline.resize(p.m_size);
-            encoder out(p.m_inline.data(), p.m_size);
+            if (p.m_size) p.m_inline = new std::byte[p.m_size];
+            encoder out(p.m_inline, p.m_size);
             (out(values), ...);
         } else {
             p.m_memfd = memfd_cache::instance().acquire(p.m_size);
@@ -260,7 +263,7 @@ public:
     /// Sends header + payload as one message. Returns 0 or an errno (EPIPE: peer gone).
     int send(int fd, frame_header header) const noexcept {
         header.with_payload(m_size, in_memfd());
-        return send_frame(fd, header, in_memfd() ? nullptr : m_inline.data(), in_memfd() ? 0 : m_size,
+        return send_frame(fd, header, in_memfd() ? nullptr : m_inline, in_memfd() ? 0 : m_size,
                           {in_memfd() ? m_memfd.get() : -1});
     }
 
@@ -294,10 +297,14 @@ public:
 
 private:
     void recycle() noexcept {
+        delete[] m_inline;
+        m_inline = nullptr;
         if (m_memfd) memfd_cache::instance().give_back(std::move(m_memfd));
     }
     std::size_t m_size = 0;
-    std::vector<std::byte> m_inline;
+    // Owned; a raw array, not a std::vector: this class is no template, so a vector's
+    // constexpr members would be compiled in every translation unit (detail/dependent.hpp).
+    std::byte* m_inline = nullptr;
     unique_fd m_memfd;
 };
 
@@ -387,11 +394,18 @@ private:
     const std::byte* m_data = nullptr;
 };
 
+/// The two ends of a channel (not a std::pair, whose constexpr members would be compiled in
+/// every translation unit: detail/dependent.hpp).
+struct channel_ends {
+    unique_fd first;
+    unique_fd second;
+};
+
 /// A connected SOCK_SEQPACKET pair, both ends close-on-exec, with room for a whole message.
-inline std::pair<unique_fd, unique_fd> make_channel() {
+inline channel_ends make_channel() {
     int fds[2];
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) != 0) throw_errno("tandem: socketpair");
-    std::pair<unique_fd, unique_fd> ends{unique_fd(fds[0]), unique_fd(fds[1])};
+    channel_ends ends{unique_fd(fds[0]), unique_fd(fds[1])};
     const int buffer = 4 * static_cast<int>(max_message);
     for (int fd : fds) ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer, sizeof buffer);
     return ends;

@@ -10,6 +10,7 @@
 #pragma once
 
 #include "tandem/process/exit_status.hpp"
+#include "tandem/detail/dependent.hpp"
 #include "tandem/detail/syscall.hpp"
 #include "tandem/detail/unique_fd.hpp"
 
@@ -64,19 +65,29 @@ public:
 
     /// Reaps our child if it has ended: its exit status, or nothing if it still runs.
     /// Throws std::system_error (ECHILD: not our child, or already reaped).
-    std::optional<exit_status> try_reap() const { return wait_for(WNOHANG); }
+    /// (A template only so that std::optional's constexpr members are compiled where it is
+    /// called, not in every translation unit: detail/dependent.hpp.)
+    template <class Deferred = void>
+    detail::dependent_t<std::optional<exit_status>, Deferred> try_reap() const {
+        siginfo_t info{};
+        if (!wait_for(WNOHANG, info)) return std::nullopt;
+        return exit_status::from_siginfo(info);
+    }
     /// Waits for our child to end and reaps it.
-    exit_status reap() const { return *wait_for(0); }
+    exit_status reap() const {
+        siginfo_t info{};
+        wait_for(0, info);
+        return exit_status::from_siginfo(info);
+    }
 
 private:
-    std::optional<exit_status> wait_for(int options) const {
-        siginfo_t info{};
+    /// False: WNOHANG, and the child still runs.
+    bool wait_for(int options, siginfo_t& info) const {
         // P_PIDFD is 3 in the kernel ABI; spelled as a number for C libraries that predate it.
         const int r = detail::retry_on_eintr(
             [&] { return ::waitid(static_cast<idtype_t>(3), static_cast<id_t>(m_fd.get()), &info, WEXITED | options); });
         if (r != 0) detail::throw_errno("tandem: waitid(P_PIDFD)");
-        if (info.si_pid == 0) return std::nullopt; // WNOHANG, still running
-        return exit_status::from_siginfo(info);
+        return info.si_pid != 0;
     }
 
     detail::unique_fd m_fd;

@@ -8,6 +8,7 @@
 #pragma once
 
 #include "tandem/codec.hpp"
+#include "tandem/detail/dependent.hpp"
 #include "tandem/detail/std_function.hpp"
 #include "tandem/error.hpp"
 #include "tandem/process/channel.hpp"
@@ -131,7 +132,7 @@ template <class R>
 R decode_reply(const incoming_frame& f, bool& decoded) {
     try {
         if (f.header.kind() == frame_kind::error) {
-            auto [type, what] = tandem::decode<std::pair<std::string, std::string>>(f.data(), f.size());
+            auto [type, what] = tandem::decode<dependent_t<std::pair<std::string, std::string>, R>>(f.data(), f.size());
             throw remote_error(std::move(type), std::move(what));
         }
         if constexpr (std::is_void_v<R>) {

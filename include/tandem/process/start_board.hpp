@@ -31,14 +31,18 @@ public:
 
     start_board() = default;
     start_board(start_board&& other) noexcept
-        : m_fd(std::move(other.m_fd)), m_base(std::exchange(other.m_base, nullptr)),
-          m_bytes(std::exchange(other.m_bytes, 0)) {}
+        : m_fd(std::move(other.m_fd)), m_base(other.m_base), m_bytes(other.m_bytes) {
+        other.m_base = nullptr;
+        other.m_bytes = 0;
+    }
     start_board& operator=(start_board&& other) noexcept {
         if (this != &other) {
             unmap();
             m_fd = std::move(other.m_fd);
-            m_base = std::exchange(other.m_base, nullptr);
-            m_bytes = std::exchange(other.m_bytes, 0);
+            m_base = other.m_base;
+            m_bytes = other.m_bytes;
+            other.m_base = nullptr;
+            other.m_bytes = 0;
         }
         return *this;
     }

@@ -12,6 +12,7 @@
 // with the mutex released.
 #pragma once
 
+#include "tandem/detail/dependent.hpp"
 #include "tandem/detail/intrusive_list.hpp"
 #include "tandem/detail/pool_job.hpp"
 #include "tandem/detail/reactor.hpp"
@@ -51,16 +52,20 @@ namespace tandem::detail {
 
 /// The workers of one process_pool, their queue and the dispatcher thread. A class template
 /// with one instantiation only so that including this header compiles none of its bodies
-/// (bench/README.md, "Include cost").
-template <class>
+/// (bench/README.md, "Include cost"); what names std containers depends on Deferred so that
+/// clang does not compile it either (detail/dependent.hpp).
+template <class Deferred>
 class basic_worker_set {
+    template <class T>
+    using deferred = dependent_t<T, Deferred>;
+
 public:
     using clock = std::chrono::steady_clock;
     /// For pool_run_awaiter's "not on a loop" error.
     static constexpr const char* run_name = "process_pool::run";
 
     explicit basic_worker_set(const process_pool_options& options)
-        : m_options(checked(options)), m_queue(options.max_queued), m_zygote(zygote::instance(options.allow_threads)) {
+        : m_options(checked(options)), m_queue(options.max_queued), m_zygote(basic_zygote<Deferred>::instance(options.allow_threads)) {
         const std::size_t n = m_options.workers ? m_options.workers : hardware_threads();
         check_descriptor_room(n);
         m_slots.resize(n);
@@ -168,7 +173,7 @@ public:
         if (forked_copy()) return forget_forked_copy();
         std::lock_guard stopping(m_stop_mutex);
         intrusive_list<process_job> abandoned;
-        std::vector<process_job*> killed;
+        deferred<std::vector<process_job*>> killed;
         {
             std::unique_lock lock(m_mutex);
             if (!m_dispatcher.joinable()) return;
@@ -210,7 +215,7 @@ public:
     }
     std::vector<pid_t> worker_pids() const {
         std::lock_guard lock(m_mutex);
-        std::vector<pid_t> pids;
+        deferred<std::vector<pid_t>> pids;
         for (const worker_slot& s : m_slots)
             if (s.alive && s.pid > 0) pids.push_back(s.pid);
         return pids;
@@ -478,9 +483,9 @@ private:
 
     void dispatch() {
         ::pthread_setname_np(::pthread_self(), "tandem-procpool");
-        std::vector<std::byte> buffer(max_message);
+        deferred<std::vector<std::byte>> buffer(max_message);
         for (;;) {
-            std::optional<std::chrono::nanoseconds> timeout; // none: until something happens
+            deferred<std::optional<std::chrono::nanoseconds>> timeout; // none: until something happens
             {
                 std::lock_guard lock(m_mutex);
                 if (m_closing && live_locked() == 0 && m_failing.empty()) break;
@@ -620,7 +625,7 @@ private:
     void on_init_failed(worker_slot& s, const incoming_frame& f) {
         std::string why = "unknown";
         try {
-            auto [type, what] = tandem::decode<std::pair<std::string, std::string>>(f.data(), f.size());
+            auto [type, what] = tandem::decode<deferred<std::pair<std::string, std::string>>>(f.data(), f.size());
             why = type + ": " + what;
         } catch (...) {
         }
@@ -708,7 +713,7 @@ private:
     }
 
     void expire_and_respawn() {
-        std::vector<process_job*> expired;
+        deferred<std::vector<process_job*>> expired;
         {
             std::lock_guard lock(m_mutex);
             const auto now = clock::now();
@@ -732,7 +737,7 @@ private:
     std::mutex m_stop_mutex;                 // held through stop(), joining included
     mutable std::condition_variable m_ready; // wait_ready()
     bounded_job_queue<process_job> m_queue;
-    std::shared_ptr<zygote> m_zygote;
+    std::shared_ptr<basic_zygote<Deferred>> m_zygote;
     std::vector<worker_slot> m_slots;
     intrusive_list<process_job> m_failing; // to fail from the dispatcher
     std::size_t m_started = 0;
@@ -747,7 +752,7 @@ private:
     process::start_board m_board;            // which job each worker has taken
     reactor m_reactor;                       // dispatcher thread only (and the constructor)
     wakeup m_wake;                           // any thread → the dispatcher
-    std::vector<std::uint64_t> m_token_by_fd; // channel descriptor → its worker's token
+    deferred<std::vector<std::uint64_t>> m_token_by_fd; // channel descriptor → its worker's token
     std::thread m_dispatcher;
 };
 using worker_set = basic_worker_set<void>;

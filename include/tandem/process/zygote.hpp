@@ -18,6 +18,7 @@
 // and exits: no worker outlives the program, even after SIGKILL.
 #pragma once
 
+#include "tandem/detail/dependent.hpp"
 #include "tandem/detail/fork_generation.hpp"
 #include "tandem/detail/spin.hpp"
 #include "tandem/detail/std_algorithm.hpp"
@@ -67,13 +68,16 @@ inline constexpr int worker_board_fd = 4;
 template <class = void> // compiled only where used (bench/README.md, "Include cost")
 std::string demangle(const char* mangled) {
     int status = 0;
-    std::unique_ptr<char, void (*)(void*)> name(abi::__cxa_demangle(mangled, nullptr, nullptr, &status), std::free);
-    return status == 0 && name ? std::string(name.get()) : std::string(mangled);
+    struct freed { // not a std::unique_ptr: its constexpr members would compile in every TU
+        char* p;
+        ~freed() { std::free(p); }
+    } name{abi::__cxa_demangle(mangled, nullptr, nullptr, &status)};
+    return status == 0 && name.p ? std::string(name.p) : std::string(mangled);
 }
 
 /// (type name, what()) of the exception being handled.
-template <class = void>
-std::pair<std::string, std::string> describe_current_exception() {
+template <class Deferred = void> // Deferred: see detail/dependent.hpp
+dependent_t<std::pair<std::string, std::string>, Deferred> describe_current_exception() {
     std::string type = "unknown exception";
     if (const std::type_info* t = abi::__cxa_current_exception_type()) type = demangle(t->name());
     try {
@@ -88,13 +92,13 @@ std::pair<std::string, std::string> describe_current_exception() {
 /// A worker's life: run the initializer, then jobs until the parent says quit or goes away.
 /// Between jobs it polls its channel for `spin` before blocking (see process_pool_options).
 /// Each job's id goes on the start board (slot `slot`) before the job runs.
-template <class = void>
+template <class Deferred = void> // Deferred: see detail/dependent.hpp
 [[noreturn]] void worker_main(worker_initializer init, std::chrono::microseconds spin,
                                      const process::start_board& board, std::size_t slot) noexcept {
     const int ch = worker_channel_fd;
     static std::byte buffer[max_message];
     auto send_error = [&](frame_header h) {
-        auto [type, what] = describe_current_exception();
+        auto [type, what] = describe_current_exception<Deferred>();
         try {
             outgoing_payload::of(type, what).send(ch, h);
         } catch (...) {
@@ -148,7 +152,7 @@ template <class = void>
 /// fill the pool's socket would each wait for the other forever. A backlog holds at most a
 /// spawned and an exited report per worker the pool asked for. (A class template only so
 /// that including this header compiles none of its bodies.)
-template <class>
+template <class Deferred> // Deferred: see detail/dependent.hpp
 class basic_report_links {
 public:
     using key = std::uint64_t; // the socket's inode
@@ -181,12 +185,12 @@ public:
         close_if_done(it);
     }
     /// Adds a POLLOUT entry for every socket with a backlog.
-    void add_backlogged(std::vector<pollfd>& fds) const {
+    void add_backlogged(dependent_t<std::vector<pollfd>, Deferred>& fds) const {
         for (const auto& [k, l] : m_links)
             if (!l.backlog.empty() && !l.gone) fds.push_back({l.fd.get(), POLLOUT, 0});
     }
     /// Sends what fits of the backlogs whose sockets became writable (fds from `first` on).
-    void flush_writable(const std::vector<pollfd>& fds, std::size_t first) {
+    void flush_writable(const dependent_t<std::vector<pollfd>, Deferred>& fds, std::size_t first) {
         for (std::size_t i = first; i < fds.size(); ++i) {
             if (!fds[i].revents) continue;
             for (auto it = m_links.begin(); it != m_links.end(); ++it) {
@@ -204,7 +208,7 @@ private:
     struct link {
         unique_fd fd;
         std::size_t users = 0;
-        std::deque<frame_header> backlog;
+        dependent_t<std::deque<frame_header>, Deferred> backlog;
         bool gone = false; // the pool closed its end: drop its reports
     };
     // A vector searched in order, not a hash map: a process has a handful of pools, and
@@ -239,7 +243,7 @@ using zygote = basic_zygote<void>;
 /// The parent's handle on the zygote: one per process, shared by every pool.
 /// A class template with one instantiation only so that including this header compiles none
 /// of its bodies (bench/README.md, "Include cost").
-template <class>
+template <class Deferred> // Deferred: see detail/dependent.hpp
 class basic_zygote {
 public:
     /// The process's zygote, forked on first use. Forking needs a single-threaded process
@@ -379,11 +383,11 @@ private:
         if (sigfd < 0) _exit(101);
         ::prctl(PR_SET_NAME, "tandem-zygote");
 
-        report_links links;
+        basic_report_links<Deferred> links;
         // Each worker's pool's report link, sorted by pid.
         struct worker_link {
             pid_t pid;
-            report_links::key link;
+            typename basic_report_links<Deferred>::key link;
         };
         std::vector<worker_link> workers;
         auto worker_at = [&](pid_t pid) {
@@ -406,7 +410,7 @@ private:
                 workers.erase(it);
             }
         };
-        std::vector<pollfd> fds;
+        dependent_t<std::vector<pollfd>, Deferred> fds;
         for (;;) {
             fds.assign({{control, POLLIN, 0}, {sigfd, POLLIN, 0}});
             links.add_backlogged(fds);
@@ -432,8 +436,8 @@ private:
                 const pid_t pid = cmd.header.pid();
                 if (find_worker(pid) != workers.end()) ::kill(pid, SIGKILL);
             } else if (cmd.header.kind() == frame_kind::spawn && cmd.passed[0] && cmd.passed[1]) {
-                const report_links::key link = links.adopt(std::move(cmd.passed[1]));
-                if (link == report_links::none) continue;
+                const auto link = links.adopt(std::move(cmd.passed[1]));
+                if (link == links.none) continue;
                 const pid_t self = ::getpid();
                 const pid_t pid = ::fork();
                 if (pid == 0) {
@@ -472,7 +476,7 @@ private:
         if (!process::die_with_parent(zygote_pid)) _exit(0);
         process::reset_signal_state();
         ::prctl(PR_SET_NAME, "tandem-worker");
-        worker_main(init, spin, started, slot);
+        worker_main<Deferred>(init, spin, started, slot);
     }
 
     pid_t m_pid = -1;
@@ -487,9 +491,9 @@ namespace tandem {
 
 /// Forks the process-pool zygote now. Call it at the top of main when process pools will be
 /// created later, after threads have started. Throws std::logic_error if threads already run.
-template <class = void>
+template <class Deferred = void> // Deferred: see detail/dependent.hpp
 void start_zygote() {
-    (void)detail::zygote::instance(false);
+    (void)detail::basic_zygote<Deferred>::instance(false);
 }
 
 } // namespace tandem
