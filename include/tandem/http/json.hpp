@@ -11,6 +11,7 @@
 #pragma once
 
 #include "tandem/fwd.hpp"
+#include "tandem/detail/dependent.hpp"
 
 #include <cstdint>
 #include <cstdio>
@@ -91,7 +92,7 @@ inline void append_json_string(std::string& out, std::string_view text) {
 /// unit that writes no JSON compiles none of its bodies (README, "Headers").
 // (declared, with the alias tandem::http::json, in fwd.hpp)
 
-template <class>
+template <class Deferred>
 class basic_json {
 public:
     basic_json& object() { return open('{'); }
@@ -186,7 +187,7 @@ private:
     }
 
     std::string m_out;
-    std::vector<char> m_open;
+    tandem::detail::dependent_t<std::vector<char>, Deferred> m_open; // detail/dependent.hpp says why
     bool m_first = true;
     bool m_key_due_value = false;
 };

@@ -103,7 +103,7 @@ template <class S>
 inline void basic_server<S>::shrink(workspace& w) noexcept {
     const std::size_t left = w.end - w.begin;
     if (left > base_size) return;
-    std::vector<char> fresh;
+    deferred<std::vector<char>> fresh;
     try {
         fresh.resize(base_size);
     } catch (...) {
