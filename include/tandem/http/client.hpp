@@ -188,7 +188,7 @@ private:
         state(client_options o, std::string host, std::uint16_t port, const pool_options& p)
             : options(std::move(o)), pool(std::move(host), port, p) {}
         client_options options;
-        connection_pool pool;
+        deferred<connection_pool> pool;
         event_loop* loop = nullptr;
         std::size_t in_flight = 0; // requests started and not finished
 
@@ -510,7 +510,7 @@ task<client_response> fetch(std::string url, tandem::detail::dependent_t<fetch_o
     r.headers = std::move(options.headers);
     r.body = std::move(options.body);
     r.set_header("Connection", "close");
-    client c(std::move(o), std::move(co));
+    tandem::detail::dependent_t<client, Deferred> c(std::move(o), std::move(co));
     co_return co_await c.send(std::move(r));
 }
 // An overload, not a default argument: g++ 12 frees a coroutine parameter initialised from

@@ -5,6 +5,7 @@
 // Layer: protocols.
 #pragma once
 
+#include "tandem/detail/dependent.hpp"
 #include "tandem/detail/std_chrono.hpp"
 #include "tandem/detail/std_function.hpp"
 #include "tandem/http/header_list.hpp"
@@ -116,8 +117,12 @@ public:
         return response(status, std::move(json), "application/json");
     }
     /// A body produced over time (long responses, server-sent events), sent chunked.
-    static response stream(field_text content_type, stream_function fn, int status = 200) {
-        response r(status);
+    /// (A template spelt through Deferred, so that only a caller compiles std::function's
+    /// members: detail/dependent.hpp.)
+    template <class Deferred = void>
+    static response stream(field_text content_type, tandem::detail::dependent_t<stream_function, Deferred> fn,
+                           int status = 200) {
+        tandem::detail::dependent_t<response, Deferred> r(status);
         r.set_header("Content-Type", std::move(content_type));
         r.streamer = std::move(fn);
         return r;
@@ -246,8 +251,11 @@ struct head_framing {
 /// The one writer of response heads: status line, Date, the handler's headers, then the
 /// framing the server decided. The status line says HTTP/1.1 whatever the request's version
 /// (RFC 9110 2.5); `version` is the request's, and a kept-alive HTTP/1.0 client is told so.
-inline void append_response_head(std::string& out, int version, int status,
-                                 std::span<const header_list::value_type> headers, head_framing framing);
+/// (A template spelt through Deferred, so that only a server compiles it: detail/dependent.hpp.)
+template <class Deferred = void>
+void append_response_head(std::string& out, int version, int status,
+                          tandem::detail::dependent_t<std::span<const header_list::value_type>, Deferred> headers,
+                          head_framing framing);
 
 namespace detail {
 
@@ -318,8 +326,10 @@ inline void append_decimal(std::string& out, std::uint64_t v) {
 // Implementation
 // ============================================================================================
 
-inline void append_response_head(std::string& out, int version, int status,
-                                 std::span<const header_list::value_type> headers, head_framing framing) {
+template <class Deferred>
+void append_response_head(std::string& out, int version, int status,
+                          tandem::detail::dependent_t<std::span<const header_list::value_type>, Deferred> headers,
+                          head_framing framing) {
     using namespace std::string_view_literals;
     // Measured first, then written with plain copies into one resize: once per response, so
     // no appends that each check capacity and measure a C string.

@@ -60,7 +60,7 @@ class basic_server {
     using deferred = tandem::detail::dependent_t<T, S>;
 
 public:
-    explicit basic_server(router routes, server_options options = {})
+    explicit basic_server(deferred<router> routes, server_options options = {})
         : m_router(std::move(routes)), m_options(std::move(options)), m_slots(m_options.max_connections) {}
     basic_server(const basic_server&) = delete;
     basic_server& operator=(const basic_server&) = delete;
@@ -293,7 +293,7 @@ private:
 template <class S>
 class basic_server<S>::handler_call final : public tandem::detail::task_context, tandem::detail::cancel_slot {
 public:
-    handler_call(task<response> t, const route& r, tcp_stream& s, connection& c, bool watch) noexcept
+    handler_call(deferred<task<response>> t, const route& r, stream_type& s, connection& c, bool watch) noexcept
         : m_task(std::move(t)), m_route(&r), m_stream(&s), m_conn(&c), m_watch_peer(watch) {
         on_cancel = &forward_cancel;
         // Its own identity for diagnostics, with the same lifetime rule as a spawned task's:
@@ -384,9 +384,9 @@ private:
         self->request_cancel();
     }
 
-    task<response> m_task;
+    deferred<task<response>> m_task;
     const route* m_route;
-    tcp_stream* m_stream;
+    stream_type* m_stream;
     connection* m_conn;
     tandem::detail::peer_watch m_watch;
     event_loop* m_loop = nullptr;
