@@ -368,7 +368,7 @@ private:
         lim.max_head = options.max_head;
         lim.max_request_line = options.max_head;
         lim.max_headers = storage.size();
-        response_head parsed;
+        deferred<response_head> parsed;
         parse_result pr;
         // The head is parsed again only when a line has ended since the last try (or it grew
         // past max_head): the parser's answer cannot change in between. Re-parsing at every

@@ -22,9 +22,9 @@ inline void relocate(request_head& head, std::uintptr_t from, std::size_t size, 
     fix(head.target);
     fix(head.path);
     fix(head.query);
-    for (header& h : storage.first(head.headers.size())) {
-        fix(h.name);
-        fix(h.value);
+    for (std::size_t i = 0; i < head.headers.size(); ++i) { // indexed: parser.hpp says why
+        fix(storage[i].name);
+        fix(storage[i].value);
     }
 }
 } // namespace detail
