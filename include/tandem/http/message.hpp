@@ -232,7 +232,8 @@ public:
     /// compiles the std types they use: detail/dependent.hpp.)
     template <class Deferred = void>
     std::string_view param(std::string_view name) const noexcept {
-        for (const auto& [n, v] : static_cast<const tandem::detail::dependent_t<route_params, Deferred>&>(*m_params))
+        const tandem::detail::dependent_t<route_params, Deferred>* params = m_params;
+        for (const auto& [n, v] : *params)
             if (n == name) return v;
         return {};
     }
@@ -246,7 +247,8 @@ public:
 
     request(const request_head& head, std::string_view body, const route_params& params,
             const server_stats& stats) noexcept
-        : m_head(&head), m_body(body), m_params(&params), m_stats(&stats) {}
+        // addressof, not &: an & would look up route_params' operator&, compiling the vector.
+        : m_head(&head), m_body(body), m_params(std::addressof(params)), m_stats(&stats) {}
 
 private:
     const request_head* m_head;
