@@ -52,6 +52,8 @@ constexpr std::size_t utf8_sequence(std::string_view s) noexcept {
 /// Appends `text` to `out` as a JSON string literal (quotes included): `"` `\` and control
 /// characters are escaped; well-formed UTF-8 passes as it is, and each byte that is not part
 /// of one (a percent-decoded %ff) becomes U+FFFD, so the output is valid JSON (RFC 8259 8.1).
+/// (A template, so that only a caller compiles it: detail/dependent.hpp.)
+template <class = void>
 inline void append_json_string(std::string& out, std::string_view text) {
     out += '"';
     for (std::size_t i = 0; i < text.size(); ++i) {

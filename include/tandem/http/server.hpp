@@ -130,7 +130,7 @@ private:
     struct workspace {
         deferred<std::vector<char>> data;
         deferred<std::vector<header>> headers;
-        std::string out; // the response head being written
+        deferred<std::string> out; // the response head being written
         exchange x;      // the request in it
         deferred<std::optional<response>> resp; // its answer, from dispatch until it is written
         std::size_t begin = 0;
