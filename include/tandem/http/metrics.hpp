@@ -96,7 +96,8 @@ public:
     /// A latency histogram as a summary (quantiles 0.5, 0.9, 0.99 and 1, _sum, _count).
     exposition& summary(std::string_view name, std::string_view help, const latency_histogram& h) {
         family(name, "summary", help);
-        auto seconds = [](std::chrono::nanoseconds d) { return tandem::detail::dependent_t<std::chrono::duration<double>, Deferred>(d).count(); };
+        using seconds_type = tandem::detail::dependent_t<std::chrono::duration<double>, Deferred>;
+        auto seconds = [](std::chrono::nanoseconds d) { return seconds_type(d).count(); };
         const char* const labels[] = {"0.5", "0.9", "0.99", "1"};
         const double quantiles[] = {50.0, 90.0, 99.0, 100.0};
         for (std::size_t i = 0; i < 4; ++i)
