@@ -53,8 +53,9 @@ constexpr std::size_t utf8_sequence(std::string_view s) noexcept {
 /// characters are escaped; well-formed UTF-8 passes as it is, and each byte that is not part
 /// of one (a percent-decoded %ff) becomes U+FFFD, so the output is valid JSON (RFC 8259 8.1).
 /// (A template, so that only a caller compiles it: detail/dependent.hpp.)
-template <class = void>
-inline void append_json_string(std::string& out, std::string_view text) {
+template <class Deferred = void>
+inline void append_json_string(std::string& to, std::string_view text) {
+    tandem::detail::dependent_t<std::string, Deferred>& out = to;
     out += '"';
     for (std::size_t i = 0; i < text.size(); ++i) {
         const char ch = text[i];

@@ -72,7 +72,7 @@ namespace detail {
 template <class Deferred> // types spelt through Deferred: detail/dependent.hpp
 class exposition {
 public:
-    explicit exposition(std::string& out) noexcept : m_out(&out) {}
+    explicit exposition(std::string& out) noexcept : m_out(std::addressof(out)) {}
     /// The HELP and TYPE lines of a metric family.
     exposition& family(std::string_view name, std::string_view type, std::string_view help) {
         m_out->append("# HELP ").append(name).append(" ").append(help).append("\n");
@@ -108,7 +108,7 @@ public:
     }
 
 private:
-    std::string* m_out;
+    tandem::detail::dependent_t<std::string, Deferred>* m_out;
 };
 
 template <class = void>
