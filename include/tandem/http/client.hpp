@@ -7,6 +7,7 @@
 #pragma once
 
 #include "tandem/fwd.hpp"
+#include "tandem/detail/dependent.hpp"
 #include "tandem/detail/std_algorithm.hpp"
 #include "tandem/detail/std_chrono.hpp"
 #include "tandem/http/connection_pool.hpp"
@@ -111,8 +112,11 @@ struct fetch_options {
 /// Cancel safety: every request may be cancelled (or time out) at any suspension point. A
 /// request that ends without a complete response closes its connection rather than give
 /// it back, so no later request can read a stale response.
-template <class>
+template <class Deferred>
 class basic_client {
+    template <class T>
+    using deferred = tandem::detail::dependent_t<T, Deferred>; // detail/dependent.hpp says why
+
 public:
     /// A client for a numeric address; Host is options.host or the address.
     explicit basic_client(address to, client_options options = {}) {
@@ -184,7 +188,7 @@ private:
         state(client_options o, std::string host, std::uint16_t port, const pool_options& p)
             : options(std::move(o)), pool(std::move(host), port, p) {}
         client_options options;
-        connection_pool pool;
+        deferred<connection_pool> pool;
         event_loop* loop = nullptr;
         std::size_t in_flight = 0; // requests started and not finished
 
@@ -252,7 +256,7 @@ private:
 
     /// Rejects what would corrupt the request on the wire (header injection, a target with
     /// spaces) before anything is sent.
-    static void validate(const client_request& r) {
+    static void validate(const deferred<client_request>& r) {
         auto bad = [](const std::string& what, std::string_view value) {
             throw std::invalid_argument("tandem::http::client: invalid " + what + ": \"" + std::string(value) + "\"");
         };
@@ -279,7 +283,7 @@ private:
     }
 
     /// The request head, Host and Content-Length added unless the caller gave them.
-    static std::string head_of(const client_options& options, const client_request& r) {
+    static std::string head_of(const client_options& options, const deferred<client_request>& r) {
         std::string head;
         head.reserve(64 + r.target.size() + options.host.size() + r.headers.size() * 32);
         head.append(r.method).append(" ").append(r.target).append(" HTTP/1.1\r\n");
@@ -307,7 +311,7 @@ private:
     /// How far an exchange got before it failed: what decides whether a retry is safe.
     enum class progress : std::uint8_t { nothing_written, written, response_started };
 
-    static task<client_response> perform(state& s, const client_request& r) {
+    static task<client_response> perform(state& s, const deferred<client_request>& r) {
         const std::string head = head_of(s.options, r);
         for (int attempt = 0;; ++attempt) {
             connection_lease lease = co_await s.pool.acquire();
@@ -331,13 +335,13 @@ private:
     }
 
     static task<client_response> exchange(const client_options& options, connection_lease& lease,
-                                          const client_request& r, const std::string& head, progress& p) {
-        pooled_connection& c = *lease;
+                                          const deferred<client_request>& r, const std::string& head, progress& p) {
+        deferred<pooled_connection>& c = *lease;
         const std::size_t sent = send_now(c, head, r.body); // throws with nothing written
         p = progress::written;
         std::exception_ptr write_error;
         bool keep = false;
-        client_response out;
+        deferred<client_response> out;
         if (sent == head.size() + r.body.size()) {
             out = co_await read_response(options, c, r, p, write_error, keep);
         } else {
@@ -356,15 +360,15 @@ private:
     /// A server may answer before it has read the whole body (413, 401) and close: the
     /// write then fails (write_error), but its answer may be waiting in the socket. Only if
     /// no complete head comes does the write's error stand.
-    static task<client_response> read_response(const client_options& options, pooled_connection& c,
-                                               const client_request& r, progress& p,
+    static task<client_response> read_response(const client_options& options, deferred<pooled_connection>& c,
+                                               const deferred<client_request>& r, progress& p,
                                                const std::exception_ptr& write_error, bool& keep) {
-        std::array<header, 100> storage;
+        deferred<std::array<header, 100>> storage;
         limits lim;
         lim.max_head = options.max_head;
         lim.max_request_line = options.max_head;
         lim.max_headers = storage.size();
-        response_head parsed;
+        deferred<response_head> parsed;
         parse_result pr;
         // The head is parsed again only when a line has ended since the last try (or it grew
         // past max_head): the parser's answer cannot change in between. Re-parsing at every
@@ -397,7 +401,7 @@ private:
                 throw protocol_error("tandem::http: connection closed before a response");
             }
         }
-        client_response out;
+        deferred<client_response> out;
         out.status = parsed.status;
         out.reason = std::string(parsed.reason);
         out.version = parsed.version;
@@ -421,7 +425,7 @@ private:
             for (std::size_t got = have.size(); got < size;) {
                 if (got == out.body.size()) out.body.resize(std::min(size, got * 2));
                 const std::size_t n =
-                    co_await c.stream.read_some(std::span<char>(out.body.data() + got, out.body.size() - got));
+                    co_await c.stream.read_some(deferred<std::span<char>>(out.body.data() + got, out.body.size() - got));
                 if (n == 0) throw protocol_error("tandem::http: connection closed inside a response body");
                 got += n;
             }
@@ -447,14 +451,14 @@ private:
         co_return out;
     }
 
-    static bool wants_close(const client_request& r) noexcept {
+    static bool wants_close(const deferred<client_request>& r) noexcept {
         return iequals(detail::find_header(r.headers, "connection"), "close");
     }
 
     /// The first attempt at writing the request: a plain sendmsg, so that a connection the
     /// peer has already reset is found before any byte of the request left (then a retry is
     /// safe whatever the method). Returns the bytes sent.
-    static std::size_t send_now(pooled_connection& c, const std::string& head, const std::string& body) {
+    static std::size_t send_now(deferred<pooled_connection>& c, const std::string& head, const std::string& body) {
         iovec parts[2] = {{const_cast<char*>(head.data()), head.size()}, {const_cast<char*>(body.data()), body.size()}};
         msghdr msg{};
         msg.msg_iov = parts;
@@ -469,7 +473,7 @@ private:
 
     /// Writes what send_now() left. A peer that closed or reset the connection is recorded
     /// in write_error rather than thrown: its answer may still be read.
-    static task<> write_rest(pooled_connection& c, const std::string& head, const std::string& body, std::size_t sent,
+    static task<> write_rest(deferred<pooled_connection>& c, const std::string& head, const std::string& body, std::size_t sent,
                              std::exception_ptr& write_error) {
         std::string_view rest[2];
         std::size_t count = 0;
@@ -477,7 +481,7 @@ private:
         const std::size_t body_from = sent > head.size() ? sent - head.size() : 0;
         if (body_from < body.size()) rest[count++] = std::string_view(body).substr(body_from);
         try {
-            co_await c.stream.write_all_gathered(std::span<const std::string_view>(rest, count));
+            co_await c.stream.write_all_gathered(deferred<std::span<const std::string_view>>(rest, count));
         } catch (const std::system_error& e) {
             if (e.code() != std::errc::broken_pipe && e.code() != std::errc::connection_reset) throw;
             write_error = std::current_exception();
@@ -491,8 +495,10 @@ private:
 /// closed afterwards: for scripts and tests. Services calling another service repeatedly
 /// should keep a client, which reuses connections. Throws what client::send throws, and
 /// std::invalid_argument for a URL that is not http://.
-template <class = void>
-task<client_response> fetch(std::string url, fetch_options options) {
+/// (`options` is spelt through Deferred so that only a caller compiles this coroutine:
+/// detail/dependent.hpp.)
+template <class Deferred = void>
+task<client_response> fetch(std::string url, tandem::detail::dependent_t<fetch_options, Deferred> options) {
     origin o = origin::parse(url);
     client_options co;
     co.timeout = options.timeout;
@@ -504,12 +510,12 @@ task<client_response> fetch(std::string url, fetch_options options) {
     r.headers = std::move(options.headers);
     r.body = std::move(options.body);
     r.set_header("Connection", "close");
-    client c(std::move(o), std::move(co));
+    tandem::detail::dependent_t<client, Deferred> c(std::move(o), std::move(co));
     co_return co_await c.send(std::move(r));
 }
 // An overload, not a default argument: g++ 12 frees a coroutine parameter initialised from
 // a default argument twice (free(): invalid pointer, seen here).
-template <class = void>
-task<client_response> fetch(std::string url) { return fetch(std::move(url), fetch_options{}); }
+template <class Deferred = void>
+task<client_response> fetch(std::string url) { return fetch<Deferred>(std::move(url), fetch_options{}); }
 
 } // namespace tandem::http

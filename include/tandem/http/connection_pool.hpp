@@ -7,6 +7,7 @@
 #pragma once
 
 #include "tandem/fwd.hpp"
+#include "tandem/detail/dependent.hpp"
 #include "tandem/detail/std_chrono.hpp"
 #include "tandem/loop.hpp"
 #include "tandem/net.hpp"
@@ -143,8 +144,36 @@ struct pooled_connection {
     event_loop::clock::time_point idle_since{};
     std::uint64_t generation = 0;
 
+    // The buffer is a plain pointer rather than a std::unique_ptr<char[]>: this class is no
+    // template, and a unique_ptr member would compile unique_ptr<char[]> in every includer.
+    pooled_connection() = default;
+    pooled_connection(pooled_connection&& other) noexcept
+        : stream(std::move(other.stream)), reused(other.reused), idle_since(other.idle_since),
+          generation(other.generation), m_buffer(other.m_buffer), m_capacity(other.m_capacity),
+          m_begin(other.m_begin), m_end(other.m_end) {
+        other.m_buffer = nullptr;
+        other.m_capacity = other.m_begin = other.m_end = 0;
+    }
+    pooled_connection& operator=(pooled_connection&& other) noexcept {
+        if (this != &other) {
+            delete[] m_buffer;
+            stream = std::move(other.stream);
+            reused = other.reused;
+            idle_since = other.idle_since;
+            generation = other.generation;
+            m_buffer = other.m_buffer;
+            m_capacity = other.m_capacity;
+            m_begin = other.m_begin;
+            m_end = other.m_end;
+            other.m_buffer = nullptr;
+            other.m_capacity = other.m_begin = other.m_end = 0;
+        }
+        return *this;
+    }
+    ~pooled_connection() { delete[] m_buffer; }
+
     /// Bytes received and not consumed yet.
-    std::string_view pending() const noexcept { return {m_buffer.get() + m_begin, m_end - m_begin}; }
+    std::string_view pending() const noexcept { return {m_buffer + m_begin, m_end - m_begin}; }
     void consume(std::size_t n) noexcept {
         m_begin += n;
         if (m_begin == m_end) m_begin = m_end = 0;
@@ -152,35 +181,37 @@ struct pooled_connection {
     /// Reads what is available after the pending bytes; returns the count, 0 at end of stream.
     /// The buffer grows only while nothing is consumed (a head being parsed: bounded by the
     /// parser's max_head), and is never zero-filled.
-    template <class = void> // compiled only where used (bench/README.md, "Include cost")
+    template <class Deferred = void> // compiled only where used (detail/dependent.hpp)
     task<std::size_t> read_more() {
         if (m_begin > 0 && (m_end == m_capacity || m_begin * 2 >= m_end)) {
-            std::memmove(m_buffer.get(), m_buffer.get() + m_begin, m_end - m_begin);
+            std::memmove(m_buffer, m_buffer + m_begin, m_end - m_begin);
             m_end -= m_begin;
             m_begin = 0;
         }
         if (m_end == m_capacity) {
             const std::size_t capacity = m_capacity ? m_capacity * 2 : initial_capacity;
-            std::unique_ptr<char[]> bigger(new char[capacity]);
-            if (m_end > m_begin) std::memcpy(bigger.get(), m_buffer.get() + m_begin, m_end - m_begin);
-            m_buffer = std::move(bigger);
+            char* bigger = new char[capacity];
+            if (m_end > m_begin) std::memcpy(bigger, m_buffer + m_begin, m_end - m_begin);
+            delete[] m_buffer;
+            m_buffer = bigger;
             m_capacity = capacity;
         }
-        const std::size_t n = co_await stream.read_some(std::span<char>(m_buffer.get() + m_end, m_capacity - m_end));
+        const std::size_t n = co_await stream.read_some<Deferred>(std::span<char>(m_buffer + m_end, m_capacity - m_end));
         m_end += n;
         co_return n;
     }
     /// Frees a buffer that one large head made large.
     void trim() noexcept {
         if (m_capacity > initial_capacity && m_begin == m_end) {
-            m_buffer.reset();
+            delete[] m_buffer;
+            m_buffer = nullptr;
             m_capacity = m_begin = m_end = 0;
         }
     }
 
 private:
     static constexpr std::size_t initial_capacity = 16 * 1024;
-    std::unique_ptr<char[]> m_buffer;
+    char* m_buffer = nullptr;
     std::size_t m_capacity = 0;
     std::size_t m_begin = 0;
     std::size_t m_end = 0;
@@ -222,6 +253,9 @@ private:
 /// more than max_connections open, nor more than max_waiting requests in its queue.
 template <class T>
 class basic_connection_pool {
+    template <class U>
+    using deferred = tandem::detail::dependent_t<U, T>; // detail/dependent.hpp says why
+
 public:
     /// A pool for `host` (a name, resolved off the loop on first use) or fixed addresses.
     basic_connection_pool(std::string host, std::uint16_t port, pool_options options)
@@ -367,7 +401,7 @@ private:
             auto lock = co_await m_resolving.scoped_lock();
             if (m_addresses.empty()) m_addresses = co_await resolve(m_host, m_port);
         }
-        const std::vector<address> candidates = m_addresses;
+        const deferred<std::vector<address>> candidates = m_addresses;
         std::exception_ptr last;
         for (const address& a : candidates) {
             try {
@@ -384,10 +418,10 @@ private:
     std::string m_host; // empty when constructed from an address
     std::uint16_t m_port;
     pool_options m_options;
-    std::vector<address> m_addresses;
+    deferred<std::vector<address>> m_addresses;
     async_mutex m_resolving;
     semaphore m_slots;
-    std::deque<pooled_connection> m_idle; // oldest first
+    deferred<std::deque<pooled_connection>> m_idle; // oldest first
     std::size_t m_open = 0;
     std::size_t m_opened = 0;
     std::size_t m_waiting = 0;

@@ -424,7 +424,17 @@ public:
         return rotate_in(index, m_size - before);
     }
     iterator insert(const_iterator at, std::initializer_list<value_type> init) {
-        return insert(at, init.begin(), init.end());
+        // Not through insert(at, first, last): that template would be compiled in every
+        // includer. (A list's own headers cannot be in `init`.)
+        const size_type index = static_cast<size_type>(at - m_data), before = m_size;
+        reserve(m_size + init.size());
+        try {
+            for (const value_type& h : init) emplace_back(h);
+        } catch (...) {
+            while (m_size > before) pop_back();
+            throw;
+        }
+        return rotate_in(index, m_size - before);
     }
     /// Replaces the headers with those of `init`; a throw leaves them as they were.
     void assign(std::initializer_list<value_type> init) { *this = header_list(init); }

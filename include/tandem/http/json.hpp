@@ -11,6 +11,7 @@
 #pragma once
 
 #include "tandem/fwd.hpp"
+#include "tandem/detail/dependent.hpp"
 
 #include <cstdint>
 #include <cstdio>
@@ -51,7 +52,10 @@ constexpr std::size_t utf8_sequence(std::string_view s) noexcept {
 /// Appends `text` to `out` as a JSON string literal (quotes included): `"` `\` and control
 /// characters are escaped; well-formed UTF-8 passes as it is, and each byte that is not part
 /// of one (a percent-decoded %ff) becomes U+FFFD, so the output is valid JSON (RFC 8259 8.1).
-inline void append_json_string(std::string& out, std::string_view text) {
+/// (A template, so that only a caller compiles it: detail/dependent.hpp.)
+template <class Deferred = void>
+inline void append_json_string(std::string& to, std::string_view text) {
+    tandem::detail::dependent_t<std::string, Deferred>& out = to;
     out += '"';
     for (std::size_t i = 0; i < text.size(); ++i) {
         const char ch = text[i];
@@ -91,7 +95,7 @@ inline void append_json_string(std::string& out, std::string_view text) {
 /// unit that writes no JSON compiles none of its bodies (README, "Headers").
 // (declared, with the alias tandem::http::json, in fwd.hpp)
 
-template <class>
+template <class Deferred>
 class basic_json {
 public:
     basic_json& object() { return open('{'); }
@@ -186,7 +190,7 @@ private:
     }
 
     std::string m_out;
-    std::vector<char> m_open;
+    tandem::detail::dependent_t<std::vector<char>, Deferred> m_open; // detail/dependent.hpp says why
     bool m_first = true;
     bool m_key_due_value = false;
 };

@@ -5,6 +5,7 @@
 // Layer: protocols.
 #pragma once
 
+#include "tandem/detail/dependent.hpp"
 #include "tandem/detail/std_chrono.hpp"
 #include "tandem/detail/std_function.hpp"
 #include "tandem/http/header_list.hpp"
@@ -106,7 +107,9 @@ public:
         // (Checked as views: the name's check is then done by the compiler.)
         if (!detail::field_check::valid("Content-Type", content_type))
             throw std::invalid_argument("tandem::http::response: header 'Content-Type' would split the response");
-        auto& [name, value] = headers.emplace_back("Content-Type", content_type);
+        // Built as field_texts: emplace_back<field_text, field_text> is set_header's, compiled once.
+        auto& [name, value] =
+            headers.emplace_back(field_text(std::string_view("Content-Type")), field_text(content_type));
         detail::field_check::mark(name, value);
     }
 
@@ -116,8 +119,12 @@ public:
         return response(status, std::move(json), "application/json");
     }
     /// A body produced over time (long responses, server-sent events), sent chunked.
-    static response stream(field_text content_type, stream_function fn, int status = 200) {
-        response r(status);
+    /// (A template spelt through Deferred, so that only a caller compiles std::function's
+    /// members: detail/dependent.hpp.)
+    template <class Deferred = void>
+    static response stream(field_text content_type, tandem::detail::dependent_t<stream_function, Deferred> fn,
+                           int status = 200) {
+        tandem::detail::dependent_t<response, Deferred> r(status);
         r.set_header("Content-Type", std::move(content_type));
         r.streamer = std::move(fn);
         return r;
@@ -141,8 +148,12 @@ public:
     stream_function streamer;
 };
 
-/// Decodes %XX and '+' (application/x-www-form-urlencoded); nullopt on a bad escape.
-inline std::optional<std::string> percent_decode(std::string_view in, bool plus_is_space = true) {
+/// Decodes %XX and '+' (application/x-www-form-urlencoded); nullopt on a bad escape. (This and
+/// query_value are templates spelt through Deferred, so that only a caller compiles
+/// std::optional<std::string>: detail/dependent.hpp.)
+template <class Deferred = void>
+inline tandem::detail::dependent_t<std::optional<std::string>, Deferred> percent_decode(std::string_view in,
+                                                                                        bool plus_is_space = true) {
     std::string out;
     out.reserve(in.size());
     for (std::size_t i = 0; i < in.size(); ++i) {
@@ -169,14 +180,16 @@ inline std::optional<std::string> percent_decode(std::string_view in, bool plus_
 }
 
 /// The value of `name` in a query string (decoded), nullopt if absent or malformed.
-inline std::optional<std::string> query_value(std::string_view query, std::string_view name) {
+template <class Deferred = void>
+inline tandem::detail::dependent_t<std::optional<std::string>, Deferred> query_value(std::string_view query,
+                                                                                     std::string_view name) {
     while (!query.empty()) {
         const std::size_t amp = query.find('&');
         const std::string_view pair = query.substr(0, amp);
         const std::size_t eq = pair.find('=');
         const std::string_view key = pair.substr(0, eq);
-        if (percent_decode(key) == std::string(name))
-            return percent_decode(eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1));
+        if (percent_decode<Deferred>(key) == std::string(name))
+            return percent_decode<Deferred>(eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1));
         if (amp == std::string_view::npos) break;
         query.remove_prefix(amp + 1);
     }
@@ -215,19 +228,27 @@ public:
     std::string_view header(std::string_view name) const noexcept { return m_head->find(name); }
     std::string_view body() const noexcept { return m_body; }
     /// A `:name` segment of the matched route, empty if absent.
+    /// (This and query_param are templates spelt through Deferred, so that only a caller
+    /// compiles the std types they use: detail/dependent.hpp.)
+    template <class Deferred = void>
     std::string_view param(std::string_view name) const noexcept {
-        for (const auto& [n, v] : *m_params)
+        const tandem::detail::dependent_t<route_params, Deferred>* params = m_params;
+        for (const auto& [n, v] : *params)
             if (n == name) return v;
         return {};
     }
     /// A query-string parameter, percent-decoded; nullopt if absent or malformed.
-    std::optional<std::string> query_param(std::string_view name) const { return query_value(query(), name); }
+    template <class Deferred = void>
+    tandem::detail::dependent_t<std::optional<std::string>, Deferred> query_param(std::string_view name) const {
+        return query_value<Deferred>(query(), name);
+    }
     /// The figures of the server that is answering (for a metrics endpoint).
     const server_stats& server_figures() const noexcept { return *m_stats; }
 
     request(const request_head& head, std::string_view body, const route_params& params,
             const server_stats& stats) noexcept
-        : m_head(&head), m_body(body), m_params(&params), m_stats(&stats) {}
+        // addressof, not &: an & would look up route_params' operator&, compiling the vector.
+        : m_head(&head), m_body(body), m_params(std::addressof(params)), m_stats(&stats) {}
 
 private:
     const request_head* m_head;
@@ -246,8 +267,11 @@ struct head_framing {
 /// The one writer of response heads: status line, Date, the handler's headers, then the
 /// framing the server decided. The status line says HTTP/1.1 whatever the request's version
 /// (RFC 9110 2.5); `version` is the request's, and a kept-alive HTTP/1.0 client is told so.
+/// (A template spelt through Deferred, so that only a server compiles it: detail/dependent.hpp.)
+template <class Deferred = void>
 inline void append_response_head(std::string& out, int version, int status,
-                                 std::span<const header_list::value_type> headers, head_framing framing);
+                          tandem::detail::dependent_t<std::span<const header_list::value_type>, Deferred> headers,
+                          head_framing framing);
 
 namespace detail {
 
@@ -318,8 +342,10 @@ inline void append_decimal(std::string& out, std::uint64_t v) {
 // Implementation
 // ============================================================================================
 
+template <class Deferred>
 inline void append_response_head(std::string& out, int version, int status,
-                                 std::span<const header_list::value_type> headers, head_framing framing) {
+                          tandem::detail::dependent_t<std::span<const header_list::value_type>, Deferred> headers,
+                          head_framing framing) {
     using namespace std::string_view_literals;
     // Measured first, then written with plain copies into one resize: once per response, so
     // no appends that each check capacity and measure a C string.

@@ -8,6 +8,7 @@
 // neither pool's.
 #pragma once
 
+#include "tandem/detail/dependent.hpp"
 #include "tandem/detail/std_chrono.hpp"
 #include "tandem/detail/std_function.hpp"
 #include "tandem/http/message.hpp"
@@ -49,10 +50,12 @@ std::string metrics_text(const server_stats& server, const loop_stats& loop, std
 
 /// A handler answering the figures of the loop that runs it, of the server that calls it and
 /// of `pools`, as text/plain; version=0.0.4.
-template <class = void> // compiled only where used (bench/README.md, "Include cost")
-handler metrics_handler(std::vector<pool_probe> pools = {}) {
+/// (A template with its types spelt through `Deferred`, so that only a translation unit that
+/// calls it compiles it: detail/dependent.hpp.)
+template <class Deferred = void>
+handler metrics_handler(tandem::detail::dependent_t<std::vector<pool_probe>, Deferred> pools = {}) {
     return [pools = std::move(pools)](request& req) -> task<response> {
-        std::vector<pool_figures> figures;
+        tandem::detail::dependent_t<std::vector<pool_figures>, Deferred> figures;
         figures.reserve(pools.size());
         for (const pool_probe& p : pools) figures.push_back(p());
         co_return response(200, metrics_text(req.server_figures(), this_loop().stats(), {figures.data(), figures.size()}),
@@ -66,10 +69,10 @@ handler metrics_handler(std::vector<pool_probe> pools = {}) {
 
 namespace detail {
 
-template <class>
+template <class Deferred> // types spelt through Deferred: detail/dependent.hpp
 class exposition {
 public:
-    explicit exposition(std::string& out) noexcept : m_out(&out) {}
+    explicit exposition(std::string& out) noexcept : m_out(std::addressof(out)) {}
     /// The HELP and TYPE lines of a metric family.
     exposition& family(std::string_view name, std::string_view type, std::string_view help) {
         m_out->append("# HELP ").append(name).append(" ").append(help).append("\n");
@@ -93,16 +96,19 @@ public:
     /// A latency histogram as a summary (quantiles 0.5, 0.9, 0.99 and 1, _sum, _count).
     exposition& summary(std::string_view name, std::string_view help, const latency_histogram& h) {
         family(name, "summary", help);
-        auto seconds = [](std::chrono::nanoseconds d) { return std::chrono::duration<double>(d).count(); };
-        for (const auto& [label, p] : {std::pair{"0.5", 50.0}, {"0.9", 90.0}, {"0.99", 99.0}, {"1", 100.0}})
-            sample(name, seconds(h.percentile(p)), std::string("quantile=\"") + label + "\"");
+        using seconds_type = tandem::detail::dependent_t<std::chrono::duration<double>, Deferred>;
+        auto seconds = [](std::chrono::nanoseconds d) { return seconds_type(d).count(); };
+        const char* const labels[] = {"0.5", "0.9", "0.99", "1"};
+        const double quantiles[] = {50.0, 90.0, 99.0, 100.0};
+        for (std::size_t i = 0; i < 4; ++i)
+            sample(name, seconds(h.percentile(quantiles[i])), std::string("quantile=\"") + labels[i] + "\"");
         sample(std::string(name) + "_sum", seconds(h.total()));
         sample(std::string(name) + "_count", static_cast<double>(h.count()));
         return *this;
     }
 
 private:
-    std::string* m_out;
+    tandem::detail::dependent_t<std::string, Deferred>* m_out;
 };
 
 template <class = void>
@@ -122,7 +128,9 @@ std::string label_value(std::string_view v) {
 } // namespace detail
 
 template <class T>
-std::string metrics_text(const server_stats& server, const loop_stats& loop, std::span<const pool_figures> pools) {
+std::string metrics_text(const server_stats& server, const loop_stats& loop, std::span<const pool_figures> pool_list) {
+    using seconds = tandem::detail::dependent_t<std::chrono::duration<double>, T>;
+    const tandem::detail::dependent_t<std::span<const pool_figures>, T> pools = pool_list;
     std::string out;
     out.reserve(4096);
     detail::exposition<T> e(out);
@@ -147,22 +155,22 @@ std::string metrics_text(const server_stats& server, const loop_stats& loop, std
     e.summary("tandem_loop_delay_seconds", "How late ready work started (event-loop delay).", loop.delay);
     e.summary("tandem_loop_step_seconds", "How long each batch of ready work ran (bounds its longest step).", loop.steps);
     e.counter("tandem_loop_busy_seconds_total", "Time the loop spent running work.",
-              std::chrono::duration<double>(loop.busy).count());
-    e.counter("tandem_loop_idle_seconds_total", "Time the loop spent waiting.", std::chrono::duration<double>(loop.idle).count());
+              seconds(loop.busy).count());
+    e.counter("tandem_loop_idle_seconds_total", "Time the loop spent waiting.", seconds(loop.idle).count());
     e.gauge("tandem_loop_utilization", "busy / (busy + idle) since the loop started.", loop.utilization());
     e.counter("tandem_loop_turns_total", "Turns of the loop.", static_cast<double>(loop.turns));
 
     if (!pools.empty()) {
-        const std::pair<const char*, const char*> families[] = {
+        const char* const families[3][2] = {
             {"tandem_pool_workers", "Workers (threads or processes) in the pool."},
             {"tandem_pool_queued", "Jobs waiting for a worker."},
             {"tandem_pool_running", "Jobs a worker is running now."},
         };
         for (int f = 0; f < 3; ++f) {
-            e.family(families[f].first, "gauge", families[f].second);
+            e.family(families[f][0], "gauge", families[f][1]);
             for (const pool_figures& p : pools) {
                 const std::size_t v = f == 0 ? p.workers : f == 1 ? p.queued : p.running;
-                e.sample(families[f].first, static_cast<double>(v), "pool=\"" + detail::label_value<T>(p.name) + "\"");
+                e.sample(families[f][0], static_cast<double>(v), "pool=\"" + detail::label_value<T>(p.name) + "\"");
             }
         }
     }

@@ -6,6 +6,7 @@
 #pragma once
 
 #include "tandem/fwd.hpp"
+#include "tandem/detail/dependent.hpp"
 #include "tandem/detail/std_function.hpp"
 #include "tandem/http/message.hpp"
 #include "tandem/source_location.hpp"
@@ -45,8 +46,11 @@ struct route_match {
 /// nothing analyses none of its bodies (README, "Headers").
 // (declared, with the alias tandem::http::router, in fwd.hpp)
 
-template <class>
+template <class Deferred>
 class basic_router {
+    template <class T>
+    using deferred = tandem::detail::dependent_t<T, Deferred>; // detail/dependent.hpp says why
+
 public:
     basic_router& route(std::string_view method, std::string_view pattern, handler h,
                   source_location where = source_location::current()) {
@@ -87,7 +91,8 @@ public:
     }
 
     /// The route for (method, path), filling `params` with its `:name` segments.
-    route_match find(std::string_view method, std::string_view path, route_params& params) const {
+    route_match find(std::string_view method, std::string_view path, route_params& found_params) const {
+        deferred<route_params>& params = found_params;
         route_match m;
         for (int pass = 0; pass < 2; ++pass) {
             const std::string_view want = pass == 0 ? method : std::string_view("GET");
@@ -112,7 +117,7 @@ public:
             m.status = 204;
             return m;
         }
-        route_params scratch;
+        deferred<route_params> scratch;
         for (const entry& e : m_routes)
             if (match(e, path, scratch)) allow(m.allow, e.r.method);
         m.status = m.allow.empty() ? 404 : 405;
@@ -142,10 +147,10 @@ private:
 
     struct entry {
         http::route r;
-        std::vector<std::string> segments;
+        deferred<std::vector<std::string>> segments;
         bool prefix = false;
     };
-    static bool match(const entry& e, std::string_view path, route_params& out) {
+    static bool match(const entry& e, std::string_view path, deferred<route_params>& out) {
         if (path.empty() || path.front() != '/') return false;
         std::string_view rest = path.substr(1);
         std::size_t i = 0;

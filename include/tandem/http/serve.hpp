@@ -11,6 +11,7 @@
 // Layer: protocols.
 #pragma once
 
+#include "tandem/detail/dependent.hpp"
 #include "tandem/detail/std_function.hpp"
 #include "tandem/http/server.hpp"
 #include "tandem/net.hpp"
@@ -35,11 +36,13 @@ struct serve_options {
 /// requests in flight finish (server_options::drain_timeout, then cancels them) and returns.
 /// Throws what bind throws (std::system_error: EADDRINUSE, ...). Loop thread only; end it with
 /// a signal (or raise(SIGTERM)), not by cancelling the calling task.
-template <class = void> // compiled only where used (bench/README.md, "Include cost")
-task<void> serve(address at, router routes, server_options options = {}, serve_options how = {}) {
+template <class Deferred = void> // compiled only where used (detail/dependent.hpp)
+task<void> serve(address at, tandem::detail::dependent_t<router, Deferred> routes, server_options options = {},
+                 serve_options how = {}) {
+    using server_type = tandem::detail::dependent_t<server, Deferred>;
     signal_set stop_signals({SIGINT, SIGTERM});
     tcp_listener listener = tcp_listener::bind(at, how.listen);
-    server srv(std::move(routes), std::move(options));
+    server_type srv(std::move(routes), std::move(options));
     const address bound = listener.local_address();
     if (how.on_listening) {
         how.on_listening(bound);
@@ -47,7 +50,7 @@ task<void> serve(address at, router routes, server_options options = {}, serve_o
         std::printf("listening on http://%s\n", bound.to_string().c_str());
         std::fflush(stdout);
     }
-    auto on_signal = [](signal_set& signals, server& s) -> task<void> {
+    auto on_signal = [](signal_set& signals, server_type& s) -> task<void> {
         (void)co_await signals.wait();
         s.shutdown();
     };

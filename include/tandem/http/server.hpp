@@ -11,6 +11,7 @@
 #pragma once
 
 #include "tandem/fwd.hpp"
+#include "tandem/detail/dependent.hpp"
 #include "tandem/detail/intrusive_list.hpp"
 #include "tandem/detail/std_algorithm.hpp"
 #include "tandem/detail/std_chrono.hpp"
@@ -53,9 +54,13 @@ class basic_server {
     /// connection's stream in the bodies below unanalysed until basic_server<> is instantiated
     /// (a non-dependent co_await is checked at the template's definition, in every includer).
     using stream_type = std::conditional_t<sizeof(S*) != 0, tcp_stream, void>;
+    /// The same for clang, which compiles the std members that non-dependent code names where
+    /// the template is defined (detail/dependent.hpp): members and locals spelt through S.
+    template <class T>
+    using deferred = tandem::detail::dependent_t<T, S>;
 
 public:
-    explicit basic_server(router routes, server_options options = {})
+    explicit basic_server(deferred<router> routes, server_options options = {})
         : m_router(std::move(routes)), m_options(std::move(options)), m_slots(m_options.max_connections) {}
     basic_server(const basic_server&) = delete;
     basic_server& operator=(const basic_server&) = delete;
@@ -123,11 +128,11 @@ private:
     /// The buffer and header storage (and the request) a connection needs only while a request is in it;
     /// idle connections give theirs back, so 10k idle clients cost their frames, not 16 KiB each.
     struct workspace {
-        std::vector<char> data;
-        std::vector<header> headers;
-        std::string out; // the response head being written
+        deferred<std::vector<char>> data;
+        deferred<std::vector<header>> headers;
+        deferred<std::string> out; // the response head being written
         exchange x;      // the request in it
-        std::optional<response> resp; // its answer, from dispatch until it is written
+        deferred<std::optional<response>> resp; // its answer, from dispatch until it is written
         std::size_t begin = 0;
         std::size_t end = 0;
         std::size_t charged = 0; // bytes of data beyond base_size, counted in body_bytes_held
@@ -225,7 +230,7 @@ private:
     task<verdict> read_body(stream_type& s, connection& c, std::unique_ptr<workspace>& w, exchange& x);
     task<verdict> read_more_body(stream_type& s, connection& c, std::unique_ptr<workspace>& w, exchange& x,
                                  std::size_t want, std::size_t at_most);
-    const route* find_route(exchange& x, route_params& params, std::optional<response>& resp);
+    const route* find_route(exchange& x, deferred<route_params>& params, deferred<std::optional<response>>& resp);
     static void check_response(const response& resp);
     void report_failure(const exchange& x, std::exception_ptr failure) noexcept;
     /// How a response goes out (plan_response decides it).
@@ -240,7 +245,7 @@ private:
     /// than a gathered write's frame, and the head buffer keeps its capacity across requests.
     static constexpr std::size_t copied_body = 2048;
     static task<void> write_gathered(stream_type& s, std::string_view head, std::string_view body);
-    response_plan plan_response(connection& c, workspace& w, const exchange& x, const response& resp);
+    response_plan plan_response(connection& c, workspace& w, const exchange& x, const deferred<response>& resp);
     task<std::optional<std::uint64_t>> write_streamed(stream_type& s, connection& c, const exchange& x,
                                                       response& resp, bool chunked);
     void finish_response(const exchange& x, int status, std::uint64_t body_bytes) noexcept;
@@ -260,7 +265,7 @@ private:
     void give_back(std::unique_ptr<workspace>& w) noexcept;
     void count_response(int status) noexcept { ++m_stats.responses[static_cast<std::size_t>(std::clamp(status / 100, 0, 5))]; }
 
-    router m_router;
+    deferred<router> m_router;
     server_options m_options;
     semaphore m_slots;
     event m_all_closed;
@@ -288,7 +293,7 @@ private:
 template <class S>
 class basic_server<S>::handler_call final : public tandem::detail::task_context, tandem::detail::cancel_slot {
 public:
-    handler_call(task<response> t, const route& r, tcp_stream& s, connection& c, bool watch) noexcept
+    handler_call(deferred<task<response>> t, const route& r, stream_type& s, connection& c, bool watch) noexcept
         : m_task(std::move(t)), m_route(&r), m_stream(&s), m_conn(&c), m_watch_peer(watch) {
         on_cancel = &forward_cancel;
         // Its own identity for diagnostics, with the same lifetime rule as a spawned task's:
@@ -379,9 +384,9 @@ private:
         self->request_cancel();
     }
 
-    task<response> m_task;
+    deferred<task<response>> m_task;
     const route* m_route;
-    tcp_stream* m_stream;
+    stream_type* m_stream;
     connection* m_conn;
     tandem::detail::peer_watch m_watch;
     event_loop* m_loop = nullptr;
@@ -398,7 +403,7 @@ private:
 template <class S>
 class basic_server<S>::stream_writer final : public body_writer {
 public:
-    stream_writer(basic_server& owner, tcp_stream& s, connection& c, bool chunked) noexcept
+    stream_writer(basic_server& owner, stream_type& s, connection& c, bool chunked) noexcept
         : m_server(&owner), m_stream(&s), m_conn(&c), m_chunked(chunked) {}
     task<void> write(std::string_view data) override {
         if (data.empty()) co_return; // an empty chunk would end the body
@@ -424,7 +429,7 @@ public:
 
 private:
     basic_server* m_server;
-    tcp_stream* m_stream;
+    stream_type* m_stream;
     connection* m_conn;
     std::uint64_t m_bytes = 0;
     bool m_chunked;

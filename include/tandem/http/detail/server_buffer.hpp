@@ -22,9 +22,9 @@ inline void relocate(request_head& head, std::uintptr_t from, std::size_t size, 
     fix(head.target);
     fix(head.path);
     fix(head.query);
-    for (header& h : storage.first(head.headers.size())) {
-        fix(h.name);
-        fix(h.value);
+    for (std::size_t i = 0; i < head.headers.size(); ++i) { // indexed: parser.hpp says why
+        fix(storage[i].name);
+        fix(storage[i].value);
     }
 }
 } // namespace detail
@@ -103,7 +103,7 @@ template <class S>
 inline void basic_server<S>::shrink(workspace& w) noexcept {
     const std::size_t left = w.end - w.begin;
     if (left > base_size) return;
-    std::vector<char> fresh;
+    deferred<std::vector<char>> fresh;
     try {
         fresh.resize(base_size);
     } catch (...) {

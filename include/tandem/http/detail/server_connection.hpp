@@ -91,8 +91,10 @@ task<void> basic_server<S>::sweep() {
 
 namespace detail {
 /// Bytes the peer acknowledged on a TCP socket (tcp_info's tcpi_bytes_acked, which glibc's
-/// struct predates); nullopt where the kernel does not say.
-inline std::optional<std::uint64_t> bytes_acked(int fd) noexcept {
+/// struct predates); nullopt where the kernel does not say. (A template: only the server
+/// compiles it.)
+template <class Deferred = void>
+inline tandem::detail::dependent_t<std::optional<std::uint64_t>, Deferred> bytes_acked(int fd) noexcept {
     struct {
         ::tcp_info base;
         std::uint64_t pacing_rate, max_pacing_rate, bytes_acked;

@@ -24,8 +24,8 @@ task<bool> basic_server<S>::serve_request(stream_type& s, connection& c, std::un
     if (!body_buffered(*w, x) && co_await read_body(s, c, w, x) == verdict::close) co_return false;
     // Dispatch. The response lives in the workspace, not in this frame: with its headers in
     // place it would take this frame past the frame pool's largest block.
-    std::optional<response>& resp = w->resp;
-    route_params params;
+    deferred<std::optional<response>>& resp = w->resp;
+    deferred<route_params> params;
     if (const route* found = find_route(x, params, resp); found) {
         request req(x.head, x.body, params, m_stats);
         expect(c, phase::handler);
@@ -205,7 +205,8 @@ task<typename basic_server<S>::verdict> basic_server<S>::read_more_body(stream_t
 /// 404, 405 with Allow, or 204 with Allow (OPTIONS). A plain function, so that the match and
 /// its Allow list take no room in serve_request's frame.
 template <class S>
-inline const route* basic_server<S>::find_route(exchange& x, route_params& params, std::optional<response>& resp) {
+inline const route* basic_server<S>::find_route(exchange& x, deferred<route_params>& params,
+                                                deferred<std::optional<response>>& resp) {
     route_match match = m_router.find(x.head.method, x.head.path, params);
     if (match.found) {
         x.route = match.found->label;
@@ -247,7 +248,7 @@ inline void basic_server<S>::check_response(const response& resp) {
 /// head in w.out (reused across requests, so a kept-alive connection allocates it once).
 template <class S>
 inline typename basic_server<S>::response_plan basic_server<S>::plan_response(connection& c, workspace& w, const exchange& x,
-                                                   const response& resp) {
+                                                   const deferred<response>& resp) {
     const request_head& head = x.head;
     const bool bodiless = resp.status < 200 || resp.status == 204 || resp.status == 304;
     const bool no_body = x.head_method || bodiless; // HEAD: the head GET would send, no body
@@ -350,7 +351,7 @@ task<void> basic_server<S>::reject(stream_type& s, connection& c, std::unique_pt
     count_response(status);
     std::string body(reason);
     body += '\n';
-    response r(status, std::move(body));
+    deferred<response> r(status, std::move(body));
     if (status == 503) r.set_header("Retry-After", "1");
     std::string out;
     append_response_head(out, 11, status, {r.headers.data(), r.headers.size()}, head_framing{r.body.size(), false, true});
