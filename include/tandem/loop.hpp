@@ -6,6 +6,7 @@
 
 #include "tandem/config.hpp"
 #include "tandem/detail/cancellable_wait.hpp"
+#include "tandem/detail/dependent.hpp"
 #include "tandem/detail/fd_table.hpp"
 #include "tandem/detail/intrusive_list.hpp"
 #include "tandem/detail/reactor.hpp"
@@ -260,7 +261,8 @@ private:
     /// Treats one direction of `fd` as ready at the start of the next turn: its waiter (if
     /// one is still registered) retries its operation then. What a task out of I/O budget
     /// waits for.
-    void retry_io_soon(int fd, bool write) { m_io_retry.push_back(io_retry{fd, write}); }
+    template <class Deferred = void> // compiled only where a socket runs
+    void retry_io_soon(int fd, bool write) { deferred<Deferred>(m_io_retry).push_back(io_retry{fd, write}); }
     /// Makes the current turn skip its reactor wait (run(task)'s main task has finished).
     void interrupt_wait() noexcept { m_interrupted = true; }
     /// The task whose code is running right now (nullptr between tasks).
@@ -289,6 +291,7 @@ private:
         event_loop* m_previous;
     };
 
+    template <class = void> // compiled only where something is posted
     void post_erased(detail::unique_function fn);
     // The turn and its phases are templates like run(): compiled only where a loop runs.
     template <class = void>
@@ -319,8 +322,8 @@ private:
     void run_ready_batch(std::int64_t started);
     template <class = void>
     void run_callback(detail::posted_callback cb) noexcept;
-    template <class = void>
-    std::optional<std::chrono::nanoseconds> poll_timeout() noexcept;
+    template <class Deferred = void> // dependent: std::optional is compiled only where a loop runs
+    detail::dependent_t<std::optional<std::chrono::nanoseconds>, Deferred> poll_timeout() noexcept;
     template <class = void>
     void on_fd_event(int fd, bool readable, bool writable) noexcept;
     template <class = void>
@@ -338,11 +341,19 @@ private:
         bool write;
     };
     std::vector<io_retry> m_io_retry, m_io_retry_spare;
-    template <class = void>
+    template <class Deferred = void>
     void retry_io() noexcept {
-        m_io_retry_spare.swap(m_io_retry);
-        for (const io_retry& r : m_io_retry_spare) complete_io(m_fds.retry(r.fd, r.write));
-        m_io_retry_spare.clear();
+        auto& spare = deferred<Deferred>(m_io_retry_spare);
+        spare.swap(m_io_retry);
+        for (const io_retry& r : spare) complete_io(m_fds.retry(r.fd, r.write));
+        spare.clear();
+    }
+    /// `member`, named through the calling template's parameter: the std::vector members it
+    /// calls (constexpr since C++20) are then compiled only where that template is
+    /// instantiated, not in every translation unit (detail/dependent.hpp).
+    template <class Deferred, class T>
+    static detail::dependent_t<T, Deferred>& deferred(T& member) noexcept {
+        return member;
     }
 
     detail::ring_queue<detail::ready_item> m_ready;
@@ -387,7 +398,9 @@ private:
         m_reply_skip = (1u << m_reply_misses) - 1;
     }
     detail::step_probe m_probe;
-    std::unique_ptr<detail::watchdog_base> m_watchdog;
+    // Owned (deleted by unwatch_blocking and the destructor). A raw pointer: a
+    // std::unique_ptr member is instantiated with all its machinery in every translation unit.
+    detail::watchdog_base* m_watchdog = nullptr;
 
     std::mutex m_remote_mutex;
     std::vector<detail::unique_function> m_remote;   // guarded by m_remote_mutex
@@ -441,6 +454,7 @@ public:
     void set_current_task(task_context* ctx) const noexcept { m_self->set_current_task(ctx); }
     void retire_root(const task_context& root) const noexcept { m_self->retire_root(root); }
     bool take_io_budget() const noexcept { return m_self->take_io_budget(); }
+    template <class = void>
     void retry_io_soon(int fd, bool write) const { m_self->retry_io_soon(fd, write); }
     void interrupt_wait() const noexcept { m_self->interrupt_wait(); }
     const task_context* current_task() const noexcept { return m_self->current_task(); }
@@ -597,7 +611,7 @@ inline void root_base::drop_handle(bool observed) noexcept {
 inline event_loop::event_loop() { m_reactor.watch(m_wakeup.read_fd(), true, false); }
 
 inline event_loop::~event_loop() {
-    m_watchdog.reset();
+    delete std::exchange(m_watchdog, nullptr);
     // A thread still inside post() or stop() finishes (its eventfd write included) before
     // anything here goes away.
     while (m_posters.load(std::memory_order_acquire) != 0) std::this_thread::yield();
@@ -677,7 +691,7 @@ void event_loop::run_once() {
 }
 
 // One turn, in the order libuv's uv_run runs its phases.
-template <class>
+template <class Deferred>
 void event_loop::turn() {
     // 1. Timers: everything due by the start of the turn. With statistics on, the last turn's
     //    wake-up read the clock a moment ago (run() goes straight from one turn to the next).
@@ -687,7 +701,7 @@ void event_loop::turn() {
     expire_timers(started);
     // 2. Ready work: retries owed to tasks that ran out of I/O budget, then the tasks and
     //    callbacks that are ready now (work they queue waits for the next turn).
-    if (!m_io_retry.empty()) retry_io();
+    if (!deferred<Deferred>(m_io_retry).empty()) retry_io<Deferred>();
     run_ready_batch(started.time_since_epoch().count());
     // 3. Wait: for an expected post by spinning, else in the reactor, no longer than the next
     //    timer and not at all if work is ready; I/O it reports is queued for the next turn.
@@ -718,9 +732,9 @@ void event_loop::turn() {
     }
 }
 
-template <class>
+template <class Deferred>
 std::int64_t event_loop::wait_for_work() {
-    auto timeout = poll_timeout();
+    auto timeout = poll_timeout<Deferred>();
     if (m_spin_until != 0 && timeout != std::chrono::nanoseconds::zero() && m_spin_until > m_stamp) {
         std::int64_t limit = m_spin_until;
         if (timeout) limit = std::min(limit, m_stamp + timeout->count()); // a timer is due first
@@ -731,7 +745,7 @@ std::int64_t event_loop::wait_for_work() {
                 ++m_polls_skipped;
                 return m_stamp; // spin_for_post stamped the arrival
             }
-            timeout = poll_timeout();
+            timeout = poll_timeout<Deferred>();
         }
     }
     m_polls_skipped = 0;
@@ -911,10 +925,10 @@ void event_loop::run_callback(detail::posted_callback cb) noexcept {
     }
 }
 
-template <class>
-std::optional<std::chrono::nanoseconds> event_loop::poll_timeout() noexcept {
+template <class Deferred>
+detail::dependent_t<std::optional<std::chrono::nanoseconds>, Deferred> event_loop::poll_timeout() noexcept {
     using std::chrono::nanoseconds;
-    if (!m_ready.empty() || !m_callbacks.empty() || !m_io_retry.empty() || m_interrupted ||
+    if (!m_ready.empty() || !m_callbacks.empty() || !deferred<Deferred>(m_io_retry).empty() || m_interrupted ||
         m_stop_requested.load(std::memory_order_relaxed) || !m_unhandled.empty())
         return nanoseconds::zero();
     if (m_timers.empty()) return std::nullopt;
@@ -954,20 +968,21 @@ void event_loop::on_wakeup() noexcept {
     m_wake_listeners.for_each([](detail::wake_listener& l) { l.on_wake(); });
 }
 
-template <class>
+template <class Deferred>
 void event_loop::take_remote() noexcept {
     // Clear before taking the queue: a post racing with us either lands in this swap or
     // sees the flag clear and signals again.
     m_wake_pending.store(false, std::memory_order_seq_cst);
     {
         std::lock_guard lock(m_remote_mutex);
-        m_remote_spare.swap(m_remote);
+        deferred<Deferred>(m_remote_spare).swap(m_remote);
     }
-    for (detail::unique_function& fn : m_remote_spare) m_callbacks.push(detail::posted_callback{std::move(fn), m_stamp});
-    m_remote_spare.clear();
+    for (detail::unique_function& fn : deferred<Deferred>(m_remote_spare)) m_callbacks.push(detail::posted_callback{std::move(fn), m_stamp});
+    deferred<Deferred>(m_remote_spare).clear();
 }
 
-inline void event_loop::post_erased(detail::unique_function fn) {
+template <class Deferred>
+void event_loop::post_erased(detail::unique_function fn) {
     if (t_current_loop == this) {
         m_callbacks.push(detail::posted_callback{std::move(fn), m_stamp});
         return;
@@ -982,7 +997,7 @@ inline void event_loop::post_erased(detail::unique_function fn) {
     bool signal = false;
     {
         std::lock_guard lock(m_remote_mutex);
-        m_remote.push_back(std::move(fn));
+        deferred<Deferred>(m_remote).push_back(std::move(fn));
         signal = !m_wake_pending.exchange(true, std::memory_order_seq_cst) && !m_spinning.load(std::memory_order_seq_cst);
     }
     if (signal) m_wakeup.signal();
@@ -994,16 +1009,16 @@ inline void event_loop::post_erased(detail::unique_function fn) {
     if (event_loop* poster = t_current_loop) poster->expect_reply();
 }
 
-template <class>
+template <class Deferred>
 void event_loop::watch_blocking(std::chrono::nanoseconds threshold, blocking_handler on_block) {
     if (threshold <= std::chrono::nanoseconds::zero())
         throw std::invalid_argument("tandem: watch_blocking needs a positive threshold");
-    m_watchdog.reset();
-    m_watchdog = std::make_unique<detail::blocking_watchdog>(m_probe, threshold, std::move(on_block));
+    delete std::exchange(m_watchdog, nullptr);
+    m_watchdog = new detail::basic_blocking_watchdog<Deferred>(m_probe, threshold, std::move(on_block));
 }
 
 inline void event_loop::unwatch_blocking() noexcept {
-    m_watchdog.reset();
+    delete std::exchange(m_watchdog, nullptr);
     // Called by a step: the batch stops probing, so leave the probe idle, or a watchdog
     // started later would find this step's start and report a block that never was.
     m_probe.started_ns.store(0, std::memory_order_relaxed);
@@ -1046,13 +1061,15 @@ inline void event_loop::add_io_waiter(detail::io_waiter& w) {
     try {
         m_reactor.watch(w.fd, in.read, in.write);
     } catch (...) {
-        m_fds.remove(w);
+        detail::fd_table::interest ignored;
+        m_fds.remove(w, ignored);
         throw;
     }
 }
 
 inline void event_loop::remove_io_waiter(detail::io_waiter& w) noexcept {
-    if (const auto in = m_fds.remove(w)) m_reactor.watch(w.fd, in->read, in->write);
+    detail::fd_table::interest left;
+    if (m_fds.remove(w, left)) m_reactor.watch(w.fd, left.read, left.write);
 }
 
 inline void event_loop::forget(int fd) noexcept {

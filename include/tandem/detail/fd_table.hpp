@@ -6,13 +6,12 @@
 #pragma once
 
 #include "tandem/detail/cancellable_wait.hpp"
+#include "tandem/detail/std_algorithm.hpp"
 
 #include <cstddef>
 #include <cstdint>
-#include <optional>
 #include <stdexcept>
 #include <utility>
-#include <vector>
 
 namespace tandem::detail {
 
@@ -40,8 +39,16 @@ struct fd_state {
     bool writable = false;
 };
 
+// The states are a plain array grown by hand, and remove() reports through an out parameter:
+// the loop's non-template members use this class, so std::vector's and std::optional's
+// constexpr members would be compiled in every translation unit (detail/dependent.hpp).
 class fd_table {
 public:
+    fd_table() = default;
+    ~fd_table() { delete[] m_fds; }
+    fd_table(const fd_table&) = delete;
+    fd_table& operator=(const fd_table&) = delete;
+
     /// What the reactor should watch for an fd.
     struct interest {
         bool read = false;
@@ -67,7 +74,7 @@ public:
 
     /// Registers w; returns the fd's new interest. One waiter per direction.
     interest add(io_waiter& w) {
-        if (static_cast<std::size_t>(w.fd) >= m_fds.size()) m_fds.resize(static_cast<std::size_t>(w.fd) + 1);
+        cover(w.fd);
         fd_state& s = m_fds[w.fd];
         if (w.owner != 0) s.owner = w.owner;
         io_waiter*& slot = w.write ? s.writer : s.reader;
@@ -76,20 +83,21 @@ public:
         return interest_of(s);
     }
 
-    /// Unregisters w if it is registered; returns the fd's new interest then.
-    std::optional<interest> remove(io_waiter& w) noexcept {
-        if (!known(w.fd)) return std::nullopt;
+    /// Unregisters w if it is registered (true), and sets `left` to the fd's new interest then.
+    bool remove(io_waiter& w, interest& left) noexcept {
+        if (!known(w.fd)) return false;
         fd_state& s = m_fds[w.fd];
         io_waiter*& slot = w.write ? s.writer : s.reader;
-        if (slot != &w) return std::nullopt;
+        if (slot != &w) return false;
         slot = nullptr;
-        return interest_of(s);
+        left = interest_of(s);
+        return true;
     }
 
     /// Records who registered fd (a socket's id) before the first waiter comes, for a
     /// registration made outside add() (event_loop::watch_exclusive).
     void claim(int fd, std::uint64_t owner) {
-        if (static_cast<std::size_t>(fd) >= m_fds.size()) m_fds.resize(static_cast<std::size_t>(fd) + 1);
+        cover(fd);
         m_fds[fd].owner = owner;
     }
 
@@ -127,7 +135,18 @@ public:
     }
 
 private:
-    bool known(int fd) const noexcept { return fd >= 0 && static_cast<std::size_t>(fd) < m_fds.size(); }
+    bool known(int fd) const noexcept { return fd >= 0 && static_cast<std::size_t>(fd) < m_size; }
+    /// Makes room for fd (≥ 0), at least doubling. Throws std::bad_alloc and changes nothing.
+    void cover(int fd) {
+        const std::size_t need = static_cast<std::size_t>(fd) + 1;
+        if (need <= m_size) return;
+        const std::size_t size = std::max(need, std::max(2 * m_size, std::size_t{64}));
+        fd_state* bigger = new fd_state[size]();
+        for (std::size_t i = 0; i < m_size; ++i) bigger[i] = m_fds[i];
+        delete[] m_fds;
+        m_fds = bigger;
+        m_size = size;
+    }
     static interest interest_of(const fd_state& s) noexcept { return {s.reader != nullptr, s.writer != nullptr}; }
     static io_waiter* ready(io_waiter*& waiter, bool& remembered) noexcept {
         io_waiter* w = waiter;
@@ -140,7 +159,8 @@ private:
         return w;
     }
 
-    std::vector<fd_state> m_fds;
+    fd_state* m_fds = nullptr; // m_size states, indexed by fd
+    std::size_t m_size = 0;
 };
 
 } // namespace tandem::detail

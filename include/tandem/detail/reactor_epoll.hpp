@@ -69,9 +69,11 @@ public:
         return ::poll(&p, 1, 0) > 0;
     }
 
-    /// Waits up to `timeout` (nullopt: forever) and calls on_event(fd, readable, writable).
-    template <class OnEvent>
-    void wait(std::optional<std::chrono::nanoseconds> timeout, OnEvent&& on_event) {
+    /// Waits up to `timeout` (a std::optional<std::chrono::nanoseconds>; nullopt: forever) and
+    /// calls on_event(fd, readable, writable). A template in the timeout's type too, so that
+    /// std::optional is compiled only where a loop waits (dependent.hpp).
+    template <class Timeout, class OnEvent>
+    void wait(const Timeout& timeout, OnEvent&& on_event) {
         const int n = wait_raw(timeout);
         for (int i = 0; i < n; ++i) {
             const std::uint32_t e = m_events[i].events;
@@ -105,7 +107,8 @@ private:
         m_registered[fd] = true;
     }
 
-    int wait_raw(std::optional<std::chrono::nanoseconds> timeout) {
+    template <class Timeout>
+    int wait_raw(const Timeout& timeout) {
         int n;
 #if defined(SYS_epoll_pwait2)
         // Only a finite, non-zero timeout needs nanoseconds; zero and "forever" (the hot

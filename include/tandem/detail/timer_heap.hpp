@@ -34,6 +34,7 @@
 // looks before it sleeps keeps filing later timers into buckets.
 #pragma once
 
+#include "tandem/detail/dependent.hpp"
 #include "tandem/detail/std_algorithm.hpp"
 #include "tandem/detail/std_chrono.hpp"
 
@@ -61,8 +62,12 @@ struct timer_node {
 
 /// A class template only so that a translation unit compiles the members it uses (one that
 /// arms timers but never runs a loop compiles no pop); timer_heap names the one instantiation.
-template <class = void>
+/// Its members are named through the parameter for clang's sake (dependent.hpp).
+template <class Deferred = void>
 class basic_timer_heap {
+    template <class T>
+    using deferred = dependent_t<T, Deferred>;
+
 public:
     basic_timer_heap() = default;
     basic_timer_heap(const basic_timer_heap&) = delete;
@@ -92,6 +97,7 @@ public:
 
     /// Arms `node` at node.deadline. Throws std::bad_alloc and changes nothing if memory runs out.
     void push(timer_node& node) {
+        m_compact = &compact_heap;
         if (m_in_buckets == 0) restart_buckets();
         const std::uint64_t key = key_of(node.deadline);
         const auto note = [&]() noexcept {
@@ -123,7 +129,7 @@ public:
         m_slots[node.slot] = nullptr; // the entry stays until it is dropped or compacted
         node.slot = timer_node::no_slot;
         m_earliest = unknown;
-        if (++m_dead > entries() / 2 && m_dead >= min_compaction) compact();
+        if (++m_dead > entries() / 2 && m_dead >= min_compaction) m_compact(*this); // set: a timer was armed
     }
 
     /// Removes and returns the earliest armed timer; the queue must not be empty().
@@ -555,8 +561,13 @@ private:
     std::size_t m_in_buckets = 0;               // entries in the buckets from m_head on, dead included
     std::vector<early_entry> m_early;           // keys below m_base: a binary heap
     std::uint64_t m_next_sequence = 0;
-    std::vector<timer_node*> m_slots; // slot → node; nullptr once cancelled
-    std::vector<std::uint32_t> m_free;
+    deferred<std::vector<timer_node*>> m_slots; // slot → node; nullptr once cancelled
+    deferred<std::vector<std::uint32_t>> m_free;
+    // erase() compacts through this pointer, which push() sets: a translation unit that only
+    // disarms timers (an awaiter's destructor, the loop's non-template hooks) then compiles
+    // no compaction.
+    void (*m_compact)(basic_timer_heap&) noexcept = nullptr;
+    static void compact_heap(basic_timer_heap& self) noexcept { self.compact(); }
     std::size_t m_dead = 0;
     std::size_t m_peak = 0; // the most entries ever held: the measure of the room kept
     // The earliest armed key as last found, kept through arming; `unknown` after a pop or a
