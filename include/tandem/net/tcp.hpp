@@ -75,8 +75,10 @@ public:
     /// the process is out of fds (EMFILE/ENFILE) it waits and retries with a growing pause
     /// (at most 100 ms) instead of spinning, and recovers once fds are free again.
     /// Cancel-safe: a cancelled accept took no connection from the queue.
-    template <class = void>
-    task<tcp_stream> accept() { co_return tcp_stream(co_await detail::accept_fd(*this)); }
+    template <class Deferred = void> // compiled only where used (detail/dependent.hpp)
+    detail::dependent_t<task<tcp_stream>, Deferred> accept() {
+        co_return tcp_stream(co_await detail::accept_fd<Deferred>(*this));
+    }
 };
 
 } // namespace tandem

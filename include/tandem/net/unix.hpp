@@ -73,8 +73,10 @@ public:
     }
 
     /// As tcp_listener::accept.
-    template <class = void>
-    task<unix_stream> accept() { co_return unix_stream(co_await detail::accept_fd(*this)); }
+    template <class Deferred = void> // compiled only where used (detail/dependent.hpp)
+    detail::dependent_t<task<unix_stream>, Deferred> accept() {
+        co_return unix_stream(co_await detail::accept_fd<Deferred>(*this));
+    }
 };
 
 /// A connected pair of Unix stream sockets (socketpair): a pipe that works both ways.
