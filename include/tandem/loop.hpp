@@ -147,7 +147,9 @@ public:
     std::exception_ptr take_unhandled() noexcept;
 
     /// Replaces the policy for exceptions escaping detached tasks.
-    void set_exception_handler(exception_handler handler) { m_exception_handler = std::move(handler); }
+    void set_exception_handler(exception_handler handler) noexcept {
+        m_exception_handler.swap(handler); // the old one goes with `handler`; swap compiles less than operator=
+    }
 
     /// The loop running on this thread, or nullptr.
     static event_loop* current() noexcept { return t_current_loop; }

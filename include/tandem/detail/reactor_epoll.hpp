@@ -17,7 +17,6 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
-#include <vector>
 
 namespace tandem::detail {
 
@@ -49,15 +48,17 @@ public:
         epoll_event ev{};
         ev.events = EPOLLIN | EPOLLET | EPOLLEXCLUSIVE;
         ev.data.fd = fd;
+        cover(fd); // first: a registration is never left unrecorded
         if (::epoll_ctl(m_epoll.get(), EPOLL_CTL_ADD, fd, &ev) != 0) throw_errno("epoll_ctl(ADD, EPOLLEXCLUSIVE)");
-        if (static_cast<std::size_t>(fd) >= m_registered.size()) m_registered.resize(fd + 1, false);
-        m_registered[fd] = true;
+        m_flags[fd] |= registered;
     }
 
     void forget(int fd) noexcept {
-        if (static_cast<std::size_t>(fd) < m_hung_up.size()) m_hung_up[fd] = false;
-        if (static_cast<std::size_t>(fd) >= m_registered.size() || !m_registered[fd]) return;
-        m_registered[fd] = false;
+        if (!has(fd, registered)) {
+            if (known(fd)) m_flags[fd] = 0;
+            return;
+        }
+        m_flags[fd] = 0;
         // Fails harmlessly (EBADF/ENOENT) if the fd was already closed.
         ::epoll_ctl(m_epoll.get(), EPOLL_CTL_DEL, fd, nullptr);
     }
@@ -89,22 +90,43 @@ public:
     /// the socket in one short read still has to read once more to see a FIN that came with
     /// the last bytes, as no new edge will say so (tokio keeps READ_CLOSED sticky the same
     /// way); a read stops short at an urgent byte's mark with the bytes after it still queued.
-    bool hung_up(int fd) const noexcept { return static_cast<std::size_t>(fd) < m_hung_up.size() && m_hung_up[fd]; }
+    bool hung_up(int fd) const noexcept { return has(fd, hung_up_flag); }
+
+    epoll_reactor(const epoll_reactor&) = delete;
+    epoll_reactor& operator=(const epoll_reactor&) = delete;
+    ~epoll_reactor() { delete[] m_flags; }
 
 private:
-    void note_hang_up(int fd) {
-        if (fd < 0) return;
-        if (static_cast<std::size_t>(fd) >= m_hung_up.size()) m_hung_up.resize(static_cast<std::size_t>(fd) + 1, false);
-        m_hung_up[fd] = true;
+    // Per-fd flags in a plain array grown by hand: the loop's non-template members use this
+    // class, and std::vector<bool>'s constexpr members would be compiled in every translation
+    // unit (detail/dependent.hpp).
+    static constexpr std::uint8_t registered = 1, hung_up_flag = 2;
+    bool known(int fd) const noexcept { return fd >= 0 && static_cast<std::size_t>(fd) < m_size; }
+    bool has(int fd, std::uint8_t flag) const noexcept { return known(fd) && (m_flags[fd] & flag) != 0; }
+    /// Makes room for fd (≥ 0), at least doubling. Throws std::bad_alloc and changes nothing.
+    void cover(int fd) {
+        const std::size_t need = static_cast<std::size_t>(fd) + 1;
+        if (need <= m_size) return;
+        const std::size_t size = std::max(need, std::max(2 * m_size, std::size_t{64}));
+        auto* bigger = new std::uint8_t[size]();
+        for (std::size_t i = 0; i < m_size; ++i) bigger[i] = m_flags[i];
+        delete[] m_flags;
+        m_flags = bigger;
+        m_size = size;
+    }
+
+    void note_hang_up(int fd) noexcept {
+        // A reported fd was registered through add or watch_exclusive, which made its room.
+        if (known(fd)) m_flags[fd] |= hung_up_flag;
     }
     void add(int fd, std::uint32_t events) {
-        if (static_cast<std::size_t>(fd) < m_registered.size() && m_registered[fd]) return;
+        if (has(fd, registered)) return;
+        cover(fd); // first: a registration is never left unrecorded
         epoll_event ev{};
         ev.events = events;
         ev.data.fd = fd;
         if (::epoll_ctl(m_epoll.get(), EPOLL_CTL_ADD, fd, &ev) != 0 && errno != EEXIST) throw_errno("epoll_ctl(ADD)");
-        if (static_cast<std::size_t>(fd) >= m_registered.size()) m_registered.resize(fd + 1, false);
-        m_registered[fd] = true;
+        m_flags[fd] |= registered;
     }
 
     template <class Timeout>
@@ -142,8 +164,8 @@ private:
 
     static constexpr int max_events = 256;
     unique_fd m_epoll;
-    std::vector<bool> m_registered;
-    std::vector<bool> m_hung_up;
+    std::uint8_t* m_flags = nullptr; // m_size entries, indexed by fd
+    std::size_t m_size = 0;
     bool m_have_pwait2 = true;
     epoll_event m_events[max_events];
 };

@@ -20,9 +20,9 @@ public:
 
     /// Connects to `to`; a zero timeout waits as long as the kernel does. Throws
     /// std::system_error (ECONNREFUSED, ...) or tandem::timed_out. Cancellable.
-    template <class = void> // compiled only where used (bench/README.md, "Include cost")
-    static task<tcp_stream> connect(address to, std::chrono::nanoseconds timeout = std::chrono::nanoseconds::zero()) {
-        if (timeout.count() > 0) co_return co_await with_timeout(timeout, connect(to));
+    template <class Deferred = void> // compiled only where used (detail/dependent.hpp)
+    static detail::dependent_t<task<tcp_stream>, Deferred> connect(address to, std::chrono::nanoseconds timeout = std::chrono::nanoseconds::zero()) {
+        if (timeout.count() > 0) co_return co_await with_timeout(timeout, connect<Deferred>(to));
         tcp_stream s(detail::make_socket(to.family(), SOCK_STREAM));
         if (::connect(s.native_handle(), to.native(), to.native_size()) != 0) {
             if (errno != EINPROGRESS) detail::throw_errno("connect");
