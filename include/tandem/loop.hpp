@@ -697,8 +697,9 @@ template <class Deferred>
 void event_loop::turn() {
     // 1. Timers: everything due by the start of the turn. With statistics on, the last turn's
     //    wake-up read the clock a moment ago (run() goes straight from one turn to the next).
-    const clock::time_point started =
-        m_woke != 0 ? clock::time_point(std::chrono::nanoseconds(std::exchange(m_woke, 0))) : clock::now();
+    const std::int64_t last_woke = m_woke;
+    m_woke = 0;
+    const clock::time_point started = last_woke != 0 ? clock::time_point(std::chrono::nanoseconds(last_woke)) : clock::now();
     if (m_last_mark == 0) m_last_mark = started.time_since_epoch().count();
     expire_timers(started);
     // 2. Ready work: retries owed to tasks that ran out of I/O budget, then the tasks and

@@ -173,7 +173,7 @@ using resolve_awaiter = basic_resolve_awaiter<>;
 /// Throws std::system_error (category "tandem.resolve") on failure. Cancellable: a cancelled
 /// lookup returns at once; the thread finishes it and throws the answer away.
 template <class Deferred = void> // compiled only where used (detail/dependent.hpp)
-task<std::vector<address>> resolve(std::string host, std::uint16_t port) {
+detail::dependent_t<task<std::vector<address>>, Deferred> resolve(std::string host, std::uint16_t port) {
     co_return co_await detail::basic_resolve_awaiter<Deferred>(std::move(host), port);
 }
 
