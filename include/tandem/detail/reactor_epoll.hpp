@@ -4,6 +4,7 @@
 // (Linux 5.11+); older kernels fall back to epoll_wait with the timeout rounded up.
 #pragma once
 
+#include "tandem/detail/fd_indexed.hpp"
 #include "tandem/detail/std_algorithm.hpp"
 #include "tandem/detail/std_chrono.hpp"
 #include "tandem/detail/syscall.hpp"
@@ -48,14 +49,14 @@ public:
         epoll_event ev{};
         ev.events = EPOLLIN | EPOLLET | EPOLLEXCLUSIVE;
         ev.data.fd = fd;
-        cover(fd); // first: a registration is never left unrecorded
+        m_flags.cover(fd); // first: a registration is never left unrecorded
         if (::epoll_ctl(m_epoll.get(), EPOLL_CTL_ADD, fd, &ev) != 0) throw_errno("epoll_ctl(ADD, EPOLLEXCLUSIVE)");
         m_flags[fd] |= registered;
     }
 
     void forget(int fd) noexcept {
         if (!has(fd, registered)) {
-            if (known(fd)) m_flags[fd] = 0;
+            if (m_flags.known(fd)) m_flags[fd] = 0;
             return;
         }
         m_flags[fd] = 0;
@@ -92,36 +93,17 @@ public:
     /// way); a read stops short at an urgent byte's mark with the bytes after it still queued.
     bool hung_up(int fd) const noexcept { return has(fd, hung_up_flag); }
 
-    epoll_reactor(const epoll_reactor&) = delete;
-    epoll_reactor& operator=(const epoll_reactor&) = delete;
-    ~epoll_reactor() { delete[] m_flags; }
-
 private:
-    // Per-fd flags in a plain array grown by hand: the loop's non-template members use this
-    // class, and std::vector<bool>'s constexpr members would be compiled in every translation
-    // unit (detail/dependent.hpp).
     static constexpr std::uint8_t registered = 1, hung_up_flag = 2;
-    bool known(int fd) const noexcept { return fd >= 0 && static_cast<std::size_t>(fd) < m_size; }
-    bool has(int fd, std::uint8_t flag) const noexcept { return known(fd) && (m_flags[fd] & flag) != 0; }
-    /// Makes room for fd (≥ 0), at least doubling. Throws std::bad_alloc and changes nothing.
-    void cover(int fd) {
-        const std::size_t need = static_cast<std::size_t>(fd) + 1;
-        if (need <= m_size) return;
-        const std::size_t size = std::max(need, std::max(2 * m_size, std::size_t{64}));
-        auto* bigger = new std::uint8_t[size]();
-        for (std::size_t i = 0; i < m_size; ++i) bigger[i] = m_flags[i];
-        delete[] m_flags;
-        m_flags = bigger;
-        m_size = size;
-    }
+    bool has(int fd, std::uint8_t flag) const noexcept { return m_flags.known(fd) && (m_flags[fd] & flag) != 0; }
 
     void note_hang_up(int fd) noexcept {
         // A reported fd was registered through add or watch_exclusive, which made its room.
-        if (known(fd)) m_flags[fd] |= hung_up_flag;
+        if (m_flags.known(fd)) m_flags[fd] |= hung_up_flag;
     }
     void add(int fd, std::uint32_t events) {
         if (has(fd, registered)) return;
-        cover(fd); // first: a registration is never left unrecorded
+        m_flags.cover(fd); // first: a registration is never left unrecorded
         epoll_event ev{};
         ev.events = events;
         ev.data.fd = fd;
@@ -164,8 +146,7 @@ private:
 
     static constexpr int max_events = 256;
     unique_fd m_epoll;
-    std::uint8_t* m_flags = nullptr; // m_size entries, indexed by fd
-    std::size_t m_size = 0;
+    fd_indexed<std::uint8_t> m_flags; // per fd: registered, hung_up_flag (not a vector: see fd_indexed.hpp)
     bool m_have_pwait2 = true;
     epoll_event m_events[max_events];
 };
