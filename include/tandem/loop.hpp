@@ -263,8 +263,8 @@ private:
     /// Treats one direction of `fd` as ready at the start of the next turn: its waiter (if
     /// one is still registered) retries its operation then. What a task out of I/O budget
     /// waits for.
-    template <class Deferred = void> // compiled only where a socket runs
-    void retry_io_soon(int fd, bool write) { deferred<Deferred>(m_io_retry).push_back(io_retry{fd, write}); }
+    template <class = void> // compiled only where a socket runs
+    void retry_io_soon(int fd, bool write) { m_io_retry.push(io_retry{fd, write}); }
     /// Makes the current turn skip its reactor wait (run(task)'s main task has finished).
     void interrupt_wait() noexcept { m_interrupted = true; }
     /// The task whose code is running right now (nullptr between tasks).
@@ -342,20 +342,17 @@ private:
         int fd;
         bool write;
     };
-    std::vector<io_retry> m_io_retry, m_io_retry_spare;
-    template <class Deferred = void>
+    // The loop's queues are ring_queues, not std::vectors: std::vector's members are
+    // constexpr, and this class's non-template code would compile them in every translation
+    // unit that includes the loop (detail/dependent.hpp).
+    detail::ring_queue<io_retry> m_io_retry;
+    template <class = void>
     void retry_io() noexcept {
-        auto& spare = deferred<Deferred>(m_io_retry_spare);
-        spare.swap(m_io_retry);
-        for (const io_retry& r : spare) complete_io(m_fds.retry(r.fd, r.write));
-        spare.clear();
-    }
-    /// `member`, named through the calling template's parameter: the std::vector members it
-    /// calls (constexpr since C++20) are then compiled only where that template is
-    /// instantiated, not in every translation unit (detail/dependent.hpp).
-    template <class Deferred, class T>
-    static detail::dependent_t<T, Deferred>& deferred(T& member) noexcept {
-        return member;
+        // Those asked for until now; one asked for meanwhile waits for the next turn.
+        for (std::size_t n = m_io_retry.size(); n > 0; --n) {
+            const io_retry r = m_io_retry.pop();
+            complete_io(m_fds.retry(r.fd, r.write));
+        }
     }
 
     detail::ring_queue<detail::ready_item> m_ready;
@@ -405,8 +402,8 @@ private:
     detail::watchdog_base* m_watchdog = nullptr;
 
     std::mutex m_remote_mutex;
-    std::vector<detail::unique_function> m_remote;   // guarded by m_remote_mutex
-    std::vector<detail::unique_function> m_remote_spare;
+    detail::ring_queue<detail::unique_function> m_remote; // guarded by m_remote_mutex
+    detail::ring_queue<detail::unique_function> m_remote_spare;
     std::atomic<bool> m_wake_pending{false};
     std::atomic<bool> m_spinning{false}; // polling for a post: posters need not signal
     std::atomic<bool> m_stop_requested{false};
@@ -693,7 +690,7 @@ void event_loop::run_once() {
 }
 
 // One turn, in the order libuv's uv_run runs its phases.
-template <class Deferred>
+template <class>
 void event_loop::turn() {
     // 1. Timers: everything due by the start of the turn. With statistics on, the last turn's
     //    wake-up read the clock a moment ago (run() goes straight from one turn to the next).
@@ -704,7 +701,7 @@ void event_loop::turn() {
     expire_timers(started);
     // 2. Ready work: retries owed to tasks that ran out of I/O budget, then the tasks and
     //    callbacks that are ready now (work they queue waits for the next turn).
-    if (!deferred<Deferred>(m_io_retry).empty()) retry_io<Deferred>();
+    if (!m_io_retry.empty()) retry_io();
     run_ready_batch(started.time_since_epoch().count());
     // 3. Wait: for an expected post by spinning, else in the reactor, no longer than the next
     //    timer and not at all if work is ready; I/O it reports is queued for the next turn.
@@ -931,7 +928,7 @@ void event_loop::run_callback(detail::posted_callback cb) noexcept {
 template <class Deferred>
 detail::dependent_t<std::optional<std::chrono::nanoseconds>, Deferred> event_loop::poll_timeout() noexcept {
     using std::chrono::nanoseconds;
-    if (!m_ready.empty() || !m_callbacks.empty() || !deferred<Deferred>(m_io_retry).empty() || m_interrupted ||
+    if (!m_ready.empty() || !m_callbacks.empty() || !m_io_retry.empty() || m_interrupted ||
         m_stop_requested.load(std::memory_order_relaxed) || !m_unhandled.empty())
         return nanoseconds::zero();
     if (m_timers.empty()) return std::nullopt;
@@ -971,20 +968,19 @@ void event_loop::on_wakeup() noexcept {
     m_wake_listeners.for_each([](detail::wake_listener& l) { l.on_wake(); });
 }
 
-template <class Deferred>
+template <class>
 void event_loop::take_remote() noexcept {
     // Clear before taking the queue: a post racing with us either lands in this swap or
     // sees the flag clear and signals again.
     m_wake_pending.store(false, std::memory_order_seq_cst);
     {
         std::lock_guard lock(m_remote_mutex);
-        deferred<Deferred>(m_remote_spare).swap(m_remote);
+        m_remote_spare.swap(m_remote);
     }
-    for (detail::unique_function& fn : deferred<Deferred>(m_remote_spare)) m_callbacks.push(detail::posted_callback{std::move(fn), m_stamp});
-    deferred<Deferred>(m_remote_spare).clear();
+    while (!m_remote_spare.empty()) m_callbacks.push(detail::posted_callback{m_remote_spare.pop(), m_stamp});
 }
 
-template <class Deferred>
+template <class>
 void event_loop::post_erased(detail::unique_function fn) {
     if (t_current_loop == this) {
         m_callbacks.push(detail::posted_callback{std::move(fn), m_stamp});
@@ -1000,7 +996,7 @@ void event_loop::post_erased(detail::unique_function fn) {
     bool signal = false;
     {
         std::lock_guard lock(m_remote_mutex);
-        deferred<Deferred>(m_remote).push_back(std::move(fn));
+        m_remote.push(std::move(fn));
         signal = !m_wake_pending.exchange(true, std::memory_order_seq_cst) && !m_spinning.load(std::memory_order_seq_cst);
     }
     if (signal) m_wakeup.signal();

@@ -37,6 +37,12 @@ public:
     void clear() noexcept {
         while (m_size) (void)pop();
     }
+    void swap(ring_queue& other) noexcept {
+        std::swap(m_items, other.m_items);
+        std::swap(m_capacity, other.m_capacity);
+        std::swap(m_head, other.m_head);
+        std::swap(m_size, other.m_size);
+    }
 
 private:
     void grow() {
