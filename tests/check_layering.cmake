@@ -96,7 +96,7 @@ foreach(header exit_status.hpp pidfd.hpp descriptors.hpp parent_death.hpp fork.h
         "the process wing's ground floor knows nothing of the loop, tasks or pool jobs")
 endforeach()
 # Leaves of the basement that every layer may use: they include no other tandem header.
-foreach(header detail/dependent.hpp detail/fd_indexed.hpp detail/ring_queue.hpp)
+foreach(header detail/dependent.hpp detail/trivial_vector.hpp detail/ring_queue.hpp)
     tandem_headers_reached("${header}" reached)
     list(LENGTH reached n)
     if(NOT n EQUAL 1)
