@@ -56,7 +56,7 @@ private:
         m_head = 0;
     }
 
-    // Owned. A raw array, not std::unique_ptr<T[]>: the loop holds three queues, and each
+    // Owned. A raw array, not std::unique_ptr<T[]>: the loop holds several queues, and each
     // unique_ptr specialization costs every translation unit its instantiation (dependent.hpp).
     T* m_items = nullptr;
     std::size_t m_capacity = 0;
