@@ -95,6 +95,14 @@ foreach(header exit_status.hpp pidfd.hpp descriptors.hpp parent_death.hpp fork.h
     tandem_forbid("process/${header}" "tandem/(loop|task|detail/pool_job)\\.hpp$"
         "the process wing's ground floor knows nothing of the loop, tasks or pool jobs")
 endforeach()
+# Leaves of the basement that every layer may use: they include no other tandem header.
+foreach(header detail/dependent.hpp detail/trivial_vector.hpp detail/ring_queue.hpp)
+    tandem_headers_reached("${header}" reached)
+    list(LENGTH reached n)
+    if(NOT n EQUAL 1)
+        message(FATAL_ERROR "${header} includes other tandem headers: ${reached}")
+    endif()
+endforeach()
 list(LENGTH detail_headers nd)
 list(LENGTH process_headers np)
 message(STATUS "layer table: ${nd} detail/ headers (the offload floor excepted) do not reach the loop; "

@@ -131,3 +131,18 @@ TEST_CASE("catching SIGKILL is refused", "[signal]") {
     };
     tandem::sync_wait(body());
 }
+
+TEST_CASE("a refused signal undoes the signals installed before it", "[signal]") {
+    auto body = []() -> tandem::task<> {
+        REQUIRE(handler_is_default(SIGUSR1));
+        CHECK_THROWS_AS(tandem::signal_set({SIGUSR1, SIGKILL}), std::invalid_argument);
+        CHECK(handler_is_default(SIGUSR1)); // not left caught by a set that never existed
+        {
+            tandem::signal_set later({SIGUSR1}); // and the count is right: one set, one install
+            CHECK_FALSE(handler_is_default(SIGUSR1));
+        }
+        CHECK(handler_is_default(SIGUSR1));
+        co_return;
+    };
+    tandem::sync_wait(body());
+}

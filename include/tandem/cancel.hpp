@@ -4,6 +4,7 @@
 // code outside tandem) is this_task::stop_token() in task.hpp.
 #pragma once
 
+#include "tandem/detail/dependent.hpp"
 #include "tandem/loop.hpp"
 #include "tandem/task.hpp"
 #include "tandem/when.hpp"
@@ -20,8 +21,11 @@ namespace tandem {
 namespace detail {
 
 /// Runs one child; a stop request on `token` (from any thread) cancels it on the loop thread.
+/// The shared flag's type is named through T: compiled only where cancel_on is (dependent.hpp).
 template <class T>
 class stop_token_awaiter final : public single_child<T> {
+    using alive_flag = dependent_t<std::shared_ptr<std::atomic<bool>>, T>;
+
 public:
     stop_token_awaiter(std::stop_token token, task<T> t) noexcept
         : single_child<T>(std::move(t)), m_token(std::move(token)) {}
@@ -45,14 +49,14 @@ private:
             return false;
         }
         m_loop = &this_loop();
-        m_alive = std::make_shared<std::atomic<bool>>(true);
+        m_alive = std::make_shared<typename alive_flag::element_type>(true);
         m_callback.emplace(m_token, on_stop{this, m_loop, m_alive});
         return true;
     }
     struct on_stop {
         stop_token_awaiter* self;
         event_loop* loop;
-        std::shared_ptr<std::atomic<bool>> alive;
+        alive_flag alive;
         void operator()() const {
             if (event_loop::current() == loop) {
                 self->cancel_child();
@@ -66,7 +70,7 @@ private:
 
     std::stop_token m_token;
     event_loop* m_loop = nullptr;
-    std::shared_ptr<std::atomic<bool>> m_alive;
+    alive_flag m_alive;
     std::optional<std::stop_callback<on_stop>> m_callback;
     bool m_stopped_before_start = false;
 };

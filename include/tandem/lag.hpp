@@ -9,6 +9,7 @@
 // not per step: a clock read costs as much as a small task's whole step.
 #pragma once
 
+#include "tandem/detail/dependent.hpp"
 #include "tandem/detail/std_algorithm.hpp"
 #include "tandem/detail/std_chrono.hpp"
 #include "tandem/detail/std_function.hpp"
@@ -266,7 +267,8 @@ public:
 /// The watchdog thread: samples the probe a few times per threshold and reports a step that
 /// has run past the threshold, once per step, while it is still running. A class template
 /// only so that a translation unit that never calls watch_blocking compiles none of it.
-template <class = void>
+/// Its handler is named through the parameter too (dependent.hpp).
+template <class Deferred = void>
 class basic_blocking_watchdog final : public watchdog_base {
 public:
     using clock = std::chrono::steady_clock;
@@ -357,7 +359,7 @@ private:
 
     step_probe* m_probe;
     std::chrono::nanoseconds m_threshold;
-    blocking_handler m_handler;
+    dependent_t<blocking_handler, Deferred> m_handler;
     std::mutex m_mutex;
     std::condition_variable m_wake;
     bool m_stopping = false;

@@ -6,6 +6,7 @@
 
 #include "tandem/config.hpp"
 #include "tandem/detail/cancellable_wait.hpp"
+#include "tandem/detail/dependent.hpp"
 #include "tandem/detail/fd_table.hpp"
 #include "tandem/detail/intrusive_list.hpp"
 #include "tandem/detail/reactor.hpp"
@@ -146,7 +147,9 @@ public:
     std::exception_ptr take_unhandled() noexcept;
 
     /// Replaces the policy for exceptions escaping detached tasks.
-    void set_exception_handler(exception_handler handler) { m_exception_handler = std::move(handler); }
+    void set_exception_handler(exception_handler handler) noexcept {
+        m_exception_handler.swap(handler); // the old one goes with `handler`; swap compiles less than operator=
+    }
 
     /// The loop running on this thread, or nullptr.
     static event_loop* current() noexcept { return t_current_loop; }
@@ -260,7 +263,8 @@ private:
     /// Treats one direction of `fd` as ready at the start of the next turn: its waiter (if
     /// one is still registered) retries its operation then. What a task out of I/O budget
     /// waits for.
-    void retry_io_soon(int fd, bool write) { m_io_retry.push_back(io_retry{fd, write}); }
+    template <class = void> // compiled only where a socket runs
+    void retry_io_soon(int fd, bool write) { m_io_retry.push(io_retry{fd, write}); }
     /// Makes the current turn skip its reactor wait (run(task)'s main task has finished).
     void interrupt_wait() noexcept { m_interrupted = true; }
     /// The task whose code is running right now (nullptr between tasks).
@@ -289,6 +293,7 @@ private:
         event_loop* m_previous;
     };
 
+    template <class = void> // compiled only where something is posted
     void post_erased(detail::unique_function fn);
     // The turn and its phases are templates like run(): compiled only where a loop runs.
     template <class = void>
@@ -319,8 +324,8 @@ private:
     void run_ready_batch(std::int64_t started);
     template <class = void>
     void run_callback(detail::posted_callback cb) noexcept;
-    template <class = void>
-    std::optional<std::chrono::nanoseconds> poll_timeout() noexcept;
+    template <class Deferred = void> // dependent: std::optional is compiled only where a loop runs
+    detail::dependent_t<std::optional<std::chrono::nanoseconds>, Deferred> poll_timeout() noexcept;
     template <class = void>
     void on_fd_event(int fd, bool readable, bool writable) noexcept;
     template <class = void>
@@ -337,12 +342,17 @@ private:
         int fd;
         bool write;
     };
-    std::vector<io_retry> m_io_retry, m_io_retry_spare;
+    // The loop's queues are ring_queues, not std::vectors: std::vector's members are
+    // constexpr, and this class's non-template code would compile them in every translation
+    // unit that includes the loop (detail/dependent.hpp).
+    detail::ring_queue<io_retry> m_io_retry;
     template <class = void>
     void retry_io() noexcept {
-        m_io_retry_spare.swap(m_io_retry);
-        for (const io_retry& r : m_io_retry_spare) complete_io(m_fds.retry(r.fd, r.write));
-        m_io_retry_spare.clear();
+        // Those asked for until now; one asked for meanwhile waits for the next turn.
+        for (std::size_t n = m_io_retry.size(); n > 0; --n) {
+            const io_retry r = m_io_retry.pop();
+            complete_io(m_fds.retry(r.fd, r.write));
+        }
     }
 
     detail::ring_queue<detail::ready_item> m_ready;
@@ -387,11 +397,13 @@ private:
         m_reply_skip = (1u << m_reply_misses) - 1;
     }
     detail::step_probe m_probe;
-    std::unique_ptr<detail::watchdog_base> m_watchdog;
+    // Owned (deleted by unwatch_blocking and the destructor). A raw pointer: a
+    // std::unique_ptr member is instantiated with all its machinery in every translation unit.
+    detail::watchdog_base* m_watchdog = nullptr;
 
     std::mutex m_remote_mutex;
-    std::vector<detail::unique_function> m_remote;   // guarded by m_remote_mutex
-    std::vector<detail::unique_function> m_remote_spare;
+    detail::ring_queue<detail::unique_function> m_remote; // guarded by m_remote_mutex
+    detail::ring_queue<detail::unique_function> m_remote_spare;
     std::atomic<bool> m_wake_pending{false};
     std::atomic<bool> m_spinning{false}; // polling for a post: posters need not signal
     std::atomic<bool> m_stop_requested{false};
@@ -441,6 +453,7 @@ public:
     void set_current_task(task_context* ctx) const noexcept { m_self->set_current_task(ctx); }
     void retire_root(const task_context& root) const noexcept { m_self->retire_root(root); }
     bool take_io_budget() const noexcept { return m_self->take_io_budget(); }
+    template <class = void>
     void retry_io_soon(int fd, bool write) const { m_self->retry_io_soon(fd, write); }
     void interrupt_wait() const noexcept { m_self->interrupt_wait(); }
     const task_context* current_task() const noexcept { return m_self->current_task(); }
@@ -597,7 +610,7 @@ inline void root_base::drop_handle(bool observed) noexcept {
 inline event_loop::event_loop() { m_reactor.watch(m_wakeup.read_fd(), true, false); }
 
 inline event_loop::~event_loop() {
-    m_watchdog.reset();
+    delete std::exchange(m_watchdog, nullptr);
     // A thread still inside post() or stop() finishes (its eventfd write included) before
     // anything here goes away.
     while (m_posters.load(std::memory_order_acquire) != 0) std::this_thread::yield();
@@ -681,8 +694,9 @@ template <class>
 void event_loop::turn() {
     // 1. Timers: everything due by the start of the turn. With statistics on, the last turn's
     //    wake-up read the clock a moment ago (run() goes straight from one turn to the next).
-    const clock::time_point started =
-        m_woke != 0 ? clock::time_point(std::chrono::nanoseconds(std::exchange(m_woke, 0))) : clock::now();
+    const std::int64_t last_woke = m_woke;
+    m_woke = 0;
+    const clock::time_point started = last_woke != 0 ? clock::time_point(std::chrono::nanoseconds(last_woke)) : clock::now();
     if (m_last_mark == 0) m_last_mark = started.time_since_epoch().count();
     expire_timers(started);
     // 2. Ready work: retries owed to tasks that ran out of I/O budget, then the tasks and
@@ -718,9 +732,9 @@ void event_loop::turn() {
     }
 }
 
-template <class>
+template <class Deferred>
 std::int64_t event_loop::wait_for_work() {
-    auto timeout = poll_timeout();
+    auto timeout = poll_timeout<Deferred>();
     if (m_spin_until != 0 && timeout != std::chrono::nanoseconds::zero() && m_spin_until > m_stamp) {
         std::int64_t limit = m_spin_until;
         if (timeout) limit = std::min(limit, m_stamp + timeout->count()); // a timer is due first
@@ -731,7 +745,7 @@ std::int64_t event_loop::wait_for_work() {
                 ++m_polls_skipped;
                 return m_stamp; // spin_for_post stamped the arrival
             }
-            timeout = poll_timeout();
+            timeout = poll_timeout<Deferred>();
         }
     }
     m_polls_skipped = 0;
@@ -911,8 +925,8 @@ void event_loop::run_callback(detail::posted_callback cb) noexcept {
     }
 }
 
-template <class>
-std::optional<std::chrono::nanoseconds> event_loop::poll_timeout() noexcept {
+template <class Deferred>
+detail::dependent_t<std::optional<std::chrono::nanoseconds>, Deferred> event_loop::poll_timeout() noexcept {
     using std::chrono::nanoseconds;
     if (!m_ready.empty() || !m_callbacks.empty() || !m_io_retry.empty() || m_interrupted ||
         m_stop_requested.load(std::memory_order_relaxed) || !m_unhandled.empty())
@@ -963,11 +977,11 @@ void event_loop::take_remote() noexcept {
         std::lock_guard lock(m_remote_mutex);
         m_remote_spare.swap(m_remote);
     }
-    for (detail::unique_function& fn : m_remote_spare) m_callbacks.push(detail::posted_callback{std::move(fn), m_stamp});
-    m_remote_spare.clear();
+    while (!m_remote_spare.empty()) m_callbacks.push(detail::posted_callback{m_remote_spare.pop(), m_stamp});
 }
 
-inline void event_loop::post_erased(detail::unique_function fn) {
+template <class>
+void event_loop::post_erased(detail::unique_function fn) {
     if (t_current_loop == this) {
         m_callbacks.push(detail::posted_callback{std::move(fn), m_stamp});
         return;
@@ -982,7 +996,7 @@ inline void event_loop::post_erased(detail::unique_function fn) {
     bool signal = false;
     {
         std::lock_guard lock(m_remote_mutex);
-        m_remote.push_back(std::move(fn));
+        m_remote.push(std::move(fn));
         signal = !m_wake_pending.exchange(true, std::memory_order_seq_cst) && !m_spinning.load(std::memory_order_seq_cst);
     }
     if (signal) m_wakeup.signal();
@@ -994,16 +1008,16 @@ inline void event_loop::post_erased(detail::unique_function fn) {
     if (event_loop* poster = t_current_loop) poster->expect_reply();
 }
 
-template <class>
+template <class Deferred>
 void event_loop::watch_blocking(std::chrono::nanoseconds threshold, blocking_handler on_block) {
     if (threshold <= std::chrono::nanoseconds::zero())
         throw std::invalid_argument("tandem: watch_blocking needs a positive threshold");
-    m_watchdog.reset();
-    m_watchdog = std::make_unique<detail::blocking_watchdog>(m_probe, threshold, std::move(on_block));
+    delete std::exchange(m_watchdog, nullptr);
+    m_watchdog = new detail::basic_blocking_watchdog<Deferred>(m_probe, threshold, std::move(on_block));
 }
 
 inline void event_loop::unwatch_blocking() noexcept {
-    m_watchdog.reset();
+    delete std::exchange(m_watchdog, nullptr);
     // Called by a step: the batch stops probing, so leave the probe idle, or a watchdog
     // started later would find this step's start and report a block that never was.
     m_probe.started_ns.store(0, std::memory_order_relaxed);
@@ -1046,13 +1060,15 @@ inline void event_loop::add_io_waiter(detail::io_waiter& w) {
     try {
         m_reactor.watch(w.fd, in.read, in.write);
     } catch (...) {
-        m_fds.remove(w);
+        detail::fd_table::interest ignored;
+        m_fds.remove(w, ignored);
         throw;
     }
 }
 
 inline void event_loop::remove_io_waiter(detail::io_waiter& w) noexcept {
-    if (const auto in = m_fds.remove(w)) m_reactor.watch(w.fd, in->read, in->write);
+    detail::fd_table::interest left;
+    if (m_fds.remove(w, left)) m_reactor.watch(w.fd, left.read, left.write);
 }
 
 inline void event_loop::forget(int fd) noexcept {

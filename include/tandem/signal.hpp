@@ -20,7 +20,6 @@
 #include <stdexcept>
 #include <system_error>
 #include <unistd.h>
-#include <vector>
 
 namespace tandem {
 
@@ -100,15 +99,16 @@ inline void remove_wake_fd(int slot) noexcept { wake_fds[slot].store(0, std::mem
 class signal_set {
 public:
     explicit signal_set(std::initializer_list<int> signals) : signal_set(this_loop(), signals) {}
-    signal_set(event_loop& loop, std::initializer_list<int> signals) : m_loop(&loop) {
-        for (int signo : signals) {
-            detail::signals::install(signo);
-            m_signals.push_back(entry{signo, detail::signals::deliveries[signo].load(std::memory_order_acquire)});
-        }
+    signal_set(event_loop& loop, std::initializer_list<int> signals)
+        : m_loop(&loop), m_signals(new entry[signals.size()]) {
         try {
+            for (int signo : signals) {
+                detail::signals::install(signo);
+                m_signals[m_count++] = entry{signo, detail::signals::deliveries[signo].load(std::memory_order_acquire)};
+            }
             m_wake_slot = detail::signals::add_wake_fd(tandem::detail::hooks(loop).wakeup_write_fd());
-        } catch (...) {
-            for (const entry& e : m_signals) detail::signals::uninstall(e.signo);
+        } catch (...) { // a signal that cannot be caught, or too many loops: undo what was done
+            uninstall_all();
             throw;
         }
     }
@@ -116,13 +116,14 @@ public:
     signal_set& operator=(const signal_set&) = delete;
     ~signal_set() {
         detail::signals::remove_wake_fd(m_wake_slot);
-        for (const entry& e : m_signals) detail::signals::uninstall(e.signo);
+        uninstall_all();
     }
 
     /// Consumes a delivery that has not been waited for yet; 0 if none. Repeated deliveries
     /// of one signal between two waits coalesce into one, as the kernel does.
     int poll() noexcept {
-        for (entry& e : m_signals) {
+        for (std::size_t i = 0; i < m_count; ++i) {
+            entry& e = m_signals[i];
             const std::uint64_t now = detail::signals::deliveries[e.signo].load(std::memory_order_acquire);
             if (now != e.seen) {
                 e.seen = now;
@@ -170,8 +171,15 @@ private:
         int signo;
         std::uint64_t seen;
     };
+    void uninstall_all() noexcept {
+        for (std::size_t i = 0; i < m_count; ++i) detail::signals::uninstall(m_signals[i].signo);
+        delete[] m_signals;
+    }
     event_loop* m_loop;
-    std::vector<entry> m_signals;
+    // Owned: one entry per signal given. A raw array: std::vector's constexpr members would
+    // be compiled in every translation unit that includes this header (detail/dependent.hpp).
+    entry* m_signals;
+    std::size_t m_count = 0;
     int m_wake_slot = -1;
 };
 

@@ -7,6 +7,7 @@
 
 #include "tandem/task.hpp"
 #include "tandem/detail/cancellable_wait.hpp"
+#include "tandem/detail/dependent.hpp"
 #include "tandem/detail/ranges.hpp"
 
 #include <cstddef>
@@ -184,6 +185,9 @@ protected:
 
 private:
     friend class cancellable_wait<fan_out>;
+    // A template, its stack named through the parameter: compiled only where a fan-out is
+    // awaited (detail/dependent.hpp).
+    template <class Deferred = void>
     bool start() {
         // One extra count for the starting phase: a child finishing synchronously must not
         // resume the parent while we are still inside its await_suspend.
@@ -197,7 +201,7 @@ private:
             return true;
         }
         const starter saved{st.active, st.resumer, st.deferred};
-        std::vector<std::pair<fan_out*, std::size_t>> stack; // (fan-out, next child to start)
+        dependent_t<std::vector<std::pair<fan_out*, std::size_t>>, Deferred> stack; // (fan-out, next child to start)
         st.active = true;
         st.resumer = resumer;
         st.deferred = nullptr;

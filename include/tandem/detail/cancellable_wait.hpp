@@ -24,6 +24,7 @@
 #include <coroutine>
 #include <stdexcept>
 #include <type_traits>
+#include <utility>
 
 namespace tandem::detail {
 
@@ -58,14 +59,22 @@ struct suspended_wait : cancel_slot {
 template <class Derived>
 concept waits_when_cancelled = requires { requires Derived::wait_when_cancelled; };
 
+/// What cancellable_wait::await_suspend returns for a start() returning R: bool, or a handle
+/// to transfer to.
+template <class R>
+using suspend_result_t = std::conditional_t<std::is_same_v<R, bool>, bool, std::coroutine_handle<>>;
+
 template <class Derived, class Base = suspended_wait>
 class cancellable_wait : public Base {
     static_assert(std::is_base_of_v<suspended_wait, Base>);
 
 public:
     /// The protocol. Returns what Derived::start() returns (bool or a handle to transfer to).
-    template <class Promise>
-    auto await_suspend(std::coroutine_handle<Promise> h) {
+    /// The return type is spelled, not deduced: clang compiles a function with a deduced
+    /// return type as soon as a template's non-dependent co_await names it, and with it
+    /// start() and all it reaches, in every translation unit (see dependent.hpp).
+    template <class Promise, class D = Derived>
+    suspend_result_t<decltype(std::declval<D&>().start())> await_suspend(std::coroutine_handle<Promise> h) {
         using start_result = decltype(self().start());
         constexpr bool transfers = !std::is_same_v<start_result, bool>;
         this->context = context_of(h);

@@ -6,13 +6,12 @@
 #pragma once
 
 #include "tandem/detail/cancellable_wait.hpp"
+#include "tandem/detail/fd_indexed.hpp"
 
 #include <cstddef>
 #include <cstdint>
-#include <optional>
 #include <stdexcept>
 #include <utility>
-#include <vector>
 
 namespace tandem::detail {
 
@@ -40,6 +39,9 @@ struct fd_state {
     bool writable = false;
 };
 
+// remove() reports through an out parameter, not a std::optional: the loop's non-template
+// members use this class, and std::optional's constexpr members would be compiled in every
+// translation unit (detail/dependent.hpp; fd_indexed.hpp for the states).
 class fd_table {
 public:
     /// What the reactor should watch for an fd.
@@ -55,19 +57,19 @@ public:
 
     /// Takes a remembered edge: true if one was there.
     bool consume_readiness(int fd, bool write) noexcept {
-        if (!known(fd)) return false;
+        if (!m_fds.known(fd)) return false;
         bool& ready = write ? m_fds[fd].writable : m_fds[fd].readable;
         return std::exchange(ready, false);
     }
 
     /// True if w's fd number was last registered by another (closed) socket: forget it first.
     bool owned_by_another(const io_waiter& w) const noexcept {
-        return w.owner != 0 && known(w.fd) && m_fds[w.fd].owner != w.owner;
+        return w.owner != 0 && m_fds.known(w.fd) && m_fds[w.fd].owner != w.owner;
     }
 
     /// Registers w; returns the fd's new interest. One waiter per direction.
     interest add(io_waiter& w) {
-        if (static_cast<std::size_t>(w.fd) >= m_fds.size()) m_fds.resize(static_cast<std::size_t>(w.fd) + 1);
+        m_fds.cover(w.fd);
         fd_state& s = m_fds[w.fd];
         if (w.owner != 0) s.owner = w.owner;
         io_waiter*& slot = w.write ? s.writer : s.reader;
@@ -76,26 +78,27 @@ public:
         return interest_of(s);
     }
 
-    /// Unregisters w if it is registered; returns the fd's new interest then.
-    std::optional<interest> remove(io_waiter& w) noexcept {
-        if (!known(w.fd)) return std::nullopt;
+    /// Unregisters w if it is registered (true), and sets `left` to the fd's new interest then.
+    bool remove(io_waiter& w, interest& left) noexcept {
+        if (!m_fds.known(w.fd)) return false;
         fd_state& s = m_fds[w.fd];
         io_waiter*& slot = w.write ? s.writer : s.reader;
-        if (slot != &w) return std::nullopt;
+        if (slot != &w) return false;
         slot = nullptr;
-        return interest_of(s);
+        left = interest_of(s);
+        return true;
     }
 
     /// Records who registered fd (a socket's id) before the first waiter comes, for a
     /// registration made outside add() (event_loop::watch_exclusive).
     void claim(int fd, std::uint64_t owner) {
-        if (static_cast<std::size_t>(fd) >= m_fds.size()) m_fds.resize(static_cast<std::size_t>(fd) + 1);
+        m_fds.cover(fd);
         m_fds[fd].owner = owner;
     }
 
     /// The fd is being closed: clears its state and returns its waiters, marked aborted.
     completed forget(int fd) noexcept {
-        if (!known(fd)) return {};
+        if (!m_fds.known(fd)) return {};
         fd_state& s = m_fds[fd];
         completed out{std::exchange(s.reader, nullptr), std::exchange(s.writer, nullptr)};
         for (io_waiter* w : {out.reader, out.writer})
@@ -108,7 +111,7 @@ public:
     /// ask to keep waiting); with no waiter the edge is remembered. Returns the waiters that
     /// are done, and the interest left in `left` (poll drops satisfied interest).
     completed on_event(int fd, bool readable, bool writable, interest& left) noexcept {
-        if (!known(fd)) return {};
+        if (!m_fds.known(fd)) return {};
         fd_state& s = m_fds[fd];
         completed out;
         if (readable) out.reader = ready(s.reader, s.readable);
@@ -120,14 +123,13 @@ public:
     /// Treats one direction of fd as ready (a task out of I/O budget asked for a retry);
     /// returns its waiter if that completed it.
     io_waiter* retry(int fd, bool write) noexcept {
-        if (!known(fd)) return nullptr;
+        if (!m_fds.known(fd)) return nullptr;
         fd_state& s = m_fds[fd];
         io_waiter*& w = write ? s.writer : s.reader;
         return w ? ready(w, write ? s.writable : s.readable) : nullptr;
     }
 
 private:
-    bool known(int fd) const noexcept { return fd >= 0 && static_cast<std::size_t>(fd) < m_fds.size(); }
     static interest interest_of(const fd_state& s) noexcept { return {s.reader != nullptr, s.writer != nullptr}; }
     static io_waiter* ready(io_waiter*& waiter, bool& remembered) noexcept {
         io_waiter* w = waiter;
@@ -140,7 +142,7 @@ private:
         return w;
     }
 
-    std::vector<fd_state> m_fds;
+    fd_indexed<fd_state> m_fds;
 };
 
 } // namespace tandem::detail

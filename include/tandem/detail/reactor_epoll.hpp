@@ -4,6 +4,7 @@
 // (Linux 5.11+); older kernels fall back to epoll_wait with the timeout rounded up.
 #pragma once
 
+#include "tandem/detail/fd_indexed.hpp"
 #include "tandem/detail/std_algorithm.hpp"
 #include "tandem/detail/std_chrono.hpp"
 #include "tandem/detail/syscall.hpp"
@@ -17,7 +18,6 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
-#include <vector>
 
 namespace tandem::detail {
 
@@ -49,15 +49,17 @@ public:
         epoll_event ev{};
         ev.events = EPOLLIN | EPOLLET | EPOLLEXCLUSIVE;
         ev.data.fd = fd;
+        m_flags.cover(fd); // first: a registration is never left unrecorded
         if (::epoll_ctl(m_epoll.get(), EPOLL_CTL_ADD, fd, &ev) != 0) throw_errno("epoll_ctl(ADD, EPOLLEXCLUSIVE)");
-        if (static_cast<std::size_t>(fd) >= m_registered.size()) m_registered.resize(fd + 1, false);
-        m_registered[fd] = true;
+        m_flags[fd] |= registered;
     }
 
     void forget(int fd) noexcept {
-        if (static_cast<std::size_t>(fd) < m_hung_up.size()) m_hung_up[fd] = false;
-        if (static_cast<std::size_t>(fd) >= m_registered.size() || !m_registered[fd]) return;
-        m_registered[fd] = false;
+        if (!has(fd, registered)) {
+            if (m_flags.known(fd)) m_flags[fd] = 0;
+            return;
+        }
+        m_flags[fd] = 0;
         // Fails harmlessly (EBADF/ENOENT) if the fd was already closed.
         ::epoll_ctl(m_epoll.get(), EPOLL_CTL_DEL, fd, nullptr);
     }
@@ -69,9 +71,11 @@ public:
         return ::poll(&p, 1, 0) > 0;
     }
 
-    /// Waits up to `timeout` (nullopt: forever) and calls on_event(fd, readable, writable).
-    template <class OnEvent>
-    void wait(std::optional<std::chrono::nanoseconds> timeout, OnEvent&& on_event) {
+    /// Waits up to `timeout` (a std::optional<std::chrono::nanoseconds>; nullopt: forever) and
+    /// calls on_event(fd, readable, writable). A template in the timeout's type too, so that
+    /// std::optional is compiled only where a loop waits (dependent.hpp).
+    template <class Timeout, class OnEvent>
+    void wait(const Timeout& timeout, OnEvent&& on_event) {
         const int n = wait_raw(timeout);
         for (int i = 0; i < n; ++i) {
             const std::uint32_t e = m_events[i].events;
@@ -87,25 +91,28 @@ public:
     /// the socket in one short read still has to read once more to see a FIN that came with
     /// the last bytes, as no new edge will say so (tokio keeps READ_CLOSED sticky the same
     /// way); a read stops short at an urgent byte's mark with the bytes after it still queued.
-    bool hung_up(int fd) const noexcept { return static_cast<std::size_t>(fd) < m_hung_up.size() && m_hung_up[fd]; }
+    bool hung_up(int fd) const noexcept { return has(fd, hung_up_flag); }
 
 private:
-    void note_hang_up(int fd) {
-        if (fd < 0) return;
-        if (static_cast<std::size_t>(fd) >= m_hung_up.size()) m_hung_up.resize(static_cast<std::size_t>(fd) + 1, false);
-        m_hung_up[fd] = true;
+    static constexpr std::uint8_t registered = 1, hung_up_flag = 2;
+    bool has(int fd, std::uint8_t flag) const noexcept { return m_flags.known(fd) && (m_flags[fd] & flag) != 0; }
+
+    void note_hang_up(int fd) noexcept {
+        // A reported fd was registered through add or watch_exclusive, which made its room.
+        if (m_flags.known(fd)) m_flags[fd] |= hung_up_flag;
     }
     void add(int fd, std::uint32_t events) {
-        if (static_cast<std::size_t>(fd) < m_registered.size() && m_registered[fd]) return;
+        if (has(fd, registered)) return;
+        m_flags.cover(fd); // first: a registration is never left unrecorded
         epoll_event ev{};
         ev.events = events;
         ev.data.fd = fd;
         if (::epoll_ctl(m_epoll.get(), EPOLL_CTL_ADD, fd, &ev) != 0 && errno != EEXIST) throw_errno("epoll_ctl(ADD)");
-        if (static_cast<std::size_t>(fd) >= m_registered.size()) m_registered.resize(fd + 1, false);
-        m_registered[fd] = true;
+        m_flags[fd] |= registered;
     }
 
-    int wait_raw(std::optional<std::chrono::nanoseconds> timeout) {
+    template <class Timeout>
+    int wait_raw(const Timeout& timeout) {
         int n;
 #if defined(SYS_epoll_pwait2)
         // Only a finite, non-zero timeout needs nanoseconds; zero and "forever" (the hot
@@ -139,8 +146,7 @@ private:
 
     static constexpr int max_events = 256;
     unique_fd m_epoll;
-    std::vector<bool> m_registered;
-    std::vector<bool> m_hung_up;
+    fd_indexed<std::uint8_t> m_flags; // per fd: registered, hung_up_flag (not a vector: see fd_indexed.hpp)
     bool m_have_pwait2 = true;
     epoll_event m_events[max_events];
 };

@@ -52,8 +52,11 @@ public:
         return ::poll(m_fds.data(), m_fds.size(), 0) > 0;
     }
 
-    template <class OnEvent>
-    void wait(std::optional<std::chrono::nanoseconds> timeout, OnEvent&& on_event) {
+    /// Waits up to `timeout` (a std::optional<std::chrono::nanoseconds>; nullopt: forever) and
+    /// calls on_event(fd, readable, writable). A template in the timeout's type too, so that
+    /// std::optional is compiled only where a loop waits (dependent.hpp).
+    template <class Timeout, class OnEvent>
+    void wait(const Timeout& timeout, OnEvent&& on_event) {
         if (m_dirty) rebuild();
         timespec ts{};
         if (timeout) {

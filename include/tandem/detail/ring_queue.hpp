@@ -3,7 +3,7 @@
 #pragma once
 
 #include <cstddef>
-#include <memory>
+#include <type_traits>
 #include <utility>
 
 namespace tandem::detail {
@@ -12,6 +12,7 @@ template <class T>
 class ring_queue {
 public:
     ring_queue() = default;
+    ~ring_queue() { delete[] m_items; }
     ring_queue(const ring_queue&) = delete;
     ring_queue& operator=(const ring_queue&) = delete;
 
@@ -36,18 +37,28 @@ public:
     void clear() noexcept {
         while (m_size) (void)pop();
     }
+    void swap(ring_queue& other) noexcept {
+        std::swap(m_items, other.m_items);
+        std::swap(m_capacity, other.m_capacity);
+        std::swap(m_head, other.m_head);
+        std::swap(m_size, other.m_size);
+    }
 
 private:
     void grow() {
+        static_assert(std::is_nothrow_move_assignable_v<T>); // nothing to undo if a move fails
         const std::size_t capacity = m_capacity ? m_capacity * 2 : 64;
-        auto items = std::make_unique<T[]>(capacity);
+        T* items = new T[capacity]();
         for (std::size_t i = 0; i < m_size; ++i) items[i] = std::move(m_items[(m_head + i) & (m_capacity - 1)]);
-        m_items = std::move(items);
+        delete[] m_items;
+        m_items = items;
         m_capacity = capacity;
         m_head = 0;
     }
 
-    std::unique_ptr<T[]> m_items;
+    // Owned. A raw array, not std::unique_ptr<T[]>: the loop holds several queues, and each
+    // unique_ptr specialization costs every translation unit its instantiation (dependent.hpp).
+    T* m_items = nullptr;
     std::size_t m_capacity = 0;
     std::size_t m_head = 0;
     std::size_t m_size = 0;

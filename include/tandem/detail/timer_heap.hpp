@@ -36,6 +36,7 @@
 
 #include "tandem/detail/std_algorithm.hpp"
 #include "tandem/detail/std_chrono.hpp"
+#include "tandem/detail/trivial_vector.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -44,7 +45,6 @@
 #include <new>
 #include <type_traits>
 #include <utility>
-#include <vector>
 
 namespace tandem::detail {
 
@@ -61,6 +61,8 @@ struct timer_node {
 
 /// A class template only so that a translation unit compiles the members it uses (one that
 /// arms timers but never runs a loop compiles no pop); timer_heap names the one instantiation.
+/// Its arrays are trivial_vectors, not std::vectors: the loop, not a template, holds the
+/// queue (trivial_vector.hpp says why that matters).
 template <class = void>
 class basic_timer_heap {
 public:
@@ -92,6 +94,7 @@ public:
 
     /// Arms `node` at node.deadline. Throws std::bad_alloc and changes nothing if memory runs out.
     void push(timer_node& node) {
+        m_compact = &compact_heap;
         if (m_in_buckets == 0) restart_buckets();
         const std::uint64_t key = key_of(node.deadline);
         const auto note = [&]() noexcept {
@@ -108,7 +111,7 @@ public:
             return;
         }
         const unsigned b = bucket_of(key);
-        std::vector<entry>& bucket = m_buckets[b];
+        trivial_vector<entry>& bucket = m_buckets[b];
         if (bucket.size() == bucket.capacity()) bucket.reserve(std::max<std::size_t>(16, 2 * bucket.size()));
         bucket.push_back(entry{key, &node, take_slot(node)});
         ++m_in_buckets;
@@ -123,7 +126,7 @@ public:
         m_slots[node.slot] = nullptr; // the entry stays until it is dropped or compacted
         node.slot = timer_node::no_slot;
         m_earliest = unknown;
-        if (++m_dead > entries() / 2 && m_dead >= min_compaction) compact();
+        if (++m_dead > entries() / 2 && m_dead >= min_compaction) m_compact(*this); // set: a timer was armed
     }
 
     /// Removes and returns the earliest armed timer; the queue must not be empty().
@@ -134,7 +137,7 @@ public:
         std::uint32_t slot;
         if (in != 0) {
             // No memory to move bucket `in` down: its earliest entry was found where it lies.
-            std::vector<entry>& bucket = m_buckets[in];
+            trivial_vector<entry>& bucket = m_buckets[in];
             if (!m_early.empty() && m_early.front().key <= bucket[at].key) { // equal: the early one is older
                 slot = m_early.front().slot;
                 std::pop_heap(m_early.begin(), m_early.end(), later);
@@ -151,7 +154,7 @@ public:
             m_early.pop_back();
             release_early_if_oversized();
         } else {
-            const std::vector<entry>& first = m_buckets[0];
+            const trivial_vector<entry>& first = m_buckets[0];
             slot = first[m_head].slot;
             m_floor = m_base; // keys taken never decrease: none below it is armed into a bucket again
             ++m_head;
@@ -167,7 +170,7 @@ public:
     /// largest number of entries it held, whatever the churn).
     std::size_t reserved() const noexcept {
         std::size_t n = m_early.capacity();
-        for (const std::vector<entry>& bucket : m_buckets) n += bucket.capacity();
+        for (const trivial_vector<entry>& bucket : m_buckets) n += bucket.capacity();
         return n;
     }
 
@@ -249,7 +252,7 @@ private:
         for (unsigned b = 0; b < bucket_count; ++b)
             for (std::size_t i = b == 0 ? m_head : 0; i < m_buckets[b].size(); ++i)
                 if (!dead(m_buckets[b][i].slot)) ++count[bucket_of(m_buckets[b][i].key, least)];
-        std::vector<entry> fresh[bucket_count];
+        trivial_vector<entry> fresh[bucket_count];
         try {
             for (unsigned b = 0; b < bucket_count; ++b) fresh[b].reserve(count[b]);
         } catch (const std::bad_alloc&) {
@@ -322,7 +325,7 @@ private:
     }
     /// Drops the dead entries at the front of bucket 0; false when it has no live one left.
     bool live_head() noexcept {
-        std::vector<entry>& first = m_buckets[0];
+        trivial_vector<entry>& first = m_buckets[0];
         while (m_head < first.size() && dead(first[m_head].slot)) {
             release_slot(first[m_head].slot);
             ++m_head;
@@ -353,7 +356,7 @@ private:
     bool least_in_place(unsigned b, std::size_t& at) noexcept {
         // The least key, dead or alive, then its slot: one look at the slot table (a cache
         // miss per entry at a million timers) instead of one per entry.
-        std::vector<entry>& bucket = m_buckets[b];
+        trivial_vector<entry>& bucket = m_buckets[b];
         while (!bucket.empty()) {
             at = 0;
             for (std::size_t i = 1; i < bucket.size(); ++i)
@@ -419,7 +422,7 @@ private:
     /// take an exception; without it nothing changes and false says so. The buckets below b
     /// were empty, so undoing is emptying them.
     bool redistribute(unsigned b) noexcept {
-        std::vector<entry>& from = m_buckets[b];
+        trivial_vector<entry>& from = m_buckets[b];
         if (from.empty()) {
             m_filled &= ~bit(b);
             return true;
@@ -441,7 +444,7 @@ private:
         return true;
     }
     /// The bits of the buckets it filled.
-    std::uint64_t move_down(const std::vector<entry>& from) {
+    std::uint64_t move_down(const trivial_vector<entry>& from) {
         std::uint64_t filled = 0;
         for (const entry& e : from) {
             const unsigned to = bucket_of(e.key);
@@ -468,10 +471,10 @@ private:
     /// timers armed close together (a burst of sleep_for(1h)) descends through a bucket per
     /// bit as the base catches up, and each bucket it passes kept room for all of it — ten
     /// and more times the burst, kept after the timers fired.
-    void release_if_oversized(std::vector<entry>& bucket) noexcept {
+    void release_if_oversized(trivial_vector<entry>& bucket) noexcept {
         bucket.clear();
         if (bucket.capacity() <= small_bucket) return;
-        if (bucket.capacity() > 4 * entries() + small_bucket) std::vector<entry>().swap(bucket);
+        if (bucket.capacity() > 4 * entries() + small_bucket) trivial_vector<entry>().swap(bucket);
         trim();
     }
     void release_early_if_oversized() noexcept {
@@ -486,24 +489,23 @@ private:
     /// walk over the buckets costs nothing much.
     void trim() noexcept {
         std::size_t room = m_early.capacity();
-        for (const std::vector<entry>& bucket : m_buckets) room += bucket.capacity();
+        for (const trivial_vector<entry>& bucket : m_buckets) room += bucket.capacity();
         if (room <= 4 * m_peak + 4 * small_bucket) return;
-        for (std::vector<entry>& bucket : m_buckets) fit(bucket);
+        for (trivial_vector<entry>& bucket : m_buckets) fit(bucket);
         fit(m_early);
     }
-    /// shrink_to_fit by hand, with members the queue compiles anyway: shrink_to_fit's own
-    /// copy cost every translation unit that includes the loop (bench/README.md, "Include
-    /// cost"). Non-binding like it: keeps the room if the smaller copy cannot be made.
+    /// shrink_to_fit, non-binding like std::vector's: keeps the room if the smaller copy
+    /// cannot be made.
     template <class Entry>
-    static void fit(std::vector<Entry>& v) noexcept {
+    static void fit(trivial_vector<Entry>& v) noexcept {
         static_assert(std::is_trivially_copyable_v<Entry>);
         if (v.empty()) {
-            std::vector<Entry>().swap(v);
+            trivial_vector<Entry>().swap(v);
             return;
         }
         if (v.capacity() <= 2 * v.size() + small_bucket) return;
         try {
-            std::vector<Entry> smaller;
+            trivial_vector<Entry> smaller;
             smaller.reserve(v.size());
             smaller.resize(v.size());
             std::memcpy(smaller.data(), v.data(), v.size() * sizeof(Entry));
@@ -515,7 +517,7 @@ private:
     /// Drops every dead entry: O(n), amortized over the at least n/2 cancellations that
     /// triggered it.
     void compact() noexcept {
-        std::vector<entry>& first = m_buckets[0];
+        trivial_vector<entry>& first = m_buckets[0];
         std::size_t kept = 0;
         for (std::size_t i = m_head; i < first.size(); ++i) {
             if (dead(first[i].slot)) release_slot(first[i].slot);
@@ -525,7 +527,7 @@ private:
         m_head = 0;
         m_in_buckets = kept;
         for (unsigned b = 1; b < bucket_count; ++b) {
-            std::vector<entry>& bucket = m_buckets[b];
+            trivial_vector<entry>& bucket = m_buckets[b];
             if (bucket.empty()) continue;
             kept = 0;
             for (const entry& e : bucket) {
@@ -547,16 +549,21 @@ private:
         trim(); // buckets that kept few of many entries
     }
 
-    std::vector<entry> m_buckets[bucket_count]; // bucket b: keys whose highest bit differing from m_base is b - 1
+    trivial_vector<entry> m_buckets[bucket_count]; // bucket b: keys whose highest bit differing from m_base is b - 1
     std::size_t m_head = 0;                     // bucket 0 is taken from the front
     std::uint64_t m_filled = 0;                 // bit b - 1: bucket b may hold entries
     std::uint64_t m_base = 0;                   // ≤ every bucketed key
     std::uint64_t m_floor = 0;                  // the last key taken from the buckets
     std::size_t m_in_buckets = 0;               // entries in the buckets from m_head on, dead included
-    std::vector<early_entry> m_early;           // keys below m_base: a binary heap
+    trivial_vector<early_entry> m_early;           // keys below m_base: a binary heap
     std::uint64_t m_next_sequence = 0;
-    std::vector<timer_node*> m_slots; // slot → node; nullptr once cancelled
-    std::vector<std::uint32_t> m_free;
+    trivial_vector<timer_node*> m_slots; // slot → node; nullptr once cancelled
+    trivial_vector<std::uint32_t> m_free;
+    // erase() compacts through this pointer, which push() sets: a translation unit that only
+    // disarms timers (an awaiter's destructor, the loop's non-template hooks) then compiles
+    // no compaction.
+    void (*m_compact)(basic_timer_heap&) noexcept = nullptr;
+    static void compact_heap(basic_timer_heap& self) noexcept { self.compact(); }
     std::size_t m_dead = 0;
     std::size_t m_peak = 0; // the most entries ever held: the measure of the room kept
     // The earliest armed key as last found, kept through arming; `unknown` after a pop or a

@@ -3,6 +3,7 @@
 // Layer: I/O. The only part of the I/O layer with threads of its own.
 #pragma once
 
+#include "tandem/detail/dependent.hpp"
 #include "tandem/detail/std_chrono.hpp"
 #include "tandem/loop.hpp"
 #include "tandem/net/address.hpp"
@@ -84,18 +85,20 @@ private:
 };
 using resolver_threads = basic_resolver_threads<>;
 
-/// Shared by a lookup's awaiter (loop thread) and its job (resolver thread).
-struct lookup_state {
-    std::mutex mutex;
-    bool abandoned = false; // the awaiter is gone or cancelled: deliver nothing
-    std::vector<address> addresses;
-    int error = 0;
-    event_loop* loop = nullptr;
-    suspended_wait* waiter = nullptr; // valid while not abandoned
-};
+// A class template, named through its parameter (detail/dependent.hpp), so that it is
+// compiled only where a lookup is awaited, like resolve().
+template <class Deferred = void>
+class basic_resolve_awaiter : public cancellable_wait<basic_resolve_awaiter<Deferred>> {
+    /// Shared by a lookup's awaiter (loop thread) and its job (resolver thread).
+    struct lookup_state {
+        std::mutex mutex;
+        bool abandoned = false; // the awaiter is gone or cancelled: deliver nothing
+        std::vector<address> addresses;
+        int error = 0;
+        event_loop* loop = nullptr;
+        suspended_wait* waiter = nullptr; // valid while not abandoned
+    };
 
-template <class = void> // compiled only where used, like resolve()
-class basic_resolve_awaiter : public cancellable_wait<basic_resolve_awaiter<>> {
 public:
     basic_resolve_awaiter(std::string host, std::uint16_t port)
         : m_state(std::make_shared<lookup_state>()), m_host(std::move(host)), m_port(port) {}
@@ -122,7 +125,7 @@ private:
         hints.ai_flags = AI_NUMERICSERV;
         addrinfo* found = nullptr;
         const int error = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found);
-        std::vector<address> addresses;
+        dependent_t<std::vector<address>, Deferred> addresses;
         for (addrinfo* ai = found; ai; ai = ai->ai_next) {
             address a = address::from_native(ai->ai_addr, ai->ai_addrlen);
             bool seen = false;
@@ -144,11 +147,11 @@ private:
         });
     }
 
-    friend class cancellable_wait<basic_resolve_awaiter<>>;
+    friend class cancellable_wait<basic_resolve_awaiter>;
     bool start() {
         m_state->loop = &this_loop();
         m_state->waiter = this;
-        resolver_threads::instance().submit([state = m_state, host = m_host, port = m_port] { lookup(state, host, port); });
+        basic_resolver_threads<Deferred>::instance().submit([state = m_state, host = m_host, port = m_port] { lookup(state, host, port); });
         return true;
     }
     bool stop() noexcept {
@@ -169,9 +172,9 @@ using resolve_awaiter = basic_resolve_awaiter<>;
 /// never blocking the loop. Returns every address found, IPv4 and IPv6, without duplicates.
 /// Throws std::system_error (category "tandem.resolve") on failure. Cancellable: a cancelled
 /// lookup returns at once; the thread finishes it and throws the answer away.
-template <class = void> // compiled only where used (bench/README.md, "Include cost")
-task<std::vector<address>> resolve(std::string host, std::uint16_t port) {
-    co_return co_await detail::basic_resolve_awaiter<>(std::move(host), port);
+template <class Deferred = void> // compiled only where used (detail/dependent.hpp)
+detail::dependent_t<task<std::vector<address>>, Deferred> resolve(std::string host, std::uint16_t port) {
+    co_return co_await detail::basic_resolve_awaiter<Deferred>(std::move(host), port);
 }
 
 } // namespace tandem

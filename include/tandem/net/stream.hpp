@@ -4,6 +4,7 @@
 // Layer: I/O. A peer reset is a std::system_error, end of stream is read_some() returning 0.
 #pragma once
 
+#include "tandem/detail/dependent.hpp"
 #include "tandem/detail/std_algorithm.hpp"
 #include "tandem/detail/std_chrono.hpp"
 #include "tandem/net/socket.hpp"
@@ -41,8 +42,10 @@ public:
                                [fd = native_handle(), buffer] { return ::recv(fd, buffer.data(), buffer.size(), 0); },
                                "recv");
     }
-    template <class T = void> // T named in the call: g++ would deduce read_some's type, so compile it, at once
-    auto read_some(std::span<std::byte> buffer) {
+    // T named in the call: g++ would deduce read_some's type, so compile it, at once; and in
+    // the parameter, for clang, which would compile the span's members (detail/dependent.hpp).
+    template <class T = void>
+    auto read_some(detail::dependent_t<std::span<std::byte>, T> buffer) {
         return read_some<T>(std::span<char>(reinterpret_cast<char*>(buffer.data()), buffer.size()));
     }
 
@@ -110,7 +113,7 @@ public:
         return detail::make_io(*this, true, detail::send_all_op{native_handle(), data.data(), data.size()}, "send");
     }
     template <class T = void> // as read_some(std::span<std::byte>)
-    auto write_all(std::span<const std::byte> data) {
+    auto write_all(detail::dependent_t<std::span<const std::byte>, T> data) {
         return write_all<T>(std::string_view(reinterpret_cast<const char*>(data.data()), data.size()));
     }
 
@@ -149,10 +152,10 @@ inline bool connection_gone(int error) noexcept {
 namespace detail {
 
 /// The accept loop shared by TCP and Unix listeners; returns the new connection's fd.
-template <class = void>
-task<int> accept_fd(socket_base& listener) {
-    using namespace std::chrono_literals;
-    auto pause = 1ms;
+/// Its types are named through Deferred: compiled only where a listener accepts (dependent.hpp).
+template <class Deferred = void>
+dependent_t<task<int>, Deferred> accept_fd(socket_base& listener) {
+    dependent_t<std::chrono::milliseconds, Deferred> pause{1};
     for (;;) {
         int error = 0;
         std::size_t fd = 0;

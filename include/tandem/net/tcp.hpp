@@ -20,9 +20,9 @@ public:
 
     /// Connects to `to`; a zero timeout waits as long as the kernel does. Throws
     /// std::system_error (ECONNREFUSED, ...) or tandem::timed_out. Cancellable.
-    template <class = void> // compiled only where used (bench/README.md, "Include cost")
-    static task<tcp_stream> connect(address to, std::chrono::nanoseconds timeout = std::chrono::nanoseconds::zero()) {
-        if (timeout.count() > 0) co_return co_await with_timeout(timeout, connect(to));
+    template <class Deferred = void> // compiled only where used (detail/dependent.hpp)
+    static detail::dependent_t<task<tcp_stream>, Deferred> connect(address to, std::chrono::nanoseconds timeout = std::chrono::nanoseconds::zero()) {
+        if (timeout.count() > 0) co_return co_await with_timeout(timeout, connect<Deferred>(to));
         tcp_stream s(detail::make_socket(to.family(), SOCK_STREAM));
         if (::connect(s.native_handle(), to.native(), to.native_size()) != 0) {
             if (errno != EINPROGRESS) detail::throw_errno("connect");
@@ -75,8 +75,10 @@ public:
     /// the process is out of fds (EMFILE/ENFILE) it waits and retries with a growing pause
     /// (at most 100 ms) instead of spinning, and recovers once fds are free again.
     /// Cancel-safe: a cancelled accept took no connection from the queue.
-    template <class = void>
-    task<tcp_stream> accept() { co_return tcp_stream(co_await detail::accept_fd(*this)); }
+    template <class Deferred = void> // compiled only where used (detail/dependent.hpp)
+    detail::dependent_t<task<tcp_stream>, Deferred> accept() {
+        co_return tcp_stream(co_await detail::accept_fd<Deferred>(*this));
+    }
 };
 
 } // namespace tandem

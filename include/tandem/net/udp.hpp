@@ -42,8 +42,8 @@ public:
     }
 
     /// Receives one datagram (truncated to the buffer) and who sent it.
-    template <class = void> // compiled only where used (bench/README.md, "Include cost")
-    task<datagram> receive_from(std::span<char> buffer) {
+    template <class Deferred = void> // compiled only where used (detail/dependent.hpp)
+    detail::dependent_t<task<datagram>, Deferred> receive_from(std::span<char> buffer) {
         sockaddr_storage from{};
         socklen_t from_size = sizeof from;
         const std::size_t n = co_await detail::make_io(*this, false,

@@ -44,8 +44,8 @@ public:
 
     /// Connects to a socket path; "@name" is a Linux abstract name. Throws std::system_error
     /// (ENOENT, ECONNREFUSED, ...). Cancellable.
-    template <class = void> // compiled only where used (bench/README.md, "Include cost")
-    static task<unix_stream> connect(std::string_view path) {
+    template <class Deferred = void> // compiled only where used (detail/dependent.hpp)
+    static detail::dependent_t<task<unix_stream>, Deferred> connect(std::string_view path) {
         const auto [addr, size] = detail::unix_address(path);
         unix_stream s(detail::make_socket(AF_UNIX, SOCK_STREAM));
         for (;;) {
@@ -73,8 +73,10 @@ public:
     }
 
     /// As tcp_listener::accept.
-    template <class = void>
-    task<unix_stream> accept() { co_return unix_stream(co_await detail::accept_fd(*this)); }
+    template <class Deferred = void> // compiled only where used (detail/dependent.hpp)
+    detail::dependent_t<task<unix_stream>, Deferred> accept() {
+        co_return unix_stream(co_await detail::accept_fd<Deferred>(*this));
+    }
 };
 
 /// A connected pair of Unix stream sockets (socketpair): a pipe that works both ways.
