@@ -73,3 +73,4 @@ template void tandem::http::append_response_head<void>(std::string&, int, int,
 template class tandem::http::detail::exposition<void>;
 template tandem::task<std::size_t> tandem::http::pooled_connection::read_more<void>();
 template void tandem::event_loop::watch_blocking<void>(std::chrono::nanoseconds, tandem::blocking_handler);
+template tandem::basic_thread_pool<void>& tandem::default_thread_pool<void>();
