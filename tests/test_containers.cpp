@@ -161,16 +161,6 @@ TEST_CASE("fd_indexed keeps each fd's value across growth at the edges", "[conta
     CHECK_FALSE(table.known(std::numeric_limits<int>::min()));
 }
 
-TEST_CASE("fd_indexed refuses a negative fd instead of indexing before its array", "[containers]") {
-    fd_indexed<std::uint64_t> table;
-    table.cover(3);
-    for (int fd : {-1, -2, std::numeric_limits<int>::min()}) {
-        CHECK_THROWS_AS(table.cover(fd), std::invalid_argument);
-        CHECK_FALSE(table.known(fd));
-    }
-    CHECK(table.known(3));
-}
-
 TEST_CASE("ring_queue follows std::deque through random pushes pops and swaps", "[containers]") {
     const std::uint64_t seed = seed_of();
     std::mt19937_64 rng(seed);

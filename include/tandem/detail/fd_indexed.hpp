@@ -8,7 +8,6 @@
 #include "tandem/detail/trivial_vector.hpp"
 
 #include <cstddef>
-#include <stdexcept>
 
 namespace tandem::detail {
 
@@ -22,11 +21,9 @@ public:
     T& operator[](int fd) noexcept { return m_items[static_cast<std::size_t>(fd)]; }
     const T& operator[](int fd) const noexcept { return m_items[static_cast<std::size_t>(fd)]; }
 
-    /// Makes a slot for fd. Throws std::invalid_argument for a negative fd (a closed or
-    /// moved-from socket's -1: there is no slot before the first) and std::bad_alloc, and
-    /// changes nothing then.
+    /// Makes a slot for fd (≥ 0: the loop refuses a negative fd before it comes here, in
+    /// add_io_waiter and watch_exclusive). Throws std::bad_alloc and changes nothing.
     void cover(int fd) {
-        if (fd < 0) throw std::invalid_argument("tandem: negative file descriptor");
         const std::size_t need = static_cast<std::size_t>(fd) + 1;
         const std::size_t size = m_items.size();
         if (need <= size) return;
