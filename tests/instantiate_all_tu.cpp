@@ -45,3 +45,32 @@ template tandem::task<void> tandem::cluster::detail::call_serve<void>(const tand
 template tandem::task<int> tandem::cluster::detail::run_worker<void>(tandem::cluster::worker&,
                                                                      const tandem::cluster::detail::worker_setup&);
 template void tandem::cluster::detail::worker_main<void>(const tandem::cluster::detail::worker_setup&) noexcept;
+
+// The member and function templates whose bodies (and spelled `dependent_t<..., Deferred>`
+// return types) are compiled only where called since the clang round (detail/dependent.hpp).
+template tandem::task<tandem::tcp_stream> tandem::tcp_stream::connect<void>(tandem::address, std::chrono::nanoseconds);
+template tandem::task<tandem::tcp_stream> tandem::tcp_listener::accept<void>();
+template tandem::task<tandem::unix_stream> tandem::unix_stream::connect<void>(std::string_view);
+template tandem::task<tandem::unix_stream> tandem::unix_listener::accept<void>();
+template tandem::task<tandem::datagram> tandem::udp_socket::receive_from<void>(std::span<char>);
+template std::optional<tandem::process::exit_status> tandem::process::pidfd::try_reap<void>() const;
+template std::pair<std::string, std::string> tandem::detail::describe_current_exception<void>();
+template void tandem::detail::worker_main<void>(tandem::detail::worker_initializer, std::chrono::microseconds,
+                                                const tandem::process::start_board&, std::size_t) noexcept;
+template std::vector<tandem::cluster::worker_stats> tandem::cluster::board::snapshot<void>() const;
+template std::vector<tandem::cluster::worker_stats> tandem::cluster::worker::cluster_stats<void>() const;
+template std::optional<std::uint64_t> tandem::http::detail::bytes_acked<void>(int) noexcept;
+template tandem::http::response tandem::http::response::stream<void>(tandem::http::field_text,
+                                                                     tandem::http::response::stream_function, int);
+template std::optional<std::string> tandem::http::percent_decode<void>(std::string_view, bool);
+template std::optional<std::string> tandem::http::query_value<void>(std::string_view, std::string_view);
+template std::string_view tandem::http::request::param<void>(std::string_view) const noexcept;
+template std::optional<std::string> tandem::http::request::query_param<void>(std::string_view) const;
+template void tandem::http::append_json_string<void>(std::string&, std::string_view);
+template void tandem::http::append_response_head<void>(std::string&, int, int,
+                                                       std::span<const tandem::http::header_list::value_type>,
+                                                       tandem::http::head_framing);
+template class tandem::http::detail::exposition<void>;
+template tandem::task<std::size_t> tandem::http::pooled_connection::read_more<void>();
+template void tandem::event_loop::watch_blocking<void>(std::chrono::nanoseconds, tandem::blocking_handler);
+template tandem::basic_thread_pool<void>& tandem::default_thread_pool<void>();

@@ -508,3 +508,20 @@ TEST_CASE("blocking_report::describe formats every kind of culprit", "[lag]") {
     r.in_callback = true;
     CHECK(r.describe() == "tandem: event loop blocked for 212 ms by a posted callback");
 }
+
+TEST_CASE("watch_blocking twice replaces the watchdog and a loop may be destroyed watching", "[lag]") {
+    // The loop owns its watchdog by a plain pointer: ASan sees a leak or a double free here.
+    for (int i = 0; i < 3; ++i) {
+        tandem::event_loop loop;
+        loop.watch_blocking(std::chrono::milliseconds(50));
+        loop.watch_blocking(std::chrono::milliseconds(60));
+        if (i == 1) loop.unwatch_blocking();
+        if (i == 2) {
+            loop.unwatch_blocking();
+            loop.unwatch_blocking();
+        }
+        loop.post([&loop] { loop.stop(); });
+        loop.run();
+    } // destroyed with its watchdog running (i == 0)
+    SUCCEED("each watchdog joined and freed once");
+}

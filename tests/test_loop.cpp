@@ -19,6 +19,7 @@
 #include <system_error>
 #include <ctime>
 #include <thread>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <vector>
 
@@ -44,6 +45,11 @@ struct pipe_pair {
         ::close(write_end);
     }
 };
+
+void this_loop_forget_and_close(int fd) {
+    tandem::this_loop().forget(fd);
+    ::close(fd);
+}
 
 /// Reads exactly n bytes from a non-blocking fd, waiting for readiness on EAGAIN.
 tandem::task<std::string> read_n(int fd, std::size_t n) {
@@ -638,4 +644,50 @@ TEST_CASE("thousands of detached failures in one turn: bounded each kept one sur
     while (loop.take_unhandled()) ++surfaced;
     CHECK(surfaced == 1024); // the rest were counted, not kept (reported at teardown)
     CHECK(loop.run([]() -> tandem::task<int> { co_return 9; }()) == 9);
+}
+
+TEST_CASE("the per-fd arrays grow past 64 1024 and near the open-files limit while waiters are registered", "[loop]") {
+    // fd_table and the epoll reactor index a hand-written array by fd number: a waiter
+    // registered on a low fd must survive the array moving as high fds arrive, and an fd
+    // number forgotten and reused must start clean.
+    struct rlimit lim {};
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &lim) == 0);
+    const rlim_t limit = lim.rlim_cur == RLIM_INFINITY ? 1 << 20 : lim.rlim_cur;
+    std::vector<int> targets = {63, 64, 65, 1023, 1024, 1025};
+    if (limit > 4097) targets.push_back(4096);
+    if (limit > 2) targets.push_back(static_cast<int>(limit - 1)); // the highest fd there can be
+    tandem::event_loop loop;
+    auto body = [&]() -> tandem::task<> {
+        pipe_pair low;
+        auto low_reader = tandem::spawn(read_n(low.read_end, 3)); // registered before any growth
+        co_await tandem::yield();
+        for (int target : targets) {
+            pipe_pair p;
+            if (::fcntl(target, F_GETFD) != -1) continue; // taken already
+            const int high = ::fcntl(p.read_end, F_DUPFD_CLOEXEC, target);
+            if (high != target) { // taken by the time we asked
+                if (high >= 0) ::close(high);
+                continue;
+            }
+            auto high_reader = tandem::spawn(read_n(high, 2));
+            co_await tandem::yield(); // now waiting on `high`: the arrays grew under low_reader
+            REQUIRE(::write(p.write_end, "hi", 2) == 2);
+            auto got = co_await high_reader;
+            CHECK(got == "hi");
+            // Forget and reuse the same number: the new pipe's waiter sees only its own data.
+            this_loop_forget_and_close(high);
+            pipe_pair again;
+            REQUIRE(::fcntl(again.read_end, F_DUPFD_CLOEXEC, target) == target);
+            auto reuse_reader = tandem::spawn(read_n(target, 4));
+            co_await tandem::yield();
+            REQUIRE(::write(again.write_end, "more", 4) == 4);
+            auto reused = co_await reuse_reader;
+            CHECK(reused == "more");
+            this_loop_forget_and_close(target);
+        }
+        REQUIRE(::write(low.write_end, "low", 3) == 3);
+        auto awaited = co_await low_reader;
+        CHECK(awaited == "low");
+    };
+    loop.run(body());
 }

@@ -354,3 +354,38 @@ TEST_CASE("a memfd payload larger than the memory behind it is refused before it
     REQUIRE(f.receive(b.get(), buffer.data()) == 1);
     CHECK(tandem::decode<std::vector<unsigned char>>(f.data(), f.size()) == sent);
 }
+
+TEST_CASE("a moved-from payload is empty and sends as one and a moved one still crosses", "[process][channel]") {
+    // outgoing_payload owns its inline bytes by a plain pointer with hand-written moves: a
+    // moved-from one kept its old size, and sending it passed that size with no bytes.
+    using namespace tandem::detail;
+    auto [a, b] = make_channel();
+    std::vector<std::byte> buffer(max_message);
+    for (std::size_t n : {std::size_t{0}, std::size_t{100}, max_inline * 2}) {
+        const std::vector<unsigned char> sent(n, 5);
+        outgoing_payload p = outgoing_payload::of(sent);
+        const std::size_t size = p.size();
+        outgoing_payload q(std::move(p));
+        CHECK(q.size() == size);
+        CHECK(p.size() == 0);
+        CHECK_FALSE(p.in_memfd());
+        outgoing_payload r;
+        r = std::move(q);
+        CHECK(q.size() == 0);
+        outgoing_payload& same = r;
+        r = std::move(same); // self-move keeps it
+        CHECK(r.size() == size);
+        for (const outgoing_payload* empty : {&p, &q}) {
+            REQUIRE(empty->send(a.get(), frame_header::result(1)) == 0);
+            incoming_frame f;
+            REQUIRE(f.receive(b.get(), buffer.data()) == 1);
+            CHECK(f.size() == 0);
+        }
+        REQUIRE(r.send(a.get(), frame_header::result(2)) == 0);
+        incoming_frame f;
+        REQUIRE(f.receive(b.get(), buffer.data()) == 1);
+        CHECK(tandem::decode<std::vector<unsigned char>>(f.data(), f.size()) == sent);
+        p = std::move(r); // a moved-from one takes a payload again
+        CHECK(p.size() == size);
+    }
+}

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <csignal>
 #include <signal.h>
+#include <stdexcept>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
@@ -143,6 +144,28 @@ TEST_CASE("a refused signal undoes the signals installed before it", "[signal]")
         }
         CHECK(handler_is_default(SIGUSR1));
         co_return;
+    };
+    tandem::sync_wait(body());
+}
+
+TEST_CASE("a signal listed twice is reported once per delivery", "[signal]") {
+    auto body = []() -> tandem::task<> {
+        {
+            tandem::signal_set signals({SIGUSR1, SIGUSR2, SIGUSR1});
+            ::raise(SIGUSR1);
+            {
+                auto awaited = co_await signals.wait();
+                CHECK(awaited == SIGUSR1);
+            }
+            CHECK(signals.poll() == 0); // not a second time through the duplicate
+            ::raise(SIGUSR2);
+            CHECK(signals.poll() == SIGUSR2);
+            CHECK(signals.poll() == 0);
+        }
+        CHECK(handler_is_default(SIGUSR1)); // installed as often as uninstalled
+        CHECK(handler_is_default(SIGUSR2));
+        CHECK_THROWS_AS(tandem::signal_set({SIGUSR1, SIGUSR1, SIGKILL}), std::invalid_argument);
+        CHECK(handler_is_default(SIGUSR1));
     };
     tandem::sync_wait(body());
 }

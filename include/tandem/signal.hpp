@@ -103,6 +103,7 @@ public:
         : m_loop(&loop), m_signals(new entry[signals.size()]) {
         try {
             for (int signo : signals) {
+                if (listed(signo)) continue; // once: a second entry would report each delivery again
                 detail::signals::install(signo);
                 m_signals[m_count++] = entry{signo, detail::signals::deliveries[signo].load(std::memory_order_acquire)};
             }
@@ -171,6 +172,11 @@ private:
         int signo;
         std::uint64_t seen;
     };
+    bool listed(int signo) const noexcept {
+        for (std::size_t i = 0; i < m_count; ++i)
+            if (m_signals[i].signo == signo) return true;
+        return false;
+    }
     void uninstall_all() noexcept {
         for (std::size_t i = 0; i < m_count; ++i) detail::signals::uninstall(m_signals[i].signo);
         delete[] m_signals;

@@ -21,7 +21,8 @@ public:
     T& operator[](int fd) noexcept { return m_items[static_cast<std::size_t>(fd)]; }
     const T& operator[](int fd) const noexcept { return m_items[static_cast<std::size_t>(fd)]; }
 
-    /// Makes a slot for fd (≥ 0). Throws std::bad_alloc and changes nothing.
+    /// Makes a slot for fd (≥ 0: the loop refuses a negative fd before it comes here, in
+    /// add_io_waiter and watch_exclusive). Throws std::bad_alloc and changes nothing.
     void cover(int fd) {
         const std::size_t need = static_cast<std::size_t>(fd) + 1;
         const std::size_t size = m_items.size();

@@ -15,6 +15,8 @@
 
 namespace tandem::detail {
 
+[[noreturn]] inline void throw_bad_alloc() { throw std::bad_alloc(); }
+
 /// std::vector's interface, the part the timer queue uses, for trivially copyable T. Iterators
 /// are pointers. Growth at least doubles; a failed allocation throws std::bad_alloc and
 /// changes nothing.
@@ -81,6 +83,9 @@ public:
 
 private:
     void reallocate(std::size_t capacity) {
+        // capacity * sizeof(T) must not wrap: a few bytes taken for a huge capacity would be
+        // written past (std::vector throws length_error there; bad_alloc is what we promise).
+        if (capacity > static_cast<std::size_t>(-1) / sizeof(T)) throw_bad_alloc();
         T* fresh = static_cast<T*>(::operator new(capacity * sizeof(T)));
         if (m_size != 0) std::memcpy(static_cast<void*>(fresh), m_data, m_size * sizeof(T));
         ::operator delete(m_data);

@@ -218,6 +218,7 @@ public:
     outgoing_payload() = default;
     outgoing_payload(outgoing_payload&& other) noexcept
         : m_size(other.m_size), m_inline(other.m_inline), m_memfd(std::move(other.m_memfd)) {
+        other.m_size = 0; // empty, not a size without bytes: a moved-from payload sends nothing
         other.m_inline = nullptr;
     }
     outgoing_payload& operator=(outgoing_payload&& other) noexcept {
@@ -225,6 +226,7 @@ public:
         recycle();
         m_size = other.m_size;
         m_inline = other.m_inline;
+        other.m_size = 0;
         other.m_inline = nullptr;
         m_memfd = std::move(other.m_memfd);
         return *this;
