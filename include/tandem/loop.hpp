@@ -323,7 +323,7 @@ private:
     template <class = void>
     void run_ready_batch(std::int64_t started);
     template <class = void>
-    void run_callback(detail::posted_callback cb) noexcept;
+    void run_callback(detail::posted_callback& cb) noexcept;
     template <class Deferred = void> // dependent: std::optional is compiled only where a loop runs
     detail::dependent_t<std::optional<std::chrono::nanoseconds>, Deferred> poll_timeout() noexcept;
     template <class = void>
@@ -901,7 +901,7 @@ void event_loop::run_ready_batch(std::int64_t started) {
             m_probe.begin(detail::steady_now_ns(), nullptr, true);
         }
         m_io_budget = io_budget;
-        run_callback(std::move(cb));
+        run_callback(cb);
     }
     if (!detail::loop_stats_enabled && !watched) return;
     const std::int64_t ended = detail::steady_now_ns();
@@ -916,7 +916,7 @@ void event_loop::run_ready_batch(std::int64_t started) {
 }
 
 template <class>
-void event_loop::run_callback(detail::posted_callback cb) noexcept {
+void event_loop::run_callback(detail::posted_callback& cb) noexcept {
     try {
         cb.fn();
     } catch (...) {
@@ -977,13 +977,13 @@ void event_loop::take_remote() noexcept {
         std::lock_guard lock(m_remote_mutex);
         m_remote_spare.swap(m_remote);
     }
-    while (!m_remote_spare.empty()) m_callbacks.push(detail::posted_callback{m_remote_spare.pop(), m_stamp});
+    while (!m_remote_spare.empty()) m_callbacks.emplace(m_remote_spare.pop(), m_stamp);
 }
 
 template <class>
 void event_loop::post_erased(detail::unique_function fn) {
     if (t_current_loop == this) {
-        m_callbacks.push(detail::posted_callback{std::move(fn), m_stamp});
+        m_callbacks.emplace(std::move(fn), m_stamp);
         return;
     }
     // The loop may be destroyed as soon as it has taken fn (a thread_pool job's completion is
