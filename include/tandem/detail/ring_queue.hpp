@@ -25,11 +25,17 @@ public:
     std::size_t size() const noexcept { return m_size; }
 
     void push(T value) { emplace(std::move(value)); }
-    /// Constructs the new back item in its slot (braces: aggregates too).
+    /// Constructs the new back item in its slot: with parentheses where T has a matching
+    /// constructor (so a T argument is moved, never taken as an initializer_list element, as
+    /// T{t} does for std::vector<std::any>), else with braces (aggregates). An argument may
+    /// refer to an item of this queue: on growth the new item is built before the old ones move.
     template <class... Args>
     void emplace(Args&&... args) {
-        if (m_size == m_capacity) grow();
-        ::new (static_cast<void*>(m_items + ((m_head + m_size) & (m_capacity - 1)))) T{static_cast<Args&&>(args)...};
+        if (m_size == m_capacity) {
+            grow_and_emplace(static_cast<Args&&>(args)...);
+        } else {
+            construct_at(m_items + ((m_head + m_size) & (m_capacity - 1)), static_cast<Args&&>(args)...);
+        }
         ++m_size;
     }
     T pop() noexcept {
@@ -55,11 +61,29 @@ public:
     }
 
 private:
-    void grow() {
+    template <class... Args>
+    static void construct_at(T* slot, Args&&... args) {
+        if constexpr (std::is_constructible_v<T, Args&&...>) {
+            ::new (static_cast<void*>(slot)) T(static_cast<Args&&>(args)...);
+        } else {
+            ::new (static_cast<void*>(slot)) T{static_cast<Args&&>(args)...};
+        }
+    }
+
+    /// Full: moves into storage twice as large, building the new back item there first (its
+    /// arguments may refer to an old item). If that construction throws, nothing has changed.
+    template <class... Args>
+    void grow_and_emplace(Args&&... args) {
         static_assert(std::is_nothrow_move_constructible_v<T>); // nothing to undo if a move fails
         static_assert(alignof(T) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__);
         const std::size_t capacity = m_capacity ? m_capacity * 2 : 64;
         T* items = static_cast<T*>(::operator new(capacity * sizeof(T)));
+        try {
+            construct_at(items + m_size, static_cast<Args&&>(args)...);
+        } catch (...) {
+            ::operator delete(items);
+            throw;
+        }
         for (std::size_t i = 0; i < m_size; ++i) {
             T* from = m_items + ((m_head + i) & (m_capacity - 1));
             ::new (static_cast<void*>(items + i)) T(std::move(*from));
