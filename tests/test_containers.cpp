@@ -296,7 +296,7 @@ TEST_CASE("ring_queue destroys every object it constructs exactly once", "[conta
     CHECK(counted::live == 0);
 }
 
-TEST_CASE("ring_queue growth at every power of two, after wrap-around, keeps order and counts", "[containers]") {
+TEST_CASE("ring_queue growth at every power of two and after wrap-around keeps order and counts", "[containers]") {
     counted::live = 0;
     for (std::size_t offset : {std::size_t{0}, std::size_t{1}, std::size_t{37}, std::size_t{63}}) {
         ring_queue<counted> q;
@@ -325,7 +325,7 @@ TEST_CASE("ring_queue growth at every power of two, after wrap-around, keeps ord
     CHECK(counted::live == 0);
 }
 
-TEST_CASE("ring_queue pushes a T as itself, not as the only element of an initializer_list", "[containers]") {
+TEST_CASE("ring_queue pushes a T as itself and not as the only element of an initializer_list", "[containers]") {
     ring_queue<std::vector<std::any>> q;
     std::vector<std::any> v{1, 2, 3};
     q.push(v);

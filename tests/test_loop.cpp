@@ -691,3 +691,103 @@ TEST_CASE("the per-fd arrays grow past 64 1024 and near the open-files limit whi
     };
     loop.run(body());
 }
+
+namespace {
+
+// A posted callable counting the copies of itself alive (moves included): each is destroyed
+// exactly once, run or not. `pad` makes some too large for any in-place buffer.
+template <std::size_t Pad>
+struct counted_callback {
+    std::atomic<int>* live;
+    std::atomic<int>* runs;
+    char pad[Pad] = {};
+    counted_callback(std::atomic<int>& l, std::atomic<int>& r) : live(&l), runs(&r) { ++*live; }
+    counted_callback(const counted_callback& o) : live(o.live), runs(o.runs) { ++*live; }
+    counted_callback(counted_callback&& o) noexcept : live(o.live), runs(o.runs) { ++*live; }
+    ~counted_callback() { --*live; }
+    void operator()() { ++*runs; }
+};
+
+} // namespace
+
+TEST_CASE("a loop destroyed with callbacks still queued destroys each exactly once and runs none", "[loop][post]") {
+    std::atomic<int> live{0}, runs{0};
+    {
+        tandem::event_loop loop;
+        // queued on the loop thread (m_callbacks) past several growths, and wrapped around
+        loop.post([&] {
+            for (int i = 0; i < 300; ++i) {
+                if (i % 2) loop.post(counted_callback<8>(live, runs));
+                else loop.post(counted_callback<256>(live, runs));
+            }
+            loop.stop();
+        });
+        loop.run();
+        CHECK(runs.load() == 0);
+        CHECK(live.load() == 300);
+        // queued from another thread (the remote queue), never taken
+        std::thread([&] {
+            for (int i = 0; i < 200; ++i) loop.post(counted_callback<64>(live, runs));
+        }).join();
+        CHECK(live.load() == 500);
+    }
+    CHECK(live.load() == 0);
+    CHECK(runs.load() == 0);
+}
+
+TEST_CASE("callbacks that post callbacks or throw or stop: each runs once in order and is destroyed", "[loop][post]") {
+    std::atomic<int> live{0}, runs{0};
+    {
+        tandem::event_loop loop;
+        std::vector<int> order;
+        int depth = 0;
+        std::function<void()> chain = [&] {
+            order.push_back(depth);
+            if (++depth < 1000) {
+                loop.post(chain);                           // from inside a callback, while the batch runs
+                loop.post(counted_callback<128>(live, runs)); // interleaved, and growing the queue
+            }
+        };
+        loop.post(chain);
+        loop.post([] { throw std::runtime_error("from callback"); });
+        loop.post(counted_callback<8>(live, runs));
+        CHECK_THROWS_WITH(loop.run(), "from callback");
+        loop.post([&] { loop.stop(); }); // the rest continues after the throw
+        loop.run();
+        while (depth < 1000 || runs.load() < 1000) {
+            loop.post([&] { loop.stop(); });
+            loop.run();
+        }
+        REQUIRE(order.size() == 1000);
+        for (int i = 0; i < 1000; ++i) REQUIRE(order[static_cast<std::size_t>(i)] == i);
+        CHECK(runs.load() == 1000);
+    }
+    CHECK(live.load() == 0);
+}
+
+TEST_CASE("posts from other threads while the loop swaps its remote queue: each runs and is destroyed once", "[loop][post]") {
+    std::atomic<int> live{0}, runs{0};
+    constexpr int threads = 3;
+    constexpr int per_thread = 3000;
+    {
+        tandem::event_loop loop;
+        std::vector<std::thread> posters;
+        for (int t = 0; t < threads; ++t)
+            posters.emplace_back([&, t] {
+                for (int i = 0; i < per_thread; ++i) {
+                    if ((i + t) % 3 == 0) loop.post(counted_callback<200>(live, runs));
+                    else loop.post(counted_callback<8>(live, runs));
+                    if (i % 500 == 0) std::this_thread::yield();
+                }
+            });
+        std::thread stopper([&] {
+            while (runs.load() < threads * per_thread) std::this_thread::yield();
+            loop.stop();
+        });
+        loop.run();
+        for (auto& p : posters) p.join();
+        stopper.join();
+        CHECK(runs.load() == threads * per_thread);
+    }
+    CHECK(live.load() == 0);
+}
