@@ -2,7 +2,7 @@
 // Steady state allocates nothing: capacity only grows (to a power of two) and is reused.
 // Only the slots between the head and the tail hold objects: a growth does not construct a
 // whole new array (it did: value-initialised, then move-assigned into), and a pop leaves no
-// moved-from object behind. A post on the loop thread went from 27.5 to 18 ns
+// moved-from object behind. A post on the loop thread went from 24 to 16 ns
 // (bench/README.md, "Sixth round").
 #pragma once
 
